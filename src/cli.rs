@@ -1,0 +1,284 @@
+//! The command line, as clap derive types only: no logic lives here.
+//!
+//! The same tree generates the shell completions in `completions/` and the man pages in `man/`
+//! (hidden `generate-docs` subcommand; a test fails when the committed copies drift).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Every command writes exactly one report to stdout: a table on a terminal, JSON otherwise.
+Progress and logs go to stderr. Exit codes: 0 ok, 1 findings, 2 usage, 3 safety stop,
+70 internal error, 75 temporary (retry later), 77 permission denied, 78 configuration error.";
+
+/// Keep a cloud identity tenant in step with Active Directory.
+///
+/// ausi reads users, groups and Organizational Units from a domain controller (or an LDIF
+/// export), checks that every user has a first name, last name, email address and logon name,
+/// and provisions them into the tenant over SCIM 2.0.
+#[derive(Debug, Parser)]
+#[command(name = "ausi", version, propagate_version = true, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Agent configuration file [default: /etc/ausi/agent.toml, or %ProgramData%\ausi\agent.toml on Windows]
+    #[arg(long, short = 'c', global = true, env = "AUSI_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Report format on stdout [default: table on a terminal, json otherwise]
+    #[arg(long, short = 'o', global = true, env = "AUSI_OUTPUT", value_name = "FORMAT")]
+    pub output: Option<OutputFormat>,
+
+    /// More log detail on stderr (-v info, -vv debug, -vvv trace)
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only errors on stderr, and no progress display
+    #[arg(long, short = 'q', global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Format of the log lines on stderr
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// One JSON envelope (for scripts: `ausi validate | ConvertFrom-Json`)
+    Json,
+    /// A human-readable table
+    Table,
+    /// One JSON object per line: each listed item, then the envelope
+    Jsonl,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register this agent with the identity tenant (home realm, agent name, access token)
+    Register(RegisterArgs),
+
+    /// Install the scheduled task (Windows) or systemd timer (Linux) that runs the sync unattended
+    InstallService(InstallServiceArgs),
+
+    /// List the Organizational Units and default containers, with user and group counts
+    ///
+    /// Shows the OU tree under the domain's naming context, each OU's objectGUID, depth, the
+    /// number of users and groups directly inside it and in its whole subtree, and whether it
+    /// is selected for sync.
+    ListOus(ListOusArgs),
+
+    /// Choose which OUs are synchronised (and which sub-trees inside them are left out)
+    ///
+    /// OUs are given by distinguished name or objectGUID and stored by both, so an OU that is
+    /// renamed or moved later is found again by its GUID. Before saving, the report shows how
+    /// many users and groups enter and leave the sync scope; with --dry-run nothing is saved.
+    SelectOus(SelectOusArgs),
+
+    /// Check every user in scope for the attributes the tenant needs
+    ///
+    /// Rules: givenName, sn, mail and userPrincipalName present and not blank; mail and
+    /// userPrincipalName well-formed; mail, userPrincipalName and sAMAccountName unique
+    /// (case-insensitive) within the scope. Disabled accounts are counted, not flagged.
+    /// Exit code 1 when any user would be quarantined by a sync.
+    Validate(ValidateArgs),
+
+    /// Synchronise users, groups and OUs into the tenant (incremental unless --full)
+    Sync(SyncArgs),
+
+    /// Write passwords changed in the tenant (or given here) into Active Directory
+    PasswordPush(PasswordPushArgs),
+
+    /// Show the configuration, the selected OUs, registration and recent runs
+    Status(StatusArgs),
+
+    /// Write shell completions and man pages (for packagers)
+    #[command(hide = true)]
+    GenerateDocs(GenerateDocsArgs),
+}
+
+/// Where the directory data comes from, shared by every command that reads it.
+#[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Directory")]
+pub struct DirectoryArgs {
+    /// Read from here instead of the configured directory: ldif:PATH (an ldifde or ldapsearch
+    /// export; no domain controller needed), ldaps://HOST[:PORT] or ldap://HOST[:PORT]
+    #[arg(long, value_name = "SOURCE", env = "AUSI_SOURCE")]
+    pub source: Option<String>,
+
+    /// Bind as this account (DN, user@domain or DOMAIN\user) instead of the configured one
+    #[arg(long, value_name = "DN")]
+    pub bind_dn: Option<String>,
+
+    /// Read the bind password from the first line of standard input
+    #[arg(long)]
+    pub bind_password_stdin: bool,
+
+    /// Store the password given by prompt or --bind-password-stdin in the secret store that
+    /// the configuration's `bind_password` reference names
+    #[arg(long)]
+    pub save_bind_password: bool,
+
+    /// Trust this PEM file of CA certificates for LDAPS/StartTLS (a private enterprise CA)
+    #[arg(long, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Upgrade an ldap:// connection with StartTLS
+    #[arg(long)]
+    pub starttls: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// The tenant's home realm URL (organisation or sub-organisation realm)
+    #[arg(long, value_name = "URL")]
+    pub home_realm: Option<String>,
+
+    /// Name of this agent in the tenant [default: this machine's host name]
+    #[arg(long, value_name = "NAME")]
+    pub agent_name: Option<String>,
+
+    /// Provisioning policy to apply
+    #[arg(long, value_name = "NAME", default_value = "Default")]
+    pub provisioning_policy: String,
+
+    /// SCIM base URL, when it is not {home realm}/scim/v2
+    #[arg(long, value_name = "URL")]
+    pub scim_url: Option<String>,
+
+    /// Read the tenant's access token from standard input (it is never accepted as an argument)
+    #[arg(long)]
+    pub token_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallServiceArgs {
+    /// Minutes between incremental syncs
+    #[arg(long, value_name = "MINUTES", default_value_t = 10)]
+    pub interval: u32,
+
+    /// Write what would be installed to stdout and change nothing
+    #[arg(long)]
+    pub print: bool,
+
+    /// Remove the installed task or timer
+    #[arg(long)]
+    pub uninstall: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListOusArgs {
+    #[command(flatten)]
+    pub directory: DirectoryArgs,
+
+    /// List only this sub-tree (DN) instead of the whole naming context
+    #[arg(long, value_name = "DN")]
+    pub base: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SelectOusArgs {
+    #[command(flatten)]
+    pub directory: DirectoryArgs,
+
+    /// Add OUs (DN or objectGUID) to the selection
+    #[arg(long, value_name = "OU", num_args = 1.., action = clap::ArgAction::Append)]
+    pub add: Vec<String>,
+
+    /// Remove OUs (DN or objectGUID) from the selection
+    #[arg(long, value_name = "OU", num_args = 1.., action = clap::ArgAction::Append)]
+    pub remove: Vec<String>,
+
+    /// Replace the whole selection with these OUs (exclusions outside them are dropped)
+    #[arg(long, value_name = "OU", num_args = 1.., action = clap::ArgAction::Append, conflicts_with_all = ["add", "remove", "clear"])]
+    pub set: Vec<String>,
+
+    /// Remove every selected OU and every exclusion
+    #[arg(long, conflicts_with_all = ["add", "remove"])]
+    pub clear: bool,
+
+    /// Leave this sub-tree (an OU or container inside a selected OU) out of the sync
+    #[arg(long, value_name = "OU", num_args = 1.., action = clap::ArgAction::Append)]
+    pub exclude: Vec<String>,
+
+    /// Take an excluded sub-tree back into the sync
+    #[arg(long, value_name = "OU", num_args = 1.., action = clap::ArgAction::Append)]
+    pub unexclude: Vec<String>,
+
+    /// Show the scope change without saving it
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub directory: DirectoryArgs,
+
+    /// Validate every user under this DN instead of the selected OUs
+    #[arg(long, value_name = "DN")]
+    pub base: Option<String>,
+
+    /// Explain one user rule by rule (userPrincipalName or sAMAccountName)
+    #[arg(long, value_name = "UPN|SAM")]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub directory: DirectoryArgs,
+
+    /// Read the whole selected scope instead of the changes since the last run
+    #[arg(long)]
+    pub full: bool,
+
+    /// Plan and report every change without writing anything to the tenant
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PasswordPushArgs {
+    #[command(flatten)]
+    pub directory: DirectoryArgs,
+
+    /// Apply the password changes queued in the tenant and report each result back
+    #[arg(long)]
+    pub from_tenant: bool,
+
+    /// Set the password of this user (userPrincipalName or sAMAccountName)
+    #[arg(long, value_name = "UPN|SAM")]
+    pub user: Option<String>,
+
+    /// Read the new password for --user from standard input
+    #[arg(long)]
+    pub password_stdin: bool,
+
+    /// JSON Lines file of {"user": ..., "password": ...} (or - for standard input)
+    #[arg(long, value_name = "FILE")]
+    pub batch: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {}
+
+#[derive(Debug, Args)]
+pub struct GenerateDocsArgs {
+    /// Directory that receives completions/ and man/
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub out_dir: PathBuf,
+}

@@ -1,0 +1,304 @@
+//! One module per subcommand. Each resolves its settings, calls the domain modules and returns
+//! an [`Outcome`] holding its [`Report`]; nothing here prints or exits.
+
+pub mod docs;
+pub mod list_ous;
+pub mod select_ous;
+pub mod status;
+pub mod validate;
+
+use std::io::{BufRead, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::cli::{Cli, Command, DirectoryArgs, GlobalArgs};
+use crate::config::{self, AgentConfig, ConfigError, DirectoryConfig};
+use crate::directory::ldap::{DEFAULT_RANGE_STEP, LdapDirectory, LdapSettings};
+use crate::directory::ldif_source::LdifDirectory;
+use crate::directory::{AnyDirectory, DirObject, Directory, Dn, ObjectQuery, ReadSummary, SourceSpec};
+use crate::error::{AppError, ErrorKind, Result};
+use crate::output::{Outcome, Printer, Warning};
+use crate::secrets::{SecretError, SecretRef, SecretString};
+use crate::sync::scope::{self, Resolution, Scope};
+
+/// The data part of the report envelope, one variant per command.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Report {
+    ListOus(list_ous::ListOusReport),
+    SelectOus(select_ous::SelectOusReport),
+    Validate(validate::ValidateReport),
+    Status(status::StatusReport),
+    Docs(docs::DocsReport),
+}
+
+impl Report {
+    /// The human rendering.
+    pub fn table(&self) -> String {
+        match self {
+            Report::ListOus(r) => r.table(),
+            Report::SelectOus(r) => r.table(),
+            Report::Validate(r) => r.table(),
+            Report::Status(r) => r.table(),
+            Report::Docs(r) => r.table(),
+        }
+    }
+
+    /// The items that `--output jsonl` writes one per line before the envelope.
+    pub fn items(&self) -> Vec<serde_json::Value> {
+        fn each<T: Serialize>(items: &[T]) -> Vec<serde_json::Value> {
+            items.iter().filter_map(|i| serde_json::to_value(i).ok()).collect()
+        }
+        match self {
+            Report::ListOus(r) => each(&r.ous),
+            Report::SelectOus(r) => each(&r.changes.entering).into_iter().chain(each(&r.changes.leaving)).collect(),
+            Report::Validate(r) => each(&r.validation.users),
+            Report::Status(_) | Report::Docs(_) => Vec::new(),
+        }
+    }
+}
+
+/// The subcommand's name as it appears in the report envelope.
+pub fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::Register(_) => "register",
+        Command::InstallService(_) => "install-service",
+        Command::ListOus(_) => "list-ous",
+        Command::SelectOus(_) => "select-ous",
+        Command::Validate(_) => "validate",
+        Command::Sync(_) => "sync",
+        Command::PasswordPush(_) => "password-push",
+        Command::Status(_) => "status",
+        Command::GenerateDocs(_) => "generate-docs",
+    }
+}
+
+pub async fn dispatch(cli: &Cli, printer: &Printer) -> Result<Outcome> {
+    let ctx = Context::new(&cli.global, printer);
+    match &cli.command {
+        Command::ListOus(args) => list_ous::run(&ctx, args).await,
+        Command::SelectOus(args) => select_ous::run(&ctx, args).await,
+        Command::Validate(args) => validate::run(&ctx, args).await,
+        Command::Status(_) => status::run(&ctx),
+        Command::GenerateDocs(args) => docs::run(args),
+        Command::Register(_) => Err(not_available("register", "registering with the tenant")),
+        Command::InstallService(_) => Err(not_available("install-service", "unattended scheduling")),
+        Command::Sync(_) => Err(not_available("sync", "full and incremental sync")),
+        Command::PasswordPush(_) => Err(not_available("password-push", "password writeback")),
+    }
+}
+
+fn not_available(command: &str, what: &str) -> AppError {
+    AppError::new(
+        ErrorKind::NotAvailable,
+        format!(
+            "`ausi {command}` is not available in this version ({}): {what} arrives in a later release",
+            env!("CARGO_PKG_VERSION")
+        ),
+    )
+    .with_hint("`ausi validate`, `list-ous`, `select-ous` and `status` work today")
+}
+
+/// What every command needs: global flags, the printer, where the configuration lives.
+pub struct Context<'a> {
+    pub global: &'a GlobalArgs,
+    pub printer: &'a Printer,
+    pub config_path: PathBuf,
+}
+
+impl<'a> Context<'a> {
+    pub fn new(global: &'a GlobalArgs, printer: &'a Printer) -> Self {
+        let config_path = global.config.clone().unwrap_or_else(default_config_path);
+        Context { global, printer, config_path }
+    }
+
+    /// The configuration if there is one; a missing file is an error only when it was named.
+    pub fn optional_config(&self, warnings: &mut Vec<Warning>) -> Result<Option<AgentConfig>> {
+        match config::load(&self.config_path) {
+            Ok(loaded) => {
+                warnings.extend(loaded.warnings);
+                Ok(Some(loaded.config))
+            }
+            Err(ConfigError::Missing { .. }) if self.global.config.is_none() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// `/etc/ausi/agent.toml`, or `%ProgramData%\ausi\agent.toml` on Windows.
+pub fn default_config_path() -> PathBuf {
+    if cfg!(windows) {
+        let base =
+            std::env::var_os("ProgramData").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(r"C:\ProgramData"));
+        base.join("ausi").join("agent.toml")
+    } else {
+        PathBuf::from("/etc/ausi/agent.toml")
+    }
+}
+
+/// Opens the directory named by `--source` or the configuration, binding with the configured
+/// secret (or stdin, or a prompt). Warnings about weakened security go into `warnings`.
+pub async fn open_directory(
+    args: &DirectoryArgs,
+    config: Option<&AgentConfig>,
+    warnings: &mut Vec<Warning>,
+) -> Result<AnyDirectory> {
+    let defaults = DirectoryConfig::default();
+    let dir = config.map(|c| &c.directory).unwrap_or(&defaults);
+    let spec = match (&args.source, &dir.url) {
+        (Some(source), _) => SourceSpec::parse(source)?,
+        (None, Some(url)) => SourceSpec::Ldap(url.clone()),
+        (None, None) => {
+            return Err(AppError::config("no directory to read: the configuration has no [directory] url")
+                .with_hint("pass --source ldaps://DC or --source ldif:EXPORT.ldif, or set url in [directory]"));
+        }
+    };
+    let url = match spec {
+        SourceSpec::Ldif(path) => return Ok(AnyDirectory::Ldif(LdifDirectory::open(&path)?)),
+        SourceSpec::Ldap(url) => url,
+    };
+    let ca_file = args.ca_file.clone().or_else(|| dir.ca_file.clone());
+    if !dir.tls_verify {
+        tracing::warn!("TLS certificate verification is OFF (tls_verify = false)");
+        warnings.push(Warning::new(
+            "tls-verify-disabled",
+            "TLS certificate verification is disabled (tls_verify = false): anyone between this machine and the DC can read the bind password and the directory",
+        ));
+    }
+    let bind_dn = args.bind_dn.clone().or_else(|| dir.bind_dn.clone());
+    let reference = dir.bind_password.as_deref().map(SecretRef::parse).transpose()?;
+    let (bind, typed) = match &bind_dn {
+        None => (None, None),
+        Some(account) => {
+            let (password, typed) = bind_password(args, reference.as_ref(), account)?;
+            (Some((account.clone(), password)), typed)
+        }
+    };
+    let settings = LdapSettings {
+        url,
+        starttls: args.starttls || dir.starttls,
+        bind,
+        ca_file,
+        tls_verify: dir.tls_verify,
+        allow_plaintext_bind: dir.allow_plaintext_bind,
+        connect_timeout: Duration::from_secs(dir.connect_timeout_secs.max(1)),
+        operation_timeout: Duration::from_secs(dir.operation_timeout_secs.max(1)),
+        page_size: dir.page_size,
+        base_dn: dir.base_dn.clone(),
+        range_step: DEFAULT_RANGE_STEP,
+    };
+    let directory = LdapDirectory::connect(settings).await?;
+    if args.save_bind_password {
+        match (typed, &reference) {
+            (Some(password), Some(reference)) => {
+                reference.store(&password)?;
+                warnings
+                    .push(Warning::new("bind-password-saved", format!("the bind password was stored in {reference}")));
+            }
+            (None, _) => {
+                return Err(AppError::usage(
+                    "--save-bind-password needs a password given by --bind-password-stdin or at the prompt",
+                ));
+            }
+            (Some(_), None) => {
+                return Err(AppError::config("--save-bind-password: the configuration has no directory.bind_password reference to store it in")
+                    .with_hint("add e.g. bind_password = \"keyring:ausi/ldap-bind\" (Windows) or \"file:/etc/ausi/bind.pw\" (Linux) to [directory]"));
+            }
+        }
+    }
+    Ok(AnyDirectory::Ldap(Box::new(directory)))
+}
+
+/// The bind password, and a copy of it when it was typed or piped in (so it can be saved).
+fn bind_password(
+    args: &DirectoryArgs,
+    reference: Option<&SecretRef>,
+    account: &str,
+) -> Result<(SecretString, Option<SecretString>)> {
+    if args.bind_password_stdin {
+        let password = read_stdin_secret()?;
+        return Ok((password.clone(), Some(password)));
+    }
+    let missing = match reference.map(SecretRef::resolve) {
+        Some(Ok(password)) => return Ok((password, None)),
+        Some(Err(SecretError::Missing { reference })) => Some(reference),
+        Some(Err(other)) => return Err(other.into()),
+        None => None,
+    };
+    if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        let typed = rpassword::prompt_password(format!("Bind password for {account}: "))
+            .map_err(|e| AppError::config("cannot read the password from the terminal").caused_by(&e))?;
+        let password = SecretString::from(typed);
+        return Ok((password.clone(), Some(password)));
+    }
+    let message = match missing {
+        Some(reference) => format!("the bind password for {account} is not stored in {reference}"),
+        None => format!("no bind password for {account}: the configuration has no directory.bind_password"),
+    };
+    Err(AppError::config(message).with_hint(
+        "pipe it in with --bind-password-stdin (add --save-bind-password to store it), or set directory.bind_password",
+    ))
+}
+
+fn read_stdin_secret() -> Result<SecretString> {
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| AppError::usage("cannot read the password from standard input").caused_by(&e))?;
+    let value = line.trim_end_matches(['\r', '\n']);
+    if value.is_empty() {
+        return Err(AppError::usage("standard input held no password (an empty first line)"));
+    }
+    Ok(SecretString::from(value.to_owned()))
+}
+
+/// The selection in the configuration, resolved against the directory's current OUs.
+pub async fn resolve_selection(directory: &mut AnyDirectory, config: Option<&AgentConfig>) -> Result<(Dn, Resolution)> {
+    let nc = directory.info().await?.naming_context;
+    let selection = config.map(|c| c.scope.clone()).unwrap_or_default();
+    if selection.ous.is_empty() && selection.excluded.is_empty() {
+        return Ok((nc, Resolution::default()));
+    }
+    let containers = directory.containers(&nc).await?;
+    Ok((nc, scope::resolve(&selection, &containers)))
+}
+
+/// Reads the objects of `query` in `scope`, streaming them into `each`.
+pub async fn read_scope(
+    directory: &mut AnyDirectory,
+    scope: &Scope,
+    query: ObjectQuery,
+    printer: &Printer,
+    each: &mut dyn FnMut(DirObject),
+) -> Result<ReadSummary> {
+    let progress = printer.progress("Reading the directory");
+    let mut total = ReadSummary::default();
+    let mut offset = 0;
+    for base in scope.bases() {
+        let mut sink = |object: DirObject| {
+            if scope.contains(&object.dn) {
+                each(object);
+            }
+        };
+        let summary = directory.objects(base, query, &mut sink, &|n| progress.set(offset + n)).await?;
+        offset += summary.entries;
+        total.entries += summary.entries;
+        total.unreadable.extend(summary.unreadable);
+    }
+    progress.finish();
+    Ok(total)
+}
+
+/// Parses a DN given on the command line.
+pub fn parse_dn_arg(flag: &str, text: &str) -> Result<Dn> {
+    Dn::parse(text)
+        .map_err(|e| AppError::usage(format!("{flag} {text:?} is not a valid distinguished name: {}", e.message)))
+}
+
+pub fn display_path(path: &Path) -> String {
+    path.display().to_string()
+}

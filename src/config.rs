@@ -1,0 +1,363 @@
+//! The agent configuration file (`agent.toml`): versioned TOML, unknown keys rejected by name,
+//! secrets only as references, written atomically without losing the administrator's comments.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::error::{AppError, ErrorKind};
+use crate::output::Warning;
+
+/// The configuration format this release reads and writes.
+pub const CONFIG_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Format version of this file; ausi refuses a version it does not know.
+    pub version: u32,
+    #[serde(default)]
+    pub directory: DirectoryConfig,
+    #[serde(default)]
+    pub scope: ScopeConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirectoryConfig {
+    /// `ldaps://dc1.example.com` (preferred) or `ldap://dc1.example.com` with `starttls = true`.
+    pub url: Option<String>,
+    pub starttls: bool,
+    /// The service account: a DN, `user@domain` or `DOMAIN\user`.
+    pub bind_dn: Option<String>,
+    /// A secret reference: `keyring:NAME`, `file:PATH` or `env:VAR` (never the password itself).
+    pub bind_password: Option<String>,
+    /// Naming context to work in; read from the rootDSE (`defaultNamingContext`) when absent.
+    pub base_dn: Option<String>,
+    /// PEM file with the CA certificate(s) that issued the DC's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Verify the DC's certificate (turning this off allows a man in the middle).
+    pub tls_verify: bool,
+    /// Allow a simple bind over an unencrypted `ldap://` connection (sends the password in clear).
+    pub allow_plaintext_bind: bool,
+    pub connect_timeout_secs: u64,
+    pub operation_timeout_secs: u64,
+    /// Entries per page in paged searches (RFC 2696); AD caps it at its MaxPageSize (1000).
+    pub page_size: u32,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        DirectoryConfig {
+            url: None,
+            starttls: false,
+            bind_dn: None,
+            bind_password: None,
+            base_dn: None,
+            ca_file: None,
+            tls_verify: true,
+            allow_plaintext_bind: false,
+            connect_timeout_secs: 10,
+            operation_timeout_secs: 120,
+            page_size: 500,
+        }
+    }
+}
+
+/// The selected OUs and the sub-trees left out of them, each stored by DN and objectGUID.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScopeConfig {
+    pub ous: Vec<OuRef>,
+    pub excluded: Vec<OuRef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OuRef {
+    pub dn: String,
+    /// objectGUID in canonical form; authoritative when the OU is renamed or moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guid: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantConfig {
+    pub home_realm: Option<String>,
+    pub agent_name: Option<String>,
+    pub provisioning_policy: Option<String>,
+    pub scim_url: Option<String>,
+    /// Secret reference for the tenant's bearer token.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("no configuration file at {}", path.display())]
+    Missing { path: PathBuf },
+    #[error("cannot read {}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+    #[error("cannot write {}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+impl From<ConfigError> for AppError {
+    fn from(e: ConfigError) -> Self {
+        let mut app = AppError::new(ErrorKind::Config, e.to_string());
+        match &e {
+            ConfigError::Missing { path } => {
+                app = app.with_hint(format!(
+                    "create it from examples/agent.toml, or point --config / AUSI_CONFIG at it (looked at {})",
+                    path.display()
+                ));
+            }
+            ConfigError::Read { source, .. } | ConfigError::Write { source, .. } => {
+                app = app.caused_by(source);
+            }
+            ConfigError::Invalid { .. } => {}
+        }
+        app
+    }
+}
+
+/// A loaded configuration and what was noticed while loading it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: AgentConfig,
+    pub warnings: Vec<Warning>,
+}
+
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ConfigError::Missing { path: path.to_owned() });
+        }
+        Err(source) => return Err(ConfigError::Read { path: path.to_owned(), source }),
+    };
+    let config = parse(&text).map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+    let mut warnings = Vec::new();
+    if let Some(w) = permission_warning(path) {
+        warnings.push(w);
+    }
+    Ok(Loaded { config, warnings })
+}
+
+/// Parses and checks a configuration text; the error names the offending key and line.
+pub fn parse(text: &str) -> Result<AgentConfig, String> {
+    let config: AgentConfig = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+    if config.version != CONFIG_VERSION {
+        return Err(format!(
+            "configuration version {} is not supported by this ausi (it reads version {CONFIG_VERSION})",
+            config.version
+        ));
+    }
+    if config.directory.page_size == 0 || config.directory.page_size > 100_000 {
+        return Err(format!(
+            "directory.page_size = {} is out of range (1 to 100000; AD serves at most 1000 per page)",
+            config.directory.page_size
+        ));
+    }
+    for (key, value) in [
+        ("directory.bind_password", &config.directory.bind_password),
+        ("tenant.token", &config.tenant.as_ref().and_then(|t| t.token.clone())),
+    ] {
+        if let Some(value) = value {
+            crate::secrets::SecretRef::parse(value).map_err(|e| format!("{key}: {e}"))?;
+        }
+    }
+    Ok(config)
+}
+
+#[cfg(unix)]
+fn permission_warning(path: &Path) -> Option<Warning> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o022 != 0).then(|| {
+        Warning::new(
+            "config-writable-by-others",
+            format!(
+                "{} is writable by users other than its owner (mode {:o}): anyone who can edit it can point ausi at another directory or tenant; run `chmod go-w {}`",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            ),
+        )
+    })
+}
+
+#[cfg(windows)]
+fn permission_warning(_path: &Path) -> Option<Warning> {
+    // %ProgramData%\ausi inherits an ACL that lets only Administrators and SYSTEM write.
+    None
+}
+
+/// Replaces the `[scope]` section of the file at `path` (creating the file if needed) and keeps
+/// every other line, comment and key as the administrator wrote it.
+pub fn save_scope(path: &Path, scope: &ScopeConfig) -> Result<(), ConfigError> {
+    let existing = match fs::read_to_string(path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => return Err(ConfigError::Read { path: path.to_owned(), source }),
+    };
+    let mut doc: toml_edit::DocumentMut = match &existing {
+        Some(text) => text.parse().map_err(|e: toml_edit::TomlError| ConfigError::Invalid {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?,
+        None => {
+            let mut doc = toml_edit::DocumentMut::new();
+            doc["version"] = toml_edit::value(i64::from(CONFIG_VERSION));
+            doc
+        }
+    };
+    doc["scope"] = toml_edit::Item::Table(scope_table(scope));
+    let text = doc.to_string();
+    // Never write a file that the next run cannot read.
+    parse(&text).map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+    write_atomic(path, text.as_bytes(), 0o640).map_err(|source| ConfigError::Write { path: path.to_owned(), source })
+}
+
+fn scope_table(scope: &ScopeConfig) -> toml_edit::Table {
+    let mut table = toml_edit::Table::new();
+    table.decor_mut().set_prefix("\n# OUs to synchronise, maintained by `ausi select-ous`.\n");
+    for (key, list) in [("ous", &scope.ous), ("excluded", &scope.excluded)] {
+        let mut array = toml_edit::ArrayOfTables::new();
+        for ou in list {
+            let mut t = toml_edit::Table::new();
+            t["dn"] = toml_edit::value(ou.dn.as_str());
+            if let Some(guid) = &ou.guid {
+                t["guid"] = toml_edit::value(guid.as_str());
+            }
+            array.push(t);
+        }
+        if array.is_empty() {
+            table[key] = toml_edit::value(toml_edit::Array::new());
+        } else {
+            table[key] = toml_edit::Item::ArrayOfTables(array);
+        }
+    }
+    table
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`, so a
+/// crash leaves either the old or the new file, never half of one.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&dir)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(mode);
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        let mut file = options.open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)?;
+        #[cfg(unix)]
+        if let Ok(d) = fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_gets_safe_defaults() {
+        let c = parse("version = 1\n").unwrap();
+        assert!(c.directory.tls_verify);
+        assert!(!c.directory.allow_plaintext_bind);
+        assert_eq!(c.directory.page_size, 500);
+        assert!(c.scope.ous.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse("version = 1\n[directory]\nurll = \"ldaps://x\"\n").unwrap_err();
+        assert!(e.contains("urll"), "{e}");
+        let e = parse("version = 1\nbogus = 2\n").unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn version_is_required_and_checked() {
+        assert!(parse("").unwrap_err().contains("version"));
+        assert!(parse("version = 2\n").unwrap_err().contains("version 2"));
+    }
+
+    #[test]
+    fn plain_password_in_config_is_refused() {
+        let e = parse("version = 1\n[directory]\nbind_password = \"Secret123!\"\n").unwrap_err();
+        assert!(e.contains("directory.bind_password"), "{e}");
+        assert!(!e.contains("Secret123!"), "the refused value must not be echoed: {e}");
+    }
+
+    #[test]
+    fn save_scope_keeps_comments_and_other_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        fs::write(&path, "# my comment\nversion = 1\n\n[directory]\n# the DC\nurl = \"ldaps://dc1\"\n").unwrap();
+        let scope = ScopeConfig {
+            ous: vec![OuRef { dn: "OU=Sales,DC=example,DC=test".into(), guid: Some("0011".into()) }],
+            excluded: vec![],
+        };
+        save_scope(&path, &scope).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("# my comment") && text.contains("# the DC"), "{text}");
+        let loaded = load(&path).unwrap().config;
+        assert_eq!(loaded.scope, scope);
+        assert_eq!(loaded.directory.url.as_deref(), Some("ldaps://dc1"));
+        // and again, replacing the previous scope
+        save_scope(&path, &ScopeConfig::default()).unwrap();
+        assert_eq!(load(&path).unwrap().config.scope, ScopeConfig::default());
+    }
+
+    #[test]
+    fn save_scope_creates_a_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/agent.toml");
+        save_scope(&path, &ScopeConfig::default()).unwrap();
+        assert_eq!(load(&path).unwrap().config.version, CONFIG_VERSION);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn world_writable_config_warns() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        fs::write(&path, "version = 1\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+        let loaded = load(&path).unwrap();
+        assert_eq!(loaded.warnings[0].code, "config-writable-by-others");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(load(&path).unwrap().warnings.is_empty());
+    }
+}

@@ -1,0 +1,504 @@
+//! Active Directory over LDAP (ldap3): LDAPS or StartTLS with certificate verification, simple
+//! bind, rootDSE discovery, paged subtree searches (RFC 2696) and range retrieval of `member`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry};
+
+use super::filter::Filter;
+use super::{
+    Container, Decoded, DirObject, Directory, DirectoryError, DirectoryInfo, Dn, OBJECT_ATTRIBUTES, ObjectKind,
+    ObjectQuery, RawEntry, ReadSummary, SAM_USER_ACCOUNT, decode,
+};
+use crate::secrets::{ExposeSecret, SecretString};
+
+/// How many `member` values to ask for per read. AD's MaxValRange is 1500.
+pub const DEFAULT_RANGE_STEP: u32 = 1500;
+
+pub struct LdapSettings {
+    pub url: String,
+    pub starttls: bool,
+    /// Bind account and password; `None` binds anonymously (the rootDSE only, on AD).
+    pub bind: Option<(String, SecretString)>,
+    pub ca_file: Option<PathBuf>,
+    pub tls_verify: bool,
+    pub allow_plaintext_bind: bool,
+    pub connect_timeout: Duration,
+    pub operation_timeout: Duration,
+    pub page_size: u32,
+    /// The naming context to use instead of the rootDSE's defaultNamingContext.
+    pub base_dn: Option<String>,
+    pub range_step: u32,
+}
+
+pub struct LdapDirectory {
+    ldap: Ldap,
+    url: String,
+    operation_timeout: Duration,
+    page_size: u32,
+    range_step: u32,
+    base_dn: Option<String>,
+    info: Option<DirectoryInfo>,
+}
+
+/// Whether the connection is encrypted before the bind.
+fn is_encrypted(url: &str, starttls: bool) -> bool {
+    url.to_ascii_lowercase().starts_with("ldaps://") || starttls
+}
+
+fn check_url(url: &str) -> Result<(), DirectoryError> {
+    let invalid = |reason: &str| DirectoryError::InvalidUrl { url: url.to_owned(), reason: reason.to_owned() };
+    let lower = url.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("ldaps://")
+        .or_else(|| lower.strip_prefix("ldap://"))
+        .ok_or_else(|| invalid("the scheme must be ldaps:// or ldap://"))?;
+    let host_port = rest.trim_end_matches('/');
+    if host_port.is_empty() {
+        return Err(invalid("no host name"));
+    }
+    if host_port.contains('/') || host_port.contains('?') {
+        return Err(invalid("give only the host and port; set the base DN with directory.base_dn"));
+    }
+    Ok(())
+}
+
+impl LdapDirectory {
+    /// Connects, secures and binds. Refuses a simple bind over an unencrypted connection
+    /// before anything is sent, unless explicitly allowed.
+    pub async fn connect(settings: LdapSettings) -> Result<LdapDirectory, DirectoryError> {
+        let url = settings.url.clone();
+        check_url(&url)?;
+        if let Some((account, _)) = &settings.bind
+            && !is_encrypted(&url, settings.starttls)
+            && !settings.allow_plaintext_bind
+        {
+            return Err(DirectoryError::PlaintextBind { url, account: account.clone() });
+        }
+        let mut conn_settings = LdapConnSettings::new()
+            .set_conn_timeout(settings.connect_timeout)
+            .set_starttls(settings.starttls && !url.to_ascii_lowercase().starts_with("ldaps://"))
+            .set_no_tls_verify(!settings.tls_verify);
+        if settings.tls_verify
+            && let Some(ca_file) = &settings.ca_file
+        {
+            conn_settings = conn_settings.set_config(tls_config(ca_file, &url)?);
+        }
+        let connect = LdapConnAsync::with_settings(conn_settings, &url);
+        let (conn, mut ldap) = match tokio::time::timeout(settings.connect_timeout, connect).await {
+            Err(_) => {
+                return Err(DirectoryError::Timeout {
+                    url,
+                    operation: "connect",
+                    seconds: settings.connect_timeout.as_secs(),
+                });
+            }
+            Ok(result) => result.map_err(|e| connect_error(&url, settings.connect_timeout, e))?,
+        };
+        ldap3::drive!(conn);
+        if let Some((account, password)) = &settings.bind {
+            ldap.with_timeout(settings.operation_timeout);
+            let result = ldap
+                .simple_bind(account, password.expose_secret())
+                .await
+                .map_err(|e| op_error(&url, "bind", settings.operation_timeout, e))?;
+            if result.rc != 0 {
+                return Err(bind_error(account, result.rc, &result.text));
+            }
+        }
+        tracing::info!(url = %url, "connected to the directory");
+        Ok(LdapDirectory {
+            ldap,
+            url,
+            operation_timeout: settings.operation_timeout,
+            page_size: settings.page_size,
+            range_step: settings.range_step.max(1),
+            base_dn: settings.base_dn,
+            info: None,
+        })
+    }
+
+    /// Every value of `member` of one group, read in explicit ranges (`member;range=0-1499`,
+    /// `member;range=1500-2999`, …) as AD requires for groups above its MaxValRange.
+    pub async fn group_members(&mut self, group: &Dn) -> Result<Vec<Dn>, DirectoryError> {
+        let mut members = Vec::new();
+        let mut start: u64 = 0;
+        loop {
+            let attr = format!("member;range={start}-{}", start + u64::from(self.range_step) - 1);
+            let raw = self.read_base(&group.to_string(), &[attr.as_str()]).await?;
+            let Some(raw) = raw else {
+                return Err(DirectoryError::NoSuchObject { dn: group.to_string() });
+            };
+            let (values, end) = raw.ranged("member");
+            for v in values {
+                let text = String::from_utf8_lossy(v);
+                let dn = Dn::parse(&text)
+                    .map_err(|e| DirectoryError::BadDn { dn: text.clone().into_owned(), detail: e.message })?;
+                members.push(dn);
+            }
+            match end {
+                // `member;range=N-M`: more to come from M+1.
+                Some(Some(end)) if end >= start => start = end + 1,
+                // `member;range=N-*` (last chunk), or a plain `member` (server did not range it).
+                _ => return Ok(members),
+            }
+        }
+    }
+
+    async fn read_base(&mut self, dn: &str, attrs: &[&str]) -> Result<Option<RawEntry>, DirectoryError> {
+        self.ldap.with_timeout(self.operation_timeout);
+        let result = self.ldap.search(dn, Scope::Base, "(objectClass=*)", attrs.to_vec()).await;
+        let result = result.map_err(|e| op_error(&self.url, "search", self.operation_timeout, e))?;
+        let (entries, res) = (result.0, result.1);
+        if res.rc == 32 {
+            return Err(DirectoryError::NoSuchObject { dn: dn.to_owned() });
+        }
+        check_rc("search", dn, res.rc, &res.text)?;
+        Ok(entries.into_iter().find(|e| !e.is_ref()).map(|e| raw_entry(SearchEntry::construct(e))))
+    }
+
+    /// A paged subtree (or one-level) search; every entry goes to `each`. Any failure, on any
+    /// page, fails the whole read: a partial listing is never passed off as complete.
+    async fn paged_search(
+        &mut self,
+        base: &Dn,
+        scope: Scope,
+        filter: &Filter,
+        attrs: &[&str],
+        each: &mut dyn FnMut(RawEntry) -> Result<(), DirectoryError>,
+    ) -> Result<(), DirectoryError> {
+        let base_text = base.to_string();
+        let filter_text = filter.to_string();
+        tracing::debug!(base = %base_text, filter = %filter_text, "paged search");
+        let adapters: Vec<Box<dyn Adapter<'_, &str, Vec<&str>>>> = vec![
+            Box::new(EntriesOnly::new()),
+            Box::new(PagedResults::new(i32::try_from(self.page_size).unwrap_or(1000))),
+        ];
+        let timeout = self.operation_timeout;
+        let url = self.url.clone();
+        self.ldap.with_timeout(timeout);
+        let mut stream = self
+            .ldap
+            .streaming_search_with(adapters, &base_text, scope, &filter_text, attrs.to_vec())
+            .await
+            .map_err(|e| op_error(&url, "search", timeout, e))?;
+        loop {
+            match stream.next().await {
+                Ok(Some(entry)) => each(raw_entry(SearchEntry::construct(entry)))?,
+                Ok(None) => break,
+                Err(e) => return Err(op_error(&url, "search", timeout, e)),
+            }
+        }
+        let res = stream.finish().await;
+        if res.rc == 32 {
+            return Err(DirectoryError::NoSuchObject { dn: base_text });
+        }
+        check_rc("search", &base_text, res.rc, &res.text)
+    }
+
+    fn naming_context(&self) -> Result<Dn, DirectoryError> {
+        Ok(self.info.as_ref().map(|i| i.naming_context.clone()).unwrap_or_default())
+    }
+}
+
+impl Directory for LdapDirectory {
+    async fn info(&mut self) -> Result<DirectoryInfo, DirectoryError> {
+        if let Some(info) = &self.info {
+            return Ok(info.clone());
+        }
+        let root = self
+            .read_base("", &["defaultNamingContext", "dnsHostName", "highestCommittedUSN"])
+            .await?
+            .unwrap_or_default();
+        let text = |name: &str| root.values(name).first().map(|v| String::from_utf8_lossy(v).into_owned());
+        let nc_text = match &self.base_dn {
+            Some(base) => base.clone(),
+            None => text("defaultnamingcontext").ok_or_else(|| DirectoryError::Ldap {
+                operation: "rootDSE read",
+                code: 0,
+                name: "success",
+                diagnostic: "the rootDSE has no defaultNamingContext: set directory.base_dn".into(),
+            })?,
+        };
+        let naming_context =
+            Dn::parse(&nc_text).map_err(|e| DirectoryError::BadDn { dn: nc_text.clone(), detail: e.message })?;
+        let info = DirectoryInfo {
+            source: self.url.clone(),
+            naming_context,
+            dns_host_name: text("dnshostname"),
+            highest_committed_usn: text("highestcommittedusn").and_then(|t| t.parse().ok()),
+        };
+        self.info = Some(info.clone());
+        Ok(info)
+    }
+
+    async fn containers(&mut self, base: &Dn) -> Result<Vec<Container>, DirectoryError> {
+        let nc = self.info().await?.naming_context;
+        let attrs = ["objectClass", "objectGUID", "ou", "cn"];
+        let mut out = Vec::new();
+        let mut collect = |raw: RawEntry| {
+            if let Decoded::Container(c) = decode(&raw, &nc)? {
+                out.push(c);
+            }
+            Ok(())
+        };
+        let ous = Filter::eq("objectClass", "organizationalUnit");
+        self.paged_search(base, Scope::Subtree, &ous, &attrs, &mut collect).await?;
+        let containers =
+            Filter::Or(vec![Filter::eq("objectClass", "container"), Filter::eq("objectClass", "builtinDomain")]);
+        self.paged_search(base, Scope::OneLevel, &containers, &attrs, &mut collect).await?;
+        Ok(out)
+    }
+
+    async fn objects(
+        &mut self,
+        base: &Dn,
+        query: ObjectQuery,
+        sink: &mut dyn FnMut(DirObject),
+        progress: &dyn Fn(u64),
+    ) -> Result<ReadSummary, DirectoryError> {
+        let nc = self.naming_context()?;
+        let mut kinds = Vec::new();
+        if query.users {
+            kinds.push(Filter::eq("sAMAccountType", SAM_USER_ACCOUNT.to_string()));
+        }
+        if query.groups {
+            kinds.push(Filter::eq("objectClass", "group"));
+        }
+        let filter = match kinds.len() {
+            1 => kinds.remove(0),
+            _ => Filter::Or(kinds),
+        };
+        let range_attr = format!("member;range=0-{}", self.range_step - 1);
+        let mut attrs: Vec<&str> = OBJECT_ATTRIBUTES.to_vec();
+        if query.members {
+            attrs.push(&range_attr);
+        }
+        let mut summary = ReadSummary::default();
+        // Groups whose member list continues past the first range are finished after the scan.
+        let mut unfinished: Vec<DirObject> = Vec::new();
+        self.paged_search(base, Scope::Subtree, &filter, &attrs, &mut |raw| {
+            summary.entries += 1;
+            progress(summary.entries);
+            let ranged_more = query.members && matches!(raw.ranged("member").1, Some(Some(_)));
+            if let Decoded::Object(object) = decode(&raw, &nc)? {
+                if object.kind == ObjectKind::Group && ranged_more {
+                    unfinished.push(object);
+                } else {
+                    sink(object);
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        for mut group in unfinished {
+            group.members = self.group_members(&group.dn).await?;
+            sink(group);
+        }
+        Ok(summary)
+    }
+}
+
+/// A rustls configuration that trusts exactly the CA certificates in `ca_file`.
+fn tls_config(ca_file: &PathBuf, url: &str) -> Result<Arc<rustls::ClientConfig>, DirectoryError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let tls = |detail: String| DirectoryError::Tls { url: url.to_owned(), detail };
+    let certs = CertificateDer::pem_file_iter(ca_file)
+        .map_err(|e| tls(format!("cannot read CA file {}: {e}", ca_file.display())))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls(format!("CA file {} is not valid PEM: {e}", ca_file.display())))?;
+    if certs.is_empty() {
+        return Err(tls(format!("CA file {} holds no certificate", ca_file.display())));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert).map_err(|e| tls(format!("CA file {}: {e}", ca_file.display())))?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+fn raw_entry(entry: SearchEntry) -> RawEntry {
+    let mut raw = RawEntry { dn: entry.dn, attrs: Vec::new() };
+    for (name, values) in entry.attrs {
+        for v in values {
+            raw.push(&name, v.into_bytes());
+        }
+    }
+    for (name, values) in entry.bin_attrs {
+        for v in values {
+            raw.push(&name, v);
+        }
+    }
+    raw
+}
+
+/// Finds a TLS failure inside an I/O error (tokio-rustls wraps rustls errors that way).
+fn tls_cause(e: &std::io::Error) -> Option<String> {
+    e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()).map(|r| r.to_string())
+}
+
+fn connect_error(url: &str, timeout: Duration, e: LdapError) -> DirectoryError {
+    match e {
+        LdapError::Io { source } => match tls_cause(&source) {
+            Some(detail) => DirectoryError::Tls { url: url.to_owned(), detail },
+            None if source.kind() == std::io::ErrorKind::TimedOut => {
+                DirectoryError::Timeout { url: url.to_owned(), operation: "connect", seconds: timeout.as_secs() }
+            }
+            None => DirectoryError::Unreachable { url: url.to_owned(), detail: source.to_string() },
+        },
+        LdapError::Rustls { source } => DirectoryError::Tls { url: url.to_owned(), detail: source.to_string() },
+        LdapError::DNSName { source } => DirectoryError::Tls { url: url.to_owned(), detail: source.to_string() },
+        LdapError::Timeout { .. } => {
+            DirectoryError::Timeout { url: url.to_owned(), operation: "connect", seconds: timeout.as_secs() }
+        }
+        LdapError::UrlParsing { source } => {
+            DirectoryError::InvalidUrl { url: url.to_owned(), reason: source.to_string() }
+        }
+        LdapError::UnknownScheme(s) => {
+            DirectoryError::InvalidUrl { url: url.to_owned(), reason: format!("unknown scheme {s}") }
+        }
+        LdapError::LdapResult { result } => {
+            // StartTLS refused by the server.
+            DirectoryError::Tls {
+                url: url.to_owned(),
+                detail: format!("StartTLS failed: {} {}", result.rc, result.text),
+            }
+        }
+        other => DirectoryError::Unreachable { url: url.to_owned(), detail: other.to_string() },
+    }
+}
+
+fn op_error(url: &str, operation: &'static str, timeout: Duration, e: LdapError) -> DirectoryError {
+    match e {
+        LdapError::Timeout { .. } => {
+            DirectoryError::Timeout { url: url.to_owned(), operation, seconds: timeout.as_secs() }
+        }
+        LdapError::LdapResult { result } => match check_rc(operation, "", result.rc, &result.text) {
+            Err(e) => e,
+            Ok(()) => DirectoryError::Unreachable { url: url.to_owned(), detail: "unexpected success".into() },
+        },
+        // The connection dropped mid-operation.
+        other => DirectoryError::Unreachable { url: url.to_owned(), detail: other.to_string() },
+    }
+}
+
+fn check_rc(operation: &'static str, dn: &str, rc: u32, text: &str) -> Result<(), DirectoryError> {
+    match rc {
+        0 => Ok(()),
+        50 => Err(DirectoryError::AccessDenied { dn: dn.to_owned(), diagnostic: text.to_owned() }),
+        _ => Err(DirectoryError::Ldap { operation, code: rc, name: result_name(rc), diagnostic: text.to_owned() }),
+    }
+}
+
+fn bind_error(account: &str, rc: u32, text: &str) -> DirectoryError {
+    if rc == 49 {
+        return DirectoryError::BindRejected {
+            account: account.to_owned(),
+            reason: ad_bind_reason(text).to_owned(),
+            diagnostic: text.to_owned(),
+        };
+    }
+    check_rc("bind", account, rc, text).err().unwrap_or_else(|| DirectoryError::Ldap {
+        operation: "bind",
+        code: rc,
+        name: result_name(rc),
+        diagnostic: text.to_owned(),
+    })
+}
+
+/// AD explains a failed bind with a `data NNN` code inside the diagnostic text.
+pub fn ad_bind_reason(diagnostic: &str) -> &'static str {
+    let code = diagnostic
+        .split("data ")
+        .nth(1)
+        .map(|rest| rest.split(|c: char| !c.is_ascii_hexdigit()).next().unwrap_or(""))
+        .unwrap_or("");
+    match code.to_ascii_lowercase().as_str() {
+        "525" => "no such user",
+        "52e" => "wrong password (or unknown user)",
+        "530" => "logon not permitted at this time",
+        "531" => "logon not permitted from this workstation",
+        "532" => "password expired",
+        "533" => "account disabled",
+        "701" => "account expired",
+        "773" => "the password must be changed before the account can bind",
+        "775" => "account locked out",
+        _ => "invalid credentials",
+    }
+}
+
+fn result_name(rc: u32) -> &'static str {
+    match rc {
+        1 => "operationsError",
+        2 => "protocolError",
+        3 => "timeLimitExceeded",
+        4 => "sizeLimitExceeded",
+        8 => "strongerAuthRequired",
+        10 => "referral",
+        11 => "adminLimitExceeded",
+        12 => "unavailableCriticalExtension",
+        13 => "confidentialityRequired",
+        32 => "noSuchObject",
+        34 => "invalidDNSyntax",
+        49 => "invalidCredentials",
+        50 => "insufficientAccessRights",
+        51 => "busy",
+        52 => "unavailable",
+        53 => "unwillingToPerform",
+        80 => "other",
+        81 => "serverDown",
+        _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ad_bind_diagnostics_are_translated() {
+        let text = "80090308: LdapErr: DSID-0C0903A9, comment: AcceptSecurityContext error, data 52e, v1db1";
+        assert_eq!(ad_bind_reason(text), "wrong password (or unknown user)");
+        assert_eq!(ad_bind_reason("... data 775, v4563"), "account locked out");
+        assert_eq!(ad_bind_reason("something else"), "invalid credentials");
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(check_url("ldaps://dc1.example.test").is_ok());
+        assert!(check_url("ldap://127.0.0.1:389/").is_ok());
+        assert!(check_url("https://dc1").is_err());
+        assert!(check_url("ldaps://").is_err());
+        assert!(check_url("ldaps://dc1/DC=example,DC=test").is_err());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn plaintext_bind_is_refused_before_connecting() {
+        // Port 9 on loopback: nothing is sent, because the refusal comes first.
+        let settings = LdapSettings {
+            url: "ldap://127.0.0.1:9".into(),
+            starttls: false,
+            bind: Some(("CN=svc,DC=example,DC=test".into(), SecretString::from("pw".to_owned()))),
+            ca_file: None,
+            tls_verify: true,
+            allow_plaintext_bind: false,
+            connect_timeout: Duration::from_secs(1),
+            operation_timeout: Duration::from_secs(1),
+            page_size: 100,
+            base_dn: None,
+            range_step: DEFAULT_RANGE_STEP,
+        };
+        let err = LdapDirectory::connect(settings).await.err().unwrap();
+        assert!(matches!(err, DirectoryError::PlaintextBind { .. }), "{err}");
+    }
+}

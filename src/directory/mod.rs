@@ -1,0 +1,522 @@
+//! The source side: Active Directory over LDAP, or an LDIF export of it, behind one trait and
+//! one data model, so every rule works the same on a live DC and in a CI pipeline.
+
+pub mod dn;
+pub mod filter;
+pub mod guid;
+pub mod ldap;
+pub mod ldif;
+pub mod ldif_source;
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use thiserror::Error;
+
+pub use dn::Dn;
+pub use guid::ObjectGuid;
+
+use crate::error::{AppError, ErrorKind};
+
+/// `sAMAccountType` of a normal user account (SAM_NORMAL_USER_ACCOUNT). Computers (0x30000001),
+/// trust accounts and contacts (which have none) are never users, even though a computer's
+/// objectClass includes `user`.
+pub const SAM_USER_ACCOUNT: u32 = 0x3000_0000;
+/// `userAccountControl` bit ACCOUNTDISABLE.
+pub const UAC_ACCOUNT_DISABLE: u32 = 0x2;
+/// Default containers directly under the naming context that never hold synchronised objects.
+const HIDDEN_CONTAINERS: [&str; 4] = ["system", "lostandfound", "infrastructure", "ntds quotas"];
+
+/// The attributes every source reads for users and groups.
+pub const OBJECT_ATTRIBUTES: [&str; 11] = [
+    "objectClass",
+    "objectGUID",
+    "sAMAccountType",
+    "sAMAccountName",
+    "userPrincipalName",
+    "givenName",
+    "sn",
+    "mail",
+    "displayName",
+    "userAccountControl",
+    "cn",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectKind {
+    User,
+    Group,
+}
+
+/// A user or group as both sources deliver it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirObject {
+    pub kind: ObjectKind,
+    pub dn: Dn,
+    pub guid: Option<ObjectGuid>,
+    pub sam_account_name: Option<String>,
+    pub user_principal_name: Option<String>,
+    pub given_name: Option<String>,
+    pub sn: Option<String>,
+    pub mail: Option<String>,
+    pub display_name: Option<String>,
+    pub user_account_control: Option<u32>,
+    /// Group members, complete (range retrieval followed), when the query asked for them.
+    pub members: Vec<Dn>,
+}
+
+impl DirObject {
+    pub fn is_disabled(&self) -> bool {
+        self.user_account_control.is_some_and(|uac| uac & UAC_ACCOUNT_DISABLE != 0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerKind {
+    /// An Organizational Unit.
+    Ou,
+    /// A default container such as `CN=Users` or `CN=Computers`.
+    Container,
+}
+
+/// An OU or default container that can be selected for sync.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Container {
+    pub kind: ContainerKind,
+    pub dn: Dn,
+    pub guid: Option<ObjectGuid>,
+    pub name: String,
+}
+
+/// What the directory says about itself (the rootDSE, or what an LDIF export implies).
+#[derive(Debug, Clone, Serialize)]
+pub struct DirectoryInfo {
+    /// Where the data comes from, printable (no secrets): `ldaps://dc1:636`, `ldif:export.ldif`.
+    pub source: String,
+    #[serde(serialize_with = "serialize_display")]
+    pub naming_context: Dn,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_host_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub highest_committed_usn: Option<u64>,
+}
+
+pub fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// Which objects a read returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectQuery {
+    pub users: bool,
+    pub groups: bool,
+    /// Read every group's complete `member` list (range retrieval).
+    pub members: bool,
+}
+
+impl ObjectQuery {
+    pub const USERS: ObjectQuery = ObjectQuery { users: true, groups: false, members: false };
+    pub const USERS_AND_GROUPS: ObjectQuery = ObjectQuery { users: true, groups: true, members: false };
+}
+
+/// An entry that could not be read (only LDIF sources have these: a live DC sends valid BER).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Unreadable {
+    /// Where: `line 12` of the export, or the DN when known.
+    pub location: String,
+    pub message: String,
+}
+
+/// What one read delivered besides the objects themselves.
+#[derive(Debug, Clone, Default)]
+pub struct ReadSummary {
+    pub entries: u64,
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A directory: the live DC or an export. Reads stream: objects go to `sink` one by one.
+#[allow(async_fn_in_trait)] // used with static dispatch only (see `AnyDirectory`)
+pub trait Directory {
+    async fn info(&mut self) -> Result<DirectoryInfo, DirectoryError>;
+
+    /// The OUs in the subtree of `base` and the default containers directly under it.
+    async fn containers(&mut self, base: &Dn) -> Result<Vec<Container>, DirectoryError>;
+
+    /// Every user and/or group in the subtree of `base`; `progress` gets the running count.
+    async fn objects(
+        &mut self,
+        base: &Dn,
+        query: ObjectQuery,
+        sink: &mut dyn FnMut(DirObject),
+        progress: &dyn Fn(u64),
+    ) -> Result<ReadSummary, DirectoryError>;
+}
+
+/// The two sources, dispatched statically.
+pub enum AnyDirectory {
+    Ldap(Box<ldap::LdapDirectory>),
+    Ldif(ldif_source::LdifDirectory),
+}
+
+impl Directory for AnyDirectory {
+    async fn info(&mut self) -> Result<DirectoryInfo, DirectoryError> {
+        match self {
+            AnyDirectory::Ldap(d) => d.info().await,
+            AnyDirectory::Ldif(d) => d.info().await,
+        }
+    }
+
+    async fn containers(&mut self, base: &Dn) -> Result<Vec<Container>, DirectoryError> {
+        match self {
+            AnyDirectory::Ldap(d) => d.containers(base).await,
+            AnyDirectory::Ldif(d) => d.containers(base).await,
+        }
+    }
+
+    async fn objects(
+        &mut self,
+        base: &Dn,
+        query: ObjectQuery,
+        sink: &mut dyn FnMut(DirObject),
+        progress: &dyn Fn(u64),
+    ) -> Result<ReadSummary, DirectoryError> {
+        match self {
+            AnyDirectory::Ldap(d) => d.objects(base, query, sink, progress).await,
+            AnyDirectory::Ldif(d) => d.objects(base, query, sink, progress).await,
+        }
+    }
+}
+
+/// Where to read from, as given by `--source` or the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    Ldif(PathBuf),
+    Ldap(String),
+}
+
+impl SourceSpec {
+    pub fn parse(text: &str) -> Result<SourceSpec, AppError> {
+        if let Some(path) = text.strip_prefix("ldif:") {
+            if path.is_empty() {
+                return Err(AppError::usage("--source ldif: needs a file path, e.g. ldif:export.ldif"));
+            }
+            return Ok(SourceSpec::Ldif(PathBuf::from(path)));
+        }
+        let lower = text.to_ascii_lowercase();
+        if lower.starts_with("ldap://") || lower.starts_with("ldaps://") {
+            return Ok(SourceSpec::Ldap(text.to_owned()));
+        }
+        Err(AppError::usage(format!(
+            "unknown source {text:?}: use ldif:PATH, ldaps://HOST[:PORT] or ldap://HOST[:PORT]"
+        )))
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum DirectoryError {
+    #[error("cannot reach the directory at {url}")]
+    Unreachable { url: String, detail: String },
+    #[error("the directory at {url} did not answer within {seconds} s ({operation})")]
+    Timeout { url: String, operation: &'static str, seconds: u64 },
+    #[error("the directory rejected the bind as {account}: {reason}")]
+    BindRejected { account: String, reason: String, diagnostic: String },
+    #[error("the directory refused access to {dn}: {diagnostic}")]
+    AccessDenied { dn: String, diagnostic: String },
+    #[error("TLS with {url} failed: {detail}")]
+    Tls { url: String, detail: String },
+    #[error(
+        "refusing to send the bind password for {account} in clear text over {url}: use ldaps://, or ldap:// with starttls = true"
+    )]
+    PlaintextBind { url: String, account: String },
+    #[error("invalid directory URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("{dn} does not exist in the directory")]
+    NoSuchObject { dn: String },
+    #[error("the directory answered {operation} with LDAP result {code} ({name}): {diagnostic}")]
+    Ldap { operation: &'static str, code: u32, name: &'static str, diagnostic: String },
+    #[error("cannot read {}", path.display())]
+    File { path: PathBuf, source: std::io::Error },
+    #[error("{dn} in the directory is not a valid DN: {detail}")]
+    BadDn { dn: String, detail: String },
+}
+
+impl DirectoryError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DirectoryError::Unreachable { .. } | DirectoryError::Timeout { .. } => ErrorKind::Temporary,
+            DirectoryError::BindRejected { .. } | DirectoryError::AccessDenied { .. } => ErrorKind::Permission,
+            DirectoryError::Tls { .. }
+            | DirectoryError::PlaintextBind { .. }
+            | DirectoryError::InvalidUrl { .. }
+            | DirectoryError::NoSuchObject { .. }
+            | DirectoryError::File { .. } => ErrorKind::Config,
+            DirectoryError::Ldap { code, .. } => match code {
+                // busy, unavailable, unwillingToPerform under load, timeLimitExceeded, adminLimitExceeded
+                51 | 52 | 3 | 11 | 81 => ErrorKind::Temporary,
+                8 | 13 => ErrorKind::Config, // strongAuthRequired, confidentialityRequired
+                49 | 50 => ErrorKind::Permission,
+                _ => ErrorKind::Internal,
+            },
+            DirectoryError::BadDn { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
+impl From<DirectoryError> for AppError {
+    fn from(e: DirectoryError) -> Self {
+        let mut app = AppError::new(e.kind(), e.to_string());
+        match &e {
+            DirectoryError::Unreachable { detail, .. } => {
+                app.causes.push(detail.clone());
+                app = app.with_hint("check that the DC is up and that this machine can reach its LDAP port (636 for ldaps, 389 for ldap)");
+            }
+            DirectoryError::BindRejected { diagnostic, .. } => {
+                app.causes.push(diagnostic.clone());
+                app = app.with_hint("check directory.bind_dn and the stored bind password (store a new one with --bind-password-stdin --save-bind-password)");
+            }
+            DirectoryError::Tls { .. } => {
+                app = app.with_hint("trust the CA that issued the DC's certificate with --ca-file or directory.ca_file, and connect by the name (or IP) the certificate lists");
+            }
+            DirectoryError::PlaintextBind { .. } => {
+                app = app.with_hint("set allow_plaintext_bind = true in [directory] only for a lab: the password would cross the network readable");
+            }
+            DirectoryError::Ldap { code: 8 | 13, .. } => {
+                app = app.with_hint("the DC requires an encrypted connection: use ldaps:// or starttls = true");
+            }
+            DirectoryError::File { source, .. } => app = app.caused_by(source),
+            _ => {}
+        }
+        app
+    }
+}
+
+/// Lower-cased attribute name → values, as read from either source.
+#[derive(Debug, Default)]
+pub struct RawEntry {
+    pub dn: String,
+    pub attrs: Vec<(String, Vec<Vec<u8>>)>,
+}
+
+impl RawEntry {
+    pub fn push(&mut self, name: &str, value: Vec<u8>) {
+        let name = name.to_ascii_lowercase();
+        match self.attrs.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, values)) => values.push(value),
+            None => self.attrs.push((name, vec![value])),
+        }
+    }
+
+    /// Values of `name` (exact, lower-case, options included).
+    pub fn values(&self, name: &str) -> &[Vec<u8>] {
+        self.attrs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice()).unwrap_or(&[])
+    }
+
+    fn text(&self, name: &str) -> Option<String> {
+        self.values(name).first().map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    fn has_class(&self, class: &str) -> bool {
+        self.values("objectclass").iter().any(|v| v.eq_ignore_ascii_case(class.as_bytes()))
+    }
+
+    /// Values of a ranged attribute (`member;range=0-1499`), with the end of the range
+    /// (`None` for `*`, the last chunk), merged over every range present.
+    pub fn ranged(&self, name: &str) -> (Vec<&[u8]>, Option<Option<u64>>) {
+        let mut values = Vec::new();
+        let mut last_end = None;
+        let prefix = format!("{name};range=");
+        for (n, vs) in &self.attrs {
+            if n == name {
+                values.extend(vs.iter().map(Vec::as_slice));
+            } else if let Some(range) = n.strip_prefix(&prefix) {
+                values.extend(vs.iter().map(Vec::as_slice));
+                let end = range.split_once('-').map(|(_, end)| end.parse::<u64>().ok());
+                last_end = Some(end.flatten());
+            }
+        }
+        (values, last_end)
+    }
+}
+
+/// What an entry is, decided by the same rules for both sources.
+#[derive(Debug)]
+pub enum Decoded {
+    Object(DirObject),
+    Container(Container),
+    /// Computers, contacts, anything else.
+    Other,
+}
+
+/// Classifies and decodes one entry. `naming_context` decides which `container` objects are
+/// default containers worth listing (those directly under it).
+pub fn decode(raw: &RawEntry, naming_context: &Dn) -> Result<Decoded, DirectoryError> {
+    let dn = Dn::parse(&raw.dn).map_err(|e| DirectoryError::BadDn { dn: raw.dn.clone(), detail: e.message })?;
+    let guid = raw.values("objectguid").first().and_then(|v| ObjectGuid::from_bytes(v));
+    let sam_type = raw.text("samaccounttype").and_then(|t| t.trim().parse::<u32>().ok());
+
+    if raw.has_class("organizationalUnit") {
+        let name = raw.text("ou").or_else(|| dn.rdn_value().map(str::to_owned)).unwrap_or_default();
+        return Ok(Decoded::Container(Container { kind: ContainerKind::Ou, dn, guid, name }));
+    }
+    if (raw.has_class("container") || raw.has_class("builtinDomain"))
+        && dn.parent().is_some_and(|p| p == *naming_context)
+    {
+        let name = dn.rdn_value().unwrap_or_default().to_owned();
+        if HIDDEN_CONTAINERS.contains(&name.to_lowercase().as_str()) {
+            return Ok(Decoded::Other);
+        }
+        return Ok(Decoded::Container(Container { kind: ContainerKind::Container, dn, guid, name }));
+    }
+    let kind = if raw.has_class("group") {
+        ObjectKind::Group
+    } else if is_user(raw, sam_type) {
+        ObjectKind::User
+    } else {
+        return Ok(Decoded::Other);
+    };
+    let members = if kind == ObjectKind::Group {
+        let (values, _) = raw.ranged("member");
+        values.into_iter().filter_map(|v| Dn::parse(&String::from_utf8_lossy(v)).ok()).collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Decoded::Object(DirObject {
+        kind,
+        dn,
+        guid,
+        sam_account_name: raw.text("samaccountname"),
+        user_principal_name: raw.text("userprincipalname"),
+        given_name: raw.text("givenname"),
+        sn: raw.text("sn"),
+        mail: raw.text("mail"),
+        display_name: raw.text("displayname"),
+        user_account_control: raw.text("useraccountcontrol").and_then(|t| parse_uac(&t)),
+        members,
+    }))
+}
+
+/// The AD definition of a user: `sAMAccountType = 805306368`. An export without that attribute
+/// falls back to the object classes: `user` (or `inetOrgPerson`) and not `computer`.
+fn is_user(raw: &RawEntry, sam_type: Option<u32>) -> bool {
+    match sam_type {
+        Some(t) => t == SAM_USER_ACCOUNT,
+        None => {
+            (raw.has_class("user") || raw.has_class("inetOrgPerson"))
+                && !raw.has_class("computer")
+                && !raw.has_class("contact")
+        }
+    }
+}
+
+/// `userAccountControl` is a signed 32-bit integer in AD's schema; exports may show either sign.
+fn parse_uac(text: &str) -> Option<u32> {
+    let t = text.trim();
+    t.parse::<u32>().ok().or_else(|| t.parse::<i32>().ok().map(|v| v as u32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(dn: &str, attrs: &[(&str, &str)]) -> RawEntry {
+        let mut raw = RawEntry { dn: dn.into(), ..Default::default() };
+        for (n, v) in attrs {
+            raw.push(n, v.as_bytes().to_vec());
+        }
+        raw
+    }
+
+    fn nc() -> Dn {
+        Dn::parse("DC=example,DC=test").unwrap()
+    }
+
+    fn kind(raw: &RawEntry) -> Option<ObjectKind> {
+        match decode(raw, &nc()).unwrap() {
+            Decoded::Object(o) => Some(o.kind),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn computers_and_contacts_are_never_users() {
+        let computer = entry(
+            "CN=WS01,CN=Computers,DC=example,DC=test",
+            &[
+                ("objectClass", "top"),
+                ("objectClass", "person"),
+                ("objectClass", "user"),
+                ("objectClass", "computer"),
+                ("sAMAccountType", "805306369"),
+            ],
+        );
+        assert_eq!(kind(&computer), None);
+        let computer_no_type =
+            entry("CN=WS02,DC=example,DC=test", &[("objectClass", "user"), ("objectClass", "computer")]);
+        assert_eq!(kind(&computer_no_type), None);
+        let contact = entry(
+            "CN=Ext,OU=Corp,DC=example,DC=test",
+            &[
+                ("objectClass", "person"),
+                ("objectClass", "organizationalPerson"),
+                ("objectClass", "contact"),
+                ("mail", "x@y.z"),
+            ],
+        );
+        assert_eq!(kind(&contact), None);
+        let user =
+            entry("CN=U,OU=Corp,DC=example,DC=test", &[("objectClass", "user"), ("sAMAccountType", "805306368")]);
+        assert_eq!(kind(&user), Some(ObjectKind::User));
+        let user_no_type = entry("CN=U,OU=Corp,DC=example,DC=test", &[("OBJECTCLASS", "User")]);
+        assert_eq!(kind(&user_no_type), Some(ObjectKind::User));
+        let group =
+            entry("CN=G,OU=Corp,DC=example,DC=test", &[("objectClass", "group"), ("sAMAccountType", "268435456")]);
+        assert_eq!(kind(&group), Some(ObjectKind::Group));
+    }
+
+    #[test]
+    fn containers_only_directly_under_the_naming_context_and_not_system() {
+        let users = entry("CN=Users,DC=example,DC=test", &[("objectClass", "container")]);
+        assert!(
+            matches!(decode(&users, &nc()).unwrap(), Decoded::Container(c) if c.kind == ContainerKind::Container && c.name == "Users")
+        );
+        let system = entry("CN=System,DC=example,DC=test", &[("objectClass", "container")]);
+        assert!(matches!(decode(&system, &nc()).unwrap(), Decoded::Other));
+        let deep = entry("CN=Policies,CN=System,DC=example,DC=test", &[("objectClass", "container")]);
+        assert!(matches!(decode(&deep, &nc()).unwrap(), Decoded::Other));
+        let ou =
+            entry("OU=Research\\, Development,OU=Corp,DC=example,DC=test", &[("objectClass", "organizationalUnit")]);
+        assert!(
+            matches!(decode(&ou, &nc()).unwrap(), Decoded::Container(c) if c.kind == ContainerKind::Ou && c.name == "Research, Development")
+        );
+    }
+
+    #[test]
+    fn disabled_bit_and_signed_uac() {
+        let raw = entry("CN=U,DC=example,DC=test", &[("objectClass", "user"), ("userAccountControl", "546")]);
+        let Decoded::Object(o) = decode(&raw, &nc()).unwrap() else { panic!() };
+        assert!(o.is_disabled());
+        assert_eq!(parse_uac("-2147483646"), Some(0x8000_0002));
+    }
+
+    #[test]
+    fn ranged_members_are_merged() {
+        let mut raw = entry("CN=G,DC=example,DC=test", &[("objectClass", "group")]);
+        raw.push("member;range=0-1", b"CN=a,DC=example,DC=test".to_vec());
+        raw.push("member;range=0-1", b"CN=b,DC=example,DC=test".to_vec());
+        let (values, end) = raw.ranged("member");
+        assert_eq!(values.len(), 2);
+        assert_eq!(end, Some(Some(1)));
+        let Decoded::Object(o) = decode(&raw, &nc()).unwrap() else { panic!() };
+        assert_eq!(o.members.len(), 2);
+    }
+
+    #[test]
+    fn source_spec() {
+        assert_eq!(SourceSpec::parse("ldif:x.ldif").unwrap(), SourceSpec::Ldif("x.ldif".into()));
+        assert_eq!(SourceSpec::parse("LDAPS://dc1").unwrap(), SourceSpec::Ldap("LDAPS://dc1".into()));
+        assert!(SourceSpec::parse("http://x").is_err());
+        assert!(SourceSpec::parse("ldif:").is_err());
+    }
+}

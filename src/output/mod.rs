@@ -1,0 +1,252 @@
+//! Everything that reaches stdout or a terminal: the report envelope, its JSON, JSON Lines and
+//! table renderings, progress on stderr, and terminal-safe text.
+//!
+//! Domain modules never print; commands return an [`Outcome`] and [`Printer::emit`] writes it.
+
+pub mod sanitize;
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use comfy_table::{ContentArrangement, Table, presets};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use crate::cli::OutputFormat;
+use crate::commands::Report;
+use crate::error::AppError;
+use crate::exit::ExitStatus;
+
+/// Bumped when a field is removed or changes meaning; additions keep the version.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Warning {
+    /// Stable identifier for scripts, e.g. `tls-verify-disabled`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Warning {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Warning { code, message: message.into() }
+    }
+}
+
+/// What a command hands back: its report, its warnings and how the run ended.
+#[derive(Debug)]
+pub struct Outcome {
+    pub report: Report,
+    pub warnings: Vec<Warning>,
+    pub exit: ExitStatus,
+    pub dry_run: bool,
+}
+
+impl Outcome {
+    pub fn new(report: Report, exit: ExitStatus) -> Self {
+        Outcome { report, warnings: Vec::new(), exit, dry_run: false }
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    schema_version: u32,
+    command: &'a str,
+    status: &'static str,
+    exit_code: u8,
+    dry_run: bool,
+    started_at: String,
+    duration_ms: u64,
+    data: Option<&'a Report>,
+    warnings: &'a [Warning],
+    error: Option<&'a AppError>,
+}
+
+/// Decides what goes to stdout and stderr, once per process.
+pub struct Printer {
+    format: OutputFormat,
+    progress: bool,
+    started: Instant,
+    started_at: jiff::Timestamp,
+}
+
+impl Printer {
+    pub fn new(format: Option<OutputFormat>, quiet: bool) -> Self {
+        let format =
+            format.unwrap_or(if std::io::stdout().is_terminal() { OutputFormat::Table } else { OutputFormat::Json });
+        Printer {
+            format,
+            progress: !quiet && std::io::stderr().is_terminal(),
+            started: Instant::now(),
+            started_at: jiff::Timestamp::now(),
+        }
+    }
+
+    pub fn format(&self) -> OutputFormat {
+        self.format
+    }
+
+    /// A spinner with a live count on stderr; invisible when stderr is not a terminal.
+    pub fn progress(&self, message: &'static str) -> Progress {
+        let bar = if self.progress {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg}: {pos} entries ({per_sec})")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.set_message(message);
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        Progress { bar }
+    }
+
+    /// Writes the one report of this run and returns the exit status to use.
+    pub fn emit(&self, command: &str, result: Result<Outcome, AppError>) -> ExitStatus {
+        let (outcome, error) = match result {
+            Ok(outcome) => (Some(outcome), None),
+            Err(error) => (None, Some(error)),
+        };
+        let exit = match (&outcome, &error) {
+            (_, Some(error)) => error.exit_status(),
+            (Some(outcome), None) => outcome.exit,
+            (None, None) => ExitStatus::Internal,
+        };
+        let warnings = outcome.as_ref().map(|o| o.warnings.as_slice()).unwrap_or(&[]);
+        let envelope = Envelope {
+            schema_version: SCHEMA_VERSION,
+            command,
+            status: match (exit, &error) {
+                (_, Some(_)) => "error",
+                (ExitStatus::Ok, None) => "ok",
+                _ => "findings",
+            },
+            exit_code: exit.code(),
+            dry_run: outcome.as_ref().is_some_and(|o| o.dry_run),
+            started_at: self.started_at.to_string(),
+            duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            data: outcome.as_ref().map(|o| &o.report),
+            warnings,
+            error: error.as_ref(),
+        };
+        let text = match self.format {
+            OutputFormat::Json => json_line(&envelope, true),
+            OutputFormat::Jsonl => {
+                let mut text = String::new();
+                if let Some(outcome) = &outcome {
+                    for item in outcome.report.items() {
+                        text.push_str(&json_line(&item, false));
+                    }
+                }
+                text + &json_line(&envelope, false)
+            }
+            OutputFormat::Table => {
+                let mut stderr = std::io::stderr().lock();
+                for w in warnings {
+                    let _ = writeln!(stderr, "warning: {}", sanitize::for_terminal(&w.message));
+                }
+                if let Some(error) = &error {
+                    let _ = stderr.write_all(render_error(error).as_bytes());
+                }
+                outcome.as_ref().map(|o| o.report.table()).unwrap_or_default()
+            }
+        };
+        let mut stdout = std::io::stdout().lock();
+        // A closed pipe (`ausi list-ous | head`) is not an error worth a second report.
+        let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
+        exit
+    }
+}
+
+/// Human rendering of an error for stderr: message, causes, hints.
+pub fn render_error(error: &AppError) -> String {
+    let mut out = format!("error: {}\n", sanitize::for_terminal(&error.message));
+    for cause in &error.causes {
+        out.push_str(&format!("  caused by: {}\n", sanitize::for_terminal(cause)));
+    }
+    for hint in &error.hints {
+        out.push_str(&format!("  hint: {}\n", sanitize::for_terminal(hint)));
+    }
+    out
+}
+
+/// Serialises to JSON; characters that can disguise text on a terminal (bidi overrides, C1
+/// controls, zero-width characters) are written as `\uXXXX` escapes, which keeps the data
+/// identical for any JSON parser while making it safe to `cat`.
+pub fn json_line<T: Serialize + ?Sized>(value: &T, pretty: bool) -> String {
+    let raw = if pretty { serde_json::to_string_pretty(value) } else { serde_json::to_string(value) }
+        .unwrap_or_else(|e| format!("{{\"error\":\"report serialisation failed: {e}\"}}"));
+    let mut out = String::with_capacity(raw.len() + 1);
+    for c in raw.chars() {
+        if sanitize::is_deceptive(c) && !c.is_ascii() {
+            // ASCII controls are already escaped by serde_json; the rest as UTF-16 escapes.
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\n');
+    out
+}
+
+/// A table in the house style; every cell that holds directory text goes through [`cell`].
+pub fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.to_vec());
+    t
+}
+
+/// Terminal-safe cell text.
+pub fn cell(text: &str) -> String {
+    sanitize::for_terminal(text).into_owned()
+}
+
+pub struct Progress {
+    bar: ProgressBar,
+}
+
+impl Progress {
+    pub fn set(&self, count: u64) {
+        self.bar.set_position(count);
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_escapes_deceptive_characters_but_keeps_the_data() {
+        let value = serde_json::json!({"name": "evil\u{202e}gnp.exe", "ok": "Zoë 王芳"});
+        let text = json_line(&value, false);
+        assert!(text.contains("\\u202e"), "{text}");
+        assert!(!text.contains('\u{202e}'));
+        assert!(text.contains("Zoë 王芳"));
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, value);
+    }
+
+    #[test]
+    fn error_rendering_is_terminal_safe() {
+        let e = AppError::config("bad \u{1b}[31mred").with_hint("fix it");
+        let text = render_error(&e);
+        assert!(!text.contains('\u{1b}'));
+        assert!(text.contains("hint: fix it"));
+    }
+}
