@@ -40,7 +40,16 @@ where
         .enable_all()
         .build()
         .map_err(|e| AppError::internal("cannot start the async runtime").caused_by(&e))
-        .and_then(|runtime| runtime.block_on(commands::dispatch(&cli, &printer)));
+        .and_then(|runtime| {
+            // A panic is a bug: still answer with an envelope and exit 70, never a bare crash.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                runtime.block_on(commands::dispatch(&cli, &printer))
+            }))
+            .unwrap_or_else(|_| {
+                Err(AppError::internal("ausi stopped on an internal error (a bug; the details are on stderr)")
+                    .with_hint("please report it with the stderr output"))
+            })
+        });
     printer.emit(name, result)
 }
 

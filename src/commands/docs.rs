@@ -46,9 +46,9 @@ pub fn render() -> Vec<(String, Vec<u8>)> {
         files.push((format!("completions/{name}"), buf));
     }
     files.push(("man/ausi.1".to_owned(), man_page(&cmd, "ausi")));
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
         let name = format!("ausi-{}", sub.get_name());
-        let sub = sub.clone().name(name.clone()).bin_name(name.clone());
+        let sub = sub.clone().name(name.clone()).bin_name(name.clone()).version(env!("CARGO_PKG_VERSION"));
         files.push((format!("man/{name}.1"), man_page(&sub, &name)));
     }
     files
@@ -80,7 +80,9 @@ fn man_page(cmd: &clap::Command, name: &str) -> Vec<u8> {
         let _ = man.render_subcommands_section(&mut buf);
     }
     buf.extend_from_slice(extra_sections().as_bytes());
-    let _ = man.render_version_section(&mut buf);
+    if cmd.get_version().is_some() {
+        let _ = man.render_version_section(&mut buf);
+    }
     buf
 }
 

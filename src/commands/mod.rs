@@ -139,6 +139,12 @@ pub fn default_config_path() -> PathBuf {
     }
 }
 
+/// Whether the command reads an LDIF export (only `--source` can name one) rather than a DC.
+pub fn reads_ldif(args: &DirectoryArgs) -> Result<bool> {
+    let spec = args.source.as_deref().map(SourceSpec::parse).transpose()?;
+    Ok(matches!(spec, Some(SourceSpec::Ldif(_))))
+}
+
 /// Opens the directory named by `--source` or the configuration, binding with the configured
 /// secret (or stdin, or a prompt). Warnings about weakened security go into `warnings`.
 pub async fn open_directory(

@@ -34,6 +34,10 @@ pub struct ScopeDescription {
 pub async fn run(ctx: &Context<'_>, args: &ValidateArgs) -> Result<Outcome> {
     let mut warnings = Vec::new();
     let config = ctx.optional_config(&mut warnings)?;
+    let nothing_selected = config.as_ref().is_none_or(|c| c.scope.ous.is_empty());
+    if args.base.is_none() && nothing_selected && !super::reads_ldif(&args.directory)? {
+        return Err(no_selection());
+    }
     let mut directory = open_directory(&args.directory, config.as_ref(), &mut warnings).await?;
     let info = directory.info().await?;
     let (scope, description) = choose_scope(&mut directory, args, config.as_ref(), &mut warnings).await?;
@@ -98,8 +102,7 @@ async fn choose_scope(
             let description = ScopeDescription { from: "export", bases: vec![], excluded: vec![] };
             return Ok((Scope::new(vec![Dn::default()], vec![]), description));
         }
-        return Err(AppError::config("no OUs are selected for sync")
-            .with_hint("choose them with `ausi select-ous --add OU=…`, or validate one sub-tree with --base DN"));
+        return Err(no_selection());
     }
     let scope = resolution.scope();
     let description = ScopeDescription {
@@ -108,6 +111,11 @@ async fn choose_scope(
         excluded: resolution.excluded.iter().map(|o| o.dn.to_string()).collect(),
     };
     Ok((scope, description))
+}
+
+fn no_selection() -> AppError {
+    AppError::config("no OUs are selected for sync")
+        .with_hint("choose them with `ausi select-ous --add OU=…`, or validate one sub-tree with --base DN")
 }
 
 impl ValidateReport {
