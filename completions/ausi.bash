@@ -347,12 +347,16 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__list__subcmd__ous)
-            opts="-c -o -v -q -h -V --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --base --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --base --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --base)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --source)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -362,10 +366,6 @@ _ausi() {
                     return 0
                     ;;
                 --ca-file)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --base)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -397,12 +397,20 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__password__subcmd__push)
-            opts="-c -o -v -q -h -V --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --from-tenant --user --password-stdin --batch --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --from-tenant --user --password-stdin --batch --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --batch)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --source)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -412,14 +420,6 @@ _ausi() {
                     return 0
                     ;;
                 --ca-file)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --user)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --batch)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -501,24 +501,12 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__select__subcmd__ous)
-            opts="-c -o -v -q -h -V --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --add --remove --set --clear --exclude --unexclude --dry-run --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --add --remove --set --clear --exclude --unexclude --dry-run --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --source)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --bind-dn)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --ca-file)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --add)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -536,6 +524,18 @@ _ausi() {
                     return 0
                     ;;
                 --unexclude)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --source)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bind-dn)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -601,7 +601,7 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__sync)
-            opts="-c -o -v -q -h -V --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --full --dry-run --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --full --dry-run --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -647,12 +647,20 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__validate)
-            opts="-c -o -v -q -h -V --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --base --user --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --base --user --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --base)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --source)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -662,14 +670,6 @@ _ausi() {
                     return 0
                     ;;
                 --ca-file)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --base)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --user)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

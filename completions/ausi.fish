@@ -72,10 +72,10 @@ complete -c ausi -n "__fish_ausi_using_subcommand install-service" -s v -l verbo
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -s q -l quiet -d 'Only errors on stderr, and no progress display'
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -s V -l version -d 'Print version'
+complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -l base -d 'List only this sub-tree (DN) instead of the whole naming context' -r
 complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -l source -d 'Read from here instead of the configured directory: ldif:PATH (an ldifde or ldapsearch export; no domain controller needed), ldaps://HOST[:PORT] or ldap://HOST[:PORT]' -r
 complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -l bind-dn -d 'Bind as this account (DN, user@domain or DOMAIN\\user) instead of the configured one' -r
 complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -l ca-file -d 'Trust this PEM file of CA certificates for LDAPS/StartTLS (a private enterprise CA)' -r -F
-complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -l base -d 'List only this sub-tree (DN) instead of the whole naming context' -r
 complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -s c -l config -d 'Agent configuration file [default: /etc/ausi/agent.toml, or %ProgramData%\\ausi\\agent.toml on Windows]' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -s o -l output -d 'Report format on stdout [default: table on a terminal, json otherwise]' -r -f -a "json\t'One JSON envelope (for scripts: `ausi validate | ConvertFrom-Json`)'
 table\t'A human-readable table'
@@ -89,34 +89,34 @@ complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -s v -l verbose -d '
 complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -s q -l quiet -d 'Only errors on stderr, and no progress display'
 complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -s V -l version -d 'Print version'
-complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l source -d 'Read from here instead of the configured directory: ldif:PATH (an ldifde or ldapsearch export; no domain controller needed), ldaps://HOST[:PORT] or ldap://HOST[:PORT]' -r
-complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l bind-dn -d 'Bind as this account (DN, user@domain or DOMAIN\\user) instead of the configured one' -r
-complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l ca-file -d 'Trust this PEM file of CA certificates for LDAPS/StartTLS (a private enterprise CA)' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l add -d 'Add OUs (DN or objectGUID) to the selection' -r
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l remove -d 'Remove OUs (DN or objectGUID) from the selection' -r
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l set -d 'Replace the whole selection with these OUs (exclusions outside them are dropped)' -r
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l exclude -d 'Leave this sub-tree (an OU or container inside a selected OU) out of the sync' -r
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l unexclude -d 'Take an excluded sub-tree back into the sync' -r
+complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l source -d 'Read from here instead of the configured directory: ldif:PATH (an ldifde or ldapsearch export; no domain controller needed), ldaps://HOST[:PORT] or ldap://HOST[:PORT]' -r
+complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l bind-dn -d 'Bind as this account (DN, user@domain or DOMAIN\\user) instead of the configured one' -r
+complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l ca-file -d 'Trust this PEM file of CA certificates for LDAPS/StartTLS (a private enterprise CA)' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -s c -l config -d 'Agent configuration file [default: /etc/ausi/agent.toml, or %ProgramData%\\ausi\\agent.toml on Windows]' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -s o -l output -d 'Report format on stdout [default: table on a terminal, json otherwise]' -r -f -a "json\t'One JSON envelope (for scripts: `ausi validate | ConvertFrom-Json`)'
 table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l log-format -d 'Format of the log lines on stderr' -r -f -a "text\t''
 json\t''"
+complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l clear -d 'Remove every selected OU and every exclusion'
+complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l dry-run -d 'Show the scope change without saving it'
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l bind-password-stdin -d 'Read the bind password from the first line of standard input'
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l save-bind-password -d 'Store the password given by prompt or --bind-password-stdin in the secret store that the configuration\'s `bind_password` reference names'
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l starttls -d 'Upgrade an ldap:// connection with StartTLS'
-complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l clear -d 'Remove every selected OU and every exclusion'
-complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l dry-run -d 'Show the scope change without saving it'
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -s v -l verbose -d 'More log detail on stderr (-v info, -vv debug, -vvv trace)'
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -s q -l quiet -d 'Only errors on stderr, and no progress display'
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -s V -l version -d 'Print version'
+complete -c ausi -n "__fish_ausi_using_subcommand validate" -l base -d 'Validate every user under this DN instead of the selected OUs' -r
+complete -c ausi -n "__fish_ausi_using_subcommand validate" -l user -d 'Explain one user rule by rule (userPrincipalName or sAMAccountName)' -r
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -l source -d 'Read from here instead of the configured directory: ldif:PATH (an ldifde or ldapsearch export; no domain controller needed), ldaps://HOST[:PORT] or ldap://HOST[:PORT]' -r
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -l bind-dn -d 'Bind as this account (DN, user@domain or DOMAIN\\user) instead of the configured one' -r
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -l ca-file -d 'Trust this PEM file of CA certificates for LDAPS/StartTLS (a private enterprise CA)' -r -F
-complete -c ausi -n "__fish_ausi_using_subcommand validate" -l base -d 'Validate every user under this DN instead of the selected OUs' -r
-complete -c ausi -n "__fish_ausi_using_subcommand validate" -l user -d 'Explain one user rule by rule (userPrincipalName or sAMAccountName)' -r
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -s c -l config -d 'Agent configuration file [default: /etc/ausi/agent.toml, or %ProgramData%\\ausi\\agent.toml on Windows]' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -s o -l output -d 'Report format on stdout [default: table on a terminal, json otherwise]' -r -f -a "json\t'One JSON envelope (for scripts: `ausi validate | ConvertFrom-Json`)'
 table\t'A human-readable table'
@@ -139,31 +139,31 @@ table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l log-format -d 'Format of the log lines on stderr' -r -f -a "text\t''
 json\t''"
+complete -c ausi -n "__fish_ausi_using_subcommand sync" -l full -d 'Read the whole selected scope instead of the changes since the last run'
+complete -c ausi -n "__fish_ausi_using_subcommand sync" -l dry-run -d 'Plan and report every change without writing anything to the tenant'
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l bind-password-stdin -d 'Read the bind password from the first line of standard input'
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l save-bind-password -d 'Store the password given by prompt or --bind-password-stdin in the secret store that the configuration\'s `bind_password` reference names'
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l starttls -d 'Upgrade an ldap:// connection with StartTLS'
-complete -c ausi -n "__fish_ausi_using_subcommand sync" -l full -d 'Read the whole selected scope instead of the changes since the last run'
-complete -c ausi -n "__fish_ausi_using_subcommand sync" -l dry-run -d 'Plan and report every change without writing anything to the tenant'
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -s v -l verbose -d 'More log detail on stderr (-v info, -vv debug, -vvv trace)'
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -s q -l quiet -d 'Only errors on stderr, and no progress display'
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -s V -l version -d 'Print version'
+complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l user -d 'Set the password of this user (userPrincipalName or sAMAccountName)' -r
+complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l batch -d 'JSON Lines file of {"user": ..., "password": ...} (or - for standard input)' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l source -d 'Read from here instead of the configured directory: ldif:PATH (an ldifde or ldapsearch export; no domain controller needed), ldaps://HOST[:PORT] or ldap://HOST[:PORT]' -r
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l bind-dn -d 'Bind as this account (DN, user@domain or DOMAIN\\user) instead of the configured one' -r
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l ca-file -d 'Trust this PEM file of CA certificates for LDAPS/StartTLS (a private enterprise CA)' -r -F
-complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l user -d 'Set the password of this user (userPrincipalName or sAMAccountName)' -r
-complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l batch -d 'JSON Lines file of {"user": ..., "password": ...} (or - for standard input)' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -s c -l config -d 'Agent configuration file [default: /etc/ausi/agent.toml, or %ProgramData%\\ausi\\agent.toml on Windows]' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -s o -l output -d 'Report format on stdout [default: table on a terminal, json otherwise]' -r -f -a "json\t'One JSON envelope (for scripts: `ausi validate | ConvertFrom-Json`)'
 table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l log-format -d 'Format of the log lines on stderr' -r -f -a "text\t''
 json\t''"
+complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l from-tenant -d 'Apply the password changes queued in the tenant and report each result back'
+complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l password-stdin -d 'Read the new password for --user from standard input'
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l bind-password-stdin -d 'Read the bind password from the first line of standard input'
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l save-bind-password -d 'Store the password given by prompt or --bind-password-stdin in the secret store that the configuration\'s `bind_password` reference names'
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l starttls -d 'Upgrade an ldap:// connection with StartTLS'
-complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l from-tenant -d 'Apply the password changes queued in the tenant and report each result back'
-complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l password-stdin -d 'Read the new password for --user from standard input'
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -s v -l verbose -d 'More log detail on stderr (-v info, -vv debug, -vvv trace)'
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -s q -l quiet -d 'Only errors on stderr, and no progress display'
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -92,7 +92,8 @@ pub enum Command {
     ///
     /// Rules: givenName, sn, mail and userPrincipalName present and not blank; mail and
     /// userPrincipalName well-formed; mail, userPrincipalName and sAMAccountName unique
-    /// (case-insensitive) within the scope. Disabled accounts are counted, not flagged.
+    /// (case-insensitive) within the scope. Being disabled is not a problem (disabled accounts
+    /// are counted and still checked, since a sync provisions them as inactive).
     /// Exit code 1 when any user would be quarantined by a sync.
     Validate(ValidateArgs),
 
@@ -181,19 +182,16 @@ pub struct InstallServiceArgs {
 
 #[derive(Debug, Args)]
 pub struct ListOusArgs {
-    #[command(flatten)]
-    pub directory: DirectoryArgs,
-
     /// List only this sub-tree (DN) instead of the whole naming context
     #[arg(long, value_name = "DN")]
     pub base: Option<String>,
+
+    #[command(flatten)]
+    pub directory: DirectoryArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct SelectOusArgs {
-    #[command(flatten)]
-    pub directory: DirectoryArgs,
-
     /// Add OUs (DN or objectGUID) to the selection
     #[arg(long, value_name = "OU", num_args = 1.., action = clap::ArgAction::Append)]
     pub add: Vec<String>,
@@ -221,13 +219,13 @@ pub struct SelectOusArgs {
     /// Show the scope change without saving it
     #[arg(long)]
     pub dry_run: bool,
+
+    #[command(flatten)]
+    pub directory: DirectoryArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    #[command(flatten)]
-    pub directory: DirectoryArgs,
-
     /// Validate every user under this DN instead of the selected OUs
     #[arg(long, value_name = "DN")]
     pub base: Option<String>,
@@ -235,13 +233,13 @@ pub struct ValidateArgs {
     /// Explain one user rule by rule (userPrincipalName or sAMAccountName)
     #[arg(long, value_name = "UPN|SAM")]
     pub user: Option<String>,
+
+    #[command(flatten)]
+    pub directory: DirectoryArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
-    #[command(flatten)]
-    pub directory: DirectoryArgs,
-
     /// Read the whole selected scope instead of the changes since the last run
     #[arg(long)]
     pub full: bool,
@@ -249,13 +247,13 @@ pub struct SyncArgs {
     /// Plan and report every change without writing anything to the tenant
     #[arg(long)]
     pub dry_run: bool,
+
+    #[command(flatten)]
+    pub directory: DirectoryArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct PasswordPushArgs {
-    #[command(flatten)]
-    pub directory: DirectoryArgs,
-
     /// Apply the password changes queued in the tenant and report each result back
     #[arg(long)]
     pub from_tenant: bool,
@@ -271,6 +269,9 @@ pub struct PasswordPushArgs {
     /// JSON Lines file of {"user": ..., "password": ...} (or - for standard input)
     #[arg(long, value_name = "FILE")]
     pub batch: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub directory: DirectoryArgs,
 }
 
 #[derive(Debug, Args)]

@@ -143,12 +143,31 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         }
         Err(source) => return Err(ConfigError::Read { path: path.to_owned(), source }),
     };
-    let config = parse(&text).map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+    let mut config = parse(&text).map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+    if let Some(dir) = path.parent() {
+        anchor_paths(&mut config, dir);
+    }
     let mut warnings = Vec::new();
     if let Some(w) = permission_warning(path) {
         warnings.push(w);
     }
     Ok(Loaded { config, warnings })
+}
+
+/// Relative paths in the file mean "next to this file", not "wherever the scheduler started us"
+/// (a scheduled task starts in System32).
+fn anchor_paths(config: &mut AgentConfig, dir: &Path) {
+    if let Some(ca) = config.directory.ca_file.as_mut().filter(|p| p.is_relative()) {
+        *ca = dir.join(&*ca);
+    }
+    let secrets = [Some(&mut config.directory.bind_password), config.tenant.as_mut().map(|t| &mut t.token)];
+    for reference in secrets.into_iter().flatten() {
+        if let Some(rel) =
+            reference.as_deref().and_then(|r| r.strip_prefix("file:")).filter(|p| Path::new(p).is_relative())
+        {
+            *reference = Some(format!("file:{}", dir.join(rel).display()));
+        }
+    }
 }
 
 /// Parses and checks a configuration text; the error names the offending key and line.
@@ -219,7 +238,12 @@ pub fn save_scope(path: &Path, scope: &ScopeConfig) -> Result<(), ConfigError> {
             doc
         }
     };
-    doc["scope"] = toml_edit::Item::Table(scope_table(scope));
+    let mut table = scope_table(scope);
+    if let Some(old) = doc.get("scope").and_then(toml_edit::Item::as_table) {
+        // Comments the administrator wrote above [scope] belong to that table: keep them.
+        table.decor_mut().clone_from(old.decor());
+    }
+    doc["scope"] = toml_edit::Item::Table(table);
     let text = doc.to_string();
     // Never write a file that the next run cannot read.
     parse(&text).map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
@@ -340,11 +364,30 @@ mod tests {
     }
 
     #[test]
+    fn save_scope_keeps_comments_above_the_scope_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        fs::write(&path, "version = 1\n\n# [directory]\n# url = \"ldaps://dc1\"\n\n[scope]\nous = []\n").unwrap();
+        save_scope(&path, &ScopeConfig::default()).unwrap();
+        assert!(fs::read_to_string(&path).unwrap().contains("# url = \"ldaps://dc1\""));
+    }
+
+    #[test]
     fn save_scope_creates_a_new_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/agent.toml");
         save_scope(&path, &ScopeConfig::default()).unwrap();
         assert_eq!(load(&path).unwrap().config.version, CONFIG_VERSION);
+    }
+
+    #[test]
+    fn relative_paths_are_next_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        fs::write(&path, "version = 1\n[directory]\nca_file = \"ca.pem\"\nbind_password = \"file:bind.pw\"\n").unwrap();
+        let c = load(&path).unwrap().config;
+        assert_eq!(c.directory.ca_file, Some(dir.path().join("ca.pem")));
+        assert_eq!(c.directory.bind_password, Some(format!("file:{}", dir.path().join("bind.pw").display())));
     }
 
     #[cfg(unix)]

@@ -20,8 +20,6 @@ pub enum ErrorKind {
     Config,
     /// The command exists but a later release delivers it.
     NotAvailable,
-    /// The thing asked about does not exist (a user, an OU).
-    NotFound,
 }
 
 impl ErrorKind {
@@ -33,7 +31,6 @@ impl ErrorKind {
             ErrorKind::Temporary => ExitStatus::Temporary,
             ErrorKind::Permission => ExitStatus::Permission,
             ErrorKind::Config | ErrorKind::NotAvailable => ExitStatus::Config,
-            ErrorKind::NotFound => ExitStatus::Findings,
         }
     }
 }
@@ -117,7 +114,6 @@ mod tests {
         assert_eq!(ErrorKind::Permission.exit_status().code(), 77);
         assert_eq!(ErrorKind::Config.exit_status().code(), 78);
         assert_eq!(ErrorKind::NotAvailable.exit_status().code(), 78);
-        assert_eq!(ErrorKind::NotFound.exit_status().code(), 1);
     }
 
     #[test]

@@ -29,9 +29,10 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
-        Err(e) => return usage_error(e),
+        Err(e) => return usage_error(e, &args),
     };
     init_logging(&cli.global);
     let printer = Printer::new(cli.global.output, cli.global.quiet);
@@ -54,8 +55,9 @@ where
 }
 
 /// clap's own errors: help and version go to stdout as usual (exit 0); a usage error is
-/// explained on stderr and, for scripts, also reported as an envelope on stdout (exit 2).
-fn usage_error(e: clap::Error) -> ExitStatus {
+/// explained on stderr and, for scripts, also reported as an envelope on stdout (exit 2), in the
+/// format and under the command name the user asked for, as far as they can be made out.
+fn usage_error(e: clap::Error, args: &[std::ffi::OsString]) -> ExitStatus {
     use clap::error::ErrorKind;
     if matches!(
         e.kind(),
@@ -71,11 +73,27 @@ fn usage_error(e: clap::Error) -> ExitStatus {
     let _ = e.print();
     let message = e.render().to_string();
     let first = message.lines().next().unwrap_or("usage error").trim_start_matches("error: ").to_owned();
-    let printer = Printer::new(None, true);
+    let words: Vec<String> = args.iter().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+    let command = <Cli as clap::CommandFactory>::command();
+    let name = words
+        .iter()
+        .find_map(|w| command.get_subcommands().find(|s| s.get_name() == w).map(|s| s.get_name().to_owned()))
+        .unwrap_or_else(|| "ausi".to_owned());
+    let printer = Printer::new(requested_output(&words), true);
     if printer.format() != cli::OutputFormat::Table {
-        return printer.emit("ausi", Err(AppError::usage(first).with_hint("run `ausi --help`")));
+        return printer.emit(&name, Err(AppError::usage(first).with_hint(format!("run `ausi {name} --help`"))));
     }
     ExitStatus::Usage
+}
+
+/// `-o FMT`, `-oFMT`, `--output FMT`, `--output=FMT` or AUSI_OUTPUT, read without clap.
+fn requested_output(words: &[String]) -> Option<cli::OutputFormat> {
+    use clap::ValueEnum;
+    let value = words.iter().enumerate().find_map(|(i, w)| match w.as_str() {
+        "-o" | "--output" => words.get(i + 1).cloned(),
+        _ => w.strip_prefix("--output=").or_else(|| w.strip_prefix("-o")).map(str::to_owned),
+    });
+    value.or_else(|| std::env::var("AUSI_OUTPUT").ok()).and_then(|v| cli::OutputFormat::from_str(&v, true).ok())
 }
 
 fn init_logging(global: &GlobalArgs) {

@@ -129,7 +129,9 @@ fn validate_user_explains_rule_by_rule() {
 
     let (code, v) = json(&["validate", "--source", &src, "--user", "nobody"]);
     assert_eq!(code, 1);
-    assert_eq!(v["error"]["kind"], "not_found");
+    assert_eq!(v["status"], "findings");
+    assert!(v["data"]["user"].is_null());
+    assert_eq!(v["warnings"][0]["code"], "user-not-found");
 }
 
 #[test]
@@ -353,7 +355,10 @@ fn usage_errors_exit_2_with_an_envelope() {
     assert_eq!(r.code, 2);
     let v = r.json();
     assert_eq!((v["status"].as_str(), v["exit_code"].as_i64()), (Some("error"), Some(2)));
+    assert_eq!(v["command"], "validate");
     assert!(r.stderr.contains("--no-such-flag"));
+    let r = run(ausi().args(["list-ous", "--bogus", "-o", "jsonl"]));
+    assert_eq!((r.code, r.stdout.lines().count()), (2, 1), "jsonl: one compact line");
     let r = run(ausi().args(["validate", "--source", "ftp://x"]));
     assert_eq!(r.code, 2);
     let r = run(ausi().arg("--help"));
@@ -369,6 +374,8 @@ fn jsonl_writes_items_then_the_envelope() {
     assert_eq!(lines.len(), 11);
     assert!(lines[0]["problems"].is_array());
     assert_eq!(lines[10]["command"], "validate");
+    assert!(lines[10]["data"].get("users").is_none(), "the items are not repeated in the envelope");
+    assert_eq!(lines[10]["data"]["summary"]["with_problems"], 10);
 }
 
 #[test]

@@ -47,16 +47,14 @@ impl Report {
         }
     }
 
-    /// The items that `--output jsonl` writes one per line before the envelope.
-    pub fn items(&self) -> Vec<serde_json::Value> {
-        fn each<T: Serialize>(items: &[T]) -> Vec<serde_json::Value> {
-            items.iter().filter_map(|i| serde_json::to_value(i).ok()).collect()
-        }
+    /// Where the long listings sit in the serialised report: `--output jsonl` writes their
+    /// items one per line and leaves them out of the closing envelope.
+    pub fn item_paths(&self) -> &'static [&'static [&'static str]] {
         match self {
-            Report::ListOus(r) => each(&r.ous),
-            Report::SelectOus(r) => each(&r.changes.entering).into_iter().chain(each(&r.changes.leaving)).collect(),
-            Report::Validate(r) => each(&r.validation.users),
-            Report::Status(_) | Report::Docs(_) => Vec::new(),
+            Report::ListOus(_) => &[&["ous"]],
+            Report::SelectOus(_) => &[&["changes", "entering"], &["changes", "leaving"]],
+            Report::Validate(_) => &[&["users"]],
+            Report::Status(_) | Report::Docs(_) => &[],
         }
     }
 }
@@ -117,12 +115,21 @@ impl<'a> Context<'a> {
 
     /// The configuration if there is one; a missing file is an error only when it was named.
     pub fn optional_config(&self, warnings: &mut Vec<Warning>) -> Result<Option<AgentConfig>> {
+        self.load_config(warnings, self.global.config.is_none())
+    }
+
+    /// The configuration if there is one, wherever it was looked for (for commands that create it).
+    pub fn config_or_none(&self, warnings: &mut Vec<Warning>) -> Result<Option<AgentConfig>> {
+        self.load_config(warnings, true)
+    }
+
+    fn load_config(&self, warnings: &mut Vec<Warning>, missing_ok: bool) -> Result<Option<AgentConfig>> {
         match config::load(&self.config_path) {
             Ok(loaded) => {
                 warnings.extend(loaded.warnings);
                 Ok(Some(loaded.config))
             }
-            Err(ConfigError::Missing { .. }) if self.global.config.is_none() => Ok(None),
+            Err(ConfigError::Missing { .. }) if missing_ok => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -240,13 +247,14 @@ fn bind_password(
         let password = SecretString::from(typed);
         return Ok((password.clone(), Some(password)));
     }
-    let message = match missing {
-        Some(reference) => format!("the bind password for {account} is not stored in {reference}"),
-        None => format!("no bind password for {account}: the configuration has no directory.bind_password"),
-    };
-    Err(AppError::config(message).with_hint(
-        "pipe it in with --bind-password-stdin (add --save-bind-password to store it), or set directory.bind_password",
-    ))
+    Err(match missing {
+        Some(reference) => AppError::config(format!("the bind password for {account} is not stored in {reference}"))
+            .with_hint("store it: pipe it in with --bind-password-stdin --save-bind-password"),
+        None => AppError::config(format!(
+            "no bind password for {account}: the configuration has no directory.bind_password"
+        ))
+        .with_hint("set directory.bind_password to a keyring:, file: or env: reference, or pipe the password in with --bind-password-stdin"),
+    })
 }
 
 fn read_stdin_secret() -> Result<SecretString> {

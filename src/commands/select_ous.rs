@@ -55,7 +55,8 @@ pub struct SelectOusReport {
 
 pub async fn run(ctx: &Context<'_>, args: &SelectOusArgs) -> Result<Outcome> {
     let mut warnings = Vec::new();
-    let config = ctx.optional_config(&mut warnings)?;
+    // select-ous may be the first command run: it creates the configuration file.
+    let config = ctx.config_or_none(&mut warnings)?;
     let mut directory = open_directory(&args.directory, config.as_ref(), &mut warnings).await?;
     let nc = directory.info().await?.naming_context;
     let containers = directory.containers(&nc).await?;

@@ -54,6 +54,7 @@ pub struct TenantStatus {
     pub registered: bool,
     pub home_realm: Option<String>,
     pub agent_name: Option<String>,
+    pub provisioning_policy: Option<String>,
     pub scim_url: Option<String>,
     pub token: SecretStatus,
 }
@@ -76,6 +77,7 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
     let c = loaded.config;
     let d = &c.directory;
     let tenant = c.tenant.clone().unwrap_or_default();
+    let token = secret_status(tenant.token.as_deref());
     let report = StatusReport {
         version: env!("CARGO_PKG_VERSION"),
         config_path: display_path(&ctx.config_path),
@@ -94,11 +96,12 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
         },
         scope: ScopeStatus { selected: c.scope.ous.clone(), excluded: c.scope.excluded.clone() },
         tenant: TenantStatus {
-            registered: tenant.home_realm.is_some() && tenant.token.is_some(),
+            registered: tenant.home_realm.is_some() && token.state == "stored",
             home_realm: tenant.home_realm.clone(),
             agent_name: tenant.agent_name.clone(),
+            provisioning_policy: tenant.provisioning_policy.clone(),
             scim_url: tenant.scim_url.clone(),
-            token: secret_status(tenant.token.as_deref()),
+            token,
         },
         last_runs: Vec::new(),
     };

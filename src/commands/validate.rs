@@ -18,9 +18,9 @@ pub struct ValidateReport {
     pub scope: ScopeDescription,
     #[serde(flatten)]
     pub validation: Validation,
-    /// With --user: that user, rule by rule.
+    /// With --user: that user, rule by rule (null when no such user is in the scope).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub user: Option<Explanation>,
+    pub user: Option<Option<Explanation>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -53,14 +53,16 @@ pub async fn run(ctx: &Context<'_>, args: &ValidateArgs) -> Result<Outcome> {
         warnings.push(Warning::new("scope-empty", "no users were found in the scope"));
     }
     let exit = match (&args.user, &explanation) {
+        // Not in scope: a sync would not provision this user either.
         (Some(user), None) => {
-            return Err(AppError::new(
-                ErrorKind::NotFound,
+            warnings.push(Warning::new(
+                "user-not-found",
                 format!(
                     "no user with userPrincipalName or sAMAccountName {user:?} in the scope ({} users checked)",
                     validation.summary.users_checked
                 ),
             ));
+            ExitStatus::Findings
         }
         (Some(_), Some(e)) if e.checks.iter().all(|c| c.passed) => ExitStatus::Ok,
         (Some(_), Some(_)) => ExitStatus::Findings,
@@ -69,7 +71,8 @@ pub async fn run(ctx: &Context<'_>, args: &ValidateArgs) -> Result<Outcome> {
         }
         (None, _) => ExitStatus::Ok,
     };
-    let report = ValidateReport { source: info.source, scope: description, validation, user: explanation };
+    let user = args.user.as_ref().map(|_| explanation);
+    let report = ValidateReport { source: info.source, scope: description, validation, user };
     let mut outcome = Outcome::new(Report::Validate(report), exit);
     outcome.warnings = warnings;
     Ok(outcome)
@@ -89,13 +92,15 @@ async fn choose_scope(
     }
     let (_, resolution) = resolve_selection(directory, config).await?;
     warnings.extend(resolution.warnings());
-    if !resolution.missing.is_empty() {
-        let names: Vec<String> = resolution.missing.iter().map(|m| format!("{} ({})", m.dn, m.role)).collect();
+    // A vanished exclusion took its users with it (warned above); a vanished selected OU
+    // means the scope is not what the administrator chose: stop.
+    let gone: Vec<String> = resolution.missing.iter().filter(|m| m.role == "selected").map(|m| m.dn.clone()).collect();
+    if !gone.is_empty() {
         return Err(AppError::new(
             ErrorKind::SafetyStop,
-            format!("selected OUs no longer exist in the directory: {}", names.join("; ")),
+            format!("selected OUs no longer exist in the directory: {}", gone.join("; ")),
         )
-        .with_hint("fix the selection with `ausi select-ous --remove …` (or restore the OU), then run again"));
+        .with_hint("restore the OU, or take it out of the selection with `ausi select-ous --remove DN`"));
     }
     if resolution.selected.is_empty() {
         if matches!(directory, AnyDirectory::Ldif(_)) {
@@ -113,6 +118,10 @@ async fn choose_scope(
     Ok((scope, description))
 }
 
+fn plural(n: u64, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
 fn no_selection() -> AppError {
     AppError::config("no OUs are selected for sync")
         .with_hint("choose them with `ausi select-ous --add OU=…`, or validate one sub-tree with --base DN")
@@ -121,7 +130,10 @@ fn no_selection() -> AppError {
 impl ValidateReport {
     pub fn table(&self) -> String {
         let mut out = String::new();
-        if let Some(user) = &self.user {
+        if let Some(None) = &self.user {
+            return "The user is not in the scope.\n".to_owned();
+        }
+        if let Some(Some(user)) = &self.user {
             let mut t = output::table(&["Rule", "Result", "Detail"]);
             for c in &user.checks {
                 t.add_row(vec![
@@ -162,8 +174,11 @@ impl ValidateReport {
         }
         let s = &self.validation.summary;
         out.push_str(&format!(
-            "{} users checked: {} valid, {} with problems, {} disabled (counted, not a problem).\n",
-            s.users_checked, s.valid, s.with_problems, s.disabled
+            "{} checked: {} valid, {} with problems, {} disabled (counted, not a problem).\n",
+            plural(s.users_checked, "user"),
+            s.valid,
+            s.with_problems,
+            s.disabled
         ));
         let by_rule: Vec<String> =
             s.by_rule.iter().filter(|(_, n)| **n > 0).map(|(r, n)| format!("{r}: {n}")).collect();

@@ -134,10 +134,13 @@ impl Printer {
         let text = match self.format {
             OutputFormat::Json => json_line(&envelope, true),
             OutputFormat::Jsonl => {
+                let mut envelope = serde_json::to_value(&envelope).unwrap_or_default();
                 let mut text = String::new();
-                if let Some(outcome) = &outcome {
-                    for item in outcome.report.items() {
-                        text.push_str(&json_line(&item, false));
+                for path in outcome.as_ref().map(|o| o.report.item_paths()).unwrap_or_default() {
+                    if let Some(serde_json::Value::Array(items)) = take(&mut envelope["data"], path) {
+                        for item in items {
+                            text.push_str(&json_line(&item, false));
+                        }
                     }
                 }
                 text + &json_line(&envelope, false)
@@ -158,6 +161,16 @@ impl Printer {
         let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
         exit
     }
+}
+
+/// Removes and returns the value at `path` inside `value`.
+fn take(value: &mut serde_json::Value, path: &[&str]) -> Option<serde_json::Value> {
+    let (last, parents) = path.split_last()?;
+    let mut current = value;
+    for key in parents {
+        current = current.get_mut(*key)?;
+    }
+    current.as_object_mut()?.remove(*last)
 }
 
 /// Human rendering of an error for stderr: message, causes, hints.

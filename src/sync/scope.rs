@@ -116,10 +116,11 @@ impl Resolution {
             out.push(Warning::new(
                 "ou-missing",
                 format!(
-                    "the {} OU {} ({}) no longer exists in the directory; remove it with `ausi select-ous --remove`",
+                    "the {} OU {} ({}) no longer exists in the directory; take it out with `ausi select-ous {} DN`",
                     m.role,
                     m.dn,
-                    m.guid.as_deref().unwrap_or("no objectGUID stored")
+                    m.guid.as_deref().unwrap_or("no objectGUID stored"),
+                    if m.role == "selected" { "--remove" } else { "--unexclude" }
                 ),
             ));
         }
