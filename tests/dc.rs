@@ -118,6 +118,12 @@ fn list_ous_matches_the_seeded_tree() {
     let (code, v) = json_with(&mut ausi(), &["--config", cfg(&config), "list-ous"]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["data"]["naming_context"], tb.base);
+    // rootDSE discovery.
+    assert_eq!(
+        v["data"]["directory"]["dns_host_name"].as_str().map(str::to_lowercase).as_deref(),
+        Some("dc1.example.test")
+    );
+    assert!(v["data"]["directory"]["highest_committed_usn"].as_u64().unwrap() > 1000);
     let rows = v["data"]["ous"].as_array().unwrap();
     for ou in tb.expected["ous"].as_array().unwrap() {
         let row = rows

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{Context, open_directory, parse_dn_arg, read_scope, resolve_selection};
 use crate::cli::ListOusArgs;
-use crate::directory::{ContainerKind, Directory, Dn, ObjectKind, ObjectQuery, serialize_display};
+use crate::directory::{ContainerKind, Directory, DirectoryInfo, Dn, ObjectKind, ObjectQuery, serialize_display};
 use crate::error::Result;
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
@@ -36,6 +36,8 @@ pub struct OuRow {
 #[derive(Debug, Serialize)]
 pub struct ListOusReport {
     pub source: String,
+    /// What the directory says about itself (rootDSE: dnsHostName, highestCommittedUSN).
+    pub directory: DirectoryInfo,
     #[serde(serialize_with = "serialize_display")]
     pub naming_context: Dn,
     #[serde(serialize_with = "serialize_display")]
@@ -136,7 +138,8 @@ pub async fn run(ctx: &Context<'_>, args: &ListOusArgs) -> Result<Outcome> {
     }
     rows.sort_by_cached_key(|r| tree_key(&r.dn));
     let exit = if summary.unreadable.is_empty() { ExitStatus::Ok } else { ExitStatus::Findings };
-    let report = ListOusReport { source: info.source, naming_context: nc, base, ous: rows, totals };
+    let report =
+        ListOusReport { source: info.source.clone(), directory: info, naming_context: nc, base, ous: rows, totals };
     let mut outcome = Outcome::new(super::Report::ListOus(report), exit);
     outcome.warnings = warnings;
     Ok(outcome)

@@ -198,10 +198,6 @@ impl LdapDirectory {
         }
         check_rc("search", &base_text, res.rc, &res.text)
     }
-
-    fn naming_context(&self) -> Result<Dn, DirectoryError> {
-        Ok(self.info.as_ref().map(|i| i.naming_context.clone()).unwrap_or_default())
-    }
 }
 
 impl Directory for LdapDirectory {
@@ -260,7 +256,7 @@ impl Directory for LdapDirectory {
         sink: &mut dyn FnMut(DirObject),
         progress: &dyn Fn(u64),
     ) -> Result<ReadSummary, DirectoryError> {
-        let nc = self.naming_context()?;
+        let nc = self.info().await?.naming_context;
         let mut kinds = Vec::new();
         if query.users {
             kinds.push(Filter::eq("sAMAccountType", SAM_USER_ACCOUNT.to_string()));
