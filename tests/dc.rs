@@ -52,16 +52,25 @@ impl Testbed {
     /// A config for this DC in a fresh temporary directory; `extra` is appended to [directory].
     fn config(&self, extra: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("agent.toml");
+        let path = self.config_in(dir.path(), Path::new(&self.bind_pw_file), extra);
+        (dir, path)
+    }
+
+    /// `dir/agent.toml` for this DC, reading the bind password from `password_file`.
+    fn config_in(&self, dir: &Path, password_file: &Path, extra: &str) -> PathBuf {
+        let path = dir.join("agent.toml");
         std::fs::write(
             &path,
             format!(
                 "version = 1\n[directory]\nurl = \"{}\"\nbind_dn = \"{}\"\nbind_password = \"file:{}\"\nca_file = \"{}\"\n{extra}",
-                self.ldaps, self.bind_dn, self.bind_pw_file, self.ca
+                self.ldaps,
+                self.bind_dn,
+                password_file.display(),
+                self.ca
             ),
         )
         .unwrap();
-        (dir, path)
+        path
     }
 
     fn password(&self) -> String {
@@ -327,18 +336,7 @@ fn wrong_bind_password_exits_77() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "version = 1\n[directory]\nurl = \"{}\"\nbind_dn = \"{}\"\nbind_password = \"file:{}\"\nca_file = \"{}\"\n",
-            tb.ldaps,
-            tb.bind_dn,
-            wrong.display(),
-            tb.ca
-        ),
-    )
-    .unwrap();
+    let config = tb.config_in(dir.path(), &wrong, "");
     let (code, v) = json_with(&mut ausi(), &["--config", cfg(&config), "list-ous"]);
     assert_eq!(code, 77, "{v}");
     let message = v["error"]["message"].as_str().unwrap();
@@ -452,18 +450,7 @@ fn no_secret_reaches_any_output_or_file() {
     let password = tb.password();
     let dir = tempfile::tempdir().unwrap();
     let stored = dir.path().join("secrets/bind.pw");
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "version = 1\n[directory]\nurl = \"{}\"\nbind_dn = \"{}\"\nbind_password = \"file:{}\"\nca_file = \"{}\"\n",
-            tb.ldaps,
-            tb.bind_dn,
-            stored.display(),
-            tb.ca
-        ),
-    )
-    .unwrap();
+    let config = tb.config_in(dir.path(), &stored, "");
     let c = cfg(&config);
     let mut outputs = Vec::new();
     // Give it on stdin and store it, with the most verbose logging.
