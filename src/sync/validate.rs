@@ -1,6 +1,7 @@
 //! The user rules: what a user needs before it can be provisioned into the tenant. Pure:
 //! objects in, findings out; streaming, so 100,000 users need only their identities in memory.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
@@ -87,9 +88,16 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     pub message: String,
-    /// For duplicates: the DNs of the other users with the same value.
+    /// For duplicates: the DNs of (at most ten of) the other users with the same value.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub conflicts_with: Vec<String>,
+    /// For duplicates: how many other users have the same value.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub conflicts_total: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Problem {
@@ -100,6 +108,7 @@ impl Problem {
             value: value.map(str::to_owned),
             message,
             conflicts_with: Vec::new(),
+            conflicts_total: 0,
         }
     }
 }
@@ -303,6 +312,12 @@ impl Seen {
     }
 }
 
+/// A value held by more than one user: the value, and every holder after the first.
+type DuplicateGroup = (Box<str>, Vec<u32>);
+
+/// How many of the other holders of a duplicate value a finding names.
+pub const MAX_LISTED_CONFLICTS: usize = 10;
+
 const DUPLICATE_RULES: [Rule; 3] = [Rule::MailDuplicate, Rule::UpnDuplicate, Rule::SamDuplicate];
 
 /// Feeds users one by one; [`Validator::finish`] adds the cross-user rules.
@@ -310,8 +325,10 @@ const DUPLICATE_RULES: [Rule; 3] = [Rule::MailDuplicate, Rule::UpnDuplicate, Rul
 pub struct Validator {
     seen: Vec<Seen>,
     problems: HashMap<u32, Vec<Problem>>,
-    /// Per duplicate rule: normalised value → every user holding it.
-    keys: [HashMap<Box<str>, Vec<u32>>; 3],
+    /// Per duplicate rule: normalised value → the first user holding it.
+    keys: [HashMap<Box<str>, u32>; 3],
+    /// Per duplicate rule, only for values held more than once: first holder → (value, later holders).
+    duplicates: [HashMap<u32, DuplicateGroup>; 3],
     disabled: u64,
     target: Option<String>,
     target_index: Option<u32>,
@@ -339,7 +356,16 @@ impl Validator {
         let values = [&user.mail, &user.user_principal_name, &user.sam_account_name];
         for (slot, value) in values.into_iter().enumerate() {
             if let Some(v) = value.as_deref().filter(|v| !is_blank(v)) {
-                self.keys[slot].entry(v.trim().to_lowercase().into_boxed_str()).or_default().push(index);
+                match self.keys[slot].entry(v.trim().to_lowercase().into_boxed_str()) {
+                    Entry::Vacant(e) => {
+                        e.insert(index);
+                    }
+                    Entry::Occupied(e) => {
+                        let (_, later) =
+                            self.duplicates[slot].entry(*e.get()).or_insert_with(|| (e.key().clone(), Vec::new()));
+                        later.push(index);
+                    }
+                }
             }
         }
         if let Some(target) = &self.target
@@ -360,25 +386,36 @@ impl Validator {
     }
 
     pub fn finish(mut self, unreadable: Vec<Unreadable>) -> (Validation, Option<Explanation>) {
-        let keys = std::mem::take(&mut self.keys);
-        for (slot, map) in keys.into_iter().enumerate() {
+        self.keys = Default::default(); // no longer needed: free it before building the report
+        let duplicates = std::mem::take(&mut self.duplicates);
+        for (slot, groups) in duplicates.into_iter().enumerate() {
             let rule = DUPLICATE_RULES[slot];
-            for (key, holders) in map {
-                if holders.len() < 2 {
-                    continue;
-                }
+            for (first, (key, later)) in groups {
+                let holders: Vec<u32> = std::iter::once(first).chain(later).collect();
+                // A value shared by thousands (a team mailbox in every user's mail) must not
+                // make the report quadratic: each holder names a few of the others.
+                let total = holders.len() - 1;
                 for &i in &holders {
-                    let others: Vec<String> =
-                        holders.iter().filter(|&&j| j != i).map(|&j| self.seen[j as usize].dn.to_string()).collect();
+                    let others: Vec<String> = holders
+                        .iter()
+                        .filter(|&&j| j != i)
+                        .take(MAX_LISTED_CONFLICTS)
+                        .map(|&j| self.seen[j as usize].dn.to_string())
+                        .collect();
                     let message = format!(
-                        "{} {key:?} is also used by {} other user{} in scope: {}",
+                        "{} {key:?} (compared case-insensitively) is also used by {total} other user{} in scope: {}{}",
                         rule.attribute(),
-                        others.len(),
-                        if others.len() == 1 { "" } else { "s" },
-                        others.join("; ")
+                        if total == 1 { "" } else { "s" },
+                        others.join("; "),
+                        if total > others.len() {
+                            format!("; and {} more", total - others.len())
+                        } else {
+                            String::new()
+                        }
                     );
                     let mut problem = Problem::new(rule, Some(&key), message);
                     problem.conflicts_with = others;
+                    problem.conflicts_total = total;
                     self.problems.entry(i).or_default().push(problem);
                 }
             }
@@ -509,6 +546,25 @@ mod tests {
         assert_eq!(result.summary.by_rule["mail.duplicate"], 2);
         assert_eq!(result.users[0].problems[0].conflicts_with, [b.dn.to_string()]);
         assert_eq!(result.users[1].problems[0].conflicts_with, [a.dn.to_string()]);
+    }
+
+    #[test]
+    fn a_value_shared_by_many_names_only_a_few() {
+        let mut v = Validator::new();
+        for n in 0..50 {
+            v.add(&user(
+                &format!("U{n}"),
+                Some("A"),
+                Some("B"),
+                Some("team@example.test"),
+                Some(&format!("u{n}@example.test")),
+            ));
+        }
+        let (result, _) = v.finish(vec![]);
+        assert_eq!(result.summary.with_problems, 50);
+        let p = &result.users[0].problems[0];
+        assert_eq!((p.conflicts_with.len(), p.conflicts_total), (MAX_LISTED_CONFLICTS, 49));
+        assert!(p.message.ends_with("and 39 more"), "{}", p.message);
     }
 
     #[test]
