@@ -175,7 +175,6 @@ pub async fn open_directory(
     };
     let ca_file = args.ca_file.clone().or_else(|| dir.ca_file.clone());
     if !dir.tls_verify {
-        tracing::warn!("TLS certificate verification is OFF (tls_verify = false)");
         warnings.push(Warning::new(
             "tls-verify-disabled",
             "TLS certificate verification is disabled (tls_verify = false): anyone between this machine and the DC can read the bind password and the directory",

@@ -65,6 +65,7 @@ struct Envelope<'a> {
 /// Decides what goes to stdout and stderr, once per process.
 pub struct Printer {
     format: OutputFormat,
+    quiet: bool,
     progress: bool,
     started: Instant,
     started_at: jiff::Timestamp,
@@ -76,6 +77,7 @@ impl Printer {
             format.unwrap_or(if std::io::stdout().is_terminal() { OutputFormat::Table } else { OutputFormat::Json });
         Printer {
             format,
+            quiet,
             progress: !quiet && std::io::stderr().is_terminal(),
             started: Instant::now(),
             started_at: jiff::Timestamp::now(),
@@ -147,7 +149,7 @@ impl Printer {
             }
             OutputFormat::Table => {
                 let mut stderr = std::io::stderr().lock();
-                for w in warnings {
+                for w in warnings.iter().filter(|_| !self.quiet) {
                     let _ = writeln!(stderr, "warning: {}", sanitize::for_terminal(&w.message));
                 }
                 if let Some(error) = &error {
