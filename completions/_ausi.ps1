@@ -47,10 +47,11 @@ Register-ArgumentCompleter -Native -CommandName 'ausi' -ScriptBlock {
             break
         }
         'ausi;register' {
-            [CompletionResult]::new('--home-realm', '--home-realm', [CompletionResultType]::ParameterName, 'The tenant''s home realm URL (organisation or sub-organisation realm)')
+            [CompletionResult]::new('--home-realm', '--home-realm', [CompletionResultType]::ParameterName, 'The tenant''s home realm URL (organisation or sub-organisation realm), e.g. https://acme.example.com')
             [CompletionResult]::new('--agent-name', '--agent-name', [CompletionResultType]::ParameterName, 'Name of this agent in the tenant [default: this machine''s host name]')
             [CompletionResult]::new('--provisioning-policy', '--provisioning-policy', [CompletionResultType]::ParameterName, 'Provisioning policy to apply')
             [CompletionResult]::new('--scim-url', '--scim-url', [CompletionResultType]::ParameterName, 'SCIM base URL, when it is not {home realm}/scim/v2')
+            [CompletionResult]::new('--token-ref', '--token-ref', [CompletionResultType]::ParameterName, 'Where to keep the token [default: keyring:ausi/tenant-token on Windows, file:tenant.token beside the configuration elsewhere]')
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Agent configuration file [default: /etc/ausi/agent.toml, or %ProgramData%\ausi\agent.toml on Windows]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Agent configuration file [default: /etc/ausi/agent.toml, or %ProgramData%\ausi\agent.toml on Windows]')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Report format on stdout [default: table on a terminal, json otherwise]')
@@ -163,6 +164,7 @@ Register-ArgumentCompleter -Native -CommandName 'ausi' -ScriptBlock {
             break
         }
         'ausi;sync' {
+            [CompletionResult]::new('--allow-deletes', '--allow-deletes', [CompletionResultType]::ParameterName, 'Allow this run to deactivate or delete up to N objects, above the configured threshold')
             [CompletionResult]::new('--source', '--source', [CompletionResultType]::ParameterName, 'Read from here instead of the configured directory: ldif:PATH (an ldifde or ldapsearch export; no domain controller needed), ldaps://HOST[:PORT] or ldap://HOST[:PORT]')
             [CompletionResult]::new('--bind-dn', '--bind-dn', [CompletionResultType]::ParameterName, 'Bind as this account (DN, user@domain or DOMAIN\user) instead of the configured one')
             [CompletionResult]::new('--ca-file', '--ca-file', [CompletionResultType]::ParameterName, 'Trust this PEM file of CA certificates for LDAPS/StartTLS (a private enterprise CA)')
@@ -173,6 +175,7 @@ Register-ArgumentCompleter -Native -CommandName 'ausi' -ScriptBlock {
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Format of the log lines on stderr')
             [CompletionResult]::new('--full', '--full', [CompletionResultType]::ParameterName, 'Read the whole selected scope instead of the changes since the last run')
             [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'Plan and report every change without writing anything to the tenant')
+            [CompletionResult]::new('--strict', '--strict', [CompletionResultType]::ParameterName, 'All or nothing: when any user in scope is invalid, write nothing (exit 1)')
             [CompletionResult]::new('--bind-password-stdin', '--bind-password-stdin', [CompletionResultType]::ParameterName, 'Read the bind password from the first line of standard input')
             [CompletionResult]::new('--save-bind-password', '--save-bind-password', [CompletionResultType]::ParameterName, 'Store the password given by prompt or --bind-password-stdin in the secret store that the configuration''s `bind_password` reference names')
             [CompletionResult]::new('--starttls', '--starttls', [CompletionResultType]::ParameterName, 'Upgrade an ldap:// connection with StartTLS')

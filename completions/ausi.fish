@@ -44,10 +44,11 @@ complete -c ausi -n "__fish_ausi_needs_command" -f -a "password-push" -d 'Write 
 complete -c ausi -n "__fish_ausi_needs_command" -f -a "status" -d 'Show the configuration, the selected OUs, registration and recent runs'
 complete -c ausi -n "__fish_ausi_needs_command" -f -a "generate-docs" -d 'Write shell completions and man pages (for packagers)'
 complete -c ausi -n "__fish_ausi_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ausi -n "__fish_ausi_using_subcommand register" -l home-realm -d 'The tenant\'s home realm URL (organisation or sub-organisation realm)' -r
+complete -c ausi -n "__fish_ausi_using_subcommand register" -l home-realm -d 'The tenant\'s home realm URL (organisation or sub-organisation realm), e.g. https://acme.example.com' -r
 complete -c ausi -n "__fish_ausi_using_subcommand register" -l agent-name -d 'Name of this agent in the tenant [default: this machine\'s host name]' -r
 complete -c ausi -n "__fish_ausi_using_subcommand register" -l provisioning-policy -d 'Provisioning policy to apply' -r
 complete -c ausi -n "__fish_ausi_using_subcommand register" -l scim-url -d 'SCIM base URL, when it is not {home realm}/scim/v2' -r
+complete -c ausi -n "__fish_ausi_using_subcommand register" -l token-ref -d 'Where to keep the token [default: keyring:ausi/tenant-token on Windows, file:tenant.token beside the configuration elsewhere]' -r
 complete -c ausi -n "__fish_ausi_using_subcommand register" -s c -l config -d 'Agent configuration file [default: /etc/ausi/agent.toml, or %ProgramData%\\ausi\\agent.toml on Windows]' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand register" -s o -l output -d 'Report format on stdout [default: table on a terminal, json otherwise]' -r -f -a "json\t'One JSON envelope (for scripts: `ausi validate | ConvertFrom-Json`)'
 table\t'A human-readable table'
@@ -130,6 +131,7 @@ complete -c ausi -n "__fish_ausi_using_subcommand validate" -s v -l verbose -d '
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -s q -l quiet -d 'Only errors on stderr, and no progress display'
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -s V -l version -d 'Print version'
+complete -c ausi -n "__fish_ausi_using_subcommand sync" -l allow-deletes -d 'Allow this run to deactivate or delete up to N objects, above the configured threshold' -r
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l source -d 'Read from here instead of the configured directory: ldif:PATH (an ldifde or ldapsearch export; no domain controller needed), ldaps://HOST[:PORT] or ldap://HOST[:PORT]' -r
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l bind-dn -d 'Bind as this account (DN, user@domain or DOMAIN\\user) instead of the configured one' -r
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l ca-file -d 'Trust this PEM file of CA certificates for LDAPS/StartTLS (a private enterprise CA)' -r -F
@@ -141,6 +143,7 @@ complete -c ausi -n "__fish_ausi_using_subcommand sync" -l log-format -d 'Format
 json\t''"
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l full -d 'Read the whole selected scope instead of the changes since the last run'
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l dry-run -d 'Plan and report every change without writing anything to the tenant'
+complete -c ausi -n "__fish_ausi_using_subcommand sync" -l strict -d 'All or nothing: when any user in scope is invalid, write nothing (exit 1)'
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l bind-password-stdin -d 'Read the bind password from the first line of standard input'
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l save-bind-password -d 'Store the password given by prompt or --bind-password-stdin in the secret store that the configuration\'s `bind_password` reference names'
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l starttls -d 'Upgrade an ldap:// connection with StartTLS'

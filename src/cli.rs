@@ -144,9 +144,9 @@ pub struct DirectoryArgs {
 
 #[derive(Debug, Args)]
 pub struct RegisterArgs {
-    /// The tenant's home realm URL (organisation or sub-organisation realm)
+    /// The tenant's home realm URL (organisation or sub-organisation realm), e.g. https://acme.example.com
     #[arg(long, value_name = "URL")]
-    pub home_realm: Option<String>,
+    pub home_realm: String,
 
     /// Name of this agent in the tenant [default: this machine's host name]
     #[arg(long, value_name = "NAME")]
@@ -163,6 +163,10 @@ pub struct RegisterArgs {
     /// Read the tenant's access token from standard input (it is never accepted as an argument)
     #[arg(long)]
     pub token_stdin: bool,
+
+    /// Where to keep the token [default: keyring:ausi/tenant-token on Windows, file:tenant.token beside the configuration elsewhere]
+    #[arg(long, value_name = "REF")]
+    pub token_ref: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -247,6 +251,14 @@ pub struct SyncArgs {
     /// Plan and report every change without writing anything to the tenant
     #[arg(long)]
     pub dry_run: bool,
+
+    /// All or nothing: when any user in scope is invalid, write nothing (exit 1)
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Allow this run to deactivate or delete up to N objects, above the configured threshold
+    #[arg(long, value_name = "N")]
+    pub allow_deletes: Option<u32>,
 
     #[command(flatten)]
     pub directory: DirectoryArgs,

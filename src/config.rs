@@ -25,6 +25,8 @@ pub struct AgentConfig {
     pub scope: ScopeConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<TenantConfig>,
+    #[serde(default)]
+    pub sync: SyncConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -86,6 +88,7 @@ pub struct OuRef {
     pub guid: Option<String>,
 }
 
+/// Written by `ausi register`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TenantConfig {
@@ -95,6 +98,61 @@ pub struct TenantConfig {
     pub scim_url: Option<String>,
     /// Secret reference for the tenant's bearer token.
     pub token: Option<String>,
+    /// Whether the tenant answers the agent API (heartbeat, password changes); probed by register.
+    pub agent_api: Option<bool>,
+    /// What the tenant's /ServiceProviderConfig announced at registration (refreshed every run).
+    pub capabilities: Option<TenantCapabilities>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantCapabilities {
+    pub patch: bool,
+    pub bulk: bool,
+    pub bulk_max_operations: u32,
+    pub bulk_max_payload: u64,
+    pub filter: bool,
+    pub filter_max_results: u32,
+    pub etag: bool,
+}
+
+/// What to do with users and groups that left the scope or were deleted in AD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRemove {
+    /// Users: `active = false`. Groups (SCIM has no inactive group): left as they are.
+    #[default]
+    Deactivate,
+    Delete,
+    Ignore,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    pub on_remove: OnRemove,
+    /// A run that would deactivate or delete more than this many objects stops (exit 3).
+    pub max_deletions: u32,
+    /// … or more than this percentage of the objects provisioned so far.
+    pub max_deletion_percent: u32,
+    /// Tenant writes in flight at once.
+    pub concurrency: u32,
+    pub request_timeout_secs: u64,
+    /// The state store; default `state.db` beside this file.
+    pub state_path: Option<PathBuf>,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            on_remove: OnRemove::Deactivate,
+            max_deletions: 500,
+            max_deletion_percent: 10,
+            concurrency: 4,
+            request_timeout_secs: 60,
+            state_path: None,
+        }
+    }
 }
 
 #[derive(Debug, Error)]
@@ -157,8 +215,10 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 /// Relative paths in the file mean "next to this file", not "wherever the scheduler started us"
 /// (a scheduled task starts in System32).
 fn anchor_paths(config: &mut AgentConfig, dir: &Path) {
-    if let Some(ca) = config.directory.ca_file.as_mut().filter(|p| p.is_relative()) {
-        *ca = dir.join(&*ca);
+    for path in [config.directory.ca_file.as_mut(), config.sync.state_path.as_mut()].into_iter().flatten() {
+        if path.is_relative() {
+            *path = dir.join(&*path);
+        }
     }
     let secrets = [Some(&mut config.directory.bind_password), config.tenant.as_mut().map(|t| &mut t.token)];
     for reference in secrets.into_iter().flatten() {
@@ -222,28 +282,46 @@ fn permission_warning(_path: &Path) -> Option<Warning> {
 /// Replaces the `[scope]` section of the file at `path` (creating the file if needed) and keeps
 /// every other line, comment and key as the administrator wrote it.
 pub fn save_scope(path: &Path, scope: &ScopeConfig) -> Result<(), ConfigError> {
-    let existing = match fs::read_to_string(path) {
-        Ok(text) => Some(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(source) => return Err(ConfigError::Read { path: path.to_owned(), source }),
-    };
-    let mut doc: toml_edit::DocumentMut = match &existing {
-        Some(text) => text.parse().map_err(|e: toml_edit::TomlError| ConfigError::Invalid {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?,
-        None => {
-            let mut doc = toml_edit::DocumentMut::new();
-            doc["version"] = toml_edit::value(i64::from(CONFIG_VERSION));
-            doc
-        }
-    };
+    let mut doc = read_document(path)?;
     let mut table = scope_table(scope);
     if let Some(old) = doc.get("scope").and_then(toml_edit::Item::as_table) {
         // Comments the administrator wrote above [scope] belong to that table: keep them.
         table.decor_mut().clone_from(old.decor());
     }
     doc["scope"] = toml_edit::Item::Table(table);
+    write_document(path, &doc)
+}
+
+/// Replaces the `[tenant]` section (written by `register`), keeping everything else.
+pub fn save_tenant(path: &Path, tenant: &TenantConfig) -> Result<(), ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid { path: path.to_owned(), message };
+    let mut doc = read_document(path)?;
+    let text = toml::to_string(tenant).map_err(|e| invalid(e.to_string()))?;
+    let fresh: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| invalid(e.to_string()))?;
+    let mut table = fresh.as_table().clone();
+    table.set_implicit(false);
+    if let Some(old) = doc.get("tenant").and_then(toml_edit::Item::as_table) {
+        table.decor_mut().clone_from(old.decor());
+    }
+    doc["tenant"] = toml_edit::Item::Table(table);
+    write_document(path, &doc)
+}
+
+fn read_document(path: &Path) -> Result<toml_edit::DocumentMut, ConfigError> {
+    match fs::read_to_string(path) {
+        Ok(text) => text
+            .parse()
+            .map_err(|e: toml_edit::TomlError| ConfigError::Invalid { path: path.to_owned(), message: e.to_string() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut doc = toml_edit::DocumentMut::new();
+            doc["version"] = toml_edit::value(i64::from(CONFIG_VERSION));
+            Ok(doc)
+        }
+        Err(source) => Err(ConfigError::Read { path: path.to_owned(), source }),
+    }
+}
+
+fn write_document(path: &Path, doc: &toml_edit::DocumentMut) -> Result<(), ConfigError> {
     let text = doc.to_string();
     // Never write a file that the next run cannot read.
     parse(&text).map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
@@ -388,6 +466,29 @@ mod tests {
         let c = load(&path).unwrap().config;
         assert_eq!(c.directory.ca_file, Some(dir.path().join("ca.pem")));
         assert_eq!(c.directory.bind_password, Some(format!("file:{}", dir.path().join("bind.pw").display())));
+    }
+
+    #[test]
+    fn save_tenant_round_trips_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        fs::write(&path, "version = 1\n# my DC\n[directory]\nurl = \"ldaps://dc1\"\n").unwrap();
+        let tenant = TenantConfig {
+            home_realm: Some("https://acme.example.com".into()),
+            agent_name: Some("dc1".into()),
+            token: Some("file:tenant.token".into()),
+            agent_api: Some(false),
+            capabilities: Some(TenantCapabilities { patch: true, bulk_max_operations: 1000, ..Default::default() }),
+            ..Default::default()
+        };
+        save_tenant(&path, &tenant).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("# my DC"), "{text}");
+        let loaded = load(&path).unwrap().config;
+        assert_eq!(loaded.directory.url.as_deref(), Some("ldaps://dc1"));
+        let t = loaded.tenant.unwrap();
+        assert_eq!(t.capabilities, tenant.capabilities);
+        assert_eq!(t.token, Some(format!("file:{}", dir.path().join("tenant.token").display())));
     }
 
     #[cfg(unix)]

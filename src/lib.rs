@@ -14,6 +14,7 @@ pub mod exit;
 pub mod output;
 pub mod secrets;
 pub mod sync;
+pub mod tenant;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;

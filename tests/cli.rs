@@ -336,17 +336,32 @@ fn configuration_errors_exit_78_and_name_the_key() {
 
 #[test]
 fn later_commands_say_so_honestly() {
-    for args in [
-        vec!["sync", "--full"],
-        vec!["register"],
-        vec!["install-service", "--print"],
-        vec!["password-push", "--from-tenant"],
-    ] {
+    for args in [vec!["install-service", "--print"], vec!["password-push", "--from-tenant"]] {
         let (code, v) = json(&args);
         assert_eq!(code, 78, "{args:?}");
         assert_eq!(v["error"]["kind"], "not_available");
         assert!(v["error"]["message"].as_str().unwrap().contains("not available in this version"));
     }
+}
+
+#[test]
+fn sync_needs_a_registered_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "version = 1\n");
+    let (code, v) = json(&["--config", config.to_str().unwrap(), "sync", "--full"]);
+    assert_eq!(code, 78);
+    assert!(v["error"]["message"].as_str().unwrap().contains("not registered"), "{v}");
+    let (code, _) = json(&["register"]);
+    assert_eq!(code, 2, "--home-realm is required");
+    let (code, v) = json(&[
+        "--config",
+        config.to_str().unwrap(),
+        "register",
+        "--home-realm",
+        "http://tenant.example.com",
+        "--token-stdin",
+    ]);
+    assert_eq!(code, 78, "a token never travels over plain http to another host: {v}");
 }
 
 #[test]

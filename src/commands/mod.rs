@@ -3,8 +3,10 @@
 
 pub mod docs;
 pub mod list_ous;
+pub mod register;
 pub mod select_ous;
 pub mod status;
+pub mod sync;
 pub mod validate;
 
 use std::io::{BufRead, IsTerminal};
@@ -33,6 +35,8 @@ pub enum Report {
     Validate(validate::ValidateReport),
     Status(status::StatusReport),
     Docs(docs::DocsReport),
+    Register(register::RegisterReport),
+    Sync(sync::SyncReport),
 }
 
 impl Report {
@@ -44,6 +48,8 @@ impl Report {
             Report::Validate(r) => r.table(),
             Report::Status(r) => r.table(),
             Report::Docs(r) => r.table(),
+            Report::Register(r) => r.table(),
+            Report::Sync(r) => r.table(),
         }
     }
 
@@ -54,7 +60,8 @@ impl Report {
             Report::ListOus(_) => &[&["ous"]],
             Report::SelectOus(_) => &[&["changes", "entering"], &["changes", "leaving"]],
             Report::Validate(_) => &[&["users"]],
-            Report::Status(_) | Report::Docs(_) => &[],
+            Report::Sync(_) => &[&["quarantined"], &["failures"]],
+            Report::Status(_) | Report::Docs(_) | Report::Register(_) => &[],
         }
     }
 }
@@ -82,9 +89,9 @@ pub async fn dispatch(cli: &Cli, printer: &Printer) -> Result<Outcome> {
         Command::Validate(args) => validate::run(&ctx, args).await,
         Command::Status(_) => status::run(&ctx),
         Command::GenerateDocs(args) => docs::run(args),
-        Command::Register(_) => Err(not_available("register", "registering with the tenant")),
+        Command::Register(args) => register::run(&ctx, args).await,
         Command::InstallService(_) => Err(not_available("install-service", "unattended scheduling")),
-        Command::Sync(_) => Err(not_available("sync", "full and incremental sync")),
+        Command::Sync(args) => sync::run(&ctx, args).await,
         Command::PasswordPush(_) => Err(not_available("password-push", "password writeback")),
     }
 }
@@ -256,7 +263,7 @@ fn bind_password(
     })
 }
 
-fn read_stdin_secret() -> Result<SecretString> {
+pub(crate) fn read_stdin_secret() -> Result<SecretString> {
     let mut line = Zeroizing::new(String::new());
     std::io::stdin()
         .lock()
@@ -278,6 +285,59 @@ pub async fn resolve_selection(directory: &mut AnyDirectory, config: Option<&Age
     }
     let containers = directory.containers(&nc).await?;
     Ok((nc, scope::resolve(&selection, &containers)))
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScopeDescription {
+    /// `selection` (the configured OUs), `base` (--base) or `export` (the whole LDIF file).
+    pub from: &'static str,
+    pub bases: Vec<String>,
+    pub excluded: Vec<String>,
+}
+
+/// `--base`, else the configured selection, else (for an export only) the whole file.
+pub async fn choose_scope(
+    directory: &mut AnyDirectory,
+    base: Option<&str>,
+    config: Option<&AgentConfig>,
+    warnings: &mut Vec<Warning>,
+) -> Result<(Scope, ScopeDescription)> {
+    if let Some(text) = base {
+        let base = parse_dn_arg("--base", text)?;
+        let description = ScopeDescription { from: "base", bases: vec![base.to_string()], excluded: vec![] };
+        return Ok((Scope::new(vec![base], vec![]), description));
+    }
+    let (_, resolution) = resolve_selection(directory, config).await?;
+    warnings.extend(resolution.warnings());
+    // A vanished exclusion took its users with it (warned above); a vanished selected OU
+    // means the scope is not what the administrator chose: stop.
+    let gone: Vec<String> = resolution.missing.iter().filter(|m| m.role == "selected").map(|m| m.dn.clone()).collect();
+    if !gone.is_empty() {
+        return Err(AppError::new(
+            ErrorKind::SafetyStop,
+            format!("selected OUs no longer exist in the directory: {}", gone.join("; ")),
+        )
+        .with_hint("restore the OU, or take it out of the selection with `ausi select-ous --remove DN`"));
+    }
+    if resolution.selected.is_empty() {
+        if matches!(directory, AnyDirectory::Ldif(_)) {
+            let description = ScopeDescription { from: "export", bases: vec![], excluded: vec![] };
+            return Ok((Scope::new(vec![Dn::default()], vec![]), description));
+        }
+        return Err(no_selection());
+    }
+    let scope = resolution.scope();
+    let description = ScopeDescription {
+        from: "selection",
+        bases: scope.bases().iter().map(Dn::to_string).collect(),
+        excluded: resolution.excluded.iter().map(|o| o.dn.to_string()).collect(),
+    };
+    Ok((scope, description))
+}
+
+pub fn no_selection() -> AppError {
+    AppError::config("no OUs are selected for sync")
+        .with_hint("choose them with `ausi select-ous --add OU=…`, or validate one sub-tree with --base DN")
 }
 
 /// Reads the objects of `query` in `scope`, streaming them into `each`.

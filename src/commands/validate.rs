@@ -2,13 +2,12 @@
 
 use serde::Serialize;
 
-use super::{Context, Report, open_directory, parse_dn_arg, read_scope, resolve_selection};
+use super::{Context, Report, ScopeDescription, choose_scope, no_selection, open_directory, read_scope};
 use crate::cli::ValidateArgs;
-use crate::directory::{AnyDirectory, Directory, Dn, ObjectQuery};
-use crate::error::{AppError, ErrorKind, Result};
+use crate::directory::{Directory, ObjectQuery};
+use crate::error::Result;
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
-use crate::sync::scope::Scope;
 use crate::sync::validate::{Explanation, Validation, Validator};
 
 #[derive(Debug, Serialize)]
@@ -23,14 +22,6 @@ pub struct ValidateReport {
     pub user: Option<Option<Explanation>>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct ScopeDescription {
-    /// `selection` (the configured OUs), `base` (--base) or `export` (the whole LDIF file).
-    pub from: &'static str,
-    pub bases: Vec<String>,
-    pub excluded: Vec<String>,
-}
-
 pub async fn run(ctx: &Context<'_>, args: &ValidateArgs) -> Result<Outcome> {
     let mut warnings = Vec::new();
     let config = ctx.optional_config(&mut warnings)?;
@@ -40,7 +31,8 @@ pub async fn run(ctx: &Context<'_>, args: &ValidateArgs) -> Result<Outcome> {
     }
     let mut directory = open_directory(&args.directory, config.as_ref(), &mut warnings).await?;
     let info = directory.info().await?;
-    let (scope, description) = choose_scope(&mut directory, args, config.as_ref(), &mut warnings).await?;
+    let (scope, description) =
+        choose_scope(&mut directory, args.base.as_deref(), config.as_ref(), &mut warnings).await?;
 
     let mut validator = match &args.user {
         Some(user) => Validator::explaining(user),
@@ -78,53 +70,8 @@ pub async fn run(ctx: &Context<'_>, args: &ValidateArgs) -> Result<Outcome> {
     Ok(outcome)
 }
 
-/// `--base`, else the configured selection, else (for an export only) the whole file.
-async fn choose_scope(
-    directory: &mut AnyDirectory,
-    args: &ValidateArgs,
-    config: Option<&crate::config::AgentConfig>,
-    warnings: &mut Vec<Warning>,
-) -> Result<(Scope, ScopeDescription)> {
-    if let Some(text) = &args.base {
-        let base = parse_dn_arg("--base", text)?;
-        let description = ScopeDescription { from: "base", bases: vec![base.to_string()], excluded: vec![] };
-        return Ok((Scope::new(vec![base], vec![]), description));
-    }
-    let (_, resolution) = resolve_selection(directory, config).await?;
-    warnings.extend(resolution.warnings());
-    // A vanished exclusion took its users with it (warned above); a vanished selected OU
-    // means the scope is not what the administrator chose: stop.
-    let gone: Vec<String> = resolution.missing.iter().filter(|m| m.role == "selected").map(|m| m.dn.clone()).collect();
-    if !gone.is_empty() {
-        return Err(AppError::new(
-            ErrorKind::SafetyStop,
-            format!("selected OUs no longer exist in the directory: {}", gone.join("; ")),
-        )
-        .with_hint("restore the OU, or take it out of the selection with `ausi select-ous --remove DN`"));
-    }
-    if resolution.selected.is_empty() {
-        if matches!(directory, AnyDirectory::Ldif(_)) {
-            let description = ScopeDescription { from: "export", bases: vec![], excluded: vec![] };
-            return Ok((Scope::new(vec![Dn::default()], vec![]), description));
-        }
-        return Err(no_selection());
-    }
-    let scope = resolution.scope();
-    let description = ScopeDescription {
-        from: "selection",
-        bases: scope.bases().iter().map(Dn::to_string).collect(),
-        excluded: resolution.excluded.iter().map(|o| o.dn.to_string()).collect(),
-    };
-    Ok((scope, description))
-}
-
 fn plural(n: u64, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
-}
-
-fn no_selection() -> AppError {
-    AppError::config("no OUs are selected for sync")
-        .with_hint("choose them with `ausi select-ous --add OU=…`, or validate one sub-tree with --base DN")
 }
 
 impl ValidateReport {

@@ -321,7 +321,7 @@ impl Parser<'_> {
             self.pos += 1;
         }
         let digits = self.pos - start - 1;
-        if digits == 0 || digits % 2 != 0 {
+        if digits == 0 || !digits.is_multiple_of(2) {
             return Err(self.err(format!(
                 "hex-encoded value at byte {start} must have a non-empty, even number of hex digits, found {digits} followed by {}",
                 self.describe(self.pos)

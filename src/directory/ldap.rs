@@ -282,9 +282,9 @@ impl Directory for LdapDirectory {
             let ranged_more = query.members && matches!(raw.ranged("member").1, Some(Some(_)));
             if let Decoded::Object(object) = decode(&raw, &nc)? {
                 if object.kind == ObjectKind::Group && ranged_more {
-                    unfinished.push(object);
+                    unfinished.push(*object);
                 } else {
-                    sink(object);
+                    sink(*object);
                 }
             }
             Ok(())

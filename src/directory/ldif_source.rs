@@ -103,7 +103,7 @@ impl Directory for LdifDirectory {
                         ObjectKind::Group => query.groups,
                     };
                     if wanted && object.dn.is_descendant_of(base) {
-                        sink(object);
+                        sink(*object);
                     }
                 }
                 Ok(_) => {}

@@ -28,7 +28,7 @@ pub const UAC_ACCOUNT_DISABLE: u32 = 0x2;
 const HIDDEN_CONTAINERS: [&str; 4] = ["system", "lostandfound", "infrastructure", "ntds quotas"];
 
 /// The attributes every source reads for users and groups.
-pub const OBJECT_ATTRIBUTES: [&str; 11] = [
+pub const OBJECT_ATTRIBUTES: [&str; 16] = [
     "objectClass",
     "objectGUID",
     "sAMAccountType",
@@ -40,17 +40,23 @@ pub const OBJECT_ATTRIBUTES: [&str; 11] = [
     "displayName",
     "userAccountControl",
     "cn",
+    "title",
+    "telephoneNumber",
+    "department",
+    "employeeNumber",
+    "manager",
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ObjectKind {
+    #[default]
     User,
     Group,
 }
 
 /// A user or group as both sources deliver it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DirObject {
     pub kind: ObjectKind,
     pub dn: Dn,
@@ -62,6 +68,13 @@ pub struct DirObject {
     pub mail: Option<String>,
     pub display_name: Option<String>,
     pub user_account_control: Option<u32>,
+    pub cn: Option<String>,
+    pub title: Option<String>,
+    pub telephone_number: Option<String>,
+    pub department: Option<String>,
+    pub employee_number: Option<String>,
+    /// The manager's DN (resolved to a SCIM id when mapped).
+    pub manager: Option<Dn>,
     /// Group members, complete (range retrieval followed), when the query asked for them.
     pub members: Vec<Dn>,
 }
@@ -343,7 +356,7 @@ impl RawEntry {
 /// What an entry is, decided by the same rules for both sources.
 #[derive(Debug)]
 pub enum Decoded {
-    Object(DirObject),
+    Object(Box<DirObject>),
     Container(Container),
     /// Computers, contacts, anything else.
     Other,
@@ -382,7 +395,7 @@ pub fn decode(raw: &RawEntry, naming_context: &Dn) -> Result<Decoded, DirectoryE
     } else {
         Vec::new()
     };
-    Ok(Decoded::Object(DirObject {
+    Ok(Decoded::Object(Box::new(DirObject {
         kind,
         dn,
         guid,
@@ -393,8 +406,14 @@ pub fn decode(raw: &RawEntry, naming_context: &Dn) -> Result<Decoded, DirectoryE
         mail: raw.text("mail"),
         display_name: raw.text("displayname"),
         user_account_control: raw.text("useraccountcontrol").and_then(|t| parse_uac(&t)),
+        cn: raw.text("cn"),
+        title: raw.text("title"),
+        telephone_number: raw.text("telephonenumber"),
+        department: raw.text("department"),
+        employee_number: raw.text("employeenumber"),
+        manager: raw.text("manager").and_then(|m| Dn::parse(&m).ok()),
         members,
-    }))
+    })))
 }
 
 /// The AD definition of a user: `sAMAccountType = 805306368`. An export without that attribute

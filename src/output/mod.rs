@@ -40,11 +40,13 @@ pub struct Outcome {
     pub warnings: Vec<Warning>,
     pub exit: ExitStatus,
     pub dry_run: bool,
+    /// Why a run with a report still stopped (a safety stop lists its plan *and* says why).
+    pub error: Option<AppError>,
 }
 
 impl Outcome {
     pub fn new(report: Report, exit: ExitStatus) -> Self {
-        Outcome { report, warnings: Vec::new(), exit, dry_run: false }
+        Outcome { report, warnings: Vec::new(), exit, dry_run: false, error: None }
     }
 }
 
@@ -108,12 +110,15 @@ impl Printer {
     /// Writes the one report of this run and returns the exit status to use.
     pub fn emit(&self, command: &str, result: Result<Outcome, AppError>) -> ExitStatus {
         let (outcome, error) = match result {
-            Ok(outcome) => (Some(outcome), None),
+            Ok(mut outcome) => {
+                let error = outcome.error.take();
+                (Some(outcome), error)
+            }
             Err(error) => (None, Some(error)),
         };
         let exit = match (&outcome, &error) {
-            (_, Some(error)) => error.exit_status(),
-            (Some(outcome), None) => outcome.exit,
+            (Some(outcome), _) => outcome.exit,
+            (None, Some(error)) => error.exit_status(),
             (None, None) => ExitStatus::Internal,
         };
         let warnings = outcome.as_ref().map(|o| o.warnings.as_slice()).unwrap_or(&[]);
@@ -121,9 +126,9 @@ impl Printer {
             schema_version: SCHEMA_VERSION,
             command,
             status: match (exit, &error) {
-                (_, Some(_)) => "error",
                 (ExitStatus::Ok, None) => "ok",
-                _ => "findings",
+                (ExitStatus::Findings, None) => "findings",
+                _ => "error",
             },
             exit_code: exit.code(),
             dry_run: outcome.as_ref().is_some_and(|o| o.dry_run),

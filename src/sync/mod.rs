@@ -1,5 +1,10 @@
-//! The engine every command shares: scope resolution and the user rules (and, in later
-//! releases, mapping, planning, applying and the state store).
+//! The engine every command shares: scope resolution, the user rules, the provisioning policy,
+//! the pure planner and the state store (and, next to them, applying a plan to the tenant).
 
+pub mod apply;
+pub mod desired;
+pub mod map;
+pub mod plan;
 pub mod scope;
+pub mod state;
 pub mod validate;

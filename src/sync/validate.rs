@@ -472,9 +472,8 @@ mod tests {
             given_name: given.map(str::to_owned),
             sn: sn.map(str::to_owned),
             mail: mail.map(str::to_owned),
-            display_name: None,
             user_account_control: Some(512),
-            members: vec![],
+            ..Default::default()
         }
     }
 

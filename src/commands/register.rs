@@ -1,0 +1,163 @@
+//! `ausi register`: connect this agent to a tenant. Verifies the token, records what the tenant
+//! announces, probes the agent API, stores the token in the secret store and the rest in the
+//! configuration.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{Context, Report, display_path, read_stdin_secret};
+use crate::cli::RegisterArgs;
+use crate::config::{self, TenantCapabilities, TenantConfig};
+use crate::error::{AppError, Result};
+use crate::exit::ExitStatus;
+use crate::output::{self, Outcome, Warning};
+use crate::secrets::{SecretRef, SecretString};
+use crate::sync::map::POLICIES;
+use crate::tenant::agent::AgentApi;
+use crate::tenant::{self, ClientOptions, ScimClient};
+
+#[derive(Debug, Serialize)]
+pub struct RegisterReport {
+    pub config_path: String,
+    pub home_realm: String,
+    pub scim_url: String,
+    pub agent_name: String,
+    pub provisioning_policy: String,
+    pub token: String,
+    pub agent_api: bool,
+    pub capabilities: TenantCapabilities,
+    /// `Created` until the first successful heartbeat or sync, then `Active`.
+    pub status: &'static str,
+}
+
+pub async fn run(ctx: &Context<'_>, args: &RegisterArgs) -> Result<Outcome> {
+    let mut warnings = Vec::new();
+    let existing = ctx.config_or_none(&mut warnings)?;
+    if !POLICIES.contains(&args.provisioning_policy.as_str()) {
+        return Err(AppError::usage(format!(
+            "unknown provisioning policy {:?}: this release knows {}",
+            args.provisioning_policy,
+            POLICIES.join(", ")
+        )));
+    }
+    let home_realm = args.home_realm.trim_end_matches('/').to_owned();
+    tenant::check_transport(&home_realm)?;
+    let draft = TenantConfig {
+        home_realm: Some(home_realm.clone()),
+        scim_url: args.scim_url.clone(),
+        ..TenantConfig::default()
+    };
+    let scim_url = tenant::scim_url(&draft).unwrap_or_default();
+    tenant::check_transport(&scim_url)?;
+    let agent_name = match &args.agent_name {
+        Some(name) => name.clone(),
+        None => host_name()?,
+    };
+    let token = read_token(args)?;
+
+    let timeout = Duration::from_secs(30);
+    let client = ScimClient::new(&scim_url, token.clone(), ClientOptions { timeout, ..ClientOptions::default() })?;
+    let announced = client.service_provider_config().await?;
+    client.check_token().await?;
+    let capabilities = TenantCapabilities::from(&announced);
+    if !capabilities.patch {
+        warnings.push(Warning::new(
+            "tenant-no-patch",
+            "the tenant does not announce PATCH: updates are sent as full replacements",
+        ));
+    }
+    let agent_api = AgentApi::new(&home_realm, &agent_name, token.clone(), timeout)?.probe().await?;
+    if !agent_api {
+        warnings.push(Warning::new(
+            "tenant-plain-scim",
+            "the tenant has no agent API (404): provisioning works; heartbeats and password writeback are not available",
+        ));
+    }
+
+    let reference =
+        match (&args.token_ref, existing.as_ref().and_then(|c| c.tenant.as_ref()).and_then(|t| t.token.clone())) {
+            (Some(r), _) => r.clone(),
+            (None, Some(r)) => r,
+            (None, None) => default_token_ref(&ctx.config_path),
+        };
+    let secret = SecretRef::parse(&reference)?;
+    secret.store(&token)?;
+    let tenant = TenantConfig {
+        home_realm: Some(home_realm.clone()),
+        agent_name: Some(agent_name.clone()),
+        provisioning_policy: Some(args.provisioning_policy.clone()),
+        scim_url: args.scim_url.clone(),
+        token: Some(reference.clone()),
+        agent_api: Some(agent_api),
+        capabilities: Some(capabilities.clone()),
+    };
+    config::save_tenant(&ctx.config_path, &tenant)?;
+    let report = RegisterReport {
+        config_path: display_path(&ctx.config_path),
+        home_realm,
+        scim_url,
+        agent_name,
+        provisioning_policy: args.provisioning_policy.clone(),
+        token: secret.to_string(),
+        agent_api,
+        capabilities,
+        status: "Created",
+    };
+    let mut outcome = Outcome::new(Report::Register(report), ExitStatus::Ok);
+    outcome.warnings = warnings;
+    Ok(outcome)
+}
+
+fn read_token(args: &RegisterArgs) -> Result<SecretString> {
+    use std::io::IsTerminal;
+    if args.token_stdin {
+        return read_stdin_secret();
+    }
+    if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        let typed = rpassword::prompt_password("Tenant access token: ")
+            .map_err(|e| AppError::config("cannot read the token from the terminal").caused_by(&e))?;
+        return Ok(SecretString::from(typed));
+    }
+    Err(AppError::usage("no token: pipe it in with --token-stdin (it is never accepted as an argument)"))
+}
+
+/// Windows keeps the token in Credential Manager; elsewhere a 0600 file beside the configuration.
+fn default_token_ref(config_path: &std::path::Path) -> String {
+    if cfg!(windows) {
+        "keyring:ausi/tenant-token".to_owned()
+    } else {
+        let dir = config_path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        format!("file:{}", dir.join("tenant.token").display())
+    }
+}
+
+fn host_name() -> Result<String> {
+    let from_os = if cfg!(windows) {
+        std::env::var("COMPUTERNAME").ok()
+    } else {
+        std::fs::read_to_string("/proc/sys/kernel/hostname").ok().or_else(|| std::env::var("HOSTNAME").ok())
+    };
+    from_os
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| AppError::usage("cannot tell this machine's host name: pass --agent-name"))
+}
+
+impl RegisterReport {
+    pub fn table(&self) -> String {
+        let mut t = output::table(&["Setting", "Value"]);
+        for (k, v) in [
+            ("tenant", self.home_realm.as_str()),
+            ("SCIM", self.scim_url.as_str()),
+            ("agent", self.agent_name.as_str()),
+            ("policy", self.provisioning_policy.as_str()),
+            ("token stored in", self.token.as_str()),
+            ("agent API", if self.agent_api { "yes" } else { "no (plain SCIM tenant)" }),
+            ("status", self.status),
+        ] {
+            t.add_row(vec![k.to_owned(), output::cell(v)]);
+        }
+        format!("{t}\nRegistered; the configuration is in {}.\n", output::cell(&self.config_path))
+    }
+}

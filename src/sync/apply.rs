@@ -1,0 +1,377 @@
+//! Applying a [`Plan`] to the tenant: the I/O edge of the engine. Writes go out with bounded
+//! concurrency; every result is recorded in the state store, committed in batches, and a create
+//! is journaled before it is sent, so a run killed at any instant is finished by the next one
+//! without duplicates.
+
+use std::collections::HashMap;
+
+use futures_util::stream::{self, StreamExt};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::plan::{Kind, MembershipChange, Plan, Removal, RemoveAction, Write};
+use super::state::{AnchorKind, AnchorState, Batch, QuarantineEntry, StateError, StateStore};
+use crate::error::{AppError, ErrorKind};
+use crate::tenant::scim::{self, ResourceKind, ScimClient, TenantError};
+
+/// Results are committed to the state store at least this often.
+const COMMIT_EVERY: usize = 100;
+
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct Counts {
+    pub created: u64,
+    pub adopted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub deactivated: u64,
+    pub deleted: u64,
+    pub membership_changes: u64,
+    pub quarantined: u64,
+    pub failed: u64,
+}
+
+/// One object the tenant did not accept; retried on the next run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Failure {
+    pub guid: String,
+    pub dn: String,
+    pub operation: &'static str,
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scim: Option<scim::ScimErrorInfo>,
+}
+
+pub struct Applier<'a> {
+    client: &'a ScimClient,
+    store: &'a mut StateStore,
+    run: i64,
+    concurrency: usize,
+    patch: bool,
+    /// guid → SCIM id, as known now (anchors, plus what this run created or adopted).
+    pub ids: HashMap<String, String>,
+    batch: Batch,
+    pub counts: Counts,
+    pub failures: Vec<Failure>,
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+fn resource(kind: Kind) -> ResourceKind {
+    match kind {
+        Kind::User => ResourceKind::User,
+        Kind::Group => ResourceKind::Group,
+    }
+}
+
+/// Errors that stop the whole run (the next run retries); anything else is the object's own.
+fn is_fatal(e: &TenantError) -> bool {
+    matches!(e, TenantError::Unauthorized { .. } | TenantError::Unavailable { .. } | TenantError::InvalidUrl(_))
+}
+
+impl<'a> Applier<'a> {
+    pub fn new(
+        client: &'a ScimClient,
+        store: &'a mut StateStore,
+        run: i64,
+        concurrency: usize,
+        patch: bool,
+    ) -> Result<Self, StateError> {
+        let ids = store
+            .anchors()?
+            .into_values()
+            .filter(|a| matches!(a.state, AnchorState::Active | AnchorState::Deactivated))
+            .filter_map(|a| a.scim_id.map(|id| (a.guid, id)))
+            .collect();
+        Ok(Applier {
+            client,
+            store,
+            run,
+            concurrency: concurrency.max(1),
+            patch,
+            ids,
+            batch: Batch::default(),
+            counts: Counts::default(),
+            failures: Vec::new(),
+        })
+    }
+
+    /// Creates and updates of one kind. Creates are journaled (committed) before any is sent.
+    pub async fn writes(&mut self, creates: &[Write], updates: &[Write]) -> Result<(), AppError> {
+        if !creates.is_empty() {
+            let mut journal = Batch::default();
+            for w in creates {
+                journal.pending(&w.guid, w.kind.into(), &w.dn);
+            }
+            self.store.commit(&journal, &now())?;
+        }
+        let client = self.client;
+        let jobs = creates.iter().map(|w| (w, true)).chain(updates.iter().map(|w| (w, false)));
+        let mut results = stream::iter(jobs)
+            .map(|(w, create)| async move {
+                let result = if create { create_or_adopt(client, w).await } else { update(client, w).await };
+                (w, create, result)
+            })
+            .buffer_unordered(self.concurrency);
+        let mut fatal = None;
+        while let Some((w, create, result)) = results.next().await {
+            match result {
+                Ok((id, adopted)) => {
+                    self.batch.anchor(&w.guid, w.kind.into(), &id, &w.dn, &w.hash, self.run);
+                    self.batch.body(&w.guid, &w.body);
+                    self.batch.clear_failure(&w.guid);
+                    self.ids.insert(w.guid.clone(), id);
+                    match (create, adopted) {
+                        (true, false) => self.counts.created += 1,
+                        (true, true) => self.counts.adopted += 1,
+                        (false, _) => self.counts.updated += 1,
+                    }
+                }
+                Err(e) if is_fatal(&e) => {
+                    fatal.get_or_insert(e);
+                }
+                Err(e) => self.failed(&w.guid, &w.dn, if create { "create" } else { "update" }, e),
+            }
+            self.maybe_commit()?;
+            if fatal.is_some() {
+                break;
+            }
+        }
+        drop(results);
+        self.flush()?;
+        fatal.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    /// Membership differences: one PATCH per group (adds in one operation, each remove as
+    /// `members[value eq "…"]`), never a rewrite of the whole member list.
+    pub async fn memberships(&mut self, changes: &[MembershipChange]) -> Result<(), AppError> {
+        for change in changes {
+            let Some(group_id) = self.ids.get(&change.group_guid).cloned() else {
+                continue; // the group's own create failed: recorded already, retried next run
+            };
+            let resolve = |guids: &[String]| -> Vec<(String, String)> {
+                guids.iter().filter_map(|g| self.ids.get(g).map(|id| (g.clone(), id.clone()))).collect()
+            };
+            let (add, remove) = (resolve(&change.add), resolve(&change.remove));
+            if add.is_empty() && remove.is_empty() {
+                continue;
+            }
+            let mut ops = Vec::new();
+            if !add.is_empty() {
+                ops.push(scim::patch_add_members(&add.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>()));
+            }
+            ops.extend(remove.iter().map(|(_, id)| scim::patch_remove_member(id)));
+            match self.client.patch(ResourceKind::Group, &group_id, &ops).await {
+                Ok(()) => {
+                    for (guid, _) in &add {
+                        self.batch.add_member(&change.group_guid, guid);
+                    }
+                    for (guid, _) in &remove {
+                        self.batch.remove_member(&change.group_guid, guid);
+                    }
+                    self.counts.membership_changes += 1;
+                }
+                Err(e) if is_fatal(&e) => {
+                    self.flush()?;
+                    return Err(e.into());
+                }
+                Err(e) => self.failed(&change.group_guid, &change.group_dn, "membership", e),
+            }
+            self.maybe_commit()?;
+        }
+        self.flush()
+    }
+
+    pub async fn removals(&mut self, removals: &[Removal]) -> Result<(), AppError> {
+        for r in removals {
+            let id = match (&r.scim_id, r.action) {
+                (_, RemoveAction::Retire) => {
+                    self.batch.set_state(&r.guid, AnchorState::Deactivated);
+                    continue;
+                }
+                (Some(id), _) => id.clone(),
+                // A create that was journaled but may never have reached the tenant.
+                (None, _) => match self.client.find(resource(r.kind), "externalId", &r.guid).await {
+                    Ok(found) => match found.first().and_then(|v| v["id"].as_str()) {
+                        Some(id) => id.to_owned(),
+                        None => {
+                            self.batch.forget(&r.guid);
+                            continue;
+                        }
+                    },
+                    Err(e) => return Err(e.into()),
+                },
+            };
+            let result = match r.action {
+                RemoveAction::Delete => self.client.delete(resource(r.kind), &id).await,
+                RemoveAction::Deactivate if self.patch => {
+                    self.client.patch(resource(r.kind), &id, &[scim::patch_replace("active", json!(false))]).await
+                }
+                RemoveAction::Deactivate => match self.client.get(resource(r.kind), &id).await {
+                    Ok(Some(mut current)) => {
+                        current["active"] = json!(false);
+                        self.client.replace(resource(r.kind), &id, &current).await
+                    }
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                },
+                RemoveAction::Retire => Ok(()),
+            };
+            match result {
+                Ok(()) => {
+                    let (state, counter) = match r.action {
+                        RemoveAction::Delete => (AnchorState::Deleted, &mut self.counts.deleted),
+                        _ => (AnchorState::Deactivated, &mut self.counts.deactivated),
+                    };
+                    *counter += 1;
+                    self.batch.set_state(&r.guid, state);
+                    self.batch.clear_failure(&r.guid);
+                }
+                Err(e) if is_fatal(&e) => {
+                    self.flush()?;
+                    return Err(e.into());
+                }
+                Err(e) => self.failed(&r.guid, &r.dn, "deprovision", e),
+            }
+            self.maybe_commit()?;
+        }
+        self.flush()
+    }
+
+    /// Bookkeeping that needs no tenant write: unchanged objects seen, quarantine in and out.
+    pub fn record(&mut self, plan: &Plan) -> Result<(), AppError> {
+        let stamp = now();
+        for (guid, dn) in &plan.unchanged {
+            self.batch.seen(guid, dn, self.run);
+            self.counts.unchanged += 1;
+        }
+        for q in &plan.quarantine {
+            let entry = QuarantineEntry {
+                guid: q.guid.clone(),
+                dn: q.dn.clone(),
+                reasons: q.reasons.clone(),
+                since: stamp.clone(),
+            };
+            self.batch.quarantine(entry, self.run);
+            self.counts.quarantined += 1;
+        }
+        for guid in &plan.released {
+            self.batch.release(guid);
+        }
+        self.flush()
+    }
+
+    fn failed(&mut self, guid: &str, dn: &str, operation: &'static str, e: TenantError) {
+        let scim = match &e {
+            TenantError::Rejected(info) => Some(info.clone()),
+            _ => None,
+        };
+        let error = e.to_string();
+        self.batch.fail(guid, dn, operation, &error);
+        self.counts.failed += 1;
+        self.failures.push(Failure { guid: guid.to_owned(), dn: dn.to_owned(), operation, error, scim });
+    }
+
+    fn maybe_commit(&mut self) -> Result<(), AppError> {
+        if self.batch.len() >= COMMIT_EVERY { self.flush() } else { Ok(()) }
+    }
+
+    /// Commits what was applied so far (one SQLite transaction).
+    pub fn flush(&mut self) -> Result<(), AppError> {
+        if !self.batch.is_empty() {
+            self.store.commit(&self.batch, &now())?;
+            self.batch = Batch::default();
+        }
+        Ok(())
+    }
+}
+
+/// POST, or adopt what the tenant already has: a journaled create is looked up first; a
+/// `409 uniqueness` is resolved by externalId, then by userName (soft match) when unambiguous.
+async fn create_or_adopt(client: &ScimClient, w: &Write) -> Result<(String, bool), TenantError> {
+    let kind = resource(w.kind);
+    // Groups have no unique attribute a tenant must enforce: always look before creating.
+    if (w.verify_first || w.kind == Kind::Group)
+        && let Some(id) = find_one(client, kind, "externalId", &w.guid).await?
+    {
+        client.replace(kind, &id, &w.body).await?;
+        return Ok((id, true));
+    }
+    match client.create(kind, &w.body).await {
+        Ok(created) => id_of(&created).map(|id| (id, false)),
+        Err(e) if e.is_conflict() => {
+            if let Some(id) = find_one(client, kind, "externalId", &w.guid).await? {
+                client.replace(kind, &id, &w.body).await?;
+                return Ok((id, true));
+            }
+            let user_name = w.body["userName"].as_str().unwrap_or_default();
+            let found = if w.kind == Kind::User { client.find(kind, "userName", user_name).await? } else { vec![] };
+            match found.as_slice() {
+                [one] if one["externalId"].as_str().is_none_or(|x| x.is_empty() || x == w.guid) => {
+                    let id = id_of(one)?;
+                    client.replace(kind, &id, &w.body).await?;
+                    Ok((id, true))
+                }
+                _ => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn update(client: &ScimClient, w: &Write) -> Result<(String, bool), TenantError> {
+    let kind = resource(w.kind);
+    let id = w.scim_id.clone().ok_or_else(|| TenantError::Protocol("update without a SCIM id".into()))?;
+    match client.replace(kind, &id, &w.body).await {
+        Ok(()) => Ok((id, false)),
+        // Deleted in the tenant by someone else: provision it again.
+        Err(TenantError::NotFound) => client.create(kind, &w.body).await.and_then(|v| id_of(&v)).map(|id| (id, false)),
+        Err(e) => Err(e),
+    }
+}
+
+async fn find_one(
+    client: &ScimClient,
+    kind: ResourceKind,
+    attribute: &str,
+    value: &str,
+) -> Result<Option<String>, TenantError> {
+    let found = client.find(kind, attribute, value).await?;
+    match found.as_slice() {
+        [] => Ok(None),
+        [one] => id_of(one).map(Some),
+        _ => Err(TenantError::Rejected(scim::ScimErrorInfo {
+            status: 409,
+            scim_type: Some("uniqueness".into()),
+            detail: Some(format!("{} resources in the tenant have {attribute} {value}", found.len())),
+        })),
+    }
+}
+
+fn id_of(resource: &Value) -> Result<String, TenantError> {
+    resource["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| TenantError::Protocol("the tenant answered without an id".into()))
+}
+
+impl From<StateError> for AppError {
+    fn from(e: StateError) -> Self {
+        let kind = match e {
+            StateError::Locked { .. } => ErrorKind::Temporary,
+            StateError::TooNew { .. } => ErrorKind::Config,
+            _ => ErrorKind::Internal,
+        };
+        AppError::new(kind, e.to_string())
+    }
+}
+
+impl From<AnchorKind> for Kind {
+    fn from(k: AnchorKind) -> Kind {
+        match k {
+            AnchorKind::User => Kind::User,
+            AnchorKind::Group => Kind::Group,
+        }
+    }
+}

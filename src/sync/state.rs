@@ -1,0 +1,1297 @@
+//! The state store (`state.db`): a SQLite cache of facts the tenant and the directory also hold.
+//!
+//! What it records: anchors (objectGUID → SCIM id, kind, DN, content hash, last seen run), the
+//! group membership last applied to the tenant, quarantined and failing objects, and the runs.
+//! Everything a [`Batch`] gathers is committed in one transaction, so a kill at any instant leaves
+//! either the whole batch or none of it. A create is journalled as a `pending` anchor (committed
+//! *before* the request is sent); the next run looks a pending object up by externalId before it
+//! creates it again, so no kill can make a duplicate in the tenant.
+//!
+//! One writer at a time: [`StateStore::open`] takes an OS file lock on `<path>.lock`, which the OS
+//! drops when the process dies. The store never reads the clock (callers pass `now`, RFC 3339 UTC)
+//! and never stores secrets: only identifiers, DNs, hashes, reasons and (already redacted) errors.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
+
+/// The schema this build reads and writes.
+const SCHEMA_VERSION: i64 = 1;
+
+/// How long a statement waits for another connection (a `status` reader, a checkpoint) to let go.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS anchors (
+    guid          TEXT PRIMARY KEY,
+    kind          TEXT NOT NULL CHECK (kind IN ('user', 'group')),
+    scim_id       TEXT,
+    dn            TEXT NOT NULL,
+    hash          TEXT,
+    -- the resource as last sent (JSON, no secrets): the dry-run plan lists changed attributes
+    body          TEXT,
+    state         TEXT NOT NULL CHECK (state IN ('pending', 'active', 'deactivated', 'deleted')),
+    last_seen_run INTEGER,
+    updated_at    TEXT NOT NULL,
+    -- the journal rule: no SCIM id exactly while a create is pending
+    CHECK ((state = 'pending') = (scim_id IS NULL))
+);
+CREATE TABLE IF NOT EXISTS members (
+    group_guid  TEXT NOT NULL,
+    member_guid TEXT NOT NULL,
+    PRIMARY KEY (group_guid, member_guid)
+);
+CREATE INDEX IF NOT EXISTS members_by_member ON members (member_guid);
+CREATE TABLE IF NOT EXISTS quarantine (
+    guid          TEXT PRIMARY KEY,
+    dn            TEXT NOT NULL,
+    reasons       TEXT NOT NULL,
+    since         TEXT NOT NULL,
+    last_seen_run INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS failures (
+    guid      TEXT PRIMARY KEY,
+    dn        TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    error     TEXT NOT NULL,
+    since     TEXT NOT NULL,
+    attempts  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind        TEXT NOT NULL,
+    dry_run     INTEGER NOT NULL,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    outcome     TEXT,
+    exit_code   INTEGER,
+    counts      TEXT
+);
+";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnchorKind {
+    User,
+    Group,
+}
+
+impl AnchorKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            AnchorKind::User => "user",
+            AnchorKind::Group => "group",
+        }
+    }
+
+    fn parse(s: &str) -> Option<AnchorKind> {
+        match s {
+            "user" => Some(AnchorKind::User),
+            "group" => Some(AnchorKind::Group),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnchorState {
+    /// A create was about to be sent: look the object up by externalId before creating it again.
+    Pending,
+    Active,
+    Deactivated,
+    Deleted,
+}
+
+impl AnchorState {
+    fn as_str(self) -> &'static str {
+        match self {
+            AnchorState::Pending => "pending",
+            AnchorState::Active => "active",
+            AnchorState::Deactivated => "deactivated",
+            AnchorState::Deleted => "deleted",
+        }
+    }
+
+    fn parse(s: &str) -> Option<AnchorState> {
+        match s {
+            "pending" => Some(AnchorState::Pending),
+            "active" => Some(AnchorState::Active),
+            "deactivated" => Some(AnchorState::Deactivated),
+            "deleted" => Some(AnchorState::Deleted),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Anchor {
+    pub guid: String,
+    pub kind: AnchorKind,
+    /// `None` exactly while the anchor is [`AnchorState::Pending`].
+    pub scim_id: Option<String>,
+    pub dn: String,
+    pub hash: Option<String>,
+    pub state: AnchorState,
+    pub last_seen_run: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QuarantineEntry {
+    pub guid: String,
+    pub dn: String,
+    pub reasons: Vec<Reason>,
+    pub since: String,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Reason {
+    pub rule: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Failure {
+    pub guid: String,
+    pub dn: String,
+    pub operation: String,
+    pub error: String,
+    pub since: String,
+    pub attempts: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RunRecord {
+    pub id: i64,
+    pub kind: String,
+    pub dry_run: bool,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// `None` while running, and for ever when the run crashed.
+    pub outcome: Option<String>,
+    pub exit_code: Option<i64>,
+    pub counts: serde_json::Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Another ausi run holds the lock (the caller exits 75).
+    #[error("another ausi run is using {path} (started {since})")]
+    Locked { path: String, since: String },
+    #[error("state store {path} was written by a newer ausi (schema {found}, this one reads {supported})")]
+    TooNew { path: String, found: i64, supported: i64 },
+    #[error("state store {path}: {source}")]
+    Sqlite {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("state store lock {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The open state database. Dropping it closes the connection first, then releases the lock.
+pub struct StateStore {
+    conn: Connection,
+    /// Held for the store's lifetime by [`StateStore::open`]; `None` for a read-only store.
+    _lock: Option<File>,
+    path: String,
+    /// The first run this store began: runs from here on are ours, not "previous" ones.
+    first_own_run: Option<i64>,
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateStore").field("path", &self.path).field("locked", &self._lock.is_some()).finish()
+    }
+}
+
+impl StateStore {
+    /// Opens (creating) the database and takes an exclusive lock on `<path>.lock` with std's `File::try_lock()` —
+    /// a second process gets `Locked` at once (the holder's pid and `now` are written into the lock file for the
+    /// message). The lock is released when the store is dropped (also when the process is killed: the OS drops it).
+    pub fn open(path: &Path, now: &str) -> Result<StateStore, StateError> {
+        let display = path.display().to_string();
+        let lock = take_lock(path, &display, now)?;
+        let sql = |source| StateError::Sqlite { path: display.clone(), source };
+
+        // No SQLITE_OPEN_URI: a path is a path, even one starting with `file:`.
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(sql)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+        // Refuse a newer schema before changing anything in the file.
+        check_version(&conn, &display)?;
+        // WAL + NORMAL: a commit survives the process being killed (only power loss may roll the last
+        // commits back, and the tenant look-up by externalId covers that too).
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(sql)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(sql(rusqlite::Error::InvalidParameterName(format!("journal_mode is {mode}, not wal"))));
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(sql)?;
+
+        // Creation is one transaction: a kill leaves either no tables or all of them.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
+        tx.execute_batch(SCHEMA).map_err(sql)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?1)",
+            [SCHEMA_VERSION.to_string()],
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+
+        Ok(StateStore { conn, _lock: Some(lock), path: display, first_own_run: None })
+    }
+
+    /// Read-only open for `status`: no lock, never creates (returns Ok(None) when the file does not exist,
+    /// or holds no store yet). Works while a run holds the lock (WAL readers do not block the writer).
+    pub fn open_read_only(path: &Path) -> Result<Option<StateStore>, StateError> {
+        if let Ok(false) = path.try_exists() {
+            return Ok(None);
+        }
+        let display = path.display().to_string();
+        let sql = |source| StateError::Sqlite { path: display.clone(), source };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(sql)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+        if check_version(&conn, &display)?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(StateStore { conn, _lock: None, path: display, first_own_run: None }))
+    }
+
+    fn sql(&self, source: rusqlite::Error) -> StateError {
+        StateError::Sqlite { path: self.path.clone(), source }
+    }
+
+    pub fn begin_run(&mut self, kind: &str, dry_run: bool, now: &str) -> Result<i64, StateError> {
+        self.conn
+            .execute("INSERT INTO runs (kind, dry_run, started_at) VALUES (?1, ?2, ?3)", params![kind, dry_run, now])
+            .map_err(|e| self.sql(e))?;
+        let id = self.conn.last_insert_rowid();
+        self.first_own_run.get_or_insert(id);
+        Ok(id)
+    }
+
+    pub fn finish_run(
+        &mut self,
+        run: i64,
+        outcome: &str,
+        exit_code: i64,
+        counts: &serde_json::Value,
+        now: &str,
+    ) -> Result<(), StateError> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE runs SET finished_at = ?2, outcome = ?3, exit_code = ?4, counts = ?5 WHERE id = ?1",
+                params![run, now, outcome, exit_code, counts.to_string()],
+            )
+            .map_err(|e| self.sql(e))?;
+        if changed == 0 {
+            return Err(self.sql(rusqlite::Error::QueryReturnedNoRows));
+        }
+        Ok(())
+    }
+
+    /// Newest first.
+    pub fn last_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StateError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let read = || -> rusqlite::Result<Vec<RunRecord>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT id, kind, dry_run, started_at, finished_at, outcome, exit_code, counts
+                 FROM runs ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit], |r| {
+                let counts: Option<String> = r.get(7)?;
+                let counts = match counts {
+                    None => serde_json::Value::Null,
+                    Some(text) => serde_json::from_str(&text).map_err(|e| conversion(7, e))?,
+                };
+                Ok(RunRecord {
+                    id: r.get(0)?,
+                    kind: r.get(1)?,
+                    dry_run: r.get(2)?,
+                    started_at: r.get(3)?,
+                    finished_at: r.get(4)?,
+                    outcome: r.get(5)?,
+                    exit_code: r.get(6)?,
+                    counts,
+                })
+            })?;
+            rows.collect()
+        };
+        read().map_err(|e| self.sql(e))
+    }
+
+    /// True when the previous run never finished (crashed): the caller then verifies pending anchors.
+    ///
+    /// "Previous" means every run before this store's own, back to the last real (not dry) run that
+    /// finished: a crashed real run followed by a finished dry run (which resolves nothing) still counts.
+    pub fn previous_run_crashed(&self) -> Result<bool, StateError> {
+        let before = self.first_own_run.unwrap_or(i64::MAX);
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE id < ?1 AND finished_at IS NULL AND id > COALESCE(
+                     (SELECT MAX(id) FROM runs WHERE id < ?1 AND finished_at IS NOT NULL AND dry_run = 0), 0))",
+                [before],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sql(e))
+    }
+
+    /// All anchors, keyed by guid.
+    /// The resources as last sent, by guid (for the changed-attribute lists of a plan).
+    pub fn bodies(&self) -> Result<HashMap<String, serde_json::Value>, StateError> {
+        let read = || -> rusqlite::Result<HashMap<String, serde_json::Value>> {
+            let mut stmt = self.conn.prepare("SELECT guid, body FROM anchors WHERE body IS NOT NULL")?;
+            let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
+            let mut out = HashMap::new();
+            for row in rows {
+                let (guid, body) = row?;
+                if let Ok(value) = serde_json::from_str(&body) {
+                    out.insert(guid, value);
+                }
+            }
+            Ok(out)
+        };
+        read().map_err(|e| self.sql(e))
+    }
+
+    pub fn anchors(&self) -> Result<HashMap<String, Anchor>, StateError> {
+        let read = || -> rusqlite::Result<HashMap<String, Anchor>> {
+            let mut stmt =
+                self.conn.prepare("SELECT guid, kind, scim_id, dn, hash, state, last_seen_run FROM anchors")?;
+            let rows = stmt.query_map([], |r| {
+                let kind: String = r.get(1)?;
+                let state: String = r.get(5)?;
+                Ok(Anchor {
+                    guid: r.get(0)?,
+                    kind: AnchorKind::parse(&kind).ok_or_else(|| conversion(1, unknown("kind", &kind)))?,
+                    scim_id: r.get(2)?,
+                    dn: r.get(3)?,
+                    hash: r.get(4)?,
+                    state: AnchorState::parse(&state).ok_or_else(|| conversion(5, unknown("state", &state)))?,
+                    last_seen_run: r.get(6)?,
+                })
+            })?;
+            rows.map(|a| a.map(|a| (a.guid.clone(), a))).collect()
+        };
+        read().map_err(|e| self.sql(e))
+    }
+
+    /// Group guid → member guids, as last applied to the tenant. A group with no members is absent.
+    pub fn members(&self) -> Result<HashMap<String, BTreeSet<String>>, StateError> {
+        let read = || -> rusqlite::Result<HashMap<String, BTreeSet<String>>> {
+            let mut stmt = self.conn.prepare("SELECT group_guid, member_guid FROM members")?;
+            let mut map: HashMap<String, BTreeSet<String>> = HashMap::new();
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            for row in rows {
+                let (group, member) = row?;
+                map.entry(group).or_default().insert(member);
+            }
+            Ok(map)
+        };
+        read().map_err(|e| self.sql(e))
+    }
+
+    /// Ordered by DN, then guid.
+    pub fn quarantine(&self) -> Result<Vec<QuarantineEntry>, StateError> {
+        let read = || -> rusqlite::Result<Vec<QuarantineEntry>> {
+            let mut stmt = self.conn.prepare("SELECT guid, dn, reasons, since FROM quarantine ORDER BY dn, guid")?;
+            let rows = stmt.query_map([], |r| {
+                let reasons: String = r.get(2)?;
+                Ok(QuarantineEntry {
+                    guid: r.get(0)?,
+                    dn: r.get(1)?,
+                    reasons: serde_json::from_str(&reasons).map_err(|e| conversion(2, e))?,
+                    since: r.get(3)?,
+                })
+            })?;
+            rows.collect()
+        };
+        read().map_err(|e| self.sql(e))
+    }
+
+    /// Ordered by DN, then guid.
+    pub fn failures(&self) -> Result<Vec<Failure>, StateError> {
+        let read = || -> rusqlite::Result<Vec<Failure>> {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT guid, dn, operation, error, since, attempts FROM failures ORDER BY dn, guid")?;
+            let rows = stmt.query_map([], |r| {
+                Ok(Failure {
+                    guid: r.get(0)?,
+                    dn: r.get(1)?,
+                    operation: r.get(2)?,
+                    error: r.get(3)?,
+                    since: r.get(4)?,
+                    attempts: r.get(5)?,
+                })
+            })?;
+            rows.collect()
+        };
+        read().map_err(|e| self.sql(e))
+    }
+
+    /// One transaction: the batch is applied all or nothing, in the order it was gathered.
+    /// An empty batch writes nothing.
+    pub fn commit(&mut self, batch: &Batch, now: &str) -> Result<(), StateError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let result = (|| -> rusqlite::Result<()> {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for op in &batch.ops {
+                apply(&tx, op, now)?;
+            }
+            tx.commit()
+        })();
+        result.map_err(|e| self.sql(e))
+    }
+}
+
+/// Changes gathered while applying one batch of tenant writes, committed in one SQLite transaction.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    ops: Vec<Op>,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Pending { guid: String, kind: AnchorKind, dn: String },
+    Anchor { guid: String, kind: AnchorKind, scim_id: String, dn: String, hash: String, run: i64 },
+    Seen { guid: String, dn: String, run: i64 },
+    Body { guid: String, body: String },
+    SetState { guid: String, state: AnchorState },
+    Forget { guid: String },
+    SetMembers { group: String, members: BTreeSet<String> },
+    AddMember { group: String, member: String },
+    RemoveMember { group: String, member: String },
+    Quarantine { entry: QuarantineEntry, run: i64 },
+    Release { guid: String },
+    Fail { guid: String, dn: String, operation: String, error: String },
+    ClearFailure { guid: String },
+}
+
+impl Batch {
+    /// Journal a create before it is sent: the anchor becomes pending with no SCIM id (and no hash).
+    pub fn pending(&mut self, guid: &str, kind: AnchorKind, dn: &str) {
+        self.ops.push(Op::Pending { guid: guid.into(), kind, dn: dn.into() });
+    }
+
+    /// Created / adopted / updated: state Active.
+    /// Records the resource as sent (after [`Batch::anchor`] for the same guid).
+    pub fn body(&mut self, guid: &str, body: &serde_json::Value) {
+        self.ops.push(Op::Body { guid: guid.into(), body: body.to_string() });
+    }
+
+    pub fn anchor(&mut self, guid: &str, kind: AnchorKind, scim_id: &str, dn: &str, hash: &str, run: i64) {
+        self.ops.push(Op::Anchor {
+            guid: guid.into(),
+            kind,
+            scim_id: scim_id.into(),
+            dn: dn.into(),
+            hash: hash.into(),
+            run,
+        });
+    }
+
+    /// Unchanged object seen this run (dn may have changed). No effect on an unknown guid.
+    pub fn seen(&mut self, guid: &str, dn: &str, run: i64) {
+        self.ops.push(Op::Seen { guid: guid.into(), dn: dn.into(), run });
+    }
+
+    /// Deactivated / deleted / reactivated. No effect on an unknown guid. A pending anchor (no SCIM id)
+    /// cannot leave `Pending` this way, nor an anchored one enter it: such a batch fails as a whole.
+    pub fn set_state(&mut self, guid: &str, state: AnchorState) {
+        self.ops.push(Op::SetState { guid: guid.into(), state });
+    }
+
+    /// Remove the anchor and its member rows, as a group and as a member (e.g. a pending create that
+    /// the tenant never got).
+    pub fn forget(&mut self, guid: &str) {
+        self.ops.push(Op::Forget { guid: guid.into() });
+    }
+
+    /// Replace the group's whole membership.
+    pub fn set_members(&mut self, group_guid: &str, members: &BTreeSet<String>) {
+        self.ops.push(Op::SetMembers { group: group_guid.into(), members: members.clone() });
+    }
+
+    pub fn add_member(&mut self, group_guid: &str, member_guid: &str) {
+        self.ops.push(Op::AddMember { group: group_guid.into(), member: member_guid.into() });
+    }
+
+    pub fn remove_member(&mut self, group_guid: &str, member_guid: &str) {
+        self.ops.push(Op::RemoveMember { group: group_guid.into(), member: member_guid.into() });
+    }
+
+    /// Upsert; keeps the original `since` (the entry's `since` is used only for a new entry).
+    pub fn quarantine(&mut self, entry: QuarantineEntry, run: i64) {
+        self.ops.push(Op::Quarantine { entry, run });
+    }
+
+    /// Out of quarantine.
+    pub fn release(&mut self, guid: &str) {
+        self.ops.push(Op::Release { guid: guid.into() });
+    }
+
+    /// Upsert; attempts += 1, keeps the first `since` (the commit's `now`), the latest dn/operation/error.
+    /// `error` must already be free of secrets.
+    pub fn fail(&mut self, guid: &str, dn: &str, operation: &str, error: &str) {
+        self.ops.push(Op::Fail { guid: guid.into(), dn: dn.into(), operation: operation.into(), error: error.into() });
+    }
+
+    pub fn clear_failure(&mut self, guid: &str) {
+        self.ops.push(Op::ClearFailure { guid: guid.into() });
+    }
+
+    /// Operations gathered so far.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+fn apply(tx: &Transaction<'_>, op: &Op, now: &str) -> rusqlite::Result<()> {
+    match op {
+        Op::Pending { guid, kind, dn } => {
+            tx.prepare_cached(
+                "INSERT INTO anchors (guid, kind, scim_id, dn, hash, state, last_seen_run, updated_at)
+                 VALUES (?1, ?2, NULL, ?3, NULL, 'pending', NULL, ?4)
+                 ON CONFLICT (guid) DO UPDATE SET kind = excluded.kind, scim_id = NULL, dn = excluded.dn,
+                     hash = NULL, body = NULL, state = 'pending', updated_at = excluded.updated_at",
+            )?
+            .execute(params![guid, kind.as_str(), dn, now])?;
+        }
+        Op::Anchor { guid, kind, scim_id, dn, hash, run } => {
+            tx.prepare_cached(
+                "INSERT INTO anchors (guid, kind, scim_id, dn, hash, state, last_seen_run, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?7)
+                 ON CONFLICT (guid) DO UPDATE SET kind = excluded.kind, scim_id = excluded.scim_id,
+                     dn = excluded.dn, hash = excluded.hash, state = 'active',
+                     last_seen_run = excluded.last_seen_run, updated_at = excluded.updated_at",
+            )?
+            .execute(params![guid, kind.as_str(), scim_id, dn, hash, run, now])?;
+        }
+        Op::Body { guid, body } => {
+            tx.prepare_cached("UPDATE anchors SET body = ?2 WHERE guid = ?1")?.execute(params![guid, body])?;
+        }
+        Op::Seen { guid, dn, run } => {
+            tx.prepare_cached("UPDATE anchors SET dn = ?2, last_seen_run = ?3, updated_at = ?4 WHERE guid = ?1")?
+                .execute(params![guid, dn, run, now])?;
+        }
+        Op::SetState { guid, state } => {
+            tx.prepare_cached("UPDATE anchors SET state = ?2, updated_at = ?3 WHERE guid = ?1")?.execute(params![
+                guid,
+                state.as_str(),
+                now
+            ])?;
+        }
+        Op::Forget { guid } => {
+            tx.prepare_cached("DELETE FROM members WHERE group_guid = ?1 OR member_guid = ?1")?.execute([guid])?;
+            tx.prepare_cached("DELETE FROM anchors WHERE guid = ?1")?.execute([guid])?;
+        }
+        Op::SetMembers { group, members } => {
+            tx.prepare_cached("DELETE FROM members WHERE group_guid = ?1")?.execute([group])?;
+            let mut insert = tx.prepare_cached("INSERT INTO members (group_guid, member_guid) VALUES (?1, ?2)")?;
+            for member in members {
+                insert.execute([group, member])?;
+            }
+        }
+        Op::AddMember { group, member } => {
+            tx.prepare_cached("INSERT OR IGNORE INTO members (group_guid, member_guid) VALUES (?1, ?2)")?
+                .execute([group, member])?;
+        }
+        Op::RemoveMember { group, member } => {
+            tx.prepare_cached("DELETE FROM members WHERE group_guid = ?1 AND member_guid = ?2")?
+                .execute([group, member])?;
+        }
+        Op::Quarantine { entry, run } => {
+            let reasons = serde_json::to_string(&entry.reasons)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            tx.prepare_cached(
+                "INSERT INTO quarantine (guid, dn, reasons, since, last_seen_run) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (guid) DO UPDATE SET dn = excluded.dn, reasons = excluded.reasons,
+                     last_seen_run = excluded.last_seen_run",
+            )?
+            .execute(params![entry.guid, entry.dn, reasons, entry.since, run])?;
+        }
+        Op::Release { guid } => {
+            tx.prepare_cached("DELETE FROM quarantine WHERE guid = ?1")?.execute([guid])?;
+        }
+        Op::Fail { guid, dn, operation, error } => {
+            tx.prepare_cached(
+                "INSERT INTO failures (guid, dn, operation, error, since, attempts) VALUES (?1, ?2, ?3, ?4, ?5, 1)
+                 ON CONFLICT (guid) DO UPDATE SET dn = excluded.dn, operation = excluded.operation,
+                     error = excluded.error, attempts = failures.attempts + 1",
+            )?
+            .execute(params![guid, dn, operation, error, now])?;
+        }
+        Op::ClearFailure { guid } => {
+            tx.prepare_cached("DELETE FROM failures WHERE guid = ?1")?.execute([guid])?;
+        }
+    }
+    Ok(())
+}
+
+/// The schema version in the file: `None` for a file that holds no store yet; `TooNew` past ours.
+fn check_version(conn: &Connection, path: &str) -> Result<Option<i64>, StateError> {
+    let read = || -> rusqlite::Result<Option<i64>> {
+        let has_meta: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_meta {
+            return Ok(None);
+        }
+        conn.query_row("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+            .optional()
+    };
+    let found = read().map_err(|source| StateError::Sqlite { path: path.to_owned(), source })?;
+    match found {
+        Some(found) if found > SCHEMA_VERSION => {
+            Err(StateError::TooNew { path: path.to_owned(), found, supported: SCHEMA_VERSION })
+        }
+        // Older versions would be migrated here; version 1 is the first.
+        found => Ok(found),
+    }
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Takes the exclusive lock, then records who holds it. Never truncates before the lock is ours.
+fn take_lock(path: &Path, display: &str, now: &str) -> Result<File, StateError> {
+    let lock_path = lock_path(path);
+    let io = |source| StateError::Io { path: lock_path.display().to_string(), source };
+    let mut file =
+        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock_path).map_err(io)?;
+    // `File::try_lock` is stable since Rust 1.89 (flock on Unix, LockFileEx on Windows); the lock belongs
+    // to this open file, so a second open in the same process is refused too.
+    #[allow(clippy::incompatible_msrv)]
+    let locked = file.try_lock();
+    match locked {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            return Err(StateError::Locked { path: display.to_owned(), since: holder(&mut file) });
+        }
+        Err(TryLockError::Error(e)) => return Err(io(e)),
+    }
+    let record = (|| -> std::io::Result<()> {
+        file.set_len(0)?;
+        file.seek(SeekFrom::Start(0))?;
+        writeln!(file, "{} {}", std::process::id(), now)?;
+        file.flush()
+    })();
+    record.map_err(io)?;
+    Ok(file)
+}
+
+/// "<when> by pid <pid>", from the holder's lock file (unreadable on Windows while locked).
+fn holder(file: &mut File) -> String {
+    let mut text = String::new();
+    if file.read_to_string(&mut text).is_err() {
+        return "at an unknown time".to_owned();
+    }
+    match text.trim().split_once(' ') {
+        Some((pid, when)) if !when.is_empty() => format!("{when} by pid {pid}"),
+        _ => "at an unknown time".to_owned(),
+    }
+}
+
+fn conversion(column: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
+}
+
+fn unknown(what: &str, value: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("unknown anchor {what} {value:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: &str = "2026-05-01T10:00:00Z";
+    const T1: &str = "2026-05-01T11:00:00Z";
+    const T2: &str = "2026-05-01T12:00:00Z";
+
+    fn store() -> (tempfile::TempDir, std::path::PathBuf, StateStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = StateStore::open(&path, T0).unwrap();
+        (dir, path, store)
+    }
+
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn commit(store: &mut StateStore, now: &str, f: impl FnOnce(&mut Batch)) {
+        let mut batch = Batch::default();
+        f(&mut batch);
+        store.commit(&batch, now).unwrap();
+    }
+
+    fn entry(guid: &str, since: &str, rules: &[&str]) -> QuarantineEntry {
+        QuarantineEntry {
+            guid: guid.into(),
+            dn: format!("CN={guid},OU=Staff,DC=corp,DC=example"),
+            reasons: rules.iter().map(|r| Reason { rule: r.to_string(), message: format!("{r} failed") }).collect(),
+            since: since.into(),
+        }
+    }
+
+    fn pragma(store: &StateStore, name: &str) -> String {
+        store.conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, rusqlite::types::Value>(0)).map_or_else(
+            |e| e.to_string(),
+            |v| match v {
+                rusqlite::types::Value::Integer(i) => i.to_string(),
+                rusqlite::types::Value::Text(t) => t,
+                other => format!("{other:?}"),
+            },
+        )
+    }
+
+    #[test]
+    fn creates_schema_with_pragmas() {
+        let (_dir, path, store) = store();
+        assert_eq!(pragma(&store, "journal_mode"), "wal");
+        assert_eq!(pragma(&store, "synchronous"), "1"); // NORMAL
+        assert_eq!(pragma(&store, "foreign_keys"), "1");
+        assert_eq!(check_version(&store.conn, "x").unwrap(), Some(1));
+        assert!(store.anchors().unwrap().is_empty());
+        assert!(store.members().unwrap().is_empty());
+        assert!(store.quarantine().unwrap().is_empty());
+        assert!(store.failures().unwrap().is_empty());
+        assert!(store.last_runs(10).unwrap().is_empty());
+        assert!(!store.previous_run_crashed().unwrap());
+        drop(store);
+        // Reopening an existing store changes nothing.
+        let store = StateStore::open(&path, T1).unwrap();
+        assert_eq!(check_version(&store.conn, "x").unwrap(), Some(1));
+    }
+
+    #[test]
+    fn pending_then_anchor_then_seen_round_trip() {
+        let (_dir, _path, mut store) = store();
+        commit(&mut store, T0, |b| b.pending("u1", AnchorKind::User, "CN=A,DC=corp"));
+        let a = &store.anchors().unwrap()["u1"];
+        assert_eq!(
+            a,
+            &Anchor {
+                guid: "u1".into(),
+                kind: AnchorKind::User,
+                scim_id: None,
+                dn: "CN=A,DC=corp".into(),
+                hash: None,
+                state: AnchorState::Pending,
+                last_seen_run: None,
+            }
+        );
+
+        commit(&mut store, T1, |b| b.anchor("u1", AnchorKind::User, "scim-1", "CN=A,DC=corp", "h1", 7));
+        let a = &store.anchors().unwrap()["u1"];
+        assert_eq!(a.scim_id.as_deref(), Some("scim-1"));
+        assert_eq!(a.hash.as_deref(), Some("h1"));
+        assert_eq!(a.state, AnchorState::Active);
+        assert_eq!(a.last_seen_run, Some(7));
+
+        commit(&mut store, T2, |b| b.seen("u1", "CN=A,OU=Moved,DC=corp", 8));
+        let a = &store.anchors().unwrap()["u1"];
+        assert_eq!(a.dn, "CN=A,OU=Moved,DC=corp");
+        assert_eq!(a.last_seen_run, Some(8));
+        assert_eq!(a.hash.as_deref(), Some("h1"));
+        assert_eq!(a.scim_id.as_deref(), Some("scim-1"));
+        let updated: String =
+            store.conn.query_row("SELECT updated_at FROM anchors WHERE guid = 'u1'", [], |r| r.get(0)).unwrap();
+        assert_eq!(updated, T2);
+
+        // seen / set_state on an unknown guid are no-ops.
+        commit(&mut store, T2, |b| {
+            b.seen("nobody", "CN=X", 8);
+            b.set_state("nobody", AnchorState::Deleted);
+        });
+        assert_eq!(store.anchors().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn anchor_adopts_directly_and_updates() {
+        let (_dir, _path, mut store) = store();
+        commit(&mut store, T0, |b| b.anchor("g1", AnchorKind::Group, "scim-g", "CN=G,DC=corp", "h1", 1));
+        commit(&mut store, T1, |b| b.anchor("g1", AnchorKind::Group, "scim-g", "CN=G2,DC=corp", "h2", 2));
+        let a = &store.anchors().unwrap()["g1"];
+        assert_eq!(
+            (a.kind, a.dn.as_str(), a.hash.as_deref(), a.last_seen_run),
+            (AnchorKind::Group, "CN=G2,DC=corp", Some("h2"), Some(2))
+        );
+    }
+
+    #[test]
+    fn set_state_round_trip_and_recreate_after_delete() {
+        let (_dir, _path, mut store) = store();
+        commit(&mut store, T0, |b| b.anchor("u1", AnchorKind::User, "scim-1", "CN=A", "h", 1));
+        for state in [AnchorState::Deactivated, AnchorState::Active, AnchorState::Deleted] {
+            commit(&mut store, T1, |b| b.set_state("u1", state));
+            let a = &store.anchors().unwrap()["u1"];
+            assert_eq!(a.state, state);
+            assert_eq!(a.scim_id.as_deref(), Some("scim-1"));
+        }
+        // Restored from the recycle bin: journalled as a new create, the old SCIM id dropped.
+        commit(&mut store, T2, |b| b.pending("u1", AnchorKind::User, "CN=A"));
+        let a = &store.anchors().unwrap()["u1"];
+        assert_eq!((a.state, a.scim_id.as_deref(), a.hash.as_deref()), (AnchorState::Pending, None, None));
+        assert_eq!(a.last_seen_run, Some(1));
+    }
+
+    #[test]
+    fn membership_round_trip() {
+        let (_dir, _path, mut store) = store();
+        commit(&mut store, T0, |b| {
+            b.set_members("g1", &set(&["u1", "u2", "u3"]));
+            b.set_members("g2", &set(&["u1"]));
+        });
+        assert_eq!(store.members().unwrap()["g1"], set(&["u1", "u2", "u3"]));
+        commit(&mut store, T1, |b| {
+            b.set_members("g1", &set(&["u2", "u4"]));
+            b.add_member("g2", "u5");
+            b.add_member("g2", "u5"); // idempotent
+            b.remove_member("g2", "u1");
+            b.remove_member("g2", "absent");
+        });
+        let members = store.members().unwrap();
+        assert_eq!(members["g1"], set(&["u2", "u4"]));
+        assert_eq!(members["g2"], set(&["u5"]));
+        // An emptied group disappears from the map.
+        commit(&mut store, T2, |b| b.set_members("g2", &BTreeSet::new()));
+        assert!(!store.members().unwrap().contains_key("g2"));
+    }
+
+    #[test]
+    fn forget_drops_anchor_and_member_rows_both_ways() {
+        let (_dir, _path, mut store) = store();
+        commit(&mut store, T0, |b| {
+            b.anchor("g1", AnchorKind::Group, "scim-g1", "CN=G1", "h", 1);
+            b.anchor("g2", AnchorKind::Group, "scim-g2", "CN=G2", "h", 1);
+            b.pending("u1", AnchorKind::User, "CN=U1");
+            b.anchor("u2", AnchorKind::User, "scim-u2", "CN=U2", "h", 1);
+            b.set_members("g1", &set(&["u1", "u2", "g2"]));
+            b.set_members("g2", &set(&["u1", "u2"]));
+        });
+        commit(&mut store, T1, |b| {
+            b.forget("u1"); // a pending create the tenant never got
+            b.forget("g2");
+        });
+        let anchors = store.anchors().unwrap();
+        assert_eq!(anchors.keys().map(String::as_str).collect::<BTreeSet<_>>(), BTreeSet::from(["g1", "u2"]));
+        let members = store.members().unwrap();
+        assert_eq!(members.len(), 1);
+        assert_eq!(members["g1"], set(&["u2"]));
+    }
+
+    #[test]
+    fn quarantine_keeps_since_and_release_removes() {
+        let (_dir, _path, mut store) = store();
+        commit(&mut store, T0, |b| {
+            b.quarantine(entry("u1", T0, &["upn-missing"]), 1);
+            b.quarantine(entry("u2", T0, &["mail-duplicate"]), 1);
+        });
+        assert_eq!(
+            store.quarantine().unwrap(),
+            vec![entry("u1", T0, &["upn-missing"]), entry("u2", T0, &["mail-duplicate"])]
+        );
+
+        let mut again = entry("u1", T2, &["upn-missing", "name-too-long"]);
+        again.dn = "CN=u1,OU=Moved,DC=corp,DC=example".into();
+        commit(&mut store, T2, |b| b.quarantine(again.clone(), 2));
+        let q = store.quarantine().unwrap();
+        let u1 = q.iter().find(|e| e.guid == "u1").unwrap();
+        assert_eq!(u1.since, T0, "re-quarantine keeps the original since");
+        assert_eq!(u1.reasons, again.reasons);
+        assert_eq!(u1.dn, again.dn);
+        let run: i64 =
+            store.conn.query_row("SELECT last_seen_run FROM quarantine WHERE guid = 'u1'", [], |r| r.get(0)).unwrap();
+        assert_eq!(run, 2);
+
+        commit(&mut store, T2, |b| b.release("u1"));
+        assert_eq!(store.quarantine().unwrap(), vec![entry("u2", T0, &["mail-duplicate"])]);
+    }
+
+    #[test]
+    fn fail_increments_attempts_and_clear_removes() {
+        let (_dir, _path, mut store) = store();
+        commit(&mut store, T0, |b| b.fail("u1", "CN=U1", "create", "409 uniqueness"));
+        commit(&mut store, T1, |b| b.fail("u1", "CN=U1b", "update", "500 server error"));
+        commit(&mut store, T2, |b| {
+            b.fail("u1", "CN=U1b", "update", "503 unavailable");
+            b.fail("u2", "CN=U2", "delete", "404");
+        });
+        let f = store.failures().unwrap();
+        assert_eq!(
+            f[0],
+            Failure {
+                guid: "u1".into(),
+                dn: "CN=U1b".into(),
+                operation: "update".into(),
+                error: "503 unavailable".into(),
+                since: T0.into(),
+                attempts: 3,
+            }
+        );
+        assert_eq!((f[1].guid.as_str(), f[1].attempts, f[1].since.as_str()), ("u2", 1, T2));
+        commit(&mut store, T2, |b| b.clear_failure("u1"));
+        assert_eq!(store.failures().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn empty_batch_is_empty_and_writes_nothing() {
+        let (_dir, _path, mut store) = store();
+        let mut batch = Batch::default();
+        assert!(batch.is_empty());
+        store.commit(&batch, T0).unwrap();
+        batch.release("x");
+        assert!(!batch.is_empty());
+    }
+
+    #[test]
+    fn batch_is_all_or_nothing() {
+        let (_dir, path, mut store) = store();
+        commit(&mut store, T0, |b| {
+            b.pending("p1", AnchorKind::User, "CN=P1");
+            b.anchor("u0", AnchorKind::User, "scim-0", "CN=U0", "h0", 1);
+            b.set_members("g0", &set(&["u0"]));
+        });
+        let before = (store.anchors().unwrap(), store.members().unwrap());
+
+        let mut batch = Batch::default();
+        batch.anchor("u1", AnchorKind::User, "scim-1", "CN=U1", "h1", 2);
+        batch.seen("u0", "CN=U0,OU=Moved", 2);
+        batch.set_members("g0", &set(&["u0", "u1"]));
+        batch.quarantine(entry("q1", T1, &["rule"]), 2);
+        batch.fail("f1", "CN=F1", "create", "boom");
+        batch.forget("u0");
+        // Last: a pending anchor cannot become active without a SCIM id (the CHECK constraint fails).
+        batch.set_state("p1", AnchorState::Active);
+        let err = store.commit(&batch, T1).unwrap_err();
+        assert!(matches!(err, StateError::Sqlite { .. }), "{err:?}");
+        assert!(err.to_string().contains("CHECK"), "{err}");
+
+        assert_eq!((store.anchors().unwrap(), store.members().unwrap()), before);
+        assert!(store.quarantine().unwrap().is_empty());
+        assert!(store.failures().unwrap().is_empty());
+        // The store stays usable, and a reopen sees the same.
+        commit(&mut store, T1, |b| b.release("nothing"));
+        drop(store);
+        let store = StateStore::open(&path, T2).unwrap();
+        assert_eq!((store.anchors().unwrap(), store.members().unwrap()), before);
+    }
+
+    #[test]
+    fn anchored_object_cannot_be_set_pending() {
+        let (_dir, _path, mut store) = store();
+        commit(&mut store, T0, |b| b.anchor("u1", AnchorKind::User, "scim-1", "CN=U1", "h1", 1));
+        let mut batch = Batch::default();
+        batch.set_state("u1", AnchorState::Pending);
+        assert!(store.commit(&batch, T1).is_err());
+        assert_eq!(store.anchors().unwrap()["u1"].state, AnchorState::Active);
+    }
+
+    #[test]
+    fn second_open_is_locked_until_the_first_is_dropped() {
+        let (_dir, path, first) = store();
+        let err = StateStore::open(&path, T1).unwrap_err();
+        match &err {
+            StateError::Locked { path: p, since } => {
+                assert_eq!(p, &path.display().to_string());
+                if cfg!(unix) {
+                    assert_eq!(since, &format!("{T0} by pid {}", std::process::id()));
+                }
+            }
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        assert!(err.to_string().starts_with("another ausi run is using "), "{err}");
+        // A read-only store needs no lock.
+        assert!(StateStore::open_read_only(&path).unwrap().is_some());
+        drop(first);
+        let second = StateStore::open(&path, T1).unwrap();
+        let text = std::fs::read_to_string(lock_path(&path)).unwrap();
+        assert_eq!(text, format!("{} {T1}\n", std::process::id()));
+        drop(second);
+    }
+
+    #[test]
+    fn runs_round_trip_newest_first() {
+        let (_dir, _path, mut store) = store();
+        let r1 = store.begin_run("sync", false, T0).unwrap();
+        store.finish_run(r1, "ok", 0, &serde_json::json!({"created": 2, "updated": 1}), T1).unwrap();
+        let r2 = store.begin_run("validate", true, T1).unwrap();
+        assert!(r2 > r1);
+        let runs = store.last_runs(10).unwrap();
+        assert_eq!(runs.len(), 2);
+        assert_eq!(
+            runs[0],
+            RunRecord {
+                id: r2,
+                kind: "validate".into(),
+                dry_run: true,
+                started_at: T1.into(),
+                finished_at: None,
+                outcome: None,
+                exit_code: None,
+                counts: serde_json::Value::Null,
+            }
+        );
+        assert_eq!(
+            runs[1],
+            RunRecord {
+                id: r1,
+                kind: "sync".into(),
+                dry_run: false,
+                started_at: T0.into(),
+                finished_at: Some(T1.into()),
+                outcome: Some("ok".into()),
+                exit_code: Some(0),
+                counts: serde_json::json!({"created": 2, "updated": 1}),
+            }
+        );
+        assert_eq!(store.last_runs(1).unwrap()[0].id, r2);
+        assert!(store.last_runs(0).unwrap().is_empty());
+        assert!(store.finish_run(9999, "ok", 0, &serde_json::Value::Null, T2).is_err());
+    }
+
+    #[test]
+    fn previous_run_crashed_tracks_unfinished_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let reopen = || StateStore::open(&path, T0).unwrap();
+
+        let mut s = reopen();
+        assert!(!s.previous_run_crashed().unwrap(), "no runs yet");
+        let run = s.begin_run("sync", false, T0).unwrap();
+        assert!(!s.previous_run_crashed().unwrap(), "our own running run is not a previous run");
+        drop(s); // crashed: never finished
+
+        let mut s = reopen();
+        assert!(s.previous_run_crashed().unwrap());
+        let again = s.begin_run("sync", false, T1).unwrap();
+        assert!(s.previous_run_crashed().unwrap(), "still true once this run has begun");
+        s.finish_run(again, "ok", 0, &serde_json::json!({}), T1).unwrap();
+        assert_eq!(s.last_runs(10).unwrap().iter().find(|r| r.id == run).unwrap().outcome, None);
+        drop(s);
+
+        let mut s = reopen();
+        assert!(!s.previous_run_crashed().unwrap(), "finished after the crash");
+        let real = s.begin_run("sync", false, T1).unwrap();
+        drop(s); // crashed real run ...
+
+        let mut s = reopen();
+        let dry = s.begin_run("sync", true, T2).unwrap();
+        s.finish_run(dry, "ok", 0, &serde_json::json!({}), T2).unwrap();
+        drop(s); // ... followed by a finished dry run, which resolved nothing
+
+        let mut s = reopen();
+        assert!(s.previous_run_crashed().unwrap(), "run {real} crashed and no real run finished since");
+        let fixed = s.begin_run("sync", false, T2).unwrap();
+        s.finish_run(fixed, "findings", 1, &serde_json::json!({}), T2).unwrap();
+        drop(s);
+        assert!(!reopen().previous_run_crashed().unwrap());
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let (_dir, path, store) = store();
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'", []).unwrap();
+        drop(conn);
+
+        let err = StateStore::open(&path, T1).unwrap_err();
+        assert!(matches!(err, StateError::TooNew { found: 2, supported: 1, .. }), "{err:?}");
+        assert!(err.to_string().contains("written by a newer ausi (schema 2, this one reads 1)"), "{err}");
+        let err = StateStore::open_read_only(&path).unwrap_err();
+        assert!(matches!(err, StateError::TooNew { found: 2, .. }), "{err:?}");
+        // Refusing changed nothing.
+        let conn = Connection::open(&path).unwrap();
+        let v: String = conn.query_row("SELECT value FROM meta", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, "2");
+    }
+
+    #[test]
+    fn read_only_open_never_creates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        assert!(StateStore::open_read_only(&path).unwrap().is_none());
+        assert!(!path.exists());
+        std::fs::write(&path, b"").unwrap(); // a file holding no store yet
+        assert!(StateStore::open_read_only(&path).unwrap().is_none());
+        std::fs::remove_file(&path).unwrap();
+
+        let mut store = StateStore::open(&path, T0).unwrap();
+        commit(&mut store, T0, |b| b.anchor("u1", AnchorKind::User, "scim-1", "CN=U1", "h", 1));
+        drop(store);
+        let mut ro = StateStore::open_read_only(&path).unwrap().unwrap();
+        assert_eq!(ro.anchors().unwrap()["u1"].scim_id.as_deref(), Some("scim-1"));
+        assert!(ro.begin_run("sync", false, T1).is_err(), "a read-only store cannot write");
+        // ... and does not hold the lock.
+        let _writer = StateStore::open(&path, T1).unwrap();
+    }
+
+    // ---- crash safety: a child process writes in a loop and is killed at a random moment ----
+
+    const CHILD_ENV: &str = "AUSI_STATE_TEST_CRASH_CHILD";
+    const GROUP: &str = "group-all";
+
+    /// The libtest name of `crash_child`, wherever this module lives (`tests::crash_child` here,
+    /// `sync::state::tests::crash_child` in ausi).
+    fn child_test_name() -> String {
+        let module = module_path!();
+        let module = module.split_once("::").map_or(module, |(_, rest)| rest);
+        format!("{module}::crash_child")
+    }
+
+    /// Not a test on its own: the body of the child process spawned by `killed_writer_leaves_a_consistent_store`.
+    #[test]
+    fn crash_child() {
+        let Some(path) = std::env::var_os(CHILD_ENV) else { return };
+        let path = std::path::PathBuf::from(path);
+        let mut store = StateStore::open(&path, T0).unwrap();
+        let run = store.begin_run("sync", false, T0).unwrap();
+        // Finish what the killed run left: the tenant "has" every pending create (adopt it).
+        let anchors = store.anchors().unwrap();
+        let mut next = anchors.len();
+        let mut batch = Batch::default();
+        batch.anchor(GROUP, AnchorKind::Group, &format!("scim-{GROUP}"), "CN=All,DC=corp", "hg", run);
+        for a in anchors.values().filter(|a| a.state == AnchorState::Pending) {
+            batch.anchor(&a.guid, a.kind, &format!("scim-{}", a.guid), &a.dn, "h", run);
+            batch.add_member(GROUP, &a.guid);
+            batch.clear_failure(&a.guid);
+        }
+        store.commit(&batch, T1).unwrap();
+
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            let guids: Vec<String> = (next..next + 25).map(|i| format!("user-{i:07}")).collect();
+            next += guids.len();
+            let mut journal = Batch::default();
+            for g in &guids {
+                journal.pending(g, AnchorKind::User, &format!("CN={g},DC=corp"));
+                journal.fail(g, &format!("CN={g},DC=corp"), "create", "in flight");
+            }
+            store.commit(&journal, T1).unwrap();
+            // ... the creates are sent here ...
+            let mut done = Batch::default();
+            for g in &guids {
+                done.anchor(g, AnchorKind::User, &format!("scim-{g}"), &format!("CN={g},DC=corp"), "h", run);
+                done.add_member(GROUP, g);
+                done.clear_failure(g);
+                done.quarantine(entry("q-rotating", T1, &["rule"]), run);
+            }
+            store.commit(&done, T2).unwrap();
+        }
+        // The parent should have killed us long before.
+        unreachable!("crash_child was not killed");
+    }
+
+    /// Checks a store left by a killed writer. Returns how many anchors it holds.
+    fn assert_consistent(store: &StateStore) -> usize {
+        assert_eq!(pragma(store, "integrity_check"), "ok");
+        let anchors = store.anchors().unwrap();
+        for a in anchors.values() {
+            match a.state {
+                AnchorState::Pending => assert_eq!(a.scim_id, None, "{a:?}"),
+                AnchorState::Active => assert_eq!(a.scim_id, Some(format!("scim-{}", a.guid)), "{a:?}"),
+                other => panic!("unexpected state {other:?} in {a:?}"),
+            }
+        }
+        // The pending journal and its completion are each atomic: members are exactly the active
+        // users, and failures ("in flight") exactly the pending ones.
+        let active: BTreeSet<String> = anchors
+            .values()
+            .filter(|a| a.kind == AnchorKind::User && a.state == AnchorState::Active)
+            .map(|a| a.guid.clone())
+            .collect();
+        let pending: BTreeSet<String> =
+            anchors.values().filter(|a| a.state == AnchorState::Pending).map(|a| a.guid.clone()).collect();
+        let members = store.members().unwrap().remove(GROUP).unwrap_or_default();
+        assert_eq!(members, active);
+        let failing: BTreeSet<String> = store.failures().unwrap().into_iter().map(|f| f.guid).collect();
+        assert_eq!(failing, pending);
+        assert!(pending.len() <= 25, "at most one journalled batch in flight");
+        anchors.len()
+    }
+
+    /// A small xorshift seeded from the clock: different kill moments on every run of the test.
+    fn random_below(state: &mut u64, bound: u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state % bound
+    }
+
+    #[test]
+    fn killed_writer_leaves_a_consistent_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let exe = std::env::current_exe().unwrap();
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let mut seed = u64::from(nanos) | 1;
+        let mut count = 0;
+        for round in 0..5 {
+            let mut child = std::process::Command::new(&exe)
+                .args([child_test_name().as_str(), "--exact", "--test-threads=1"])
+                .env(CHILD_ENV, &path)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            // Wait until the child is writing, then kill it a random moment later.
+            let progress = count + 50 + random_below(&mut seed, 200) as usize;
+            let give_up = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                assert!(std::time::Instant::now() < give_up, "round {round}: the child made no progress");
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!("round {round}: the child exited by itself: {status}");
+                }
+                let seen = StateStore::open_read_only(&path)
+                    .ok()
+                    .flatten()
+                    .and_then(|s| s.anchors().ok())
+                    .map_or(0, |a| a.len());
+                if seen >= progress {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            std::thread::sleep(Duration::from_micros(random_below(&mut seed, 30_000)));
+            child.kill().unwrap();
+            child.wait().unwrap();
+
+            // The OS released the lock; what was committed is consistent.
+            let store = StateStore::open(&path, T2).unwrap();
+            count = assert_consistent(&store);
+            assert!(count >= progress, "round {round}: {count} < {progress}");
+            assert!(store.previous_run_crashed().unwrap(), "round {round}");
+            drop(store);
+        }
+    }
+}
