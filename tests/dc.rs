@@ -11,89 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 
 use ausi::directory::Dn;
+use common::testbed::{Testbed, cfg, dn, testbed, under};
 use common::{ausi, json_with, run};
 use serde_json::Value;
-
-struct Testbed {
-    ldaps: String,
-    ldap: String,
-    ca: String,
-    bind_dn: String,
-    bind_pw_file: String,
-    base: String,
-    expected: Value,
-}
-
-/// The testbed's settings, or `None` (test skipped) when no DC was started and none is required.
-fn testbed() -> Option<Testbed> {
-    let var = |name: &str| std::env::var(name).ok();
-    let Some(ldaps) = var("AUSI_TEST_LDAPS_URL") else {
-        assert!(
-            var("AUSI_REQUIRE_DC").as_deref() != Some("1"),
-            "AUSI_REQUIRE_DC=1 but no testbed: run `scripts/testbed up` and source its env.sh"
-        );
-        eprintln!("skipped: no domain controller (run scripts/test)");
-        return None;
-    };
-    let expected_path = var("AUSI_TEST_EXPECTED").expect("AUSI_TEST_EXPECTED");
-    let expected = serde_json::from_str(&std::fs::read_to_string(expected_path).unwrap()).unwrap();
-    Some(Testbed {
-        ldaps,
-        ldap: var("AUSI_TEST_LDAP_URL").expect("AUSI_TEST_LDAP_URL"),
-        ca: var("AUSI_TEST_CA_FILE").expect("AUSI_TEST_CA_FILE"),
-        bind_dn: var("AUSI_TEST_BIND_DN").expect("AUSI_TEST_BIND_DN"),
-        bind_pw_file: var("AUSI_TEST_BIND_PASSWORD_FILE").expect("AUSI_TEST_BIND_PASSWORD_FILE"),
-        base: var("AUSI_TEST_BASE_DN").expect("AUSI_TEST_BASE_DN"),
-        expected,
-    })
-}
-
-impl Testbed {
-    /// A config for this DC in a fresh temporary directory; `extra` is appended to [directory].
-    fn config(&self, extra: &str) -> (tempfile::TempDir, PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = self.config_in(dir.path(), Path::new(&self.bind_pw_file), extra);
-        (dir, path)
-    }
-
-    /// `dir/agent.toml` for this DC, reading the bind password from `password_file`.
-    fn config_in(&self, dir: &Path, password_file: &Path, extra: &str) -> PathBuf {
-        let path = dir.join("agent.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "version = 1\n[directory]\nurl = \"{}\"\nbind_dn = \"{}\"\nbind_password = \"file:{}\"\nca_file = \"{}\"\n{extra}",
-                self.ldaps,
-                self.bind_dn,
-                password_file.display(),
-                self.ca
-            ),
-        )
-        .unwrap();
-        path
-    }
-
-    fn password(&self) -> String {
-        std::fs::read_to_string(&self.bind_pw_file).unwrap().trim_end().to_owned()
-    }
-
-    fn users(&self) -> &Vec<Value> {
-        self.expected["users"].as_array().unwrap()
-    }
-}
-
-fn dn(s: &str) -> Dn {
-    Dn::parse(s).unwrap()
-}
-
-fn under(dn_text: &str, bases: &[&str], excluded: &[&str]) -> bool {
-    let d = dn(dn_text);
-    bases.iter().any(|b| d.is_descendant_of(&dn(b))) && !excluded.iter().any(|x| d.is_descendant_of(&dn(x)))
-}
-
-fn cfg(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 fn problem_map(report: &Value) -> BTreeMap<String, BTreeSet<String>> {
     report["data"]["users"]

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: run the real binary, parse its one report.
 #![allow(dead_code)]
 
+pub mod testbed;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;

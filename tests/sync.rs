@@ -1,0 +1,338 @@
+//! `ausi sync` end to end: the seeded Samba AD DC → a real scim2-server tenant, compared object
+//! by object with what AD holds. Runs under `scripts/test` (AUSI_REQUIRE_DC=1).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ausi::tenant::ResourceKind;
+use common::testbed::{Agent, Testbed, dn, testbed, under};
+use serde_json::Value;
+
+const CORP: &str = "OU=Corp,DC=example,DC=test";
+const GROUPS: &str = "OU=Groups,DC=example,DC=test";
+const SALES: &str = "OU=Sales,OU=Corp,DC=example,DC=test";
+
+/// Seeded users under `bases` and their problems *within that scope*: the seed records a
+/// duplicate mail for both holders, which is only a duplicate when both are in scope.
+fn in_scope(tb: &Testbed, bases: &[&str]) -> Vec<(Value, BTreeSet<String>)> {
+    let users: Vec<&Value> = tb.users().iter().filter(|u| under(u["dn"].as_str().unwrap(), bases, &[])).collect();
+    let mut mails: BTreeMap<String, usize> = BTreeMap::new();
+    for u in &users {
+        if let Some(m) = u["mail"].as_str().filter(|m| !m.trim().is_empty()) {
+            *mails.entry(m.trim().to_lowercase()).or_default() += 1;
+        }
+    }
+    users
+        .into_iter()
+        .map(|u| {
+            let mut problems: BTreeSet<String> =
+                u["problems"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
+            let shared =
+                u["mail"].as_str().is_some_and(|m| mails.get(&m.trim().to_lowercase()).copied().unwrap_or(0) > 1);
+            if !shared {
+                problems.remove("mail.duplicate");
+            }
+            (u.clone(), problems)
+        })
+        .collect()
+}
+
+/// Valid users in scope, by userPrincipalName (lower case).
+fn valid_users(tb: &Testbed, bases: &[&str]) -> BTreeMap<String, Value> {
+    in_scope(tb, bases)
+        .into_iter()
+        .filter(|(_, p)| p.is_empty())
+        .map(|(u, _)| (u["upn"].as_str().unwrap().to_lowercase(), u))
+        .collect()
+}
+
+fn same_keys<V, W>(got: &BTreeMap<String, V>, want: &BTreeMap<String, W>, what: &str) {
+    let extra: Vec<&String> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+    let missing: Vec<&String> = want.keys().filter(|k| !got.contains_key(*k)).collect();
+    assert!(extra.is_empty() && missing.is_empty(), "{what}: unexpected {extra:?}, missing {missing:?}");
+}
+
+fn by_user_name(resources: &[Value]) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for r in resources {
+        let name = r["userName"].as_str().unwrap().to_lowercase();
+        assert!(out.insert(name.clone(), r.clone()).is_none(), "duplicate userName {name} in the tenant");
+    }
+    out
+}
+
+#[test]
+fn full_sync_is_exact_and_a_second_run_writes_nothing() {
+    let Some(tb) = testbed() else { return };
+    let agent = tb.agent(&[CORP, GROUPS], "");
+    let (code, report) = agent.sync(&["--full"]);
+    assert_eq!(code, 1, "quarantined users make it exit 1: {}", report["error"]);
+    let expected = valid_users(&tb, &[CORP]);
+
+    // Users: exactly the valid users in scope, with the mapped attributes.
+    let users = by_user_name(&agent.tenant(ResourceKind::User));
+    same_keys(&users, &expected, "tenant users");
+    for (name, seeded) in &expected {
+        let u = &users[name];
+        assert_eq!(u["name"]["givenName"].as_str(), seeded["given_name"].as_str().map(str::trim), "{name}");
+        assert_eq!(u["name"]["familyName"].as_str(), seeded["sn"].as_str().map(str::trim), "{name}");
+        assert_eq!(u["emails"][0]["value"].as_str(), seeded["mail"].as_str(), "{name}");
+        assert_eq!(u["active"].as_bool(), Some(seeded["disabled"] == false), "{name}");
+        assert_eq!(u["externalId"].as_str().map(str::len), Some(36), "{name}");
+    }
+    let externals: BTreeSet<&str> = users.values().map(|u| u["externalId"].as_str().unwrap()).collect();
+    assert_eq!(externals.len(), users.len(), "one externalId per user");
+
+    // Quarantined: every seeded problem user in scope, with its reasons; none in the tenant.
+    let quarantined: BTreeMap<String, BTreeSet<String>> = report["data"]["quarantined"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| {
+            let rules =
+                q["reasons"].as_array().unwrap().iter().map(|r| r["rule"].as_str().unwrap().to_owned()).collect();
+            (dn(q["dn"].as_str().unwrap()).normalized(), rules)
+        })
+        .collect();
+    let seeded_problems: BTreeMap<String, BTreeSet<String>> = in_scope(&tb, &[CORP])
+        .into_iter()
+        .filter(|(_, p)| !p.is_empty())
+        .map(|(u, p)| (dn(u["dn"].as_str().unwrap()).normalized(), p))
+        .collect();
+    same_keys(&quarantined, &seeded_problems, "quarantined users");
+    assert_eq!(quarantined, seeded_problems);
+
+    // Groups: every group in scope, with exactly its provisioned members.
+    let groups = agent.tenant(ResourceKind::Group);
+    let id_to_name: BTreeMap<String, String> = users
+        .values()
+        .map(|u| (u["id"].as_str().unwrap().to_owned(), u["userName"].as_str().unwrap().to_lowercase()))
+        .collect();
+    let group_ids: BTreeMap<String, String> = groups
+        .iter()
+        .map(|g| (g["id"].as_str().unwrap().to_owned(), g["displayName"].as_str().unwrap().to_owned()))
+        .collect();
+    let upn_of_dn: BTreeMap<String, String> = tb
+        .users()
+        .iter()
+        .filter_map(|u| Some((dn(u["dn"].as_str()?).normalized(), u["upn"].as_str()?.to_lowercase())))
+        .collect();
+    let seeded_groups: Vec<&Value> = tb.expected["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| under(g["dn"].as_str().unwrap(), &[CORP, GROUPS], &[]))
+        .collect();
+    assert_eq!(groups.len(), seeded_groups.len());
+    let cn_of = |d: &str| dn(d).rdn_value().unwrap().to_owned();
+    let in_scope_groups: BTreeSet<String> =
+        seeded_groups.iter().map(|g| dn(g["dn"].as_str().unwrap()).normalized()).collect();
+    for g in &seeded_groups {
+        let name = cn_of(g["dn"].as_str().unwrap());
+        let tenant_group = groups
+            .iter()
+            .find(|t| t["displayName"] == name.as_str())
+            .unwrap_or_else(|| panic!("group {name} provisioned"));
+        let got: BTreeSet<String> = tenant_group["members"]
+            .as_array()
+            .map(|ms| {
+                ms.iter()
+                    .map(|m| {
+                        let id = m["value"].as_str().unwrap();
+                        id_to_name
+                            .get(id)
+                            .cloned()
+                            .or_else(|| group_ids.get(id).map(|n| format!("group:{n}")))
+                            .unwrap_or_else(|| format!("unknown:{id}"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let want: BTreeSet<String> = g["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| {
+                let key = dn(m.as_str().unwrap()).normalized();
+                if in_scope_groups.contains(&key) {
+                    return Some(format!("group:{}", cn_of(m.as_str().unwrap())));
+                }
+                upn_of_dn.get(&key).filter(|upn| expected.contains_key(*upn)).cloned()
+            })
+            .collect();
+        assert_eq!(got, want, "members of {name}");
+    }
+
+    // Nothing changed: nothing is written.
+    let (code, again) = agent.sync(&["--full"]);
+    assert_eq!(code, 1);
+    assert_eq!(again["data"]["write_requests"], 0, "{}", again["data"]["counts"]);
+    assert_eq!(again["data"]["counts"]["unchanged"].as_u64(), Some((users.len() + groups.len()) as u64));
+}
+
+#[test]
+fn dry_run_writes_nothing_and_shows_the_plan() {
+    let Some(tb) = testbed() else { return };
+    let agent = tb.agent(&[SALES], "");
+    let (code, report) = agent.sync(&["--full", "--dry-run"]);
+    assert_eq!(code, 1);
+    assert_eq!(report["dry_run"], true);
+    assert_eq!(report["data"]["write_requests"], 0);
+    let expected = valid_users(&tb, &[SALES]);
+    assert_eq!(report["data"]["plan"]["creates"].as_array().unwrap().len(), expected.len());
+    assert!(agent.tenant(ResourceKind::User).is_empty(), "a dry run creates nothing");
+
+    // After a real sync and a change in the selection, a dry run leaves the tenant byte-identical.
+    agent.sync(&["--full"]);
+    let before = (agent.tenant(ResourceKind::User), agent.tenant(ResourceKind::Group));
+    let r = common::run(common::ausi().args(["--config", agent.cfg(), "select-ous", "--clear", "-o", "json"]));
+    assert_eq!(r.code, 0);
+    let r = common::run(common::ausi().args(["--config", agent.cfg(), "select-ous", "--add", CORP, "-o", "json"]));
+    assert_eq!(r.code, 0);
+    let (_, report) = agent.sync(&["--full", "--dry-run"]);
+    assert_eq!(report["data"]["write_requests"], 0);
+    assert!(!report["data"]["plan"]["creates"].as_array().unwrap().is_empty());
+    assert_eq!((agent.tenant(ResourceKind::User), agent.tenant(ResourceKind::Group)), before);
+}
+
+#[test]
+fn deprovisioning_stops_at_the_threshold_and_on_an_empty_read() {
+    let Some(tb) = testbed() else { return };
+    let agent = tb.agent(&[CORP], "[sync]\nmax_deletions = 100\n");
+    agent.sync(&["--full"]);
+    let before = agent.tenant(ResourceKind::User);
+    // Narrowing the scope to Sales would deactivate ~1,200 users: stop, write nothing.
+    common::run(common::ausi().args(["--config", agent.cfg(), "select-ous", "--set", SALES, "-o", "json"]));
+    let (code, report) = agent.sync(&["--full"]);
+    assert_eq!(code, 3, "{}", report["error"]);
+    assert_eq!(report["data"]["write_requests"], 0);
+    assert!(report["error"]["message"].as_str().unwrap().contains("threshold"));
+    let removals: BTreeSet<String> = report["data"]["plan"]["removals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["guid"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(removals.len() > 100);
+    assert_eq!(agent.tenant(ResourceKind::User), before, "nothing was written");
+    // The administrator confirms: the run goes through and deactivates exactly those users.
+    let (code, report) = agent.sync(&["--full", "--allow-deletes", &removals.len().to_string()]);
+    assert!(code == 0 || code == 1, "{}", report["error"]);
+    let users = agent.tenant(ResourceKind::User);
+    let deactivated: BTreeSet<String> = users
+        .iter()
+        .filter(|u| u["active"] == false)
+        .filter(|u| before.iter().any(|b| b["id"] == u["id"] && b["active"] == true))
+        .map(|u| u["externalId"].as_str().unwrap().to_owned())
+        .collect();
+    let was_active: BTreeSet<String> = removals
+        .iter()
+        .filter(|g| before.iter().any(|b| b["externalId"] == g.as_str() && b["active"] == true))
+        .cloned()
+        .collect();
+    assert_eq!(deactivated, was_active, "exactly the planned users were deactivated");
+    assert_eq!(users.len(), before.len(), "deactivated, not deleted");
+
+    // An export whose scope reads empty is never a reason to deprovision.
+    let empty = agent.dir.path().join("empty.ldif");
+    let ou = std::process::Command::new("ldapsearch")
+        .env("LDAPTLS_CACERT", &tb.ca)
+        .args(["-LLL", "-x", "-H", &tb.ldaps, "-D", &tb.bind_dn, "-y", &tb.bind_pw_file, "-s", "base", "-b", SALES])
+        .output()
+        .unwrap();
+    assert!(ou.status.success());
+    std::fs::write(&empty, &ou.stdout).unwrap();
+    let (code, report) = agent.sync(&["--full", "--source", &format!("ldif:{}", empty.display())]);
+    assert_eq!(code, 3, "{report}");
+    assert!(report["error"]["message"].as_str().unwrap().contains("no users"), "{report}");
+}
+
+/// The objects a test adds to the DC, removed again when the test ends (even on failure).
+struct Sandbox<'a> {
+    tb: &'a Testbed,
+    ou: String,
+    moved: Vec<String>,
+}
+
+impl Drop for Sandbox<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ldapdelete")
+            .env("LDAPTLS_CACERT", &self.tb.ca)
+            .args(["-x", "-r", "-H", &self.tb.ldaps, "-D", &self.tb.admin_dn, "-y", &self.tb.admin_pw_file, &self.ou])
+            .args(&self.moved)
+            .output();
+    }
+}
+
+#[test]
+fn a_full_sync_sends_exactly_the_changes() {
+    let Some(tb) = testbed() else { return };
+    let name = format!("SyncTest{}", std::process::id());
+    let ou = format!("OU={name},DC=example,DC=test");
+    let mut sandbox = Sandbox { tb: &tb, ou: ou.clone(), moved: vec![] };
+    let mut ldif = format!("dn: {ou}\nchangetype: add\nobjectClass: organizationalUnit\nou: {name}\n\n");
+    for i in 0..6 {
+        ldif.push_str(&format!(
+            "dn: CN=Sync User{i},{ou}\nchangetype: add\nobjectClass: user\nsAMAccountName: sync{i}x{pid}\nuserPrincipalName: sync{i}x{pid}@example.test\ngivenName: Sync{i}\nsn: User\nmail: sync{i}x{pid}@example.test\nuserAccountControl: 544\n\n",
+            pid = std::process::id() % 100000
+        ));
+    }
+    // A group of more than 1,500 members (seeded Corp users), added in two steps.
+    let corp_users: Vec<String> =
+        valid_users(&tb, &[CORP]).values().map(|u| u["dn"].as_str().unwrap().to_owned()).collect();
+    assert!(corp_users.len() > 1502);
+    let group = format!("CN=Big Sync Group,{ou}");
+    ldif.push_str(&format!(
+        "dn: {group}\nchangetype: add\nobjectClass: group\nsAMAccountName: bigsync{}\n",
+        std::process::id()
+    ));
+    for m in &corp_users[..1000] {
+        ldif.push_str(&format!("member: {m}\n"));
+    }
+    ldif.push_str(&format!("\ndn: {group}\nchangetype: modify\nadd: member\n"));
+    for m in &corp_users[1000..1501] {
+        ldif.push_str(&format!("member: {m}\n"));
+    }
+    ldif.push_str("-\n\n");
+    tb.ldap_modify(&ldif);
+
+    let agent: Agent = tb.agent(&[CORP, &ou], "");
+    let (code, first) = agent.sync(&["--full"]);
+    assert!(code == 0 || code == 1, "{}", first["error"]);
+    let (_, quiet) = agent.sync(&["--full"]);
+    assert_eq!(quiet["data"]["write_requests"], 0);
+
+    // Three users change, one is disabled, one moves out of scope, one member joins the big group.
+    let user = |i: u32| format!("CN=Sync User{i},{ou}");
+    let mut change = String::new();
+    change.push_str(&format!("dn: {}\nchangetype: modify\nreplace: sn\nsn: Renamed\n-\n\n", user(0)));
+    change.push_str(&format!("dn: {}\nchangetype: modify\nreplace: title\ntitle: Engineer\n-\n\n", user(1)));
+    change.push_str(&format!("dn: {}\nchangetype: modify\nreplace: givenName\ngivenName: Changed\n-\n\n", user(2)));
+    change.push_str(&format!(
+        "dn: {}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 546\n-\n\n",
+        user(3)
+    ));
+    change.push_str(&format!("dn: {}\nchangetype: modrdn\nnewrdn: CN=Sync User4\ndeleteoldrdn: 1\nnewsuperior: CN=Users,DC=example,DC=test\n\n", user(4)));
+    change.push_str(&format!("dn: {group}\nchangetype: modify\nadd: member\nmember: {}\n-\n\n", corp_users[1501]));
+    sandbox.moved.push("CN=Sync User4,CN=Users,DC=example,DC=test".into());
+    tb.ldap_modify(&change);
+
+    let (code, report) = agent.sync(&["--full"]);
+    assert!(code == 0 || code == 1, "{}", report["error"]);
+    let counts = &report["data"]["counts"];
+    assert_eq!(counts["updated"], 4, "{counts}");
+    assert_eq!(counts["deactivated"], 1, "{counts}");
+    assert_eq!(counts["membership_changes"], 1, "{counts}");
+    assert_eq!(counts["created"], 0, "{counts}");
+    assert_eq!(report["data"]["write_requests"], 6, "exactly those writes: {counts}");
+    let users = by_user_name(&agent.tenant(ResourceKind::User));
+    let pid = std::process::id() % 100000;
+    assert_eq!(users[&format!("sync0x{pid}@example.test")]["name"]["familyName"], "Renamed");
+    assert_eq!(users[&format!("sync1x{pid}@example.test")]["title"], "Engineer");
+    assert_eq!(users[&format!("sync3x{pid}@example.test")]["active"], false);
+    assert_eq!(users[&format!("sync4x{pid}@example.test")]["active"], false, "moved out of scope: deactivated");
+    let (_, quiet) = agent.sync(&["--full"]);
+    assert_eq!(quiet["data"]["write_requests"], 0);
+    drop(sandbox);
+}
