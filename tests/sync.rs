@@ -164,6 +164,13 @@ fn full_sync_is_exact_and_a_second_run_writes_nothing() {
         assert_eq!(got, want, "members of {name}");
     }
 
+    // status tells: Active, with the run and its counts.
+    let (code, status) = common::json_with(&mut common::ausi(), &["--config", agent.cfg(), "status"]);
+    assert_eq!(code, 0);
+    assert_eq!(status["data"]["tenant"]["status"], "Active");
+    assert_eq!(status["data"]["state"]["last_runs"][0]["outcome"], "findings");
+    assert_eq!(status["data"]["state"]["quarantined"].as_u64(), Some(seeded_problems.len() as u64));
+
     // Nothing changed: nothing is written.
     let (code, again) = agent.sync(&["--full"]);
     assert_eq!(code, 1);

@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome};
 use crate::secrets::SecretRef;
+use crate::sync::state::{RunRecord, StateStore};
 
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
@@ -16,8 +17,17 @@ pub struct StatusReport {
     pub directory: DirectoryStatus,
     pub scope: ScopeStatus,
     pub tenant: TenantStatus,
-    /// Sync runs recorded in the state store (none until this agent has synchronised).
-    pub last_runs: Vec<serde_json::Value>,
+    /// The state store: where it is, the last 10 runs (newest first), quarantine and failures.
+    pub state: StateStatus,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StateStatus {
+    pub path: String,
+    pub exists: bool,
+    pub last_runs: Vec<RunRecord>,
+    pub quarantined: usize,
+    pub failed: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -52,6 +62,8 @@ pub struct ScopeStatus {
 #[derive(Debug, Serialize)]
 pub struct TenantStatus {
     pub registered: bool,
+    /// `Created` until a sync has succeeded (or the tenant acknowledged a heartbeat), then `Active`.
+    pub status: Option<&'static str>,
     pub home_realm: Option<String>,
     pub agent_name: Option<String>,
     pub provisioning_policy: Option<String>,
@@ -77,6 +89,18 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
     let c = loaded.config;
     let d = &c.directory;
     let tenant = c.tenant.clone().unwrap_or_default();
+    let path = super::sync::state_path(&c, &ctx.config_path);
+    let state = match StateStore::open_read_only(&path)? {
+        Some(store) => StateStatus {
+            path: display_path(&path),
+            exists: true,
+            last_runs: store.last_runs(10)?,
+            quarantined: store.quarantine()?.len(),
+            failed: store.failures()?.len(),
+        },
+        None => StateStatus { path: display_path(&path), exists: false, last_runs: vec![], quarantined: 0, failed: 0 },
+    };
+    let synced = state.last_runs.iter().any(|r| !r.dry_run && matches!(r.outcome.as_deref(), Some("ok" | "findings")));
     let token = secret_status(tenant.token.as_deref());
     let report = StatusReport {
         version: env!("CARGO_PKG_VERSION"),
@@ -97,13 +121,14 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
         scope: ScopeStatus { selected: c.scope.ous.clone(), excluded: c.scope.excluded.clone() },
         tenant: TenantStatus {
             registered: tenant.home_realm.is_some() && token.state == "stored",
+            status: tenant.home_realm.as_ref().map(|_| if synced { "Active" } else { "Created" }),
             home_realm: tenant.home_realm.clone(),
             agent_name: tenant.agent_name.clone(),
             provisioning_policy: tenant.provisioning_policy.clone(),
             scim_url: tenant.scim_url.clone(),
             token,
         },
-        last_runs: Vec::new(),
+        state,
     };
     let mut outcome = Outcome::new(Report::Status(report), ExitStatus::Ok);
     outcome.warnings = loaded.warnings;
@@ -135,15 +160,39 @@ impl StatusReport {
             ("tenant", if self.tenant.registered { opt(&self.tenant.home_realm) } else { "not registered".to_owned() }),
             ("selected OUs", self.scope.selected.len().to_string()),
             ("excluded sub-trees", self.scope.excluded.len().to_string()),
+            ("agent status", self.tenant.status.unwrap_or("-").to_owned()),
             (
-                "last runs",
-                if self.last_runs.is_empty() { "none yet".to_owned() } else { self.last_runs.len().to_string() },
+                "state store",
+                format!("{}{}", output::cell(&self.state.path), if self.state.exists { "" } else { " (no sync yet)" }),
             ),
+            ("quarantined users", self.state.quarantined.to_string()),
+            ("objects failing", self.state.failed.to_string()),
         ];
         for (k, v) in rows {
             t.add_row(vec![k.to_owned(), v]);
         }
         let mut out = format!("{t}\n");
+        if !self.state.last_runs.is_empty() {
+            let mut runs = output::table(&["Run", "Kind", "Started", "Outcome", "Exit", "Counts"]);
+            for r in &self.state.last_runs {
+                let counts: Vec<String> = r
+                    .counts
+                    .as_object()
+                    .map(|o| {
+                        o.iter().filter(|(_, v)| v.as_u64().unwrap_or(0) > 0).map(|(k, v)| format!("{k} {v}")).collect()
+                    })
+                    .unwrap_or_default();
+                runs.add_row(vec![
+                    r.id.to_string(),
+                    format!("{}{}", r.kind, if r.dry_run { " (dry run)" } else { "" }),
+                    r.started_at.clone(),
+                    r.outcome.clone().unwrap_or_else(|| "did not finish".into()),
+                    r.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                    counts.join(", "),
+                ]);
+            }
+            out.push_str(&format!("{runs}\n"));
+        }
         for o in &self.scope.selected {
             out.push_str(&format!("  selected: {}\n", output::cell(&o.dn)));
         }
