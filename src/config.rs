@@ -137,6 +137,8 @@ pub struct SyncConfig {
     pub max_deletion_percent: u32,
     /// Tenant writes in flight at once.
     pub concurrency: u32,
+    /// Use `/Bulk` when the tenant announces it.
+    pub bulk: bool,
     pub request_timeout_secs: u64,
     /// The state store; default `state.db` beside this file.
     pub state_path: Option<PathBuf>,
@@ -149,6 +151,7 @@ impl Default for SyncConfig {
             max_deletions: 500,
             max_deletion_percent: 10,
             concurrency: 4,
+            bulk: true,
             request_timeout_secs: 60,
             state_path: None,
         }

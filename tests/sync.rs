@@ -304,7 +304,8 @@ fn a_full_sync_sends_exactly_the_changes() {
     ldif.push_str("-\n\n");
     tb.ldap_modify(&ldif);
 
-    let agent: Agent = tb.agent(&[CORP, &ou], "");
+    // Single requests, so that "exactly those writes" can be counted request by request.
+    let agent: Agent = tb.agent(&[CORP, &ou], "[sync]\nbulk = false\n");
     let (code, first) = agent.sync(&["--full"]);
     assert!(code == 0 || code == 1, "{}", first["error"]);
     let (_, quiet) = agent.sync(&["--full"]);

@@ -16,7 +16,7 @@ use crate::directory::{DirObject, Directory, ObjectKind, ObjectQuery};
 use crate::error::{AppError, ErrorKind, Result};
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
-use crate::sync::apply::{Applier, Counts, Failure};
+use crate::sync::apply::{Applier, BulkLimits, Counts, Failure};
 use crate::sync::desired;
 use crate::sync::plan::{self, Kind, Known, Plan, Quarantined};
 use crate::sync::state::{AnchorKind, AnchorState, StateStore};
@@ -250,7 +250,12 @@ async fn pipeline(
     }
 
     let applying = Instant::now();
-    let mut applier = Applier::new(client, store, run, config.sync.concurrency as usize, capabilities.patch)?;
+    let bulk = if config.sync.bulk {
+        BulkLimits::announced(capabilities.bulk, capabilities.bulk_max_operations, capabilities.bulk_max_payload)
+    } else {
+        None
+    };
+    let mut applier = Applier::new(client, store, run, config.sync.concurrency as usize, capabilities.patch, bulk)?;
     let (users, groups): (Vec<_>, Vec<_>) = the_plan.creates.iter().cloned().partition(|w| w.kind == Kind::User);
     let (user_updates, group_updates): (Vec<_>, Vec<_>) =
         the_plan.updates.iter().cloned().partition(|w| w.kind == Kind::User);

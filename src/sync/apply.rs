@@ -12,7 +12,24 @@ use serde_json::{Value, json};
 use super::plan::{Kind, MembershipChange, Plan, Removal, RemoveAction, Write};
 use super::state::{AnchorKind, AnchorState, Batch, QuarantineEntry, StateError, StateStore};
 use crate::error::{AppError, ErrorKind};
-use crate::tenant::scim::{self, ResourceKind, ScimClient, TenantError};
+use crate::tenant::scim::{self, BulkMethod, BulkOperation, ResourceKind, ScimClient, TenantError};
+
+/// What the tenant's `/Bulk` accepts per request (from its ServiceProviderConfig).
+#[derive(Debug, Clone, Copy)]
+pub struct BulkLimits {
+    pub max_operations: usize,
+    pub max_payload: usize,
+}
+
+impl BulkLimits {
+    /// `None` when the tenant does not announce bulk (or announces useless limits).
+    pub fn announced(supported: bool, max_operations: u32, max_payload: u64) -> Option<BulkLimits> {
+        let max_operations = usize::try_from(max_operations).unwrap_or(usize::MAX).min(500);
+        // Leave room for the envelope and for our size estimate being short.
+        let max_payload = usize::try_from(max_payload).unwrap_or(usize::MAX) / 10 * 9;
+        (supported && max_operations > 1 && max_payload > 4096).then_some(BulkLimits { max_operations, max_payload })
+    }
+}
 
 /// Results are committed to the state store at least this often.
 const COMMIT_EVERY: usize = 100;
@@ -47,6 +64,7 @@ pub struct Applier<'a> {
     run: i64,
     concurrency: usize,
     patch: bool,
+    bulk: Option<BulkLimits>,
     /// guid → SCIM id, as known now (anchors, plus what this run created or adopted).
     pub ids: HashMap<String, String>,
     batch: Batch,
@@ -77,6 +95,7 @@ impl<'a> Applier<'a> {
         run: i64,
         concurrency: usize,
         patch: bool,
+        bulk: Option<BulkLimits>,
     ) -> Result<Self, StateError> {
         let ids = store
             .anchors()?
@@ -90,6 +109,7 @@ impl<'a> Applier<'a> {
             run,
             concurrency: concurrency.max(1),
             patch,
+            bulk,
             ids,
             batch: Batch::default(),
             counts: Counts::default(),
@@ -106,8 +126,20 @@ impl<'a> Applier<'a> {
             }
             self.store.commit(&journal, &now())?;
         }
+        let mut jobs: Vec<(&Write, bool)> =
+            creates.iter().map(|w| (w, true)).chain(updates.iter().map(|w| (w, false))).collect();
+        if let Some(limits) = self.bulk {
+            // Journaled creates and groups are looked up first, one by one; the rest can go in bulk.
+            let (bulk, single): (Vec<_>, Vec<_>) =
+                jobs.into_iter().partition(|(w, create)| !*create || (!w.verify_first && w.kind == Kind::User));
+            jobs = single;
+            if bulk.len() > 1 {
+                jobs.extend(self.bulk_writes(&bulk, limits).await?);
+            } else {
+                jobs.extend(bulk);
+            }
+        }
         let client = self.client;
-        let jobs = creates.iter().map(|w| (w, true)).chain(updates.iter().map(|w| (w, false)));
         let mut results = stream::iter(jobs)
             .map(|(w, create)| async move {
                 let result = if create { create_or_adopt(client, w).await } else { update(client, w).await };
@@ -117,30 +149,104 @@ impl<'a> Applier<'a> {
         let mut fatal = None;
         while let Some((w, create, result)) = results.next().await {
             match result {
-                Ok((id, adopted)) => {
-                    self.batch.anchor(&w.guid, w.kind.into(), &id, &w.dn, &w.hash, self.run);
-                    self.batch.body(&w.guid, &w.body);
-                    self.batch.clear_failure(&w.guid);
-                    self.ids.insert(w.guid.clone(), id);
-                    match (create, adopted) {
-                        (true, false) => self.counts.created += 1,
-                        (true, true) => self.counts.adopted += 1,
-                        (false, _) => self.counts.updated += 1,
-                    }
-                }
                 Err(e) if is_fatal(&e) => {
                     fatal.get_or_insert(e);
+                    break;
                 }
-                Err(e) => self.failed(&w.guid, &w.dn, if create { "create" } else { "update" }, e),
+                result => self.written(w, create, result),
             }
             self.maybe_commit()?;
-            if fatal.is_some() {
-                break;
-            }
         }
         drop(results);
         self.flush()?;
         fatal.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    /// Sends `jobs` through `/Bulk` in requests within the tenant's limits. Returns the jobs to
+    /// redo one by one: conflicts (resolved by soft match) and chunks the tenant refused whole.
+    async fn bulk_writes<'w>(
+        &mut self,
+        jobs: &[(&'w Write, bool)],
+        limits: BulkLimits,
+    ) -> Result<Vec<(&'w Write, bool)>, AppError> {
+        let mut chunks: Vec<Vec<(&'w Write, bool)>> = vec![Vec::new()];
+        let mut size = 0usize;
+        for job in jobs {
+            let bytes = job.0.body.to_string().len() + 200;
+            let last = chunks.last_mut().expect("one chunk");
+            if !last.is_empty() && (last.len() >= limits.max_operations || size + bytes > limits.max_payload) {
+                chunks.push(Vec::new());
+                size = 0;
+            }
+            size += bytes;
+            chunks.last_mut().expect("one chunk").push(*job);
+        }
+        let client = self.client;
+        let mut results = stream::iter(chunks)
+            .map(|chunk| async move {
+                let ops: Vec<BulkOperation> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(n, (w, create))| BulkOperation {
+                        method: if *create { BulkMethod::Post } else { BulkMethod::Put },
+                        kind: resource(w.kind),
+                        id: if *create { None } else { w.scim_id.clone() },
+                        bulk_id: format!("op{n}"),
+                        data: Some(w.body.clone()),
+                    })
+                    .collect();
+                let answer = client.bulk(&ops).await;
+                (chunk, answer)
+            })
+            .buffer_unordered(self.concurrency.min(2));
+        let mut redo = Vec::new();
+        while let Some((chunk, answer)) = results.next().await {
+            match answer {
+                Ok(outcomes) => {
+                    for ((w, create), outcome) in chunk.into_iter().zip(outcomes) {
+                        match (outcome.status, outcome.id, outcome.error) {
+                            (200..=299, Some(id), _) => self.written(w, create, Ok((id, false))),
+                            // Already there, or not answered: the one-by-one path sorts it out.
+                            (409 | 0, _, _) => redo.push((w, create)),
+                            (_, _, Some(info)) if info.status >= 500 || info.status == 429 => redo.push((w, create)),
+                            (_, _, Some(info)) => self.written(w, create, Err(TenantError::Rejected(info))),
+                            (status, _, None) => self.written(
+                                w,
+                                create,
+                                Err(TenantError::Protocol(format!("bulk operation answered {status} without an id"))),
+                            ),
+                        }
+                        self.maybe_commit()?;
+                    }
+                }
+                Err(e) if is_fatal(&e) => {
+                    self.flush()?;
+                    return Err(e.into());
+                }
+                // The tenant refused the request as a whole (too large, not supported after all).
+                Err(_) => redo.extend(chunk),
+            }
+        }
+        self.flush()?;
+        Ok(redo)
+    }
+
+    /// Records the result of one create or update.
+    fn written(&mut self, w: &Write, create: bool, result: Result<(String, bool), TenantError>) {
+        match result {
+            Ok((id, adopted)) => {
+                self.batch.anchor(&w.guid, w.kind.into(), &id, &w.dn, &w.hash, self.run);
+                self.batch.body(&w.guid, &w.body);
+                self.batch.clear_failure(&w.guid);
+                self.ids.insert(w.guid.clone(), id);
+                match (create, adopted) {
+                    (true, false) => self.counts.created += 1,
+                    (true, true) => self.counts.adopted += 1,
+                    (false, _) => self.counts.updated += 1,
+                }
+            }
+            Err(e) => self.failed(&w.guid, &w.dn, if create { "create" } else { "update" }, e),
+        }
     }
 
     /// Membership differences: one PATCH per group (adds in one operation, each remove as

@@ -292,6 +292,67 @@ impl ScimClient {
         self.send(Method::PATCH, &url, Some(&body), Target::Id).await.map(|_| ())
     }
 
+    /// `POST /Bulk` (RFC 7644 §3.7) without `failOnErrors` (some servers stop at the first
+    /// error when it is given): one outcome per operation, in the order of the request.
+    /// Retrying a whole request after a lost answer may repeat creates; those come back as 409
+    /// and the caller resolves them like any other conflict.
+    pub async fn bulk(&self, operations: &[BulkOperation]) -> Result<Vec<BulkOutcome>, TenantError> {
+        let ops: Vec<Value> = operations
+            .iter()
+            .map(|op| {
+                let path = match &op.id {
+                    Some(id) => format!("/{}/{}", op.kind.endpoint(), percent_encode(id)),
+                    None => format!("/{}", op.kind.endpoint()),
+                };
+                let mut v = json!({"method": op.method.as_str(), "path": path, "bulkId": op.bulk_id});
+                if let Some(data) = &op.data {
+                    v["data"] = data.clone();
+                }
+                v
+            })
+            .collect();
+        let body = json!({"schemas": [BULK_REQUEST_SCHEMA], "Operations": ops});
+        let url = format!("{}/Bulk", self.base_url);
+        let answer = parse_json(&self.send(Method::POST, &url, Some(&body), Target::Collection).await?)?;
+        let results = answer
+            .get("Operations")
+            .and_then(Value::as_array)
+            .ok_or_else(|| TenantError::Protocol("the bulk answer has no \"Operations\"".into()))?;
+        let mut by_id: std::collections::HashMap<&str, &Value> =
+            results.iter().filter_map(|r| r.get("bulkId").and_then(Value::as_str).map(|b| (b, r))).collect();
+        operations
+            .iter()
+            .map(|op| {
+                let Some(result) = by_id.remove(op.bulk_id.as_str()) else {
+                    return Ok(BulkOutcome { bulk_id: op.bulk_id.clone(), status: 0, id: None, error: None });
+                };
+                let status = status_code(result.get("status")).unwrap_or(0);
+                let id = result
+                    .get("location")
+                    .and_then(Value::as_str)
+                    .and_then(|l| l.trim_end_matches('/').rsplit('/').next())
+                    .map(percent_decode)
+                    .or_else(|| result.pointer("/response/id").and_then(Value::as_str).map(str::to_owned))
+                    .or_else(|| op.id.clone());
+                let error = (!(200..300).contains(&status)).then(|| {
+                    let response = result.get("response");
+                    ScimErrorInfo {
+                        status,
+                        scim_type: response
+                            .and_then(|r| r.get("scimType"))
+                            .and_then(Value::as_str)
+                            .map(|s| self.redact(s.to_owned())),
+                        detail: response
+                            .and_then(|r| r.get("detail"))
+                            .and_then(Value::as_str)
+                            .map(|s| self.redact(s.to_owned())),
+                    }
+                });
+                Ok(BulkOutcome { bulk_id: op.bulk_id.clone(), status, id, error })
+            })
+            .collect()
+    }
+
     /// `DELETE /{Users|Groups}/{id}`; a 404 counts as success (already gone).
     pub async fn delete(&self, kind: ResourceKind, id: &str) -> Result<(), TenantError> {
         let url = self.resource_url(kind, id)?;
@@ -539,6 +600,71 @@ impl ScimClient {
         }
         info
     }
+}
+
+const BULK_REQUEST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkMethod {
+    Post,
+    Put,
+}
+
+impl BulkMethod {
+    fn as_str(self) -> &'static str {
+        match self {
+            BulkMethod::Post => "POST",
+            BulkMethod::Put => "PUT",
+        }
+    }
+}
+
+/// One operation of a `/Bulk` request.
+#[derive(Debug, Clone)]
+pub struct BulkOperation {
+    pub method: BulkMethod,
+    pub kind: ResourceKind,
+    /// The resource for PUT; `None` for POST.
+    pub id: Option<String>,
+    pub bulk_id: String,
+    pub data: Option<Value>,
+}
+
+/// What the tenant did with one bulk operation. `status` 0: the answer did not mention it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulkOutcome {
+    pub bulk_id: String,
+    pub status: u16,
+    /// The resource's id (from `location`, or the PUT target).
+    pub id: Option<String>,
+    pub error: Option<ScimErrorInfo>,
+}
+
+/// A status given as number or string (`"201"`), as servers differ.
+fn status_code(v: Option<&Value>) -> Option<u16> {
+    match v? {
+        Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+        Value::String(s) => s.trim().get(..3).and_then(|c| c.parse().ok()),
+        _ => None,
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(v) = text.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A PATCH operation replacing one attribute: `{"op":"replace","path":PATH,"value":VALUE}`.
