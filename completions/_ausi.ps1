@@ -165,6 +165,7 @@ Register-ArgumentCompleter -Native -CommandName 'ausi' -ScriptBlock {
         }
         'ausi;sync' {
             [CompletionResult]::new('--allow-deletes', '--allow-deletes', [CompletionResultType]::ParameterName, 'Allow this run to deactivate or delete up to N objects, above the configured threshold')
+            [CompletionResult]::new('--user', '--user', [CompletionResultType]::ParameterName, 'With --dry-run: explain one user end to end (scope, rules, the SCIM resource, the operation)')
             [CompletionResult]::new('--source', '--source', [CompletionResultType]::ParameterName, 'Read from here instead of the configured directory: ldif:PATH (an ldifde or ldapsearch export; no domain controller needed), ldaps://HOST[:PORT] or ldap://HOST[:PORT]')
             [CompletionResult]::new('--bind-dn', '--bind-dn', [CompletionResultType]::ParameterName, 'Bind as this account (DN, user@domain or DOMAIN\user) instead of the configured one')
             [CompletionResult]::new('--ca-file', '--ca-file', [CompletionResultType]::ParameterName, 'Trust this PEM file of CA certificates for LDAPS/StartTLS (a private enterprise CA)')

@@ -260,6 +260,10 @@ pub struct SyncArgs {
     #[arg(long, value_name = "N")]
     pub allow_deletes: Option<u32>,
 
+    /// With --dry-run: explain one user end to end (scope, rules, the SCIM resource, the operation)
+    #[arg(long, value_name = "UPN|SAM", requires = "dry_run")]
+    pub user: Option<String>,
+
     #[command(flatten)]
     pub directory: DirectoryArgs,
 }

@@ -171,6 +171,20 @@ fn full_sync_is_exact_and_a_second_run_writes_nothing() {
     assert_eq!(status["data"]["state"]["last_runs"][0]["outcome"], "findings");
     assert_eq!(status["data"]["state"]["quarantined"].as_u64(), Some(seeded_problems.len() as u64));
 
+    // One user, end to end.
+    let (name, seeded) = expected.iter().next().unwrap();
+    let (_, story) = agent.sync(&["--full", "--dry-run", "--user", name]);
+    let story = &story["data"]["user"];
+    assert_eq!((story["in_scope"].as_bool(), story["operation"].as_str()), (Some(true), Some("unchanged")));
+    assert_eq!(story["scim"]["userName"].as_str(), seeded["upn"].as_str());
+    let problem = quarantined.keys().next().unwrap();
+    let sam = tb.users().iter().find(|u| dn(u["dn"].as_str().unwrap()).normalized() == *problem).unwrap()["sam"]
+        .as_str()
+        .unwrap();
+    let (_, story) = agent.sync(&["--full", "--dry-run", "--user", sam]);
+    assert_eq!(story["data"]["user"]["operation"], "quarantine");
+    assert!(story["data"]["user"]["rules"]["checks"].as_array().unwrap().iter().any(|c| c["passed"] == false));
+
     // Nothing changed: nothing is written.
     let (code, again) = agent.sync(&["--full"]);
     assert_eq!(code, 1);

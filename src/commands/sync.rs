@@ -41,6 +41,26 @@ pub struct SyncReport {
     /// Requests that changed the tenant (retries included); zero for a dry run.
     pub write_requests: u64,
     pub timings_ms: Timings,
+    /// With `--user`: that user, end to end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserStory>,
+}
+
+/// `sync --user X --dry-run`: where the user stands and what this run would do to it.
+#[derive(Debug, Serialize)]
+pub struct UserStory {
+    pub query: String,
+    /// Found among the users read from the selected scope.
+    pub in_scope: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules: Option<crate::sync::validate::Explanation>,
+    /// The SCIM resource the provisioning policy makes of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scim: Option<serde_json::Value>,
+    /// `create`, `update`, `unchanged`, `quarantine`, `deactivate`, `delete` or `none`.
+    pub operation: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -153,7 +173,10 @@ async fn pipeline(
     let mut objects: Vec<DirObject> = Vec::new();
     let query = ObjectQuery { users: true, groups: true, members: true };
     let summary = read_scope(&mut directory, &scope, query, ctx.printer, &mut |o| objects.push(o)).await?;
-    let mut validator = Validator::new();
+    let mut validator = match &args.user {
+        Some(user) => Validator::explaining(user),
+        None => Validator::new(),
+    };
     for user in objects.iter().filter(|o| o.kind == ObjectKind::User) {
         validator.add(user);
     }
@@ -175,7 +198,7 @@ async fn pipeline(
             ),
         ));
     }
-    let (validation, _) = validator.finish(Vec::new());
+    let (validation, explanation) = validator.finish(Vec::new());
 
     let planned = Instant::now();
     let anchors = store.anchors()?;
@@ -211,6 +234,7 @@ async fn pipeline(
         failures: Vec::new(),
         write_requests: 0,
         timings_ms: Timings { read: read_ms, plan: plan_ms, apply: 0 },
+        user: args.user.as_ref().map(|query| story(query, explanation, &wanted.objects, &the_plan)),
     };
     let findings = if the_plan.quarantine.is_empty() { ExitStatus::Ok } else { ExitStatus::Findings };
 
@@ -297,6 +321,42 @@ async fn pipeline(
     Ok((report, exit, None))
 }
 
+/// Where one user stands in this run's plan.
+fn story(
+    query: &str,
+    rules: Option<crate::sync::validate::Explanation>,
+    desired: &[plan::Desired],
+    plan: &Plan,
+) -> UserStory {
+    let guid = rules.as_ref().and_then(|r| r.identity.object_guid.clone());
+    let mut story = UserStory {
+        query: query.to_owned(),
+        in_scope: rules.is_some(),
+        rules,
+        scim: None,
+        operation: "none",
+        changed: vec![],
+    };
+    let Some(guid) = guid else { return story };
+    story.scim = desired.iter().find(|d| d.guid == guid).map(|d| d.body.clone());
+    if let Some(w) = plan.creates.iter().find(|w| w.guid == guid) {
+        story.operation = if w.verify_first { "create (after a lookup by externalId)" } else { "create" };
+    } else if let Some(w) = plan.updates.iter().find(|w| w.guid == guid) {
+        story.operation = "update";
+        story.changed = w.changed.clone();
+    } else if plan.unchanged.iter().any(|(g, _)| *g == guid) {
+        story.operation = "unchanged";
+    } else if plan.quarantine.iter().any(|q| q.guid == guid) {
+        story.operation = "quarantine";
+    } else if let Some(r) = plan.removals.iter().find(|r| r.guid == guid) {
+        story.operation = match r.action {
+            plan::RemoveAction::Delete => "delete",
+            _ => "deactivate",
+        };
+    }
+    story
+}
+
 /// The anchors as the applier knows them now (ids of objects created in this run included).
 fn applier_anchors(
     applier: &Applier<'_>,
@@ -348,6 +408,24 @@ impl SyncReport {
             ("failed", c.failed),
         ] {
             t.add_row(vec![k.to_owned(), v.to_string()]);
+        }
+        if let Some(story) = &self.user {
+            let mut out = format!(
+                "{}: {}; this run would: {}\n",
+                output::cell(&story.query),
+                if story.in_scope { "in the selected scope" } else { "not found in the selected scope" },
+                story.operation
+            );
+            if let Some(rules) = &story.rules {
+                for c in &rules.checks {
+                    let verdict = if c.passed { "pass" } else { "FAIL" };
+                    out.push_str(&format!("  {verdict} {}: {}\n", c.rule.id(), c.description));
+                }
+            }
+            if let Some(scim) = &story.scim {
+                out.push_str(&format!("SCIM resource:\n{}", output::json_line(scim, true)));
+            }
+            return out;
         }
         let mut out = format!(
             "{}: {} users and {} groups read\n{t}\n",
