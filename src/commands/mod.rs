@@ -36,7 +36,7 @@ pub enum Report {
     Status(status::StatusReport),
     Docs(docs::DocsReport),
     Register(register::RegisterReport),
-    Sync(sync::SyncReport),
+    Sync(Box<sync::SyncReport>),
 }
 
 impl Report {

@@ -146,7 +146,7 @@ pub async fn run(ctx: &Context<'_>, args: &SyncArgs) -> Result<Outcome> {
             warnings.push(Warning::new("heartbeat-failed", format!("the heartbeat was not accepted: {e}")));
         }
     }
-    let mut outcome = Outcome::new(Report::Sync(report), exit);
+    let mut outcome = Outcome::new(Report::Sync(Box::new(report)), exit);
     outcome.warnings = warnings;
     outcome.dry_run = args.dry_run;
     outcome.error = error;
