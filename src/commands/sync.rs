@@ -279,7 +279,10 @@ async fn pipeline(
     } else {
         None
     };
-    let mut applier = Applier::new(client, store, run, config.sync.concurrency as usize, capabilities.patch, bulk)?;
+    let progress = ctx.printer.progress("Writing to the tenant");
+    let show = |n: u64| progress.set(n);
+    let mut applier =
+        Applier::new(client, store, run, config.sync.concurrency as usize, capabilities.patch, bulk, &show)?;
     let (users, groups): (Vec<_>, Vec<_>) = the_plan.creates.iter().cloned().partition(|w| w.kind == Kind::User);
     let (user_updates, group_updates): (Vec<_>, Vec<_>) =
         the_plan.updates.iter().cloned().partition(|w| w.kind == Kind::User);

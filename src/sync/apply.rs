@@ -65,6 +65,9 @@ pub struct Applier<'a> {
     concurrency: usize,
     patch: bool,
     bulk: Option<BulkLimits>,
+    /// Told the number of objects written so far (a progress display).
+    progress: &'a dyn Fn(u64),
+    done: u64,
     /// guid → SCIM id, as known now (anchors, plus what this run created or adopted).
     pub ids: HashMap<String, String>,
     batch: Batch,
@@ -96,6 +99,7 @@ impl<'a> Applier<'a> {
         concurrency: usize,
         patch: bool,
         bulk: Option<BulkLimits>,
+        progress: &'a dyn Fn(u64),
     ) -> Result<Self, StateError> {
         let ids = store
             .anchors()?
@@ -110,6 +114,8 @@ impl<'a> Applier<'a> {
             concurrency: concurrency.max(1),
             patch,
             bulk,
+            progress,
+            done: 0,
             ids,
             batch: Batch::default(),
             counts: Counts::default(),
@@ -380,6 +386,8 @@ impl<'a> Applier<'a> {
     }
 
     fn maybe_commit(&mut self) -> Result<(), AppError> {
+        self.done += 1;
+        (self.progress)(self.done);
         if self.batch.len() >= COMMIT_EVERY { self.flush() } else { Ok(()) }
     }
 
