@@ -358,3 +358,47 @@ fn a_full_sync_sends_exactly_the_changes() {
     assert_eq!(quiet["data"]["write_requests"], 0);
     drop(sandbox);
 }
+
+#[test]
+fn a_partial_read_or_a_wrong_token_writes_nothing() {
+    let Some(tb) = testbed() else { return };
+    let agent = tb.agent(&[], "");
+    // An export with one unreadable entry: the run stops before writing (a partial read must not
+    // deprovision anyone, so it must not provision half either).
+    let export = agent.dir.path().join("partial.ldif");
+    std::fs::write(
+        &export,
+        "dn: CN=A B,OU=X,DC=example,DC=test\nobjectClass: user\nobjectGUID:: AAECAwQFBgcICQoLDA0ODw==\ngivenName: A\nsn: B\nmail: ab@example.test\nuserPrincipalName: ab@example.test\n\n\
+         dn: CN=Broken,OU=X,DC=example,DC=test\nthis line is not LDIF\n\n",
+    )
+    .unwrap();
+    let (code, report) = agent.sync(&["--full", "--source", &format!("ldif:{}", export.display())]);
+    assert_eq!(code, 3, "{report}");
+    assert!(agent.tenant(ResourceKind::User).is_empty());
+
+    // Register with a token the tenant refuses: permission error, nothing stored.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    let tenant = format!("{}/refused{}", tb.scim_url, std::process::id());
+    let r = common::run(
+        common::ausi()
+            .args([
+                "--config",
+                config.to_str().unwrap(),
+                "register",
+                "--home-realm",
+                &tenant,
+                "--scim-url",
+                &format!("{tenant}/v2"),
+                "--agent-name",
+                "dc1",
+                "--token-stdin",
+                "-o",
+                "json",
+            ])
+            .write_stdin("not-the-token\n"),
+    );
+    assert_eq!(r.code, 77, "{}", r.stdout);
+    assert!(!config.exists(), "a refused registration writes no configuration");
+    assert!(!r.stdout.contains("not-the-token") && !r.stderr.contains("not-the-token"));
+}
