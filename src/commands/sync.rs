@@ -283,14 +283,36 @@ async fn pipeline(
     let show = |n: u64| progress.set(n);
     let mut applier =
         Applier::new(client, store, run, config.sync.concurrency as usize, capabilities.patch, bulk, &show)?;
+    let applied = apply_all(&mut applier, &the_plan, &wanted, &objects, &validation, &anchors).await;
+    report.counts = applier.counts.clone();
+    report.failures = applier.failures.clone();
+    report.timings_ms.apply = ms(applying);
+    // A run that had to stop (tenant gone, token revoked) still reports what it did.
+    let exit = match &applied {
+        Err(e) => e.exit_status(),
+        Ok(()) if report.failures.is_empty() => findings,
+        Ok(()) => ExitStatus::Findings,
+    };
+    Ok((report, exit, applied.err()))
+}
+
+/// Users, the manager pass, groups, memberships, removals, bookkeeping: in that order.
+async fn apply_all(
+    applier: &mut Applier<'_>,
+    the_plan: &Plan,
+    wanted: &desired::DesiredState,
+    objects: &[DirObject],
+    validation: &crate::sync::validate::Validation,
+    anchors: &HashMap<String, crate::sync::state::Anchor>,
+) -> Result<()> {
     let (users, groups): (Vec<_>, Vec<_>) = the_plan.creates.iter().cloned().partition(|w| w.kind == Kind::User);
     let (user_updates, group_updates): (Vec<_>, Vec<_>) =
         the_plan.updates.iter().cloned().partition(|w| w.kind == Kind::User);
     applier.writes(&users, &user_updates).await?;
     // Second pass: users whose manager was created in this run get the manager's SCIM id.
     if !wanted.manager_pending.is_empty() {
-        let anchors = applier_anchors(&applier, &anchors);
-        let again = desired::build(&objects, &validation, &applier.ids, &anchors);
+        let anchors = applier_anchors(applier, anchors);
+        let again = desired::build(objects, validation, &applier.ids, &anchors);
         let pending: std::collections::BTreeSet<&String> = wanted.manager_pending.iter().collect();
         let updates: Vec<_> = again
             .objects
@@ -316,12 +338,8 @@ async fn pipeline(
     applier.writes(&groups, &group_updates).await?;
     applier.memberships(&the_plan.memberships).await?;
     applier.removals(&the_plan.removals).await?;
-    applier.record(&the_plan)?;
-    report.counts = applier.counts.clone();
-    report.failures = applier.failures.clone();
-    report.timings_ms.apply = ms(applying);
-    let exit = if report.failures.is_empty() { findings } else { ExitStatus::Findings };
-    Ok((report, exit, None))
+    applier.record(the_plan)?;
+    Ok(())
 }
 
 /// Where one user stands in this run's plan.
