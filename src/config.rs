@@ -104,17 +104,7 @@ pub struct TenantConfig {
     pub capabilities: Option<TenantCapabilities>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct TenantCapabilities {
-    pub patch: bool,
-    pub bulk: bool,
-    pub bulk_max_operations: u32,
-    pub bulk_max_payload: u64,
-    pub filter: bool,
-    pub filter_max_results: u32,
-    pub etag: bool,
-}
+pub use crate::tenant::scim::Capabilities as TenantCapabilities;
 
 /// What to do with users and groups that left the scope or were deleted in AD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -60,7 +60,7 @@ pub async fn run(ctx: &Context<'_>, args: &RegisterArgs) -> Result<Outcome> {
     let client = ScimClient::new(&scim_url, token.clone(), ClientOptions { timeout, ..ClientOptions::default() })?;
     let announced = client.service_provider_config().await?;
     client.check_token().await?;
-    let capabilities = TenantCapabilities::from(&announced);
+    let capabilities = announced;
     if !capabilities.patch {
         warnings.push(Warning::new(
             "tenant-no-patch",

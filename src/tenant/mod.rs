@@ -5,7 +5,7 @@ pub mod scim;
 
 use std::time::Duration;
 
-use crate::config::{TenantCapabilities, TenantConfig};
+use crate::config::TenantConfig;
 use crate::error::{AppError, ErrorKind};
 use crate::secrets::{SecretRef, SecretString};
 pub use scim::{Capabilities, ClientOptions, ResourceKind, ScimClient, TenantError};
@@ -25,20 +25,6 @@ impl From<TenantError> for AppError {
             ),
             ErrorKind::Temporary => app.with_hint("the tenant is unreachable or busy: the next scheduled run retries"),
             _ => app,
-        }
-    }
-}
-
-impl From<&Capabilities> for TenantCapabilities {
-    fn from(c: &Capabilities) -> Self {
-        TenantCapabilities {
-            patch: c.patch,
-            bulk: c.bulk,
-            bulk_max_operations: c.bulk_max_operations,
-            bulk_max_payload: c.bulk_max_payload,
-            filter: c.filter,
-            filter_max_results: c.filter_max_results,
-            etag: c.etag,
         }
     }
 }

@@ -52,7 +52,9 @@ impl ResourceKind {
 }
 
 /// What the tenant announces in `/ServiceProviderConfig`; anything missing is `false`/0.
-#[derive(Debug, Clone, Default)]
+/// `register` records it in the configuration as `[tenant.capabilities]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Capabilities {
     pub patch: bool,
     pub bulk: bool,
