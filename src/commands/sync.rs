@@ -33,7 +33,8 @@ pub struct SyncReport {
     pub read: ReadCounts,
     pub counts: Counts,
     /// The plan: every create, update (with changed attributes), membership change and
-    /// deprovisioning; always present for a dry run or a safety stop.
+    /// deprovisioning, each with the object's DN (its OU path); what was not done is in
+    /// `failures`. Absent only when the run stopped before planning.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
     pub quarantined: Vec<Quarantined>,
@@ -285,6 +286,7 @@ async fn pipeline(
         Applier::new(client, store, run, config.sync.concurrency as usize, capabilities.patch, bulk, &show)?;
     let applied = apply_all(&mut applier, &the_plan, &wanted, &objects, &validation, &anchors).await;
     report.counts = applier.counts.clone();
+    report.plan = Some(the_plan);
     report.failures = applier.failures.clone();
     report.timings_ms.apply = ms(applying);
     // A run that had to stop (tenant gone, token revoked) still reports what it did.
