@@ -132,7 +132,7 @@ fn default_token_ref(config_path: &std::path::Path) -> String {
     }
 }
 
-fn host_name() -> Result<String> {
+pub(crate) fn host_name() -> Result<String> {
     let from_os = if cfg!(windows) {
         std::env::var("COMPUTERNAME").ok()
     } else {

@@ -132,7 +132,8 @@ pub async fn run(ctx: &Context<'_>, args: &SyncArgs) -> Result<Outcome> {
     {
         let agent = tenant_config.agent_name.clone().unwrap_or_default();
         let body = json!({
-            "name": agent, "version": env!("CARGO_PKG_VERSION"), "os": std::env::consts::OS,
+            "name": agent, "hostname": super::register::host_name().unwrap_or_default(),
+            "version": env!("CARGO_PKG_VERSION"), "os": std::env::consts::OS,
             "status": outcome_name,
             "last_sync": {"kind": "full", "finished_at": jiff::Timestamp::now().to_string(),
                 "created": report.counts.created, "updated": report.counts.updated,
