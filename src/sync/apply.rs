@@ -306,13 +306,20 @@ impl<'a> Applier<'a> {
                 // A create that was journaled but may never have reached the tenant.
                 (None, _) => match self.client.find(resource(r.kind), "externalId", &r.guid).await {
                     Ok(found) => match found.first().and_then(|v| v["id"].as_str()) {
-                        Some(id) => id.to_owned(),
+                        Some(id) => {
+                            // It did: anchor it first (a pending anchor has no SCIM id by rule).
+                            self.batch.anchor(&r.guid, r.kind.into(), id, &r.dn, "", self.run);
+                            id.to_owned()
+                        }
                         None => {
                             self.batch.forget(&r.guid);
                             continue;
                         }
                     },
-                    Err(e) => return Err(e.into()),
+                    Err(e) => {
+                        self.flush()?;
+                        return Err(e.into());
+                    }
                 },
             };
             let result = match r.action {

@@ -752,6 +752,23 @@ mod tests {
         store.commit(&batch, now).unwrap();
     }
 
+    /// A journaled create found in the tenant and then deprovisioned (the applier's order):
+    /// anchoring it first satisfies the "pending has no SCIM id" rule.
+    #[test]
+    fn a_pending_anchor_is_anchored_before_it_is_deactivated() {
+        let (_dir, _, mut store) = store();
+        commit(&mut store, T0, |b| b.pending("u1", AnchorKind::User, "CN=U1"));
+        let mut wrong = Batch::default();
+        wrong.set_state("u1", AnchorState::Deactivated);
+        assert!(store.commit(&wrong, T1).is_err(), "a pending anchor cannot be deactivated as it is");
+        commit(&mut store, T1, |b| {
+            b.anchor("u1", AnchorKind::User, "scim-1", "CN=U1", "", 2);
+            b.set_state("u1", AnchorState::Deactivated);
+        });
+        let a = &store.anchors().unwrap()["u1"];
+        assert_eq!((a.state, a.scim_id.as_deref()), (AnchorState::Deactivated, Some("scim-1")));
+    }
+
     fn entry(guid: &str, since: &str, rules: &[&str]) -> QuarantineEntry {
         QuarantineEntry {
             guid: guid.into(),
