@@ -2,26 +2,22 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use common::{ausi, example, json, json_with, run, write_config};
 use serde_json::Value;
 
-fn problems(report: &Value) -> BTreeMap<String, Vec<String>> {
-    report["data"]["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| {
-            let rules =
-                u["problems"].as_array().unwrap().iter().map(|p| p["rule"].as_str().unwrap().to_owned()).collect();
-            (u["dn"].as_str().unwrap().to_owned(), rules)
-        })
-        .collect()
+fn problems(report: &Value) -> BTreeMap<String, BTreeSet<String>> {
+    common::rules_by_dn(&report["data"]["users"], "problems")
 }
 
-fn expect(pairs: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
-    pairs.iter().map(|(dn, rules)| (dn.to_string(), rules.iter().map(|r| r.to_string()).collect())).collect()
+fn expect(pairs: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<String>> {
+    pairs
+        .iter()
+        .map(|(dn, rules)| {
+            (ausi::directory::Dn::parse(dn).unwrap().normalized(), rules.iter().map(|r| r.to_string()).collect())
+        })
+        .collect()
 }
 
 #[test]

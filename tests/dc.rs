@@ -16,16 +16,7 @@ use common::{ausi, json_with, run};
 use serde_json::Value;
 
 fn problem_map(report: &Value) -> BTreeMap<String, BTreeSet<String>> {
-    report["data"]["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| {
-            let rules =
-                u["problems"].as_array().unwrap().iter().map(|p| p["rule"].as_str().unwrap().to_owned()).collect();
-            (dn(u["dn"].as_str().unwrap()).normalized(), rules)
-        })
-        .collect()
+    common::rules_by_dn(&report["data"]["users"], "problems")
 }
 
 fn expected_problems(tb: &Testbed, bases: &[&str], excluded: &[&str]) -> BTreeMap<String, BTreeSet<String>> {

@@ -85,16 +85,7 @@ fn full_sync_is_exact_and_a_second_run_writes_nothing() {
     assert_eq!(externals.len(), users.len(), "one externalId per user");
 
     // Quarantined: every seeded problem user in scope, with its reasons; none in the tenant.
-    let quarantined: BTreeMap<String, BTreeSet<String>> = report["data"]["quarantined"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|q| {
-            let rules =
-                q["reasons"].as_array().unwrap().iter().map(|r| r["rule"].as_str().unwrap().to_owned()).collect();
-            (dn(q["dn"].as_str().unwrap()).normalized(), rules)
-        })
-        .collect();
+    let quarantined = common::rules_by_dn(&report["data"]["quarantined"], "reasons");
     let seeded_problems: BTreeMap<String, BTreeSet<String>> = in_scope(&tb, &[CORP])
         .into_iter()
         .filter(|(_, p)| !p.is_empty())

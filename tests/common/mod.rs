@@ -65,6 +65,20 @@ pub fn json_with(cmd: &mut Command, args: &[&str]) -> (i32, Value) {
     (r.code, v)
 }
 
+/// `[{dn, <key>: [{rule, …}]}]` (validate's `users`, sync's `quarantined`) as normalised DN →
+/// the set of rules.
+pub fn rules_by_dn(list: &Value, key: &str) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|item| {
+            let rules =
+                item[key].as_array().expect("rules").iter().map(|p| p["rule"].as_str().unwrap().to_owned()).collect();
+            (ausi::directory::Dn::parse(item["dn"].as_str().unwrap()).unwrap().normalized(), rules)
+        })
+        .collect()
+}
+
 pub fn write_config(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("agent.toml");
     std::fs::write(&path, text).unwrap();
