@@ -284,11 +284,7 @@ impl<'a> Applier<'a> {
                     }
                     self.counts.membership_changes += 1;
                 }
-                Err(e) if is_fatal(&e) => {
-                    self.flush()?;
-                    return Err(e.into());
-                }
-                Err(e) => self.failed(&change.group_guid, &change.group_dn, "membership", e),
+                Err(e) => self.settle_error(e, &change.group_guid, &change.group_dn, "membership")?,
             }
             self.maybe_commit()?;
         }
@@ -347,11 +343,7 @@ impl<'a> Applier<'a> {
                     self.batch.set_state(&r.guid, state);
                     self.batch.clear_failure(&r.guid);
                 }
-                Err(e) if is_fatal(&e) => {
-                    self.flush()?;
-                    return Err(e.into());
-                }
-                Err(e) => self.failed(&r.guid, &r.dn, "deprovision", e),
+                Err(e) => self.settle_error(e, &r.guid, &r.dn, "deprovision")?,
             }
             self.maybe_commit()?;
         }
@@ -379,6 +371,17 @@ impl<'a> Applier<'a> {
             self.batch.release(guid);
         }
         self.flush()
+    }
+
+    /// A fatal error (token refused, tenant gone) stops the run once what was done is
+    /// committed; any other is the object's own failure, recorded and retried next run.
+    fn settle_error(&mut self, e: TenantError, guid: &str, dn: &str, operation: &'static str) -> Result<(), AppError> {
+        if is_fatal(&e) {
+            self.flush()?;
+            return Err(e.into());
+        }
+        self.failed(guid, dn, operation, e);
+        Ok(())
     }
 
     fn failed(&mut self, guid: &str, dn: &str, operation: &'static str, e: TenantError) {
