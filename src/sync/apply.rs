@@ -313,8 +313,8 @@ impl<'a> Applier<'a> {
                         }
                     },
                     Err(e) => {
-                        self.flush()?;
-                        return Err(e.into());
+                        self.settle_error(e, &r.guid, &r.dn, "deprovision")?;
+                        continue;
                     }
                 },
             };
