@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Bench data for scripts/bench: OU=Bench,DC=example,DC=test with N users and G groups.
+
+    bench_seed.py --users N --groups G --out-dir DIR
+
+Writes DIR/0-ous.ldif, DIR/1-users-a.ldif, DIR/1-users-b.ldif, DIR/2-groups-a.ldif,
+DIR/2-groups-b.ldif (fed to ldapadd by scripts/bench, 2 parallel streams) and DIR/model.json.
+Deterministic (fixed random seed). Python 3 stdlib only.
+
+Layout: user i sits in OU=P<i % 5>,OU=Bench (so OU=P0 holds N/5 users); groups sit in
+OU=Groups,OU=Bench. Group 0 ("Bench Big") has min(5000, N/2) members (users 0..big-1); every
+user is in 1-3 groups in all (user i in 1 + i % 3), the others drawn from groups 1..G-1.
+Users are valid for ausi (givenName, sn, mail, UPN present and unique), enabled, no password
+(userAccountControl 544).
+"""
+import argparse
+import json
+import os
+import random
+
+BASE_DN = "DC=example,DC=test"
+BENCH = "OU=Bench," + BASE_DN
+PARTS = 5
+
+
+def user_dn(i):
+    return f"CN=Bench User {i:06d},OU=P{i % PARTS},{BENCH}"
+
+
+def group_dn(j):
+    return f"CN=Bench Big,OU=Groups,{BENCH}" if j == 0 else f"CN=Bench Group {j:04d},OU=Groups,{BENCH}"
+
+
+def big_size(users):
+    return min(5000, users // 2)
+
+
+def memberships(users, groups):
+    """members[j] = list of user indexes of group j."""
+    rng = random.Random(4242)
+    big = big_size(users)
+    members = [[] for _ in range(groups)]
+    for i in range(users):
+        want = 1 + i % 3
+        if i < big:
+            members[0].append(i)
+            want -= 1
+        if groups > 1 and want:
+            for j in rng.sample(range(1, groups), min(want, groups - 1)):
+                members[j].append(i)
+    return members
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--users", type=int, required=True)
+    p.add_argument("--groups", type=int, required=True)
+    p.add_argument("--out-dir", required=True)
+    a = p.parse_args()
+    os.makedirs(a.out_dir, exist_ok=True)
+    out = lambda name: open(os.path.join(a.out_dir, name), "w", encoding="utf-8")  # noqa: E731
+
+    with out("0-ous.ldif") as f:
+        for dn, ou in [(BENCH, "Bench"), (f"OU=Groups,{BENCH}", "Groups")] + [
+            (f"OU=P{k},{BENCH}", f"P{k}") for k in range(PARTS)
+        ]:
+            f.write(f"dn: {dn}\nobjectClass: top\nobjectClass: organizationalUnit\nou: {ou}\n\n")
+
+    streams = [out("1-users-a.ldif"), out("1-users-b.ldif")]
+    for i in range(a.users):
+        streams[i % 2].write(
+            f"dn: {user_dn(i)}\n"
+            "objectClass: top\nobjectClass: person\nobjectClass: organizationalPerson\nobjectClass: user\n"
+            f"cn: Bench User {i:06d}\nsAMAccountName: bench{i}\nuserPrincipalName: bench{i}@example.test\n"
+            f"givenName: Given{i}\nsn: Surname{i}\nmail: bench{i}@example.test\n"
+            f"displayName: Given{i} Surname{i}\ntitle: Title {i % 37}\ndepartment: Dept {i % 11}\n"
+            f"employeeNumber: E{i:06d}\nuserAccountControl: 544\n\n"
+        )
+    for s in streams:
+        s.close()
+
+    members = memberships(a.users, a.groups)
+    streams = [out("2-groups-a.ldif"), out("2-groups-b.ldif")]
+    for j in range(a.groups):
+        cn = "Bench Big" if j == 0 else f"Bench Group {j:04d}"
+        text = f"dn: {group_dn(j)}\nobjectClass: top\nobjectClass: group\ncn: {cn}\nsAMAccountName: bench-g{j}\n"
+        text += "".join(f"member: {user_dn(i)}\n" for i in members[j])
+        # the big group alone in stream a, the rest alternating
+        streams[0 if j == 0 else (j % 2)].write(text + "\n")
+    for s in streams:
+        s.close()
+
+    with out("model.json") as f:
+        json.dump({"users": a.users, "groups": a.groups, "big": big_size(a.users),
+                   "memberships": sum(len(m) for m in members)}, f)
+
+
+if __name__ == "__main__":
+    main()
