@@ -16,7 +16,7 @@ use crate::directory::{DirObject, Directory, ObjectKind, ObjectQuery};
 use crate::error::{AppError, ErrorKind, Result};
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
-use crate::sync::apply::{Applier, BulkLimits, Counts, Failure};
+use crate::sync::apply::{Applier, BulkLimits, Counts, Failure, WriteOptions};
 use crate::sync::desired;
 use crate::sync::plan::{self, Kind, Known, Plan, Quarantined};
 use crate::sync::state::{AnchorKind, AnchorState, StateStore};
@@ -276,15 +276,18 @@ async fn pipeline(
     }
 
     let applying = Instant::now();
-    let bulk = if config.sync.bulk {
-        BulkLimits::announced(capabilities.bulk, capabilities.bulk_max_operations, capabilities.bulk_max_payload)
-    } else {
-        None
+    let options = WriteOptions {
+        concurrency: config.sync.concurrency as usize,
+        patch: capabilities.patch,
+        bulk: if config.sync.bulk {
+            BulkLimits::announced(capabilities.bulk, capabilities.bulk_max_operations, capabilities.bulk_max_payload)
+        } else {
+            None
+        },
     };
     let progress = ctx.printer.progress("Writing to the tenant");
     let show = |n: u64| progress.set(n);
-    let mut applier =
-        Applier::new(client, store, run, config.sync.concurrency as usize, capabilities.patch, bulk, &show)?;
+    let mut applier = Applier::new(client, store, run, options, &show, &anchors);
     let applied = apply_all(&mut applier, &the_plan, &wanted, &objects, &validation, &anchors).await;
     report.counts = applier.counts.clone();
     report.plan = Some(the_plan);
@@ -314,8 +317,8 @@ async fn apply_all(
     applier.writes(&users, &user_updates).await?;
     // Second pass: users whose manager was created in this run get the manager's SCIM id.
     if !wanted.manager_pending.is_empty() {
-        let anchors = applier_anchors(applier, anchors);
-        let again = desired::build(objects, validation, &applier.ids, &anchors);
+        // Only the ids changed since the first build (the anchors decide nothing a create alters).
+        let again = desired::build(objects, validation, &applier.ids, anchors);
         let pending: std::collections::BTreeSet<&String> = wanted.manager_pending.iter().collect();
         let updates: Vec<_> = again
             .objects
@@ -379,28 +382,6 @@ fn story(
         };
     }
     story
-}
-
-/// The anchors as the applier knows them now (ids of objects created in this run included).
-fn applier_anchors(
-    applier: &Applier<'_>,
-    before: &HashMap<String, crate::sync::state::Anchor>,
-) -> HashMap<String, crate::sync::state::Anchor> {
-    let mut anchors = before.clone();
-    for (guid, id) in &applier.ids {
-        let entry = anchors.entry(guid.clone()).or_insert_with(|| crate::sync::state::Anchor {
-            guid: guid.clone(),
-            kind: AnchorKind::User,
-            scim_id: None,
-            dn: String::new(),
-            hash: None,
-            state: AnchorState::Active,
-            last_seen_run: None,
-        });
-        entry.scim_id = Some(id.clone());
-        entry.state = AnchorState::Active;
-    }
-    anchors
 }
 
 fn planned_counts(plan: &Plan) -> Counts {

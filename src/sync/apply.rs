@@ -10,9 +10,17 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::plan::{Kind, MembershipChange, Plan, Removal, RemoveAction, Write};
-use super::state::{AnchorKind, AnchorState, Batch, QuarantineEntry, StateError, StateStore};
+use super::state::{Anchor, AnchorKind, AnchorState, Batch, QuarantineEntry, StateError, StateStore};
 use crate::error::{AppError, ErrorKind};
 use crate::tenant::scim::{self, BulkMethod, BulkOperation, ResourceKind, ScimClient, TenantError};
+
+/// How writes go out: in flight at once, PATCH if the tenant announces it, `/Bulk` limits.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOptions {
+    pub concurrency: usize,
+    pub patch: bool,
+    pub bulk: Option<BulkLimits>,
+}
 
 /// What the tenant's `/Bulk` accepts per request (from its ServiceProviderConfig).
 #[derive(Debug, Clone, Copy)]
@@ -96,31 +104,29 @@ impl<'a> Applier<'a> {
         client: &'a ScimClient,
         store: &'a mut StateStore,
         run: i64,
-        concurrency: usize,
-        patch: bool,
-        bulk: Option<BulkLimits>,
+        options: WriteOptions,
         progress: &'a dyn Fn(u64),
-    ) -> Result<Self, StateError> {
-        let ids = store
-            .anchors()?
-            .into_values()
+        anchors: &HashMap<String, Anchor>,
+    ) -> Self {
+        let ids = anchors
+            .values()
             .filter(|a| matches!(a.state, AnchorState::Active | AnchorState::Deactivated))
-            .filter_map(|a| a.scim_id.map(|id| (a.guid, id)))
+            .filter_map(|a| a.scim_id.clone().map(|id| (a.guid.clone(), id)))
             .collect();
-        Ok(Applier {
+        Applier {
             client,
             store,
             run,
-            concurrency: concurrency.max(1),
-            patch,
-            bulk,
+            concurrency: options.concurrency.max(1),
+            patch: options.patch,
+            bulk: options.bulk,
             progress,
             done: 0,
             ids,
             batch: Batch::default(),
             counts: Counts::default(),
             failures: Vec::new(),
-        })
+        }
     }
 
     /// Creates and updates of one kind. Creates are journaled (committed) before any is sent.
