@@ -101,6 +101,8 @@ pub struct Plan {
     /// In scope, valid and identical to what the tenant has: (guid, current DN).
     #[serde(skip)]
     pub unchanged: Vec<(String, String)>,
+    /// Reported once, as the sync report's `quarantined`.
+    #[serde(skip)]
     pub quarantine: Vec<Quarantined>,
     /// Users that were quarantined and are now valid or gone.
     pub released: Vec<String>,
