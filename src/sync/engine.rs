@@ -414,27 +414,16 @@ impl Engine<'_, '_> {
                 for m in &page {
                     if let Some(q) = verdicts.quarantined.get(&m.guid) {
                         held.push(q.clone());
-                    } else if kind == ObjectKind::Group {
-                        let candidates =
-                            self.store.group_members(&m.guid)?.into_iter().map(|(guid, is_group, valid)| {
-                                let held = !valid
-                                    && !is_group
-                                    && anchors.get(&guid).is_some_and(|a| a.state == AnchorState::Active);
-                                Candidate { guid, is_group, valid, held }
-                            });
-                        wanted.push(desired::group(&m.object, &m.guid, desired::members(&m.guid, candidates)));
-                    } else if m.valid == Some(true) {
-                        let manager = match &m.manager {
-                            Some(g) if self.store.is_valid_user(g)? => Some(g.clone()),
-                            _ => None,
-                        };
-                        let manager_id = manager.as_deref().and_then(|g| self.id(g));
-                        if manager.is_some() && manager_id.is_none() {
-                            pending_managers.push(m.guid.clone());
-                        }
-                        wanted.push(desired::user(&m.object, &m.guid, manager_id.as_deref()));
+                        continue;
                     }
                     // An invalid user not validated in this run is already quarantined.
+                    let id = |g: &str| self.id(g);
+                    if let Some((d, manager_pending)) = want(self.store, m, &anchors, &id)? {
+                        if manager_pending {
+                            pending_managers.push(m.guid.clone());
+                        }
+                        wanted.push(d);
+                    }
                 }
                 let guids: Vec<&str> = wanted.iter().map(|d| d.guid.as_str()).collect();
                 let bodies = self.store.bodies_for(&guids)?;
@@ -496,6 +485,33 @@ impl Engine<'_, '_> {
         applier.counts.updated = before; // the same users, completed: not counted twice
         Ok(())
     }
+}
+
+/// What the tenant should hold for one object of the mirror (`None`: an invalid user), and
+/// whether its manager is valid but has no SCIM id yet (it is created in this run).
+fn want(
+    store: &StateStore,
+    m: &Mirrored,
+    anchors: &HashMap<String, super::state::Anchor>,
+    id: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<(plan::Desired, bool)>> {
+    if m.object.kind == ObjectKind::Group {
+        let candidates = store.group_members(&m.guid)?.into_iter().map(|(guid, is_group, valid)| {
+            let held = !valid && !is_group && anchors.get(&guid).is_some_and(|a| a.state == AnchorState::Active);
+            Candidate { guid, is_group, valid, held }
+        });
+        return Ok(Some((desired::group(&m.object, &m.guid, desired::members(&m.guid, candidates)), false)));
+    }
+    if m.valid != Some(true) {
+        return Ok(None);
+    }
+    let manager = match &m.manager {
+        Some(g) if store.is_valid_user(g)? => Some(g.as_str()),
+        _ => None,
+    };
+    let manager_id = manager.and_then(id);
+    let pending = manager.is_some() && manager_id.is_none();
+    Ok(Some((desired::user(&m.object, &m.guid, manager_id.as_deref()), pending)))
 }
 
 /// The anchors the tenant holds for objects the mirror no longer has (deleted in AD, moved
@@ -584,5 +600,231 @@ mod tests {
             ScopeConfig { ous: vec![OuRef { dn: "OU=A,DC=x".into(), guid: Some("g-b".into()) }], excluded: vec![] };
         assert_eq!(scope_fingerprint(&a), scope_fingerprint(&renamed));
         assert_ne!(scope_fingerprint(&a), scope_fingerprint(&other));
+    }
+
+    // ------------------------------------------------------------------ delta ≡ full, by model
+
+    /// A small directory: users (mail may be missing or shared), groups (members: users and
+    /// groups), managers. Every object is in scope.
+    #[derive(Clone, Default)]
+    struct Model {
+        users: BTreeMap<u8, (Option<String>, String, Option<u8>)>, // mail, title, manager
+        groups: BTreeMap<u8, BTreeSet<u8>>,                        // members (user ids < 100, groups ≥ 100)
+    }
+
+    fn guid(id: u8) -> crate::directory::ObjectGuid {
+        crate::directory::ObjectGuid([id; 16])
+    }
+
+    fn dn(id: u8) -> Dn {
+        Dn::parse(&format!("CN=o{id},OU=P,DC=x,DC=y")).unwrap()
+    }
+
+    impl Model {
+        fn object(&self, id: u8) -> Option<DirObject> {
+            let member_of: Vec<Dn> = self.groups.iter().filter(|(_, m)| m.contains(&id)).map(|(g, _)| dn(*g)).collect();
+            if let Some((mail, title, manager)) = self.users.get(&id) {
+                return Some(DirObject {
+                    kind: ObjectKind::User,
+                    dn: dn(id),
+                    guid: Some(guid(id)),
+                    sam_account_name: Some(format!("o{id}")),
+                    user_principal_name: Some(format!("o{id}@x.y")),
+                    given_name: Some("G".into()),
+                    sn: Some("S".into()),
+                    mail: mail.clone(),
+                    title: Some(title.clone()),
+                    manager: manager.map(dn),
+                    member_of,
+                    direct_reports: self.users.iter().filter(|(_, u)| u.2 == Some(id)).map(|(r, _)| dn(*r)).collect(),
+                    ..DirObject::default()
+                });
+            }
+            self.groups.get(&id).map(|members| DirObject {
+                kind: ObjectKind::Group,
+                dn: dn(id),
+                guid: Some(guid(id)),
+                cn: Some(format!("o{id}")),
+                members: members.iter().map(|m| dn(*m)).collect(),
+                member_of,
+                ..DirObject::default()
+            })
+        }
+
+        fn ids(&self) -> BTreeSet<u8> {
+            self.users.keys().chain(self.groups.keys()).copied().collect()
+        }
+    }
+
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// Every object's tenant form (a valid user's body, a group's body and members; "invalid").
+    fn observe(store: &StateStore) -> BTreeMap<String, String> {
+        let anchors = HashMap::new();
+        let mut out = BTreeMap::new();
+        for kind in [ObjectKind::User, ObjectKind::Group] {
+            for m in store.work_page(kind, true, "", 10_000).unwrap() {
+                let id = |g: &str| Some(g.to_owned());
+                let form = match want(store, &m, &anchors, &id).unwrap() {
+                    Some((d, _)) => format!("{} {:?}", d.hash, d.members),
+                    None => "invalid".into(),
+                };
+                out.insert(m.guid, form);
+            }
+        }
+        out
+    }
+
+    fn full(store: &mut StateStore, model: &Model, run: i64) {
+        let objects: Vec<DirObject> = model.ids().into_iter().filter_map(|id| model.object(id)).collect();
+        store.mirror_put(&objects, run, false).unwrap();
+        let unseen = store.mirror_unseen(run).unwrap();
+        store.mirror_remove(&unseen).unwrap();
+        store.mirror_resolve_links(false).unwrap();
+        validate(store, true).unwrap();
+    }
+
+    fn mirror_rows(store: &StateStore) -> Vec<String> {
+        let mut stmt = store
+            .conn
+            .prepare(
+                "SELECT guid || ' ' || dn || ' ' || data || ' ' || COALESCE(manager, '-') || ' ' || COALESCE(status, '-')
+                 FROM dir_objects UNION ALL SELECT group_guid || ' has ' || member_guid FROM dir_members ORDER BY 1",
+            )
+            .unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn a_delta_marks_every_object_whose_tenant_form_changed_and_patches_the_mirror_exactly() {
+        for seed in 1..=60u64 {
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = StateStore::open(&dir.path().join("state.db"), "2026-11-28T00:00:00Z").unwrap();
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut model = Model::default();
+            for id in 0..12u8 {
+                let mail = (rng.next(5) != 0).then(|| format!("m{}@x.y", rng.next(14)));
+                model.users.insert(id, (mail, "t".into(), None));
+            }
+            for g in 100..104u8 {
+                let members =
+                    (0..4).map(|_| if rng.next(5) == 0 { 100 + rng.next(4) as u8 } else { rng.next(12) as u8 });
+                model.groups.insert(g, members.filter(|m| *m != g).collect());
+            }
+            for id in 0..12u8 {
+                if rng.next(2) == 0 {
+                    model.users.get_mut(&id).unwrap().2 = Some(rng.next(12) as u8).filter(|m| *m != id);
+                }
+            }
+            full(&mut store, &model, 1);
+            store.mirror_sql(|tx| tx.execute("DELETE FROM dirty", []).map(|_| ())).unwrap();
+            for step in 0..6i64 {
+                let before = observe(&store);
+                let old = model.clone();
+                let mut changed = BTreeSet::new();
+                let mut removed = BTreeSet::new();
+                for _ in 0..1 + rng.next(3) {
+                    let id = rng.next(12) as u8;
+                    match rng.next(7) {
+                        0 => {
+                            if let Some(u) = model.users.get_mut(&id) {
+                                u.0 = (rng.next(3) != 0).then(|| format!("m{}@x.y", rng.next(14)));
+                                changed.insert(id);
+                            }
+                        }
+                        1 => {
+                            if let Some(u) = model.users.get_mut(&id) {
+                                u.1 = format!("t{}", rng.next(100));
+                                changed.insert(id);
+                            }
+                        }
+                        2 => {
+                            // Deleted, or moved out of scope: AD drops its links.
+                            if model.users.remove(&id).is_some() {
+                                removed.insert(id);
+                                for members in model.groups.values_mut() {
+                                    members.remove(&id);
+                                }
+                                for u in model.users.values_mut() {
+                                    if u.2 == Some(id) {
+                                        u.2 = None;
+                                    }
+                                }
+                            }
+                        }
+                        3 => {
+                            // Created, or moved into the scope: a group may list it already
+                            // without having changed itself (only the user's memberOf says so).
+                            model.users.insert(id, (Some(format!("n{id}@x.y")), "new".into(), None));
+                            removed.remove(&id);
+                            changed.insert(id);
+                            if rng.next(2) == 0 {
+                                model.groups.get_mut(&(100 + rng.next(4) as u8)).unwrap().insert(id);
+                            }
+                        }
+                        4 | 5 => {
+                            let g = 100 + rng.next(4) as u8;
+                            let members = model.groups.get_mut(&g).unwrap();
+                            if !members.remove(&id) && model.users.contains_key(&id) {
+                                members.insert(id);
+                            }
+                            changed.insert(g);
+                        }
+                        _ => {
+                            if let Some(u) = model.users.get_mut(&id) {
+                                u.2 = Some(rng.next(12) as u8).filter(|m| *m != id && model_has(&old, *m));
+                                changed.insert(id);
+                            }
+                        }
+                    }
+                }
+                let run = step + 2;
+                let puts: Vec<DirObject> = changed.iter().filter_map(|id| model.object(*id)).collect();
+                store.mirror_put(&puts, run, true).unwrap();
+                let gone: Vec<String> = removed.iter().map(|id| guid(*id).to_string()).collect();
+                store.mirror_remove(&gone).unwrap();
+                store.mirror_resolve_links(true).unwrap();
+                store.mark_unsettled_dirty().unwrap();
+                validate(&mut store, false).unwrap();
+                let after = observe(&store);
+                let dirty: BTreeSet<String> = store
+                    .mirror_sql(|tx| {
+                        let mut stmt = tx.prepare("SELECT guid FROM dirty")?;
+                        let rows = stmt.query_map([], |r| r.get(0))?;
+                        rows.collect()
+                    })
+                    .unwrap();
+                for (guid, form) in &after {
+                    if before.get(guid) != Some(form) {
+                        assert!(
+                            dirty.contains(guid),
+                            "seed {seed} step {step}: {guid} changed ({:?} → {form}) but is not dirty",
+                            before.get(guid)
+                        );
+                    }
+                }
+                // The patched mirror is the one a full read would build.
+                let patched = mirror_rows(&store);
+                let dir2 = tempfile::tempdir().unwrap();
+                let mut fresh = StateStore::open(&dir2.path().join("state.db"), "2026-11-28T00:00:00Z").unwrap();
+                full(&mut fresh, &model, run);
+                let strip = |rows: Vec<String>| rows;
+                assert_eq!(strip(patched), strip(mirror_rows(&fresh)), "seed {seed} step {step}");
+                store.mirror_sql(|tx| tx.execute("DELETE FROM dirty", []).map(|_| ())).unwrap();
+            }
+        }
+    }
+
+    fn model_has(model: &Model, id: u8) -> bool {
+        model.users.contains_key(&id)
     }
 }

@@ -133,7 +133,10 @@ const SELECT: &str = "SELECT guid, kind, dn, data, manager, status FROM dir_obje
 
 impl StateStore {
     /// One savepoint (nested inside a dry run's): all of `f` or none of it.
-    fn mirror_sql<T>(&mut self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StateError> {
+    pub(super) fn mirror_sql<T>(
+        &mut self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StateError> {
         let result = (|| {
             let sp = self.conn.savepoint()?;
             sp.execute_batch(
@@ -287,6 +290,7 @@ impl StateStore {
                     run
                 ])?;
                 if o.kind == ObjectKind::Group {
+                    link.execute(params![guid, "member", ""])?; // even with none: an emptied group
                     for m in &o.members {
                         link.execute(params![guid, "member", m.normalized()])?;
                     }
