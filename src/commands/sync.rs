@@ -373,7 +373,7 @@ async fn sync(
     let mut engine = Engine { store, applier, ids, plan: Plan::default() };
     let applying = Instant::now();
     let applied = engine.run(all, &verdicts, removals).await;
-    report.timings_ms.plan = ms(planned) - ms(applying);
+    report.timings_ms.plan = u64::try_from(applying.duration_since(planned).as_millis()).unwrap_or(u64::MAX);
     report.timings_ms.apply = ms(applying);
     let the_plan = std::mem::take(&mut engine.plan);
     match engine.applier.take() {

@@ -129,6 +129,14 @@ fn row_to_mirrored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Mirrored> {
     Ok(Mirrored { guid, object, manager: r.get(4)?, valid: status.map(|s| s == "valid") })
 }
 
+/// Per-connection scratch tables of [`StateStore::mirror_put`] and
+/// [`StateStore::mirror_resolve_links`] (created once, outside any dry-run savepoint).
+pub(super) const TEMP_TABLES: &str = "
+    CREATE TEMP TABLE IF NOT EXISTS links (from_guid TEXT NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL);
+    CREATE INDEX IF NOT EXISTS temp.links_from ON links (from_guid, kind);
+    CREATE INDEX IF NOT EXISTS temp.links_target ON links (kind, target);
+    CREATE TEMP TABLE IF NOT EXISTS old_members (group_guid TEXT, member_guid TEXT);";
+
 const SELECT: &str = "SELECT guid, kind, dn, data, manager, status FROM dir_objects";
 
 impl StateStore {
@@ -139,9 +147,6 @@ impl StateStore {
     ) -> Result<T, StateError> {
         let result = (|| {
             let sp = self.conn.savepoint()?;
-            sp.execute_batch(
-                "CREATE TEMP TABLE IF NOT EXISTS links (from_guid TEXT NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL)",
-            )?;
             let out = f(&sp)?;
             sp.commit()?;
             Ok(out)
@@ -247,19 +252,16 @@ impl StateStore {
                 if delta {
                     mark_dirty(tx, &guid)?;
                     let old: Option<[Option<String>; 3]> = tx
-                        .query_row(
-                            "SELECT mail_key, upn_key, sam_key FROM dir_objects WHERE guid = ?1",
-                            [&guid],
-                            |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?]),
-                        )
+                        .prepare_cached("SELECT mail_key, upn_key, sam_key FROM dir_objects WHERE guid = ?1")?
+                        .query_row([&guid], |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?]))
                         .optional()?;
                     for (i, column) in KEY_COLUMNS.iter().enumerate() {
                         let old_key = old.as_ref().and_then(|k| k[i].clone());
                         for key in [old_key, keys[i].clone()].into_iter().flatten() {
-                            tx.execute(
-                                &format!("INSERT OR IGNORE INTO dirty (guid) SELECT guid FROM dir_objects WHERE {column} = ?1"),
-                                [&key],
-                            )?;
+                            tx.prepare_cached(&format!(
+                                "INSERT OR IGNORE INTO dirty (guid) SELECT guid FROM dir_objects WHERE {column} = ?1"
+                            ))?
+                            .execute([&key])?;
                         }
                     }
                 }
@@ -321,8 +323,7 @@ impl StateStore {
         self.mirror_sql(|tx| {
             // The member lists of the groups read: replaced (old rows kept aside to compare).
             tx.execute_batch(
-                "CREATE TEMP TABLE IF NOT EXISTS old_members (group_guid TEXT, member_guid TEXT);
-                 DELETE FROM temp.old_members;
+                "DELETE FROM temp.old_members;
                  INSERT INTO temp.old_members SELECT group_guid, member_guid FROM dir_members
                    WHERE group_guid IN (SELECT from_guid FROM temp.links WHERE kind = 'member')
                       OR member_guid IN (SELECT from_guid FROM temp.links WHERE kind = 'memberOf');
@@ -373,9 +374,10 @@ impl StateStore {
             let mut removed = 0;
             for guid in guids {
                 dirty_neighbours(tx, guid)?;
-                tx.execute("DELETE FROM dir_members WHERE group_guid = ?1 OR member_guid = ?1", [guid])?;
-                tx.execute("UPDATE dir_objects SET manager = NULL WHERE manager = ?1", [guid])?;
-                removed += tx.execute("DELETE FROM dir_objects WHERE guid = ?1", [guid])?;
+                tx.prepare_cached("DELETE FROM dir_members WHERE group_guid = ?1 OR member_guid = ?1")?
+                    .execute([guid])?;
+                tx.prepare_cached("UPDATE dir_objects SET manager = NULL WHERE manager = ?1")?.execute([guid])?;
+                removed += tx.prepare_cached("DELETE FROM dir_objects WHERE guid = ?1")?.execute([guid])?;
             }
             Ok(removed)
         })
@@ -424,7 +426,7 @@ impl StateStore {
                 tx.execute("DELETE FROM dir_ous WHERE guid = ?1", [guid])?;
             }
             for (guid, dn) in ous {
-                tx.execute("INSERT OR REPLACE INTO dir_ous (guid, dn) VALUES (?1, ?2)", [guid, dn])?;
+                tx.prepare_cached("INSERT OR REPLACE INTO dir_ous (guid, dn) VALUES (?1, ?2)")?.execute([guid, dn])?;
             }
             Ok(())
         })
@@ -441,7 +443,8 @@ impl StateStore {
 
     pub fn mirror_contains(&self, guid: &str) -> Result<bool, StateError> {
         self.conn
-            .query_row("SELECT EXISTS (SELECT 1 FROM dir_objects WHERE guid = ?1)", [guid], |r| r.get(0))
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM dir_objects WHERE guid = ?1)")
+            .and_then(|mut s| s.query_row([guid], |r| r.get(0)))
             .map_err(|e| self.sql(e))
     }
 
@@ -470,7 +473,8 @@ impl StateStore {
 
     pub fn mirrored(&self, guid: &str) -> Result<Option<Mirrored>, StateError> {
         self.conn
-            .query_row(&format!("{SELECT} WHERE guid = ?1"), [guid], row_to_mirrored)
+            .prepare_cached(&format!("{SELECT} WHERE guid = ?1"))
+            .and_then(|mut s| s.query_row([guid], row_to_mirrored))
             .optional()
             .map_err(|e| self.sql(e))
     }
@@ -522,14 +526,17 @@ impl StateStore {
     /// holding it and the users it manages dirty (they are mapped from its eligibility).
     pub fn set_verdicts(&mut self, verdicts: &[(String, bool)], delta: bool) -> Result<(), StateError> {
         self.mirror_sql(|tx| {
+            let mut old = tx.prepare_cached("SELECT status FROM dir_objects WHERE guid = ?1")?;
+            let mut set = tx.prepare_cached("UPDATE dir_objects SET status = ?2 WHERE guid = ?1")?;
             for (guid, valid) in verdicts {
-                let old: Option<Option<String>> =
-                    tx.query_row("SELECT status FROM dir_objects WHERE guid = ?1", [guid], |r| r.get(0)).optional()?;
                 let new = if *valid { "valid" } else { "invalid" };
-                if delta && old.flatten().as_deref() != Some(new) {
-                    dirty_neighbours(tx, guid)?;
+                if delta {
+                    let was: Option<Option<String>> = old.query_row([guid], |r| r.get(0)).optional()?;
+                    if was.flatten().as_deref() != Some(new) {
+                        dirty_neighbours(tx, guid)?;
+                    }
                 }
-                tx.execute("UPDATE dir_objects SET status = ?2 WHERE guid = ?1", [guid, new])?;
+                set.execute([guid, new])?;
             }
             Ok(())
         })
@@ -552,11 +559,10 @@ impl StateStore {
     /// Whether `guid` is a valid user in the mirror (a manager the tenant can point to).
     pub fn is_valid_user(&self, guid: &str) -> Result<bool, StateError> {
         self.conn
-            .query_row(
+            .prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM dir_objects WHERE guid = ?1 AND kind = 'user' AND status = 'valid')",
-                [guid],
-                |r| r.get(0),
             )
+            .and_then(|mut s| s.query_row([guid], |r| r.get(0)))
             .map_err(|e| self.sql(e))
     }
 
@@ -628,23 +634,23 @@ impl StateStore {
 }
 
 fn mark_dirty(tx: &Connection, guid: &str) -> rusqlite::Result<()> {
-    tx.execute("INSERT OR IGNORE INTO dirty (guid) VALUES (?1)", [guid]).map(|_| ())
+    tx.prepare_cached("INSERT OR IGNORE INTO dirty (guid) VALUES (?1)")?.execute([guid]).map(|_| ())
 }
 
 /// The objects whose tenant form depends on `guid`'s presence or validity: the groups holding
 /// it, the users it manages, and the users sharing a duplicate-checked value with it.
 fn dirty_neighbours(tx: &Connection, guid: &str) -> rusqlite::Result<()> {
     mark_dirty(tx, guid)?;
-    tx.execute("INSERT OR IGNORE INTO dirty (guid) SELECT group_guid FROM dir_members WHERE member_guid = ?1", [guid])?;
-    tx.execute("INSERT OR IGNORE INTO dirty (guid) SELECT guid FROM dir_objects WHERE manager = ?1", [guid])?;
+    tx.prepare_cached("INSERT OR IGNORE INTO dirty (guid) SELECT group_guid FROM dir_members WHERE member_guid = ?1")?
+        .execute([guid])?;
+    tx.prepare_cached("INSERT OR IGNORE INTO dirty (guid) SELECT guid FROM dir_objects WHERE manager = ?1")?
+        .execute([guid])?;
     for column in KEY_COLUMNS {
-        tx.execute(
-            &format!(
-                "INSERT OR IGNORE INTO dirty (guid) SELECT o.guid FROM dir_objects o JOIN dir_objects me
-                   ON me.guid = ?1 AND o.{column} = me.{column}"
-            ),
-            [guid],
-        )?;
+        tx.prepare_cached(&format!(
+            "INSERT OR IGNORE INTO dirty (guid) SELECT o.guid FROM dir_objects o JOIN dir_objects me
+               ON me.guid = ?1 AND o.{column} = me.{column}"
+        ))?
+        .execute([guid])?;
     }
     Ok(())
 }

@@ -295,6 +295,7 @@ impl StateStore {
         )
         .map_err(sql)?;
         tx.commit().map_err(sql)?;
+        conn.execute_batch(super::mirror::TEMP_TABLES).map_err(sql)?;
 
         Ok(StateStore { conn, _lock: Some(lock), path: display, first_own_run: None })
     }
