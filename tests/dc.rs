@@ -332,7 +332,7 @@ fn big_group_members_are_read_in_ranges() {
             let group = dn(big["dn"].as_str().unwrap());
             let members = d.group_members(&group).await.unwrap();
             let info = d.info().await.unwrap();
-            let query = ausi::directory::ObjectQuery { users: false, groups: true, members: true };
+            let query = ausi::directory::ObjectQuery { users: false, groups: true, members: true, backlinks: false };
             let mut from_scan = Vec::new();
             d.objects(
                 &info.naming_context,

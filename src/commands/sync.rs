@@ -1,32 +1,35 @@
-//! `ausi sync`: one pipeline — read the selected scope, validate, map, plan against the state
-//! store, apply to the tenant, commit, report, heartbeat. Every safety check runs before the
-//! first write.
+//! `ausi sync`: the tenant first, then the directory; a delta from the watermark when it can be
+//! trusted, else a full sync that says why; validate, plan and apply through the one engine
+//! ([`crate::sync::engine`]); commit, advance the watermark, report, heartbeat. Every safety
+//! check runs before the first write.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::json;
 
-use super::{Context, Report, ScopeDescription, choose_scope, open_directory, read_scope};
+use super::{Context, Report, ScopeDescription, choose_scope, open_directory};
 use crate::cli::SyncArgs;
 use crate::config::AgentConfig;
-use crate::directory::{DirObject, Directory, ObjectKind, ObjectQuery};
+use crate::directory::Directory;
 use crate::error::{AppError, ErrorKind, Result};
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
 use crate::sync::apply::{Applier, BulkLimits, Counts, Failure, WriteOptions};
-use crate::sync::desired;
-use crate::sync::plan::{self, Kind, Known, Plan, Quarantined};
-use crate::sync::state::{AnchorKind, AnchorState, StateStore};
-use crate::sync::validate::Validator;
+use crate::sync::engine::{self, Engine, Fallback, Mode, ModeInputs, ReadCounts};
+use crate::sync::mirror::Watermark;
+use crate::sync::plan::{self, Plan, Quarantined};
+use crate::sync::state::{AnchorState, StateStore};
 use crate::tenant::{self, agent::AgentApi};
 
 #[derive(Debug, Serialize)]
 pub struct SyncReport {
-    /// `full` (incremental sync arrives in a later release; every run reads the whole scope).
+    /// `full` or `delta` (only what changed since the watermark was read).
     pub mode: &'static str,
+    /// Why a run asked to be a delta was a full sync.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Fallback>,
     pub source: String,
     pub scope: ScopeDescription,
     pub state_path: String,
@@ -37,21 +40,52 @@ pub struct SyncReport {
     /// `failures`. Absent only when the run stopped before planning.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
+    /// Every user in scope that is not provisioned because of its data.
     pub quarantined: Vec<Quarantined>,
     pub failures: Vec<Failure>,
     /// Requests that changed the tenant (retries included); zero for a dry run.
     pub write_requests: u64,
     pub timings_ms: Timings,
+    pub resources: Resources,
     /// With `--user`: that user, end to end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<UserStory>,
+}
+
+/// What this run cost the machine (measured at the end of the run).
+#[derive(Debug, Default, Serialize)]
+pub struct Resources {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_user_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_sys_ms: Option<u64>,
+}
+
+impl Resources {
+    /// From /proc (Linux): `VmHWM` and the utime/stime ticks (USER_HZ is 100 in the /proc ABI).
+    pub fn measure() -> Resources {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let peak = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024);
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the command name (which may hold spaces, so split after its ')').
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+        let ticks = |i: usize| fields.get(i).and_then(|t| t.parse::<u64>().ok()).map(|t| t * 10);
+        Resources { peak_rss_bytes: peak, cpu_user_ms: ticks(11), cpu_sys_ms: ticks(12) }
+    }
 }
 
 /// `sync --user X --dry-run`: where the user stands and what this run would do to it.
 #[derive(Debug, Serialize)]
 pub struct UserStory {
     pub query: String,
-    /// Found among the users read from the selected scope.
+    /// Found among the users of the selected scope.
     pub in_scope: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rules: Option<crate::sync::validate::Explanation>,
@@ -62,13 +96,6 @@ pub struct UserStory {
     pub operation: &'static str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub changed: Vec<String>,
-}
-
-#[derive(Debug, Default, Serialize)]
-pub struct ReadCounts {
-    pub users: u64,
-    pub groups: u64,
-    pub entries: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -98,34 +125,29 @@ pub async fn run(ctx: &Context<'_>, args: &SyncArgs) -> Result<Outcome> {
     let tenant_config = config.tenant.clone().ok_or_else(|| {
         AppError::config("the agent is not registered with a tenant").with_hint("run `ausi register --home-realm URL`")
     })?;
-    if !args.full {
-        warnings.push(Warning::new(
-            "full-sync",
-            "incremental sync arrives in a later release: this run reads the whole scope (a full sync)",
-        ));
-    }
     let timeout = Duration::from_secs(config.sync.request_timeout_secs.max(1));
     let client = tenant::client(&tenant_config, timeout)?;
     let state_path = state_path(&config, &ctx.config_path);
     let stamp = jiff::Timestamp::now().to_string();
     let mut store = StateStore::open(&state_path, &stamp)?;
-    let run = store.begin_run("full", args.dry_run, &stamp)?;
+    let run = store.begin_run("sync", args.dry_run, &stamp)?;
     let result = pipeline(ctx, args, &config, &client, &mut store, run, &mut warnings).await;
-    let (exit, counts) = match &result {
-        Ok((report, exit, _)) => (*exit, serde_json::to_value(&report.counts).unwrap_or_default()),
-        Err(e) => (e.exit_status(), json!({})),
+    let (exit, counts, kind) = match &result {
+        Ok((report, exit, _)) => (*exit, serde_json::to_value(&report.counts).unwrap_or_default(), report.mode),
+        Err(e) => (e.exit_status(), json!({}), "sync"),
     };
     let outcome_name = match exit {
         ExitStatus::Ok => "ok",
         ExitStatus::Findings => "findings",
         _ => "error",
     };
-    store.finish_run(run, outcome_name, i64::from(exit.code()), &counts, &jiff::Timestamp::now().to_string())?;
+    store.finish_run(run, kind, outcome_name, i64::from(exit.code()), &counts, &jiff::Timestamp::now().to_string())?;
     let (mut report, exit, error) = result?;
     report.write_requests = client.write_requests();
     report.state_path = state_path.display().to_string();
 
-    // Heartbeat: best effort, after the state is committed.
+    // Heartbeat: best effort, after the state is committed. The tenant may ask for a full sync,
+    // which the next run does.
     if !args.dry_run
         && tenant_config.agent_api == Some(true)
         && let (Some(realm), Ok(token)) = (&tenant_config.home_realm, tenant::token(&tenant_config))
@@ -135,19 +157,28 @@ pub async fn run(ctx: &Context<'_>, args: &SyncArgs) -> Result<Outcome> {
             "name": agent, "hostname": super::register::host_name().unwrap_or_default(),
             "version": env!("CARGO_PKG_VERSION"), "os": std::env::consts::OS,
             "status": outcome_name,
-            "last_sync": {"kind": "full", "finished_at": jiff::Timestamp::now().to_string(),
+            "last_sync": {"kind": report.mode, "finished_at": jiff::Timestamp::now().to_string(),
                 "created": report.counts.created, "updated": report.counts.updated,
                 "deactivated": report.counts.deactivated, "failed": report.counts.failed,
                 "quarantined": report.counts.quarantined}
         });
         let sent = match AgentApi::new(realm, &agent, token, timeout) {
-            Ok(api) => api.heartbeat(&body).await.map(|_| ()),
+            Ok(api) => api.heartbeat(&body).await,
             Err(e) => Err(e),
         };
-        if let Err(e) = sent {
-            warnings.push(Warning::new("heartbeat-failed", format!("the heartbeat was not accepted: {e}")));
+        match sent {
+            Ok(Some(answer)) if answer.full_sync_requested => {
+                store.set_meta("full_sync_requested", Some("1"))?;
+                warnings.push(Warning::new(
+                    "full-sync-requested",
+                    "the tenant asked for a full sync: the next run does one",
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => warnings.push(Warning::new("heartbeat-failed", format!("the heartbeat was not accepted: {e}"))),
         }
     }
+    report.resources = Resources::measure();
     let mut outcome = Outcome::new(Report::Sync(Box::new(report)), exit);
     outcome.warnings = warnings;
     outcome.dry_run = args.dry_run;
@@ -166,82 +197,124 @@ async fn pipeline(
     run: i64,
     warnings: &mut Vec<Warning>,
 ) -> PipelineResult {
-    let started = Instant::now();
     // The tenant first: a revoked token or an unreachable tenant stops the run before AD is read.
     let capabilities = client.service_provider_config().await?;
     let mut directory = open_directory(&args.directory, Some(config), warnings).await?;
     let info = directory.info().await?;
     let (scope, description) = choose_scope(&mut directory, None, Some(config), warnings).await?;
-    let mut objects: Vec<DirObject> = Vec::new();
-    let query = ObjectQuery { users: true, groups: true, members: true };
-    let summary = read_scope(&mut directory, &scope, query, ctx.printer, &mut |o| objects.push(o)).await?;
-    let mut validator = match &args.user {
-        Some(user) => Validator::explaining(user),
-        None => Validator::new(),
-    };
-    for user in objects.iter().filter(|o| o.kind == ObjectKind::User) {
-        validator.add(user);
-    }
-    let read = ReadCounts {
-        users: objects.iter().filter(|o| o.kind == ObjectKind::User).count() as u64,
-        groups: objects.iter().filter(|o| o.kind == ObjectKind::Group).count() as u64,
-        entries: summary.entries,
-    };
-    let read_ms = ms(started);
-    if !summary.unreadable.is_empty() {
-        let first = &summary.unreadable[0];
-        return Err(AppError::new(
-            ErrorKind::SafetyStop,
-            format!(
-                "{} entries could not be read (first: {}: {}); nothing was written, because a partial read must not deprovision anyone",
-                summary.unreadable.len(),
-                first.location,
-                first.message
+    // Read before anything else, so changes made during the run are read again next time.
+    let started_at = jiff::Timestamp::now();
+    let tracking = directory.change_tracking().await?;
+    let fingerprint = engine::scope_fingerprint(&config.scope);
+    let watermark = store.watermark()?;
+    let (mode, fallback) = engine::choose_mode(&ModeInputs {
+        full_asked: args.full,
+        tracking: tracking.as_ref(),
+        watermark: watermark.as_ref(),
+        scope: &fingerprint,
+        full_pending: store.meta("full_pending")?.is_some(),
+        tenant_requested: store.meta("full_sync_requested")?.is_some(),
+        now: started_at,
+    });
+    if let (Mode::Delta { .. }, Some(t)) = (mode, &tracking)
+        && !t.tombstones_visible
+    {
+        warnings.push(
+            Warning::new(
+                "deletions-not-visible",
+                format!(
+                    "the bind account cannot read CN=Deleted Objects, so this delta cannot see objects deleted in AD since the last run; the next full sync deprovisions them ({})",
+                    "grant the account List Contents and Read Property on that container, see the README"
+                ),
             ),
-        ));
+        );
     }
-    let (validation, explanation) = validator.finish(Vec::new());
-
-    let planned = Instant::now();
-    let anchors = store.anchors()?;
-    let provisioned_users =
-        anchors.values().filter(|a| a.kind == AnchorKind::User && a.state == AnchorState::Active).count();
-    if read.users == 0 && provisioned_users > 0 {
-        return Err(AppError::new(
-            ErrorKind::SafetyStop,
-            format!("the directory returned no users in scope, but {provisioned_users} are provisioned; nothing was written"),
-        )
-        .with_hint("check the selected OUs and the bind account's read rights; an emptied OU is never taken as a reason to deprovision"));
-    }
-    let ids: HashMap<String, String> = anchors
-        .values()
-        .filter(|a| a.state == AnchorState::Active)
-        .filter_map(|a| a.scim_id.clone().map(|id| (a.guid.clone(), id)))
-        .collect();
-    let wanted = desired::build(&objects, &validation, &ids, &anchors);
-    let (bodies, members, quarantine) = (store.bodies()?, store.members()?, store.quarantine()?);
-    let known = Known { anchors: &anchors, bodies: &bodies, members: &members, quarantine: &quarantine };
-    let the_plan = plan::plan(&wanted.objects, wanted.quarantined.clone(), &known, config.sync.on_remove);
-    let plan_ms = ms(planned);
-
     let mut report = SyncReport {
-        mode: "full",
+        mode: mode.name(),
+        fallback,
         source: info.source,
         scope: description,
         state_path: String::new(),
-        read,
+        read: ReadCounts::default(),
         counts: Counts::default(),
         plan: None,
-        quarantined: wanted.quarantined.clone(),
+        quarantined: Vec::new(),
         failures: Vec::new(),
         write_requests: 0,
-        timings_ms: Timings { read: read_ms, plan: plan_ms, apply: 0 },
-        user: args.user.as_ref().map(|query| story(query, explanation, &wanted.objects, &the_plan)),
+        timings_ms: Timings::default(),
+        resources: Resources::default(),
+        user: None,
     };
-    let findings = if the_plan.quarantine.is_empty() { ExitStatus::Ok } else { ExitStatus::Findings };
+    // A dry run goes through the same engine inside a savepoint that is rolled back.
+    if args.dry_run {
+        store.begin_dry_run()?;
+    }
+    let result =
+        sync(ctx, args, config, client, &capabilities, store, run, &mut directory, &scope, mode, &mut report).await;
+    if args.dry_run {
+        store.end_dry_run()?;
+    }
+    let (exit, error) = result?;
+    if error.is_none() && !args.dry_run {
+        match tracking {
+            Some(t) => store.advance(&Watermark {
+                dc: t.dc,
+                invocation_id: t.invocation_id,
+                usn: t.highest_usn,
+                taken_at: started_at.to_string(),
+                scope: fingerprint,
+            })?,
+            None => store.settle()?,
+        }
+    }
+    Ok((report, exit, error))
+}
+
+/// Refresh, validate, check, plan and (unless a dry run) apply. An error inside the apply is
+/// returned beside the report, which says what was done before it.
+#[allow(clippy::too_many_arguments)]
+async fn sync(
+    ctx: &Context<'_>,
+    args: &SyncArgs,
+    config: &AgentConfig,
+    client: &tenant::ScimClient,
+    capabilities: &tenant::scim::Capabilities,
+    store: &mut StateStore,
+    run: i64,
+    directory: &mut crate::directory::AnyDirectory,
+    scope: &crate::sync::scope::Scope,
+    mode: Mode,
+    report: &mut SyncReport,
+) -> Result<(ExitStatus, Option<AppError>)> {
+    let started = Instant::now();
+    let refresh = match mode {
+        Mode::Full => engine::refresh_full(directory, scope, store, run, ctx.printer).await?,
+        Mode::Delta { since } => engine::refresh_delta(directory, scope, store, run, since, ctx.printer).await?,
+    };
+    report.read = refresh.read;
+    report.timings_ms.read = ms(started);
+    let planned = Instant::now();
+    let all = mode == Mode::Full;
+    let verdicts = engine::validate(store, all)?;
+    // Everyone in scope who is held back: this run's verdicts, and earlier ones still standing.
+    let mut quarantined: Vec<Quarantined> = refresh.no_guid;
+    quarantined.extend(verdicts.quarantined.values().cloned());
+    for q in store.quarantine()? {
+        if !verdicts.checked.contains(&q.guid) && store.mirror_contains(&q.guid)? {
+            quarantined.push(Quarantined { guid: q.guid, dn: q.dn, reasons: q.reasons });
+        }
+    }
+    quarantined.sort_by(|a, b| a.dn.cmp(&b.dn));
+    report.quarantined = quarantined;
+    let findings = if report.quarantined.is_empty() { ExitStatus::Ok } else { ExitStatus::Findings };
+    if let Some(query) = &args.user {
+        report.user = Some(story(store, query)?);
+    }
 
     // Deletion threshold: count and percentage, before anything is written.
-    let removing = the_plan.deprovisions();
+    let removals = engine::planned_removals(store, config.sync.on_remove)?;
+    let anchors = store.anchors()?;
+    let removing = removals.iter().filter(|r| r.action != plan::RemoveAction::Retire).count();
     let provisioned = anchors.values().filter(|a| a.state == AnchorState::Active).count().max(1);
     let limit = args.allow_deletes.unwrap_or(config.sync.max_deletions);
     let percent = removing * 100 / provisioned;
@@ -257,105 +330,76 @@ async fn pipeline(
             ),
         )
         .with_hint(format!("check the plan in the report; if it is right, run again with --allow-deletes {removing}"));
-        report.plan = Some(the_plan);
-        return Ok((report, ExitStatus::SafetyStop, Some(error)));
+        report.plan = Some(Plan { removals, ..Plan::default() });
+        return Ok((ExitStatus::SafetyStop, Some(error)));
     }
-    if args.strict && !the_plan.quarantine.is_empty() {
+    if args.strict && !report.quarantined.is_empty() {
         let error = AppError::new(
             ErrorKind::SafetyStop,
-            format!("--strict: {} users in scope are invalid, so nothing was written", the_plan.quarantine.len()),
+            format!("--strict: {} users in scope are invalid, so nothing was written", report.quarantined.len()),
         );
-        report.counts.quarantined = the_plan.quarantine.len() as u64;
-        report.plan = Some(the_plan);
-        return Ok((report, ExitStatus::Findings, Some(error)));
-    }
-    if args.dry_run {
-        report.counts = planned_counts(&the_plan);
-        report.plan = Some(the_plan);
-        return Ok((report, findings, None));
+        report.counts.quarantined = report.quarantined.len() as u64;
+        return Ok((ExitStatus::Findings, Some(error)));
     }
 
-    let applying = Instant::now();
-    let options = WriteOptions {
-        concurrency: config.sync.concurrency as usize,
-        patch: capabilities.patch,
-        bulk: if config.sync.bulk {
-            BulkLimits::announced(capabilities.bulk, capabilities.bulk_max_operations, capabilities.bulk_max_payload)
-        } else {
-            None
-        },
-    };
     let progress = ctx.printer.progress("Writing to the tenant");
     let show = |n: u64| progress.set(n);
-    let mut applier = Applier::new(client, store, run, options, &show, &anchors);
-    let applied = apply_all(&mut applier, &the_plan, &wanted, &objects, &validation, &anchors).await;
-    report.counts = applier.counts.clone();
-    report.plan = Some(the_plan);
-    report.failures = applier.failures.clone();
+    let applier = (!args.dry_run).then(|| {
+        let options = WriteOptions {
+            concurrency: config.sync.concurrency as usize,
+            patch: capabilities.patch,
+            bulk: if config.sync.bulk {
+                BulkLimits::announced(
+                    capabilities.bulk,
+                    capabilities.bulk_max_operations,
+                    capabilities.bulk_max_payload,
+                )
+            } else {
+                None
+            },
+        };
+        Applier::new(client, run, options, &show, &anchors)
+    });
+    let ids = if args.dry_run {
+        anchors
+            .values()
+            .filter(|a| a.state == AnchorState::Active)
+            .filter_map(|a| a.scim_id.clone().map(|id| (a.guid.clone(), id)))
+            .collect()
+    } else {
+        Default::default()
+    };
+    drop(anchors);
+    let mut engine = Engine { store, applier, ids, plan: Plan::default() };
+    let applying = Instant::now();
+    let applied = engine.run(all, &verdicts, removals).await;
+    report.timings_ms.plan = ms(planned) - ms(applying);
     report.timings_ms.apply = ms(applying);
+    let the_plan = std::mem::take(&mut engine.plan);
+    match engine.applier.take() {
+        Some(applier) => {
+            report.counts = applier.counts.clone();
+            report.failures = applier.failures;
+        }
+        None => report.counts = planned_counts(&the_plan),
+    }
+    report.counts.quarantined = report.quarantined.len() as u64;
+    if let Some(user) = &mut report.user {
+        user.locate(&the_plan);
+    }
+    report.plan = Some(the_plan);
     // A run that had to stop (tenant gone, token revoked) still reports what it did.
     let exit = match &applied {
         Err(e) => e.exit_status(),
         Ok(()) if report.failures.is_empty() => findings,
         Ok(()) => ExitStatus::Findings,
     };
-    Ok((report, exit, applied.err()))
+    Ok((exit, applied.err()))
 }
 
-/// Users, the manager pass, groups, memberships, removals, bookkeeping: in that order.
-async fn apply_all(
-    applier: &mut Applier<'_>,
-    the_plan: &Plan,
-    wanted: &desired::DesiredState,
-    objects: &[DirObject],
-    validation: &crate::sync::validate::Validation,
-    anchors: &HashMap<String, crate::sync::state::Anchor>,
-) -> Result<()> {
-    let (users, groups): (Vec<_>, Vec<_>) = the_plan.creates.iter().cloned().partition(|w| w.kind == Kind::User);
-    let (user_updates, group_updates): (Vec<_>, Vec<_>) =
-        the_plan.updates.iter().cloned().partition(|w| w.kind == Kind::User);
-    applier.writes(&users, &user_updates).await?;
-    // Second pass: users whose manager was created in this run get the manager's SCIM id.
-    if !wanted.manager_pending.is_empty() {
-        // Only the ids changed since the first build (the anchors decide nothing a create alters).
-        let again = desired::build(objects, validation, &applier.ids, anchors);
-        let pending: std::collections::BTreeSet<&String> = wanted.manager_pending.iter().collect();
-        let updates: Vec<_> = again
-            .objects
-            .into_iter()
-            .filter(|d| pending.contains(&d.guid))
-            .filter_map(|d| {
-                applier.ids.get(&d.guid).map(|id| plan::Write {
-                    kind: d.kind,
-                    scim_id: Some(id.clone()),
-                    guid: d.guid,
-                    dn: d.dn,
-                    body: d.body,
-                    hash: d.hash,
-                    verify_first: false,
-                    changed: vec!["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User".into()],
-                })
-            })
-            .collect();
-        let before = applier.counts.updated;
-        applier.writes(&[], &updates).await?;
-        applier.counts.updated = before; // the same users, completed: not counted twice
-    }
-    applier.writes(&groups, &group_updates).await?;
-    applier.memberships(&the_plan.memberships).await?;
-    applier.removals(&the_plan.removals).await?;
-    applier.record(the_plan)?;
-    Ok(())
-}
-
-/// Where one user stands in this run's plan.
-fn story(
-    query: &str,
-    rules: Option<crate::sync::validate::Explanation>,
-    desired: &[plan::Desired],
-    plan: &Plan,
-) -> UserStory {
-    let guid = rules.as_ref().and_then(|r| r.identity.object_guid.clone());
+/// Where one user stands (before the plan says what this run does to it).
+fn story(store: &StateStore, query: &str) -> Result<UserStory> {
+    let rules = engine::explain(store, query)?;
     let mut story = UserStory {
         query: query.to_owned(),
         in_scope: rules.is_some(),
@@ -364,24 +408,31 @@ fn story(
         operation: "none",
         changed: vec![],
     };
-    let Some(guid) = guid else { return story };
-    story.scim = desired.iter().find(|d| d.guid == guid).map(|d| d.body.clone());
-    if let Some(w) = plan.creates.iter().find(|w| w.guid == guid) {
-        story.operation = if w.verify_first { "create (after a lookup by externalId)" } else { "create" };
-    } else if let Some(w) = plan.updates.iter().find(|w| w.guid == guid) {
-        story.operation = "update";
-        story.changed = w.changed.clone();
-    } else if plan.unchanged.iter().any(|(g, _)| *g == guid) {
-        story.operation = "unchanged";
-    } else if plan.quarantine.iter().any(|q| q.guid == guid) {
-        story.operation = "quarantine";
-    } else if let Some(r) = plan.removals.iter().find(|r| r.guid == guid) {
-        story.operation = match r.action {
-            plan::RemoveAction::Delete => "delete",
-            _ => "deactivate",
-        };
+    if let Some(m) = store.mirrored_user(query)?.filter(|m| m.valid == Some(true)) {
+        story.scim = Some(crate::sync::desired::user(&m.object, &m.guid, None).body);
     }
-    story
+    Ok(story)
+}
+
+impl UserStory {
+    fn locate(&mut self, plan: &Plan) {
+        let Some(guid) = self.rules.as_ref().and_then(|r| r.identity.object_guid.clone()) else { return };
+        if let Some(w) = plan.creates.iter().find(|w| w.guid == guid) {
+            self.operation = if w.verify_first { "create (after a lookup by externalId)" } else { "create" };
+        } else if let Some(w) = plan.updates.iter().find(|w| w.guid == guid) {
+            self.operation = "update";
+            self.changed = w.changed.clone();
+        } else if plan.unchanged.iter().any(|(g, _)| *g == guid) {
+            self.operation = "unchanged";
+        } else if plan.quarantine.iter().any(|q| q.guid == guid) {
+            self.operation = "quarantine";
+        } else if let Some(r) = plan.removals.iter().find(|r| r.guid == guid) {
+            self.operation = match r.action {
+                plan::RemoveAction::Delete => "delete",
+                _ => "deactivate",
+            };
+        }
+    }
 }
 
 fn planned_counts(plan: &Plan) -> Counts {

@@ -6,14 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::controls::RawControl;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry};
 
 use super::filter::Filter;
 use super::{
-    Container, Decoded, DirObject, Directory, DirectoryError, DirectoryInfo, Dn, OBJECT_ATTRIBUTES, ObjectKind,
-    ObjectQuery, RawEntry, ReadSummary, SAM_USER_ACCOUNT, decode,
+    Change, ChangeTracking, Container, Decoded, DirObject, Directory, DirectoryError, DirectoryInfo, Dn,
+    OBJECT_ATTRIBUTES, ObjectGuid, ObjectKind, ObjectQuery, RawEntry, ReadSummary, SAM_USER_ACCOUNT, decode,
 };
 use crate::secrets::{ExposeSecret, SecretString};
+
+/// LDAP_SERVER_SHOW_DELETED_OID: return tombstones too (read rights suffice).
+const SHOW_DELETED: &str = "1.2.840.113556.1.4.417";
+/// The forest's tombstone lifetime when `tombstoneLifetime` is not set (Microsoft's documented default).
+const DEFAULT_TOMBSTONE_LIFETIME_DAYS: u64 = 60;
 
 /// How many `member` values to ask for per read. AD's MaxValRange is 1500.
 pub const DEFAULT_RANGE_STEP: u32 = 1500;
@@ -168,6 +174,7 @@ impl LdapDirectory {
         scope: Scope,
         filter: &Filter,
         attrs: &[&str],
+        show_deleted: bool,
         each: &mut dyn FnMut(RawEntry) -> Result<(), DirectoryError>,
     ) -> Result<(), DirectoryError> {
         let base_text = base.to_string();
@@ -180,6 +187,9 @@ impl LdapDirectory {
         let timeout = self.operation_timeout;
         let url = self.url.clone();
         self.ldap.with_timeout(timeout);
+        if show_deleted {
+            self.ldap.with_controls(RawControl { ctype: SHOW_DELETED.into(), crit: true, val: None });
+        }
         let mut stream = self
             .ldap
             .streaming_search_with(adapters, &base_text, scope, &filter_text, attrs.to_vec())
@@ -242,10 +252,10 @@ impl Directory for LdapDirectory {
             Ok(())
         };
         let ous = Filter::eq("objectClass", "organizationalUnit");
-        self.paged_search(base, Scope::Subtree, &ous, &attrs, &mut collect).await?;
+        self.paged_search(base, Scope::Subtree, &ous, &attrs, false, &mut collect).await?;
         let containers =
             Filter::Or(vec![Filter::eq("objectClass", "container"), Filter::eq("objectClass", "builtinDomain")]);
-        self.paged_search(base, Scope::OneLevel, &containers, &attrs, &mut collect).await?;
+        self.paged_search(base, Scope::OneLevel, &containers, &attrs, false, &mut collect).await?;
         Ok(out)
     }
 
@@ -256,7 +266,6 @@ impl Directory for LdapDirectory {
         sink: &mut dyn FnMut(DirObject),
         progress: &dyn Fn(u64),
     ) -> Result<ReadSummary, DirectoryError> {
-        let nc = self.info().await?.naming_context;
         let mut kinds = Vec::new();
         if query.users {
             kinds.push(Filter::eq("sAMAccountType", SAM_USER_ACCOUNT.to_string()));
@@ -268,31 +277,127 @@ impl Directory for LdapDirectory {
             1 => kinds.remove(0),
             _ => Filter::Or(kinds),
         };
+        let mut sink = |c: Change| {
+            if let Change::Object(o) = c {
+                sink(*o)
+            }
+        };
+        self.read_objects(base, filter, query, &mut sink, progress).await
+    }
+
+    async fn change_tracking(&mut self) -> Result<Option<ChangeTracking>, DirectoryError> {
+        let root = self
+            .read_base("", &["dsServiceName", "highestCommittedUSN", "configurationNamingContext"])
+            .await?
+            .unwrap_or_default();
+        let text = |name: &str| root.values(name).first().map(|v| String::from_utf8_lossy(v).into_owned());
+        let (Some(dc), Some(usn)) = (text("dsservicename"), text("highestcommittedusn").and_then(|t| t.parse().ok()))
+        else {
+            return Ok(None); // not an AD DC (or one that hides them): no deltas
+        };
+        let Some(invocation_id) = self
+            .read_base(&dc, &["invocationId"])
+            .await?
+            .and_then(|e| e.values("invocationid").first().and_then(|v| ObjectGuid::from_bytes(v)))
+        else {
+            return Ok(None);
+        };
+        let mut lifetime = DEFAULT_TOMBSTONE_LIFETIME_DAYS;
+        if let Some(config) = text("configurationnamingcontext") {
+            let ds = format!("CN=Directory Service,CN=Windows NT,CN=Services,{config}");
+            // Unreadable or absent: the documented default (the shorter, so the safer, choice).
+            if let Ok(Some(entry)) = self.read_base(&ds, &["tombstoneLifetime"]).await
+                && let Some(days) = entry
+                    .values("tombstonelifetime")
+                    .first()
+                    .and_then(|v| String::from_utf8_lossy(v).trim().parse::<u64>().ok())
+            {
+                lifetime = days;
+            }
+        }
+        // Tombstones live in CN=Deleted Objects, which AD lets only administrators list unless
+        // the account was granted List Contents there.
+        let nc = self.info().await?.naming_context;
+        let deleted_objects = format!("CN=Deleted Objects,{nc}");
+        self.ldap.with_controls(RawControl { ctype: SHOW_DELETED.into(), crit: true, val: None });
+        let tombstones_visible = matches!(self.read_base(&deleted_objects, &["objectClass"]).await, Ok(Some(_)));
+        Ok(Some(ChangeTracking {
+            dc,
+            invocation_id: invocation_id.to_string(),
+            highest_usn: usn,
+            tombstone_lifetime_days: lifetime,
+            tombstones_visible,
+        }))
+    }
+
+    async fn changes(
+        &mut self,
+        usn: u64,
+        sink: &mut dyn FnMut(Change),
+        progress: &dyn Fn(u64),
+    ) -> Result<ReadSummary, DirectoryError> {
+        let nc = self.info().await?.naming_context;
+        let above = Filter::Raw(format!("(uSNChanged>={})", usn.saturating_add(1)));
+        let kinds = Filter::Or(vec![
+            Filter::eq("sAMAccountType", SAM_USER_ACCOUNT.to_string()),
+            Filter::eq("objectClass", "group"),
+            Filter::eq("objectClass", "organizationalUnit"),
+        ]);
+        let query = ObjectQuery { users: true, groups: true, members: true, backlinks: true };
+        let mut summary =
+            self.read_objects(&nc, Filter::And(vec![above.clone(), kinds]), query, sink, progress).await?;
+        // Tombstones: the deletions since the watermark (their DNs are mangled; the GUID stays).
+        let deleted = Filter::And(vec![Filter::eq("isDeleted", "TRUE"), above]);
+        self.paged_search(&nc, Scope::Subtree, &deleted, &["objectGUID"], true, &mut |raw| {
+            summary.entries += 1;
+            if let Some(guid) = raw.values("objectguid").first().and_then(|v| ObjectGuid::from_bytes(v)) {
+                sink(Change::Deleted(guid));
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(summary)
+    }
+}
+
+impl LdapDirectory {
+    /// Users, groups (member lists completed by range retrieval) and OUs matching `filter`.
+    async fn read_objects(
+        &mut self,
+        base: &Dn,
+        filter: Filter,
+        query: ObjectQuery,
+        sink: &mut dyn FnMut(Change),
+        progress: &dyn Fn(u64),
+    ) -> Result<ReadSummary, DirectoryError> {
+        let nc = self.info().await?.naming_context;
         let range_attr = format!("member;range=0-{}", self.range_step - 1);
         let mut attrs: Vec<&str> = OBJECT_ATTRIBUTES.to_vec();
         if query.members {
             attrs.push(&range_attr);
         }
+        if query.backlinks {
+            attrs.extend(["memberOf", "directReports", "ou"]);
+        }
         let mut summary = ReadSummary::default();
         // Groups whose member list continues past the first range are finished after the scan.
         let mut unfinished: Vec<DirObject> = Vec::new();
-        self.paged_search(base, Scope::Subtree, &filter, &attrs, &mut |raw| {
+        self.paged_search(base, Scope::Subtree, &filter, &attrs, false, &mut |raw| {
             summary.entries += 1;
             progress(summary.entries);
             let ranged_more = query.members && matches!(raw.ranged("member").1, Some(Some(_)));
-            if let Decoded::Object(object) = decode(&raw, &nc)? {
-                if object.kind == ObjectKind::Group && ranged_more {
-                    unfinished.push(*object);
-                } else {
-                    sink(*object);
-                }
+            match decode(&raw, &nc)? {
+                Decoded::Object(object) if object.kind == ObjectKind::Group && ranged_more => unfinished.push(*object),
+                Decoded::Object(object) => sink(Change::Object(object)),
+                Decoded::Container(c) => sink(Change::Container(c)),
+                Decoded::Other => {}
             }
             Ok(())
         })
         .await?;
         for mut group in unfinished {
             group.members = self.group_members(&group.dn).await?;
-            sink(group);
+            sink(Change::Object(Box::new(group)));
         }
         Ok(summary)
     }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use super::ldif::{LdifError, LdifReader, LdifRecord};
 use super::{
-    Container, Decoded, DirObject, Directory, DirectoryError, DirectoryInfo, Dn, ObjectKind, ObjectQuery, RawEntry,
-    ReadSummary, Unreadable, decode,
+    Change, ChangeTracking, Container, Decoded, DirObject, Directory, DirectoryError, DirectoryInfo, Dn, ObjectKind,
+    ObjectQuery, RawEntry, ReadSummary, Unreadable, decode,
 };
 
 pub struct LdifDirectory {
@@ -113,6 +113,20 @@ impl Directory for LdifDirectory {
             }
         }
         Ok(summary)
+    }
+
+    /// An export is a snapshot: every sync of it is a full sync.
+    async fn change_tracking(&mut self) -> Result<Option<ChangeTracking>, DirectoryError> {
+        Ok(None)
+    }
+
+    async fn changes(
+        &mut self,
+        _usn: u64,
+        _sink: &mut dyn FnMut(Change),
+        _progress: &dyn Fn(u64),
+    ) -> Result<ReadSummary, DirectoryError> {
+        Ok(ReadSummary::default())
     }
 }
 

@@ -77,6 +77,10 @@ pub struct DirObject {
     pub manager: Option<Dn>,
     /// Group members, complete (range retrieval followed), when the query asked for them.
     pub members: Vec<Dn>,
+    /// Back-links, when the query asked for them (a delta reads links from both ends):
+    /// the groups this object is a member of (`memberOf`) and the users it manages.
+    pub member_of: Vec<Dn>,
+    pub direct_reports: Vec<Dn>,
 }
 
 impl DirObject {
@@ -127,11 +131,42 @@ pub struct ObjectQuery {
     pub groups: bool,
     /// Read every group's complete `member` list (range retrieval).
     pub members: bool,
+    /// Also read `memberOf` and `directReports`.
+    pub backlinks: bool,
 }
 
 impl ObjectQuery {
-    pub const USERS: ObjectQuery = ObjectQuery { users: true, groups: false, members: false };
-    pub const USERS_AND_GROUPS: ObjectQuery = ObjectQuery { users: true, groups: true, members: false };
+    pub const USERS: ObjectQuery = ObjectQuery { users: true, groups: false, members: false, backlinks: false };
+    pub const USERS_AND_GROUPS: ObjectQuery =
+        ObjectQuery { users: true, groups: true, members: false, backlinks: false };
+    /// What a sync reads: users and groups with complete member lists.
+    pub const SYNC: ObjectQuery = ObjectQuery { users: true, groups: true, members: true, backlinks: false };
+}
+
+/// A domain controller's change tracking (read-only rights suffice): the watermark of a delta.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChangeTracking {
+    /// The DC's NTDS Settings object (`dsServiceName`): which DC the USNs belong to.
+    pub dc: String,
+    /// The DC's database identity; it changes when the database is restored.
+    pub invocation_id: String,
+    /// `highestCommittedUSN` when read.
+    pub highest_usn: u64,
+    /// The forest's `tombstoneLifetime`: deletions older than this are gone for good.
+    pub tombstone_lifetime_days: u64,
+    /// Whether the bind account can read `CN=Deleted Objects` (else a delta cannot see deletions).
+    pub tombstones_visible: bool,
+}
+
+/// One thing that changed since a watermark.
+#[derive(Debug)]
+pub enum Change {
+    /// A user or group (anywhere in the naming context), with back-links.
+    Object(Box<DirObject>),
+    /// An OU (renamed, moved, created).
+    Container(Container),
+    /// A tombstone: deleted in AD.
+    Deleted(ObjectGuid),
 }
 
 /// An entry that could not be read (only LDIF sources have these: a live DC sends valid BER).
@@ -163,6 +198,18 @@ pub trait Directory {
         base: &Dn,
         query: ObjectQuery,
         sink: &mut dyn FnMut(DirObject),
+        progress: &dyn Fn(u64),
+    ) -> Result<ReadSummary, DirectoryError>;
+
+    /// The DC's watermark; `None` for a source without change tracking (an LDIF export).
+    async fn change_tracking(&mut self) -> Result<Option<ChangeTracking>, DirectoryError>;
+
+    /// Everything in the naming context with `uSNChanged` above `usn`: users, groups and OUs
+    /// (with back-links and complete member lists), then tombstones (Show Deleted control).
+    async fn changes(
+        &mut self,
+        usn: u64,
+        sink: &mut dyn FnMut(Change),
         progress: &dyn Fn(u64),
     ) -> Result<ReadSummary, DirectoryError>;
 }
@@ -198,6 +245,25 @@ impl Directory for AnyDirectory {
         match self {
             AnyDirectory::Ldap(d) => d.objects(base, query, sink, progress).await,
             AnyDirectory::Ldif(d) => d.objects(base, query, sink, progress).await,
+        }
+    }
+
+    async fn change_tracking(&mut self) -> Result<Option<ChangeTracking>, DirectoryError> {
+        match self {
+            AnyDirectory::Ldap(d) => d.change_tracking().await,
+            AnyDirectory::Ldif(d) => d.change_tracking().await,
+        }
+    }
+
+    async fn changes(
+        &mut self,
+        usn: u64,
+        sink: &mut dyn FnMut(Change),
+        progress: &dyn Fn(u64),
+    ) -> Result<ReadSummary, DirectoryError> {
+        match self {
+            AnyDirectory::Ldap(d) => d.changes(usn, sink, progress).await,
+            AnyDirectory::Ldif(d) => d.changes(usn, sink, progress).await,
         }
     }
 }
@@ -413,7 +479,13 @@ pub fn decode(raw: &RawEntry, naming_context: &Dn) -> Result<Decoded, DirectoryE
         employee_number: raw.text("employeenumber"),
         manager: raw.text("manager").and_then(|m| Dn::parse(&m).ok()),
         members,
+        member_of: dns(raw.values("memberof")),
+        direct_reports: dns(raw.values("directreports")),
     })))
+}
+
+fn dns(values: &[Vec<u8>]) -> Vec<Dn> {
+    values.iter().filter_map(|v| Dn::parse(&String::from_utf8_lossy(v)).ok()).collect()
 }
 
 /// The AD definition of a user: `sAMAccountType = 805306368`. An export without that attribute

@@ -68,7 +68,6 @@ pub struct Failure {
 
 pub struct Applier<'a> {
     client: &'a ScimClient,
-    store: &'a mut StateStore,
     run: i64,
     concurrency: usize,
     patch: bool,
@@ -102,7 +101,6 @@ fn is_fatal(e: &TenantError) -> bool {
 impl<'a> Applier<'a> {
     pub fn new(
         client: &'a ScimClient,
-        store: &'a mut StateStore,
         run: i64,
         options: WriteOptions,
         progress: &'a dyn Fn(u64),
@@ -115,7 +113,6 @@ impl<'a> Applier<'a> {
             .collect();
         Applier {
             client,
-            store,
             run,
             concurrency: options.concurrency.max(1),
             patch: options.patch,
@@ -130,13 +127,18 @@ impl<'a> Applier<'a> {
     }
 
     /// Creates and updates of one kind. Creates are journaled (committed) before any is sent.
-    pub async fn writes(&mut self, creates: &[Write], updates: &[Write]) -> Result<(), AppError> {
+    pub async fn writes(
+        &mut self,
+        store: &mut StateStore,
+        creates: &[Write],
+        updates: &[Write],
+    ) -> Result<(), AppError> {
         if !creates.is_empty() {
             let mut journal = Batch::default();
             for w in creates {
                 journal.pending(&w.guid, w.kind.into(), &w.dn);
             }
-            self.store.commit(&journal, &now())?;
+            store.commit(&journal, &now())?;
         }
         let mut jobs: Vec<(&Write, bool)> =
             creates.iter().map(|w| (w, true)).chain(updates.iter().map(|w| (w, false))).collect();
@@ -146,7 +148,7 @@ impl<'a> Applier<'a> {
                 jobs.into_iter().partition(|(w, create)| !*create || (!w.verify_first && w.kind == Kind::User));
             jobs = single;
             if bulk.len() > 1 {
-                jobs.extend(self.bulk_writes(&bulk, limits).await?);
+                jobs.extend(self.bulk_writes(store, &bulk, limits).await?);
             } else {
                 jobs.extend(bulk);
             }
@@ -167,10 +169,10 @@ impl<'a> Applier<'a> {
                 }
                 result => self.written(w, create, result),
             }
-            self.maybe_commit()?;
+            self.maybe_commit(store)?;
         }
         drop(results);
-        self.flush()?;
+        self.flush(store)?;
         fatal.map_or(Ok(()), |e| Err(e.into()))
     }
 
@@ -178,6 +180,7 @@ impl<'a> Applier<'a> {
     /// redo one by one: conflicts (resolved by soft match) and chunks the tenant refused whole.
     async fn bulk_writes<'w>(
         &mut self,
+        store: &mut StateStore,
         jobs: &[(&'w Write, bool)],
         limits: BulkLimits,
     ) -> Result<Vec<(&'w Write, bool)>, AppError> {
@@ -228,18 +231,18 @@ impl<'a> Applier<'a> {
                                 Err(TenantError::Protocol(format!("bulk operation answered {status} without an id"))),
                             ),
                         }
-                        self.maybe_commit()?;
+                        self.maybe_commit(store)?;
                     }
                 }
                 Err(e) if is_fatal(&e) => {
-                    self.flush()?;
+                    self.flush(store)?;
                     return Err(e.into());
                 }
                 // The tenant refused the request as a whole (too large, not supported after all).
                 Err(_) => redo.extend(chunk),
             }
         }
-        self.flush()?;
+        self.flush(store)?;
         Ok(redo)
     }
 
@@ -263,7 +266,7 @@ impl<'a> Applier<'a> {
 
     /// Membership differences: one PATCH per group (adds in one operation, each remove as
     /// `members[value eq "…"]`), never a rewrite of the whole member list.
-    pub async fn memberships(&mut self, changes: &[MembershipChange]) -> Result<(), AppError> {
+    pub async fn memberships(&mut self, store: &mut StateStore, changes: &[MembershipChange]) -> Result<(), AppError> {
         for change in changes {
             let Some(group_id) = self.ids.get(&change.group_guid).cloned() else {
                 continue; // the group's own create failed: recorded already, retried next run
@@ -290,14 +293,14 @@ impl<'a> Applier<'a> {
                     }
                     self.counts.membership_changes += 1;
                 }
-                Err(e) => self.settle_error(e, &change.group_guid, &change.group_dn, "membership")?,
+                Err(e) => self.settle_error(store, e, &change.group_guid, &change.group_dn, "membership")?,
             }
-            self.maybe_commit()?;
+            self.maybe_commit(store)?;
         }
-        self.flush()
+        self.flush(store)
     }
 
-    pub async fn removals(&mut self, removals: &[Removal]) -> Result<(), AppError> {
+    pub async fn removals(&mut self, store: &mut StateStore, removals: &[Removal]) -> Result<(), AppError> {
         for r in removals {
             let id = match (&r.scim_id, r.action) {
                 (_, RemoveAction::Retire) => {
@@ -319,7 +322,7 @@ impl<'a> Applier<'a> {
                         }
                     },
                     Err(e) => {
-                        self.settle_error(e, &r.guid, &r.dn, "deprovision")?;
+                        self.settle_error(store, e, &r.guid, &r.dn, "deprovision")?;
                         continue;
                     }
                 },
@@ -349,15 +352,15 @@ impl<'a> Applier<'a> {
                     self.batch.set_state(&r.guid, state);
                     self.batch.clear_failure(&r.guid);
                 }
-                Err(e) => self.settle_error(e, &r.guid, &r.dn, "deprovision")?,
+                Err(e) => self.settle_error(store, e, &r.guid, &r.dn, "deprovision")?,
             }
-            self.maybe_commit()?;
+            self.maybe_commit(store)?;
         }
-        self.flush()
+        self.flush(store)
     }
 
     /// Bookkeeping that needs no tenant write: unchanged objects seen, quarantine in and out.
-    pub fn record(&mut self, plan: &Plan) -> Result<(), AppError> {
+    pub fn record(&mut self, store: &mut StateStore, plan: &Plan) -> Result<(), AppError> {
         let stamp = now();
         for (guid, dn) in &plan.unchanged {
             self.batch.seen(guid, dn, self.run);
@@ -376,14 +379,21 @@ impl<'a> Applier<'a> {
         for guid in &plan.released {
             self.batch.release(guid);
         }
-        self.flush()
+        self.flush(store)
     }
 
     /// A fatal error (token refused, tenant gone) stops the run once what was done is
     /// committed; any other is the object's own failure, recorded and retried next run.
-    fn settle_error(&mut self, e: TenantError, guid: &str, dn: &str, operation: &'static str) -> Result<(), AppError> {
+    fn settle_error(
+        &mut self,
+        store: &mut StateStore,
+        e: TenantError,
+        guid: &str,
+        dn: &str,
+        operation: &'static str,
+    ) -> Result<(), AppError> {
         if is_fatal(&e) {
-            self.flush()?;
+            self.flush(store)?;
             return Err(e.into());
         }
         self.failed(guid, dn, operation, e);
@@ -401,16 +411,16 @@ impl<'a> Applier<'a> {
         self.failures.push(Failure { guid: guid.to_owned(), dn: dn.to_owned(), operation, error, scim });
     }
 
-    fn maybe_commit(&mut self) -> Result<(), AppError> {
+    fn maybe_commit(&mut self, store: &mut StateStore) -> Result<(), AppError> {
         self.done += 1;
         (self.progress)(self.done);
-        if self.batch.len() >= COMMIT_EVERY { self.flush() } else { Ok(()) }
+        if self.batch.len() >= COMMIT_EVERY { self.flush(store) } else { Ok(()) }
     }
 
     /// Commits what was applied so far (one SQLite transaction).
-    pub fn flush(&mut self) -> Result<(), AppError> {
+    pub fn flush(&mut self, store: &mut StateStore) -> Result<(), AppError> {
         if !self.batch.is_empty() {
-            self.store.commit(&self.batch, &now())?;
+            store.commit(&self.batch, &now())?;
             self.batch = Batch::default();
         }
         Ok(())

@@ -3,7 +3,9 @@
 
 pub mod apply;
 pub mod desired;
+pub mod engine;
 pub mod map;
+pub mod mirror;
 pub mod plan;
 pub mod scope;
 pub mod state;

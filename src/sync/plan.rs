@@ -132,10 +132,12 @@ pub struct Known<'a> {
     pub quarantine: &'a [QuarantineEntry],
 }
 
-pub fn plan(desired: &[Desired], quarantined: Vec<Quarantined>, known: &Known<'_>, on_remove: OnRemove) -> Plan {
+/// Creates, updates and membership differences for `desired` (a page of the objects a run
+/// looks at), and the quarantine of `quarantined`; removals are [`removals`]' business.
+pub fn plan_objects(desired: &[Desired], quarantined: Vec<Quarantined>, known: &Known<'_>) -> Plan {
     let mut plan = Plan::default();
-    let wanted: HashMap<&str, &Desired> = desired.iter().map(|d| (d.guid.as_str(), d)).collect();
-    let held_back: BTreeSet<&str> = quarantined.iter().map(|q| q.guid.as_str()).collect();
+    let held_back: BTreeSet<&str> =
+        quarantined.iter().map(|q| q.guid.as_str()).chain(known.quarantine.iter().map(|q| q.guid.as_str())).collect();
 
     for d in desired {
         let write = |scim_id: Option<String>, verify_first: bool, changed: Vec<String>| Write {
@@ -178,15 +180,21 @@ pub fn plan(desired: &[Desired], quarantined: Vec<Quarantined>, known: &Known<'_
         }
     }
 
-    // Whatever the tenant holds that is no longer wanted (and not merely held back) goes,
-    // per policy. The caller only plans after a complete read.
-    let mut gone: Vec<&Anchor> = known
-        .anchors
-        .values()
-        .filter(|a| matches!(a.state, AnchorState::Active | AnchorState::Pending))
-        .filter(|a| !wanted.contains_key(a.guid.as_str()) && !held_back.contains(a.guid.as_str()))
-        .collect();
+    // Quarantined users that are valid now.
+    let valid: BTreeSet<&str> = desired.iter().map(|d| d.guid.as_str()).collect();
+    plan.released =
+        known.quarantine.iter().filter(|q| valid.contains(q.guid.as_str())).map(|q| q.guid.clone()).collect();
+    plan.quarantine = quarantined;
+    plan
+}
+
+/// What the tenant holds that left the scope or was deleted in AD (`gone`), per policy. The
+/// caller passes only anchors it has evidence for: never the result of a failed or partial read.
+pub fn removals<'a>(gone: impl IntoIterator<Item = &'a Anchor>, on_remove: OnRemove) -> Vec<Removal> {
+    let mut gone: Vec<&Anchor> =
+        gone.into_iter().filter(|a| matches!(a.state, AnchorState::Active | AnchorState::Pending)).collect();
     gone.sort_by(|a, b| a.dn.cmp(&b.dn));
+    let mut out = Vec::new();
     for a in gone {
         let kind = match a.kind {
             AnchorKind::User => Kind::User,
@@ -198,7 +206,7 @@ pub fn plan(desired: &[Desired], quarantined: Vec<Quarantined>, known: &Known<'_
             (OnRemove::Deactivate, Kind::User) => RemoveAction::Deactivate,
             (OnRemove::Deactivate, Kind::Group) => RemoveAction::Retire,
         };
-        plan.removals.push(Removal {
+        out.push(Removal {
             kind,
             guid: a.guid.clone(),
             dn: a.dn.clone(),
@@ -207,16 +215,24 @@ pub fn plan(desired: &[Desired], quarantined: Vec<Quarantined>, known: &Known<'_
             reason: "no longer in the selected scope, or deleted in AD",
         });
     }
+    out
+}
 
-    let now_quarantined: BTreeSet<&str> = quarantined.iter().map(|q| q.guid.as_str()).collect();
-    plan.released = known
-        .quarantine
-        .iter()
-        .filter(|q| !now_quarantined.contains(q.guid.as_str()))
-        .map(|q| q.guid.clone())
-        .collect();
-    plan.quarantine = quarantined;
-    plan
+impl Plan {
+    /// Adds a page's plan to the run's (without the bodies: the report never shows them).
+    pub fn absorb(&mut self, page: Plan) {
+        let strip = |mut w: Write| {
+            w.body = Value::Null;
+            w
+        };
+        self.creates.extend(page.creates.into_iter().map(strip));
+        self.updates.extend(page.updates.into_iter().map(strip));
+        self.memberships.extend(page.memberships);
+        self.removals.extend(page.removals);
+        self.unchanged.extend(page.unchanged);
+        self.quarantine.extend(page.quarantine);
+        self.released.extend(page.released);
+    }
 }
 
 #[cfg(test)]
@@ -264,6 +280,7 @@ mod tests {
             }
         }
 
+        /// As a full sync plans: every anchor not desired (nor held back) is gone.
         fn plan(&self, desired: &[Desired], quarantined: Vec<Quarantined>, on_remove: OnRemove) -> Plan {
             let known = Known {
                 anchors: &self.anchors,
@@ -271,7 +288,13 @@ mod tests {
                 members: &self.members,
                 quarantine: &self.quarantine,
             };
-            plan(desired, quarantined, &known, on_remove)
+            let kept: BTreeSet<&str> =
+                desired.iter().map(|d| d.guid.as_str()).chain(quarantined.iter().map(|q| q.guid.as_str())).collect();
+            let gone = self.anchors.values().filter(|a| !kept.contains(a.guid.as_str()));
+            let removals = removals(gone, on_remove);
+            let mut plan = plan_objects(desired, quarantined, &known);
+            plan.removals = removals;
+            plan
         }
     }
 

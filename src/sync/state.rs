@@ -21,7 +21,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
 
 /// The schema this build reads and writes.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for another connection (a `status` reader, a checkpoint) to let go.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -65,6 +65,50 @@ CREATE TABLE IF NOT EXISTS failures (
     error     TEXT NOT NULL,
     since     TEXT NOT NULL,
     attempts  INTEGER NOT NULL
+);
+-- The directory mirror (schema 2, see mirror.rs): the selected scope as of the watermark.
+CREATE TABLE IF NOT EXISTS dir_objects (
+    guid     TEXT PRIMARY KEY,
+    kind     TEXT NOT NULL CHECK (kind IN ('user', 'group')),
+    dn       TEXT NOT NULL,
+    dn_key   TEXT NOT NULL,
+    -- the attributes read (JSON; no secrets: AD never returns any)
+    data     TEXT NOT NULL,
+    -- the values the duplicate rules compare (trimmed, lower case)
+    mail_key TEXT,
+    upn_key  TEXT,
+    sam_key  TEXT,
+    -- the manager's guid, when in scope
+    manager  TEXT,
+    -- users: 'valid' or 'invalid' after validation
+    status   TEXT,
+    seen_run INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dir_objects_dn ON dir_objects (dn_key);
+CREATE INDEX IF NOT EXISTS dir_objects_mail ON dir_objects (mail_key);
+CREATE INDEX IF NOT EXISTS dir_objects_upn ON dir_objects (upn_key);
+CREATE INDEX IF NOT EXISTS dir_objects_sam ON dir_objects (sam_key);
+CREATE INDEX IF NOT EXISTS dir_objects_manager ON dir_objects (manager);
+CREATE TABLE IF NOT EXISTS dir_members (
+    group_guid  TEXT NOT NULL,
+    member_guid TEXT NOT NULL,
+    PRIMARY KEY (group_guid, member_guid)
+);
+CREATE INDEX IF NOT EXISTS dir_members_by_member ON dir_members (member_guid);
+CREATE TABLE IF NOT EXISTS dir_ous (
+    guid TEXT PRIMARY KEY,
+    dn   TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dirty (
+    guid TEXT PRIMARY KEY
+);
+CREATE TABLE IF NOT EXISTS watermarks (
+    dc            TEXT PRIMARY KEY,
+    invocation_id TEXT NOT NULL,
+    usn           INTEGER NOT NULL,
+    taken_at      TEXT NOT NULL,
+    -- fingerprint of the selected OUs the mirror holds
+    scope         TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS runs (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -203,7 +247,7 @@ pub enum StateError {
 
 /// The open state database. Dropping it closes the connection first, then releases the lock.
 pub struct StateStore {
-    conn: Connection,
+    pub(super) conn: Connection,
     /// Held for the store's lifetime by [`StateStore::open`]; `None` for a read-only store.
     _lock: Option<File>,
     path: String,
@@ -244,8 +288,9 @@ impl StateStore {
         // Creation is one transaction: a kill leaves either no tables or all of them.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
         tx.execute_batch(SCHEMA).map_err(sql)?;
+        // Schema 1 stores gain the mirror tables; having no watermark, their next run is full.
         tx.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?1)",
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?1)",
             [SCHEMA_VERSION.to_string()],
         )
         .map_err(sql)?;
@@ -271,7 +316,7 @@ impl StateStore {
         Ok(Some(StateStore { conn, _lock: None, path: display, first_own_run: None }))
     }
 
-    fn sql(&self, source: rusqlite::Error) -> StateError {
+    pub(super) fn sql(&self, source: rusqlite::Error) -> StateError {
         StateError::Sqlite { path: self.path.clone(), source }
     }
 
@@ -284,9 +329,11 @@ impl StateStore {
         Ok(id)
     }
 
+    /// `kind` is what the run turned out to be (`full` or `delta`), decided after it began.
     pub fn finish_run(
         &mut self,
         run: i64,
+        kind: &str,
         outcome: &str,
         exit_code: i64,
         counts: &serde_json::Value,
@@ -295,8 +342,8 @@ impl StateStore {
         let changed = self
             .conn
             .execute(
-                "UPDATE runs SET finished_at = ?2, outcome = ?3, exit_code = ?4, counts = ?5 WHERE id = ?1",
-                params![run, now, outcome, exit_code, counts.to_string()],
+                "UPDATE runs SET finished_at = ?2, outcome = ?3, exit_code = ?4, counts = ?5, kind = ?6 WHERE id = ?1",
+                params![run, now, outcome, exit_code, counts.to_string(), kind],
             )
             .map_err(|e| self.sql(e))?;
         if changed == 0 {
@@ -669,7 +716,7 @@ fn check_version(conn: &Connection, path: &str) -> Result<Option<i64>, StateErro
         Some(found) if found > SCHEMA_VERSION => {
             Err(StateError::TooNew { path: path.to_owned(), found, supported: SCHEMA_VERSION })
         }
-        // Older versions would be migrated here; version 1 is the first.
+        // Older versions are migrated by `open` (schema 2 only adds tables).
         found => Ok(found),
     }
 }
@@ -795,7 +842,7 @@ mod tests {
         assert_eq!(pragma(&store, "journal_mode"), "wal");
         assert_eq!(pragma(&store, "synchronous"), "1"); // NORMAL
         assert_eq!(pragma(&store, "foreign_keys"), "1");
-        assert_eq!(check_version(&store.conn, "x").unwrap(), Some(1));
+        assert_eq!(check_version(&store.conn, "x").unwrap(), Some(2));
         assert!(store.anchors().unwrap().is_empty());
         assert!(store.members().unwrap().is_empty());
         assert!(store.quarantine().unwrap().is_empty());
@@ -805,7 +852,7 @@ mod tests {
         drop(store);
         // Reopening an existing store changes nothing.
         let store = StateStore::open(&path, T1).unwrap();
-        assert_eq!(check_version(&store.conn, "x").unwrap(), Some(1));
+        assert_eq!(check_version(&store.conn, "x").unwrap(), Some(2));
     }
 
     #[test]
@@ -1059,7 +1106,7 @@ mod tests {
     fn runs_round_trip_newest_first() {
         let (_dir, _path, mut store) = store();
         let r1 = store.begin_run("sync", false, T0).unwrap();
-        store.finish_run(r1, "ok", 0, &serde_json::json!({"created": 2, "updated": 1}), T1).unwrap();
+        store.finish_run(r1, "full", "ok", 0, &serde_json::json!({"created": 2, "updated": 1}), T1).unwrap();
         let r2 = store.begin_run("validate", true, T1).unwrap();
         assert!(r2 > r1);
         let runs = store.last_runs(10).unwrap();
@@ -1081,7 +1128,7 @@ mod tests {
             runs[1],
             RunRecord {
                 id: r1,
-                kind: "sync".into(),
+                kind: "full".into(),
                 dry_run: false,
                 started_at: T0.into(),
                 finished_at: Some(T1.into()),
@@ -1092,7 +1139,7 @@ mod tests {
         );
         assert_eq!(store.last_runs(1).unwrap()[0].id, r2);
         assert!(store.last_runs(0).unwrap().is_empty());
-        assert!(store.finish_run(9999, "ok", 0, &serde_json::Value::Null, T2).is_err());
+        assert!(store.finish_run(9999, "full", "ok", 0, &serde_json::Value::Null, T2).is_err());
     }
 
     #[test]
@@ -1111,7 +1158,7 @@ mod tests {
         assert!(s.previous_run_crashed().unwrap());
         let again = s.begin_run("sync", false, T1).unwrap();
         assert!(s.previous_run_crashed().unwrap(), "still true once this run has begun");
-        s.finish_run(again, "ok", 0, &serde_json::json!({}), T1).unwrap();
+        s.finish_run(again, "full", "ok", 0, &serde_json::json!({}), T1).unwrap();
         assert_eq!(s.last_runs(10).unwrap().iter().find(|r| r.id == run).unwrap().outcome, None);
         drop(s);
 
@@ -1122,13 +1169,13 @@ mod tests {
 
         let mut s = reopen();
         let dry = s.begin_run("sync", true, T2).unwrap();
-        s.finish_run(dry, "ok", 0, &serde_json::json!({}), T2).unwrap();
+        s.finish_run(dry, "full", "ok", 0, &serde_json::json!({}), T2).unwrap();
         drop(s); // ... followed by a finished dry run, which resolved nothing
 
         let mut s = reopen();
         assert!(s.previous_run_crashed().unwrap(), "run {real} crashed and no real run finished since");
         let fixed = s.begin_run("sync", false, T2).unwrap();
-        s.finish_run(fixed, "findings", 1, &serde_json::json!({}), T2).unwrap();
+        s.finish_run(fixed, "full", "findings", 1, &serde_json::json!({}), T2).unwrap();
         drop(s);
         assert!(!reopen().previous_run_crashed().unwrap());
     }
@@ -1138,18 +1185,18 @@ mod tests {
         let (_dir, path, store) = store();
         drop(store);
         let conn = Connection::open(&path).unwrap();
-        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'", []).unwrap();
+        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'", []).unwrap();
         drop(conn);
 
         let err = StateStore::open(&path, T1).unwrap_err();
-        assert!(matches!(err, StateError::TooNew { found: 2, supported: 1, .. }), "{err:?}");
-        assert!(err.to_string().contains("written by a newer ausi (schema 2, this one reads 1)"), "{err}");
+        assert!(matches!(err, StateError::TooNew { found: 3, supported: 2, .. }), "{err:?}");
+        assert!(err.to_string().contains("written by a newer ausi (schema 3, this one reads 2)"), "{err}");
         let err = StateStore::open_read_only(&path).unwrap_err();
-        assert!(matches!(err, StateError::TooNew { found: 2, .. }), "{err:?}");
+        assert!(matches!(err, StateError::TooNew { found: 3, .. }), "{err:?}");
         // Refusing changed nothing.
         let conn = Connection::open(&path).unwrap();
         let v: String = conn.query_row("SELECT value FROM meta", [], |r| r.get(0)).unwrap();
-        assert_eq!(v, "2");
+        assert_eq!(v, "3");
     }
 
     #[test]

@@ -318,7 +318,49 @@ type DuplicateGroup = (Box<str>, Vec<u32>);
 /// How many of the other holders of a duplicate value a finding names.
 pub const MAX_LISTED_CONFLICTS: usize = 10;
 
-const DUPLICATE_RULES: [Rule; 3] = [Rule::MailDuplicate, Rule::UpnDuplicate, Rule::SamDuplicate];
+/// The finding for one holder of a value that `total` other users in scope also hold
+/// (`others`: at most [`MAX_LISTED_CONFLICTS`] of their DNs).
+pub fn duplicate_problem(rule: Rule, key: &str, others: Vec<String>, total: usize) -> Problem {
+    let message = format!(
+        "{} {key:?} (compared case-insensitively) is also used by {total} other user{} in scope: {}{}",
+        rule.attribute(),
+        if total == 1 { "" } else { "s" },
+        others.join("; "),
+        if total > others.len() { format!("; and {} more", total - others.len()) } else { String::new() }
+    );
+    let mut problem = Problem::new(rule, Some(key), message);
+    problem.conflicts_with = others;
+    problem.conflicts_total = total;
+    problem
+}
+
+/// Every rule for one user, passed or failed.
+pub fn explain(identity: Identity, found: &[Problem]) -> Explanation {
+    Explanation {
+        identity,
+        checks: Rule::ALL
+            .iter()
+            .map(|&rule| {
+                let problem = found.iter().find(|p| p.rule == rule).cloned();
+                RuleCheck { rule, description: rule.description(), passed: problem.is_none(), problem }
+            })
+            .collect(),
+    }
+}
+
+impl Identity {
+    pub fn of(user: &DirObject) -> Identity {
+        Identity {
+            dn: user.dn.to_string(),
+            sam_account_name: user.sam_account_name.clone(),
+            object_guid: user.guid.map(|g| g.to_string()),
+            user_principal_name: user.user_principal_name.clone(),
+            disabled: user.is_disabled(),
+        }
+    }
+}
+
+pub const DUPLICATE_RULES: [Rule; 3] = [Rule::MailDuplicate, Rule::UpnDuplicate, Rule::SamDuplicate];
 
 /// Feeds users one by one; [`Validator::finish`] adds the cross-user rules.
 #[derive(Default)]
@@ -402,36 +444,13 @@ impl Validator {
                         .take(MAX_LISTED_CONFLICTS)
                         .map(|&j| self.seen[j as usize].dn.to_string())
                         .collect();
-                    let message = format!(
-                        "{} {key:?} (compared case-insensitively) is also used by {total} other user{} in scope: {}{}",
-                        rule.attribute(),
-                        if total == 1 { "" } else { "s" },
-                        others.join("; "),
-                        if total > others.len() {
-                            format!("; and {} more", total - others.len())
-                        } else {
-                            String::new()
-                        }
-                    );
-                    let mut problem = Problem::new(rule, Some(&key), message);
-                    problem.conflicts_with = others;
-                    problem.conflicts_total = total;
+                    let problem = duplicate_problem(rule, &key, others, total);
                     self.problems.entry(i).or_default().push(problem);
                 }
             }
         }
         let explanation = self.target_index.map(|i| {
-            let found = self.problems.get(&i).cloned().unwrap_or_default();
-            Explanation {
-                identity: self.seen[i as usize].identity(),
-                checks: Rule::ALL
-                    .iter()
-                    .map(|&rule| {
-                        let problem = found.iter().find(|p| p.rule == rule).cloned();
-                        RuleCheck { rule, description: rule.description(), passed: problem.is_none(), problem }
-                    })
-                    .collect(),
-            }
+            explain(self.seen[i as usize].identity(), self.problems.get(&i).map(Vec::as_slice).unwrap_or_default())
         });
         let mut by_rule: BTreeMap<&'static str, u64> = Rule::ALL.iter().map(|r| (r.id(), 0)).collect();
         let mut users: Vec<UserFindings> = Vec::with_capacity(self.problems.len());

@@ -1,0 +1,830 @@
+//! The sync engine, one for full and delta runs: refresh the directory mirror (a complete read,
+//! or the changes since the watermark), validate the dirty users, then plan and apply page by
+//! page — users, managers, groups, memberships, removals — and advance the watermark only once
+//! everything is committed. Memory grows with the page size and the state, not with the scope.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use super::desired::{self, Candidate};
+use super::mirror::{Mirrored, Watermark, duplicate_key};
+use super::plan::{self, Kind, Known, Plan, Quarantined};
+use super::scope::Scope;
+use super::state::{AnchorKind, AnchorState, Reason, StateStore};
+use super::validate::{self, DUPLICATE_RULES, Explanation, Identity, MAX_LISTED_CONFLICTS};
+use crate::config::{OnRemove, ScopeConfig};
+use crate::directory::{AnyDirectory, Change, ChangeTracking, DirObject, Directory, Dn, ObjectKind, ObjectQuery};
+use crate::error::{AppError, ErrorKind, Result};
+use crate::output::Printer;
+use crate::sync::apply::Applier;
+
+/// Objects planned and applied together.
+pub const PAGE: usize = 500;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Full,
+    Delta { since: u64 },
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Delta { .. } => "delta",
+        }
+    }
+}
+
+/// Why a run asked to be a delta is a full sync.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Fallback {
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn fallback(code: &'static str, message: impl Into<String>) -> Option<Fallback> {
+    Some(Fallback { code, message: message.into() })
+}
+
+/// What decides between a delta and a full sync.
+pub struct ModeInputs<'a> {
+    pub full_asked: bool,
+    pub tracking: Option<&'a ChangeTracking>,
+    pub watermark: Option<&'a Watermark>,
+    pub scope: &'a str,
+    pub full_pending: bool,
+    pub tenant_requested: bool,
+    pub now: jiff::Timestamp,
+}
+
+/// A delta when the watermark can be trusted; otherwise a full sync and why. Pure.
+pub fn choose_mode(i: &ModeInputs<'_>) -> (Mode, Option<Fallback>) {
+    if i.full_asked {
+        return (Mode::Full, None);
+    }
+    let why = match (i.tracking, i.watermark) {
+        (None, _) => fallback("no-change-tracking", "the source has no change tracking (an LDIF export is a snapshot)"),
+        _ if i.tenant_requested => fallback("tenant-requested", "the tenant asked for a full sync"),
+        (_, None) => fallback("no-watermark", "no earlier successful sync to continue from"),
+        (Some(t), Some(w)) if t.dc != w.dc || t.invocation_id != w.invocation_id => fallback(
+            "dc-changed",
+            format!(
+                "the watermark belongs to another domain controller or to a database since restored ({} {}, now {} {})",
+                w.dc, w.invocation_id, t.dc, t.invocation_id
+            ),
+        ),
+        (_, Some(w)) if w.scope != i.scope => fallback("scope-changed", "the selected OUs changed since the last sync"),
+        _ if i.full_pending => fallback("previous-full-unfinished", "the previous full sync did not finish"),
+        (Some(t), Some(w)) if t.highest_usn < w.usn => fallback(
+            "dc-changed",
+            format!("the DC's highestCommittedUSN ({}) is below the watermark ({})", t.highest_usn, w.usn),
+        ),
+        (Some(t), Some(w)) => {
+            let age_days = w
+                .taken_at
+                .parse::<jiff::Timestamp>()
+                .map(|taken| i.now.duration_since(taken).as_secs() / 86_400)
+                .unwrap_or(i64::MAX);
+            if age_days < 0 || age_days as u64 >= t.tombstone_lifetime_days {
+                fallback(
+                    "watermark-expired",
+                    format!(
+                        "the last sync is {age_days} days old, beyond the tombstone lifetime ({} days): deletions may be lost",
+                        t.tombstone_lifetime_days
+                    ),
+                )
+            } else {
+                return (Mode::Delta { since: w.usn }, None);
+            }
+        }
+    };
+    (Mode::Full, why)
+}
+
+/// A fingerprint of the selection (by objectGUID where known, so renaming a selected OU is
+/// not a change of scope).
+pub fn scope_fingerprint(scope: &ScopeConfig) -> String {
+    let key = |o: &crate::config::OuRef| o.guid.clone().unwrap_or_else(|| o.dn.to_lowercase());
+    let mut ous: Vec<String> = scope.ous.iter().map(key).collect();
+    let mut excluded: Vec<String> = scope.excluded.iter().map(key).collect();
+    ous.sort();
+    excluded.sort();
+    super::map::content_hash(&serde_json::json!([ous, excluded]))
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ReadCounts {
+    pub users: u64,
+    pub groups: u64,
+    pub entries: u64,
+    /// Delta: objects that left the scope or were deleted in AD.
+    pub removed: u64,
+}
+
+/// What a refresh found besides the mirror's new content.
+#[derive(Debug, Default)]
+pub struct Refresh {
+    pub read: ReadCounts,
+    /// Users without an objectGUID (an export without it): never provisioned.
+    pub no_guid: Vec<Quarantined>,
+}
+
+fn stop(message: String) -> AppError {
+    AppError::new(ErrorKind::SafetyStop, message)
+}
+
+/// Rebuilds the mirror from a complete read of the scope. Nothing is removed from the mirror
+/// unless the read was complete.
+pub async fn refresh_full(
+    directory: &mut AnyDirectory,
+    scope: &Scope,
+    store: &mut StateStore,
+    run: i64,
+    printer: &Printer,
+) -> Result<Refresh> {
+    store.begin_full()?;
+    let mut refresh = Refresh::default();
+    let mut page: Vec<DirObject> = Vec::with_capacity(PAGE);
+    let mut failed = None;
+    let summary = crate::commands::read_scope(directory, scope, ObjectQuery::SYNC, printer, &mut |o| {
+        match o.kind {
+            ObjectKind::User => refresh.read.users += 1,
+            ObjectKind::Group => refresh.read.groups += 1,
+        }
+        if o.guid.is_none() {
+            if o.kind == ObjectKind::User {
+                refresh.no_guid.push(no_guid(&o));
+            }
+            return;
+        }
+        page.push(o);
+        if page.len() >= PAGE && failed.is_none() {
+            failed = store.mirror_put(&page, run, false).err();
+            page.clear();
+        }
+    })
+    .await?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    store.mirror_put(&page, run, false)?;
+    drop(page);
+    refresh.read.entries = summary.entries;
+    if let Some(first) = summary.unreadable.first() {
+        return Err(stop(format!(
+            "{} entries could not be read (first: {}: {}); nothing was written, because a partial read must not deprovision anyone",
+            summary.unreadable.len(),
+            first.location,
+            first.message
+        )));
+    }
+    let provisioned =
+        store.anchors()?.values().filter(|a| a.kind == AnchorKind::User && a.state == AnchorState::Active).count();
+    if refresh.read.users == 0 && provisioned > 0 {
+        return Err(stop(format!(
+            "the directory returned no users in scope, but {provisioned} are provisioned; nothing was written"
+        ))
+        .with_hint("check the selected OUs and the bind account's read rights; an emptied OU is never taken as a reason to deprovision"));
+    }
+    let mut ous = Vec::new();
+    for base in scope.bases() {
+        for c in directory.containers(base).await? {
+            if let Some(guid) = c.guid.filter(|_| scope.contains(&c.dn)) {
+                ous.push((guid.to_string(), c.dn.to_string()));
+            }
+        }
+    }
+    store.mirror_set_ous(&ous, &[], true)?;
+    let unseen = store.mirror_unseen(run)?;
+    refresh.read.removed = store.mirror_remove(&unseen)? as u64;
+    store.mirror_resolve_links(false)?;
+    Ok(refresh)
+}
+
+fn no_guid(o: &DirObject) -> Quarantined {
+    Quarantined {
+        guid: format!("dn:{}", o.dn),
+        dn: o.dn.to_string(),
+        reasons: vec![Reason {
+            rule: "objectGUID.required".into(),
+            message: "the entry has no objectGUID, the anchor a sync needs (export it with objectGUID)".into(),
+        }],
+    }
+}
+
+/// Patches the mirror with what changed since `since`: changed objects in scope are written,
+/// objects that left the scope or were deleted are removed, and a renamed or moved OU has its
+/// sub-tree read again (AD does not touch the children's uSNChanged when their OU moves).
+pub async fn refresh_delta(
+    directory: &mut AnyDirectory,
+    scope: &Scope,
+    store: &mut StateStore,
+    run: i64,
+    since: u64,
+    printer: &Printer,
+) -> Result<Refresh> {
+    let mut refresh = Refresh::default();
+    let mut puts: BTreeMap<String, DirObject> = BTreeMap::new();
+    let mut outs: BTreeSet<String> = BTreeSet::new();
+    let mut ous_changed = Vec::new();
+    let mut deleted = Vec::new();
+    let progress = printer.progress("Reading changes");
+    let summary = directory
+        .changes(
+            since,
+            &mut |change| match change {
+                Change::Object(o) => {
+                    let Some(guid) = o.guid.map(|g| g.to_string()) else { return };
+                    if scope.contains(&o.dn) {
+                        puts.insert(guid, *o);
+                    } else {
+                        outs.insert(guid);
+                    }
+                }
+                Change::Container(c) => ous_changed.push(c),
+                Change::Deleted(g) => deleted.push(g.to_string()),
+            },
+            &|n| progress.set(n),
+        )
+        .await?;
+    progress.finish();
+    refresh.read.entries = summary.entries;
+
+    let known_ous = store.mirror_ous()?;
+    let mut ous_now: Vec<(String, String)> = Vec::new();
+    let mut ous_gone: Vec<String> = Vec::new();
+    let backlinks = ObjectQuery { backlinks: true, ..ObjectQuery::SYNC };
+    for ou in ous_changed {
+        let Some(guid) = ou.guid.map(|g| g.to_string()) else { continue };
+        let old = known_ous.get(&guid).and_then(|d| Dn::parse(d).ok());
+        let inside = scope.contains(&ou.dn);
+        if old.as_ref().is_some_and(|o| *o == ou.dn) || (old.is_none() && !inside) {
+            continue; // an attribute change, or not ours
+        }
+        if let Some(old) = &old {
+            // Moved away from here: what the mirror held under the old DN is re-read below
+            // (still in scope) or leaves with the OU.
+            for (g, _) in store.mirror_under(old)? {
+                outs.insert(g);
+            }
+            ous_gone.extend(
+                known_ous
+                    .iter()
+                    .filter(|(_, d)| Dn::parse(d).is_ok_and(|d| d.is_descendant_of(old)))
+                    .map(|(g, _)| g.clone()),
+            );
+        }
+        if inside {
+            let mut sink = |o: DirObject| {
+                if let Some(g) = o.guid.map(|g| g.to_string()).filter(|_| scope.contains(&o.dn)) {
+                    puts.insert(g, o);
+                }
+            };
+            let read = directory.objects(&ou.dn, backlinks, &mut sink, &|_| {}).await?;
+            refresh.read.entries += read.entries;
+            for c in directory.containers(&ou.dn).await? {
+                if let Some(g) = c.guid.filter(|_| scope.contains(&c.dn)) {
+                    ous_now.push((g.to_string(), c.dn.to_string()));
+                }
+            }
+        }
+    }
+    for guid in deleted {
+        if known_ous.contains_key(&guid) {
+            ous_gone.push(guid.clone());
+        }
+        outs.insert(guid);
+    }
+    let mut removed = Vec::new();
+    for guid in outs {
+        if !puts.contains_key(&guid) && store.mirror_contains(&guid)? {
+            removed.push(guid);
+        }
+    }
+    for o in puts.values() {
+        match o.kind {
+            ObjectKind::User => refresh.read.users += 1,
+            ObjectKind::Group => refresh.read.groups += 1,
+        }
+    }
+    let puts: Vec<DirObject> = puts.into_values().collect();
+    store.mirror_put(&puts, run, true)?;
+    refresh.read.removed = store.mirror_remove(&removed)? as u64;
+    store.mirror_resolve_links(true)?;
+    ous_gone.retain(|g| !ous_now.iter().any(|(n, _)| n == g));
+    store.mirror_set_ous(&ous_now, &ous_gone, false)?;
+    store.mark_unsettled_dirty()?;
+    Ok(refresh)
+}
+
+/// The verdict on the users a run looks at.
+#[derive(Debug, Default)]
+pub struct Verdicts {
+    /// Invalid users among them, by guid.
+    pub quarantined: BTreeMap<String, Quarantined>,
+    /// Every user validated in this run.
+    pub checked: BTreeSet<String>,
+}
+
+fn problems_of(store: &StateStore, m: &Mirrored) -> Result<Vec<validate::Problem>> {
+    let mut problems = validate::check_attributes(&m.object);
+    let o = &m.object;
+    let values = [o.mail.as_deref(), o.user_principal_name.as_deref(), o.sam_account_name.as_deref()];
+    for (slot, value) in values.into_iter().enumerate() {
+        if let Some(key) = duplicate_key(value) {
+            let (holders, total) = store.holders(slot, &key, &m.guid, MAX_LISTED_CONFLICTS)?;
+            if total > 0 {
+                let others = holders.into_iter().map(|h| h.dn).collect();
+                problems.push(validate::duplicate_problem(DUPLICATE_RULES[slot], &key, others, total));
+            }
+        }
+    }
+    problems.sort_by_key(|p| p.rule);
+    problems.dedup_by_key(|p| p.rule);
+    Ok(problems)
+}
+
+/// Validates the users to look at (all of them in a full sync) against the whole mirror.
+pub fn validate(store: &mut StateStore, all: bool) -> Result<Verdicts> {
+    let mut verdicts = Verdicts::default();
+    let mut after = String::new();
+    loop {
+        let page = store.work_page(ObjectKind::User, all, &after, PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = last.guid.clone();
+        let mut found = Vec::with_capacity(page.len());
+        for m in &page {
+            let problems = problems_of(store, m)?;
+            if !problems.is_empty() {
+                let reasons =
+                    problems.iter().map(|p| Reason { rule: p.rule.id().to_owned(), message: p.message.clone() });
+                verdicts.quarantined.insert(
+                    m.guid.clone(),
+                    Quarantined { guid: m.guid.clone(), dn: m.object.dn.to_string(), reasons: reasons.collect() },
+                );
+            }
+            verdicts.checked.insert(m.guid.clone());
+            found.push((m.guid.clone(), problems.is_empty()));
+        }
+        store.set_verdicts(&found, !all)?;
+    }
+    Ok(verdicts)
+}
+
+/// `sync --user`: the rules for one user of the mirror.
+pub fn explain(store: &StateStore, name: &str) -> Result<Option<Explanation>> {
+    let Some(m) = store.mirrored_user(name)? else { return Ok(None) };
+    let problems = problems_of(store, &m)?;
+    Ok(Some(validate::explain(Identity::of(&m.object), &problems)))
+}
+
+/// Where plans go: applied (a real run) or only gathered (a dry run).
+pub struct Engine<'a, 'c> {
+    pub store: &'a mut StateStore,
+    pub applier: Option<Applier<'c>>,
+    /// guid → SCIM id for a dry run (a real run asks the applier, which learns new ids).
+    pub ids: HashMap<String, String>,
+    pub plan: Plan,
+}
+
+impl Engine<'_, '_> {
+    fn id(&self, guid: &str) -> Option<String> {
+        match &self.applier {
+            Some(a) => a.ids.get(guid).cloned(),
+            None => self.ids.get(guid).cloned(),
+        }
+    }
+
+    /// Users, the manager pass, groups, memberships, removals: in that order, page by page.
+    pub async fn run(&mut self, all: bool, verdicts: &Verdicts, removals: Vec<plan::Removal>) -> Result<()> {
+        let anchors = self.store.anchors()?;
+        let quarantine = self.store.quarantine()?;
+        let mut pending_managers: Vec<String> = Vec::new();
+        let mut memberships = Vec::new();
+        for kind in [ObjectKind::User, ObjectKind::Group] {
+            let mut after = String::new();
+            loop {
+                let page = self.store.work_page(kind, all, &after, PAGE)?;
+                let Some(last) = page.last() else { break };
+                after = last.guid.clone();
+                let mut wanted = Vec::with_capacity(page.len());
+                let mut held = Vec::new();
+                for m in &page {
+                    if let Some(q) = verdicts.quarantined.get(&m.guid) {
+                        held.push(q.clone());
+                        continue;
+                    }
+                    // An invalid user not validated in this run is already quarantined.
+                    let id = |g: &str| self.id(g);
+                    if let Some((d, manager_pending)) = want(self.store, m, &anchors, &id)? {
+                        if manager_pending {
+                            pending_managers.push(m.guid.clone());
+                        }
+                        wanted.push(d);
+                    }
+                }
+                let guids: Vec<&str> = wanted.iter().map(|d| d.guid.as_str()).collect();
+                let bodies = self.store.bodies_for(&guids)?;
+                let members = if kind == ObjectKind::Group { self.store.members_for(&guids)? } else { HashMap::new() };
+                let known = Known { anchors: &anchors, bodies: &bodies, members: &members, quarantine: &quarantine };
+                let mut page_plan = plan::plan_objects(&wanted, held, &known);
+                memberships.append(&mut page_plan.memberships);
+                if let Some(applier) = &mut self.applier {
+                    applier.writes(self.store, &page_plan.creates, &page_plan.updates).await?;
+                    applier.record(self.store, &page_plan)?;
+                }
+                self.plan.absorb(page_plan);
+            }
+            if kind == ObjectKind::User {
+                self.manager_pass(&pending_managers).await?;
+            }
+        }
+        if let Some(applier) = &mut self.applier {
+            applier.memberships(self.store, &memberships).await?;
+        }
+        self.plan.memberships = memberships;
+        if let Some(applier) = &mut self.applier {
+            applier.removals(self.store, &removals).await?;
+        }
+        let mut gone = Plan { released: self.store.quarantine_gone()?, ..Plan::default() };
+        if let Some(applier) = &mut self.applier {
+            applier.record(self.store, &gone)?;
+        }
+        gone.removals = removals;
+        self.plan.absorb(gone);
+        Ok(())
+    }
+
+    /// Users whose manager was created in this run get the manager's SCIM id.
+    async fn manager_pass(&mut self, pending: &[String]) -> Result<()> {
+        let Some(applier) = &mut self.applier else { return Ok(()) };
+        let mut updates = Vec::new();
+        for guid in pending {
+            let Some(m) = self.store.mirrored(guid)? else { continue };
+            let (Some(user_id), Some(manager_id)) =
+                (applier.ids.get(guid), m.manager.as_deref().and_then(|g| applier.ids.get(g)))
+            else {
+                continue;
+            };
+            let d = desired::user(&m.object, guid, Some(manager_id));
+            updates.push(plan::Write {
+                kind: Kind::User,
+                scim_id: Some(user_id.clone()),
+                guid: d.guid,
+                dn: d.dn,
+                body: d.body,
+                hash: d.hash,
+                verify_first: false,
+                changed: vec![super::map::ENTERPRISE_SCHEMA.into()],
+            });
+        }
+        let before = applier.counts.updated;
+        applier.writes(self.store, &[], &updates).await?;
+        applier.counts.updated = before; // the same users, completed: not counted twice
+        Ok(())
+    }
+}
+
+/// What the tenant should hold for one object of the mirror (`None`: an invalid user), and
+/// whether its manager is valid but has no SCIM id yet (it is created in this run).
+fn want(
+    store: &StateStore,
+    m: &Mirrored,
+    anchors: &HashMap<String, super::state::Anchor>,
+    id: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<(plan::Desired, bool)>> {
+    if m.object.kind == ObjectKind::Group {
+        let candidates = store.group_members(&m.guid)?.into_iter().map(|(guid, is_group, valid)| {
+            let held = !valid && !is_group && anchors.get(&guid).is_some_and(|a| a.state == AnchorState::Active);
+            Candidate { guid, is_group, valid, held }
+        });
+        return Ok(Some((desired::group(&m.object, &m.guid, desired::members(&m.guid, candidates)), false)));
+    }
+    if m.valid != Some(true) {
+        return Ok(None);
+    }
+    let manager = match &m.manager {
+        Some(g) if store.is_valid_user(g)? => Some(g.as_str()),
+        _ => None,
+    };
+    let manager_id = manager.and_then(id);
+    let pending = manager.is_some() && manager_id.is_none();
+    Ok(Some((desired::user(&m.object, &m.guid, manager_id.as_deref()), pending)))
+}
+
+/// The anchors the tenant holds for objects the mirror no longer has (deleted in AD, moved
+/// out of scope, or absent from a complete read), per policy.
+pub fn planned_removals(store: &StateStore, on_remove: OnRemove) -> Result<Vec<plan::Removal>> {
+    let gone = store.anchors_gone()?;
+    if gone.is_empty() {
+        return Ok(Vec::new());
+    }
+    let anchors = store.anchors()?;
+    Ok(plan::removals(gone.iter().filter_map(|g| anchors.get(g)), on_remove))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tracking(invocation: &str, usn: u64) -> ChangeTracking {
+        ChangeTracking {
+            dc: "CN=NTDS Settings,CN=DC1".into(),
+            invocation_id: invocation.into(),
+            highest_usn: usn,
+            tombstone_lifetime_days: 180,
+            tombstones_visible: true,
+        }
+    }
+
+    fn mark(invocation: &str, usn: u64, taken_at: &str) -> Watermark {
+        Watermark {
+            dc: "CN=NTDS Settings,CN=DC1".into(),
+            invocation_id: invocation.into(),
+            usn,
+            taken_at: taken_at.into(),
+            scope: "s".into(),
+        }
+    }
+
+    fn choose(
+        t: Option<&ChangeTracking>,
+        w: Option<&Watermark>,
+        scope: &str,
+        pending: bool,
+        asked: bool,
+    ) -> (Mode, Option<&'static str>) {
+        let now: jiff::Timestamp = "2026-11-28T12:00:00Z".parse().unwrap();
+        let inputs = ModeInputs {
+            full_asked: false,
+            tracking: t,
+            watermark: w,
+            scope,
+            full_pending: pending,
+            tenant_requested: asked,
+            now,
+        };
+        let (mode, why) = choose_mode(&inputs);
+        (mode, why.map(|f| f.code))
+    }
+
+    #[test]
+    fn a_trusted_watermark_gives_a_delta_and_anything_else_a_full_sync_with_a_reason() {
+        let t = tracking("inv-1", 5000);
+        let w = mark("inv-1", 4000, "2026-11-28T11:50:00Z");
+        assert_eq!(choose(Some(&t), Some(&w), "s", false, false), (Mode::Delta { since: 4000 }, None));
+        assert_eq!(choose(None, Some(&w), "s", false, false).1, Some("no-change-tracking"));
+        assert_eq!(choose(Some(&t), None, "s", false, false).1, Some("no-watermark"));
+        assert_eq!(choose(Some(&tracking("inv-2", 5000)), Some(&w), "s", false, false).1, Some("dc-changed"));
+        assert_eq!(choose(Some(&tracking("inv-1", 10)), Some(&w), "s", false, false).1, Some("dc-changed"));
+        assert_eq!(choose(Some(&t), Some(&w), "other", false, false).1, Some("scope-changed"));
+        assert_eq!(choose(Some(&t), Some(&w), "s", true, false).1, Some("previous-full-unfinished"));
+        assert_eq!(choose(Some(&t), Some(&w), "s", false, true).1, Some("tenant-requested"));
+        let old = mark("inv-1", 4000, "2026-04-01T00:00:00Z");
+        assert_eq!(choose(Some(&t), Some(&old), "s", false, false).1, Some("watermark-expired"));
+        let garbled = mark("inv-1", 4000, "yesterday");
+        assert_eq!(choose(Some(&t), Some(&garbled), "s", false, false).1, Some("watermark-expired"));
+    }
+
+    #[test]
+    fn renaming_a_selected_ou_is_not_a_change_of_scope() {
+        use crate::config::OuRef;
+        let a = ScopeConfig { ous: vec![OuRef { dn: "OU=A,DC=x".into(), guid: Some("g-a".into()) }], excluded: vec![] };
+        let renamed = ScopeConfig {
+            ous: vec![OuRef { dn: "OU=Renamed,DC=x".into(), guid: Some("g-a".into()) }],
+            excluded: vec![],
+        };
+        let other =
+            ScopeConfig { ous: vec![OuRef { dn: "OU=A,DC=x".into(), guid: Some("g-b".into()) }], excluded: vec![] };
+        assert_eq!(scope_fingerprint(&a), scope_fingerprint(&renamed));
+        assert_ne!(scope_fingerprint(&a), scope_fingerprint(&other));
+    }
+
+    // ------------------------------------------------------------------ delta ≡ full, by model
+
+    /// A small directory: users (mail may be missing or shared), groups (members: users and
+    /// groups), managers. Every object is in scope.
+    #[derive(Clone, Default)]
+    struct Model {
+        users: BTreeMap<u8, (Option<String>, String, Option<u8>)>, // mail, title, manager
+        groups: BTreeMap<u8, BTreeSet<u8>>,                        // members (user ids < 100, groups ≥ 100)
+    }
+
+    fn guid(id: u8) -> crate::directory::ObjectGuid {
+        crate::directory::ObjectGuid([id; 16])
+    }
+
+    fn dn(id: u8) -> Dn {
+        Dn::parse(&format!("CN=o{id},OU=P,DC=x,DC=y")).unwrap()
+    }
+
+    impl Model {
+        fn object(&self, id: u8) -> Option<DirObject> {
+            let member_of: Vec<Dn> = self.groups.iter().filter(|(_, m)| m.contains(&id)).map(|(g, _)| dn(*g)).collect();
+            if let Some((mail, title, manager)) = self.users.get(&id) {
+                return Some(DirObject {
+                    kind: ObjectKind::User,
+                    dn: dn(id),
+                    guid: Some(guid(id)),
+                    sam_account_name: Some(format!("o{id}")),
+                    user_principal_name: Some(format!("o{id}@x.y")),
+                    given_name: Some("G".into()),
+                    sn: Some("S".into()),
+                    mail: mail.clone(),
+                    title: Some(title.clone()),
+                    manager: manager.map(dn),
+                    member_of,
+                    direct_reports: self.users.iter().filter(|(_, u)| u.2 == Some(id)).map(|(r, _)| dn(*r)).collect(),
+                    ..DirObject::default()
+                });
+            }
+            self.groups.get(&id).map(|members| DirObject {
+                kind: ObjectKind::Group,
+                dn: dn(id),
+                guid: Some(guid(id)),
+                cn: Some(format!("o{id}")),
+                members: members.iter().map(|m| dn(*m)).collect(),
+                member_of,
+                ..DirObject::default()
+            })
+        }
+
+        fn ids(&self) -> BTreeSet<u8> {
+            self.users.keys().chain(self.groups.keys()).copied().collect()
+        }
+    }
+
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// Every object's tenant form (a valid user's body, a group's body and members; "invalid").
+    fn observe(store: &StateStore) -> BTreeMap<String, String> {
+        let anchors = HashMap::new();
+        let mut out = BTreeMap::new();
+        for kind in [ObjectKind::User, ObjectKind::Group] {
+            for m in store.work_page(kind, true, "", 10_000).unwrap() {
+                let id = |g: &str| Some(g.to_owned());
+                let form = match want(store, &m, &anchors, &id).unwrap() {
+                    Some((d, _)) => format!("{} {:?}", d.hash, d.members),
+                    None => "invalid".into(),
+                };
+                out.insert(m.guid, form);
+            }
+        }
+        out
+    }
+
+    fn full(store: &mut StateStore, model: &Model, run: i64) {
+        let objects: Vec<DirObject> = model.ids().into_iter().filter_map(|id| model.object(id)).collect();
+        store.mirror_put(&objects, run, false).unwrap();
+        let unseen = store.mirror_unseen(run).unwrap();
+        store.mirror_remove(&unseen).unwrap();
+        store.mirror_resolve_links(false).unwrap();
+        validate(store, true).unwrap();
+    }
+
+    fn mirror_rows(store: &StateStore) -> Vec<String> {
+        let mut stmt = store
+            .conn
+            .prepare(
+                "SELECT guid || ' ' || dn || ' ' || data || ' ' || COALESCE(manager, '-') || ' ' || COALESCE(status, '-')
+                 FROM dir_objects UNION ALL SELECT group_guid || ' has ' || member_guid FROM dir_members ORDER BY 1",
+            )
+            .unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn a_delta_marks_every_object_whose_tenant_form_changed_and_patches_the_mirror_exactly() {
+        for seed in 1..=60u64 {
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = StateStore::open(&dir.path().join("state.db"), "2026-11-28T00:00:00Z").unwrap();
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut model = Model::default();
+            for id in 0..12u8 {
+                let mail = (rng.next(5) != 0).then(|| format!("m{}@x.y", rng.next(14)));
+                model.users.insert(id, (mail, "t".into(), None));
+            }
+            for g in 100..104u8 {
+                let members =
+                    (0..4).map(|_| if rng.next(5) == 0 { 100 + rng.next(4) as u8 } else { rng.next(12) as u8 });
+                model.groups.insert(g, members.filter(|m| *m != g).collect());
+            }
+            for id in 0..12u8 {
+                if rng.next(2) == 0 {
+                    model.users.get_mut(&id).unwrap().2 = Some(rng.next(12) as u8).filter(|m| *m != id);
+                }
+            }
+            full(&mut store, &model, 1);
+            store.mirror_sql(|tx| tx.execute("DELETE FROM dirty", []).map(|_| ())).unwrap();
+            for step in 0..6i64 {
+                let before = observe(&store);
+                let old = model.clone();
+                let mut changed = BTreeSet::new();
+                let mut removed = BTreeSet::new();
+                for _ in 0..1 + rng.next(3) {
+                    let id = rng.next(12) as u8;
+                    match rng.next(7) {
+                        0 => {
+                            if let Some(u) = model.users.get_mut(&id) {
+                                u.0 = (rng.next(3) != 0).then(|| format!("m{}@x.y", rng.next(14)));
+                                changed.insert(id);
+                            }
+                        }
+                        1 => {
+                            if let Some(u) = model.users.get_mut(&id) {
+                                u.1 = format!("t{}", rng.next(100));
+                                changed.insert(id);
+                            }
+                        }
+                        2 => {
+                            // Deleted, or moved out of scope: AD drops its links.
+                            if model.users.remove(&id).is_some() {
+                                removed.insert(id);
+                                for members in model.groups.values_mut() {
+                                    members.remove(&id);
+                                }
+                                for u in model.users.values_mut() {
+                                    if u.2 == Some(id) {
+                                        u.2 = None;
+                                    }
+                                }
+                            }
+                        }
+                        3 => {
+                            // Created, or moved into the scope: a group may list it already
+                            // without having changed itself (only the user's memberOf says so).
+                            model.users.insert(id, (Some(format!("n{id}@x.y")), "new".into(), None));
+                            removed.remove(&id);
+                            changed.insert(id);
+                            if rng.next(2) == 0 {
+                                model.groups.get_mut(&(100 + rng.next(4) as u8)).unwrap().insert(id);
+                            }
+                        }
+                        4 | 5 => {
+                            let g = 100 + rng.next(4) as u8;
+                            let members = model.groups.get_mut(&g).unwrap();
+                            if !members.remove(&id) && model.users.contains_key(&id) {
+                                members.insert(id);
+                            }
+                            changed.insert(g);
+                        }
+                        _ => {
+                            if let Some(u) = model.users.get_mut(&id) {
+                                u.2 = Some(rng.next(12) as u8).filter(|m| *m != id && model_has(&old, *m));
+                                changed.insert(id);
+                            }
+                        }
+                    }
+                }
+                let run = step + 2;
+                let puts: Vec<DirObject> = changed.iter().filter_map(|id| model.object(*id)).collect();
+                store.mirror_put(&puts, run, true).unwrap();
+                let gone: Vec<String> = removed.iter().map(|id| guid(*id).to_string()).collect();
+                store.mirror_remove(&gone).unwrap();
+                store.mirror_resolve_links(true).unwrap();
+                store.mark_unsettled_dirty().unwrap();
+                validate(&mut store, false).unwrap();
+                let after = observe(&store);
+                let dirty: BTreeSet<String> = store
+                    .mirror_sql(|tx| {
+                        let mut stmt = tx.prepare("SELECT guid FROM dirty")?;
+                        let rows = stmt.query_map([], |r| r.get(0))?;
+                        rows.collect()
+                    })
+                    .unwrap();
+                for (guid, form) in &after {
+                    if before.get(guid) != Some(form) {
+                        assert!(
+                            dirty.contains(guid),
+                            "seed {seed} step {step}: {guid} changed ({:?} → {form}) but is not dirty",
+                            before.get(guid)
+                        );
+                    }
+                }
+                // The patched mirror is the one a full read would build.
+                let patched = mirror_rows(&store);
+                let dir2 = tempfile::tempdir().unwrap();
+                let mut fresh = StateStore::open(&dir2.path().join("state.db"), "2026-11-28T00:00:00Z").unwrap();
+                full(&mut fresh, &model, run);
+                let strip = |rows: Vec<String>| rows;
+                assert_eq!(strip(patched), strip(mirror_rows(&fresh)), "seed {seed} step {step}");
+                store.mirror_sql(|tx| tx.execute("DELETE FROM dirty", []).map(|_| ())).unwrap();
+            }
+        }
+    }
+
+    fn model_has(model: &Model, id: u8) -> bool {
+        model.users.contains_key(&id)
+    }
+}

@@ -1,0 +1,650 @@
+//! The directory mirror: what the selected scope of AD held at the last watermark, in the state
+//! store. A full sync rebuilds it; a delta patches it with what changed. Either way the planner
+//! then works on the *dirty* objects only (a full sync: all of them), looking up everything else
+//! — group members, managers, duplicate values — in the mirror, so one engine serves both.
+//!
+//! Links (group members, managers) are kept by objectGUID and refreshed from whichever end was
+//! read: a group's `member`, a user's `manager`, and in a delta also `memberOf` and
+//! `directReports`, so an object moving into the scope finds the groups that already listed it.
+//!
+//! Dirtiness is persistent (table `dirty`) and cleared only with the watermark's advance: a run
+//! killed at any point leaves the same work for the next one, even though the next delta reads
+//! fewer changes (the mirror already holds them).
+
+use std::collections::{BTreeSet, HashMap};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use super::state::{StateError, StateStore};
+use crate::directory::{DirObject, Dn, ObjectGuid, ObjectKind};
+
+/// The attributes a mirror row keeps (the DN, GUID and links have columns of their own).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Attrs {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sam: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    given: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uac: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    department: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    employee: Option<String>,
+}
+
+/// The value the duplicate rules compare (`None` for a blank value, which never collides).
+pub fn duplicate_key(value: Option<&str>) -> Option<String> {
+    value.filter(|v| !super::validate::is_blank(v)).map(|v| v.trim().to_lowercase())
+}
+
+/// One user or group from the mirror.
+#[derive(Debug, Clone)]
+pub struct Mirrored {
+    pub guid: String,
+    pub object: DirObject,
+    /// The manager's objectGUID, when the manager is in scope.
+    pub manager: Option<String>,
+    /// Users: the last validation's verdict (`None` before the first).
+    pub valid: Option<bool>,
+}
+
+/// The watermark of the last successful run against one DC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watermark {
+    pub dc: String,
+    pub invocation_id: String,
+    pub usn: u64,
+    pub taken_at: String,
+    /// A fingerprint of the selected OUs the mirror was built for.
+    pub scope: String,
+}
+
+/// Another user holding the same value for a duplicate rule.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    pub guid: String,
+    pub dn: String,
+}
+
+pub const KEY_COLUMNS: [&str; 3] = ["mail_key", "upn_key", "sam_key"];
+
+fn kind_text(kind: ObjectKind) -> &'static str {
+    match kind {
+        ObjectKind::User => "user",
+        ObjectKind::Group => "group",
+    }
+}
+
+fn keys_of(o: &DirObject) -> [Option<String>; 3] {
+    [
+        duplicate_key(o.mail.as_deref()),
+        duplicate_key(o.user_principal_name.as_deref()),
+        duplicate_key(o.sam_account_name.as_deref()),
+    ]
+}
+
+fn row_to_mirrored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Mirrored> {
+    let guid: String = r.get(0)?;
+    let kind: String = r.get(1)?;
+    let dn: String = r.get(2)?;
+    let data: String = r.get(3)?;
+    let a: Attrs = serde_json::from_str(&data)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e)))?;
+    let status: Option<String> = r.get(5)?;
+    let object = DirObject {
+        kind: if kind == "group" { ObjectKind::Group } else { ObjectKind::User },
+        dn: Dn::parse(&dn)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.message.into()))?,
+        guid: ObjectGuid::parse(&guid),
+        sam_account_name: a.sam,
+        user_principal_name: a.upn,
+        given_name: a.given,
+        sn: a.sn,
+        mail: a.mail,
+        display_name: a.display,
+        user_account_control: a.uac,
+        cn: a.cn,
+        title: a.title,
+        telephone_number: a.phone,
+        department: a.department,
+        employee_number: a.employee,
+        ..DirObject::default()
+    };
+    Ok(Mirrored { guid, object, manager: r.get(4)?, valid: status.map(|s| s == "valid") })
+}
+
+const SELECT: &str = "SELECT guid, kind, dn, data, manager, status FROM dir_objects";
+
+impl StateStore {
+    /// One savepoint (nested inside a dry run's): all of `f` or none of it.
+    pub(super) fn mirror_sql<T>(
+        &mut self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StateError> {
+        let result = (|| {
+            let sp = self.conn.savepoint()?;
+            sp.execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS links (from_guid TEXT NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL)",
+            )?;
+            let out = f(&sp)?;
+            sp.commit()?;
+            Ok(out)
+        })();
+        result.map_err(|e| self.sql(e))
+    }
+
+    /// A dry run works in a savepoint that [`StateStore::end_dry_run`] rolls back: it runs the
+    /// same engine, and leaves the mirror, the dirty set and the watermark as they were.
+    pub fn begin_dry_run(&mut self) -> Result<(), StateError> {
+        self.conn.execute_batch("SAVEPOINT dry_run").map_err(|e| self.sql(e))
+    }
+
+    pub fn end_dry_run(&mut self) -> Result<(), StateError> {
+        self.conn.execute_batch("ROLLBACK TO dry_run; RELEASE dry_run").map_err(|e| self.sql(e))
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
+    pub fn set_meta(&mut self, key: &str, value: Option<&str>) -> Result<(), StateError> {
+        let result = match value {
+            Some(v) => self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", [key, v]),
+            None => self.conn.execute("DELETE FROM meta WHERE key = ?1", [key]),
+        };
+        result.map(|_| ()).map_err(|e| self.sql(e))
+    }
+
+    /// The watermark of the last successful run (one: a run against another DC replaces it).
+    pub fn watermark(&self) -> Result<Option<Watermark>, StateError> {
+        self.conn
+            .query_row(
+                "SELECT dc, invocation_id, usn, taken_at, scope FROM watermarks ORDER BY taken_at DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(Watermark {
+                        dc: r.get(0)?,
+                        invocation_id: r.get(1)?,
+                        usn: r.get::<_, i64>(2)?.max(0) as u64,
+                        taken_at: r.get(3)?,
+                        scope: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
+    /// The end of a successful run: the new watermark, an empty dirty set, and no full sync
+    /// owed any more — one transaction, so a kill before it leaves all the work to redo.
+    pub fn advance(&mut self, mark: &Watermark) -> Result<(), StateError> {
+        self.mirror_sql(|tx| {
+            tx.execute("DELETE FROM watermarks", [])?;
+            tx.execute(
+                "INSERT INTO watermarks (dc, invocation_id, usn, taken_at, scope) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    mark.dc,
+                    mark.invocation_id,
+                    i64::try_from(mark.usn).unwrap_or(i64::MAX),
+                    mark.taken_at,
+                    mark.scope
+                ],
+            )?;
+            tx.execute("DELETE FROM dirty", [])?;
+            tx.execute("DELETE FROM meta WHERE key IN ('full_pending', 'full_sync_requested')", [])?;
+            Ok(())
+        })
+    }
+
+    /// The end of a successful run against a source without change tracking (an export).
+    pub fn settle(&mut self) -> Result<(), StateError> {
+        self.mirror_sql(|tx| {
+            tx.execute("DELETE FROM dirty", [])?;
+            tx.execute("DELETE FROM meta WHERE key IN ('full_pending', 'full_sync_requested')", [])?;
+            Ok(())
+        })
+    }
+
+    /// A full rebuild starts: until [`StateStore::advance`], the next run is a full sync too.
+    pub fn begin_full(&mut self) -> Result<(), StateError> {
+        self.set_meta("full_pending", Some("1"))
+    }
+
+    /// Writes objects read from the directory into the mirror (one transaction). In a delta
+    /// (`delta = true`) each object, the users sharing an old or new duplicate value with it,
+    /// and the groups whose membership it changes become dirty, and its back-links are taken.
+    pub fn mirror_put(&mut self, objects: &[DirObject], run: i64, delta: bool) -> Result<(), StateError> {
+        self.mirror_sql(|tx| {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO dir_objects (guid, kind, dn, dn_key, data, mail_key, upn_key, sam_key, seen_run)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (guid) DO UPDATE SET kind = ?2, dn = ?3, dn_key = ?4, data = ?5, mail_key = ?6,
+                   upn_key = ?7, sam_key = ?8, seen_run = ?9",
+            )?;
+            let mut link = tx.prepare_cached("INSERT INTO temp.links (from_guid, kind, target) VALUES (?1, ?2, ?3)")?;
+            for o in objects {
+                let Some(guid) = o.guid.map(|g| g.to_string()) else { continue };
+                let keys = keys_of(o);
+                if delta {
+                    mark_dirty(tx, &guid)?;
+                    let old: Option<[Option<String>; 3]> = tx
+                        .query_row(
+                            "SELECT mail_key, upn_key, sam_key FROM dir_objects WHERE guid = ?1",
+                            [&guid],
+                            |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?]),
+                        )
+                        .optional()?;
+                    for (i, column) in KEY_COLUMNS.iter().enumerate() {
+                        let old_key = old.as_ref().and_then(|k| k[i].clone());
+                        for key in [old_key, keys[i].clone()].into_iter().flatten() {
+                            tx.execute(
+                                &format!("INSERT OR IGNORE INTO dirty (guid) SELECT guid FROM dir_objects WHERE {column} = ?1"),
+                                [&key],
+                            )?;
+                        }
+                    }
+                }
+                let attrs = Attrs {
+                    sam: o.sam_account_name.clone(),
+                    upn: o.user_principal_name.clone(),
+                    given: o.given_name.clone(),
+                    sn: o.sn.clone(),
+                    mail: o.mail.clone(),
+                    display: o.display_name.clone(),
+                    uac: o.user_account_control,
+                    cn: o.cn.clone(),
+                    title: o.title.clone(),
+                    phone: o.telephone_number.clone(),
+                    department: o.department.clone(),
+                    employee: o.employee_number.clone(),
+                };
+                let data = serde_json::to_string(&attrs).unwrap_or_default();
+                upsert.execute(params![
+                    guid,
+                    kind_text(o.kind),
+                    o.dn.to_string(),
+                    o.dn.normalized(),
+                    data,
+                    keys[0],
+                    keys[1],
+                    keys[2],
+                    run
+                ])?;
+                if o.kind == ObjectKind::Group {
+                    link.execute(params![guid, "member", ""])?; // even with none: an emptied group
+                    for m in &o.members {
+                        link.execute(params![guid, "member", m.normalized()])?;
+                    }
+                }
+                if let Some(m) = &o.manager {
+                    link.execute(params![guid, "manager", m.normalized()])?;
+                } else {
+                    link.execute(params![guid, "manager", ""])?;
+                }
+                if delta {
+                    link.execute(params![guid, "memberOf", ""])?; // even with none: the old rows go
+                    for g in &o.member_of {
+                        link.execute(params![guid, "memberOf", g.normalized()])?;
+                    }
+                    for r in &o.direct_reports {
+                        link.execute(params![guid, "directReports", r.normalized()])?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Turns the links gathered by [`StateStore::mirror_put`] into objectGUID pairs, once every
+    /// object of the run is in the mirror (a link's target may be read after its source). In a
+    /// delta, groups whose membership changes become dirty.
+    pub fn mirror_resolve_links(&mut self, delta: bool) -> Result<(), StateError> {
+        self.mirror_sql(|tx| {
+            // The member lists of the groups read: replaced (old rows kept aside to compare).
+            tx.execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS old_members (group_guid TEXT, member_guid TEXT);
+                 DELETE FROM temp.old_members;
+                 INSERT INTO temp.old_members SELECT group_guid, member_guid FROM dir_members
+                   WHERE group_guid IN (SELECT from_guid FROM temp.links WHERE kind = 'member')
+                      OR member_guid IN (SELECT from_guid FROM temp.links WHERE kind = 'memberOf');
+                 DELETE FROM dir_members WHERE group_guid IN (SELECT from_guid FROM temp.links WHERE kind = 'member');
+                 DELETE FROM dir_members WHERE member_guid IN (SELECT from_guid FROM temp.links WHERE kind = 'memberOf');
+                 INSERT OR IGNORE INTO dir_members (group_guid, member_guid)
+                   SELECT l.from_guid, o.guid FROM temp.links l JOIN dir_objects o ON o.dn_key = l.target
+                   WHERE l.kind = 'member' AND o.guid <> l.from_guid;
+                 INSERT OR IGNORE INTO dir_members (group_guid, member_guid)
+                   SELECT g.guid, l.from_guid FROM temp.links l JOIN dir_objects g ON g.dn_key = l.target
+                   WHERE l.kind = 'memberOf' AND g.kind = 'group' AND g.guid <> l.from_guid;
+                 UPDATE dir_objects SET manager = (
+                     SELECT m.guid FROM temp.links l JOIN dir_objects m ON m.dn_key = l.target
+                     WHERE l.from_guid = dir_objects.guid AND l.kind = 'manager' AND m.kind = 'user' LIMIT 1)
+                   WHERE guid IN (SELECT from_guid FROM temp.links WHERE kind = 'manager');
+                 UPDATE dir_objects SET manager = (
+                     SELECT l.from_guid FROM temp.links l WHERE l.kind = 'directReports' AND l.target = dir_objects.dn_key LIMIT 1)
+                   WHERE dn_key IN (SELECT target FROM temp.links WHERE kind = 'directReports')
+                     AND guid NOT IN (SELECT from_guid FROM temp.links WHERE kind = 'manager');",
+            )?;
+            if delta {
+                // Groups that gained or lost a member (from either end), and reports whose
+                // manager changed from the manager's end.
+                tx.execute_batch(
+                    "INSERT OR IGNORE INTO dirty (guid) SELECT group_guid FROM (
+                         SELECT group_guid, member_guid FROM temp.old_members
+                         EXCEPT SELECT group_guid, member_guid FROM dir_members);
+                     INSERT OR IGNORE INTO dirty (guid) SELECT group_guid FROM (
+                         SELECT group_guid, member_guid FROM dir_members
+                           WHERE member_guid IN (SELECT from_guid FROM temp.links WHERE kind = 'memberOf')
+                              OR group_guid IN (SELECT from_guid FROM temp.links WHERE kind = 'member')
+                         EXCEPT SELECT group_guid, member_guid FROM temp.old_members);
+                     INSERT OR IGNORE INTO dirty (guid)
+                       SELECT o.guid FROM dir_objects o JOIN temp.links l
+                         ON l.kind = 'directReports' AND l.target = o.dn_key;",
+                )?;
+            }
+            tx.execute_batch("DELETE FROM temp.links; DELETE FROM temp.old_members;")?;
+            Ok(())
+        })
+    }
+
+    /// Removes objects on evidence (a tombstone, a move out of the scope, absence from a complete
+    /// read): the groups that held them, their reports and the users sharing a duplicate value
+    /// with them become dirty. Returns how many rows went.
+    pub fn mirror_remove(&mut self, guids: &[String]) -> Result<usize, StateError> {
+        self.mirror_sql(|tx| {
+            let mut removed = 0;
+            for guid in guids {
+                dirty_neighbours(tx, guid)?;
+                tx.execute("DELETE FROM dir_members WHERE group_guid = ?1 OR member_guid = ?1", [guid])?;
+                tx.execute("UPDATE dir_objects SET manager = NULL WHERE manager = ?1", [guid])?;
+                removed += tx.execute("DELETE FROM dir_objects WHERE guid = ?1", [guid])?;
+            }
+            Ok(removed)
+        })
+    }
+
+    /// After a complete read: whatever the read did not see is gone from the scope.
+    pub fn mirror_unseen(&self, run: i64) -> Result<Vec<String>, StateError> {
+        self.query_strings("SELECT guid FROM dir_objects WHERE seen_run <> ?1", params![run])
+    }
+
+    /// Mirror rows whose DN lies under `dn` (an OU that moved or was renamed).
+    pub fn mirror_under(&self, dn: &Dn) -> Result<Vec<(String, String)>, StateError> {
+        let key = dn.normalized();
+        let read = || -> rusqlite::Result<Vec<(String, String)>> {
+            let mut stmt = self.conn.prepare_cached("SELECT guid, dn FROM dir_objects WHERE dn_key LIKE ?1")?;
+            let like = format!("%,{}", key.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+            let rows = stmt.query_map([like], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        };
+        let rows = read().map_err(|e| self.sql(e))?;
+        Ok(rows.into_iter().filter(|(_, d)| Dn::parse(d).is_ok_and(|d| d.is_descendant_of(dn))).collect())
+    }
+
+    /// The OUs of the scope as the mirror knows them: guid → DN.
+    pub fn mirror_ous(&self) -> Result<HashMap<String, String>, StateError> {
+        let read = || -> rusqlite::Result<HashMap<String, String>> {
+            let mut stmt = self.conn.prepare("SELECT guid, dn FROM dir_ous")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        };
+        read().map_err(|e| self.sql(e))
+    }
+
+    /// Replaces the recorded OUs (`replace_all`, after a full read) or updates some of them.
+    pub fn mirror_set_ous(
+        &mut self,
+        ous: &[(String, String)],
+        gone: &[String],
+        replace_all: bool,
+    ) -> Result<(), StateError> {
+        self.mirror_sql(|tx| {
+            if replace_all {
+                tx.execute("DELETE FROM dir_ous", [])?;
+            }
+            for guid in gone {
+                tx.execute("DELETE FROM dir_ous WHERE guid = ?1", [guid])?;
+            }
+            for (guid, dn) in ous {
+                tx.execute("INSERT OR REPLACE INTO dir_ous (guid, dn) VALUES (?1, ?2)", [guid, dn])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn query_strings(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<String>, StateError> {
+        let read = || -> rusqlite::Result<Vec<String>> {
+            let mut stmt = self.conn.prepare_cached(sql)?;
+            let rows = stmt.query_map(params, |r| r.get(0))?;
+            rows.collect()
+        };
+        read().map_err(|e| self.sql(e))
+    }
+
+    pub fn mirror_contains(&self, guid: &str) -> Result<bool, StateError> {
+        self.conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM dir_objects WHERE guid = ?1)", [guid], |r| r.get(0))
+            .map_err(|e| self.sql(e))
+    }
+
+    /// The objects to look at, `kind` only, in pages: `all` (a full sync) or the dirty ones.
+    pub fn work_page(
+        &self,
+        kind: ObjectKind,
+        all: bool,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Mirrored>, StateError> {
+        let sql = if all {
+            format!("{SELECT} WHERE kind = ?1 AND guid > ?2 ORDER BY guid LIMIT ?3")
+        } else {
+            format!(
+                "{SELECT} WHERE kind = ?1 AND guid > ?2 AND guid IN (SELECT guid FROM dirty) ORDER BY guid LIMIT ?3"
+            )
+        };
+        let read = || -> rusqlite::Result<Vec<Mirrored>> {
+            let mut stmt = self.conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![kind_text(kind), after, limit as i64], row_to_mirrored)?;
+            rows.collect()
+        };
+        read().map_err(|e| self.sql(e))
+    }
+
+    pub fn mirrored(&self, guid: &str) -> Result<Option<Mirrored>, StateError> {
+        self.conn
+            .query_row(&format!("{SELECT} WHERE guid = ?1"), [guid], row_to_mirrored)
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
+    /// The user whose userPrincipalName or sAMAccountName is `name` (for `sync --user`).
+    pub fn mirrored_user(&self, name: &str) -> Result<Option<Mirrored>, StateError> {
+        let key = name.trim().to_lowercase();
+        self.conn
+            .query_row(
+                &format!("{SELECT} WHERE kind = 'user' AND (upn_key = ?1 OR sam_key = ?1) ORDER BY guid LIMIT 1"),
+                [key],
+                row_to_mirrored,
+            )
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
+    /// Users other than `guid` whose value for duplicate rule `slot` is `key` (at most `limit`,
+    /// by DN), and how many there are in all.
+    pub fn holders(
+        &self,
+        slot: usize,
+        key: &str,
+        guid: &str,
+        limit: usize,
+    ) -> Result<(Vec<Holder>, usize), StateError> {
+        let column = KEY_COLUMNS[slot];
+        let read = || -> rusqlite::Result<(Vec<Holder>, usize)> {
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "SELECT guid, dn, COUNT(*) OVER () FROM dir_objects WHERE {column} = ?1 AND kind = 'user' AND guid <> ?2
+                 ORDER BY dn_key LIMIT ?3"
+            ))?;
+            let mut total = 0;
+            let rows = stmt.query_map(params![key, guid, limit as i64], |r| {
+                Ok((Holder { guid: r.get(0)?, dn: r.get(1)? }, r.get::<_, i64>(2)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (h, n) = row?;
+                total = n as usize;
+                out.push(h);
+            }
+            Ok((out, total))
+        };
+        read().map_err(|e| self.sql(e))
+    }
+
+    /// Records validation verdicts; in a delta, a user whose verdict changed makes the groups
+    /// holding it and the users it manages dirty (they are mapped from its eligibility).
+    pub fn set_verdicts(&mut self, verdicts: &[(String, bool)], delta: bool) -> Result<(), StateError> {
+        self.mirror_sql(|tx| {
+            for (guid, valid) in verdicts {
+                let old: Option<Option<String>> =
+                    tx.query_row("SELECT status FROM dir_objects WHERE guid = ?1", [guid], |r| r.get(0)).optional()?;
+                let new = if *valid { "valid" } else { "invalid" };
+                if delta && old.flatten().as_deref() != Some(new) {
+                    dirty_neighbours(tx, guid)?;
+                }
+                tx.execute("UPDATE dir_objects SET status = ?2 WHERE guid = ?1", [guid, new])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A group's members in the mirror, with what decides whether the tenant gets them:
+    /// (guid, is a group, valid user).
+    pub fn group_members(&self, group: &str) -> Result<Vec<(String, bool, bool)>, StateError> {
+        let read = || -> rusqlite::Result<Vec<(String, bool, bool)>> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT o.guid, o.kind = 'group', COALESCE(o.status = 'valid', 0) FROM dir_members m
+                 JOIN dir_objects o ON o.guid = m.member_guid WHERE m.group_guid = ?1",
+            )?;
+            let rows = stmt.query_map([group], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
+        };
+        read().map_err(|e| self.sql(e))
+    }
+
+    /// Whether `guid` is a valid user in the mirror (a manager the tenant can point to).
+    pub fn is_valid_user(&self, guid: &str) -> Result<bool, StateError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM dir_objects WHERE guid = ?1 AND kind = 'user' AND status = 'valid')",
+                [guid],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sql(e))
+    }
+
+    /// Anchors (active or pending) with no mirror row: deprovisioned per policy.
+    pub fn anchors_gone(&self) -> Result<BTreeSet<String>, StateError> {
+        let rows = self.query_strings(
+            "SELECT guid FROM anchors WHERE state IN ('active', 'pending')
+               AND NOT EXISTS (SELECT 1 FROM dir_objects o WHERE o.guid = anchors.guid)",
+            [],
+        )?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Quarantined users that left the mirror (deleted or moved out): released.
+    pub fn quarantine_gone(&self) -> Result<Vec<String>, StateError> {
+        self.query_strings(
+            "SELECT guid FROM quarantine WHERE NOT EXISTS (SELECT 1 FROM dir_objects o WHERE o.guid = quarantine.guid)",
+            [],
+        )
+    }
+
+    /// Objects a run must look at again whatever changed: failed writes, pending creates,
+    /// users never validated.
+    pub fn mark_unsettled_dirty(&mut self) -> Result<(), StateError> {
+        self.mirror_sql(|tx| {
+            tx.execute_batch(
+                "INSERT OR IGNORE INTO dirty (guid) SELECT guid FROM failures WHERE guid IN (SELECT guid FROM dir_objects);
+                 INSERT OR IGNORE INTO dirty (guid) SELECT guid FROM anchors WHERE state = 'pending'
+                   AND guid IN (SELECT guid FROM dir_objects);
+                 INSERT OR IGNORE INTO dirty (guid) SELECT guid FROM dir_objects WHERE kind = 'user' AND status IS NULL;",
+            )
+        })
+    }
+
+    /// The resources as last sent, for these guids.
+    pub fn bodies_for(&self, guids: &[&str]) -> Result<HashMap<String, serde_json::Value>, StateError> {
+        let mut out = HashMap::new();
+        let read = |out: &mut HashMap<String, serde_json::Value>| -> rusqlite::Result<()> {
+            let mut stmt = self.conn.prepare_cached("SELECT body FROM anchors WHERE guid = ?1 AND body IS NOT NULL")?;
+            for guid in guids {
+                let body: Option<String> = stmt.query_row([guid], |r| r.get(0)).optional()?;
+                if let Some(value) = body.and_then(|b| serde_json::from_str(&b).ok()) {
+                    out.insert((*guid).to_owned(), value);
+                }
+            }
+            Ok(())
+        };
+        read(&mut out).map_err(|e| self.sql(e))?;
+        Ok(out)
+    }
+
+    /// The tenant membership last applied, for these groups.
+    pub fn members_for(&self, groups: &[&str]) -> Result<HashMap<String, BTreeSet<String>>, StateError> {
+        let mut out: HashMap<String, BTreeSet<String>> = HashMap::new();
+        let read = |out: &mut HashMap<String, BTreeSet<String>>| -> rusqlite::Result<()> {
+            let mut stmt = self.conn.prepare_cached("SELECT member_guid FROM members WHERE group_guid = ?1")?;
+            for g in groups {
+                let rows = stmt.query_map([g], |r| r.get::<_, String>(0))?;
+                let set = out.entry((*g).to_owned()).or_default();
+                for row in rows {
+                    set.insert(row?);
+                }
+            }
+            Ok(())
+        };
+        read(&mut out).map_err(|e| self.sql(e))?;
+        Ok(out)
+    }
+}
+
+fn mark_dirty(tx: &Connection, guid: &str) -> rusqlite::Result<()> {
+    tx.execute("INSERT OR IGNORE INTO dirty (guid) VALUES (?1)", [guid]).map(|_| ())
+}
+
+/// The objects whose tenant form depends on `guid`'s presence or validity: the groups holding
+/// it, the users it manages, and the users sharing a duplicate-checked value with it.
+fn dirty_neighbours(tx: &Connection, guid: &str) -> rusqlite::Result<()> {
+    mark_dirty(tx, guid)?;
+    tx.execute("INSERT OR IGNORE INTO dirty (guid) SELECT group_guid FROM dir_members WHERE member_guid = ?1", [guid])?;
+    tx.execute("INSERT OR IGNORE INTO dirty (guid) SELECT guid FROM dir_objects WHERE manager = ?1", [guid])?;
+    for column in KEY_COLUMNS {
+        tx.execute(
+            &format!(
+                "INSERT OR IGNORE INTO dirty (guid) SELECT o.guid FROM dir_objects o JOIN dir_objects me
+                   ON me.guid = ?1 AND o.{column} = me.{column}"
+            ),
+            [guid],
+        )?;
+    }
+    Ok(())
+}
