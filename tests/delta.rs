@@ -15,7 +15,12 @@
 //!   an LDIF source fall back to a full sync that says why, and ends exact;
 //! - SIGKILL at several points of a delta, with AD changing in between: the reruns miss nothing
 //!   (the watermark never runs ahead of what was applied);
+//! - under `on_remove = "delete"`, a tombstone and a move out delete the users;
 //! - a no-op delta reads a handful of entries and writes nothing.
+//!
+//! After the deltas, a `sync --full` must find nothing to write: the delta ends where the full
+//! sync would. A delta reads the changes of the whole domain, tombstones included, so the test
+//! that counts what a no-op delta reads runs alone among the tests of this file ([`exclusive`]).
 
 #![allow(clippy::print_stderr)] // a skipped test says why, and the runs say what happened
 
@@ -560,7 +565,7 @@ fn excerpt(report: &Value) -> String {
         "exit_code": report["exit_code"], "error": report["error"], "warnings": report["warnings"],
         "mode": d["mode"], "fallback": d["fallback"], "counts": d["counts"], "read": d["read"],
         "write_requests": d["write_requests"], "plan": d["plan"], "quarantined": d["quarantined"],
-        "failures": d["failures"],
+        "failures": d["failures"], "stderr": report["stderr"],
     });
     serde_json::to_string_pretty(&pick).unwrap()
 }
@@ -573,6 +578,20 @@ fn assert_tenant(agent: &Agent, want: &Snapshot, context: &str, report: &Value) 
         diffs.join("\n  "),
         excerpt(report)
     );
+}
+
+/// `ausi --config … sync ARGS -o json` (like [`Agent::sync`]); when the run did not end with 0 or
+/// 1, the last lines of its stderr go into the report as `stderr`, for the failure message.
+fn sync(agent: &Agent, args: &[&str]) -> (i32, Value) {
+    let mut cmd = common::ausi();
+    let r = common::run(cmd.args(["--config", agent.cfg(), "sync"]).args(args).args(["--output", "json"]));
+    let mut report = r.json();
+    assert_eq!(report["exit_code"].as_i64(), Some(i64::from(r.code)), "exit_code field vs process exit code");
+    if r.code != 0 && r.code != 1 {
+        let tail: Vec<&str> = r.stderr.lines().rev().take(40).collect();
+        report["stderr"] = Value::from(tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+    }
+    (r.code, report)
 }
 
 fn mode(report: &Value) -> &str {
@@ -589,7 +608,7 @@ fn writes(report: &Value) -> u64 {
 
 /// A delta run (no `--full`): a delta, no fallback, exit 0 or 1 as given.
 fn delta(agent: &Agent, exit: i32, context: &str) -> Value {
-    let (code, report) = agent.sync(&[]);
+    let (code, report) = sync(agent, &[]);
     assert_eq!(code, exit, "{context}: exit code; report:\n{}", excerpt(&report));
     assert_eq!(mode(&report), "delta", "{context}: mode; report:\n{}", excerpt(&report));
     assert!(
@@ -612,7 +631,7 @@ fn quiet_delta(agent: &Agent, exit: i32, context: &str) -> Value {
 
 /// A full sync must find nothing to fix after the deltas (the delta ends where the full ends).
 fn quiet_full(agent: &Agent, exit: i32, context: &str) {
-    let (code, report) = agent.sync(&["--full"]);
+    let (code, report) = sync(agent, &["--full"]);
     assert_eq!(code, exit, "{context}: exit code; report:\n{}", excerpt(&report));
     assert_eq!(mode(&report), "full", "{context}");
     assert_eq!(writes(&report), 0, "{context}: a full sync after the deltas still had to write:\n{}", excerpt(&report));
@@ -620,7 +639,7 @@ fn quiet_full(agent: &Agent, exit: i32, context: &str) {
 
 /// A run that should have been a delta but fell back to a full sync with `code`.
 fn fallback(agent: &Agent, code: &str, context: &str) -> (i32, Value) {
-    let (exit, report) = agent.sync(&[]);
+    let (exit, report) = sync(agent, &[]);
     assert!(exit == 0 || exit == 1, "{context}: exit {exit}:\n{}", excerpt(&report));
     assert_eq!(mode(&report), "full", "{context}: mode:\n{}", excerpt(&report));
     assert_eq!(report["data"]["fallback"]["code"], code, "{context}: fallback:\n{}", excerpt(&report));
@@ -671,7 +690,7 @@ fn one_delta_applies_exactly_the_changes() {
     m.create(&tb);
 
     let agent = tb.agent(&[&m.ou_in()], SINGLE_REQUESTS);
-    let (code, first) = agent.sync(&["--full"]);
+    let (code, first) = sync(&agent, &["--full"]);
     assert_eq!(code, 1, "one user is quarantined (no mail):\n{}", excerpt(&first));
     assert_eq!(mode(&first), "full");
     let before = m.synced();
@@ -754,7 +773,7 @@ fn a_watermark_from_another_dc_forces_an_exact_full_sync() {
     m.group("G1", &[&u[0], &u[1], &u[2]]);
     m.create(&tb);
     let agent = tb.agent(&[&m.ou_in()], SINGLE_REQUESTS);
-    let (code, first) = agent.sync(&["--full"]);
+    let (code, first) = sync(&agent, &["--full"]);
     assert_eq!(code, 0, "{}", excerpt(&first));
     m.synced();
 
@@ -791,7 +810,7 @@ fn an_expired_watermark_forces_a_full_sync() {
     let u: Vec<String> = (0..3).map(|i| m.user(&format!("u{i}"), Place::In, true)).collect();
     m.create(&tb);
     let agent = tb.agent(&[&m.ou_in()], SINGLE_REQUESTS);
-    let (code, first) = agent.sync(&["--full"]);
+    let (code, first) = sync(&agent, &["--full"]);
     assert_eq!(code, 0, "{}", excerpt(&first));
     m.synced();
 
@@ -817,7 +836,7 @@ fn scope_change_forces_a_full_sync() {
     m.group("G1", &[&u[0], &o[0], &o[1]]);
     m.create(&tb);
     let agent = tb.agent(&[&m.ou_in()], SINGLE_REQUESTS);
-    let (code, first) = agent.sync(&["--full"]);
+    let (code, first) = sync(&agent, &["--full"]);
     assert_eq!(code, 0, "{}", excerpt(&first));
     let before = m.synced();
     quiet_delta(&agent, 0, "a delta before the scope changes");
@@ -844,7 +863,7 @@ fn scope_change_forces_a_full_sync() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     std::fs::write(&export, &out.stdout).unwrap();
-    let (code, report) = agent.sync(&["--source", &format!("ldif:{}", export.display())]);
+    let (code, report) = sync(&agent, &["--source", &format!("ldif:{}", export.display())]);
     assert_eq!(code, 0, "{}", excerpt(&report));
     assert_eq!(mode(&report), "full", "{}", excerpt(&report));
     assert_eq!(report["data"]["fallback"]["code"], "no-change-tracking", "{}", excerpt(&report));
@@ -862,7 +881,7 @@ fn under_on_remove_delete_a_tombstone_deletes_the_user() {
     m.create(&tb);
     m.delete_on_remove = true;
     let agent = tb.agent(&[&m.ou_in()], &format!("{SINGLE_REQUESTS}on_remove = \"delete\"\n"));
-    let (code, first) = agent.sync(&["--full"]);
+    let (code, first) = sync(&agent, &["--full"]);
     assert_eq!(code, 0, "{}", excerpt(&first));
     let before = m.synced();
 
@@ -934,7 +953,7 @@ fn sigkill_during_a_delta_misses_nothing() {
     let g1 = m.group("G1", &u[..20].iter().collect::<Vec<_>>());
     m.create(&tb);
     let agent = tb.agent(&[&m.ou_in()], SINGLE_REQUESTS);
-    let (code, first) = agent.sync(&["--full"]);
+    let (code, first) = sync(&agent, &["--full"]);
     assert_eq!(code, 0, "{}", excerpt(&first));
     let state = m.synced();
     assert_tenant(&agent, &state, "after the full sync", &first);
@@ -966,9 +985,11 @@ fn sigkill_during_a_delta_misses_nothing() {
         KillAt::After(Duration::from_millis(50)),
         KillAt::After(took.mul_f64(0.3)),
         KillAt::After(took.mul_f64(0.6)),
-        KillAt::FirstWrite,
         KillAt::After(took.mul_f64(0.9)),
+        // Last, so that the reruns start from a run killed half-way through its writes.
+        KillAt::FirstWrite,
     ];
+    let mut half_applied = 0;
     for (i, point) in points.into_iter().enumerate() {
         let r = i + 1;
         let label = format!("round {r}, SIGKILL {point:?}");
@@ -1006,6 +1027,10 @@ fn sigkill_during_a_delta_misses_nothing() {
             if finished.is_some() { format!("the run had finished ({status})") } else { "killed".to_owned() },
             if marks_after == marks_before { "kept" } else { "advanced" }
         );
+        let live = at_start.users.values().filter(|x| at_start.live(x)).count();
+        if finished.is_none() && marks_after == marks_before && tenant_titles > 0 && tenant_titles < live {
+            half_applied += 1;
+        }
         if marks_after != marks_before {
             // The run stored a new watermark: everything changed before it started is applied.
             let with_race = m.snapshot();
@@ -1023,10 +1048,12 @@ fn sigkill_during_a_delta_misses_nothing() {
         tb.ldap_modify(&m.set(&u[41], "givenName", &format!("After{r}")));
     }
 
+    assert!(half_applied > 0, "no run was killed between its first and its last write: the test proved nothing");
+
     // The reruns: deltas from a watermark that did not run ahead of the tenant.
     let mut last = Value::Null;
     for attempt in 0..3 {
-        let (code, report) = agent.sync(&[]);
+        let (code, report) = sync(&agent, &[]);
         eprintln!(
             "SIGKILL rerun {attempt}: exit {code}, mode {}, {} writes",
             mode(&report),
@@ -1066,7 +1093,7 @@ fn a_no_op_delta_reads_a_handful_of_entries_and_writes_nothing() {
     {
         // No other test of this file deletes anything meanwhile (a delta reads new tombstones).
         let _exclusive = exclusive();
-        let (code, first) = agent.sync(&["--full"]);
+        let (code, first) = sync(&agent, &["--full"]);
         assert_eq!(code, 0, "{}", excerpt(&first));
         let full_read = first["data"]["read"]["entries"].as_u64().unwrap_or_else(|| panic!("{}", excerpt(&first)));
         assert!(full_read >= 31, "the full sync read the scope: {}", excerpt(&first));
