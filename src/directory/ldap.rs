@@ -129,7 +129,8 @@ impl LdapDirectory {
 
     /// Every value of `member` of one group, read in explicit ranges (`member;range=0-1499`,
     /// `member;range=1500-2999`, …) as AD requires for groups above its MaxValRange.
-    pub async fn group_members(&mut self, group: &Dn) -> Result<Vec<Dn>, DirectoryError> {
+    /// Every member of `group` (normalised DNs), following AD's ranged retrieval.
+    pub async fn group_members(&mut self, group: &Dn) -> Result<Vec<String>, DirectoryError> {
         let mut members = Vec::new();
         let mut start: u64 = 0;
         loop {
@@ -143,7 +144,7 @@ impl LdapDirectory {
                 let text = String::from_utf8_lossy(v);
                 let dn = Dn::parse(&text)
                     .map_err(|e| DirectoryError::BadDn { dn: text.clone().into_owned(), detail: e.message })?;
-                members.push(dn);
+                members.push(dn.normalized());
             }
             match end {
                 // `member;range=N-M`: more to come from M+1.

@@ -75,12 +75,13 @@ pub struct DirObject {
     pub employee_number: Option<String>,
     /// The manager's DN (resolved to a SCIM id when mapped).
     pub manager: Option<Dn>,
-    /// Group members, complete (range retrieval followed), when the query asked for them.
-    pub members: Vec<Dn>,
+    /// Group members, complete (range retrieval followed), when the query asked for them, as
+    /// normalised DNs ([`Dn::normalized`]: a 5,000-member group must not cost 5,000 parsed DNs).
+    pub members: Vec<String>,
     /// Back-links, when the query asked for them (a delta reads links from both ends):
-    /// the groups this object is a member of (`memberOf`) and the users it manages.
-    pub member_of: Vec<Dn>,
-    pub direct_reports: Vec<Dn>,
+    /// the groups this object is a member of (`memberOf`) and the users it manages; normalised.
+    pub member_of: Vec<String>,
+    pub direct_reports: Vec<String>,
 }
 
 impl DirObject {
@@ -457,7 +458,7 @@ pub fn decode(raw: &RawEntry, naming_context: &Dn) -> Result<Decoded, DirectoryE
     };
     let members = if kind == ObjectKind::Group {
         let (values, _) = raw.ranged("member");
-        values.into_iter().filter_map(|v| Dn::parse(&String::from_utf8_lossy(v)).ok()).collect()
+        values.into_iter().filter_map(dn_key).collect()
     } else {
         Vec::new()
     };
@@ -484,8 +485,13 @@ pub fn decode(raw: &RawEntry, naming_context: &Dn) -> Result<Decoded, DirectoryE
     })))
 }
 
-fn dns(values: &[Vec<u8>]) -> Vec<Dn> {
-    values.iter().filter_map(|v| Dn::parse(&String::from_utf8_lossy(v)).ok()).collect()
+fn dns(values: &[Vec<u8>]) -> Vec<String> {
+    values.iter().filter_map(|v| dn_key(v)).collect()
+}
+
+/// A DN value as the key links are matched by (`None` when it does not parse).
+pub fn dn_key(value: &[u8]) -> Option<String> {
+    Dn::parse(&String::from_utf8_lossy(value)).ok().map(|d| d.normalized())
 }
 
 /// The AD definition of a user: `sAMAccountType = 805306368`. An export without that attribute

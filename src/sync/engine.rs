@@ -328,17 +328,22 @@ pub struct Verdicts {
     pub checked: BTreeSet<String>,
 }
 
-fn problems_of(store: &StateStore, m: &Mirrored) -> Result<Vec<validate::Problem>> {
+/// Which values are held more than once, per duplicate rule (`None`: look each value up).
+type Shared = Option<[BTreeSet<String>; 3]>;
+
+fn problems_of(store: &StateStore, m: &Mirrored, shared: &Shared) -> Result<Vec<validate::Problem>> {
     let mut problems = validate::check_attributes(&m.object);
     let o = &m.object;
     let values = [o.mail.as_deref(), o.user_principal_name.as_deref(), o.sam_account_name.as_deref()];
     for (slot, value) in values.into_iter().enumerate() {
-        if let Some(key) = duplicate_key(value) {
-            let (holders, total) = store.holders(slot, &key, &m.guid, MAX_LISTED_CONFLICTS)?;
-            if total > 0 {
-                let others = holders.into_iter().map(|h| h.dn).collect();
-                problems.push(validate::duplicate_problem(DUPLICATE_RULES[slot], &key, others, total));
-            }
+        let Some(key) = duplicate_key(value) else { continue };
+        if shared.as_ref().is_some_and(|s| !s[slot].contains(&key)) {
+            continue;
+        }
+        let (holders, total) = store.holders(slot, &key, &m.guid, MAX_LISTED_CONFLICTS)?;
+        if total > 0 {
+            let others = holders.into_iter().map(|h| h.dn).collect();
+            problems.push(validate::duplicate_problem(DUPLICATE_RULES[slot], &key, others, total));
         }
     }
     problems.sort_by_key(|p| p.rule);
@@ -349,6 +354,8 @@ fn problems_of(store: &StateStore, m: &Mirrored) -> Result<Vec<validate::Problem
 /// Validates the users to look at (all of them in a full sync) against the whole mirror.
 pub fn validate(store: &mut StateStore, all: bool) -> Result<Verdicts> {
     let mut verdicts = Verdicts::default();
+    // All users: one pass finds the shared values; a few users: one indexed look-up each.
+    let shared = if all { Some(store.shared_keys()?) } else { None };
     let mut after = String::new();
     loop {
         let page = store.work_page(ObjectKind::User, all, &after, PAGE)?;
@@ -356,7 +363,7 @@ pub fn validate(store: &mut StateStore, all: bool) -> Result<Verdicts> {
         after = last.guid.clone();
         let mut found = Vec::with_capacity(page.len());
         for m in &page {
-            let problems = problems_of(store, m)?;
+            let problems = problems_of(store, m, &shared)?;
             if !problems.is_empty() {
                 let reasons =
                     problems.iter().map(|p| Reason { rule: p.rule.id().to_owned(), message: p.message.clone() });
@@ -376,7 +383,7 @@ pub fn validate(store: &mut StateStore, all: bool) -> Result<Verdicts> {
 /// `sync --user`: the rules for one user of the mirror.
 pub fn explain(store: &StateStore, name: &str) -> Result<Option<Explanation>> {
     let Some(m) = store.mirrored_user(name)? else { return Ok(None) };
-    let problems = problems_of(store, &m)?;
+    let problems = problems_of(store, &m, &None)?;
     Ok(Some(validate::explain(Identity::of(&m.object), &problems)))
 }
 
@@ -622,7 +629,8 @@ mod tests {
 
     impl Model {
         fn object(&self, id: u8) -> Option<DirObject> {
-            let member_of: Vec<Dn> = self.groups.iter().filter(|(_, m)| m.contains(&id)).map(|(g, _)| dn(*g)).collect();
+            let member_of: Vec<String> =
+                self.groups.iter().filter(|(_, m)| m.contains(&id)).map(|(g, _)| dn(*g).normalized()).collect();
             if let Some((mail, title, manager)) = self.users.get(&id) {
                 return Some(DirObject {
                     kind: ObjectKind::User,
@@ -636,7 +644,12 @@ mod tests {
                     title: Some(title.clone()),
                     manager: manager.map(dn),
                     member_of,
-                    direct_reports: self.users.iter().filter(|(_, u)| u.2 == Some(id)).map(|(r, _)| dn(*r)).collect(),
+                    direct_reports: self
+                        .users
+                        .iter()
+                        .filter(|(_, u)| u.2 == Some(id))
+                        .map(|(r, _)| dn(*r).normalized())
+                        .collect(),
                     ..DirObject::default()
                 });
             }
@@ -645,7 +658,7 @@ mod tests {
                 dn: dn(id),
                 guid: Some(guid(id)),
                 cn: Some(format!("o{id}")),
-                members: members.iter().map(|m| dn(*m)).collect(),
+                members: members.iter().map(|m| dn(*m).normalized()).collect(),
                 member_of,
                 ..DirObject::default()
             })

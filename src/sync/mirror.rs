@@ -294,7 +294,7 @@ impl StateStore {
                 if o.kind == ObjectKind::Group {
                     link.execute(params![guid, "member", ""])?; // even with none: an emptied group
                     for m in &o.members {
-                        link.execute(params![guid, "member", m.normalized()])?;
+                        link.execute(params![guid, "member", m])?;
                     }
                 }
                 if let Some(m) = &o.manager {
@@ -305,10 +305,10 @@ impl StateStore {
                 if delta {
                     link.execute(params![guid, "memberOf", ""])?; // even with none: the old rows go
                     for g in &o.member_of {
-                        link.execute(params![guid, "memberOf", g.normalized()])?;
+                        link.execute(params![guid, "memberOf", g])?;
                     }
                     for r in &o.direct_reports {
-                        link.execute(params![guid, "directReports", r.normalized()])?;
+                        link.execute(params![guid, "directReports", r])?;
                     }
                 }
             }
@@ -520,6 +520,24 @@ impl StateStore {
             Ok((out, total))
         };
         read().map_err(|e| self.sql(e))
+    }
+
+    /// Per duplicate rule, the values more than one user holds.
+    pub fn shared_keys(&self) -> Result<[BTreeSet<String>; 3], StateError> {
+        let mut out: [BTreeSet<String>; 3] = Default::default();
+        for (slot, column) in KEY_COLUMNS.iter().enumerate() {
+            out[slot] = self
+                .query_strings(
+                    &format!(
+                        "SELECT {column} FROM dir_objects WHERE kind = 'user' AND {column} IS NOT NULL
+                         GROUP BY {column} HAVING COUNT(*) > 1"
+                    ),
+                    [],
+                )?
+                .into_iter()
+                .collect();
+        }
+        Ok(out)
     }
 
     /// Records validation verdicts; in a delta, a user whose verdict changed makes the groups
