@@ -33,7 +33,7 @@ pub enum Report {
     ListOus(list_ous::ListOusReport),
     SelectOus(select_ous::SelectOusReport),
     Validate(validate::ValidateReport),
-    Status(status::StatusReport),
+    Status(Box<status::StatusReport>),
     Docs(docs::DocsReport),
     Register(register::RegisterReport),
     Sync(Box<sync::SyncReport>),

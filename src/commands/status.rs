@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome};
 use crate::secrets::SecretRef;
+use crate::sync::mirror::Watermark;
 use crate::sync::state::{RunRecord, StateStore};
 
 #[derive(Debug, Serialize)]
@@ -28,6 +29,9 @@ pub struct StateStatus {
     pub last_runs: Vec<RunRecord>,
     pub quarantined: usize,
     pub failed: usize,
+    /// Where the next delta starts: the last successful run's DC, USN and time.
+    pub watermark: Option<Watermark>,
+    pub watermark_age_secs: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -97,9 +101,26 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
             last_runs: store.last_runs(10)?,
             quarantined: store.quarantine()?.len(),
             failed: store.failures()?.len(),
+            // A store written by an older ausi (schema 1) has no watermark table until a sync.
+            watermark: store.watermark().unwrap_or(None),
+            watermark_age_secs: None,
         },
-        None => StateStatus { path: display_path(&path), exists: false, last_runs: vec![], quarantined: 0, failed: 0 },
+        None => StateStatus {
+            path: display_path(&path),
+            exists: false,
+            last_runs: vec![],
+            quarantined: 0,
+            failed: 0,
+            watermark: None,
+            watermark_age_secs: None,
+        },
     };
+    let mut state = state;
+    state.watermark_age_secs = state
+        .watermark
+        .as_ref()
+        .and_then(|w| w.taken_at.parse::<jiff::Timestamp>().ok())
+        .map(|taken| jiff::Timestamp::now().duration_since(taken).as_secs());
     let synced = state.last_runs.iter().any(|r| !r.dry_run && matches!(r.outcome.as_deref(), Some("ok" | "findings")));
     let token = secret_status(tenant.token.as_deref());
     let report = StatusReport {
@@ -130,7 +151,7 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
         },
         state,
     };
-    let mut outcome = Outcome::new(Report::Status(report), ExitStatus::Ok);
+    let mut outcome = Outcome::new(Report::Status(Box::new(report)), ExitStatus::Ok);
     outcome.warnings = loaded.warnings;
     if !d.tls_verify {
         outcome.warnings.push(output::Warning::new(
@@ -166,6 +187,14 @@ impl StatusReport {
                 format!("{}{}", output::cell(&self.state.path), if self.state.exists { "" } else { " (no sync yet)" }),
             ),
             ("quarantined users", self.state.quarantined.to_string()),
+            (
+                "watermark",
+                match (&self.state.watermark, self.state.watermark_age_secs) {
+                    (Some(w), Some(age)) => format!("USN {} at {} ({} ago)", w.usn, w.taken_at, human_age(age)),
+                    (Some(w), None) => format!("USN {} at {}", w.usn, output::cell(&w.taken_at)),
+                    _ => "none (the next sync is a full sync)".to_owned(),
+                },
+            ),
             ("objects failing", self.state.failed.to_string()),
         ];
         for (k, v) in rows {
@@ -200,5 +229,14 @@ impl StatusReport {
             out.push_str(&format!("  excluded: {}\n", output::cell(&o.dn)));
         }
         out
+    }
+}
+
+fn human_age(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3600),
+        s => format!("{} days", s / 86_400),
     }
 }

@@ -65,7 +65,7 @@ pub struct Mirrored {
 }
 
 /// The watermark of the last successful run against one DC.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Watermark {
     pub dc: String,
     pub invocation_id: String,
