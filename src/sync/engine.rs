@@ -217,8 +217,8 @@ fn no_guid(o: &DirObject) -> Quarantined {
 /// Patches the mirror with what changed since `since`: changed objects in scope are written,
 /// objects that left the scope or were deleted are removed, and a renamed or moved OU has its
 /// sub-tree read again (AD does not touch the children's uSNChanged when their OU moves).
-pub async fn refresh_delta(
-    directory: &mut AnyDirectory,
+pub async fn refresh_delta<D: Directory>(
+    directory: &mut D,
     scope: &Scope,
     store: &mut StateStore,
     run: i64,
@@ -839,5 +839,137 @@ mod tests {
 
     fn model_has(model: &Model, id: u8) -> bool {
         model.users.contains_key(&id)
+    }
+
+    // ------------------------------------------------------------------ OUs that move
+
+    /// A directory that answers a delta with fixed changes, and sub-tree reads from a list.
+    struct Fake {
+        changed_ous: Vec<crate::directory::Container>,
+        objects: Vec<DirObject>,
+        ous: Vec<crate::directory::Container>,
+    }
+
+    impl Directory for Fake {
+        async fn info(
+            &mut self,
+        ) -> std::result::Result<crate::directory::DirectoryInfo, crate::directory::DirectoryError> {
+            unreachable!("a delta does not ask")
+        }
+
+        async fn containers(
+            &mut self,
+            base: &Dn,
+        ) -> std::result::Result<Vec<crate::directory::Container>, crate::directory::DirectoryError> {
+            Ok(self.ous.iter().filter(|c| c.dn.is_descendant_of(base)).cloned().collect())
+        }
+
+        async fn objects(
+            &mut self,
+            base: &Dn,
+            _query: ObjectQuery,
+            sink: &mut dyn FnMut(DirObject),
+            _progress: &dyn Fn(u64),
+        ) -> std::result::Result<crate::directory::ReadSummary, crate::directory::DirectoryError> {
+            for o in self.objects.iter().filter(|o| o.dn.is_descendant_of(base)) {
+                sink(o.clone());
+            }
+            Ok(Default::default())
+        }
+
+        async fn change_tracking(
+            &mut self,
+        ) -> std::result::Result<Option<ChangeTracking>, crate::directory::DirectoryError> {
+            Ok(None)
+        }
+
+        /// Only the OUs changed: AD does not touch the uSNChanged of an OU's children when the
+        /// OU is renamed or moved.
+        async fn changes(
+            &mut self,
+            _usn: u64,
+            sink: &mut dyn FnMut(Change),
+            _progress: &dyn Fn(u64),
+        ) -> std::result::Result<crate::directory::ReadSummary, crate::directory::DirectoryError> {
+            for c in &self.changed_ous {
+                sink(Change::Container(c.clone()));
+            }
+            Ok(Default::default())
+        }
+    }
+
+    fn ou(id: u8, text: &str) -> crate::directory::Container {
+        crate::directory::Container {
+            kind: crate::directory::ContainerKind::Ou,
+            dn: Dn::parse(text).unwrap(),
+            guid: Some(guid(id)),
+            name: String::new(),
+        }
+    }
+
+    fn user_at(id: u8, text: &str) -> DirObject {
+        DirObject {
+            kind: ObjectKind::User,
+            dn: Dn::parse(text).unwrap(),
+            guid: Some(guid(id)),
+            sam_account_name: Some(format!("u{id}")),
+            ..DirObject::default()
+        }
+    }
+
+    /// The mirror after a full read of OU=In: u1 in OU=Sub,OU=In, u2 in OU=In; then a delta in
+    /// which only OUs changed.
+    fn after_ou_change(
+        changed: Vec<crate::directory::Container>,
+        now: Vec<DirObject>,
+    ) -> (StateStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(&dir.path().join("state.db"), "2026-11-28T00:00:00Z").unwrap();
+        let before = [user_at(1, "CN=u1,OU=Sub,OU=In,DC=x"), user_at(2, "CN=u2,OU=In,DC=x")];
+        store.mirror_put(&before, 1, false).unwrap();
+        store.mirror_resolve_links(false).unwrap();
+        let ous =
+            [(guid(10).to_string(), "OU=In,DC=x".to_owned()), (guid(11).to_string(), "OU=Sub,OU=In,DC=x".to_owned())];
+        store.mirror_set_ous(&ous, &[], true).unwrap();
+        let scope = Scope::new(vec![Dn::parse("OU=In,DC=x").unwrap()], vec![]);
+        let all_ous = changed.clone();
+        let mut fake = Fake { changed_ous: changed, objects: now, ous: all_ous };
+        let printer = Printer::new(Some(crate::cli::OutputFormat::Json), true);
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(refresh_delta(&mut fake, &scope, &mut store, 2, 100, &printer)).unwrap();
+        (store, dir)
+    }
+
+    fn dn_of(store: &StateStore, id: u8) -> Option<String> {
+        store.mirrored(&guid(id).to_string()).unwrap().map(|m| m.object.dn.to_string())
+    }
+
+    #[test]
+    fn an_ou_renamed_inside_the_scope_is_read_again_with_its_children() {
+        let (store, _dir) =
+            after_ou_change(vec![ou(11, "OU=Sub2,OU=In,DC=x")], vec![user_at(1, "CN=u1,OU=Sub2,OU=In,DC=x")]);
+        assert_eq!(dn_of(&store, 1).as_deref(), Some("CN=u1,OU=Sub2,OU=In,DC=x"));
+        assert_eq!(dn_of(&store, 2).as_deref(), Some("CN=u2,OU=In,DC=x"));
+        assert!(store.anchors_gone().unwrap().is_empty());
+        assert_eq!(store.mirror_ous().unwrap()[&guid(11).to_string()], "OU=Sub2,OU=In,DC=x");
+    }
+
+    #[test]
+    fn an_ou_moved_out_of_the_scope_takes_its_children_with_it() {
+        let (store, _dir) = after_ou_change(vec![ou(11, "OU=Sub,OU=Out,DC=x")], vec![]);
+        assert_eq!(dn_of(&store, 1), None, "u1 left with its OU");
+        assert_eq!(dn_of(&store, 2).as_deref(), Some("CN=u2,OU=In,DC=x"));
+        assert!(!store.mirror_ous().unwrap().contains_key(&guid(11).to_string()));
+    }
+
+    #[test]
+    fn an_ou_moved_into_the_scope_brings_its_children() {
+        let (store, _dir) = after_ou_change(
+            vec![ou(12, "OU=New,OU=In,DC=x")],
+            vec![user_at(3, "CN=u3,OU=New,OU=In,DC=x"), user_at(4, "CN=u4,OU=Elsewhere,DC=x")],
+        );
+        assert_eq!(dn_of(&store, 3).as_deref(), Some("CN=u3,OU=New,OU=In,DC=x"));
+        assert_eq!(dn_of(&store, 4), None, "only the moved OU is read");
+        assert_eq!(dn_of(&store, 1).as_deref(), Some("CN=u1,OU=Sub,OU=In,DC=x"));
     }
 }
