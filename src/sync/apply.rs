@@ -3,7 +3,7 @@
 //! is journaled before it is sent, so a run killed at any instant is finished by the next one
 //! without duplicates.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
@@ -38,6 +38,19 @@ impl BulkLimits {
         (supported && max_operations > 1 && max_payload > 4096).then_some(BulkLimits { max_operations, max_payload })
     }
 }
+
+/// One group's membership difference, resolved to SCIM ids.
+struct MemberPatch<'c> {
+    change: &'c MembershipChange,
+    group_id: String,
+    add: Vec<(String, String)>,
+    remove: Vec<(String, String)>,
+    /// The PATCH operations (the message is built when sent).
+    ops: Vec<Value>,
+}
+
+/// Creating at least this many groups, list the tenant's groups once instead of looking each up.
+const LIST_GROUPS_FROM: usize = 10;
 
 /// Results are committed to the state store at least this often.
 const COMMIT_EVERY: usize = 100;
@@ -143,9 +156,27 @@ impl<'a> Applier<'a> {
         let mut jobs: Vec<(&Write, bool)> =
             creates.iter().map(|w| (w, true)).chain(updates.iter().map(|w| (w, false))).collect();
         if let Some(limits) = self.bulk {
-            // Journaled creates and groups are looked up first, one by one; the rest can go in bulk.
-            let (bulk, single): (Vec<_>, Vec<_>) =
-                jobs.into_iter().partition(|(w, create)| !*create || (!w.verify_first && w.kind == Kind::User));
+            // Groups have no attribute a tenant must keep unique, so a group is looked up before it
+            // is created: many at once, by listing the tenant's groups once.
+            let new_groups = creates.iter().filter(|w| w.kind == Kind::Group && !w.verify_first).count();
+            let listed: Option<HashSet<String>> = if new_groups >= LIST_GROUPS_FROM {
+                match self.client.list(ResourceKind::Group, 500, Some("externalId")).await {
+                    Ok(groups) => {
+                        Some(groups.iter().filter_map(|g| g["externalId"].as_str().map(str::to_owned)).collect())
+                    }
+                    Err(e) if is_fatal(&e) => return Err(e.into()),
+                    Err(_) => None,
+                }
+            } else {
+                None
+            };
+            // Journaled creates and groups the tenant may hold are looked up first, one by one;
+            // the rest can go in bulk.
+            let (bulk, single): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|(w, create)| {
+                !*create
+                    || (!w.verify_first
+                        && (w.kind == Kind::User || listed.as_ref().is_some_and(|l| !l.contains(&w.guid))))
+            });
             jobs = single;
             if bulk.len() > 1 {
                 jobs.extend(self.bulk_writes(store, &bulk, limits).await?);
@@ -199,7 +230,7 @@ impl<'a> Applier<'a> {
         let client = self.client;
         let mut results = stream::iter(chunks)
             .map(|chunk| async move {
-                let ops: Vec<BulkOperation> = chunk
+                let mut ops: Vec<BulkOperation> = chunk
                     .iter()
                     .enumerate()
                     .map(|(n, (w, create))| BulkOperation {
@@ -210,7 +241,7 @@ impl<'a> Applier<'a> {
                         data: Some(w.body.clone()),
                     })
                     .collect();
-                let answer = client.bulk(&ops).await;
+                let answer = client.bulk(&mut ops).await;
                 (chunk, answer)
             })
             .buffer_unordered(self.concurrency.min(2));
@@ -265,8 +296,10 @@ impl<'a> Applier<'a> {
     }
 
     /// Membership differences: one PATCH per group (adds in one operation, each remove as
-    /// `members[value eq "…"]`), never a rewrite of the whole member list.
+    /// `members[value eq "…"]`), never a rewrite of the whole member list; through `/Bulk`
+    /// when the tenant has it, one by one for what a bulk request did not settle.
     pub async fn memberships(&mut self, store: &mut StateStore, changes: &[MembershipChange]) -> Result<(), AppError> {
+        let mut patches = Vec::new();
         for change in changes {
             let Some(group_id) = self.ids.get(&change.group_guid).cloned() else {
                 continue; // the group's own create failed: recorded already, retried next run
@@ -283,21 +316,89 @@ impl<'a> Applier<'a> {
                 ops.push(scim::patch_add_members(&add.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>()));
             }
             ops.extend(remove.iter().map(|(_, id)| scim::patch_remove_member(id)));
-            match self.client.patch(ResourceKind::Group, &group_id, &ops).await {
-                Ok(()) => {
-                    for (guid, _) in &add {
-                        self.batch.add_member(&change.group_guid, guid);
-                    }
-                    for (guid, _) in &remove {
-                        self.batch.remove_member(&change.group_guid, guid);
-                    }
-                    self.counts.membership_changes += 1;
-                }
-                Err(e) => self.settle_error(store, e, &change.group_guid, &change.group_dn, "membership")?,
+            patches.push(MemberPatch { change, group_id, add, remove, ops });
+        }
+        if let Some(limits) = self.bulk.filter(|_| patches.len() > 1) {
+            patches = self.bulk_memberships(store, patches, limits).await?;
+        }
+        for p in patches {
+            match self.client.patch(ResourceKind::Group, &p.group_id, &p.ops).await {
+                Ok(()) => self.patched(&p),
+                Err(e) => self.settle_error(store, e, &p.change.group_guid, &p.change.group_dn, "membership")?,
             }
             self.maybe_commit(store)?;
         }
         self.flush(store)
+    }
+
+    /// Sends membership PATCHes through `/Bulk`; returns those to send one by one.
+    async fn bulk_memberships<'p>(
+        &mut self,
+        store: &mut StateStore,
+        patches: Vec<MemberPatch<'p>>,
+        limits: BulkLimits,
+    ) -> Result<Vec<MemberPatch<'p>>, AppError> {
+        let mut redo = Vec::new();
+        let mut rest = patches.into_iter().peekable();
+        while rest.peek().is_some() {
+            let mut chunk = Vec::new();
+            let mut size = 0;
+            while let Some(p) = rest.peek() {
+                // Each value is an id of ~40 bytes; the rest of an operation is small.
+                let bytes = p.ops.iter().map(|o| o["value"].as_array().map_or(1, Vec::len)).sum::<usize>() * 64 + 200;
+                if !chunk.is_empty() && (chunk.len() >= limits.max_operations || size + bytes > limits.max_payload) {
+                    break;
+                }
+                size += bytes;
+                chunk.extend(rest.next());
+            }
+            let mut ops: Vec<BulkOperation> = chunk
+                .iter()
+                .enumerate()
+                .map(|(n, p)| BulkOperation {
+                    method: BulkMethod::Patch,
+                    kind: ResourceKind::Group,
+                    id: Some(p.group_id.clone()),
+                    bulk_id: format!("op{n}"),
+                    data: Some(scim::patch_message(&p.ops)),
+                })
+                .collect();
+            match self.client.bulk(&mut ops).await {
+                Ok(outcomes) => {
+                    let mut outcomes = outcomes.into_iter();
+                    for p in chunk {
+                        match outcomes.next().map(|o| (o.status, o.error)) {
+                            Some((200..=299, _)) => self.patched(&p),
+                            Some((_, Some(info))) if info.status < 500 && info.status != 429 => self.settle_error(
+                                store,
+                                TenantError::Rejected(info),
+                                &p.change.group_guid,
+                                &p.change.group_dn,
+                                "membership",
+                            )?,
+                            _ => redo.push(p),
+                        }
+                        self.maybe_commit(store)?;
+                    }
+                }
+                Err(e) if is_fatal(&e) => {
+                    self.flush(store)?;
+                    return Err(e.into());
+                }
+                Err(_) => redo.extend(chunk),
+            }
+        }
+        Ok(redo)
+    }
+
+    fn patched(&mut self, p: &MemberPatch<'_>) {
+        for (guid, _) in &p.add {
+            self.batch.add_member(&p.change.group_guid, guid);
+        }
+        for (guid, _) in &p.remove {
+            self.batch.remove_member(&p.change.group_guid, guid);
+        }
+        self.counts.membership_changes += 1;
     }
 
     pub async fn removals(&mut self, store: &mut StateStore, removals: &[Removal]) -> Result<(), AppError> {

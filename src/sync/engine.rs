@@ -3,7 +3,7 @@
 //! page — users, managers, groups, memberships, removals — and advance the watermark only once
 //! everything is committed. Memory grows with the page size and the state, not with the scope.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -387,6 +387,20 @@ pub fn explain(store: &StateStore, name: &str) -> Result<Option<Explanation>> {
     Ok(Some(validate::explain(Identity::of(&m.object), &problems)))
 }
 
+/// What the passes of one run share.
+struct Work<'a> {
+    all: bool,
+    verdicts: &'a Verdicts,
+    anchors: &'a HashMap<String, super::state::Anchor>,
+    quarantine: &'a [super::state::QuarantineEntry],
+    /// Objects planned (or held) in this run.
+    done: HashSet<String>,
+    /// Plan users whose manager has no SCIM id yet too (without it).
+    take_all: bool,
+    pending_managers: Vec<String>,
+    memberships: Vec<plan::MembershipChange>,
+}
+
 /// Where plans go: applied (a real run) or only gathered (a dry run).
 pub struct Engine<'a, 'c> {
     pub store: &'a mut StateStore,
@@ -408,46 +422,32 @@ impl Engine<'_, '_> {
     pub async fn run(&mut self, all: bool, verdicts: &Verdicts, removals: Vec<plan::Removal>) -> Result<()> {
         let anchors = self.store.anchors()?;
         let quarantine = self.store.quarantine()?;
-        let mut pending_managers: Vec<String> = Vec::new();
-        let mut memberships = Vec::new();
-        for kind in [ObjectKind::User, ObjectKind::Group] {
-            let mut after = String::new();
-            loop {
-                let page = self.store.work_page(kind, all, &after, PAGE)?;
-                let Some(last) = page.last() else { break };
-                after = last.guid.clone();
-                let mut wanted = Vec::with_capacity(page.len());
-                let mut held = Vec::new();
-                for m in &page {
-                    if let Some(q) = verdicts.quarantined.get(&m.guid) {
-                        held.push(q.clone());
-                        continue;
-                    }
-                    // An invalid user not validated in this run is already quarantined.
-                    let id = |g: &str| self.id(g);
-                    if let Some((d, manager_pending)) = want(self.store, m, &anchors, &id)? {
-                        if manager_pending {
-                            pending_managers.push(m.guid.clone());
-                        }
-                        wanted.push(d);
-                    }
-                }
-                let guids: Vec<&str> = wanted.iter().map(|d| d.guid.as_str()).collect();
-                let bodies = self.store.bodies_for(&guids)?;
-                let members = if kind == ObjectKind::Group { self.store.members_for(&guids)? } else { HashMap::new() };
-                let known = Known { anchors: &anchors, bodies: &bodies, members: &members, quarantine: &quarantine };
-                let mut page_plan = plan::plan_objects(&wanted, held, &known);
-                memberships.append(&mut page_plan.memberships);
-                if let Some(applier) = &mut self.applier {
-                    applier.writes(self.store, &page_plan.creates, &page_plan.updates).await?;
-                    applier.record(self.store, &page_plan)?;
-                }
-                self.plan.absorb(page_plan);
+        let mut work = Work {
+            all,
+            verdicts,
+            anchors: &anchors,
+            quarantine: &quarantine,
+            done: HashSet::new(),
+            take_all: false,
+            pending_managers: Vec::new(),
+            memberships: Vec::new(),
+        };
+        // A user whose manager is created in this run waits for a later pass, so that it is
+        // written once, manager included. When a pass makes no progress (a cycle of managers,
+        // or a dry run, which creates nothing), the rest go without and are completed after.
+        loop {
+            let (deferred, progressed) = self.pass(ObjectKind::User, &mut work).await?;
+            if deferred == 0 {
+                break;
             }
-            if kind == ObjectKind::User {
-                self.manager_pass(&pending_managers).await?;
-            }
+            work.take_all = progressed == 0;
         }
+        let pending = std::mem::take(&mut work.pending_managers);
+        self.manager_pass(&pending).await?;
+        work.done.clear();
+        work.take_all = true;
+        self.pass(ObjectKind::Group, &mut work).await?;
+        let memberships = std::mem::take(&mut work.memberships);
         if let Some(applier) = &mut self.applier {
             applier.memberships(self.store, &memberships).await?;
         }
@@ -462,6 +462,59 @@ impl Engine<'_, '_> {
         gone.removals = removals;
         self.plan.absorb(gone);
         Ok(())
+    }
+
+    /// One pass over the objects of `kind` to look at, page by page: plan, apply, record.
+    /// Returns how many were deferred (their manager has no SCIM id yet) and how many done.
+    async fn pass(&mut self, kind: ObjectKind, work: &mut Work<'_>) -> Result<(usize, usize)> {
+        let (mut deferred, mut progressed) = (0, 0);
+        let mut after = String::new();
+        loop {
+            let page = self.store.work_page(kind, work.all, &after, PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = last.guid.clone();
+            let mut wanted = Vec::with_capacity(page.len());
+            let mut held = Vec::new();
+            for m in &page {
+                if work.done.contains(&m.guid) {
+                    continue;
+                }
+                if let Some(q) = work.verdicts.quarantined.get(&m.guid) {
+                    held.push(q.clone());
+                } else {
+                    // An invalid user not validated in this run is already quarantined.
+                    let id = |g: &str| self.id(g);
+                    match want(self.store, m, work.anchors, &id)? {
+                        Some((_, true)) if !work.take_all => {
+                            deferred += 1;
+                            continue;
+                        }
+                        Some((d, manager_pending)) => {
+                            if manager_pending {
+                                work.pending_managers.push(m.guid.clone());
+                            }
+                            wanted.push(d);
+                        }
+                        None => {}
+                    }
+                }
+                work.done.insert(m.guid.clone());
+                progressed += 1;
+            }
+            let guids: Vec<&str> = wanted.iter().map(|d| d.guid.as_str()).collect();
+            let bodies = self.store.bodies_for(&guids)?;
+            let members = if kind == ObjectKind::Group { self.store.members_for(&guids)? } else { HashMap::new() };
+            let known =
+                Known { anchors: work.anchors, bodies: &bodies, members: &members, quarantine: work.quarantine };
+            let mut page_plan = plan::plan_objects(&wanted, held, &known);
+            work.memberships.append(&mut page_plan.memberships);
+            if let Some(applier) = &mut self.applier {
+                applier.writes(self.store, &page_plan.creates, &page_plan.updates).await?;
+                applier.record(self.store, &page_plan)?;
+            }
+            self.plan.absorb(page_plan);
+        }
+        Ok((deferred, progressed))
     }
 
     /// Users whose manager was created in this run get the manager's SCIM id.

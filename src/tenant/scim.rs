@@ -290,25 +290,25 @@ impl ScimClient {
     /// `PATCH /{Users|Groups}/{id}` with a PatchOp message; `200` + body and `204` both succeed.
     pub async fn patch(&self, kind: ResourceKind, id: &str, operations: &[Value]) -> Result<(), TenantError> {
         let url = self.resource_url(kind, id)?;
-        let body = json!({ "schemas": [PATCH_OP_SCHEMA], "Operations": operations });
-        self.send(Method::PATCH, &url, Some(&body), Target::Id).await.map(|_| ())
+        self.send(Method::PATCH, &url, Some(&patch_message(operations)), Target::Id).await.map(|_| ())
     }
 
     /// `POST /Bulk` (RFC 7644 §3.7) without `failOnErrors` (some servers stop at the first
     /// error when it is given): one outcome per operation, in the order of the request.
     /// Retrying a whole request after a lost answer may repeat creates; those come back as 409
     /// and the caller resolves them like any other conflict.
-    pub async fn bulk(&self, operations: &[BulkOperation]) -> Result<Vec<BulkOutcome>, TenantError> {
+    /// The operations' `data` is moved into the request (large memberships are not copied).
+    pub async fn bulk(&self, operations: &mut [BulkOperation]) -> Result<Vec<BulkOutcome>, TenantError> {
         let ops: Vec<Value> = operations
-            .iter()
+            .iter_mut()
             .map(|op| {
                 let path = match &op.id {
                     Some(id) => format!("/{}/{}", op.kind.endpoint(), percent_encode(id)),
                     None => format!("/{}", op.kind.endpoint()),
                 };
                 let mut v = json!({"method": op.method.as_str(), "path": path, "bulkId": op.bulk_id});
-                if let Some(data) = &op.data {
-                    v["data"] = data.clone();
+                if let Some(data) = op.data.take() {
+                    v["data"] = data;
                 }
                 v
             })
@@ -387,12 +387,23 @@ impl ScimClient {
     /// Every resource of a kind, paged with `startIndex`/`count` until `totalResults` is reached.
     /// A page that comes back empty before then is a protocol error (never a silent partial list).
     pub async fn list_all(&self, kind: ResourceKind, page_size: u32) -> Result<Vec<Value>, TenantError> {
+        self.list(kind, page_size, None).await
+    }
+
+    /// Like [`ScimClient::list_all`], asking only for `attributes` (comma-separated; `id` always comes).
+    pub async fn list(
+        &self,
+        kind: ResourceKind,
+        page_size: u32,
+        attributes: Option<&str>,
+    ) -> Result<Vec<Value>, TenantError> {
         let count = page_size.max(1);
+        let only = attributes.map(|a| format!("&attributes={}", percent_encode(a))).unwrap_or_default();
         let mut all: Vec<Value> = Vec::new();
         let mut seen_ids: HashSet<String> = HashSet::new();
         let mut start_index: u64 = 1;
         loop {
-            let url = format!("{}/{}?startIndex={start_index}&count={count}", self.base_url, kind.endpoint());
+            let url = format!("{}/{}?startIndex={start_index}&count={count}{only}", self.base_url, kind.endpoint());
             let body = self.send(Method::GET, &url, None, Target::Collection).await?;
             let (resources, total) = parse_list_response(&parse_json(&body)?)?;
             let total = total.ok_or_else(|| TenantError::Protocol("a ListResponse without \"totalResults\"".into()))?;
@@ -610,6 +621,7 @@ const BULK_REQUEST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:BulkReq
 pub enum BulkMethod {
     Post,
     Put,
+    Patch,
 }
 
 impl BulkMethod {
@@ -617,6 +629,7 @@ impl BulkMethod {
         match self {
             BulkMethod::Post => "POST",
             BulkMethod::Put => "PUT",
+            BulkMethod::Patch => "PATCH",
         }
     }
 }
@@ -672,6 +685,11 @@ fn percent_decode(text: &str) -> String {
 /// A PATCH operation replacing one attribute: `{"op":"replace","path":PATH,"value":VALUE}`.
 pub fn patch_replace(path: &str, value: Value) -> Value {
     json!({ "op": "replace", "path": path, "value": value })
+}
+
+/// The PatchOp message around `operations` (alone, or as a bulk operation's data).
+pub fn patch_message(operations: &[Value]) -> Value {
+    json!({ "schemas": [PATCH_OP_SCHEMA], "Operations": operations })
 }
 
 /// A PATCH operation adding group members: `{"op":"add","path":"members","value":[{"value":ID},...]}`.
