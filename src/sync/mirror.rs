@@ -243,7 +243,7 @@ impl StateStore {
                 "INSERT INTO dir_objects (guid, kind, dn, dn_key, data, mail_key, upn_key, sam_key, seen_run)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (guid) DO UPDATE SET kind = ?2, dn = ?3, dn_key = ?4, data = ?5, mail_key = ?6,
-                   upn_key = ?7, sam_key = ?8, seen_run = ?9",
+                   upn_key = ?7, sam_key = ?8, seen_run = ?9, manager = NULL",
             )?;
             let mut link = tx.prepare_cached("INSERT INTO temp.links (from_guid, kind, target) VALUES (?1, ?2, ?3)")?;
             for o in objects {
@@ -297,11 +297,13 @@ impl StateStore {
                         link.execute(params![guid, "member", m])?;
                     }
                 }
-                if let Some(m) = &o.manager {
-                    link.execute(params![guid, "manager", m.normalized()])?;
-                } else {
-                    link.execute(params![guid, "manager", ""])?;
-                }
+                // The row's manager was reset above; the link sets it again. A delta also records
+                // "no manager", so the manager's directReports cannot override what was read.
+                match &o.manager {
+                    Some(m) => link.execute(params![guid, "manager", m.normalized()])?,
+                    None if delta => link.execute(params![guid, "manager", ""])?,
+                    None => 0,
+                };
                 if delta {
                     link.execute(params![guid, "memberOf", ""])?; // even with none: the old rows go
                     for g in &o.member_of {
@@ -322,12 +324,16 @@ impl StateStore {
     pub fn mirror_resolve_links(&mut self, delta: bool) -> Result<(), StateError> {
         self.mirror_sql(|tx| {
             // The member lists of the groups read: replaced (old rows kept aside to compare).
+            if delta {
+                tx.execute_batch(
+                    "DELETE FROM temp.old_members;
+                     INSERT INTO temp.old_members SELECT group_guid, member_guid FROM dir_members
+                       WHERE group_guid IN (SELECT from_guid FROM temp.links WHERE kind = 'member')
+                          OR member_guid IN (SELECT from_guid FROM temp.links WHERE kind = 'memberOf');",
+                )?;
+            }
             tx.execute_batch(
-                "DELETE FROM temp.old_members;
-                 INSERT INTO temp.old_members SELECT group_guid, member_guid FROM dir_members
-                   WHERE group_guid IN (SELECT from_guid FROM temp.links WHERE kind = 'member')
-                      OR member_guid IN (SELECT from_guid FROM temp.links WHERE kind = 'memberOf');
-                 DELETE FROM dir_members WHERE group_guid IN (SELECT from_guid FROM temp.links WHERE kind = 'member');
+                "DELETE FROM dir_members WHERE group_guid IN (SELECT from_guid FROM temp.links WHERE kind = 'member');
                  DELETE FROM dir_members WHERE member_guid IN (SELECT from_guid FROM temp.links WHERE kind = 'memberOf');
                  INSERT OR IGNORE INTO dir_members (group_guid, member_guid)
                    SELECT l.from_guid, o.guid FROM temp.links l JOIN dir_objects o ON o.dn_key = l.target
