@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use ausi::tenant::ResourceKind;
 use base64::Engine as _;
 use common::testbed::{Agent, Testbed, testbed};
+use common::wait_until;
 use serde_json::Value;
 
 // ------------------------------------------------------------------------------- parallel safety
@@ -920,18 +921,6 @@ fn spawn_delta(agent: &Agent, stdout: &Path) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn ausi")
-}
-
-/// Polls `done` every 5 ms for up to `limit`; whether it became true.
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    done()
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use ausi::tenant::ResourceKind;
 use common::testbed::{Agent, Testbed, cfg, dn, testbed, under};
-use common::{ausi, json_with};
+use common::{ausi, json_with, wait_until};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -268,18 +268,6 @@ fn wait_for(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// Polls `done` every 5 ms for up to `limit`; whether it became true.
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    done()
 }
 
 // ----------------------------------------------------------------------------------- the proxy

@@ -312,8 +312,8 @@ async fn sync(
     }
 
     // Deletion threshold: count and percentage, before anything is written.
-    let removals = engine::planned_removals(store, config.sync.on_remove)?;
     let anchors = store.anchors()?;
+    let removals = engine::planned_removals(store, &anchors, config.sync.on_remove)?;
     let removing = removals.iter().filter(|r| r.action != plan::RemoveAction::Retire).count();
     let provisioned = anchors.values().filter(|a| a.state == AnchorState::Active).count().max(1);
     let limit = args.allow_deletes.unwrap_or(config.sync.max_deletions);
@@ -369,10 +369,9 @@ async fn sync(
     } else {
         Default::default()
     };
-    drop(anchors);
     let mut engine = Engine { store, applier, ids, plan: Plan::default() };
     let applying = Instant::now();
-    let applied = engine.run(all, &verdicts, removals).await;
+    let applied = engine.run(all, &verdicts, &anchors, removals).await;
     report.timings_ms.plan = u64::try_from(applying.duration_since(planned).as_millis()).unwrap_or(u64::MAX);
     report.timings_ms.apply = ms(applying);
     let the_plan = std::mem::take(&mut engine.plan);

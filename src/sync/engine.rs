@@ -11,7 +11,7 @@ use super::desired::{self, Candidate};
 use super::mirror::{Mirrored, Watermark, duplicate_key};
 use super::plan::{self, Kind, Known, Plan, Quarantined};
 use super::scope::Scope;
-use super::state::{AnchorKind, AnchorState, Reason, StateStore};
+use super::state::{AnchorState, Reason, StateStore};
 use super::validate::{self, DUPLICATE_RULES, Explanation, Identity, MAX_LISTED_CONFLICTS};
 use crate::config::{OnRemove, ScopeConfig};
 use crate::directory::{AnyDirectory, Change, ChangeTracking, DirObject, Directory, Dn, ObjectKind, ObjectQuery};
@@ -180,8 +180,7 @@ pub async fn refresh_full(
             first.message
         )));
     }
-    let provisioned =
-        store.anchors()?.values().filter(|a| a.kind == AnchorKind::User && a.state == AnchorState::Active).count();
+    let provisioned = store.active_users()?;
     if refresh.read.users == 0 && provisioned > 0 {
         return Err(stop(format!(
             "the directory returned no users in scope, but {provisioned} are provisioned; nothing was written"
@@ -419,13 +418,18 @@ impl Engine<'_, '_> {
     }
 
     /// Users, the manager pass, groups, memberships, removals: in that order, page by page.
-    pub async fn run(&mut self, all: bool, verdicts: &Verdicts, removals: Vec<plan::Removal>) -> Result<()> {
-        let anchors = self.store.anchors()?;
+    pub async fn run(
+        &mut self,
+        all: bool,
+        verdicts: &Verdicts,
+        anchors: &HashMap<String, super::state::Anchor>,
+        removals: Vec<plan::Removal>,
+    ) -> Result<()> {
         let quarantine = self.store.quarantine()?;
         let mut work = Work {
             all,
             verdicts,
-            anchors: &anchors,
+            anchors,
             quarantine: &quarantine,
             done: HashSet::new(),
             take_all: false,
@@ -576,12 +580,12 @@ fn want(
 
 /// The anchors the tenant holds for objects the mirror no longer has (deleted in AD, moved
 /// out of scope, or absent from a complete read), per policy.
-pub fn planned_removals(store: &StateStore, on_remove: OnRemove) -> Result<Vec<plan::Removal>> {
+pub fn planned_removals(
+    store: &StateStore,
+    anchors: &HashMap<String, super::state::Anchor>,
+    on_remove: OnRemove,
+) -> Result<Vec<plan::Removal>> {
     let gone = store.anchors_gone()?;
-    if gone.is_empty() {
-        return Ok(Vec::new());
-    }
-    let anchors = store.anchors()?;
     Ok(plan::removals(gone.iter().filter_map(|g| anchors.get(g)), on_remove))
 }
 

@@ -600,6 +600,16 @@ impl StateStore {
         Ok(rows.into_iter().collect())
     }
 
+    /// How many users the tenant has from this agent (active anchors).
+    pub fn active_users(&self) -> Result<usize, StateError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM anchors WHERE kind = 'user' AND state = 'active'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n.max(0) as usize)
+            .map_err(|e| self.sql(e))
+    }
+
     /// Quarantined users that left the mirror (deleted or moved out): released.
     pub fn quarantine_gone(&self) -> Result<Vec<String>, StateError> {
         self.query_strings(

@@ -4,6 +4,7 @@
 pub mod testbed;
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use serde_json::Value;
@@ -83,4 +84,16 @@ pub fn write_config(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("agent.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// Polls `done` every 5 ms for up to `limit`; whether it became true.
+pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    done()
 }
