@@ -1,0 +1,520 @@
+//! The tenant's agent API (docs: `tenant-api.md` §2) end to end: `register` probes it and records
+//! `agent_api = true`; every non-dry `sync` then posts a heartbeat, and when the tenant answers
+//! `full_sync_requested: true` the next `sync` is a full one (`fallback.code = "tenant-requested"`)
+//! and the one after it a delta again. Against the testbed's Samba AD DC and scim2-server on
+//! 127.0.0.1 (`scripts/testbed up`, then source its env.sh), like tests/delta.rs; skipped without
+//! them.
+//!
+//! scim2-server has no agent API (it answers 404), so the tenant here is a small HTTP/1.1 server
+//! in this file ([`Tenant`]) that answers the agent API itself (`GET …/password-policy`, the
+//! probe, and `POST …/heartbeat`, whose `full_sync_requested` the test sets) and forwards the SCIM
+//! calls unchanged to scim2-server, one request per connection (scim2-server speaks HTTP/1.0 and
+//! closes each connection), like the proxy of tests/sync_faults.rs. It listens on and connects to
+//! 127.0.0.1 only.
+//!
+//! The test builds its own subtree `OU=AgentApi<tag>,<base>` with a few users and removes it at
+//! the end: the seeded objects other tests compare with are never touched.
+
+#![allow(clippy::print_stderr)] // a skipped test says why
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command as Process;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use ausi::tenant::ResourceKind;
+use common::testbed::{Testbed, cfg, testbed};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const AGENT: &str = "dc1-agent-api";
+
+// ------------------------------------------------------------------------------------ the tenant
+
+/// One call of the agent API, as the tenant received it.
+#[derive(Clone, Debug)]
+struct AgentCall {
+    method: String,
+    /// The path after the agent's base (`{realm}/api/agent/v1/agents/{agent}/`), e.g. `heartbeat`;
+    /// the whole path when the call was not under it.
+    path: String,
+    /// `Authorization: Bearer <the tenant token>`.
+    bearer_ok: bool,
+    body: String,
+    /// The `full_sync_requested` this tenant answered (heartbeats only).
+    answered_full: Option<bool>,
+}
+
+struct Shared {
+    upstream: SocketAddr,
+    /// `/realm<tag>`: the home realm's path; `{realm}/api/agent/v1/…` is the agent API.
+    realm: String,
+    /// `{realm}/api/agent/v1/agents/{AGENT}/`
+    agent_base: String,
+    /// The SCIM base's path (`/…/t…/v2`): forwarded to scim2-server.
+    scim_path: String,
+    token: String,
+    /// What the next heartbeat answers as `full_sync_requested`.
+    full_sync_requested: AtomicBool,
+    calls: Mutex<Vec<AgentCall>>,
+    forwarded: AtomicU64,
+    /// Anything this tenant did not expect (must stay empty).
+    errors: Mutex<Vec<String>>,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn error(&self, what: String) {
+        self.errors.lock().unwrap_or_else(PoisonError::into_inner).push(what);
+    }
+}
+
+/// The test's tenant: the agent API here, SCIM forwarded to scim2-server.
+struct Tenant {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl Tenant {
+    /// Listens on 127.0.0.1:0 on a runtime of its own thread; SCIM requests under the path of
+    /// `upstream_scim` go to that server.
+    fn start(upstream_scim: &str, realm: &str, token: &str) -> Tenant {
+        let rest = upstream_scim.strip_prefix("http://").expect("an http:// SCIM URL");
+        let slash = rest.find('/').expect("a tenant path");
+        let upstream: SocketAddr = rest[..slash].parse().expect("the SCIM server as IP:PORT");
+        assert!(upstream.ip().is_loopback(), "the testbed's SCIM server must be on loopback: {upstream}");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared {
+            upstream,
+            realm: realm.to_owned(),
+            agent_base: format!("{realm}/api/agent/v1/agents/{AGENT}/"),
+            scim_path: rest[slash..].trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            full_sync_requested: AtomicBool::new(false),
+            calls: Mutex::new(Vec::new()),
+            forwarded: AtomicU64::new(0),
+            errors: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+        });
+        let server = shared.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let listener = TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else { continue };
+                    if server.stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    tokio::spawn(handle(stream, server.clone()));
+                }
+            });
+        });
+        Tenant { addr, shared }
+    }
+
+    fn home_realm(&self) -> String {
+        format!("http://{}{}", self.addr, self.shared.realm)
+    }
+
+    fn scim_url(&self) -> String {
+        format!("http://{}{}", self.addr, self.shared.scim_path)
+    }
+
+    fn request_full_sync(&self, on: bool) {
+        self.shared.full_sync_requested.store(on, Ordering::SeqCst);
+    }
+
+    fn calls(&self) -> Vec<AgentCall> {
+        self.shared.calls.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn heartbeats(&self) -> Vec<AgentCall> {
+        self.calls().into_iter().filter(|c| c.method == "POST" && c.path == "heartbeat").collect()
+    }
+
+    fn forwarded(&self) -> u64 {
+        self.shared.forwarded.load(Ordering::SeqCst)
+    }
+
+    fn errors(&self) -> Vec<String> {
+        self.shared.errors.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+impl Drop for Tenant {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop, which then sees `stop`.
+        std::net::TcpStream::connect(self.addr).ok();
+    }
+}
+
+struct Request {
+    method: String,
+    /// Without the query.
+    path: String,
+    authorization: Option<String>,
+    /// Head and body, as received.
+    bytes: Vec<u8>,
+    body_start: usize,
+}
+
+/// One HTTP/1.x request: the head, then a Content-Length body. `None` at EOF or on junk.
+async fn read_request(stream: &mut TcpStream) -> Option<Request> {
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(p) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let k = stream.read(&mut chunk).await.ok()?;
+        if k == 0 || bytes.len() > 1 << 20 {
+            return None;
+        }
+        bytes.extend_from_slice(&chunk[..k]);
+    };
+    let head = String::from_utf8_lossy(&bytes[..head_end]).into_owned();
+    let mut words = head.split(' ');
+    let method = words.next()?.to_owned();
+    let path = words.next()?.split('?').next()?.to_owned();
+    let mut length = 0usize;
+    let mut authorization = None;
+    for line in head.lines().skip(1) {
+        let Some((name, value)) = line.split_once(':') else { continue };
+        if name.eq_ignore_ascii_case("content-length") {
+            length = value.trim().parse().ok()?;
+        } else if name.eq_ignore_ascii_case("authorization") {
+            authorization = Some(value.trim().to_owned());
+        } else if name.eq_ignore_ascii_case("transfer-encoding") || name.eq_ignore_ascii_case("expect") {
+            return None; // not what ausi sends
+        }
+    }
+    while bytes.len() < head_end + length {
+        let k = stream.read(&mut chunk).await.ok()?;
+        if k == 0 {
+            return None;
+        }
+        bytes.extend_from_slice(&chunk[..k]);
+    }
+    Some(Request { method, path, authorization, bytes, body_start: head_end })
+}
+
+async fn answer_json(client: &mut TcpStream, status: &str, body: &str) {
+    let text = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    client.write_all(text.as_bytes()).await.ok();
+    client.shutdown().await.ok();
+}
+
+async fn handle(mut client: TcpStream, shared: Arc<Shared>) {
+    let Some(request) = read_request(&mut client).await else {
+        shared.error("a connection closed before a whole request".into());
+        return;
+    };
+    if request.path.starts_with(&format!("{}/", shared.realm)) {
+        agent_api(&mut client, &shared, &request).await;
+    } else if request.path == shared.scim_path || request.path.starts_with(&format!("{}/", shared.scim_path)) {
+        forward(&mut client, &shared, &request).await;
+    } else {
+        shared.error(format!("{} {}: neither the agent API nor the SCIM base", request.method, request.path));
+        answer_json(&mut client, "404 Not Found", "{}").await;
+    }
+}
+
+/// The agent API: the probe (`GET password-policy`) and `POST heartbeat`; 404 for anything else.
+async fn agent_api(client: &mut TcpStream, shared: &Shared, request: &Request) {
+    let bearer_ok = request.authorization.as_deref() == Some(format!("Bearer {}", shared.token).as_str());
+    let path = request.path.strip_prefix(&shared.agent_base).unwrap_or(&request.path).to_owned();
+    let body = String::from_utf8_lossy(&request.bytes[request.body_start..]).into_owned();
+    let mut call = AgentCall { method: request.method.clone(), path, bearer_ok, body, answered_full: None };
+    let (status, answer) = match (bearer_ok, call.method.as_str(), call.path.as_str()) {
+        (false, _, _) => ("401 Unauthorized", json!({"detail": "wrong or missing bearer token"})),
+        (true, "GET", "password-policy") => {
+            ("200 OK", json!({"minLength": 12, "maxAgeDays": 90, "complexity": true, "historyCount": 24}))
+        }
+        (true, "POST", "heartbeat") => {
+            let full = shared.full_sync_requested.load(Ordering::SeqCst);
+            call.answered_full = Some(full);
+            ("200 OK", json!({"status": "Active", "full_sync_requested": full}))
+        }
+        _ => ("404 Not Found", json!({"detail": "not part of this test's agent API"})),
+    };
+    shared.calls.lock().unwrap_or_else(PoisonError::into_inner).push(call);
+    answer_json(client, status, &answer.to_string()).await;
+}
+
+/// Sends the request unchanged to scim2-server on a new connection and relays its whole answer
+/// (HTTP/1.0: up to the close).
+async fn forward(client: &mut TcpStream, shared: &Shared, request: &Request) {
+    let exchange = async {
+        let mut server = TcpStream::connect(shared.upstream).await.ok()?;
+        server.write_all(&request.bytes).await.ok()?;
+        let mut answer = Vec::new();
+        server.read_to_end(&mut answer).await.ok()?;
+        (!answer.is_empty()).then_some(answer)
+    };
+    match tokio::time::timeout(Duration::from_secs(60), exchange).await.ok().flatten() {
+        Some(answer) => {
+            shared.forwarded.fetch_add(1, Ordering::SeqCst);
+            client.write_all(&answer).await.ok();
+            client.shutdown().await.ok();
+        }
+        None => {
+            shared.error(format!("{} {}: scim2-server did not answer", request.method, request.path));
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------ AD helpers
+
+/// The subtree a test adds to the DC, removed again when the test ends (even on failure).
+struct Sandbox<'a> {
+    tb: &'a Testbed,
+    root: String,
+}
+
+impl Drop for Sandbox<'_> {
+    fn drop(&mut self) {
+        let _ = Process::new("ldapdelete")
+            .env("LDAPTLS_CACERT", &self.tb.ca)
+            .args(["-x", "-r", "-H", &self.tb.ldaps, "-D", &self.tb.admin_dn, "-y", &self.tb.admin_pw_file, &self.root])
+            .output();
+    }
+}
+
+/// A tag no other run uses: pid and a clock.
+fn unique_tag() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{}{:03}", std::process::id() % 10_000, (nanos / 1000) % 1000)
+}
+
+// ------------------------------------------------------------------------------------ ausi runs
+
+/// The parts of a report worth reading when a test fails.
+fn excerpt(report: &Value) -> String {
+    let d = &report["data"];
+    let pick = json!({
+        "exit_code": report["exit_code"], "error": report["error"], "warnings": report["warnings"],
+        "mode": d["mode"], "fallback": d["fallback"], "counts": d["counts"], "read": d["read"],
+        "write_requests": d["write_requests"], "failures": d["failures"], "quarantined": d["quarantined"],
+    });
+    serde_json::to_string_pretty(&pick).unwrap()
+}
+
+fn warning_codes(report: &Value) -> Vec<String> {
+    report["warnings"]
+        .as_array()
+        .map(|w| w.iter().filter_map(|w| w["code"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// `ausi --config … sync ARGS -o json`, which must end with exit 0.
+fn sync(config: &str, args: &[&str], context: &str) -> Value {
+    let mut full = vec!["--config", config, "sync"];
+    full.extend(args);
+    let (code, report) = common::json_with(&mut common::ausi(), &full);
+    assert_eq!(code, 0, "{context}: exit code; report:\n{}", excerpt(&report));
+    assert!(
+        !warning_codes(&report).iter().any(|c| c == "heartbeat-failed"),
+        "{context}: the heartbeat failed:\n{}",
+        excerpt(&report)
+    );
+    report
+}
+
+fn mode(report: &Value) -> &str {
+    report["data"]["mode"].as_str().unwrap_or("<no mode>")
+}
+
+fn count(report: &Value, name: &str) -> u64 {
+    report["data"]["counts"][name].as_u64().unwrap_or_else(|| panic!("no counts.{name} in {}", excerpt(report)))
+}
+
+fn writes(report: &Value) -> u64 {
+    report["data"]["write_requests"].as_u64().unwrap_or_else(|| panic!("no write_requests in {}", excerpt(report)))
+}
+
+/// A delta: no fallback, nothing written (nothing in scope changed).
+fn assert_quiet_delta(report: &Value, context: &str) {
+    assert_eq!(mode(report), "delta", "{context}: mode:\n{}", excerpt(report));
+    assert!(
+        report["data"].get("fallback").is_none_or(Value::is_null),
+        "{context}: a delta with a fallback:\n{}",
+        excerpt(report)
+    );
+    assert_eq!(writes(report), 0, "{context}: nothing changed, yet it wrote:\n{}", excerpt(report));
+}
+
+/// The heartbeat a run sent: the `n`-th (0-based) the tenant received, there must be exactly
+/// `n + 1`. It tells the tenant about the run and carries no secret.
+fn assert_heartbeat(tenant: &Tenant, n: usize, report: &Value, secrets: &[&str], context: &str) -> Value {
+    let beats = tenant.heartbeats();
+    assert_eq!(beats.len(), n + 1, "{context}: heartbeats so far: {beats:#?}\nthe run's report:\n{}", excerpt(report));
+    let beat = &beats[n];
+    assert!(beat.bearer_ok, "{context}: the heartbeat carries the tenant token as bearer");
+    for secret in secrets {
+        assert!(!beat.body.contains(secret), "{context}: the heartbeat body carries a secret: {}", beat.body);
+    }
+    let body: Value = serde_json::from_str(&beat.body)
+        .unwrap_or_else(|e| panic!("{context}: the heartbeat is not JSON ({e}): {}", beat.body));
+    assert_eq!(body["name"], AGENT, "{context}: heartbeat name: {body}");
+    for key in ["hostname", "version", "os", "status"] {
+        assert!(body[key].is_string(), "{context}: heartbeat {key}: {body}");
+    }
+    let last = &body["last_sync"];
+    assert_eq!(last["kind"], report["data"]["mode"], "{context}: heartbeat last_sync.kind: {body}");
+    assert!(last["finished_at"].is_string(), "{context}: heartbeat last_sync.finished_at: {body}");
+    for name in ["created", "updated", "deactivated", "failed", "quarantined"] {
+        assert_eq!(last[name], report["data"]["counts"][name], "{context}: heartbeat last_sync.{name}: {body}");
+    }
+    body
+}
+
+// ------------------------------------------------------------------------------------- the test
+
+#[test]
+fn a_tenant_requested_full_sync_runs_once_then_deltas_resume() {
+    let Some(tb) = testbed() else { return };
+    let tag = unique_tag();
+    let root = format!("OU=AgentApi{tag},{}", tb.base);
+    let _sandbox = Sandbox { tb: &tb, root: root.clone() };
+    let users = 3;
+    let mut ldif = format!("dn: {root}\nchangetype: add\nobjectClass: organizationalUnit\nou: AgentApi{tag}\n\n");
+    for i in 0..users {
+        let sam = format!("aa{tag}u{i}");
+        assert!(sam.len() <= 20, "sAMAccountName {sam} too long");
+        ldif.push_str(&format!(
+            "dn: CN=AgentApi {i} {tag},{root}\nchangetype: add\nobjectClass: user\nsAMAccountName: {sam}\nuserPrincipalName: {sam}@example.test\ngivenName: Agent{i}\nsn: Api\nmail: {sam}@example.test\nuserAccountControl: 544\n\n"
+        ));
+    }
+    tb.ldap_modify(&ldif);
+
+    // A fresh scim2-server tenant, reached through the test's tenant.
+    let upstream_scim = format!("{}/a{tag}x{}/v2", tb.scim_url.trim_end_matches('/'), std::process::id());
+    let token = std::fs::read_to_string(&tb.scim_token_file).unwrap().trim().to_owned();
+    let tenant = Tenant::start(&upstream_scim, &format!("/realm{tag}"), &token);
+    let bind_password = tb.password();
+    let secrets = [bind_password.as_str(), token.as_str()];
+
+    // register: the probe succeeds, so the config says `agent_api = true`.
+    let (_dir, config) = tb.config("");
+    let c = cfg(&config).to_owned();
+    let r = common::run(
+        common::ausi()
+            .args(["--config", &c, "register", "--home-realm", &tenant.home_realm(), "--scim-url", &tenant.scim_url()])
+            .args(["--agent-name", AGENT, "--token-stdin", "-o", "json"])
+            .write_stdin(format!("{token}\n")),
+    );
+    assert_eq!(r.code, 0, "register: {}{}\ntenant errors: {:?}", r.stdout, r.stderr, tenant.errors());
+    let registered = r.json();
+    assert_eq!(registered["data"]["agent_api"], true, "register's report: {registered}");
+    assert!(
+        !warning_codes(&registered).iter().any(|c| c == "tenant-plain-scim"),
+        "register took the tenant for a plain SCIM tenant: {registered}"
+    );
+    let probes: Vec<AgentCall> = tenant.calls();
+    assert_eq!(probes.len(), 1, "register calls the agent API once (the probe): {probes:#?}");
+    assert_eq!((probes[0].method.as_str(), probes[0].path.as_str()), ("GET", "password-policy"), "{probes:#?}");
+    assert!(probes[0].bearer_ok, "the probe carries the tenant token as bearer");
+    assert!(tenant.forwarded() > 0, "register reached scim2-server through the test's tenant");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let doc: toml_edit::DocumentMut = text.parse().unwrap();
+    assert_eq!(doc["tenant"]["agent_api"].as_bool(), Some(true), "the registered config:\n{text}");
+    assert!(!text.contains(&token) && !text.contains(&bind_password), "a secret in the config:\n{text}");
+
+    let r = common::run(common::ausi().args(["--config", &c, "select-ous", "-o", "json", "--add", &root]));
+    assert_eq!(r.code, 0, "select-ous: {}{}", r.stdout, r.stderr);
+    assert!(tenant.heartbeats().is_empty(), "only sync sends heartbeats");
+
+    // 1. The first run: full, there is no watermark yet.
+    let first = sync(&c, &[], "the first sync");
+    assert_eq!(mode(&first), "full", "the first sync:\n{}", excerpt(&first));
+    assert_eq!(first["data"]["fallback"]["code"], "no-watermark", "the first sync:\n{}", excerpt(&first));
+    assert_eq!(count(&first, "created"), users, "the first sync:\n{}", excerpt(&first));
+    assert!(!warning_codes(&first).iter().any(|c| c == "full-sync-requested"), "{}", excerpt(&first));
+    let beat = assert_heartbeat(&tenant, 0, &first, &secrets, "the first sync");
+    assert_eq!(beat["last_sync"]["kind"], "full");
+    assert_eq!(beat["last_sync"]["created"], users);
+    let in_tenant = {
+        let client = ausi::tenant::ScimClient::new(
+            &upstream_scim,
+            ausi::secrets::SecretString::from(token.clone()),
+            Default::default(),
+        )
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(client.list_all(ResourceKind::User, 500)).unwrap()
+    };
+    assert_eq!(in_tenant.len() as u64, users, "the users reached scim2-server: {in_tenant:#?}");
+
+    // The heartbeat was acknowledged: the agent is Active.
+    let (code, status) = common::json_with(&mut common::ausi(), &["--config", &c, "status"]);
+    assert_eq!(code, 0, "status: {status}");
+    assert_eq!(status["data"]["tenant"]["status"], "Active", "status after the heartbeat: {status}");
+
+    // 2. A delta.
+    let second = sync(&c, &[], "the second sync");
+    assert_quiet_delta(&second, "the second sync");
+    let beat = assert_heartbeat(&tenant, 1, &second, &secrets, "the second sync");
+    assert_eq!(beat["last_sync"]["kind"], "delta");
+    assert_eq!(tenant.heartbeats()[1].answered_full, Some(false));
+
+    // 3. A delta whose heartbeat is answered with a full sync request.
+    tenant.request_full_sync(true);
+    let third = sync(&c, &[], "the sync whose heartbeat asks for a full sync");
+    tenant.request_full_sync(false);
+    assert_quiet_delta(&third, "the sync whose heartbeat asks for a full sync");
+    assert_heartbeat(&tenant, 2, &third, &secrets, "the sync whose heartbeat asks for a full sync");
+    assert_eq!(tenant.heartbeats()[2].answered_full, Some(true));
+    assert!(
+        warning_codes(&third).iter().any(|c| c == "full-sync-requested"),
+        "the run says the tenant asked for a full sync:\n{}",
+        excerpt(&third)
+    );
+
+    // 4. The full sync the tenant asked for: nothing changed, so nothing to write.
+    let fourth = sync(&c, &[], "the sync after the tenant's request");
+    assert_eq!(mode(&fourth), "full", "the sync after the tenant's request:\n{}", excerpt(&fourth));
+    assert_eq!(
+        fourth["data"]["fallback"]["code"],
+        "tenant-requested",
+        "the sync after the tenant's request:\n{}",
+        excerpt(&fourth)
+    );
+    assert!(
+        fourth["data"]["fallback"]["message"].as_str().is_some_and(|m| !m.trim().is_empty()),
+        "a fallback says why in words:\n{}",
+        excerpt(&fourth)
+    );
+    assert_eq!(writes(&fourth), 0, "the tenant-requested full sync wrote:\n{}", excerpt(&fourth));
+    assert_eq!(count(&fourth, "unchanged"), users, "the tenant-requested full sync:\n{}", excerpt(&fourth));
+    assert!(!warning_codes(&fourth).iter().any(|c| c == "full-sync-requested"), "{}", excerpt(&fourth));
+    let beat = assert_heartbeat(&tenant, 3, &fourth, &secrets, "the sync after the tenant's request");
+    assert_eq!(beat["last_sync"]["kind"], "full");
+    assert_eq!(tenant.heartbeats()[3].answered_full, Some(false));
+
+    // 5. Deltas again.
+    let fifth = sync(&c, &[], "the sync after the tenant-requested full sync");
+    assert_quiet_delta(&fifth, "the sync after the tenant-requested full sync");
+    let beat = assert_heartbeat(&tenant, 4, &fifth, &secrets, "the sync after the tenant-requested full sync");
+    assert_eq!(beat["last_sync"]["kind"], "delta");
+
+    // A dry run sends no heartbeat.
+    let dry = sync(&c, &["--dry-run"], "a dry run");
+    assert_eq!(mode(&dry), "delta", "a dry run:\n{}", excerpt(&dry));
+    assert_eq!(tenant.heartbeats().len(), 5, "a dry run sent a heartbeat");
+
+    let unexpected: Vec<AgentCall> =
+        tenant.calls().into_iter().filter(|c| !(c.path == "heartbeat" || c.path == "password-policy")).collect();
+    assert!(unexpected.is_empty(), "agent API calls this test does not know: {unexpected:#?}");
+    assert!(tenant.errors().is_empty(), "the test's tenant saw: {:?}", tenant.errors());
+}
