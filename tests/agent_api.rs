@@ -20,13 +20,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command as Process;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ausi::tenant::ResourceKind;
-use common::testbed::{Testbed, cfg, testbed};
+use common::testbed::{Sandbox, cfg, testbed};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -166,44 +165,11 @@ struct Request {
     body_start: usize,
 }
 
-/// One HTTP/1.x request: the head, then a Content-Length body. `None` at EOF or on junk.
+/// One request, with what the test looks at.
 async fn read_request(stream: &mut TcpStream) -> Option<Request> {
-    let mut bytes = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(p) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p + 4;
-        }
-        let k = stream.read(&mut chunk).await.ok()?;
-        if k == 0 || bytes.len() > 1 << 20 {
-            return None;
-        }
-        bytes.extend_from_slice(&chunk[..k]);
-    };
-    let head = String::from_utf8_lossy(&bytes[..head_end]).into_owned();
-    let mut words = head.split(' ');
-    let method = words.next()?.to_owned();
-    let path = words.next()?.split('?').next()?.to_owned();
-    let mut length = 0usize;
-    let mut authorization = None;
-    for line in head.lines().skip(1) {
-        let Some((name, value)) = line.split_once(':') else { continue };
-        if name.eq_ignore_ascii_case("content-length") {
-            length = value.trim().parse().ok()?;
-        } else if name.eq_ignore_ascii_case("authorization") {
-            authorization = Some(value.trim().to_owned());
-        } else if name.eq_ignore_ascii_case("transfer-encoding") || name.eq_ignore_ascii_case("expect") {
-            return None; // not what ausi sends
-        }
-    }
-    while bytes.len() < head_end + length {
-        let k = stream.read(&mut chunk).await.ok()?;
-        if k == 0 {
-            return None;
-        }
-        bytes.extend_from_slice(&chunk[..k]);
-    }
-    Some(Request { method, path, authorization, bytes, body_start: head_end })
+    let raw = common::http::read_request(stream).await?;
+    let authorization = raw.header("authorization").map(str::to_owned);
+    Some(Request { method: raw.method, path: raw.path, authorization, bytes: raw.bytes, body_start: raw.body_start })
 }
 
 async fn answer_json(client: &mut TcpStream, status: &str, body: &str) {
@@ -275,21 +241,6 @@ async fn forward(client: &mut TcpStream, shared: &Shared, request: &Request) {
 }
 
 // ------------------------------------------------------------------------------------ AD helpers
-
-/// The subtree a test adds to the DC, removed again when the test ends (even on failure).
-struct Sandbox<'a> {
-    tb: &'a Testbed,
-    root: String,
-}
-
-impl Drop for Sandbox<'_> {
-    fn drop(&mut self) {
-        let _ = Process::new("ldapdelete")
-            .env("LDAPTLS_CACERT", &self.tb.ca)
-            .args(["-x", "-r", "-H", &self.tb.ldaps, "-D", &self.tb.admin_dn, "-y", &self.tb.admin_pw_file, &self.root])
-            .output();
-    }
-}
 
 /// A tag no other run uses: pid and a clock.
 fn unique_tag() -> String {

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use ausi::tenant::ResourceKind;
 use base64::Engine as _;
-use common::testbed::{Agent, Testbed, testbed};
+use common::testbed::{Agent, Sandbox, Testbed, testbed};
 use common::wait_until;
 use serde_json::Value;
 
@@ -427,21 +427,6 @@ fn writes_between(before: &Snapshot, after: &Snapshot) -> u64 {
 }
 
 // ------------------------------------------------------------------------------------ AD helpers
-
-/// The objects a test adds to the DC, removed again when the test ends (even on failure).
-struct Sandbox<'a> {
-    tb: &'a Testbed,
-    root: String,
-}
-
-impl Drop for Sandbox<'_> {
-    fn drop(&mut self) {
-        let _ = Process::new("ldapdelete")
-            .env("LDAPTLS_CACERT", &self.tb.ca)
-            .args(["-x", "-r", "-H", &self.tb.ldaps, "-D", &self.tb.admin_dn, "-y", &self.tb.admin_pw_file, &self.root])
-            .output();
-    }
-}
 
 /// Lower-cased sAMAccountName → objectGUID (canonical text) of every user and group under `base`.
 fn object_guids(tb: &Testbed, base: &str) -> BTreeMap<String, String> {

@@ -489,40 +489,10 @@ struct Request {
     creates: u64,
 }
 
-/// One HTTP/1.x request: the head, then a Content-Length body. `None` at EOF or on junk.
+/// One request, with what the proxy counts. `None` at EOF or on junk (a proxy error).
 async fn read_request(stream: &mut TcpStream) -> Option<Request> {
-    let mut bytes = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(p) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p + 4;
-        }
-        let k = stream.read(&mut chunk).await.ok()?;
-        if k == 0 || bytes.len() > 1 << 20 {
-            return None;
-        }
-        bytes.extend_from_slice(&chunk[..k]);
-    };
-    let head = String::from_utf8_lossy(&bytes[..head_end]).into_owned();
-    let mut words = head.split(' ');
-    let method = words.next()?.to_owned();
-    let path = words.next()?.split('?').next()?.to_owned();
-    let mut length = 0usize;
-    for line in head.lines().skip(1) {
-        let Some((name, value)) = line.split_once(':') else { continue };
-        if name.eq_ignore_ascii_case("content-length") {
-            length = value.trim().parse().ok()?;
-        } else if name.eq_ignore_ascii_case("transfer-encoding") || name.eq_ignore_ascii_case("expect") {
-            return None; // not what ausi sends; counted as a proxy error
-        }
-    }
-    while bytes.len() < head_end + length {
-        let k = stream.read(&mut chunk).await.ok()?;
-        if k == 0 {
-            return None;
-        }
-        bytes.extend_from_slice(&chunk[..k]);
-    }
+    let common::http::RawRequest { method, path, bytes, body_start: head_end, .. } =
+        common::http::read_request(stream).await?;
     let bulk = path.ends_with("/Bulk");
     let creates = match (method.as_str(), bulk) {
         ("POST", true) => {

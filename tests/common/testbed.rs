@@ -200,3 +200,18 @@ impl Agent {
         runtime.block_on(client.list_all(kind, 500)).unwrap()
     }
 }
+
+/// A subtree a test adds to the DC, removed again when the test ends (even on failure).
+pub struct Sandbox<'a> {
+    pub tb: &'a Testbed,
+    pub root: String,
+}
+
+impl Drop for Sandbox<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ldapdelete")
+            .env("LDAPTLS_CACERT", &self.tb.ca)
+            .args(["-x", "-r", "-H", &self.tb.ldaps, "-D", &self.tb.admin_dn, "-y", &self.tb.admin_pw_file, &self.root])
+            .output();
+    }
+}
