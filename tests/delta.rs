@@ -1088,3 +1088,33 @@ fn a_no_op_delta_reads_a_handful_of_entries_and_writes_nothing() {
     }
     drop(sandbox);
 }
+
+/// A group renamed in AD is written again (PUT): the write must carry its members, because a
+/// PUT replaces the whole resource (scim2-server, like the RFC, drops a member list left out).
+#[test]
+fn a_renamed_group_keeps_its_members() {
+    let Some(tb) = testbed() else { return };
+    let _shared = shared();
+    let mut m = Model::new("Ren");
+    let _sandbox = Sandbox { tb: &tb, root: m.root.clone() };
+    let a = m.user("a", Place::In, true);
+    let b = m.user("b", Place::In, true);
+    let cn = m.group("G", &[&a, &b]);
+    m.create(&tb);
+    let agent = tb.agent(&[&m.ou_in()], SINGLE_REQUESTS);
+    let (code, first) = sync(&agent, &["--full"]);
+    assert_eq!(code, 0, "{}", excerpt(&first));
+
+    let renamed = format!("{cn} renamed");
+    tb.ldap_modify(&format!("dn: {}\nchangetype: modrdn\nnewrdn: CN={renamed}\ndeleteoldrdn: 1\n\n", m.group_dn(&cn)));
+    let report = delta(&agent, 0, "after the rename");
+    assert_eq!(writes(&report), 1, "one PUT for the renamed group:\n{}", excerpt(&report));
+    assert_eq!(count(&report, "updated"), 1, "{}", excerpt(&report));
+    let groups = agent.tenant(ausi::tenant::ResourceKind::Group);
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(groups[0]["displayName"], renamed.as_str());
+    let members = groups[0]["members"].as_array().map_or(0, Vec::len);
+    assert_eq!(members, 2, "the PUT kept both members: {}", groups[0]);
+    quiet_delta(&agent, 0, "after the rename");
+    quiet_full(&agent, 0, "after the rename");
+}

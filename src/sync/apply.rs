@@ -185,9 +185,12 @@ impl<'a> Applier<'a> {
             }
         }
         let client = self.client;
+        let jobs: Vec<_> = jobs.into_iter().map(|(w, create)| (w, create, with_members(w, &self.ids))).collect();
         let mut results = stream::iter(jobs)
-            .map(|(w, create)| async move {
-                let result = if create { create_or_adopt(client, w).await } else { update(client, w).await };
+            .map(|(w, create, body)| async move {
+                let body = body.as_ref().unwrap_or(&w.body);
+                let result =
+                    if create { create_or_adopt(client, w, body).await } else { update(client, w, body).await };
                 (w, create, result)
             })
             .buffer_unordered(self.concurrency);
@@ -218,7 +221,8 @@ impl<'a> Applier<'a> {
         let mut chunks: Vec<Vec<(&'w Write, bool)>> = vec![Vec::new()];
         let mut size = 0usize;
         for job in jobs {
-            let bytes = job.0.body.to_string().len() + 200;
+            let members = job.0.members.as_ref().map_or(0, |m| m.guids.len());
+            let bytes = job.0.body.to_string().len() + 200 + members * 64;
             let last = chunks.last_mut().expect("one chunk");
             if !last.is_empty() && (last.len() >= limits.max_operations || size + bytes > limits.max_payload) {
                 chunks.push(Vec::new());
@@ -228,9 +232,10 @@ impl<'a> Applier<'a> {
             chunks.last_mut().expect("one chunk").push(*job);
         }
         let client = self.client;
-        let mut results = stream::iter(chunks)
-            .map(|chunk| async move {
-                let mut ops: Vec<BulkOperation> = chunk
+        let chunks: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                let ops: Vec<BulkOperation> = chunk
                     .iter()
                     .enumerate()
                     .map(|(n, (w, create))| BulkOperation {
@@ -238,9 +243,14 @@ impl<'a> Applier<'a> {
                         kind: resource(w.kind),
                         id: if *create { None } else { w.scim_id.clone() },
                         bulk_id: format!("op{n}"),
-                        data: Some(w.body.clone()),
+                        data: Some(with_members(w, &self.ids).unwrap_or_else(|| w.body.clone())),
                     })
                     .collect();
+                (chunk, ops)
+            })
+            .collect();
+        let mut results = stream::iter(chunks)
+            .map(|(chunk, mut ops)| async move {
                 let answer = client.bulk(&mut ops).await;
                 (chunk, answer)
             })
@@ -284,6 +294,12 @@ impl<'a> Applier<'a> {
                 self.batch.anchor(&w.guid, w.kind.into(), &id, &w.dn, &w.hash, self.run);
                 self.batch.body(&w.guid, &w.body);
                 self.batch.clear_failure(&w.guid);
+                if let Some(members) = &w.members {
+                    self.batch.set_members(&w.guid, &members.guids);
+                    if members.changed {
+                        self.counts.membership_changes += 1;
+                    }
+                }
                 self.ids.insert(w.guid.clone(), id);
                 match (create, adopted) {
                     (true, false) => self.counts.created += 1,
@@ -530,20 +546,29 @@ impl<'a> Applier<'a> {
 
 /// POST, or adopt what the tenant already has: a journaled create is looked up first; a
 /// `409 uniqueness` is resolved by externalId, then by userName (soft match) when unambiguous.
-async fn create_or_adopt(client: &ScimClient, w: &Write) -> Result<(String, bool), TenantError> {
+/// A group's resource with the members its write sets (`None`: send the body as it is).
+fn with_members(w: &Write, ids: &HashMap<String, String>) -> Option<Value> {
+    let members = w.members.as_ref()?;
+    let mut body = w.body.clone();
+    let list: Vec<Value> = members.guids.iter().filter_map(|g| ids.get(g)).map(|id| json!({ "value": id })).collect();
+    body["members"] = Value::Array(list);
+    Some(body)
+}
+
+async fn create_or_adopt(client: &ScimClient, w: &Write, body: &Value) -> Result<(String, bool), TenantError> {
     let kind = resource(w.kind);
     // Groups have no unique attribute a tenant must enforce: always look before creating.
     if (w.verify_first || w.kind == Kind::Group)
         && let Some(id) = find_one(client, kind, "externalId", &w.guid).await?
     {
-        client.replace(kind, &id, &w.body).await?;
+        client.replace(kind, &id, body).await?;
         return Ok((id, true));
     }
-    match client.create(kind, &w.body).await {
+    match client.create(kind, body).await {
         Ok(created) => id_of(&created).map(|id| (id, false)),
         Err(e) if e.is_conflict() => {
             if let Some(id) = find_one(client, kind, "externalId", &w.guid).await? {
-                client.replace(kind, &id, &w.body).await?;
+                client.replace(kind, &id, body).await?;
                 return Ok((id, true));
             }
             let user_name = w.body["userName"].as_str().unwrap_or_default();
@@ -551,7 +576,7 @@ async fn create_or_adopt(client: &ScimClient, w: &Write) -> Result<(String, bool
             match found.as_slice() {
                 [one] if one["externalId"].as_str().is_none_or(|x| x.is_empty() || x == w.guid) => {
                     let id = id_of(one)?;
-                    client.replace(kind, &id, &w.body).await?;
+                    client.replace(kind, &id, body).await?;
                     Ok((id, true))
                 }
                 _ => Err(e),
@@ -561,13 +586,13 @@ async fn create_or_adopt(client: &ScimClient, w: &Write) -> Result<(String, bool
     }
 }
 
-async fn update(client: &ScimClient, w: &Write) -> Result<(String, bool), TenantError> {
+async fn update(client: &ScimClient, w: &Write, body: &Value) -> Result<(String, bool), TenantError> {
     let kind = resource(w.kind);
     let id = w.scim_id.clone().ok_or_else(|| TenantError::Protocol("update without a SCIM id".into()))?;
-    match client.replace(kind, &id, &w.body).await {
+    match client.replace(kind, &id, body).await {
         Ok(()) => Ok((id, false)),
         // Deleted in the tenant by someone else: provision it again.
-        Err(TenantError::NotFound) => client.create(kind, &w.body).await.and_then(|v| id_of(&v)).map(|id| (id, false)),
+        Err(TenantError::NotFound) => client.create(kind, body).await.and_then(|v| id_of(&v)).map(|id| (id, false)),
         Err(e) => Err(e),
     }
 }

@@ -398,6 +398,8 @@ struct Work<'a> {
     take_all: bool,
     pending_managers: Vec<String>,
     memberships: Vec<plan::MembershipChange>,
+    /// Members of groups written in this run that had no SCIM id then: added by PATCH after.
+    patches_after: Vec<plan::MembershipChange>,
 }
 
 /// Where plans go: applied (a real run) or only gathered (a dry run).
@@ -435,6 +437,7 @@ impl Engine<'_, '_> {
             take_all: false,
             pending_managers: Vec::new(),
             memberships: Vec::new(),
+            patches_after: Vec::new(),
         };
         // A user whose manager is created in this run waits for a later pass, so that it is
         // written once, manager included. When a pass makes no progress (a cycle of managers,
@@ -453,7 +456,9 @@ impl Engine<'_, '_> {
         self.pass(ObjectKind::Group, &mut work).await?;
         let memberships = std::mem::take(&mut work.memberships);
         if let Some(applier) = &mut self.applier {
-            applier.memberships(self.store, &memberships).await?;
+            let mut patches: Vec<plan::MembershipChange> = memberships.iter().filter(|c| !c.inline).cloned().collect();
+            patches.append(&mut work.patches_after);
+            applier.memberships(self.store, &patches).await?;
         }
         self.plan.memberships = memberships;
         if let Some(applier) = &mut self.applier {
@@ -511,6 +516,10 @@ impl Engine<'_, '_> {
             let known =
                 Known { anchors: work.anchors, bodies: &bodies, members: &members, quarantine: work.quarantine };
             let mut page_plan = plan::plan_objects(&wanted, held, &known);
+            if kind == ObjectKind::Group {
+                let mut later = self.inline_members(&wanted, &mut page_plan);
+                work.patches_after.append(&mut later);
+            }
             work.memberships.append(&mut page_plan.memberships);
             if let Some(applier) = &mut self.applier {
                 applier.writes(self.store, &page_plan.creates, &page_plan.updates).await?;
@@ -519,6 +528,36 @@ impl Engine<'_, '_> {
             self.plan.absorb(page_plan);
         }
         Ok((deferred, progressed))
+    }
+
+    /// A group written in this run carries its members: a PUT replaces the tenant's member list
+    /// (one left out would be dropped), and a new group needs no PATCH after its POST. Members
+    /// without a SCIM id yet (groups created later in the run) are added by a PATCH after.
+    /// Returns those PATCHes (the page's plan lists each change once, as the write's).
+    fn inline_members(&self, wanted: &[plan::Desired], page: &mut Plan) -> Vec<plan::MembershipChange> {
+        let desired: HashMap<&str, &BTreeSet<String>> = wanted.iter().map(|d| (d.guid.as_str(), &d.members)).collect();
+        let mut later = Vec::new();
+        for w in page.creates.iter_mut().chain(page.updates.iter_mut()) {
+            let Some(members) = desired.get(w.guid.as_str()) else { continue };
+            let (now, missing): (BTreeSet<String>, BTreeSet<String>) =
+                members.iter().cloned().partition(|g| self.id(g).is_some());
+            let change = page.memberships.iter_mut().find(|c| c.group_guid == w.guid);
+            let changed = change.is_some();
+            if let Some(change) = change {
+                change.inline = true;
+            }
+            if !missing.is_empty() {
+                later.push(plan::MembershipChange {
+                    group_guid: w.guid.clone(),
+                    group_dn: w.dn.clone(),
+                    add: missing.into_iter().collect(),
+                    remove: vec![],
+                    inline: false,
+                });
+            }
+            w.members = Some(plan::InlineMembers { guids: now, changed });
+        }
+        later
     }
 
     /// Users whose manager was created in this run get the manager's SCIM id.
@@ -542,6 +581,7 @@ impl Engine<'_, '_> {
                 hash: d.hash,
                 verify_first: false,
                 changed: vec![super::map::ENTERPRISE_SCHEMA.into()],
+                members: None,
             });
         }
         let before = applier.counts.updated;

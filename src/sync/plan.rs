@@ -63,6 +63,18 @@ pub struct Write {
     /// For updates: the attributes that differ from what was last sent.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub changed: Vec<String>,
+    /// Groups: the members this write sets (a PUT replaces the member list; a POST carries it),
+    /// filled in by whoever knows which members have SCIM ids.
+    #[serde(skip)]
+    pub members: Option<InlineMembers>,
+}
+
+/// The members a group write carries: objectGUIDs with SCIM ids, and whether they differ from
+/// what the tenant lists (a membership change made by the write).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InlineMembers {
+    pub guids: BTreeSet<String>,
+    pub changed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -71,6 +83,9 @@ pub struct MembershipChange {
     pub group_dn: String,
     pub add: Vec<String>,
     pub remove: Vec<String>,
+    /// Made by the group's own write (create or replace), not by a PATCH.
+    #[serde(skip)]
+    pub inline: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -149,6 +164,7 @@ pub fn plan_objects(desired: &[Desired], quarantined: Vec<Quarantined>, known: &
             hash: d.hash.clone(),
             verify_first,
             changed,
+            members: None,
         };
         match known.anchors.get(&d.guid) {
             None => plan.creates.push(write(None, false, vec![])),
@@ -176,7 +192,13 @@ pub fn plan_objects(desired: &[Desired], quarantined: Vec<Quarantined>, known: &
         let remove: Vec<String> =
             current.difference(&d.members).filter(|m| !held_back.contains(m.as_str())).cloned().collect();
         if !add.is_empty() || !remove.is_empty() {
-            plan.memberships.push(MembershipChange { group_guid: d.guid.clone(), group_dn: d.dn.clone(), add, remove });
+            plan.memberships.push(MembershipChange {
+                group_guid: d.guid.clone(),
+                group_dn: d.dn.clone(),
+                add,
+                remove,
+                inline: false,
+            });
         }
     }
 
@@ -223,6 +245,7 @@ impl Plan {
     pub fn absorb(&mut self, page: Plan) {
         let strip = |mut w: Write| {
             w.body = Value::Null;
+            w.members = None;
             w
         };
         self.creates.extend(page.creates.into_iter().map(strip));
