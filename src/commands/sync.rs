@@ -312,10 +312,11 @@ async fn sync(
     }
 
     // Deletion threshold: count and percentage, before anything is written.
-    let anchors = store.anchors()?;
+    // A full sync looks at every anchor; a delta only at those its changes can touch.
+    let anchors = if all { store.anchors()? } else { store.anchors_for_dirty()? };
     let removals = engine::planned_removals(store, &anchors, config.sync.on_remove)?;
     let removing = removals.iter().filter(|r| r.action != plan::RemoveAction::Retire).count();
-    let provisioned = anchors.values().filter(|a| a.state == AnchorState::Active).count().max(1);
+    let provisioned = store.active_anchors()?.max(1);
     let limit = args.allow_deletes.unwrap_or(config.sync.max_deletions);
     let percent = removing * 100 / provisioned;
     let over_count = removing > limit as usize;

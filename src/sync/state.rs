@@ -418,9 +418,35 @@ impl StateStore {
     }
 
     pub fn anchors(&self) -> Result<HashMap<String, Anchor>, StateError> {
+        self.anchors_where("")
+    }
+
+    /// The anchors a delta can touch: the dirty objects, their members and managers (for SCIM
+    /// ids), the tenant members of dirty groups (for removals), and anchors whose object left the
+    /// mirror. A delta then costs what changed, not the number of anchors.
+    pub fn anchors_for_dirty(&self) -> Result<HashMap<String, Anchor>, StateError> {
+        self.anchors_where(
+            "WHERE guid IN (SELECT guid FROM dirty)
+                OR guid IN (SELECT member_guid FROM dir_members WHERE group_guid IN (SELECT guid FROM dirty))
+                OR guid IN (SELECT manager FROM dir_objects WHERE guid IN (SELECT guid FROM dirty))
+                OR guid IN (SELECT member_guid FROM members WHERE group_guid IN (SELECT guid FROM dirty))
+                OR (state IN ('active', 'pending') AND guid NOT IN (SELECT guid FROM dir_objects))",
+        )
+    }
+
+    /// How many objects the tenant has from this agent (active anchors).
+    pub fn active_anchors(&self) -> Result<usize, StateError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM anchors WHERE state = 'active'", [], |r| r.get::<_, i64>(0))
+            .map(|n| n.max(0) as usize)
+            .map_err(|e| self.sql(e))
+    }
+
+    fn anchors_where(&self, condition: &str) -> Result<HashMap<String, Anchor>, StateError> {
         let read = || -> rusqlite::Result<HashMap<String, Anchor>> {
-            let mut stmt =
-                self.conn.prepare("SELECT guid, kind, scim_id, dn, hash, state, last_seen_run FROM anchors")?;
+            let mut stmt = self.conn.prepare(&format!(
+                "SELECT guid, kind, scim_id, dn, hash, state, last_seen_run FROM anchors {condition}"
+            ))?;
             let rows = stmt.query_map([], |r| {
                 let kind: String = r.get(1)?;
                 let state: String = r.get(5)?;
