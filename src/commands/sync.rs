@@ -314,7 +314,7 @@ async fn sync(
     // Deletion threshold: count and percentage, before anything is written.
     // A full sync looks at every anchor; a delta only at those its changes can touch.
     let anchors = if all { store.anchors()? } else { store.anchors_for_dirty()? };
-    let removals = engine::planned_removals(store, &anchors, config.sync.on_remove)?;
+    let removals = engine::planned_removals(store, all, &anchors, config.sync.on_remove)?;
     let removing = removals.iter().filter(|r| r.action != plan::RemoveAction::Retire).count();
     let provisioned = store.active_anchors()?.max(1);
     let limit = args.allow_deletes.unwrap_or(config.sync.max_deletions);

@@ -622,10 +622,11 @@ fn want(
 /// out of scope, or absent from a complete read), per policy.
 pub fn planned_removals(
     store: &StateStore,
+    all: bool,
     anchors: &HashMap<String, super::state::Anchor>,
     on_remove: OnRemove,
 ) -> Result<Vec<plan::Removal>> {
-    let gone = store.anchors_gone()?;
+    let gone = store.anchors_gone(all)?;
     Ok(plan::removals(gone.iter().filter_map(|g| anchors.get(g)), on_remove))
 }
 
@@ -1047,7 +1048,7 @@ mod tests {
             after_ou_change(vec![ou(11, "OU=Sub2,OU=In,DC=x")], vec![user_at(1, "CN=u1,OU=Sub2,OU=In,DC=x")]);
         assert_eq!(dn_of(&store, 1).as_deref(), Some("CN=u1,OU=Sub2,OU=In,DC=x"));
         assert_eq!(dn_of(&store, 2).as_deref(), Some("CN=u2,OU=In,DC=x"));
-        assert!(store.anchors_gone().unwrap().is_empty());
+        assert!(store.anchors_gone(true).unwrap().is_empty());
         assert_eq!(store.mirror_ous().unwrap()[&guid(11).to_string()], "OU=Sub2,OU=In,DC=x");
     }
 

@@ -465,9 +465,10 @@ impl StateStore {
         let sql = if all {
             format!("{SELECT} WHERE kind = ?1 AND guid > ?2 ORDER BY guid LIMIT ?3")
         } else {
-            format!(
-                "{SELECT} WHERE kind = ?1 AND guid > ?2 AND guid IN (SELECT guid FROM dirty) ORDER BY guid LIMIT ?3"
-            )
+            // Driven by the (small) dirty set, not by a scan of the mirror.
+            "SELECT o.guid, o.kind, o.dn, o.data, o.manager, o.status FROM dirty d CROSS JOIN dir_objects o
+               ON o.guid = d.guid WHERE o.kind = ?1 AND d.guid > ?2 ORDER BY d.guid LIMIT ?3"
+                .to_owned()
         };
         let read = || -> rusqlite::Result<Vec<Mirrored>> {
             let mut stmt = self.conn.prepare_cached(&sql)?;
@@ -590,11 +591,16 @@ impl StateStore {
             .map_err(|e| self.sql(e))
     }
 
-    /// Anchors (active or pending) with no mirror row: deprovisioned per policy.
-    pub fn anchors_gone(&self) -> Result<BTreeSet<String>, StateError> {
+    /// Anchors (active or pending) with no mirror row: deprovisioned per policy. A full sync
+    /// looks at every anchor; a delta only at the dirty ones (a mirror row leaves only through
+    /// [`StateStore::mirror_remove`], which marks it dirty).
+    pub fn anchors_gone(&self, all: bool) -> Result<BTreeSet<String>, StateError> {
         let rows = self.query_strings(
-            "SELECT guid FROM anchors WHERE state IN ('active', 'pending')
-               AND NOT EXISTS (SELECT 1 FROM dir_objects o WHERE o.guid = anchors.guid)",
+            &format!(
+                "SELECT guid FROM anchors WHERE state IN ('active', 'pending')
+                   AND NOT EXISTS (SELECT 1 FROM dir_objects o WHERE o.guid = anchors.guid) {}",
+                if all { "" } else { "AND guid IN (SELECT guid FROM dirty)" }
+            ),
             [],
         )?;
         Ok(rows.into_iter().collect())

@@ -421,16 +421,16 @@ impl StateStore {
         self.anchors_where("")
     }
 
-    /// The anchors a delta can touch: the dirty objects, their members and managers (for SCIM
-    /// ids), the tenant members of dirty groups (for removals), and anchors whose object left the
-    /// mirror. A delta then costs what changed, not the number of anchors.
+    /// The anchors a delta can touch: the dirty objects (among them those that left the mirror),
+    /// their members and managers (for SCIM ids) and the tenant members of dirty groups (for
+    /// removals). A delta then costs what changed, not the number of anchors.
     pub fn anchors_for_dirty(&self) -> Result<HashMap<String, Anchor>, StateError> {
         self.anchors_where(
             "WHERE guid IN (SELECT guid FROM dirty)
                 OR guid IN (SELECT member_guid FROM dir_members WHERE group_guid IN (SELECT guid FROM dirty))
                 OR guid IN (SELECT manager FROM dir_objects WHERE guid IN (SELECT guid FROM dirty))
                 OR guid IN (SELECT member_guid FROM members WHERE group_guid IN (SELECT guid FROM dirty))
-                OR (state IN ('active', 'pending') AND guid NOT IN (SELECT guid FROM dir_objects))",
+                OR (guid IN (SELECT guid FROM dirty) AND guid NOT IN (SELECT guid FROM dir_objects))",
         )
     }
 
