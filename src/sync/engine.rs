@@ -341,8 +341,7 @@ fn problems_of(store: &StateStore, m: &Mirrored, shared: &Shared) -> Result<Vec<
         }
         let (holders, total) = store.holders(slot, &key, &m.guid, MAX_LISTED_CONFLICTS)?;
         if total > 0 {
-            let others = holders.into_iter().map(|h| h.dn).collect();
-            problems.push(validate::duplicate_problem(DUPLICATE_RULES[slot], &key, others, total));
+            problems.push(validate::duplicate_problem(DUPLICATE_RULES[slot], &key, holders, total));
         }
     }
     problems.sort_by_key(|p| p.rule);

@@ -75,13 +75,6 @@ pub struct Watermark {
     pub scope: String,
 }
 
-/// Another user holding the same value for a duplicate rule.
-#[derive(Debug, Clone)]
-pub struct Holder {
-    pub guid: String,
-    pub dn: String,
-}
-
 pub const KEY_COLUMNS: [&str; 3] = ["mail_key", "upn_key", "sam_key"];
 
 fn kind_text(kind: ObjectKind) -> &'static str {
@@ -499,32 +492,31 @@ impl StateStore {
             .map_err(|e| self.sql(e))
     }
 
-    /// Users other than `guid` whose value for duplicate rule `slot` is `key` (at most `limit`,
-    /// by DN), and how many there are in all.
+    /// The DNs of the users other than `guid` whose value for duplicate rule `slot` is `key` (at
+    /// most `limit`, by DN), and how many there are in all.
     pub fn holders(
         &self,
         slot: usize,
         key: &str,
         guid: &str,
         limit: usize,
-    ) -> Result<(Vec<Holder>, usize), StateError> {
+    ) -> Result<(Vec<String>, usize), StateError> {
         let column = KEY_COLUMNS[slot];
-        let read = || -> rusqlite::Result<(Vec<Holder>, usize)> {
+        let read = || -> rusqlite::Result<(Vec<String>, usize)> {
             let mut stmt = self.conn.prepare_cached(&format!(
-                "SELECT guid, dn, COUNT(*) OVER () FROM dir_objects WHERE {column} = ?1 AND kind = 'user' AND guid <> ?2
+                "SELECT dn, COUNT(*) OVER () FROM dir_objects WHERE {column} = ?1 AND kind = 'user' AND guid <> ?2
                  ORDER BY dn_key LIMIT ?3"
             ))?;
             let mut total = 0;
-            let rows = stmt.query_map(params![key, guid, limit as i64], |r| {
-                Ok((Holder { guid: r.get(0)?, dn: r.get(1)? }, r.get::<_, i64>(2)?))
-            })?;
-            let mut out = Vec::new();
+            let mut dns = Vec::new();
+            let rows = stmt
+                .query_map(params![key, guid, limit as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
             for row in rows {
-                let (h, n) = row?;
-                total = n as usize;
-                out.push(h);
+                let (dn, n) = row?;
+                total = usize::try_from(n).unwrap_or(0);
+                dns.push(dn);
             }
-            Ok((out, total))
+            Ok((dns, total))
         };
         read().map_err(|e| self.sql(e))
     }

@@ -400,23 +400,6 @@ impl StateStore {
     }
 
     /// All anchors, keyed by guid.
-    /// The resources as last sent, by guid (for the changed-attribute lists of a plan).
-    pub fn bodies(&self) -> Result<HashMap<String, serde_json::Value>, StateError> {
-        let read = || -> rusqlite::Result<HashMap<String, serde_json::Value>> {
-            let mut stmt = self.conn.prepare("SELECT guid, body FROM anchors WHERE body IS NOT NULL")?;
-            let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
-            let mut out = HashMap::new();
-            for row in rows {
-                let (guid, body) = row?;
-                if let Ok(value) = serde_json::from_str(&body) {
-                    out.insert(guid, value);
-                }
-            }
-            Ok(out)
-        };
-        read().map_err(|e| self.sql(e))
-    }
-
     pub fn anchors(&self) -> Result<HashMap<String, Anchor>, StateError> {
         self.anchors_where("")
     }
@@ -466,6 +449,7 @@ impl StateStore {
     }
 
     /// Group guid → member guids, as last applied to the tenant. A group with no members is absent.
+    #[cfg(test)]
     pub fn members(&self) -> Result<HashMap<String, BTreeSet<String>>, StateError> {
         let read = || -> rusqlite::Result<HashMap<String, BTreeSet<String>>> {
             let mut stmt = self.conn.prepare("SELECT group_guid, member_guid FROM members")?;
