@@ -1118,3 +1118,44 @@ fn a_renamed_group_keeps_its_members() {
     quiet_delta(&agent, 0, "after the rename");
     quiet_full(&agent, 0, "after the rename");
 }
+
+/// `sync --dry-run --user` explains one user from the mirror: its rules, the SCIM resource (with
+/// the manager's tenant id) and what the run would do, before and after it is provisioned.
+#[test]
+fn sync_user_explains_one_user_with_its_manager() {
+    let Some(tb) = testbed() else { return };
+    let _shared = shared();
+    let mut m = Model::new("Usr");
+    let _sandbox = Sandbox { tb: &tb, root: m.root.clone() };
+    let boss = m.user("boss", Place::In, true);
+    let worker = m.user("w", Place::In, true);
+    m.create(&tb);
+    tb.ldap_modify(&format!(
+        "dn: {}\nchangetype: modify\nreplace: manager\nmanager: {}\n-\n\n",
+        m.dn(&worker),
+        m.dn(&boss)
+    ));
+    let agent = tb.agent(&[&m.ou_in()], SINGLE_REQUESTS);
+    let upn = m.u(&worker).upn();
+
+    let (code, before) = sync(&agent, &["--dry-run", "--user", &upn]);
+    assert_eq!(code, 0, "{}", excerpt(&before));
+    let story = &before["data"]["user"];
+    assert_eq!(story["in_scope"], true, "{story}");
+    assert_eq!(story["operation"], "create", "{story}");
+    assert!(story["rules"]["checks"].as_array().is_some_and(|c| c.iter().all(|c| c["passed"] == true)), "{story}");
+    assert_eq!(story["scim"]["userName"], upn.as_str(), "{story}");
+
+    let (code, full) = sync(&agent, &["--full"]);
+    assert_eq!(code, 0, "{}", excerpt(&full));
+    let users = agent.tenant(ausi::tenant::ResourceKind::User);
+    let boss_id = users.iter().find(|u| u["userName"] == m.u(&boss).upn().as_str()).unwrap()["id"].clone();
+    let (code, after) = sync(&agent, &["--dry-run", "--user", &upn]);
+    assert_eq!(code, 0, "{}", excerpt(&after));
+    let story = &after["data"]["user"];
+    assert_eq!(story["operation"], "unchanged", "a delta that did not touch the user: {story}");
+    let manager = &story["scim"]["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["manager"]["value"];
+    assert_eq!(*manager, boss_id, "{story}");
+    let (_, nobody) = sync(&agent, &["--dry-run", "--user", "nobody@example.test"]);
+    assert_eq!(nobody["data"]["user"]["in_scope"], false, "{}", excerpt(&nobody));
+}

@@ -408,8 +408,21 @@ fn story(store: &StateStore, query: &str) -> Result<UserStory> {
         operation: "none",
         changed: vec![],
     };
-    if let Some(m) = store.mirrored_user(query)?.filter(|m| m.valid == Some(true)) {
-        story.scim = Some(crate::sync::desired::user(&m.object, &m.guid, None).body);
+    let user = store.mirrored_user(query)?;
+    if user.as_ref().is_some_and(|m| m.valid == Some(false)) {
+        story.operation = "quarantine";
+    }
+    if let Some(m) = user.filter(|m| m.valid == Some(true)) {
+        // The manager as the tenant knows it (one created in this same run has no id yet).
+        let manager_id = match &m.manager {
+            Some(g) if store.is_valid_user(g)? => store.scim_id(g)?,
+            _ => None,
+        };
+        story.scim = Some(crate::sync::desired::user(&m.object, &m.guid, manager_id.as_deref()).body);
+        // What a run does to a user it does not plan for (a delta that did not touch it).
+        if store.scim_id(&m.guid)?.is_some() {
+            story.operation = "unchanged";
+        }
     }
     Ok(story)
 }
@@ -422,8 +435,6 @@ impl UserStory {
         } else if let Some(w) = plan.updates.iter().find(|w| w.guid == guid) {
             self.operation = "update";
             self.changed = w.changed.clone();
-        } else if plan.unchanged.iter().any(|(g, _)| *g == guid) {
-            self.operation = "unchanged";
         } else if plan.quarantine.iter().any(|q| q.guid == guid) {
             self.operation = "quarantine";
         } else if let Some(r) = plan.removals.iter().find(|r| r.guid == guid) {

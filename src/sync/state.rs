@@ -417,6 +417,15 @@ impl StateStore {
         )
     }
 
+    /// The SCIM id of an active anchor.
+    pub fn scim_id(&self, guid: &str) -> Result<Option<String>, StateError> {
+        self.conn
+            .query_row("SELECT scim_id FROM anchors WHERE guid = ?1 AND state = 'active'", [guid], |r| r.get(0))
+            .optional()
+            .map(Option::flatten)
+            .map_err(|e| self.sql(e))
+    }
+
     /// How many objects the tenant has from this agent (active anchors).
     pub fn active_anchors(&self) -> Result<usize, StateError> {
         self.conn
