@@ -222,10 +222,7 @@ async fn pipeline(
         warnings.push(
             Warning::new(
                 "deletions-not-visible",
-                format!(
-                    "the bind account cannot read CN=Deleted Objects, so this delta cannot see objects deleted in AD since the last run; the next full sync deprovisions them ({})",
-                    "grant the account List Contents and Read Property on that container, see the README"
-                ),
+                "the bind account cannot read CN=Deleted Objects, so this delta cannot see objects deleted in AD since the last run; the next full sync deprovisions them (grant the account List Contents and Read Property on that container, see the README)",
             ),
         );
     }
@@ -256,16 +253,14 @@ async fn pipeline(
     }
     let (exit, error) = result?;
     if error.is_none() && !args.dry_run {
-        match tracking {
-            Some(t) => store.advance(&Watermark {
-                dc: t.dc,
-                invocation_id: t.invocation_id,
-                usn: t.highest_usn,
-                taken_at: started_at.to_string(),
-                scope: fingerprint,
-            })?,
-            None => store.settle()?,
-        }
+        let mark = tracking.map(|t| Watermark {
+            dc: t.dc,
+            invocation_id: t.invocation_id,
+            usn: t.highest_usn,
+            taken_at: started_at.to_string(),
+            scope: fingerprint,
+        });
+        store.settle(mark.as_ref())?;
     }
     Ok((report, exit, error))
 }
@@ -314,8 +309,9 @@ async fn sync(
     // Deletion threshold: count and percentage, before anything is written.
     // A full sync looks at every anchor; a delta only at those its changes can touch.
     let anchors = if all { store.anchors()? } else { store.anchors_for_dirty()? };
-    let removals = engine::planned_removals(store, all, &anchors, config.sync.on_remove)?;
-    let removing = removals.iter().filter(|r| r.action != plan::RemoveAction::Retire).count();
+    let removals =
+        Plan { removals: engine::planned_removals(store, all, &anchors, config.sync.on_remove)?, ..Plan::default() };
+    let removing = removals.deprovisions();
     let provisioned = store.active_anchors()?.max(1);
     let limit = args.allow_deletes.unwrap_or(config.sync.max_deletions);
     let percent = removing * 100 / provisioned;
@@ -331,7 +327,7 @@ async fn sync(
             ),
         )
         .with_hint(format!("check the plan in the report; if it is right, run again with --allow-deletes {removing}"));
-        report.plan = Some(Plan { removals, ..Plan::default() });
+        report.plan = Some(removals);
         return Ok((ExitStatus::SafetyStop, Some(error)));
     }
     if args.strict && !report.quarantined.is_empty() {
@@ -372,7 +368,7 @@ async fn sync(
     };
     let mut engine = Engine { store, applier, ids, plan: Plan::default() };
     let applying = Instant::now();
-    let applied = engine.run(all, &verdicts, &anchors, removals).await;
+    let applied = engine.run(all, &verdicts, &anchors, removals.removals).await;
     report.timings_ms.plan = u64::try_from(applying.duration_since(planned).as_millis()).unwrap_or(u64::MAX);
     report.timings_ms.apply = ms(applying);
     let the_plan = std::mem::take(&mut engine.plan);

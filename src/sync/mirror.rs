@@ -192,37 +192,31 @@ impl StateStore {
             .map_err(|e| self.sql(e))
     }
 
-    /// The end of a successful run: the new watermark, an empty dirty set, and no full sync
-    /// owed any more — one transaction, so a kill before it leaves all the work to redo.
-    pub fn advance(&mut self, mark: &Watermark) -> Result<(), StateError> {
+    /// The end of a successful run: the new watermark (none from a source without change
+    /// tracking, an export), an empty dirty set, and no full sync owed any more — one
+    /// transaction, so a kill before it leaves all the work to redo.
+    pub fn settle(&mut self, mark: Option<&Watermark>) -> Result<(), StateError> {
         self.mirror_sql(|tx| {
-            tx.execute("DELETE FROM watermarks", [])?;
-            tx.execute(
-                "INSERT INTO watermarks (dc, invocation_id, usn, taken_at, scope) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    mark.dc,
-                    mark.invocation_id,
-                    i64::try_from(mark.usn).unwrap_or(i64::MAX),
-                    mark.taken_at,
-                    mark.scope
-                ],
-            )?;
+            if let Some(mark) = mark {
+                tx.execute("DELETE FROM watermarks", [])?;
+                tx.execute(
+                    "INSERT INTO watermarks (dc, invocation_id, usn, taken_at, scope) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        mark.dc,
+                        mark.invocation_id,
+                        i64::try_from(mark.usn).unwrap_or(i64::MAX),
+                        mark.taken_at,
+                        mark.scope
+                    ],
+                )?;
+            }
             tx.execute("DELETE FROM dirty", [])?;
             tx.execute("DELETE FROM meta WHERE key IN ('full_pending', 'full_sync_requested')", [])?;
             Ok(())
         })
     }
 
-    /// The end of a successful run against a source without change tracking (an export).
-    pub fn settle(&mut self) -> Result<(), StateError> {
-        self.mirror_sql(|tx| {
-            tx.execute("DELETE FROM dirty", [])?;
-            tx.execute("DELETE FROM meta WHERE key IN ('full_pending', 'full_sync_requested')", [])?;
-            Ok(())
-        })
-    }
-
-    /// A full rebuild starts: until [`StateStore::advance`], the next run is a full sync too.
+    /// A full rebuild starts: until [`StateStore::settle`], the next run is a full sync too.
     pub fn begin_full(&mut self) -> Result<(), StateError> {
         self.set_meta("full_pending", Some("1"))
     }
