@@ -25,6 +25,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ausi::tenant::ResourceKind;
+use common::http::RawRequest;
+use common::report::{count, excerpt, mode, writes};
 use common::testbed::{Sandbox, cfg, testbed};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -155,23 +157,6 @@ impl Drop for Tenant {
     }
 }
 
-struct Request {
-    method: String,
-    /// Without the query.
-    path: String,
-    authorization: Option<String>,
-    /// Head and body, as received.
-    bytes: Vec<u8>,
-    body_start: usize,
-}
-
-/// One request, with what the test looks at.
-async fn read_request(stream: &mut TcpStream) -> Option<Request> {
-    let raw = common::http::read_request(stream).await?;
-    let authorization = raw.header("authorization").map(str::to_owned);
-    Some(Request { method: raw.method, path: raw.path, authorization, bytes: raw.bytes, body_start: raw.body_start })
-}
-
 async fn answer_json(client: &mut TcpStream, status: &str, body: &str) {
     let text = format!(
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -182,7 +167,7 @@ async fn answer_json(client: &mut TcpStream, status: &str, body: &str) {
 }
 
 async fn handle(mut client: TcpStream, shared: Arc<Shared>) {
-    let Some(request) = read_request(&mut client).await else {
+    let Some(request) = common::http::read_request(&mut client).await else {
         shared.error("a connection closed before a whole request".into());
         return;
     };
@@ -197,10 +182,10 @@ async fn handle(mut client: TcpStream, shared: Arc<Shared>) {
 }
 
 /// The agent API: the probe (`GET password-policy`) and `POST heartbeat`; 404 for anything else.
-async fn agent_api(client: &mut TcpStream, shared: &Shared, request: &Request) {
-    let bearer_ok = request.authorization.as_deref() == Some(format!("Bearer {}", shared.token).as_str());
+async fn agent_api(client: &mut TcpStream, shared: &Shared, request: &RawRequest) {
+    let bearer_ok = request.header("authorization") == Some(format!("Bearer {}", shared.token).as_str());
     let path = request.path.strip_prefix(&shared.agent_base).unwrap_or(&request.path).to_owned();
-    let body = String::from_utf8_lossy(&request.bytes[request.body_start..]).into_owned();
+    let body = String::from_utf8_lossy(request.body()).into_owned();
     let mut call = AgentCall { method: request.method.clone(), path, bearer_ok, body, answered_full: None };
     let (status, answer) = match (bearer_ok, call.method.as_str(), call.path.as_str()) {
         (false, _, _) => ("401 Unauthorized", json!({"detail": "wrong or missing bearer token"})),
@@ -220,7 +205,7 @@ async fn agent_api(client: &mut TcpStream, shared: &Shared, request: &Request) {
 
 /// Sends the request unchanged to scim2-server on a new connection and relays its whole answer
 /// (HTTP/1.0: up to the close).
-async fn forward(client: &mut TcpStream, shared: &Shared, request: &Request) {
+async fn forward(client: &mut TcpStream, shared: &Shared, request: &RawRequest) {
     let exchange = async {
         let mut server = TcpStream::connect(shared.upstream).await.ok()?;
         server.write_all(&request.bytes).await.ok()?;
@@ -251,16 +236,6 @@ fn unique_tag() -> String {
 // ------------------------------------------------------------------------------------ ausi runs
 
 /// The parts of a report worth reading when a test fails.
-fn excerpt(report: &Value) -> String {
-    let d = &report["data"];
-    let pick = json!({
-        "exit_code": report["exit_code"], "error": report["error"], "warnings": report["warnings"],
-        "mode": d["mode"], "fallback": d["fallback"], "counts": d["counts"], "read": d["read"],
-        "write_requests": d["write_requests"], "failures": d["failures"], "quarantined": d["quarantined"],
-    });
-    serde_json::to_string_pretty(&pick).unwrap()
-}
-
 fn warning_codes(report: &Value) -> Vec<String> {
     report["warnings"]
         .as_array()
@@ -280,18 +255,6 @@ fn sync(config: &str, args: &[&str], context: &str) -> Value {
         excerpt(&report)
     );
     report
-}
-
-fn mode(report: &Value) -> &str {
-    report["data"]["mode"].as_str().unwrap_or("<no mode>")
-}
-
-fn count(report: &Value, name: &str) -> u64 {
-    report["data"]["counts"][name].as_u64().unwrap_or_else(|| panic!("no counts.{name} in {}", excerpt(report)))
-}
-
-fn writes(report: &Value) -> u64 {
-    report["data"]["write_requests"].as_u64().unwrap_or_else(|| panic!("no write_requests in {}", excerpt(report)))
 }
 
 /// A delta: no fallback, nothing written (nothing in scope changed).

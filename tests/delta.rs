@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use ausi::tenant::ResourceKind;
 use base64::Engine as _;
+use common::report::{count, excerpt, mode, writes};
 use common::testbed::{Agent, Sandbox, Testbed, testbed};
 use common::wait_until;
 use serde_json::Value;
@@ -544,18 +545,6 @@ fn differences(agent: &Agent, want: &Snapshot) -> Vec<String> {
     diffs
 }
 
-/// The parts of a report worth reading when a test fails.
-fn excerpt(report: &Value) -> String {
-    let d = &report["data"];
-    let pick = serde_json::json!({
-        "exit_code": report["exit_code"], "error": report["error"], "warnings": report["warnings"],
-        "mode": d["mode"], "fallback": d["fallback"], "counts": d["counts"], "read": d["read"],
-        "write_requests": d["write_requests"], "plan": d["plan"], "quarantined": d["quarantined"],
-        "failures": d["failures"], "stderr": report["stderr"],
-    });
-    serde_json::to_string_pretty(&pick).unwrap()
-}
-
 fn assert_tenant(agent: &Agent, want: &Snapshot, context: &str, report: &Value) {
     let diffs = differences(agent, want);
     assert!(
@@ -578,18 +567,6 @@ fn sync(agent: &Agent, args: &[&str]) -> (i32, Value) {
         report["stderr"] = Value::from(tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
     }
     (r.code, report)
-}
-
-fn mode(report: &Value) -> &str {
-    report["data"]["mode"].as_str().unwrap_or("<no mode>")
-}
-
-fn count(report: &Value, name: &str) -> u64 {
-    report["data"]["counts"][name].as_u64().unwrap_or_else(|| panic!("no counts.{name} in {}", excerpt(report)))
-}
-
-fn writes(report: &Value) -> u64 {
-    report["data"]["write_requests"].as_u64().unwrap_or_else(|| panic!("no write_requests in {}", excerpt(report)))
 }
 
 /// A delta run (no `--full`): a delta, no fallback, exit 0 or 1 as given.
