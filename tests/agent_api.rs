@@ -30,7 +30,7 @@ use common::report::{count, excerpt, mode, writes};
 use common::testbed::{Sandbox, cfg, testbed};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const AGENT: &str = "dc1-agent-api";
 
@@ -88,9 +88,6 @@ impl Tenant {
         let slash = rest.find('/').expect("a tenant path");
         let upstream: SocketAddr = rest[..slash].parse().expect("the SCIM server as IP:PORT");
         assert!(upstream.ip().is_loopback(), "the testbed's SCIM server must be on loopback: {upstream}");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
             upstream,
             realm: realm.to_owned(),
@@ -103,20 +100,9 @@ impl Tenant {
             errors: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         });
-        let server = shared.clone();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async move {
-                let listener = TcpListener::from_std(listener).unwrap();
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else { continue };
-                    if server.stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    tokio::spawn(handle(stream, server.clone()));
-                }
-            });
-        });
+        let (stop, server) = (shared.clone(), shared.clone());
+        let addr =
+            common::http::serve(move || stop.stop.load(Ordering::SeqCst), move |stream| handle(stream, server.clone()));
         Tenant { addr, shared }
     }
 

@@ -37,7 +37,7 @@ use common::testbed::{Agent, Testbed, cfg, dn, testbed, under};
 use common::{ausi, json_with, wait_until};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 // ------------------------------------------------------------------------------------ the oracle
 
@@ -432,25 +432,12 @@ impl Proxy {
     /// `announce_bulk` false the tenant it shows says it has no `/Bulk` (scim2-server has one).
     fn start(upstream: SocketAddr, mode: Mode, announce_bulk: bool) -> Proxy {
         assert!(upstream.ip().is_loopback());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let stats = Arc::new(Stats::default());
-        let shared = stats.clone();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async move {
-                let listener = TcpListener::from_std(listener).unwrap();
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else { continue };
-                    if shared.stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    let proxy = Upstream { addr: upstream, announce_bulk, stats: shared.clone() };
-                    tokio::spawn(handle(stream, proxy, mode));
-                }
-            });
-        });
+        let (stop, shared) = (stats.clone(), stats.clone());
+        let addr = common::http::serve(
+            move || stop.stop.load(Ordering::SeqCst),
+            move |stream| handle(stream, Upstream { addr: upstream, announce_bulk, stats: shared.clone() }, mode),
+        );
         Proxy { addr, stats }
     }
 

@@ -1,7 +1,9 @@
 //! The HTTP/1.x side of the tests' small servers and proxies (loopback only).
 
+use std::future::Future;
+
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
 /// One request as received: the head, then a Content-Length body.
 pub struct RawRequest {
@@ -65,4 +67,31 @@ pub async fn read_request(stream: &mut TcpStream) -> Option<RawRequest> {
         bytes.extend_from_slice(&chunk[..k]);
     }
     Some(RawRequest { bytes, ..request })
+}
+
+/// Listens on 127.0.0.1 (a free port, returned) on a thread of its own, handing each connection
+/// to `handle`, until `stopped()` is true at the next connection (the owner connects once to
+/// wake it).
+pub fn serve<F, Fut>(stopped: impl Fn() -> bool + Send + 'static, handle: F) -> std::net::SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let listener = TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                if stopped() {
+                    return;
+                }
+                tokio::spawn(handle(stream));
+            }
+        });
+    });
+    addr
 }
