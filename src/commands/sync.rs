@@ -291,11 +291,14 @@ async fn sync(
     let planned = Instant::now();
     let all = mode == Mode::Full;
     let verdicts = engine::validate(store, all)?;
-    // Everyone in scope who is held back: this run's verdicts, and earlier ones still standing.
+    // Everyone in scope who is held back: this run's verdicts, and earlier ones still standing
+    // (users this run did not validate, still invalid in the mirror).
     let mut quarantined: Vec<Quarantined> = refresh.no_guid;
     quarantined.extend(verdicts.quarantined.values().cloned());
     for q in store.quarantine()? {
-        if !verdicts.checked.contains(&q.guid) && store.mirror_contains(&q.guid)? {
+        let standing = !verdicts.quarantined.contains_key(&q.guid)
+            && store.mirrored(&q.guid)?.is_some_and(|m| m.valid == Some(false));
+        if standing {
             quarantined.push(Quarantined { guid: q.guid, dn: q.dn, reasons: q.reasons });
         }
     }

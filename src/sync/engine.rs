@@ -323,8 +323,6 @@ pub async fn refresh_delta<D: Directory>(
 pub struct Verdicts {
     /// Invalid users among them, by guid.
     pub quarantined: BTreeMap<String, Quarantined>,
-    /// Every user validated in this run.
-    pub checked: BTreeSet<String>,
 }
 
 /// Which values are held more than once, per duplicate rule (`None`: look each value up).
@@ -370,7 +368,6 @@ pub fn validate(store: &mut StateStore, all: bool) -> Result<Verdicts> {
                     Quarantined { guid: m.guid.clone(), dn: m.object.dn.to_string(), reasons: reasons.collect() },
                 );
             }
-            verdicts.checked.insert(m.guid.clone());
             found.push((m.guid.clone(), problems.is_empty()));
         }
         store.set_verdicts(&found, !all)?;
