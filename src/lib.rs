@@ -12,6 +12,7 @@ pub mod directory;
 pub mod error;
 pub mod exit;
 pub mod output;
+pub mod password;
 pub mod secrets;
 pub mod sync;
 pub mod tenant;

@@ -1,19 +1,21 @@
 //! Active Directory over LDAP (ldap3): LDAPS or StartTLS with certificate verification, simple
 //! bind, rootDSE discovery, paged subtree searches (RFC 2696) and range retrieval of `member`.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::controls::RawControl;
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, SearchEntry};
 
 use super::filter::Filter;
 use super::{
     Change, ChangeTracking, Container, Decoded, DirObject, Directory, DirectoryError, DirectoryInfo, Dn,
     OBJECT_ATTRIBUTES, ObjectGuid, ObjectKind, ObjectQuery, RawEntry, ReadSummary, SAM_USER_ACCOUNT, decode,
 };
+use crate::password::SecretBytes;
 use crate::secrets::{ExposeSecret, SecretString};
 
 /// LDAP_SERVER_SHOW_DELETED_OID: return tombstones too (read rights suffice).
@@ -48,6 +50,7 @@ pub struct LdapDirectory {
     range_step: u32,
     base_dn: Option<String>,
     info: Option<DirectoryInfo>,
+    encrypted: bool,
 }
 
 /// Whether the connection is encrypted before the bind.
@@ -116,6 +119,7 @@ impl LdapDirectory {
             }
         }
         tracing::info!(url = %url, "connected to the directory");
+        let encrypted = is_encrypted(&url, settings.starttls);
         Ok(LdapDirectory {
             ldap,
             url,
@@ -124,7 +128,67 @@ impl LdapDirectory {
             range_step: settings.range_step.max(1),
             base_dn: settings.base_dn,
             info: None,
+            encrypted,
         })
+    }
+
+    /// Whether the connection is LDAPS or upgraded with StartTLS (AD takes passwords only then).
+    pub fn is_encrypted(&self) -> bool {
+        self.encrypted
+    }
+
+    /// Every entry under `base` (subtree) matching `filter`, with `attrs`.
+    pub async fn search(
+        &mut self,
+        base: &Dn,
+        filter: &Filter,
+        attrs: &[&str],
+    ) -> Result<Vec<RawEntry>, DirectoryError> {
+        let mut out = Vec::new();
+        self.paged_search(base, Scope::Subtree, filter, attrs, false, &mut |raw| {
+            out.push(raw);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// One object's `attrs`, or `None` when it does not exist.
+    pub async fn read(&mut self, dn: &Dn, attrs: &[&str]) -> Result<Option<RawEntry>, DirectoryError> {
+        match self.read_base(&dn.to_string(), attrs).await {
+            Err(DirectoryError::NoSuchObject { .. }) => Ok(None),
+            other => other,
+        }
+    }
+
+    /// An LDAP modify. Values are [`SecretBytes`] so a password never passes through a `String`.
+    pub async fn modify(
+        &mut self,
+        dn: &Dn,
+        mods: Vec<Mod<SecretBytes>>,
+        controls: Vec<RawControl>,
+    ) -> Result<(), DirectoryError> {
+        let dn = dn.to_string();
+        self.ldap.with_timeout(self.operation_timeout);
+        if !controls.is_empty() {
+            self.ldap.with_controls(controls);
+        }
+        let result =
+            self.ldap.modify(&dn, mods).await.map_err(|e| op_error(&self.url, "modify", self.operation_timeout, e))?;
+        check_rc("modify", &dn, result.rc, &result.text)
+    }
+
+    /// An LDAP add of one object.
+    pub async fn add(
+        &mut self,
+        dn: &Dn,
+        attrs: Vec<(SecretBytes, HashSet<SecretBytes>)>,
+    ) -> Result<(), DirectoryError> {
+        let dn = dn.to_string();
+        self.ldap.with_timeout(self.operation_timeout);
+        let result =
+            self.ldap.add(&dn, attrs).await.map_err(|e| op_error(&self.url, "add", self.operation_timeout, e))?;
+        check_rc("add", &dn, result.rc, &result.text)
     }
 
     /// Every value of `member` of one group, read in explicit ranges (`member;range=0-1499`,
