@@ -27,6 +27,8 @@ pub struct AgentConfig {
     pub tenant: Option<TenantConfig>,
     #[serde(default)]
     pub sync: SyncConfig,
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -105,6 +107,23 @@ pub struct TenantConfig {
 }
 
 pub use crate::tenant::scim::Capabilities as TenantCapabilities;
+
+/// When the installed task or timer runs: written by `ausi install-service`, read by `ausi status`
+/// (which calls the agent unhealthy when the last good run is older than three intervals).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    /// Minutes between incremental syncs (at least 1).
+    pub interval_minutes: u32,
+    /// Local time of the daily full sync, `HH:MM`.
+    pub full_sync_at: String,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig { interval_minutes: 10, full_sync_at: "02:00".to_owned() }
+    }
+}
 
 /// What to do with users and groups that left the scope or were deleted in AD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
