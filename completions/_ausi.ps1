@@ -58,6 +58,7 @@ Register-ArgumentCompleter -Native -CommandName 'ausi' -ScriptBlock {
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Report format on stdout [default: table on a terminal, json otherwise]')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Format of the log lines on stderr')
             [CompletionResult]::new('--token-stdin', '--token-stdin', [CompletionResultType]::ParameterName, 'Read the tenant''s access token from standard input (it is never accepted as an argument)')
+            [CompletionResult]::new('--password-sync', '--password-sync', [CompletionResultType]::ParameterName, 'Write passwords changed in the tenant into AD on every sync (needs the tenant''s agent API, an LDAPS or StartTLS connection and Reset Password rights on the selected OUs)')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log detail on stderr (-v info, -vv debug, -vvv trace)')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log detail on stderr (-v info, -vv debug, -vvv trace)')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Only errors on stderr, and no progress display')
@@ -191,8 +192,8 @@ Register-ArgumentCompleter -Native -CommandName 'ausi' -ScriptBlock {
             break
         }
         'ausi;password-push' {
-            [CompletionResult]::new('--user', '--user', [CompletionResultType]::ParameterName, 'Set the password of this user (userPrincipalName or sAMAccountName)')
-            [CompletionResult]::new('--batch', '--batch', [CompletionResultType]::ParameterName, 'JSON Lines file of {"user": ..., "password": ...} (or - for standard input)')
+            [CompletionResult]::new('--user', '--user', [CompletionResultType]::ParameterName, 'Set the password of this user (userPrincipalName, sAMAccountName or objectGUID); the password is prompted for on a terminal, or read with --password-stdin')
+            [CompletionResult]::new('--batch', '--batch', [CompletionResultType]::ParameterName, 'JSON Lines file of {"user": ..., "password": ...} (or - for standard input); every line is checked before any password is sent')
             [CompletionResult]::new('--source', '--source', [CompletionResultType]::ParameterName, 'Read from here instead of the configured directory: ldif:PATH (an ldifde or ldapsearch export; no domain controller needed), ldaps://HOST[:PORT] or ldap://HOST[:PORT]')
             [CompletionResult]::new('--bind-dn', '--bind-dn', [CompletionResultType]::ParameterName, 'Bind as this account (DN, user@domain or DOMAIN\user) instead of the configured one')
             [CompletionResult]::new('--ca-file', '--ca-file', [CompletionResultType]::ParameterName, 'Trust this PEM file of CA certificates for LDAPS/StartTLS (a private enterprise CA)')
@@ -202,7 +203,8 @@ Register-ArgumentCompleter -Native -CommandName 'ausi' -ScriptBlock {
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Report format on stdout [default: table on a terminal, json otherwise]')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Format of the log lines on stderr')
             [CompletionResult]::new('--from-tenant', '--from-tenant', [CompletionResultType]::ParameterName, 'Apply the password changes queued in the tenant and report each result back')
-            [CompletionResult]::new('--password-stdin', '--password-stdin', [CompletionResultType]::ParameterName, 'Read the new password for --user from standard input')
+            [CompletionResult]::new('--password-stdin', '--password-stdin', [CompletionResultType]::ParameterName, 'Read the new password for --user from the first line of standard input')
+            [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'Find each user and check each password against the domain''s policy, without writing anything to AD or answering the tenant')
             [CompletionResult]::new('--bind-password-stdin', '--bind-password-stdin', [CompletionResultType]::ParameterName, 'Read the bind password from the first line of standard input')
             [CompletionResult]::new('--save-bind-password', '--save-bind-password', [CompletionResultType]::ParameterName, 'Store the password given by prompt or --bind-password-stdin in the secret store that the configuration''s `bind_password` reference names')
             [CompletionResult]::new('--starttls', '--starttls', [CompletionResultType]::ParameterName, 'Upgrade an ldap:// connection with StartTLS')

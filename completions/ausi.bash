@@ -397,7 +397,7 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__password__subcmd__push)
-            opts="-c -o -v -q -h -V --from-tenant --user --password-stdin --batch --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --from-tenant --user --password-stdin --batch --dry-run --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -451,7 +451,7 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__register)
-            opts="-c -o -v -q -h -V --home-realm --agent-name --provisioning-policy --scim-url --token-stdin --token-ref --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --home-realm --agent-name --provisioning-policy --scim-url --token-stdin --token-ref --password-sync --config --output --verbose --quiet --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

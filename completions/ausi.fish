@@ -56,6 +56,7 @@ jsonl\t'One JSON object per line: each listed item, then the envelope'"
 complete -c ausi -n "__fish_ausi_using_subcommand register" -l log-format -d 'Format of the log lines on stderr' -r -f -a "text\t''
 json\t''"
 complete -c ausi -n "__fish_ausi_using_subcommand register" -l token-stdin -d 'Read the tenant\'s access token from standard input (it is never accepted as an argument)'
+complete -c ausi -n "__fish_ausi_using_subcommand register" -l password-sync -d 'Write passwords changed in the tenant into AD on every sync (needs the tenant\'s agent API, an LDAPS or StartTLS connection and Reset Password rights on the selected OUs)'
 complete -c ausi -n "__fish_ausi_using_subcommand register" -s v -l verbose -d 'More log detail on stderr (-v info, -vv debug, -vvv trace)'
 complete -c ausi -n "__fish_ausi_using_subcommand register" -s q -l quiet -d 'Only errors on stderr, and no progress display'
 complete -c ausi -n "__fish_ausi_using_subcommand register" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -152,8 +153,8 @@ complete -c ausi -n "__fish_ausi_using_subcommand sync" -s v -l verbose -d 'More
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -s q -l quiet -d 'Only errors on stderr, and no progress display'
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -s V -l version -d 'Print version'
-complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l user -d 'Set the password of this user (userPrincipalName or sAMAccountName)' -r
-complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l batch -d 'JSON Lines file of {"user": ..., "password": ...} (or - for standard input)' -r -F
+complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l user -d 'Set the password of this user (userPrincipalName, sAMAccountName or objectGUID); the password is prompted for on a terminal, or read with --password-stdin' -r
+complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l batch -d 'JSON Lines file of {"user": ..., "password": ...} (or - for standard input); every line is checked before any password is sent' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l source -d 'Read from here instead of the configured directory: ldif:PATH (an ldifde or ldapsearch export; no domain controller needed), ldaps://HOST[:PORT] or ldap://HOST[:PORT]' -r
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l bind-dn -d 'Bind as this account (DN, user@domain or DOMAIN\\user) instead of the configured one' -r
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l ca-file -d 'Trust this PEM file of CA certificates for LDAPS/StartTLS (a private enterprise CA)' -r -F
@@ -164,7 +165,8 @@ jsonl\t'One JSON object per line: each listed item, then the envelope'"
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l log-format -d 'Format of the log lines on stderr' -r -f -a "text\t''
 json\t''"
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l from-tenant -d 'Apply the password changes queued in the tenant and report each result back'
-complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l password-stdin -d 'Read the new password for --user from standard input'
+complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l password-stdin -d 'Read the new password for --user from the first line of standard input'
+complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l dry-run -d 'Find each user and check each password against the domain\'s policy, without writing anything to AD or answering the tenant'
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l bind-password-stdin -d 'Read the bind password from the first line of standard input'
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l save-bind-password -d 'Store the password given by prompt or --bind-password-stdin in the secret store that the configuration\'s `bind_password` reference names'
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l starttls -d 'Upgrade an ldap:// connection with StartTLS'

@@ -167,6 +167,11 @@ pub struct RegisterArgs {
     /// Where to keep the token [default: keyring:ausi/tenant-token on Windows, file:tenant.token beside the configuration elsewhere]
     #[arg(long, value_name = "REF")]
     pub token_ref: Option<String>,
+
+    /// Write passwords changed in the tenant into AD on every sync (needs the tenant's agent API,
+    /// an LDAPS or StartTLS connection and Reset Password rights on the selected OUs)
+    #[arg(long)]
+    pub password_sync: bool,
 }
 
 #[derive(Debug, Args)]
@@ -269,22 +274,30 @@ pub struct SyncArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["from_tenant", "user", "batch"])))]
 pub struct PasswordPushArgs {
     /// Apply the password changes queued in the tenant and report each result back
     #[arg(long)]
     pub from_tenant: bool,
 
-    /// Set the password of this user (userPrincipalName or sAMAccountName)
-    #[arg(long, value_name = "UPN|SAM")]
+    /// Set the password of this user (userPrincipalName, sAMAccountName or objectGUID); the
+    /// password is prompted for on a terminal, or read with --password-stdin
+    #[arg(long, value_name = "UPN|SAM|GUID")]
     pub user: Option<String>,
 
-    /// Read the new password for --user from standard input
-    #[arg(long)]
+    /// Read the new password for --user from the first line of standard input
+    #[arg(long, requires = "user")]
     pub password_stdin: bool,
 
-    /// JSON Lines file of {"user": ..., "password": ...} (or - for standard input)
+    /// JSON Lines file of {"user": ..., "password": ...} (or - for standard input); every line
+    /// is checked before any password is sent
     #[arg(long, value_name = "FILE")]
     pub batch: Option<PathBuf>,
+
+    /// Find each user and check each password against the domain's policy, without writing
+    /// anything to AD or answering the tenant
+    #[arg(long)]
+    pub dry_run: bool,
 
     #[command(flatten)]
     pub directory: DirectoryArgs,

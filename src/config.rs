@@ -104,6 +104,8 @@ pub struct TenantConfig {
     pub agent_api: Option<bool>,
     /// What the tenant's /ServiceProviderConfig announced at registration (refreshed every run).
     pub capabilities: Option<TenantCapabilities>,
+    /// Write the password changes queued in the tenant into AD on every `sync` (`register --password-sync`).
+    pub password_sync: bool,
 }
 
 pub use crate::tenant::scim::Capabilities as TenantCapabilities;

@@ -332,12 +332,26 @@ fn configuration_errors_exit_78_and_name_the_key() {
 
 #[test]
 fn later_commands_say_so_honestly() {
-    for args in [vec!["install-service", "--print"], vec!["password-push", "--from-tenant"]] {
-        let (code, v) = json(&args);
-        assert_eq!(code, 78, "{args:?}");
-        assert_eq!(v["error"]["kind"], "not_available");
-        assert!(v["error"]["message"].as_str().unwrap().contains("not available in this version"));
-    }
+    let (code, v) = json(&["install-service", "--print"]);
+    assert_eq!(code, 78);
+    assert_eq!(v["error"]["kind"], "not_available");
+    assert!(v["error"]["message"].as_str().unwrap().contains("not available in this version"));
+}
+
+#[test]
+fn password_push_needs_one_source_and_a_domain_controller() {
+    let (code, _) = json(&["password-push"]);
+    assert_eq!(code, 2, "--from-tenant, --user or --batch is required");
+    let (code, _) = json(&["password-push", "--user", "a", "--batch", "-"]);
+    assert_eq!(code, 2, "one source at a time");
+    let (code, v) =
+        json(&["password-push", "--user", "a", "--password-stdin", "--source", &example("examples/northwind.ldif")]);
+    assert_eq!(code, 2, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("not an LDIF export"), "{v}");
+    // Without a terminal, a password comes only from standard input, never an argument.
+    let (code, v) = json(&["password-push", "--user", "a", "--source", "ldaps://127.0.0.1:1"]);
+    assert_eq!(code, 2, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("--password-stdin"), "{v}");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 pub mod docs;
 pub mod list_ous;
+pub mod password_push;
 pub mod register;
 pub mod select_ous;
 pub mod status;
@@ -32,11 +33,12 @@ use crate::sync::scope::{self, Resolution, Scope};
 pub enum Report {
     ListOus(list_ous::ListOusReport),
     SelectOus(select_ous::SelectOusReport),
-    Validate(validate::ValidateReport),
+    Validate(Box<validate::ValidateReport>),
     Status(Box<status::StatusReport>),
     Docs(docs::DocsReport),
     Register(register::RegisterReport),
     Sync(Box<sync::SyncReport>),
+    PasswordPush(password_push::PasswordPushReport),
 }
 
 impl Report {
@@ -50,6 +52,7 @@ impl Report {
             Report::Docs(r) => r.table(),
             Report::Register(r) => r.table(),
             Report::Sync(r) => r.table(),
+            Report::PasswordPush(r) => r.table(),
         }
     }
 
@@ -60,7 +63,8 @@ impl Report {
             Report::ListOus(_) => &[&["ous"]],
             Report::SelectOus(_) => &[&["changes", "entering"], &["changes", "leaving"]],
             Report::Validate(_) => &[&["users"]],
-            Report::Sync(_) => &[&["quarantined"], &["failures"]],
+            Report::Sync(_) => &[&["quarantined"], &["failures"], &["password_push", "changes"]],
+            Report::PasswordPush(_) => &[&["changes"]],
             Report::Status(_) | Report::Docs(_) | Report::Register(_) => &[],
         }
     }
@@ -92,7 +96,7 @@ pub async fn dispatch(cli: &Cli, printer: &Printer) -> Result<Outcome> {
         Command::Register(args) => register::run(&ctx, args).await,
         Command::InstallService(_) => Err(not_available("install-service", "unattended scheduling")),
         Command::Sync(args) => sync::run(&ctx, args).await,
-        Command::PasswordPush(_) => Err(not_available("password-push", "password writeback")),
+        Command::PasswordPush(args) => password_push::run(&ctx, args).await,
     }
 }
 

@@ -26,6 +26,7 @@ pub struct RegisterReport {
     pub provisioning_policy: String,
     pub token: String,
     pub agent_api: bool,
+    pub password_sync: bool,
     pub capabilities: TenantCapabilities,
     /// `Created` until the first successful heartbeat or sync, then `Active`.
     pub status: &'static str,
@@ -68,6 +69,12 @@ pub async fn run(ctx: &Context<'_>, args: &RegisterArgs) -> Result<Outcome> {
         ));
     }
     let agent_api = AgentApi::new(&home_realm, &agent_name, token.clone(), timeout)?.probe().await?;
+    if args.password_sync && !agent_api {
+        return Err(AppError::config(
+            "--password-sync: the tenant has no agent API (404), so it cannot hand out password changes",
+        )
+        .with_hint("register without --password-sync; `ausi password-push --user` and `--batch` work without it"));
+    }
     if !agent_api {
         warnings.push(Warning::new(
             "tenant-plain-scim",
@@ -91,6 +98,7 @@ pub async fn run(ctx: &Context<'_>, args: &RegisterArgs) -> Result<Outcome> {
         token: Some(reference.clone()),
         agent_api: Some(agent_api),
         capabilities: Some(capabilities.clone()),
+        password_sync: args.password_sync,
     };
     config::save_tenant(&ctx.config_path, &tenant)?;
     let report = RegisterReport {
@@ -101,6 +109,7 @@ pub async fn run(ctx: &Context<'_>, args: &RegisterArgs) -> Result<Outcome> {
         provisioning_policy: args.provisioning_policy.clone(),
         token: secret.to_string(),
         agent_api,
+        password_sync: args.password_sync,
         capabilities,
         status: "Created",
     };

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
+use super::password_push::{self, PasswordPushReport};
 use super::{Context, Report, ScopeDescription, choose_scope, open_directory};
 use crate::cli::SyncArgs;
 use crate::config::AgentConfig;
@@ -47,6 +48,10 @@ pub struct SyncReport {
     pub write_requests: u64,
     pub timings_ms: Timings,
     pub resources: Resources,
+    /// For an agent registered with `--password-sync`: the tenant's password changes this run
+    /// wrote into AD (or refused), as `password-push --from-tenant` reports them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_push: Option<PasswordPushReport>,
     /// With `--user`: that user, end to end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<UserStory>,
@@ -240,6 +245,7 @@ async fn pipeline(
         write_requests: 0,
         timings_ms: Timings::default(),
         resources: Resources::default(),
+        password_push: None,
         user: None,
     };
     // A dry run goes through the same engine inside a savepoint that is rolled back.
@@ -262,7 +268,44 @@ async fn pipeline(
         });
         store.settle(mark.as_ref())?;
     }
+    let mut exit = exit;
+    let password_sync = config.tenant.as_ref().is_some_and(|t| t.password_sync);
+    if password_sync && error.is_none() && !args.dry_run {
+        let needs_a_look = push_passwords(&mut directory, scope, config, &mut report, warnings).await;
+        if needs_a_look && exit == ExitStatus::Ok {
+            exit = ExitStatus::Findings;
+        }
+    }
     Ok((report, exit, error))
+}
+
+/// The scheduled password writeback after a successful sync. Its trouble never undoes the sync:
+/// it is reported (and the tenant keeps what was not tried). True when anything needs a look.
+async fn push_passwords(
+    directory: &mut crate::directory::AnyDirectory,
+    scope: crate::sync::scope::Scope,
+    config: &AgentConfig,
+    report: &mut SyncReport,
+    warnings: &mut Vec<Warning>,
+) -> bool {
+    let crate::directory::AnyDirectory::Ldap(ldap) = directory else {
+        return false;
+    };
+    match password_push::from_tenant(ldap, scope, config, warnings).await {
+        Ok((push, stopped)) => {
+            if let Some(e) = &stopped {
+                warnings.push(Warning::new("password-push-stopped", e.message.clone()));
+            }
+            let attention = stopped.is_some() || push.exit() != ExitStatus::Ok;
+            report.password_push = Some(push);
+            attention
+        }
+        Err(e) => {
+            warnings
+                .push(Warning::new("password-push-failed", format!("password writeback did not run: {}", e.message)));
+            true
+        }
+    }
 }
 
 /// Refresh, validate, check, plan and (unless a dry run) apply. An error inside the apply is
@@ -516,6 +559,9 @@ impl SyncReport {
             for r in plan.removals.iter().take(20) {
                 out.push_str(&format!("plan: {:?} {}\n", r.action, output::cell(&r.dn)));
             }
+        }
+        if let Some(push) = &self.password_push {
+            out.push_str(&format!("Password writeback:\n{}", push.table()));
         }
         out
     }

@@ -1,14 +1,20 @@
 //! `ausi validate`: every user in scope against the rules a sync applies (sync/validate.rs).
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use super::{Context, Report, ScopeDescription, choose_scope, no_selection, open_directory, read_scope};
 use crate::cli::ValidateArgs;
-use crate::directory::{Directory, ObjectQuery};
+use crate::config::AgentConfig;
+use crate::directory::{AnyDirectory, Directory, ObjectQuery};
 use crate::error::Result;
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
+use crate::password::policy::{self, PolicyMismatch};
+use crate::password::{PasswordPolicy, writer};
 use crate::sync::validate::{Explanation, Validation, Validator};
+use crate::tenant::{self, agent::AgentApi, agent::TenantPasswordPolicy};
 
 #[derive(Debug, Serialize)]
 pub struct ValidateReport {
@@ -20,6 +26,55 @@ pub struct ValidateReport {
     /// With --user: that user, rule by rule (null when no such user is in the scope).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<Option<Explanation>>,
+    /// The domain's password policy against the tenant's, when both can be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_policy: Option<PolicyAlignment>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PolicyAlignment {
+    pub domain: PasswordPolicy,
+    pub tenant: TenantPasswordPolicy,
+    pub mismatches: Vec<PolicyMismatch>,
+}
+
+/// With a DC and a tenant that has the agent API: the two password policies side by side.
+/// Either side unreadable is a warning, never a failed validation.
+async fn align_policies(
+    directory: &mut AnyDirectory,
+    config: Option<&AgentConfig>,
+    warnings: &mut Vec<Warning>,
+) -> Option<PolicyAlignment> {
+    let AnyDirectory::Ldap(ldap) = directory else { return None };
+    let tenant_config = config?.tenant.as_ref().filter(|t| t.agent_api == Some(true))?;
+    let realm = tenant_config.home_realm.as_deref()?;
+    let unreadable = |what: &str, e: &dyn std::fmt::Display| {
+        Warning::new("password-policy-unreadable", format!("cannot compare the password policies: {what}: {e}"))
+    };
+    let domain = match writer::domain_policy(ldap).await {
+        Ok(policy) => policy,
+        Err(e) => {
+            warnings.push(unreadable("the domain's", &e));
+            return None;
+        }
+    };
+    let timeout = Duration::from_secs(config?.sync.request_timeout_secs.max(1));
+    let agent = tenant_config.agent_name.clone().unwrap_or_default();
+    let answer = match (tenant::check_transport(realm), tenant::token(tenant_config)) {
+        (Ok(()), Ok(token)) => match AgentApi::new(realm, &agent, token, timeout) {
+            Ok(api) => api.password_policy().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+        (Err(e), _) | (_, Err(e)) => Err(e.message),
+    };
+    match answer {
+        Ok(Some(tenant)) => Some(PolicyAlignment { mismatches: policy::compare(&tenant, &domain), domain, tenant }),
+        Ok(None) => None,
+        Err(e) => {
+            warnings.push(unreadable("the tenant's", &e));
+            None
+        }
+    }
 }
 
 pub async fn run(ctx: &Context<'_>, args: &ValidateArgs) -> Result<Outcome> {
@@ -63,9 +118,17 @@ pub async fn run(ctx: &Context<'_>, args: &ValidateArgs) -> Result<Outcome> {
         }
         (None, _) => ExitStatus::Ok,
     };
+    let password_policy = match args.user {
+        None => align_policies(&mut directory, config.as_ref(), &mut warnings).await,
+        Some(_) => None,
+    };
+    let exit = match &password_policy {
+        Some(alignment) if !alignment.mismatches.is_empty() => ExitStatus::Findings,
+        _ => exit,
+    };
     let user = args.user.as_ref().map(|_| explanation);
-    let report = ValidateReport { source: info.source, scope: description, validation, user };
-    let mut outcome = Outcome::new(Report::Validate(report), exit);
+    let report = ValidateReport { source: info.source, scope: description, validation, user, password_policy };
+    let mut outcome = Outcome::new(Report::Validate(Box::new(report)), exit);
     outcome.warnings = warnings;
     Ok(outcome)
 }
@@ -131,6 +194,17 @@ impl ValidateReport {
             s.by_rule.iter().filter(|(_, n)| **n > 0).map(|(r, n)| format!("{r}: {n}")).collect();
         if !by_rule.is_empty() {
             out.push_str(&format!("By rule: {}\n", by_rule.join(", ")));
+        }
+        if let Some(alignment) = &self.password_policy {
+            match alignment.mismatches.as_slice() {
+                [] => out.push_str("The tenant's password policy matches the domain's.\n"),
+                mismatches => {
+                    out.push_str("The tenant's password policy differs from the domain's:\n");
+                    for m in mismatches {
+                        out.push_str(&format!("  - {}\n", output::cell(&m.message)));
+                    }
+                }
+            }
         }
         out
     }

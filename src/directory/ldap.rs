@@ -54,7 +54,7 @@ pub struct LdapDirectory {
 }
 
 /// Whether the connection is encrypted before the bind.
-fn is_encrypted(url: &str, starttls: bool) -> bool {
+pub fn is_encrypted(url: &str, starttls: bool) -> bool {
     url.to_ascii_lowercase().starts_with("ldaps://") || starttls
 }
 
@@ -135,6 +135,10 @@ impl LdapDirectory {
     /// Whether the connection is LDAPS or upgraded with StartTLS (AD takes passwords only then).
     pub fn is_encrypted(&self) -> bool {
         self.encrypted
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// Every entry under `base` (subtree) matching `filter`, with `attrs`.

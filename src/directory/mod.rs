@@ -310,6 +310,10 @@ pub enum DirectoryError {
         "refusing to send the bind password for {account} in clear text over {url}: use ldaps://, or ldap:// with starttls = true"
     )]
     PlaintextBind { url: String, account: String },
+    #[error(
+        "refusing to send a password to the directory over an unencrypted connection: use ldaps://, or ldap:// with starttls = true"
+    )]
+    PlaintextPassword,
     #[error("invalid directory URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
     #[error("{dn} does not exist in the directory")]
@@ -329,6 +333,7 @@ impl DirectoryError {
             DirectoryError::BindRejected { .. } | DirectoryError::AccessDenied { .. } => ErrorKind::Permission,
             DirectoryError::Tls { .. }
             | DirectoryError::PlaintextBind { .. }
+            | DirectoryError::PlaintextPassword
             | DirectoryError::InvalidUrl { .. }
             | DirectoryError::NoSuchObject { .. }
             | DirectoryError::File { .. } => ErrorKind::Config,

@@ -1,10 +1,11 @@
-//! The tenant's optional agent API (`{home_realm}/api/agent/v1`): heartbeat and, in later
-//! releases, password changes. A tenant that answers 404 is a plain SCIM tenant.
+//! The tenant's optional agent API (`{home_realm}/api/agent/v1`): heartbeat, password changes
+//! to write back, the tenant's password policy. A tenant that answers 404 is a plain SCIM tenant.
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use zeroize::Zeroizing;
 
 use super::scim::TenantError;
 use crate::secrets::{ExposeSecret, SecretString};
@@ -20,6 +21,41 @@ pub struct HeartbeatAnswer {
     pub status: String,
     #[serde(default)]
     pub full_sync_requested: bool,
+}
+
+/// A password change queued in the tenant. The password is only ever in a [`SecretString`].
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordChange {
+    pub id: String,
+    /// The user's objectGUID, as ausi provisioned it.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub user_name: Option<String>,
+    pub password: SecretString,
+    #[serde(default)]
+    pub requested_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PasswordChanges {
+    changes: Vec<PasswordChange>,
+}
+
+/// The tenant's own password rules, compared by `validate` with the domain's.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantPasswordPolicy {
+    #[serde(default)]
+    pub min_length: Option<u32>,
+    /// `None` or 0: passwords do not expire.
+    #[serde(default)]
+    pub max_age_days: Option<u32>,
+    #[serde(default)]
+    pub complexity: Option<bool>,
+    #[serde(default)]
+    pub history_count: Option<u32>,
 }
 
 impl AgentApi {
@@ -48,12 +84,72 @@ impl AgentApi {
         }
     }
 
+    /// The password changes waiting to be written into AD; `Ok(None)` without an agent API.
+    pub async fn password_changes(&self) -> Result<Option<Vec<PasswordChange>>, TenantError> {
+        let Some(text) = self.call_text(reqwest::Method::GET, "password-changes", None).await? else {
+            return Ok(None);
+        };
+        // serde_json's messages quote offending values: keep them out, one may be a password.
+        let parsed: PasswordChanges = serde_json::from_str(&text).map_err(|e| {
+            TenantError::Protocol(format!(
+                "agent API password-changes: not a list of changes (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        })?;
+        Ok(Some(parsed.changes))
+    }
+
+    /// Tells the tenant how change `id` ended: `applied`, or `rejected` with the reason.
+    pub async fn report_password_result(
+        &self,
+        id: &str,
+        result: &str,
+        reason: Option<&str>,
+    ) -> Result<(), TenantError> {
+        let mut body = serde_json::json!({ "result": result });
+        if let Some(reason) = reason {
+            body["reason"] = Value::from(reason);
+        }
+        let path = format!("password-changes/{}", encode_segment(id));
+        match self.call(reqwest::Method::POST, &path, Some(&body)).await? {
+            Some(_) => Ok(()),
+            None => Err(TenantError::NotFound),
+        }
+    }
+
+    /// The tenant's password policy; `Ok(None)` without an agent API.
+    pub async fn password_policy(&self) -> Result<Option<TenantPasswordPolicy>, TenantError> {
+        match self.call(reqwest::Method::GET, "password-policy", None).await? {
+            None => Ok(None),
+            Some(v) => serde_json::from_value(v)
+                .map(Some)
+                .map_err(|e| TenantError::Protocol(format!("agent API password-policy: {e}"))),
+        }
+    }
+
     async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<Option<Value>, TenantError> {
+        let Some(text) = self.call_text(method, path, body).await? else {
+            return Ok(None);
+        };
+        if text.trim().is_empty() {
+            return Ok(Some(Value::Null));
+        }
+        serde_json::from_str(&text).map(Some).map_err(|e| TenantError::Protocol(format!("agent API {path}: {e}")))
+    }
+
+    /// The answer's body, in a buffer wiped when dropped (it may hold passwords).
+    async fn call_text(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<Zeroizing<String>>, TenantError> {
         let mut request =
             self.http.request(method, format!("{}/{path}", self.base)).bearer_auth(self.token.expose_secret());
         if let Some(body) = body {
@@ -68,12 +164,7 @@ impl AgentApi {
             200..=299 => {
                 let text =
                     response.text().await.map_err(|e| TenantError::Unavailable { attempts: 1, last: e.to_string() })?;
-                if text.trim().is_empty() {
-                    return Ok(Some(Value::Null));
-                }
-                serde_json::from_str(&text)
-                    .map(Some)
-                    .map_err(|e| TenantError::Protocol(format!("agent API {path}: {e}")))
+                Ok(Some(Zeroizing::new(text)))
             }
             _ => {
                 Err(TenantError::Unavailable { attempts: 1, last: format!("agent API {path} answered HTTP {status}") })
