@@ -413,6 +413,8 @@ struct AgentDouble {
 
 #[derive(Default)]
 struct DoubleState {
+    /// The bearer token it accepts.
+    token: String,
     changes: Vec<Value>,
     /// (change id, body) of every POST of a result.
     results: Vec<(String, Value)>,
@@ -424,8 +426,12 @@ const TOKEN: &str = "double-token";
 
 impl AgentDouble {
     fn start(changes: Vec<Value>, policy: Value) -> AgentDouble {
+        AgentDouble::with_token(TOKEN, changes, policy)
+    }
+
+    fn with_token(token: &str, changes: Vec<Value>, policy: Value) -> AgentDouble {
         let stop = Arc::new(AtomicBool::new(false));
-        let state = Arc::new(Mutex::new(DoubleState { changes, results: vec![], policy }));
+        let state = Arc::new(Mutex::new(DoubleState { token: token.to_owned(), changes, results: vec![], policy }));
         let (s, st) = (stop.clone(), state.clone());
         let addr = serve(
             move || s.load(Ordering::SeqCst),
@@ -479,10 +485,10 @@ impl Drop for AgentDouble {
 }
 
 fn answer(state: &Mutex<DoubleState>, request: &RawRequest) -> (&'static str, String) {
-    if request.header("authorization") != Some(&format!("Bearer {TOKEN}")) {
+    let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+    if request.header("authorization") != Some(&format!("Bearer {}", state.token)) {
         return ("401 Unauthorized", "{}".into());
     }
-    let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
     let path = request.path.strip_prefix(AGENT_BASE).unwrap_or("");
     match (request.method.as_str(), path) {
         ("GET", "password-changes") => ("200 OK", json!({"changes": state.changes}).to_string()),
@@ -578,4 +584,43 @@ fn validate_names_both_values_of_every_password_policy_mismatch() {
         "{message}"
     );
     assert_eq!(alignment["domain"]["min_length"], 7);
+}
+
+#[test]
+fn every_sync_of_an_agent_registered_with_password_sync_writes_the_queue() {
+    let Some(tb) = testbed() else { return };
+    let f = Fixture::new(&tb, "Sync");
+    let first = password("Sy");
+    let kim = f.user("kim", "In", &first, true);
+    let new = password("Nk");
+    let token = std::fs::read_to_string(&tb.scim_token_file).unwrap().trim().to_owned();
+    let change = json!({"id": "s1", "userName": format!("{kim}@example.test"), "password": new});
+    let double = AgentDouble::with_token(&token, vec![change], json!({"minLength": 7}));
+    // The agent API on the double, SCIM on the real scim2-server (a tenant of its own).
+    let scim = format!("{}/pwsync{}x{}/v2", tb.scim_url, std::process::id(), f.n);
+    let mut cmd = common::ausi();
+    cmd.args(["--config", f.cfg(), "register", "--home-realm", &double.realm(), "--scim-url", &scim])
+        .args(["--agent-name", "dc1", "--token-stdin", "--password-sync", "-o", "json"])
+        .write_stdin(format!("{token}\n"));
+    let r = common::run(&mut cmd);
+    assert_eq!(r.code, 0, "register: {}{}", r.stdout, r.stderr);
+    assert_eq!(r.json()["data"]["password_sync"], true);
+
+    // A dry run neither writes passwords nor answers the tenant.
+    let (code, report) = common::json(&["--config", f.cfg(), "sync", "--dry-run"]);
+    assert_eq!(code, 0, "{report}");
+    assert!(report["data"]["password_push"].is_null(), "{report}");
+    assert!(double.results().is_empty());
+
+    let r = common::run(common::ausi().args(["--config", f.cfg(), "sync", "-vv", "-o", "json"]));
+    assert_no_password(r.stdout.as_bytes(), "the sync report");
+    assert_no_password(r.stderr.as_bytes(), "the sync's log");
+    assert_no_password_in_files(f.dir.path());
+    let (code, report) = (r.code, r.json());
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["data"]["counts"]["created"], 1, "{report}");
+    let push = &report["data"]["password_push"];
+    assert_eq!(push["counts"]["applied"], 1, "{push}");
+    assert_eq!(double.results(), [("s1".to_owned(), json!({"result": "applied"}))]);
+    assert!(f.binds(&kim, &new) && !f.binds(&kim, &first));
 }
