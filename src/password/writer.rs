@@ -378,6 +378,28 @@ fn escape_filter_dn(dn: &Dn) -> String {
 mod tests {
     use super::*;
 
+    fn entry(attrs: &[(&str, &str)]) -> RawEntry {
+        let mut raw = RawEntry { dn: "CN=u,DC=x".into(), attrs: vec![] };
+        for (name, value) in attrs {
+            raw.push(name, value.as_bytes().to_vec());
+        }
+        raw
+    }
+
+    #[test]
+    fn lockout_comes_from_the_computed_flags_else_lockout_time() {
+        let dn = Dn::parse("CN=u,DC=x").unwrap();
+        let base = [("sAMAccountName", "u"), ("userAccountControl", "512"), ("lockoutTime", "133000000000000000")];
+        // The computed flags know the lockout duration has passed; lockoutTime alone does not.
+        let computed = entry(&[("msDS-User-Account-Control-Computed", "0")]);
+        assert!(!account(dn.clone(), &entry(&base), &computed).locked);
+        let computed = entry(&[("msDS-User-Account-Control-Computed", "16")]);
+        assert!(account(dn.clone(), &entry(&base), &computed).locked);
+        assert!(account(dn.clone(), &entry(&base), &entry(&[])).locked);
+        let a = account(dn, &entry(&[("adminCount", "1"), ("primaryGroupID", "512")]), &entry(&[]));
+        assert!(a.admin_count && a.primary_group == Some(512) && !a.locked);
+    }
+
     #[test]
     fn sids_round_trip_and_take_a_rid() {
         // S-1-5-21-1-2-3
