@@ -7,6 +7,7 @@ pub mod guid;
 pub mod ldap;
 pub mod ldif;
 pub mod ldif_source;
+pub mod security;
 
 use std::path::PathBuf;
 
