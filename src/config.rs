@@ -321,6 +321,28 @@ pub fn save_tenant(path: &Path, tenant: &TenantConfig) -> Result<(), ConfigError
     write_document(path, &doc)
 }
 
+/// Sets keys of `[directory]` (the service account written by `install-service
+/// --create-service-account`), keeping every other key, comment and section as it is; a key
+/// that was there keeps its place and its comment.
+pub fn save_directory_keys(path: &Path, keys: &[(&str, toml_edit::Value)]) -> Result<(), ConfigError> {
+    let mut doc = read_document(path)?;
+    let directory = &mut doc["directory"];
+    if directory.is_none() {
+        *directory = toml_edit::Item::Table(toml_edit::Table::new());
+    }
+    for (key, value) in keys {
+        match directory.get_mut(key).and_then(toml_edit::Item::as_value_mut) {
+            Some(old) => {
+                let decor = old.decor().clone();
+                *old = value.clone();
+                *old.decor_mut() = decor;
+            }
+            None => directory[key] = toml_edit::Item::Value(value.clone()),
+        }
+    }
+    write_document(path, &doc)
+}
+
 fn read_document(path: &Path) -> Result<toml_edit::DocumentMut, ConfigError> {
     match fs::read_to_string(path) {
         Ok(text) => text

@@ -165,11 +165,26 @@ impl LdapDirectory {
         }
     }
 
-    /// An LDAP modify. Values are [`SecretBytes`] so a password never passes through a `String`.
-    pub async fn modify(
+    /// One object's `attrs` read with request `controls` (e.g. the SD flags control, to read
+    /// only the DACL of `nTSecurityDescriptor`), or `None` when it does not exist.
+    pub async fn read_with_controls(
         &mut self,
         dn: &Dn,
-        mods: Vec<Mod<SecretBytes>>,
+        attrs: &[&str],
+        controls: Vec<RawControl>,
+    ) -> Result<Option<RawEntry>, DirectoryError> {
+        if !controls.is_empty() {
+            self.ldap.with_controls(controls);
+        }
+        self.read(dn, attrs).await
+    }
+
+    /// An LDAP modify. Password values are [`SecretBytes`] so a password never passes through a
+    /// `String`; binary values such as a security descriptor can be plain `Vec<u8>`.
+    pub async fn modify<V: AsRef<[u8]> + Eq + std::hash::Hash>(
+        &mut self,
+        dn: &Dn,
+        mods: Vec<Mod<V>>,
         controls: Vec<RawControl>,
     ) -> Result<(), DirectoryError> {
         let dn = dn.to_string();
