@@ -309,13 +309,33 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__install__subcmd__service)
-            opts="-c -o -v -q -h -V --interval --print --uninstall --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --interval --print --uninstall --create-service-account --ou --name --grant-rights --password-sync --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ou)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --source)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bind-dn)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -62,6 +62,11 @@ complete -c ausi -n "__fish_ausi_using_subcommand register" -s q -l quiet -d 'On
 complete -c ausi -n "__fish_ausi_using_subcommand register" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ausi -n "__fish_ausi_using_subcommand register" -s V -l version -d 'Print version'
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l interval -d 'Minutes between incremental syncs' -r
+complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l ou -d 'Where a new service account is created [default: CN=Users under the naming context]' -r
+complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l name -d 'The service account\'s logon name (sAMAccountName) [default: svc-ausi]' -r
+complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l source -d 'Read from here instead of the configured directory: ldif:PATH (an ldifde or ldapsearch export; no domain controller needed), ldaps://HOST[:PORT] or ldap://HOST[:PORT]' -r
+complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l bind-dn -d 'Bind as this account (DN, user@domain or DOMAIN\\user) instead of the configured one' -r
+complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l ca-file -d 'Trust this PEM file of CA certificates for LDAPS/StartTLS (a private enterprise CA)' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -s c -l config -d 'Agent configuration file [default: /etc/ausi/agent.toml, or %ProgramData%\\ausi\\agent.toml on Windows]' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -s o -l output -d 'Report format on stdout [default: table on a terminal, json otherwise]' -r -f -a "json\t'One JSON envelope (for scripts: `ausi validate | ConvertFrom-Json`)'
 table\t'A human-readable table'
@@ -70,6 +75,12 @@ complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l log-format
 json\t''"
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l print -d 'Write what would be installed to stdout and change nothing'
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l uninstall -d 'Remove the installed task or timer'
+complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l create-service-account -d 'Create (or reuse) the AD account the sync binds as, store its random password, and show the rights it needs on the selected OUs. Binds as an administrator, over LDAPS or StartTLS only'
+complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l grant-rights -d 'Grant the account exactly the rights it needs: one ACE per right on each selected OU, nothing domain-wide'
+complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l password-sync -d 'Password sync is enabled: the account also needs Reset Password on the users of the selected OUs'
+complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l bind-password-stdin -d 'Read the bind password from the first line of standard input'
+complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l save-bind-password -d 'Store the password given by prompt or --bind-password-stdin in the secret store that the configuration\'s `bind_password` reference names'
+complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l starttls -d 'Upgrade an ldap:// connection with StartTLS'
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -s v -l verbose -d 'More log detail on stderr (-v info, -vv debug, -vvv trace)'
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -s q -l quiet -d 'Only errors on stderr, and no progress display'
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -s h -l help -d 'Print help (see more with \'--help\')'

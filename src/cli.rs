@@ -187,6 +187,30 @@ pub struct InstallServiceArgs {
     /// Remove the installed task or timer
     #[arg(long)]
     pub uninstall: bool,
+
+    /// Create (or reuse) the AD account the sync binds as, store its random password, and show
+    /// the rights it needs on the selected OUs. Binds as an administrator, over LDAPS or StartTLS only
+    #[arg(long, help_heading = "Service account")]
+    pub create_service_account: bool,
+
+    /// Where a new service account is created [default: CN=Users under the naming context]
+    #[arg(long, value_name = "DN", requires = "create_service_account", help_heading = "Service account")]
+    pub ou: Option<String>,
+
+    /// The service account's logon name (sAMAccountName) [default: svc-ausi]
+    #[arg(long, value_name = "NAME", requires = "create_service_account", help_heading = "Service account")]
+    pub name: Option<String>,
+
+    /// Grant the account exactly the rights it needs: one ACE per right on each selected OU, nothing domain-wide
+    #[arg(long, requires = "create_service_account", help_heading = "Service account")]
+    pub grant_rights: bool,
+
+    /// Password sync is enabled: the account also needs Reset Password on the users of the selected OUs
+    #[arg(long, requires = "create_service_account", help_heading = "Service account")]
+    pub password_sync: bool,
+
+    #[command(flatten)]
+    pub directory: DirectoryArgs,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ pub mod list_ous;
 pub mod password_push;
 pub mod register;
 pub mod select_ous;
+pub mod service_account;
 pub mod status;
 pub mod sync;
 pub mod validate;
@@ -39,6 +40,7 @@ pub enum Report {
     Register(register::RegisterReport),
     Sync(Box<sync::SyncReport>),
     PasswordPush(password_push::PasswordPushReport),
+    ServiceAccount(service_account::ServiceAccountReport),
 }
 
 impl Report {
@@ -53,6 +55,7 @@ impl Report {
             Report::Register(r) => r.table(),
             Report::Sync(r) => r.table(),
             Report::PasswordPush(r) => r.table(),
+            Report::ServiceAccount(r) => r.table(),
         }
     }
 
@@ -65,7 +68,7 @@ impl Report {
             Report::Validate(_) => &[&["users"]],
             Report::Sync(_) => &[&["quarantined"], &["failures"], &["password_push", "changes"]],
             Report::PasswordPush(_) => &[&["changes"]],
-            Report::Status(_) | Report::Docs(_) | Report::Register(_) => &[],
+            Report::Status(_) | Report::Docs(_) | Report::Register(_) | Report::ServiceAccount(_) => &[],
         }
     }
 }
@@ -94,6 +97,7 @@ pub async fn dispatch(cli: &Cli, printer: &Printer) -> Result<Outcome> {
         Command::Status(_) => status::run(&ctx),
         Command::GenerateDocs(args) => docs::run(args),
         Command::Register(args) => register::run(&ctx, args).await,
+        Command::InstallService(args) if args.create_service_account => service_account::run(&ctx, args).await,
         Command::InstallService(_) => Err(not_available("install-service", "unattended scheduling")),
         Command::Sync(args) => sync::run(&ctx, args).await,
         Command::PasswordPush(args) => password_push::run(&ctx, args).await,
