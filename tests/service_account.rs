@@ -165,6 +165,23 @@ fn the_service_account_is_created_once_reused_and_granted_exactly_its_rights() {
     let (code, selected) = runs.run(&["--config", &c, "select-ous", "--add", &people], "");
     assert_eq!(code, 0, "{selected}");
 
+    // Bound as the configured (service) account instead of an administrator: refused, unchanged.
+    let (code, report) = runs.run(
+        &[
+            "--config",
+            &c,
+            "install-service",
+            "--create-service-account",
+            "--name",
+            &name,
+            "--grant-rights",
+            "--password-sync",
+        ],
+        "",
+    );
+    assert_eq!(code, 77, "the service account may not grant itself rights: {report}");
+    assert_eq!(explicit_aces_for(&tb, &people, &sid), 0);
+
     // 3. Reused (same password), rights granted on the selected OU only; then again: no new ACE.
     for expected in ["added", "present"] {
         let (code, report) = runs.run(&strs(&create(&["--grant-rights", "--password-sync"])), &admin_in);

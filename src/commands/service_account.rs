@@ -406,10 +406,22 @@ async fn create_account(
     ldap.add(dn, attrs).await
 }
 
+/// A refusal of the administrator's bind, with what to do about it.
+fn admin_error(e: DirectoryError) -> AppError {
+    let denied = matches!(&e, DirectoryError::AccessDenied { .. });
+    let app = AppError::from(e);
+    if denied {
+        return app.with_hint(
+            "bind as an account that may create users in the OU and change its permissions (e.g. a domain administrator): --bind-dn ADMIN --bind-password-stdin",
+        );
+    }
+    app
+}
+
 /// AD's refusals of a password, explained (the password itself is never in them).
 fn password_error(e: DirectoryError, dn: &Dn) -> AppError {
     let constraint = matches!(&e, DirectoryError::Ldap { code: 19, .. });
-    let mut app = AppError::from(e);
+    let mut app = admin_error(e);
     if constraint {
         app = app.with_hint(format!(
             "the domain's password policy refused a random {PASSWORD_LENGTH}-character password for {dn} (a minimum length above {PASSWORD_LENGTH}, or a policy filter): tell ausi's maintainers"
@@ -577,7 +589,7 @@ async fn ou_rights(
             warnings.push(Warning::new("dacl-unreadable", format!("cannot read the permissions of {ou}: {e}")));
             None
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(admin_error(e)),
     };
     let mut sd = match descriptor {
         Some(bytes) => Some(SecurityDescriptor::parse(&bytes).map_err(|e| {
@@ -607,7 +619,9 @@ async fn ou_rights(
     }
     if changed && let Some(sd) = &sd {
         let value = HashSet::from([sd.to_bytes()]);
-        ldap.modify(ou, vec![Mod::Replace(b"nTSecurityDescriptor".to_vec(), value)], vec![sd_control()]).await?;
+        ldap.modify(ou, vec![Mod::Replace(b"nTSecurityDescriptor".to_vec(), value)], vec![sd_control()])
+            .await
+            .map_err(admin_error)?;
     }
     Ok(OuRights { ou: ou.to_string(), rights })
 }
