@@ -155,6 +155,15 @@ fn the_service_account_is_created_once_reused_and_granted_exactly_its_rights() {
     assert_eq!(parsed.directory.bind_password.as_deref(), Some("file:bind.pw"));
     assert_eq!(accounts_named(&tb, &name), 1);
 
+    // A new account in an OU that does not exist: a usage error, nothing created.
+    let nowhere = format!("OU=Nowhere,{root}");
+    let other_name = format!("sb{tag}");
+    let args = ["--config", &c, "install-service", "--create-service-account", "--ou", &nowhere, "--name", &other_name];
+    let (code, report) =
+        runs.run(&[&args[..], &["--bind-dn", &tb.admin_dn, "--bind-password-stdin"]].concat(), &admin_in);
+    assert_eq!(code, 2, "{report}");
+    assert_eq!(accounts_named(&tb, &other_name), 0);
+
     // 2. The written configuration binds as the new account.
     let (code, listed) = runs.run(&["--config", &c, "list-ous", "--base", &root], "");
     assert_eq!(code, 0, "list-ous as the service account: {listed}");

@@ -164,6 +164,10 @@ pub async fn run(ctx: &Context<'_>, args: &InstallServiceArgs) -> Result<Outcome
             }
         }
         None => {
+            if ldap.read(&ou, &["objectClass"]).await?.is_none() {
+                return Err(AppError::usage(format!("--ou {ou}: no such OU or container in the directory"))
+                    .with_hint("`ausi list-ous` shows the OUs and default containers"));
+            }
             let dn = ou.child("CN", name);
             let password = generate_password(name);
             create_account(ldap, &dn, name, upn.as_deref(), &password).await.map_err(|e| password_error(e, &dn))?;
