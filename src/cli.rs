@@ -205,7 +205,8 @@ pub struct InstallServiceArgs {
     #[arg(long, requires = "create_service_account", help_heading = "Service account")]
     pub grant_rights: bool,
 
-    /// Password sync is enabled: the account also needs Reset Password on the users of the selected OUs
+    /// Count Reset Password (on the users of the selected OUs) among the rights, as when the
+    /// agent is registered with --password-sync (tenant.password_sync), before it is
     #[arg(long, requires = "create_service_account", help_heading = "Service account")]
     pub password_sync: bool,
 

@@ -192,9 +192,18 @@ fn the_service_account_is_created_once_reused_and_granted_exactly_its_rights() {
     assert_eq!(explicit_aces_for(&tb, &people, &sid), 0);
 
     // 3. Reused (same password), rights granted on the selected OU only; then again: no new ACE.
-    for expected in ["added", "present"] {
-        let (code, report) = runs.run(&strs(&create(&["--grant-rights", "--password-sync"])), &admin_in);
+    for (expected, flags, from) in [
+        ("added", &["--grant-rights", "--password-sync"][..], "--password-sync"),
+        ("present", &["--grant-rights"][..], "tenant.password_sync"),
+    ] {
+        if expected == "present" {
+            // Registered for password sync: the configuration alone asks for Reset Password.
+            let text = std::fs::read_to_string(&config).unwrap();
+            std::fs::write(&config, format!("{text}\n[tenant]\npassword_sync = true\n")).unwrap();
+        }
+        let (code, report) = runs.run(&strs(&create(flags)), &admin_in);
         assert_eq!(code, 0, "{report}");
+        assert_eq!(report["data"]["password_sync_from"], from, "{report}");
         let account = &report["data"]["account"];
         assert_eq!((account["action"].as_str(), account["password"].as_str()), (Some("reused"), Some("kept")));
         let rights = report["data"]["rights"].as_array().unwrap();

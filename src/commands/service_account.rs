@@ -52,8 +52,11 @@ const SYMBOLS: &[u8] = b"!#$%&()*+,-./:;<=>?@[]^_{|}~";
 pub struct ServiceAccountReport {
     pub config_path: String,
     pub account: AccountReport,
-    /// Whether the Reset Password right is part of what the account needs (`--password-sync`).
+    /// Whether the Reset Password right is part of what the account needs.
     pub password_sync: bool,
+    /// Why: `tenant.password_sync` (the agent was registered with `--password-sync`),
+    /// `--password-sync` (given here), or `off`.
+    pub password_sync_from: &'static str,
     /// The rights the account needs, per selected OU, and whether each is in place.
     pub rights: Vec<OuRights>,
     /// Whether `--grant-rights` was given.
@@ -108,6 +111,12 @@ pub async fn run(ctx: &Context<'_>, args: &InstallServiceArgs) -> Result<Outcome
     let dir = config.as_ref().map(|c| &c.directory).unwrap_or(&defaults);
     let target = SecretTarget::choose(dir, &ctx.config_path)?;
     let url = encrypted_url(&args.directory, dir)?;
+    let password_sync_from = match config.as_ref().and_then(|c| c.tenant.as_ref()) {
+        Some(tenant) if tenant.password_sync => "tenant.password_sync",
+        _ if args.password_sync => "--password-sync",
+        _ => "off",
+    };
+    let password_sync = password_sync_from != "off";
     if args.directory.bind_dn.is_none() && dir.bind_dn.is_none() {
         return Err(AppError::usage("creating the service account needs an administrator's bind")
             .with_hint("pass --bind-dn ADMIN --bind-password-stdin (an account that may create users in the OU and change its permissions)"));
@@ -192,7 +201,8 @@ pub async fn run(ctx: &Context<'_>, args: &InstallServiceArgs) -> Result<Outcome
     // The rights, per selected OU.
     let mut rights = Vec::new();
     for ou in &selected {
-        rights.push(ou_rights(ldap, ou, &sid, upn.as_deref().unwrap_or(name), args, &mut warnings).await?);
+        let who = upn.as_deref().unwrap_or(name);
+        rights.push(ou_rights(ldap, ou, &sid, who, args.grant_rights, password_sync, &mut warnings).await?);
     }
     if selected.is_empty() {
         warnings.push(Warning::new(
@@ -200,10 +210,10 @@ pub async fn run(ctx: &Context<'_>, args: &InstallServiceArgs) -> Result<Outcome
             "no OUs are selected yet: select them with `ausi select-ous`, then run this again to see (or --grant-rights to grant) the rights the account needs on them",
         ));
     }
-    if !args.password_sync {
+    if !password_sync {
         warnings.push(Warning::new(
-            "password-sync-not-assumed",
-            "the Reset Password right was not considered: pass --password-sync when the tenant writes passwords back into AD",
+            "password-sync-off",
+            "password sync is off (tenant.password_sync), so Reset Password is not among the rights: pass --password-sync if you are about to enable it",
         ));
     }
 
@@ -219,7 +229,8 @@ pub async fn run(ctx: &Context<'_>, args: &InstallServiceArgs) -> Result<Outcome
             password_stored_in: target.reference_text(),
             bind_checked,
         },
-        password_sync: args.password_sync,
+        password_sync,
+        password_sync_from,
         rights,
         grant_rights: args.grant_rights,
     };
@@ -576,10 +587,11 @@ async fn ou_rights(
     ou: &Dn,
     sid: &Sid,
     who: &str,
-    args: &InstallServiceArgs,
+    grant_rights: bool,
+    password_sync: bool,
     warnings: &mut Vec<Warning>,
 ) -> Result<OuRights> {
-    let needed = needed_aces(sid, args.password_sync);
+    let needed = needed_aces(sid, password_sync);
     let sd_control = || RawControl {
         ctype: security::SD_FLAGS_OID.into(),
         crit: true,
@@ -589,7 +601,7 @@ async fn ou_rights(
     let descriptor = match read {
         Ok(Some(entry)) => entry.values("ntsecuritydescriptor").first().cloned(),
         Ok(None) => return Err(DirectoryError::NoSuchObject { dn: ou.to_string() }.into()),
-        Err(e) if !args.grant_rights => {
+        Err(e) if !grant_rights => {
             warnings.push(Warning::new("dacl-unreadable", format!("cannot read the permissions of {ou}: {e}")));
             None
         }
@@ -599,7 +611,7 @@ async fn ou_rights(
         Some(bytes) => Some(SecurityDescriptor::parse(&bytes).map_err(|e| {
             AppError::internal(format!("cannot understand the security descriptor of {ou}")).caused_by(&e)
         })?),
-        None if args.grant_rights => {
+        None if grant_rights => {
             return Err(AppError::new(ErrorKind::Permission, format!("the DC returned no DACL for {ou}"))
                 .with_hint("bind as an account that may change permissions on the OU (a domain administrator)"));
         }
@@ -611,7 +623,7 @@ async fn ou_rights(
         let state = match sd.as_mut().and_then(|sd| sd.dacl.as_mut()) {
             None => "unknown",
             Some(dacl) if dacl.has_explicit(&ace) => "present",
-            Some(dacl) if args.grant_rights => {
+            Some(dacl) if grant_rights => {
                 dacl.add_explicit(ace);
                 changed = true;
                 "added"
