@@ -428,6 +428,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn directory_keys_are_set_in_place_keeping_comments() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        let text = "# top\nversion = 1\n\n# the DC\n[directory]\nurl = \"ldaps://dc1\" # primary\nbind_dn = \"CN=old,DC=x\" # who\n\n[sync]\nbulk = false\n";
+        fs::write(&path, text).unwrap();
+        save_directory_keys(&path, &[("bind_dn", "CN=new,DC=x".into()), ("bind_password", "file:bind.pw".into())])
+            .unwrap();
+        let written = fs::read_to_string(&path).unwrap();
+        for kept in ["# top", "# the DC", "url = \"ldaps://dc1\" # primary", "# who", "bulk = false"] {
+            assert!(written.contains(kept), "{kept:?} lost:\n{written}");
+        }
+        let config = parse(&written).unwrap();
+        assert_eq!(config.directory.bind_dn.as_deref(), Some("CN=new,DC=x"));
+        assert_eq!(config.directory.bind_password.as_deref(), Some("file:bind.pw"));
+        assert!(!config.sync.bulk);
+
+        // No file yet: one is created with the version and [directory].
+        let fresh = dir.path().join("new.toml");
+        save_directory_keys(&fresh, &[("bind_dn", "CN=svc,DC=x".into())]).unwrap();
+        assert_eq!(load(&fresh).unwrap().config.directory.bind_dn.as_deref(), Some("CN=svc,DC=x"));
+    }
+
+    #[test]
     fn minimal_config_gets_safe_defaults() {
         let c = parse("version = 1\n").unwrap();
         assert!(c.directory.tls_verify);
