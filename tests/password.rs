@@ -398,7 +398,7 @@ fn plain_ldap_is_refused_before_anything_is_read_or_sent() {
         .write_stdin(format!("{p}\n"));
     let r = common::run(&mut cmd);
     assert_eq!(r.code, 78, "{}", r.stdout);
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("unencrypted connection"), "{}", r.stdout);
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("without encryption"), "{}", r.stdout);
     assert!(listener.accept().is_err(), "nothing connected to the plain LDAP port");
     assert_no_password(r.stdout.as_bytes(), "the report");
     assert_no_password_in_files(dir.path());

@@ -167,6 +167,33 @@ pub fn reads_ldif(args: &DirectoryArgs) -> Result<bool> {
     Ok(matches!(spec, Some(SourceSpec::Ldif(_))))
 }
 
+/// The DC's URL for a command that sends passwords (`what` names it): LDAPS or StartTLS,
+/// decided before anything is read, prompted for or sent. AD takes `unicodePwd` only over an
+/// encrypted connection, and ausi sends no password in clear text, whatever
+/// `allow_plaintext_bind` says.
+pub fn encrypted_dc_url(args: &DirectoryArgs, dir: &DirectoryConfig, what: &str) -> Result<String> {
+    let text = match (&args.source, &dir.url) {
+        (Some(source), _) => source.clone(),
+        (None, Some(url)) => url.clone(),
+        (None, None) => {
+            return Err(AppError::config("no domain controller: the configuration has no [directory] url")
+                .with_hint("pass --source ldaps://DC, or set url in [directory]"));
+        }
+    };
+    match SourceSpec::parse(&text)? {
+        SourceSpec::Ldif(_) => {
+            Err(AppError::usage(format!("{what} needs a domain controller (ldaps://), not an LDIF export")))
+        }
+        SourceSpec::Ldap(url) if !crate::directory::ldap::is_encrypted(&url, args.starttls || dir.starttls) => {
+            Err(AppError::config(format!(
+                "refusing to {what} over {url} without encryption: passwords would cross the network readable, and AD takes them only over LDAPS or StartTLS"
+            ))
+            .with_hint("use ldaps://DC (port 636), or ldap:// with --starttls / starttls = true"))
+        }
+        SourceSpec::Ldap(url) => Ok(url),
+    }
+}
+
 /// Opens the directory named by `--source` or the configuration, binding with the configured
 /// secret (or stdin, or a prompt). Warnings about weakened security go into `warnings`.
 pub async fn open_directory(

@@ -7,11 +7,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{Context, Report, choose_scope, open_directory, read_stdin_secret};
+use super::{Context, Report, choose_scope, encrypted_dc_url, open_directory, read_stdin_secret};
 use crate::cli::PasswordPushArgs;
 use crate::config::AgentConfig;
-use crate::directory::ldap::{LdapDirectory, is_encrypted};
-use crate::directory::{AnyDirectory, DirectoryError, ObjectGuid, SourceSpec};
+use crate::directory::ldap::LdapDirectory;
+use crate::directory::{AnyDirectory, ObjectGuid};
 use crate::error::{AppError, Result};
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
@@ -122,7 +122,7 @@ pub async fn run(ctx: &Context<'_>, args: &PasswordPushArgs) -> Result<Outcome> 
     let mut warnings = Vec::new();
     let config = ctx.optional_config(&mut warnings)?.unwrap_or_default();
     // Nothing is read, prompted for or sent before the connection is known to be encrypted.
-    refuse_plaintext(args, &config)?;
+    encrypted_dc_url(&args.directory, &config.directory, "write passwords")?;
     let mut requests = match (&args.user, &args.batch) {
         (Some(user), _) => vec![one_user(user, args.password_stdin)?],
         (None, Some(path)) => read_batch(path)?,
@@ -259,28 +259,6 @@ fn agent_api(config: &AgentConfig) -> Result<AgentApi> {
     let agent = tenant_config.agent_name.clone().unwrap_or_default();
     let timeout = Duration::from_secs(config.sync.request_timeout_secs.max(1));
     Ok(AgentApi::new(realm, &agent, tenant::token(tenant_config)?, timeout)?)
-}
-
-/// AD takes passwords only over TLS, and ausi never sends one in clear text: refuse before
-/// any connection is made.
-fn refuse_plaintext(args: &PasswordPushArgs, config: &AgentConfig) -> Result<()> {
-    let spec = match (&args.directory.source, &config.directory.url) {
-        (Some(source), _) => SourceSpec::parse(source)?,
-        (None, Some(url)) => SourceSpec::Ldap(url.clone()),
-        (None, None) => {
-            return Err(AppError::config("no directory to write to: the configuration has no [directory] url")
-                .with_hint("pass --source ldaps://DC, or set url in [directory]"));
-        }
-    };
-    match spec {
-        SourceSpec::Ldif(_) => Err(AppError::usage("password-push writes to a domain controller, not an LDIF export")),
-        SourceSpec::Ldap(url) if !is_encrypted(&url, args.directory.starttls || config.directory.starttls) => {
-            Err(AppError::from(DirectoryError::PlaintextPassword).with_hint(format!(
-                "{url} is plain LDAP: use ldaps:// (port 636), or set starttls = true in [directory]"
-            )))
-        }
-        SourceSpec::Ldap(_) => Ok(()),
-    }
 }
 
 fn target(text: &str) -> Target {

@@ -18,13 +18,13 @@ use ldap3::Mod;
 use ldap3::controls::RawControl;
 use serde::Serialize;
 
-use super::{Context, Report, display_path, open_directory, parse_dn_arg, resolve_selection};
+use super::{Context, Report, display_path, encrypted_dc_url, open_directory, parse_dn_arg, resolve_selection};
 use crate::cli::{DirectoryArgs, InstallServiceArgs};
 use crate::config::{self, AgentConfig, DirectoryConfig};
 use crate::directory::filter::Filter;
 use crate::directory::ldap::{DEFAULT_RANGE_STEP, LdapDirectory, LdapSettings};
 use crate::directory::security::{self, Ace, SecurityDescriptor, Sid};
-use crate::directory::{AnyDirectory, Directory, DirectoryError, Dn, ObjectGuid, SAM_USER_ACCOUNT, SourceSpec};
+use crate::directory::{AnyDirectory, Directory, DirectoryError, Dn, ObjectGuid, SAM_USER_ACCOUNT};
 use crate::error::{AppError, ErrorKind, Result};
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
@@ -110,7 +110,7 @@ pub async fn run(ctx: &Context<'_>, args: &InstallServiceArgs) -> Result<Outcome
     let defaults = DirectoryConfig::default();
     let dir = config.as_ref().map(|c| &c.directory).unwrap_or(&defaults);
     let target = SecretTarget::choose(dir, &ctx.config_path)?;
-    let url = encrypted_url(&args.directory, dir)?;
+    let url = encrypted_dc_url(&args.directory, dir, "create the service account")?;
     let password_sync_from = match config.as_ref().and_then(|c| c.tenant.as_ref()) {
         Some(tenant) if tenant.password_sync => "tenant.password_sync",
         _ if args.password_sync => "--password-sync",
@@ -135,7 +135,7 @@ pub async fn run(ctx: &Context<'_>, args: &InstallServiceArgs) -> Result<Outcome
         return Err(AppError::internal("the service account needs a domain controller, not an export"));
     };
     if !ldap.is_encrypted() {
-        return Err(plaintext_refused(&url));
+        return Err(crate::directory::DirectoryError::PlaintextPassword.into());
     }
     let ou = match &args.ou {
         Some(text) => parse_dn_arg("--ou", text)?,
@@ -282,37 +282,6 @@ impl SecretTarget {
     fn reference_text(&self) -> String {
         self.store.to_string()
     }
-}
-
-/// The directory URL, which must be LDAPS or StartTLS: decided before anything is sent.
-fn encrypted_url(args: &DirectoryArgs, dir: &DirectoryConfig) -> Result<String> {
-    let text = match (&args.source, &dir.url) {
-        (Some(source), _) => source.clone(),
-        (None, Some(url)) => url.clone(),
-        (None, None) => {
-            return Err(AppError::config("no domain controller: the configuration has no [directory] url")
-                .with_hint("pass --source ldaps://DC, or set url in [directory]"));
-        }
-    };
-    match SourceSpec::parse(&text)? {
-        SourceSpec::Ldif(_) => {
-            Err(AppError::usage("--create-service-account needs a domain controller (ldaps://), not an LDIF export"))
-        }
-        SourceSpec::Ldap(url) => {
-            let ldaps = url.to_ascii_lowercase().starts_with("ldaps://");
-            if !(ldaps || args.starttls || dir.starttls) {
-                return Err(plaintext_refused(&url));
-            }
-            Ok(url)
-        }
-    }
-}
-
-fn plaintext_refused(url: &str) -> AppError {
-    AppError::config(format!(
-        "refusing to create the service account over {url} without encryption: the administrator's and the new account's passwords would cross the network readable (and AD takes unicodePwd only over an encrypted connection)"
-    ))
-    .with_hint("use ldaps://DC (port 636), or ldap:// with --starttls / starttls = true")
 }
 
 /// A sAMAccountName AD accepts: 1 to 20 characters, none of `"/\[]:;|=,+*?<>@`.
@@ -727,14 +696,14 @@ mod tests {
             starttls,
             ..DirectoryArgs::default()
         };
-        assert!(encrypted_url(&args("ldaps://dc1", false), &dir).is_ok());
-        assert!(encrypted_url(&args("ldap://dc1", true), &dir).is_ok());
-        let e = encrypted_url(&args("ldap://dc1", false), &dir).unwrap_err();
+        assert!(encrypted_dc_url(&args("ldaps://dc1", false), &dir, "create the service account").is_ok());
+        assert!(encrypted_dc_url(&args("ldap://dc1", true), &dir, "create the service account").is_ok());
+        let e = encrypted_dc_url(&args("ldap://dc1", false), &dir, "create the service account").unwrap_err();
         assert_eq!(e.kind, ErrorKind::Config);
-        assert!(encrypted_url(&args("ldif:x.ldif", false), &dir).is_err());
+        assert!(encrypted_dc_url(&args("ldif:x.ldif", false), &dir, "create the service account").is_err());
         // allow_plaintext_bind does not lower the bar here.
         let lax = DirectoryConfig { allow_plaintext_bind: true, ..DirectoryConfig::default() };
-        assert!(encrypted_url(&args("ldap://dc1", false), &lax).is_err());
+        assert!(encrypted_dc_url(&args("ldap://dc1", false), &lax, "create the service account").is_err());
     }
 
     #[test]

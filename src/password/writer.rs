@@ -10,6 +10,7 @@ use super::policy::{self, Holder};
 use super::{PasswordPolicy, Rejection, SecretBytes, unicode_pwd};
 use crate::directory::filter::{Filter, escape_bytes};
 use crate::directory::ldap::LdapDirectory;
+use crate::directory::security::Sid;
 use crate::directory::{DirectoryError, Dn, ObjectGuid, RawEntry};
 use crate::output::Warning;
 use crate::secrets::SecretString;
@@ -324,11 +325,11 @@ async fn protected_groups(
     domain_sid: &[u8],
 ) -> Result<Vec<(Dn, &'static str)>, DirectoryError> {
     let mut wanted: Vec<(Vec<u8>, &'static str)> = Vec::new();
-    if let Some(domain) = Sid::parse(domain_sid) {
-        wanted.extend(PROTECTED_DOMAIN_RIDS.iter().map(|(rid, name)| (domain.with_rid(*rid), *name)));
+    if let Ok(domain) = Sid::from_bytes(domain_sid) {
+        wanted.extend(PROTECTED_DOMAIN_RIDS.iter().map(|(rid, name)| (with_rid(&domain, *rid), *name)));
     }
-    let builtin = Sid { authority: 5, sub: vec![32] };
-    wanted.extend(PROTECTED_BUILTIN_RIDS.iter().map(|(rid, name)| (builtin.with_rid(*rid), *name)));
+    let builtin = Sid { revision: 1, authority: [0, 0, 0, 0, 0, 5], sub_authorities: vec![32] };
+    wanted.extend(PROTECTED_BUILTIN_RIDS.iter().map(|(rid, name)| (with_rid(&builtin, *rid), *name)));
     let filter =
         Filter::Or(wanted.iter().map(|(sid, _)| Filter::Raw(format!("(objectSid={})", escape_bytes(sid)))).collect());
     let found = directory.search(naming_context, &filter, &["objectSid"]).await?;
@@ -342,31 +343,11 @@ async fn protected_groups(
     Ok(groups)
 }
 
-/// A binary security identifier (MS-DTYP 2.4.2.2).
-struct Sid {
-    authority: u64,
-    sub: Vec<u32>,
-}
-
-impl Sid {
-    fn parse(bytes: &[u8]) -> Option<Sid> {
-        let count = usize::from(*bytes.get(1)?);
-        if bytes.first() != Some(&1) || bytes.len() != 8 + 4 * count {
-            return None;
-        }
-        let authority = bytes[2..8].iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
-        let sub = bytes[8..].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        Some(Sid { authority, sub })
-    }
-
-    fn with_rid(&self, rid: u32) -> Vec<u8> {
-        let mut out = vec![1, (self.sub.len() + 1) as u8];
-        out.extend_from_slice(&self.authority.to_be_bytes()[2..]);
-        for s in self.sub.iter().chain([&rid]) {
-            out.extend_from_slice(&s.to_le_bytes());
-        }
-        out
-    }
+/// The SID of the account or group `rid` of the domain (or builtin domain) `base`.
+fn with_rid(base: &Sid, rid: u32) -> Vec<u8> {
+    let mut sid = base.clone();
+    sid.sub_authorities.push(rid);
+    sid.to_bytes()
 }
 
 /// A DN as an assertion value inside an extensible-match filter.
@@ -401,14 +382,11 @@ mod tests {
     }
 
     #[test]
-    fn sids_round_trip_and_take_a_rid() {
-        // S-1-5-21-1-2-3
-        let domain = Sid { authority: 5, sub: vec![21, 1, 2, 3] }.with_rid(512);
-        let parsed = Sid::parse(&domain).unwrap();
-        assert_eq!((parsed.authority, parsed.sub.as_slice()), (5, &[21, 1, 2, 3, 512][..]));
-        // S-1-5-32-544, as AD stores it.
-        let admins = Sid { authority: 5, sub: vec![32] }.with_rid(544);
-        assert_eq!(admins, [1, 2, 0, 0, 0, 0, 0, 5, 32, 0, 0, 0, 0x20, 2, 0, 0]);
-        assert!(Sid::parse(&[1, 3, 0]).is_none());
+    fn protected_groups_are_the_domains_and_builtin_rids() {
+        // S-1-5-32-544 (Administrators), as AD stores it.
+        let builtin = Sid { revision: 1, authority: [0, 0, 0, 0, 0, 5], sub_authorities: vec![32] };
+        assert_eq!(with_rid(&builtin, 544), [1, 2, 0, 0, 0, 0, 0, 5, 32, 0, 0, 0, 0x20, 2, 0, 0]);
+        let domain = Sid { sub_authorities: vec![21, 1, 2, 3], ..builtin };
+        assert_eq!(Sid::from_bytes(&with_rid(&domain, 512)).unwrap().to_string(), "S-1-5-21-1-2-3-512");
     }
 }
