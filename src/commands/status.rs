@@ -196,17 +196,7 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
         stale_after_minutes: (interval.as_secs() / 60).unsigned_abs() * health::STALE_INTERVALS as u64,
     };
 
-    let synced = history
-        .iter()
-        .any(|r| r.command == "sync" && !r.dry_run && matches!(r.outcome.as_deref(), Some("ok" | "findings")));
-    let (status, status_source) = match (&tenant.home_realm, agent_api) {
-        (None, _) => (None, None),
-        (Some(_), true) => {
-            let answered = heartbeat.as_ref().and_then(|h| h.tenant_status.clone());
-            (Some(answered.unwrap_or_else(|| "Created".to_owned())), Some("tenant"))
-        }
-        (Some(_), false) => (Some(if synced { "Active" } else { "Created" }.to_owned()), Some("runs")),
-    };
+    let (status, status_source) = registration(tenant.home_realm.is_some(), agent_api, heartbeat.as_ref(), &history);
     let token = secret_status(tenant.token.as_deref());
     let mut warnings = loaded.warnings;
     if !d.tls_verify {
@@ -393,6 +383,29 @@ impl StatusReport {
     }
 }
 
+/// The registration status and where it comes from (`tenant` or `runs`), `None` when not
+/// registered. With the agent API the tenant decides: `Created` until it accepts a heartbeat,
+/// then its answer (kept through failed heartbeats). A plain SCIM tenant has no answer to give:
+/// `Active` once a real sync has succeeded.
+fn registration(
+    registered: bool,
+    agent_api: bool,
+    heartbeat: Option<&HeartbeatRecord>,
+    runs: &[RunRecord],
+) -> (Option<String>, Option<&'static str>) {
+    if !registered {
+        return (None, None);
+    }
+    if agent_api {
+        let answered = heartbeat.and_then(|h| h.tenant_status.clone());
+        return (Some(answered.unwrap_or_else(|| "Created".to_owned())), Some("tenant"));
+    }
+    let synced = runs
+        .iter()
+        .any(|r| r.command == "sync" && !r.dry_run && matches!(r.outcome.as_deref(), Some("ok" | "findings")));
+    (Some(if synced { "Active" } else { "Created" }.to_owned()), Some("runs"))
+}
+
 impl StatusReport {
     fn heartbeat_text(&self) -> String {
         match (&self.tenant.heartbeat, self.tenant.agent_api) {
@@ -423,5 +436,69 @@ fn human_age(secs: i64) -> String {
         s if s < 7200 => format!("{} min", s / 60),
         s if s < 172_800 => format!("{} h", s / 3600),
         s => format!("{} days", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(outcome: Option<&str>, dry_run: bool) -> RunRecord {
+        RunRecord {
+            id: 1,
+            command: "sync".into(),
+            kind: "full".into(),
+            dry_run,
+            started_at: "2026-05-01T10:00:00Z".into(),
+            finished_at: outcome.map(|_| "2026-05-01T10:00:01Z".into()),
+            duration_ms: outcome.map(|_| 1000),
+            outcome: outcome.map(str::to_owned),
+            exit_code: None,
+            counts: serde_json::Value::Null,
+            error: None,
+        }
+    }
+
+    fn beat(status: Option<&str>, error: Option<&str>) -> HeartbeatRecord {
+        HeartbeatRecord {
+            tenant_status: status.map(str::to_owned),
+            last_success_at: status.map(|_| "2026-05-01T10:00:02Z".into()),
+            last_attempt_at: "2026-05-01T10:00:02Z".into(),
+            last_error: error.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_tenant_decides_the_registration_status_when_it_has_the_agent_api() {
+        let ok = [run(Some("ok"), false)];
+        assert_eq!(registration(false, true, None, &ok), (None, None));
+        // A successful run is not enough: the tenant has not answered yet.
+        assert_eq!(registration(true, true, None, &ok), (Some("Created".into()), Some("tenant")));
+        let failed = beat(None, Some("connection refused"));
+        assert_eq!(registration(true, true, Some(&failed), &ok), (Some("Created".into()), Some("tenant")));
+        let active = beat(Some("Active"), None);
+        assert_eq!(registration(true, true, Some(&active), &[]), (Some("Active".into()), Some("tenant")));
+        // An outage keeps the last answer (health says the heartbeat failed).
+        let outage = beat(Some("Active"), Some("HTTP 503"));
+        assert_eq!(registration(true, true, Some(&outage), &[]), (Some("Active".into()), Some("tenant")));
+        let suspended = beat(Some("Suspended"), None);
+        assert_eq!(registration(true, true, Some(&suspended), &ok), (Some("Suspended".into()), Some("tenant")));
+    }
+
+    #[test]
+    fn a_plain_scim_tenant_is_active_after_a_real_successful_run() {
+        let created = (Some("Created".to_owned()), Some("runs"));
+        assert_eq!(registration(true, false, None, &[]), created);
+        assert_eq!(registration(true, false, None, &[run(Some("ok"), true)]), created, "a dry run");
+        assert_eq!(registration(true, false, None, &[run(Some("error"), false), run(None, false)]), created);
+        let active = (Some("Active".to_owned()), Some("runs"));
+        assert_eq!(registration(true, false, None, &[run(Some("error"), false), run(Some("findings"), false)]), active);
+    }
+
+    #[test]
+    fn durations_read_like_a_person_would_say_them() {
+        assert_eq!(human_duration(1234), "1.2 s");
+        assert_eq!(human_duration(45_000), "45 s");
+        assert_eq!(human_duration(185_000), "3 min 5 s");
     }
 }

@@ -1,7 +1,8 @@
 //! `ausi sync`: the tenant first, then the directory; a delta from the watermark when it can be
 //! trusted, else a full sync that says why; validate, plan and apply through the one engine
-//! ([`crate::sync::engine`]); commit, advance the watermark, report, heartbeat. Every safety
-//! check runs before the first write.
+//! ([`crate::sync::engine`]); commit, advance the watermark, record the run in the history,
+//! heartbeat (after every real run, a failed one too), report. Every safety check runs before
+//! the first write.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
