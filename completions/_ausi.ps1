@@ -41,7 +41,7 @@ Register-ArgumentCompleter -Native -CommandName 'ausi' -ScriptBlock {
             [CompletionResult]::new('validate', 'validate', [CompletionResultType]::ParameterValue, 'Check every user in scope for the attributes the tenant needs')
             [CompletionResult]::new('sync', 'sync', [CompletionResultType]::ParameterValue, 'Synchronise users, groups and OUs into the tenant (incremental unless --full)')
             [CompletionResult]::new('password-push', 'password-push', [CompletionResultType]::ParameterValue, 'Write passwords changed in the tenant (or given here) into Active Directory')
-            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show the configuration, the selected OUs, registration and recent runs')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show the agent''s health, registration, schedule and recent runs (exit code 1 when unhealthy)')
             [CompletionResult]::new('generate-docs', 'generate-docs', [CompletionResultType]::ParameterValue, 'Write shell completions and man pages (for packagers)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -270,7 +270,7 @@ Register-ArgumentCompleter -Native -CommandName 'ausi' -ScriptBlock {
             [CompletionResult]::new('validate', 'validate', [CompletionResultType]::ParameterValue, 'Check every user in scope for the attributes the tenant needs')
             [CompletionResult]::new('sync', 'sync', [CompletionResultType]::ParameterValue, 'Synchronise users, groups and OUs into the tenant (incremental unless --full)')
             [CompletionResult]::new('password-push', 'password-push', [CompletionResultType]::ParameterValue, 'Write passwords changed in the tenant (or given here) into Active Directory')
-            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show the configuration, the selected OUs, registration and recent runs')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show the agent''s health, registration, schedule and recent runs (exit code 1 when unhealthy)')
             [CompletionResult]::new('generate-docs', 'generate-docs', [CompletionResultType]::ParameterValue, 'Write shell completions and man pages (for packagers)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break

@@ -41,7 +41,7 @@ complete -c ausi -n "__fish_ausi_needs_command" -f -a "select-ous" -d 'Choose wh
 complete -c ausi -n "__fish_ausi_needs_command" -f -a "validate" -d 'Check every user in scope for the attributes the tenant needs'
 complete -c ausi -n "__fish_ausi_needs_command" -f -a "sync" -d 'Synchronise users, groups and OUs into the tenant (incremental unless --full)'
 complete -c ausi -n "__fish_ausi_needs_command" -f -a "password-push" -d 'Write passwords changed in the tenant (or given here) into Active Directory'
-complete -c ausi -n "__fish_ausi_needs_command" -f -a "status" -d 'Show the configuration, the selected OUs, registration and recent runs'
+complete -c ausi -n "__fish_ausi_needs_command" -f -a "status" -d 'Show the agent\'s health, registration, schedule and recent runs (exit code 1 when unhealthy)'
 complete -c ausi -n "__fish_ausi_needs_command" -f -a "generate-docs" -d 'Write shell completions and man pages (for packagers)'
 complete -c ausi -n "__fish_ausi_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ausi -n "__fish_ausi_using_subcommand register" -l home-realm -d 'The tenant\'s home realm URL (organisation or sub-organisation realm), e.g. https://acme.example.com' -r
@@ -213,6 +213,6 @@ complete -c ausi -n "__fish_ausi_using_subcommand help; and not __fish_seen_subc
 complete -c ausi -n "__fish_ausi_using_subcommand help; and not __fish_seen_subcommand_from register install-service list-ous select-ous validate sync password-push status generate-docs help" -f -a "validate" -d 'Check every user in scope for the attributes the tenant needs'
 complete -c ausi -n "__fish_ausi_using_subcommand help; and not __fish_seen_subcommand_from register install-service list-ous select-ous validate sync password-push status generate-docs help" -f -a "sync" -d 'Synchronise users, groups and OUs into the tenant (incremental unless --full)'
 complete -c ausi -n "__fish_ausi_using_subcommand help; and not __fish_seen_subcommand_from register install-service list-ous select-ous validate sync password-push status generate-docs help" -f -a "password-push" -d 'Write passwords changed in the tenant (or given here) into Active Directory'
-complete -c ausi -n "__fish_ausi_using_subcommand help; and not __fish_seen_subcommand_from register install-service list-ous select-ous validate sync password-push status generate-docs help" -f -a "status" -d 'Show the configuration, the selected OUs, registration and recent runs'
+complete -c ausi -n "__fish_ausi_using_subcommand help; and not __fish_seen_subcommand_from register install-service list-ous select-ous validate sync password-push status generate-docs help" -f -a "status" -d 'Show the agent\'s health, registration, schedule and recent runs (exit code 1 when unhealthy)'
 complete -c ausi -n "__fish_ausi_using_subcommand help; and not __fish_seen_subcommand_from register install-service list-ous select-ous validate sync password-push status generate-docs help" -f -a "generate-docs" -d 'Write shell completions and man pages (for packagers)'
 complete -c ausi -n "__fish_ausi_using_subcommand help; and not __fish_seen_subcommand_from register install-service list-ous select-ous validate sync password-push status generate-docs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -103,7 +103,12 @@ pub enum Command {
     /// Write passwords changed in the tenant (or given here) into Active Directory
     PasswordPush(PasswordPushArgs),
 
-    /// Show the configuration, the selected OUs, registration and recent runs
+    /// Show the agent's health, registration, schedule and recent runs (exit code 1 when unhealthy)
+    ///
+    /// Reads the configuration and the state store; contacts nothing. Unhealthy (exit code 1,
+    /// `healthy: false` with `health_reasons` in the JSON report) when the last sync failed, the
+    /// last successful sync is older than three schedule intervals (or none succeeded while some
+    /// failed), or the last heartbeat to the tenant failed.
     Status(StatusArgs),
 
     /// Write shell completions and man pages (for packagers)

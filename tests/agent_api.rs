@@ -61,6 +61,9 @@ struct Shared {
     token: String,
     /// What the next heartbeat answers as `full_sync_requested`.
     full_sync_requested: AtomicBool,
+    /// An outage: every request (agent API and SCIM) is answered 503; agent API calls are
+    /// still recorded (`answered_full` stays `None`).
+    down: AtomicBool,
     calls: Mutex<Vec<AgentCall>>,
     forwarded: AtomicU64,
     /// Anything this tenant did not expect (must stay empty).
@@ -95,6 +98,7 @@ impl Tenant {
             scim_path: rest[slash..].trim_end_matches('/').to_owned(),
             token: token.to_owned(),
             full_sync_requested: AtomicBool::new(false),
+            down: AtomicBool::new(false),
             calls: Mutex::new(Vec::new()),
             forwarded: AtomicU64::new(0),
             errors: Mutex::new(Vec::new()),
@@ -116,6 +120,10 @@ impl Tenant {
 
     fn request_full_sync(&self, on: bool) {
         self.shared.full_sync_requested.store(on, Ordering::SeqCst);
+    }
+
+    fn set_down(&self, down: bool) {
+        self.shared.down.store(down, Ordering::SeqCst);
     }
 
     fn calls(&self) -> Vec<AgentCall> {
@@ -157,7 +165,26 @@ async fn handle(mut client: TcpStream, shared: Arc<Shared>) {
         shared.error("a connection closed before a whole request".into());
         return;
     };
-    if request.path.starts_with(&format!("{}/", shared.realm)) {
+    if shared.down.load(Ordering::SeqCst) {
+        if request.path.starts_with(&format!("{}/", shared.realm)) {
+            let path = request.path.strip_prefix(&shared.agent_base).unwrap_or(&request.path).to_owned();
+            let call = AgentCall {
+                method: request.method.clone(),
+                path,
+                bearer_ok: request.header("authorization") == Some(format!("Bearer {}", shared.token).as_str()),
+                body: String::from_utf8_lossy(request.body()).into_owned(),
+                answered_full: None,
+            };
+            shared.calls.lock().unwrap_or_else(PoisonError::into_inner).push(call);
+        }
+        let body = r#"{"status":"503","detail":"down for the test"}"#;
+        let text = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        client.write_all(text.as_bytes()).await.ok();
+        client.shutdown().await.ok();
+    } else if request.path.starts_with(&format!("{}/", shared.realm)) {
         agent_api(&mut client, &shared, &request).await;
     } else if request.path == shared.scim_path || request.path.starts_with(&format!("{}/", shared.scim_path)) {
         forward(&mut client, &shared, &request).await;
@@ -273,9 +300,14 @@ fn assert_heartbeat(tenant: &Tenant, n: usize, report: &Value, secrets: &[&str],
     let last = &body["last_sync"];
     assert_eq!(last["kind"], report["data"]["mode"], "{context}: heartbeat last_sync.kind: {body}");
     assert!(last["finished_at"].is_string(), "{context}: heartbeat last_sync.finished_at: {body}");
-    for name in ["created", "updated", "deactivated", "failed", "quarantined"] {
+    for name in ["created", "updated", "deactivated", "deleted", "failed", "quarantined"] {
         assert_eq!(last[name], report["data"]["counts"][name], "{context}: heartbeat last_sync.{name}: {body}");
     }
+    // The agent's health and the run's outcome, not one for the other.
+    assert_eq!(body["status"], "healthy", "{context}: heartbeat status: {body}");
+    assert_eq!(last["outcome"], "ok", "{context}: heartbeat last_sync.outcome: {body}");
+    assert_eq!(last["exit_code"], 0, "{context}: heartbeat last_sync.exit_code: {body}");
+    assert!(last["started_at"].is_string() && last["duration_ms"].is_u64(), "{context}: {body}");
     body
 }
 
@@ -360,6 +392,7 @@ fn a_tenant_requested_full_sync_runs_once_then_deltas_resume() {
     let (code, status) = common::json_with(&mut common::ausi(), &["--config", &c, "status"]);
     assert_eq!(code, 0, "status: {status}");
     assert_eq!(status["data"]["tenant"]["status"], "Active", "status after the heartbeat: {status}");
+    assert_eq!(status["data"]["tenant"]["status_source"], "tenant", "status after the heartbeat: {status}");
 
     // 2. A delta.
     let second = sync(&c, &[], "the second sync");
@@ -416,5 +449,194 @@ fn a_tenant_requested_full_sync_runs_once_then_deltas_resume() {
     let unexpected: Vec<AgentCall> =
         tenant.calls().into_iter().filter(|c| !(c.path == "heartbeat" || c.path == "password-policy")).collect();
     assert!(unexpected.is_empty(), "agent API calls this test does not know: {unexpected:#?}");
+    assert!(tenant.errors().is_empty(), "the test's tenant saw: {:?}", tenant.errors());
+}
+
+// ------------------------------------------------------------------- heartbeat, history, status
+
+/// `ausi --config … status -o json`: exit code and report.
+fn status(config: &str) -> (i32, Value) {
+    common::json_with(&mut common::ausi(), &["--config", config, "status"])
+}
+
+fn reason_codes(status: &Value) -> Vec<String> {
+    status["data"]["health_reasons"]
+        .as_array()
+        .unwrap_or_else(|| panic!("health_reasons: {status}"))
+        .iter()
+        .map(|r| r["code"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The last heartbeat's body as JSON.
+fn last_beat(tenant: &Tenant) -> Value {
+    let beats = tenant.heartbeats();
+    serde_json::from_str(&beats.last().expect("a heartbeat").body).unwrap()
+}
+
+/// A sync that fails because the tenant is out: exit 75, the failure in the report, a hint that
+/// the heartbeat did not get through either.
+fn failed_sync(config: &str, secrets: &[&str], context: &str) -> Value {
+    let r = common::run(common::ausi().args(["--config", config, "sync", "-o", "json"]));
+    for secret in secrets {
+        assert!(!r.stdout.contains(secret) && !r.stderr.contains(secret), "{context}: a secret in the output");
+    }
+    let report = r.json();
+    assert_eq!(r.code, 75, "{context}: exit code; report:\n{}", excerpt(&report));
+    let hints = report["error"]["hints"].to_string();
+    assert!(hints.contains("heartbeat"), "{context}: the report says the heartbeat failed too: {report}");
+    report
+}
+
+#[test]
+fn status_follows_runs_and_heartbeats_through_a_tenant_outage() {
+    let Some(tb) = testbed() else { return };
+    let tag = unique_tag();
+    let root = format!("OU=AgentOutage{tag},{}", tb.base);
+    let _sandbox = Sandbox { tb: &tb, root: root.clone() };
+    let users = 2;
+    let mut ldif = format!("dn: {root}\nchangetype: add\nobjectClass: organizationalUnit\nou: AgentOutage{tag}\n\n");
+    for i in 0..users {
+        let sam = format!("ao{tag}u{i}");
+        ldif.push_str(&format!(
+            "dn: CN=AgentOutage {i} {tag},{root}\nchangetype: add\nobjectClass: user\nsAMAccountName: {sam}\nuserPrincipalName: {sam}@example.test\ngivenName: Outage{i}\nsn: Api\nmail: {sam}@example.test\nuserAccountControl: 544\n\n"
+        ));
+    }
+    tb.ldap_modify(&ldif);
+    let upstream_scim = format!("{}/o{tag}x{}/v2", tb.scim_url.trim_end_matches('/'), std::process::id());
+    let token = std::fs::read_to_string(&tb.scim_token_file).unwrap().trim().to_owned();
+    let tenant = Tenant::start(&upstream_scim, &format!("/outage{tag}"), &token);
+    let bind_password = tb.password();
+    let secrets = [bind_password.as_str(), token.as_str()];
+    let (dir, config) = tb.config("[schedule]\ninterval_minutes = 15\n");
+    let c = cfg(&config).to_owned();
+    let r = common::run(
+        common::ausi()
+            .args(["--config", &c, "register", "--home-realm", &tenant.home_realm(), "--scim-url", &tenant.scim_url()])
+            .args(["--agent-name", AGENT, "--token-stdin", "-o", "json"])
+            .write_stdin(format!("{token}\n")),
+    );
+    assert_eq!(r.code, 0, "register: {}{}", r.stdout, r.stderr);
+    let r = common::run(common::ausi().args(["--config", &c, "select-ous", "-o", "json", "--add", &root]));
+    assert_eq!(r.code, 0, "select-ous: {}{}", r.stdout, r.stderr);
+
+    // Registered, never run: Created, healthy (nothing has failed), and it says no sync ran yet.
+    let (code, st) = status(&c);
+    assert_eq!(code, 0, "status before any run: {st}");
+    let d = &st["data"];
+    assert_eq!((d["healthy"].as_bool(), d["tenant"]["status"].as_str()), (Some(true), Some("Created")), "{st}");
+    assert!(d["tenant"]["heartbeat"].is_null() && d["state"]["last_runs"] == json!([]), "{st}");
+    assert_eq!(d["schedule"]["interval_minutes"], 15, "{st}");
+    assert_eq!(d["schedule"]["stale_after_minutes"], 45, "{st}");
+    assert!(d["schedule"]["installed"].is_null(), "install-service is not this build's to report: {st}");
+    assert!(warning_codes(&st).iter().any(|w| w == "no-sync-yet"), "{st}");
+
+    // 1. A successful run: Active (the tenant said so), healthy, the run in the history.
+    let first = sync(&c, &[], "the first sync");
+    assert_eq!(count(&first, "created"), users, "{}", excerpt(&first));
+    assert_heartbeat(&tenant, 0, &first, &secrets, "the first sync");
+    let (code, st) = status(&c);
+    assert_eq!(code, 0, "status after a successful run: {st}");
+    let d = &st["data"];
+    assert_eq!(d["healthy"], true, "{st}");
+    assert_eq!(d["health_reasons"], json!([]), "{st}");
+    assert_eq!(
+        (d["tenant"]["status"].as_str(), d["tenant"]["status_source"].as_str()),
+        (Some("Active"), Some("tenant"))
+    );
+    assert_eq!(d["tenant"]["agent_api"], true);
+    assert_eq!(d["tenant"]["agent_name"], AGENT);
+    let beat = &d["tenant"]["heartbeat"];
+    assert_eq!((beat["failed"].as_bool(), beat["error"].is_null()), (Some(false), true), "{st}");
+    assert_eq!(beat["last_success_at"], beat["last_attempt_at"], "{st}");
+    let run = &d["state"]["last_runs"][0];
+    assert_eq!(d["state"]["last_runs"].as_array().unwrap().len(), 1, "{st}");
+    assert_eq!(
+        (run["command"].as_str(), run["kind"].as_str(), run["dry_run"].as_bool()),
+        (Some("sync"), Some("full"), Some(false))
+    );
+    assert_eq!((run["outcome"].as_str(), run["exit_code"].as_i64()), (Some("ok"), Some(0)), "{st}");
+    assert_eq!(run["counts"]["created"], users, "{st}");
+    assert!(run["duration_ms"].is_i64() && run["started_at"].is_string() && run["error"].is_null(), "{st}");
+    assert_eq!(d["last_success_at"], run["finished_at"], "{st}");
+    assert!(d["state"]["watermark_age_secs"].is_i64(), "{st}");
+    let table = common::run(common::ausi().args(["--config", &c, "status", "-o", "table"]));
+    assert_eq!(table.code, 0, "{}{}", table.stdout, table.stderr);
+    assert!(table.stdout.starts_with("Healthy."), "{}", table.stdout);
+    assert!(table.stdout.contains("Active") && table.stdout.contains("full"), "{}", table.stdout);
+
+    // 2. A run that cannot open the state store (another run holds it) records nothing and
+    //    sends nothing, and breaks nothing.
+    {
+        let _held = ausi::sync::state::StateStore::open(&dir.path().join("state.db"), "2026-01-01T00:00:00Z").unwrap();
+        let r = common::run(common::ausi().args(["--config", &c, "sync", "-o", "json"]));
+        assert_eq!(r.code, 75, "a locked store: {}{}", r.stdout, r.stderr);
+        assert!(r.json()["error"]["message"].as_str().unwrap().contains("another ausi run"), "{}", r.stdout);
+        let (code, st) = status(&c);
+        assert_eq!(code, 0, "status while another run holds the store: {st}");
+        assert_eq!(st["data"]["state"]["last_runs"].as_array().unwrap().len(), 1, "{st}");
+    }
+    assert_eq!(tenant.heartbeats().len(), 1, "a run that could not start sends no heartbeat");
+
+    // 3. The tenant is out (503 everywhere): the run fails, is recorded, and its heartbeat is
+    //    tried and fails; status is unhealthy (exit 1) with both reasons, still Active.
+    tenant.set_down(true);
+    let failed = failed_sync(&c, &secrets, "the sync during the outage");
+    let beats = tenant.heartbeats();
+    assert_eq!(beats.len(), 2, "the failed run tried its heartbeat: {beats:#?}");
+    let body = last_beat(&tenant);
+    assert_eq!(body["status"], "unhealthy", "{body}");
+    let last = &body["last_sync"];
+    assert_eq!((last["outcome"].as_str(), last["exit_code"].as_i64()), (Some("error"), Some(75)), "{body}");
+    assert_eq!(last["kind"], "sync", "it failed before choosing full or delta: {body}");
+    assert!(last["error"].as_str().is_some_and(|e| e.contains("unavailable")), "{body}");
+    for secret in &secrets {
+        assert!(!beats[1].body.contains(secret), "a secret in the heartbeat: {}", beats[1].body);
+    }
+    let (code, st) = status(&c);
+    assert_eq!(code, 1, "status after the outage: {st}");
+    assert_eq!(st["status"], "findings", "{st}");
+    let d = &st["data"];
+    assert_eq!(d["healthy"], false, "{st}");
+    assert_eq!(reason_codes(&st), ["last-run-failed", "heartbeat-failed"], "{st}");
+    assert_eq!(d["tenant"]["status"], "Active", "the last status the tenant gave: {st}");
+    let beat = &d["tenant"]["heartbeat"];
+    assert_eq!(beat["failed"], true, "{st}");
+    assert!(beat["error"].as_str().is_some_and(|e| e.contains("503")), "{st}");
+    assert_ne!(beat["last_success_at"], beat["last_attempt_at"], "{st}");
+    let runs = d["state"]["last_runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{st}");
+    assert_eq!((runs[0]["outcome"].as_str(), runs[0]["exit_code"].as_i64()), (Some("error"), Some(75)), "{st}");
+    assert_eq!(runs[0]["error"], failed["error"]["message"], "{st}");
+    assert_eq!(runs[1]["outcome"], "ok", "{st}");
+    assert_eq!(d["last_success_at"], runs[1]["finished_at"], "the last success is still the first run: {st}");
+    let table = common::run(common::ausi().args(["--config", &c, "status", "-o", "table"]));
+    assert_eq!(table.code, 1, "{}{}", table.stdout, table.stderr);
+    assert!(table.stdout.starts_with("UNHEALTHY:"), "{}", table.stdout);
+    assert!(table.stdout.contains("heartbeat-failed") && table.stdout.contains("FAILED"), "{}", table.stdout);
+
+    // 4. The tenant is back: the next run succeeds, its heartbeat too, and status is healthy.
+    tenant.set_down(false);
+    let back = sync(&c, &[], "the sync after the outage");
+    assert_eq!(mode(&back), "delta", "{}", excerpt(&back));
+    assert_heartbeat(&tenant, 2, &back, &secrets, "the sync after the outage");
+    let (code, st) = status(&c);
+    assert_eq!(code, 0, "status after the tenant came back: {st}");
+    assert_eq!(st["data"]["tenant"]["heartbeat"]["failed"], false, "{st}");
+
+    // 5. The tenant moves to a closed loopback port: connection refused for SCIM and heartbeat.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let moved = text.replace(&tenant.addr.to_string(), &closed.to_string());
+    assert_ne!(moved, text, "the tenant's address is in the config");
+    std::fs::write(&config, moved).unwrap();
+    failed_sync(&c, &secrets, "the sync against a closed port");
+    assert_eq!(tenant.heartbeats().len(), 3, "nothing reached the old address");
+    let (code, st) = status(&c);
+    assert_eq!(code, 1, "status after a closed port: {st}");
+    assert_eq!(reason_codes(&st), ["last-run-failed", "heartbeat-failed"], "{st}");
+    let runs = st["data"]["state"]["last_runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4, "{st}");
+    assert_eq!(runs[0]["exit_code"], 75, "{st}");
     assert!(tenant.errors().is_empty(), "the test's tenant saw: {:?}", tenant.errors());
 }

@@ -1,4 +1,6 @@
-//! `ausi status`: what this agent is configured to do, without contacting anything.
+//! `ausi status`: what this agent is configured to do and how it has been doing, from the
+//! configuration and the state store, without contacting anything. Exit code 1 when unhealthy
+//! ([`crate::sync::health`]), so a monitoring script can act on it.
 
 use serde::Serialize;
 
@@ -6,20 +8,47 @@ use super::{Context, Report, display_path};
 use crate::config::{self, OuRef};
 use crate::error::Result;
 use crate::exit::ExitStatus;
-use crate::output::{self, Outcome};
+use crate::output::{self, Outcome, Warning};
 use crate::secrets::SecretRef;
+use crate::sync::health::{self, HealthReason};
 use crate::sync::mirror::Watermark;
-use crate::sync::state::{RunRecord, StateStore};
+use crate::sync::state::{HeartbeatRecord, RUNS_KEPT, RunRecord, StateStore};
 
+/// How many runs `status` lists.
+pub const RUNS_SHOWN: usize = 10;
+
+/// The report's `data`. Field names are stable (README "ausi status"); fields may be added.
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
     pub version: &'static str,
     pub config_path: String,
+    /// False when a rule in `health_reasons` is broken; the exit code is then 1.
+    pub healthy: bool,
+    /// Why the agent is unhealthy: `last-run-failed`, `last-success-stale`, `never-succeeded`,
+    /// `heartbeat-failed`; empty when healthy.
+    pub health_reasons: Vec<HealthReason>,
+    /// When the last successful real sync finished.
+    pub last_success_at: Option<String>,
     pub directory: DirectoryStatus,
     pub scope: ScopeStatus,
     pub tenant: TenantStatus,
+    pub schedule: ScheduleStatus,
     /// The state store: where it is, the last 10 runs (newest first), quarantine and failures.
     pub state: StateStatus,
+}
+
+/// When runs are meant to happen: `[schedule]` in the configuration.
+#[derive(Debug, Serialize)]
+pub struct ScheduleStatus {
+    pub interval_minutes: u32,
+    pub full_sync_at: String,
+    /// Whether the scheduled task (Windows) or systemd timer (Linux) is installed; `null` until
+    /// this build can tell (`install-service` fills it in).
+    pub installed: Option<bool>,
+    /// When the installed task or timer runs next; `null` while `installed` is unknown.
+    pub next_run: Option<String>,
+    /// The last successful sync older than this many minutes makes the agent unhealthy.
+    pub stale_after_minutes: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -66,13 +95,42 @@ pub struct ScopeStatus {
 #[derive(Debug, Serialize)]
 pub struct TenantStatus {
     pub registered: bool,
-    /// `Created` until a sync has succeeded (or the tenant acknowledged a heartbeat), then `Active`.
-    pub status: Option<&'static str>,
+    /// The registration status. With the agent API: `Created` until the tenant accepts a
+    /// heartbeat, then what it answered (e.g. `Active`). A plain SCIM tenant has no answer to
+    /// give: `Created` until a real sync succeeds, then `Active`.
+    pub status: Option<String>,
+    /// Where `status` comes from: `tenant` (its heartbeat answer) or `runs` (a plain SCIM tenant).
+    pub status_source: Option<&'static str>,
     pub home_realm: Option<String>,
     pub agent_name: Option<String>,
     pub provisioning_policy: Option<String>,
     pub scim_url: Option<String>,
     pub token: SecretStatus,
+    /// Whether the tenant has the agent API (heartbeats), as `register` found.
+    pub agent_api: bool,
+    /// The last heartbeat; `null` before the first (and for a plain SCIM tenant).
+    pub heartbeat: Option<HeartbeatStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HeartbeatStatus {
+    pub last_attempt_at: String,
+    /// The last heartbeat the tenant accepted.
+    pub last_success_at: Option<String>,
+    /// Whether the last attempt failed, and why (no secrets).
+    pub failed: bool,
+    pub error: Option<String>,
+}
+
+impl From<&HeartbeatRecord> for HeartbeatStatus {
+    fn from(h: &HeartbeatRecord) -> Self {
+        HeartbeatStatus {
+            last_attempt_at: h.last_attempt_at.clone(),
+            last_success_at: h.last_success_at.clone(),
+            failed: h.last_error.is_some(),
+            error: h.last_error.clone(),
+        }
+    }
 }
 
 fn secret_status(reference: Option<&str>) -> SecretStatus {
@@ -93,39 +151,92 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
     let c = loaded.config;
     let d = &c.directory;
     let tenant = c.tenant.clone().unwrap_or_default();
+    let agent_api = tenant.agent_api == Some(true);
     let path = super::sync::state_path(&c, &ctx.config_path);
-    let state = match StateStore::open_read_only(&path)? {
-        Some(store) => StateStatus {
-            path: display_path(&path),
-            exists: true,
-            last_runs: store.last_runs(10)?,
-            quarantined: store.quarantine()?.len(),
-            failed: store.failures()?.len(),
-            // A store written by an older ausi (schema 1) has no watermark table until a sync.
-            watermark: store.watermark().unwrap_or(None),
-            watermark_age_secs: None,
-        },
-        None => StateStatus {
-            path: display_path(&path),
-            exists: false,
-            last_runs: vec![],
-            quarantined: 0,
-            failed: 0,
-            watermark: None,
-            watermark_age_secs: None,
-        },
+    let store = StateStore::open_read_only(&path)?;
+    // Every run kept (at most RUNS_KEPT) for the health rules, the newest few for the report.
+    let history = match &store {
+        Some(store) => store.last_runs(RUNS_KEPT as usize)?,
+        None => vec![],
     };
-    let mut state = state;
+    let heartbeat = match &store {
+        Some(store) if agent_api => store.heartbeat()?,
+        _ => None,
+    };
+    let now = jiff::Timestamp::now();
+    let mut state = StateStatus {
+        path: display_path(&path),
+        exists: store.is_some(),
+        last_runs: history.iter().take(RUNS_SHOWN).cloned().collect(),
+        quarantined: 0,
+        failed: 0,
+        watermark: None,
+        watermark_age_secs: None,
+    };
+    if let Some(store) = &store {
+        state.quarantined = store.quarantine()?.len();
+        state.failed = store.failures()?.len();
+        // A store written by an older ausi (schema 1) has no watermark table until a sync.
+        state.watermark = store.watermark().unwrap_or(None);
+    }
     state.watermark_age_secs = state
         .watermark
         .as_ref()
         .and_then(|w| w.taken_at.parse::<jiff::Timestamp>().ok())
-        .map(|taken| jiff::Timestamp::now().duration_since(taken).as_secs());
-    let synced = state.last_runs.iter().any(|r| !r.dry_run && matches!(r.outcome.as_deref(), Some("ok" | "findings")));
+        .map(|taken| now.duration_since(taken).as_secs());
+
+    let interval = jiff::SignedDuration::from_mins(i64::from(c.schedule.interval_minutes.max(1)));
+    let health = health::assess(&history, heartbeat.as_ref(), Some(interval), now);
+    let schedule = ScheduleStatus {
+        interval_minutes: c.schedule.interval_minutes,
+        full_sync_at: c.schedule.full_sync_at.clone(),
+        // Filled in from `crate::service::installed()` once install-service provides it.
+        installed: None,
+        next_run: None,
+        stale_after_minutes: (interval.as_secs() / 60).unsigned_abs() * health::STALE_INTERVALS as u64,
+    };
+
+    let (status, status_source) = registration(tenant.home_realm.is_some(), agent_api, heartbeat.as_ref(), &history);
     let token = secret_status(tenant.token.as_deref());
+    let mut warnings = loaded.warnings;
+    if !d.tls_verify {
+        warnings
+            .push(Warning::new("tls-verify-disabled", "TLS certificate verification is disabled (tls_verify = false)"));
+    }
+    if tenant.home_realm.is_some() && !history.iter().any(|r| r.command == "sync" && !r.dry_run) {
+        warnings.push(Warning::new("no-sync-yet", "no sync has run yet: run `ausi sync` (or install the service)"));
+    }
+    if let Some(r) = history.iter().find(|r| r.command == "sync" && !r.dry_run).filter(|r| r.outcome.is_none()) {
+        warnings.push(Warning::new(
+            "run-unfinished",
+            format!(
+                "run {} (started {}) has not finished: it is running now, or it was stopped and the next run completes its work",
+                r.id, r.started_at
+            ),
+        ));
+    }
+    if agent_api && heartbeat.as_ref().is_some_and(|h| h.last_success_at.is_none()) {
+        warnings.push(Warning::new(
+            "heartbeat-never-accepted",
+            "the tenant has not accepted a heartbeat yet, so the agent stays Created there",
+        ));
+    }
+    if state.quarantined > 0 {
+        warnings.push(Warning::new(
+            "users-quarantined",
+            format!(
+                "{} users in scope are quarantined: `ausi validate` lists them with their reasons",
+                state.quarantined
+            ),
+        ));
+    }
+
     let report = StatusReport {
         version: env!("CARGO_PKG_VERSION"),
         config_path: display_path(&ctx.config_path),
+        healthy: health.healthy,
+        health_reasons: health.reasons,
+        last_success_at: health.last_success_at,
         directory: DirectoryStatus {
             url: d.url.clone(),
             starttls: d.starttls,
@@ -142,23 +253,22 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
         scope: ScopeStatus { selected: c.scope.ous.clone(), excluded: c.scope.excluded.clone() },
         tenant: TenantStatus {
             registered: tenant.home_realm.is_some() && token.state == "stored",
-            status: tenant.home_realm.as_ref().map(|_| if synced { "Active" } else { "Created" }),
+            status,
+            status_source,
             home_realm: tenant.home_realm.clone(),
             agent_name: tenant.agent_name.clone(),
             provisioning_policy: tenant.provisioning_policy.clone(),
             scim_url: tenant.scim_url.clone(),
             token,
+            agent_api,
+            heartbeat: heartbeat.as_ref().map(HeartbeatStatus::from),
         },
+        schedule,
         state,
     };
-    let mut outcome = Outcome::new(Report::Status(Box::new(report)), ExitStatus::Ok);
-    outcome.warnings = loaded.warnings;
-    if !d.tls_verify {
-        outcome.warnings.push(output::Warning::new(
-            "tls-verify-disabled",
-            "TLS certificate verification is disabled (tls_verify = false)",
-        ));
-    }
+    let exit = if report.healthy { ExitStatus::Ok } else { ExitStatus::Findings };
+    let mut outcome = Outcome::new(Report::Status(Box::new(report)), exit);
+    outcome.warnings = warnings;
     Ok(outcome)
 }
 
@@ -181,7 +291,35 @@ impl StatusReport {
             ("tenant", if self.tenant.registered { opt(&self.tenant.home_realm) } else { "not registered".to_owned() }),
             ("selected OUs", self.scope.selected.len().to_string()),
             ("excluded sub-trees", self.scope.excluded.len().to_string()),
-            ("agent status", self.tenant.status.unwrap_or("-").to_owned()),
+            ("agent name", opt(&self.tenant.agent_name)),
+            (
+                "agent status",
+                match (&self.tenant.status, self.tenant.status_source) {
+                    (Some(st), Some("tenant"))
+                        if self.tenant.heartbeat.as_ref().is_some_and(|h| h.last_success_at.is_some()) =>
+                    {
+                        format!("{} (the tenant's answer to the last accepted heartbeat)", output::cell(st))
+                    }
+                    (Some(st), Some("tenant")) => format!("{} (no heartbeat accepted yet)", output::cell(st)),
+                    (Some(st), _) => format!("{} (a plain SCIM tenant: from the runs)", output::cell(st)),
+                    _ => "-".to_owned(),
+                },
+            ),
+            ("last heartbeat", self.heartbeat_text()),
+            (
+                "schedule",
+                format!(
+                    "every {} min, full sync daily at {}; installed: {}",
+                    self.schedule.interval_minutes,
+                    output::cell(&self.schedule.full_sync_at),
+                    match self.schedule.installed {
+                        Some(true) => "yes",
+                        Some(false) => "no",
+                        None => "unknown",
+                    }
+                ),
+            ),
+            ("last successful sync", opt(&self.last_success_at)),
             (
                 "state store",
                 format!("{}{}", output::cell(&self.state.path), if self.state.exists { "" } else { " (no sync yet)" }),
@@ -200,9 +338,18 @@ impl StatusReport {
         for (k, v) in rows {
             t.add_row(vec![k.to_owned(), v]);
         }
-        let mut out = format!("{t}\n");
+        let mut out = if self.healthy {
+            "Healthy.\n".to_owned()
+        } else {
+            let mut text = "UNHEALTHY:\n".to_owned();
+            for r in &self.health_reasons {
+                text.push_str(&format!("  {}: {}\n", r.code, output::cell(&r.message)));
+            }
+            text
+        };
+        out.push_str(&format!("{t}\n"));
         if !self.state.last_runs.is_empty() {
-            let mut runs = output::table(&["Run", "Kind", "Started", "Outcome", "Exit", "Counts"]);
+            let mut runs = output::table(&["Run", "Kind", "Started", "Duration", "Outcome", "Exit", "Counts"]);
             for r in &self.state.last_runs {
                 let counts: Vec<String> = r
                     .counts
@@ -211,11 +358,15 @@ impl StatusReport {
                         o.iter().filter(|(_, v)| v.as_u64().unwrap_or(0) > 0).map(|(k, v)| format!("{k} {v}")).collect()
                     })
                     .unwrap_or_default();
+                let command = if r.command == "sync" { String::new() } else { format!("{} ", r.command) };
+                // The newest failure's message is in the health reasons; JSON has every run's.
+                let outcome = r.outcome.clone().unwrap_or_else(|| "did not finish".into());
                 runs.add_row(vec![
                     r.id.to_string(),
-                    format!("{}{}", r.kind, if r.dry_run { " (dry run)" } else { "" }),
+                    format!("{command}{}{}", r.kind, if r.dry_run { " (dry run)" } else { "" }),
                     r.started_at.clone(),
-                    r.outcome.clone().unwrap_or_else(|| "did not finish".into()),
+                    r.duration_ms.map(|d| human_duration(d.max(0).unsigned_abs())).unwrap_or_default(),
+                    outcome,
                     r.exit_code.map(|c| c.to_string()).unwrap_or_default(),
                     counts.join(", "),
                 ]);
@@ -232,11 +383,122 @@ impl StatusReport {
     }
 }
 
+/// The registration status and where it comes from (`tenant` or `runs`), `None` when not
+/// registered. With the agent API the tenant decides: `Created` until it accepts a heartbeat,
+/// then its answer (kept through failed heartbeats). A plain SCIM tenant has no answer to give:
+/// `Active` once a real sync has succeeded.
+fn registration(
+    registered: bool,
+    agent_api: bool,
+    heartbeat: Option<&HeartbeatRecord>,
+    runs: &[RunRecord],
+) -> (Option<String>, Option<&'static str>) {
+    if !registered {
+        return (None, None);
+    }
+    if agent_api {
+        let answered = heartbeat.and_then(|h| h.tenant_status.clone());
+        return (Some(answered.unwrap_or_else(|| "Created".to_owned())), Some("tenant"));
+    }
+    let synced = runs
+        .iter()
+        .any(|r| r.command == "sync" && !r.dry_run && matches!(r.outcome.as_deref(), Some("ok" | "findings")));
+    (Some(if synced { "Active" } else { "Created" }.to_owned()), Some("runs"))
+}
+
+impl StatusReport {
+    fn heartbeat_text(&self) -> String {
+        match (&self.tenant.heartbeat, self.tenant.agent_api) {
+            (_, false) => "- (the tenant has no agent API)".to_owned(),
+            (None, true) => "none yet".to_owned(),
+            (Some(h), true) if h.failed => format!(
+                "FAILED at {}: {} (last accepted: {})",
+                h.last_attempt_at,
+                output::cell(h.error.as_deref().unwrap_or("")),
+                h.last_success_at.as_deref().unwrap_or("never")
+            ),
+            (Some(h), true) => format!("accepted at {}", h.last_attempt_at),
+        }
+    }
+}
+
+fn human_duration(ms: u64) -> String {
+    match ms {
+        m if m < 10_000 => format!("{:.1} s", m as f64 / 1000.0),
+        m if m < 120_000 => format!("{} s", m / 1000),
+        m => format!("{} min {} s", m / 60_000, (m % 60_000) / 1000),
+    }
+}
+
 fn human_age(secs: i64) -> String {
     match secs {
         s if s < 120 => format!("{s} s"),
         s if s < 7200 => format!("{} min", s / 60),
         s if s < 172_800 => format!("{} h", s / 3600),
         s => format!("{} days", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(outcome: Option<&str>, dry_run: bool) -> RunRecord {
+        RunRecord {
+            id: 1,
+            command: "sync".into(),
+            kind: "full".into(),
+            dry_run,
+            started_at: "2026-05-01T10:00:00Z".into(),
+            finished_at: outcome.map(|_| "2026-05-01T10:00:01Z".into()),
+            duration_ms: outcome.map(|_| 1000),
+            outcome: outcome.map(str::to_owned),
+            exit_code: None,
+            counts: serde_json::Value::Null,
+            error: None,
+        }
+    }
+
+    fn beat(status: Option<&str>, error: Option<&str>) -> HeartbeatRecord {
+        HeartbeatRecord {
+            tenant_status: status.map(str::to_owned),
+            last_success_at: status.map(|_| "2026-05-01T10:00:02Z".into()),
+            last_attempt_at: "2026-05-01T10:00:02Z".into(),
+            last_error: error.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_tenant_decides_the_registration_status_when_it_has_the_agent_api() {
+        let ok = [run(Some("ok"), false)];
+        assert_eq!(registration(false, true, None, &ok), (None, None));
+        // A successful run is not enough: the tenant has not answered yet.
+        assert_eq!(registration(true, true, None, &ok), (Some("Created".into()), Some("tenant")));
+        let failed = beat(None, Some("connection refused"));
+        assert_eq!(registration(true, true, Some(&failed), &ok), (Some("Created".into()), Some("tenant")));
+        let active = beat(Some("Active"), None);
+        assert_eq!(registration(true, true, Some(&active), &[]), (Some("Active".into()), Some("tenant")));
+        // An outage keeps the last answer (health says the heartbeat failed).
+        let outage = beat(Some("Active"), Some("HTTP 503"));
+        assert_eq!(registration(true, true, Some(&outage), &[]), (Some("Active".into()), Some("tenant")));
+        let suspended = beat(Some("Suspended"), None);
+        assert_eq!(registration(true, true, Some(&suspended), &ok), (Some("Suspended".into()), Some("tenant")));
+    }
+
+    #[test]
+    fn a_plain_scim_tenant_is_active_after_a_real_successful_run() {
+        let created = (Some("Created".to_owned()), Some("runs"));
+        assert_eq!(registration(true, false, None, &[]), created);
+        assert_eq!(registration(true, false, None, &[run(Some("ok"), true)]), created, "a dry run");
+        assert_eq!(registration(true, false, None, &[run(Some("error"), false), run(None, false)]), created);
+        let active = (Some("Active".to_owned()), Some("runs"));
+        assert_eq!(registration(true, false, None, &[run(Some("error"), false), run(Some("findings"), false)]), active);
+    }
+
+    #[test]
+    fn durations_read_like_a_person_would_say_them() {
+        assert_eq!(human_duration(1234), "1.2 s");
+        assert_eq!(human_duration(45_000), "45 s");
+        assert_eq!(human_duration(185_000), "3 min 5 s");
     }
 }

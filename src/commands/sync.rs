@@ -1,13 +1,13 @@
 //! `ausi sync`: the tenant first, then the directory; a delta from the watermark when it can be
 //! trusted, else a full sync that says why; validate, plan and apply through the one engine
-//! ([`crate::sync::engine`]); commit, advance the watermark, report, heartbeat. Every safety
-//! check runs before the first write.
+//! ([`crate::sync::engine`]); commit, advance the watermark, record the run in the history,
+//! heartbeat (after every real run, a failed one too), report. Every safety check runs before
+//! the first write.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use serde_json::json;
 
 use super::password_push::{self, PasswordPushReport};
 use super::{Context, Report, ScopeDescription, choose_scope, open_directory};
@@ -19,10 +19,12 @@ use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
 use crate::sync::apply::{Applier, BulkLimits, Counts, Failure, WriteOptions};
 use crate::sync::engine::{self, Engine, Fallback, Mode, ModeInputs, ReadCounts};
+use crate::sync::health;
 use crate::sync::mirror::Watermark;
 use crate::sync::plan::{self, Plan, Quarantined};
-use crate::sync::state::{AnchorState, StateStore};
-use crate::tenant::{self, agent::AgentApi};
+use crate::sync::state::{AnchorState, RUNS_KEPT, RunEnd, StateStore};
+use crate::tenant::agent::{AgentApi, Heartbeat, LastSync};
+use crate::tenant::{self};
 
 #[derive(Debug, Serialize)]
 pub struct SyncReport {
@@ -131,58 +133,55 @@ pub async fn run(ctx: &Context<'_>, args: &SyncArgs) -> Result<Outcome> {
         AppError::config("the agent is not registered with a tenant").with_hint("run `ausi register --home-realm URL`")
     })?;
     let timeout = Duration::from_secs(config.sync.request_timeout_secs.max(1));
-    let client = tenant::client(&tenant_config, timeout)?;
     let state_path = state_path(&config, &ctx.config_path);
-    let stamp = jiff::Timestamp::now().to_string();
-    let mut store = StateStore::open(&state_path, &stamp)?;
-    let run = store.begin_run("sync", args.dry_run, &stamp)?;
-    let result = pipeline(ctx, args, &config, &client, &mut store, run, &mut warnings).await;
-    let (exit, counts, kind) = match &result {
-        Ok((report, exit, _)) => (*exit, serde_json::to_value(&report.counts).unwrap_or_default(), report.mode),
-        Err(e) => (e.exit_status(), json!({}), "sync"),
+    let clock = Instant::now();
+    let started_at = jiff::Timestamp::now().to_string();
+    // A run that cannot open the store (locked by another run, unwritable) is neither recorded
+    // nor announced: the run holding the lock does both.
+    let mut store = StateStore::open(&state_path, &started_at)?;
+    let run = store.begin_run("sync", args.dry_run, &started_at)?;
+    // From here on every way out is recorded in the history and (unless a dry run) heartbeated.
+    let mut kind = if args.full { "full" } else { "sync" };
+    let client = tenant::client(&tenant_config, timeout);
+    let result = match &client {
+        Ok(client) => pipeline(ctx, args, &config, client, &mut store, run, &mut kind, &mut warnings).await,
+        Err(e) => Err(e.clone()),
     };
-    let outcome_name = match exit {
-        ExitStatus::Ok => "ok",
-        ExitStatus::Findings => "findings",
-        _ => "error",
+    let (exit, counts, failure) = match &result {
+        Ok((report, exit, error)) => (*exit, report.counts.clone(), error.as_ref().map(|e| e.message.clone())),
+        Err(e) => (e.exit_status(), Counts::default(), Some(e.message.clone())),
     };
-    store.finish_run(run, kind, outcome_name, i64::from(exit.code()), &counts, &jiff::Timestamp::now().to_string())?;
-    let (mut report, exit, error) = result?;
-    report.write_requests = client.write_requests();
-    report.state_path = state_path.display().to_string();
-
-    // Heartbeat: best effort, after the state is committed. The tenant may ask for a full sync,
-    // which the next run does.
-    if !args.dry_run
-        && tenant_config.agent_api == Some(true)
-        && let (Some(realm), Ok(token)) = (&tenant_config.home_realm, tenant::token(&tenant_config))
-    {
-        let agent = tenant_config.agent_name.clone().unwrap_or_default();
-        let body = json!({
-            "name": agent, "hostname": super::register::host_name().unwrap_or_default(),
-            "version": env!("CARGO_PKG_VERSION"), "os": std::env::consts::OS,
-            "status": outcome_name,
-            "last_sync": {"kind": report.mode, "finished_at": jiff::Timestamp::now().to_string(),
-                "created": report.counts.created, "updated": report.counts.updated,
-                "deactivated": report.counts.deactivated, "failed": report.counts.failed,
-                "quarantined": report.counts.quarantined}
-        });
-        let sent = match AgentApi::new(realm, &agent, token, timeout) {
-            Ok(api) => api.heartbeat(&body).await,
-            Err(e) => Err(e),
-        };
-        match sent {
-            Ok(Some(answer)) if answer.full_sync_requested => {
-                store.set_meta("full_sync_requested", Some("1"))?;
-                warnings.push(Warning::new(
-                    "full-sync-requested",
-                    "the tenant asked for a full sync: the next run does one",
-                ));
-            }
-            Ok(_) => {}
-            Err(e) => warnings.push(Warning::new("heartbeat-failed", format!("the heartbeat was not accepted: {e}"))),
-        }
+    let counts_json = serde_json::to_value(&counts).unwrap_or_default();
+    let finished_at = jiff::Timestamp::now().to_string();
+    let end = RunEnd {
+        kind,
+        outcome: health::outcome_name(exit),
+        exit_code: i64::from(exit.code()),
+        counts: &counts_json,
+        error: failure.as_deref(),
+        finished_at: &finished_at,
+        duration_ms: ms(clock),
+    };
+    // Notes for the report: warnings for a run that has one, hints on the error of one that failed.
+    let mut notes = Vec::new();
+    if let Err(e) = store.finish_run(run, &end) {
+        notes.push(Warning::new("run-not-recorded", format!("this run could not be recorded in the history: {e}")));
     }
+    if !args.dry_run && tenant_config.agent_api == Some(true) {
+        notes.extend(heartbeat(&tenant_config, timeout, &mut store, &end, &started_at, &counts).await);
+    }
+    let (mut report, exit, error) = match result {
+        Ok(done) => done,
+        Err(mut e) => {
+            e.hints.extend(notes.into_iter().map(|w| w.message));
+            return Err(e);
+        }
+    };
+    warnings.extend(notes);
+    if let Ok(client) = &client {
+        report.write_requests = client.write_requests();
+    }
+    report.state_path = state_path.display().to_string();
     report.resources = Resources::measure();
     let mut outcome = Outcome::new(Report::Sync(Box::new(report)), exit);
     outcome.warnings = warnings;
@@ -191,8 +190,92 @@ pub async fn run(ctx: &Context<'_>, args: &SyncArgs) -> Result<Outcome> {
     Ok(outcome)
 }
 
+/// The heartbeat after a real run, success or failure, with that run's summary: best effort
+/// (it never changes the run's exit code). The tenant's answer is recorded for `status` (its
+/// status, e.g. `Active`, and the time), as is a failure and its reason; the tenant may ask for
+/// a full sync, which the next run does. Returns what the report should say about it.
+async fn heartbeat(
+    tenant_config: &crate::config::TenantConfig,
+    timeout: Duration,
+    store: &mut StateStore,
+    end: &RunEnd<'_>,
+    started_at: &str,
+    counts: &Counts,
+) -> Vec<Warning> {
+    let mut notes = Vec::new();
+    let agent = tenant_config.agent_name.clone().unwrap_or_default();
+    // The agent's health as `status` sees it from the history (this heartbeat aside).
+    let runs = store.last_runs(RUNS_KEPT as usize).unwrap_or_default();
+    let now = jiff::Timestamp::now();
+    let healthy = health::assess(&runs, None, None, now).healthy;
+    let body = Heartbeat {
+        name: agent.clone(),
+        hostname: super::register::host_name().unwrap_or_default(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        os: std::env::consts::OS.to_owned(),
+        status: if healthy { "healthy" } else { "unhealthy" },
+        last_sync: LastSync {
+            kind: end.kind.to_owned(),
+            finished_at: end.finished_at.to_owned(),
+            created: counts.created,
+            updated: counts.updated,
+            deactivated: counts.deactivated,
+            failed: counts.failed,
+            quarantined: counts.quarantined,
+            started_at: started_at.to_owned(),
+            duration_ms: end.duration_ms,
+            deleted: counts.deleted,
+            outcome: end.outcome.to_owned(),
+            exit_code: u8::try_from(end.exit_code).unwrap_or(u8::MAX),
+            error: end.error.map(str::to_owned),
+        },
+    };
+    let sent = match (&tenant_config.home_realm, tenant::token(tenant_config)) {
+        (None, _) => Err("the configuration has no tenant.home_realm".to_owned()),
+        (_, Err(e)) => Err(format!("the tenant token could not be read: {}", e.message)),
+        (Some(realm), Ok(token)) => match AgentApi::new(realm, &agent, token, timeout) {
+            Ok(api) => match api.heartbeat(&body).await {
+                Ok(Some(answer)) => Ok(answer),
+                Ok(None) => Err(
+                    "the tenant answered 404: it no longer knows this agent or has no agent API (run `ausi register` again)"
+                        .to_owned(),
+                ),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    let at = jiff::Timestamp::now().to_string();
+    let recorded = match &sent {
+        Ok(answer) => store.record_heartbeat(&at, Ok(&answer.status)),
+        Err(reason) => store.record_heartbeat(&at, Err(reason)),
+    };
+    if let Err(e) = recorded {
+        notes
+            .push(Warning::new("heartbeat-not-recorded", format!("the heartbeat's result could not be recorded: {e}")));
+    }
+    match sent {
+        Ok(answer) if answer.full_sync_requested => match store.set_meta("full_sync_requested", Some("1")) {
+            Ok(()) => notes
+                .push(Warning::new("full-sync-requested", "the tenant asked for a full sync: the next run does one")),
+            Err(e) => notes.push(Warning::new(
+                "full-sync-requested",
+                format!("the tenant asked for a full sync, but the request could not be recorded: {e}"),
+            )),
+        },
+        Ok(_) => {}
+        Err(reason) => notes.push(Warning::new(
+            "heartbeat-failed",
+            format!("the heartbeat was not accepted, so the tenant does not know how this run ended: {reason}"),
+        )),
+    }
+    notes
+}
+
 type PipelineResult = Result<(SyncReport, ExitStatus, Option<AppError>)>;
 
+/// The run itself; `kind` becomes `full` or `delta` as soon as that is decided.
+#[allow(clippy::too_many_arguments)]
 async fn pipeline(
     ctx: &Context<'_>,
     args: &SyncArgs,
@@ -200,6 +283,7 @@ async fn pipeline(
     client: &tenant::ScimClient,
     store: &mut StateStore,
     run: i64,
+    kind: &mut &'static str,
     warnings: &mut Vec<Warning>,
 ) -> PipelineResult {
     // The tenant first: a revoked token or an unreachable tenant stops the run before AD is read.
@@ -221,6 +305,7 @@ async fn pipeline(
         tenant_requested: store.meta("full_sync_requested")?.is_some(),
         now: started_at,
     });
+    *kind = mode.name();
     if let (Mode::Delta { .. }, Some(t)) = (mode, &tracking)
         && !t.tombstones_visible
     {

@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod desired;
 pub mod engine;
+pub mod health;
 pub mod map;
 pub mod mirror;
 pub mod plan;

@@ -20,8 +20,12 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
 
-/// The schema this build reads and writes.
-const SCHEMA_VERSION: i64 = 2;
+/// The schema this build reads and writes. 3: the run history (`runs.command`, `duration_ms`,
+/// `error`) and the last heartbeat (`heartbeat`); see [`migrate`].
+const SCHEMA_VERSION: i64 = 3;
+
+/// How many runs the history keeps (the newest; see [`StateStore::finish_run`]).
+pub const RUNS_KEPT: i64 = 100;
 
 /// How long a statement waits for another connection (a `status` reader, a checkpoint) to let go.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -118,9 +122,31 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at TEXT,
     outcome     TEXT,
     exit_code   INTEGER,
-    counts      TEXT
+    counts      TEXT,
+    -- schema 3 (added to older stores by `migrate`): the command that ran (`sync`, later
+    -- `password-push`), how long it took, and why it failed (an error message, no secrets)
+    command     TEXT NOT NULL DEFAULT 'sync',
+    duration_ms INTEGER,
+    error       TEXT
+);
+-- Schema 3: the last heartbeat sent to the tenant's agent API (one row).
+CREATE TABLE IF NOT EXISTS heartbeat (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    -- what the tenant answered at the last successful heartbeat (e.g. 'Active')
+    tenant_status   TEXT,
+    last_success_at TEXT,
+    last_attempt_at TEXT NOT NULL,
+    -- why the last attempt failed (NULL when it succeeded)
+    last_error      TEXT
 );
 ";
+
+/// The columns schema 3 added to `runs`, as `ALTER TABLE` clauses.
+const RUNS_COLUMNS_3: [(&str, &str); 3] = [
+    ("command", "command TEXT NOT NULL DEFAULT 'sync'"),
+    ("duration_ms", "duration_ms INTEGER"),
+    ("error", "error TEXT"),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AnchorKind {
@@ -211,17 +237,53 @@ pub struct Failure {
     pub attempts: i64,
 }
 
+/// One run in the history, as `status` shows it (JSON field names are part of the report).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RunRecord {
     pub id: i64,
+    /// The command: `sync` (later also `password-push`).
+    pub command: String,
+    /// What the run was: for `sync`, `full` or `delta`; `sync` when it stopped before choosing.
     pub kind: String,
     pub dry_run: bool,
     pub started_at: String,
     pub finished_at: Option<String>,
-    /// `None` while running, and for ever when the run crashed.
+    /// `None` while running or when it crashed; runs written before schema 3 have none.
+    pub duration_ms: Option<i64>,
+    /// `ok`, `findings` or `error`; `None` while running, and for ever when the run crashed.
     pub outcome: Option<String>,
     pub exit_code: Option<i64>,
+    /// The command's counts (for `sync`: created, adopted, updated, unchanged, deactivated,
+    /// deleted, membership_changes, quarantined, failed).
     pub counts: serde_json::Value,
+    /// Why the run failed: the error's message (reports carry no secrets, nor does this).
+    pub error: Option<String>,
+}
+
+/// How a run ended, for [`StateStore::finish_run`] and [`StateStore::record_run`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunEnd<'a> {
+    /// What the run turned out to be (`full`, `delta`, …), decided after it began.
+    pub kind: &'a str,
+    /// `ok`, `findings` or `error` (see `crate::sync::health::outcome_name`).
+    pub outcome: &'a str,
+    pub exit_code: i64,
+    pub counts: &'a serde_json::Value,
+    /// The error's message when the run failed; must be free of secrets.
+    pub error: Option<&'a str>,
+    pub finished_at: &'a str,
+    pub duration_ms: u64,
+}
+
+/// The last heartbeat sent to the tenant's agent API.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HeartbeatRecord {
+    /// What the tenant answered at the last successful heartbeat (e.g. `Active`).
+    pub tenant_status: Option<String>,
+    pub last_success_at: Option<String>,
+    pub last_attempt_at: String,
+    /// Why the last attempt failed; `None` when it succeeded.
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -253,6 +315,8 @@ pub struct StateStore {
     path: String,
     /// The first run this store began: runs from here on are ours, not "previous" ones.
     first_own_run: Option<i64>,
+    /// The schema of the file (a read-only store may be older than [`SCHEMA_VERSION`]).
+    schema: i64,
 }
 
 impl std::fmt::Debug for StateStore {
@@ -275,7 +339,7 @@ impl StateStore {
         let mut conn = Connection::open_with_flags(path, flags).map_err(sql)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
         // Refuse a newer schema before changing anything in the file.
-        check_version(&conn, &display)?;
+        let found = check_version(&conn, &display)?;
         // WAL + NORMAL: a commit survives the process being killed (only power loss may roll the last
         // commits back, and the tenant look-up by externalId covers that too).
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(sql)?;
@@ -289,6 +353,7 @@ impl StateStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
         tx.execute_batch(SCHEMA).map_err(sql)?;
         // Schema 1 stores gain the mirror tables; having no watermark, their next run is full.
+        migrate(&tx, found).map_err(sql)?;
         tx.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?1)",
             [SCHEMA_VERSION.to_string()],
@@ -297,7 +362,7 @@ impl StateStore {
         tx.commit().map_err(sql)?;
         conn.execute_batch(super::mirror::TEMP_TABLES).map_err(sql)?;
 
-        Ok(StateStore { conn, _lock: Some(lock), path: display, first_own_run: None })
+        Ok(StateStore { conn, _lock: Some(lock), path: display, first_own_run: None, schema: SCHEMA_VERSION })
     }
 
     /// Read-only open for `status`: no lock, never creates (returns Ok(None) when the file does not exist,
@@ -311,56 +376,85 @@ impl StateStore {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(sql)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
-        if check_version(&conn, &display)?.is_none() {
+        let Some(schema) = check_version(&conn, &display)? else {
             return Ok(None);
-        }
-        Ok(Some(StateStore { conn, _lock: None, path: display, first_own_run: None }))
+        };
+        Ok(Some(StateStore { conn, _lock: None, path: display, first_own_run: None, schema }))
     }
 
     pub(super) fn sql(&self, source: rusqlite::Error) -> StateError {
         StateError::Sqlite { path: self.path.clone(), source }
     }
 
-    pub fn begin_run(&mut self, kind: &str, dry_run: bool, now: &str) -> Result<i64, StateError> {
+    /// Records that a run of `command` (`sync`, `password-push`, …) starts; until
+    /// [`StateStore::finish_run`] it shows as running (or, after a kill, as crashed).
+    pub fn begin_run(&mut self, command: &str, dry_run: bool, now: &str) -> Result<i64, StateError> {
         self.conn
-            .execute("INSERT INTO runs (kind, dry_run, started_at) VALUES (?1, ?2, ?3)", params![kind, dry_run, now])
+            .execute(
+                "INSERT INTO runs (command, kind, dry_run, started_at) VALUES (?1, ?1, ?2, ?3)",
+                params![command, dry_run, now],
+            )
             .map_err(|e| self.sql(e))?;
         let id = self.conn.last_insert_rowid();
         self.first_own_run.get_or_insert(id);
         Ok(id)
     }
 
-    /// `kind` is what the run turned out to be (`full` or `delta`), decided after it began.
-    pub fn finish_run(
-        &mut self,
-        run: i64,
-        kind: &str,
-        outcome: &str,
-        exit_code: i64,
-        counts: &serde_json::Value,
-        now: &str,
-    ) -> Result<(), StateError> {
-        let changed = self
-            .conn
-            .execute(
-                "UPDATE runs SET finished_at = ?2, outcome = ?3, exit_code = ?4, counts = ?5, kind = ?6 WHERE id = ?1",
-                params![run, now, outcome, exit_code, counts.to_string(), kind],
-            )
-            .map_err(|e| self.sql(e))?;
-        if changed == 0 {
-            return Err(self.sql(rusqlite::Error::QueryReturnedNoRows));
+    /// Records how the run ended, then keeps only the newest [`RUNS_KEPT`] runs (never a crashed
+    /// `sync` run that no later real run has finished after: [`StateStore::previous_run_crashed`]
+    /// needs it). Not inside a dry run's savepoint: the history survives its rollback.
+    pub fn finish_run(&mut self, run: i64, end: &RunEnd<'_>) -> Result<(), StateError> {
+        let result = (|| -> rusqlite::Result<usize> {
+            // A savepoint, not BEGIN: it also works inside an open transaction.
+            let tx = self.conn.savepoint()?;
+            let changed = tx.execute(
+                "UPDATE runs SET finished_at = ?2, outcome = ?3, exit_code = ?4, counts = ?5, kind = ?6,
+                     duration_ms = ?7, error = ?8 WHERE id = ?1",
+                params![
+                    run,
+                    end.finished_at,
+                    end.outcome,
+                    end.exit_code,
+                    end.counts.to_string(),
+                    end.kind,
+                    i64::try_from(end.duration_ms).unwrap_or(i64::MAX),
+                    end.error
+                ],
+            )?;
+            prune_runs(&tx)?;
+            tx.commit()?;
+            Ok(changed)
+        })();
+        match result.map_err(|e| self.sql(e))? {
+            0 => Err(self.sql(rusqlite::Error::QueryReturnedNoRows)),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
-    /// Newest first.
+    /// A run recorded at its end, in one call (for a command that writes nothing a crash could
+    /// leave half done): [`StateStore::begin_run`] at `started_at`, then [`StateStore::finish_run`].
+    pub fn record_run(
+        &mut self,
+        command: &str,
+        dry_run: bool,
+        started_at: &str,
+        end: &RunEnd<'_>,
+    ) -> Result<i64, StateError> {
+        let run = self.begin_run(command, dry_run, started_at)?;
+        self.finish_run(run, end)?;
+        Ok(run)
+    }
+
+    /// Newest first. A store written before schema 3 (read by `status`) has no command,
+    /// duration or error.
     pub fn last_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StateError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let columns = if self.schema >= 3 { "command, duration_ms, error" } else { "'sync', NULL, NULL" };
         let read = || -> rusqlite::Result<Vec<RunRecord>> {
-            let mut stmt = self.conn.prepare(
-                "SELECT id, kind, dry_run, started_at, finished_at, outcome, exit_code, counts
-                 FROM runs ORDER BY id DESC LIMIT ?1",
-            )?;
+            let mut stmt = self.conn.prepare(&format!(
+                "SELECT id, kind, dry_run, started_at, finished_at, outcome, exit_code, counts, {columns}
+                 FROM runs ORDER BY id DESC LIMIT ?1"
+            ))?;
             let rows = stmt.query_map([limit], |r| {
                 let counts: Option<String> = r.get(7)?;
                 let counts = match counts {
@@ -369,18 +463,66 @@ impl StateStore {
                 };
                 Ok(RunRecord {
                     id: r.get(0)?,
+                    command: r.get(8)?,
                     kind: r.get(1)?,
                     dry_run: r.get(2)?,
                     started_at: r.get(3)?,
                     finished_at: r.get(4)?,
+                    duration_ms: r.get(9)?,
                     outcome: r.get(5)?,
                     exit_code: r.get(6)?,
                     counts,
+                    error: r.get(10)?,
                 })
             })?;
             rows.collect()
         };
         read().map_err(|e| self.sql(e))
+    }
+
+    /// Records one heartbeat: `Ok(tenant status)` when the tenant accepted it, `Err(reason)`
+    /// (free of secrets) when not. A failure keeps the last success and the status it brought.
+    pub fn record_heartbeat(&mut self, now: &str, result: Result<&str, &str>) -> Result<(), StateError> {
+        let changed = match result {
+            Ok(status) => self.conn.execute(
+                "INSERT INTO heartbeat (id, tenant_status, last_success_at, last_attempt_at, last_error)
+                 VALUES (1, ?1, ?2, ?2, NULL)
+                 ON CONFLICT (id) DO UPDATE SET tenant_status = excluded.tenant_status,
+                     last_success_at = excluded.last_success_at, last_attempt_at = excluded.last_attempt_at,
+                     last_error = NULL",
+                params![status, now],
+            ),
+            Err(reason) => self.conn.execute(
+                "INSERT INTO heartbeat (id, tenant_status, last_success_at, last_attempt_at, last_error)
+                 VALUES (1, NULL, NULL, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET last_attempt_at = excluded.last_attempt_at,
+                     last_error = excluded.last_error",
+                params![now, reason],
+            ),
+        };
+        changed.map(|_| ()).map_err(|e| self.sql(e))
+    }
+
+    /// The last heartbeat; `None` before the first one (and in a store older than schema 3).
+    pub fn heartbeat(&self) -> Result<Option<HeartbeatRecord>, StateError> {
+        if self.schema < 3 {
+            return Ok(None);
+        }
+        self.conn
+            .query_row(
+                "SELECT tenant_status, last_success_at, last_attempt_at, last_error FROM heartbeat WHERE id = 1",
+                [],
+                |r| {
+                    Ok(HeartbeatRecord {
+                        tenant_status: r.get(0)?,
+                        last_success_at: r.get(1)?,
+                        last_attempt_at: r.get(2)?,
+                        last_error: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.sql(e))
     }
 
     /// True when the previous run never finished (crashed): the caller then verifies pending anchors.
@@ -391,8 +533,9 @@ impl StateStore {
         let before = self.first_own_run.unwrap_or(i64::MAX);
         self.conn
             .query_row(
-                "SELECT EXISTS (SELECT 1 FROM runs WHERE id < ?1 AND finished_at IS NULL AND id > COALESCE(
-                     (SELECT MAX(id) FROM runs WHERE id < ?1 AND finished_at IS NOT NULL AND dry_run = 0), 0))",
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE id < ?1 AND command = 'sync' AND finished_at IS NULL
+                     AND id > COALESCE((SELECT MAX(id) FROM runs WHERE id < ?1 AND command = 'sync'
+                         AND finished_at IS NOT NULL AND dry_run = 0), 0))",
                 [before],
                 |r| r.get(0),
             )
@@ -717,6 +860,42 @@ fn apply(tx: &Transaction<'_>, op: &Op, now: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Brings a store of schema `found` (`None`: a new file) up to [`SCHEMA_VERSION`], inside the
+/// transaction that created any missing table. Schema 1 → 2 only added tables (done by
+/// [`SCHEMA`]); 2 → 3 adds the run history's columns to `runs` (older runs get command `sync`,
+/// and their duration from their timestamps) and the `heartbeat` table ([`SCHEMA`] again).
+fn migrate(tx: &Connection, found: Option<i64>) -> rusqlite::Result<()> {
+    if found.is_some_and(|v| v < 3) {
+        let existing: BTreeSet<String> = {
+            let mut stmt = tx.prepare("SELECT name FROM pragma_table_info('runs')")?;
+            stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+        };
+        for (name, definition) in RUNS_COLUMNS_3 {
+            if !existing.contains(name) {
+                tx.execute_batch(&format!("ALTER TABLE runs ADD COLUMN {definition}"))?;
+            }
+        }
+        tx.execute(
+            "UPDATE runs SET duration_ms = CAST(ROUND((julianday(finished_at) - julianday(started_at)) * 86400000) AS INTEGER)
+             WHERE duration_ms IS NULL AND finished_at IS NOT NULL AND julianday(finished_at) IS NOT NULL
+                 AND julianday(started_at) IS NOT NULL",
+            [],
+        )?;
+    }
+    Ok(())
+}
+
+/// Keeps the newest [`RUNS_KEPT`] runs, and every unfinished `sync` run newer than the last
+/// finished real one (a crash the next run must still see).
+fn prune_runs(tx: &Connection) -> rusqlite::Result<usize> {
+    tx.execute(
+        "DELETE FROM runs WHERE id NOT IN (SELECT id FROM runs ORDER BY id DESC LIMIT ?1)
+             AND NOT (command = 'sync' AND finished_at IS NULL AND id > COALESCE(
+                 (SELECT MAX(id) FROM runs WHERE command = 'sync' AND finished_at IS NOT NULL AND dry_run = 0), 0))",
+        [RUNS_KEPT],
+    )
+}
+
 /// The schema version in the file: `None` for a file that holds no store yet; `TooNew` past ours.
 fn check_version(conn: &Connection, path: &str) -> Result<Option<i64>, StateError> {
     let read = || -> rusqlite::Result<Option<i64>> {
@@ -736,7 +915,7 @@ fn check_version(conn: &Connection, path: &str) -> Result<Option<i64>, StateErro
         Some(found) if found > SCHEMA_VERSION => {
             Err(StateError::TooNew { path: path.to_owned(), found, supported: SCHEMA_VERSION })
         }
-        // Older versions are migrated by `open` (schema 2 only adds tables).
+        // Older versions are migrated by `open` (see `migrate`).
         found => Ok(found),
     }
 }
@@ -862,7 +1041,7 @@ mod tests {
         assert_eq!(pragma(&store, "journal_mode"), "wal");
         assert_eq!(pragma(&store, "synchronous"), "1"); // NORMAL
         assert_eq!(pragma(&store, "foreign_keys"), "1");
-        assert_eq!(check_version(&store.conn, "x").unwrap(), Some(2));
+        assert_eq!(check_version(&store.conn, "x").unwrap(), Some(3));
         assert!(store.anchors().unwrap().is_empty());
         assert!(store.members().unwrap().is_empty());
         assert!(store.quarantine().unwrap().is_empty());
@@ -872,7 +1051,7 @@ mod tests {
         drop(store);
         // Reopening an existing store changes nothing.
         let store = StateStore::open(&path, T1).unwrap();
-        assert_eq!(check_version(&store.conn, "x").unwrap(), Some(2));
+        assert_eq!(check_version(&store.conn, "x").unwrap(), Some(3));
     }
 
     #[test]
@@ -1122,12 +1301,23 @@ mod tests {
         drop(second);
     }
 
+    fn end<'a>(
+        kind: &'a str,
+        outcome: &'a str,
+        exit_code: i64,
+        counts: &'a serde_json::Value,
+        at: &'a str,
+    ) -> RunEnd<'a> {
+        RunEnd { kind, outcome, exit_code, counts, error: None, finished_at: at, duration_ms: 1500 }
+    }
+
     #[test]
     fn runs_round_trip_newest_first() {
         let (_dir, _path, mut store) = store();
         let r1 = store.begin_run("sync", false, T0).unwrap();
-        store.finish_run(r1, "full", "ok", 0, &serde_json::json!({"created": 2, "updated": 1}), T1).unwrap();
-        let r2 = store.begin_run("validate", true, T1).unwrap();
+        let counts = serde_json::json!({"created": 2, "updated": 1});
+        store.finish_run(r1, &end("full", "ok", 0, &counts, T1)).unwrap();
+        let r2 = store.begin_run("password-push", true, T1).unwrap();
         assert!(r2 > r1);
         let runs = store.last_runs(10).unwrap();
         assert_eq!(runs.len(), 2);
@@ -1135,31 +1325,147 @@ mod tests {
             runs[0],
             RunRecord {
                 id: r2,
-                kind: "validate".into(),
+                command: "password-push".into(),
+                kind: "password-push".into(),
                 dry_run: true,
                 started_at: T1.into(),
                 finished_at: None,
+                duration_ms: None,
                 outcome: None,
                 exit_code: None,
                 counts: serde_json::Value::Null,
+                error: None,
             }
         );
         assert_eq!(
             runs[1],
             RunRecord {
                 id: r1,
+                command: "sync".into(),
                 kind: "full".into(),
                 dry_run: false,
                 started_at: T0.into(),
                 finished_at: Some(T1.into()),
+                duration_ms: Some(1500),
                 outcome: Some("ok".into()),
                 exit_code: Some(0),
                 counts: serde_json::json!({"created": 2, "updated": 1}),
+                error: None,
             }
         );
         assert_eq!(store.last_runs(1).unwrap()[0].id, r2);
         assert!(store.last_runs(0).unwrap().is_empty());
-        assert!(store.finish_run(9999, "full", "ok", 0, &serde_json::Value::Null, T2).is_err());
+        assert!(store.finish_run(9999, &end("full", "ok", 0, &serde_json::Value::Null, T2)).is_err());
+
+        // One call for a command that records its run at the end; a failure keeps its reason.
+        let failed = RunEnd { error: Some("the tenant is unavailable"), ..end("sync", "error", 75, &counts, T2) };
+        let r3 = store.record_run("sync", false, T1, &failed).unwrap();
+        let run = &store.last_runs(1).unwrap()[0];
+        assert_eq!((run.id, run.started_at.as_str(), run.finished_at.as_deref()), (r3, T1, Some(T2)));
+        assert_eq!(
+            (run.outcome.as_deref(), run.exit_code, run.error.as_deref()),
+            (Some("error"), Some(75), failed.error)
+        );
+    }
+
+    #[test]
+    fn the_history_keeps_the_newest_runs_and_an_unresolved_crash() {
+        let (_dir, path, mut store) = store();
+        let counts = serde_json::json!({});
+        let crashed = store.begin_run("sync", false, T0).unwrap(); // never finished
+        drop(store);
+        let mut store = StateStore::open(&path, T1).unwrap();
+        let mut last = 0;
+        for _ in 0..RUNS_KEPT + 20 {
+            // Dry runs resolve nothing: the crash stays the previous run's problem.
+            last = store.record_run("sync", true, T1, &end("delta", "ok", 0, &counts, T1)).unwrap();
+        }
+        let ids: Vec<i64> = store.last_runs(1000).unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(ids.len() as i64, RUNS_KEPT + 1, "the newest {RUNS_KEPT} and the crash");
+        assert_eq!((ids[0], *ids.last().unwrap()), (last, crashed));
+        assert!(store.previous_run_crashed().unwrap());
+
+        // A finished real run resolves it: the crash may go now.
+        store.record_run("sync", false, T2, &end("full", "ok", 0, &counts, T2)).unwrap();
+        let runs = store.last_runs(1000).unwrap();
+        assert_eq!(runs.len() as i64, RUNS_KEPT);
+        assert!(runs.iter().all(|r| r.id != crashed));
+        // Ids are never reused after pruning (AUTOINCREMENT).
+        assert!(store.begin_run("sync", false, T2).unwrap() > runs[0].id);
+    }
+
+    #[test]
+    fn heartbeats_keep_the_last_success_through_failures() {
+        let (_dir, path, mut store) = store();
+        assert_eq!(store.heartbeat().unwrap(), None);
+        store.record_heartbeat(T0, Err("connection refused")).unwrap();
+        let first = HeartbeatRecord {
+            tenant_status: None,
+            last_success_at: None,
+            last_attempt_at: T0.into(),
+            last_error: Some("connection refused".into()),
+        };
+        assert_eq!(store.heartbeat().unwrap(), Some(first));
+        store.record_heartbeat(T1, Ok("Active")).unwrap();
+        store.record_heartbeat(T2, Err("HTTP 503")).unwrap();
+        let expected = HeartbeatRecord {
+            tenant_status: Some("Active".into()),
+            last_success_at: Some(T1.into()),
+            last_attempt_at: T2.into(),
+            last_error: Some("HTTP 503".into()),
+        };
+        assert_eq!(store.heartbeat().unwrap(), Some(expected.clone()));
+        drop(store);
+        assert_eq!(StateStore::open_read_only(&path).unwrap().unwrap().heartbeat().unwrap(), Some(expected));
+        let mut store = StateStore::open(&path, T2).unwrap();
+        store.record_heartbeat(T2, Ok("Suspended")).unwrap();
+        let h = store.heartbeat().unwrap().unwrap();
+        assert_eq!((h.tenant_status.as_deref(), h.last_error), (Some("Suspended"), None));
+    }
+
+    /// The `runs` table and `meta` as schema 2 wrote them.
+    const SCHEMA_2_RUNS: &str = "
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '2');
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, dry_run INTEGER NOT NULL,
+            started_at TEXT NOT NULL, finished_at TEXT, outcome TEXT, exit_code INTEGER, counts TEXT);
+        INSERT INTO runs (kind, dry_run, started_at, finished_at, outcome, exit_code, counts)
+            VALUES ('full', 0, '2026-05-01T10:00:00Z', '2026-05-01T10:00:02.5Z', 'ok', 0, '{\"created\":3}');
+        INSERT INTO runs (kind, dry_run, started_at) VALUES ('sync', 0, '2026-05-01T11:00:00Z');";
+
+    #[test]
+    fn schema_2_stores_gain_the_run_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        Connection::open(&path).unwrap().execute_batch(SCHEMA_2_RUNS).unwrap();
+
+        // status reads an old store as it is, without changing it.
+        let old = StateStore::open_read_only(&path).unwrap().unwrap();
+        let runs = old.last_runs(10).unwrap();
+        assert_eq!(runs.len(), 2);
+        assert_eq!((runs[1].command.as_str(), runs[1].duration_ms, runs[1].error.as_deref()), ("sync", None, None));
+        assert_eq!(old.heartbeat().unwrap(), None);
+        drop(old);
+
+        let mut store = StateStore::open(&path, T2).unwrap();
+        assert_eq!(check_version(&store.conn, "x").unwrap(), Some(3));
+        let runs = store.last_runs(10).unwrap();
+        assert_eq!(runs[1].kind, "full");
+        assert_eq!(runs[1].command, "sync");
+        assert_eq!(runs[1].duration_ms, Some(2500), "backfilled from the timestamps");
+        assert_eq!(runs[1].counts, serde_json::json!({"created": 3}));
+        assert_eq!((runs[0].outcome.as_deref(), runs[0].duration_ms), (None, None));
+        assert!(store.previous_run_crashed().unwrap(), "the unfinished schema-2 run is still a crash");
+        let run = store.begin_run("sync", false, T2).unwrap();
+        let failed = RunEnd { error: Some("boom"), ..end("delta", "error", 75, &serde_json::Value::Null, T2) };
+        store.finish_run(run, &failed).unwrap();
+        store.record_heartbeat(T2, Ok("Active")).unwrap();
+        drop(store);
+        // Opening again migrates nothing twice.
+        let store = StateStore::open(&path, T2).unwrap();
+        assert_eq!(store.last_runs(10).unwrap()[0].error.as_deref(), Some("boom"));
+        assert_eq!(store.heartbeat().unwrap().unwrap().tenant_status.as_deref(), Some("Active"));
     }
 
     #[test]
@@ -1178,7 +1484,7 @@ mod tests {
         assert!(s.previous_run_crashed().unwrap());
         let again = s.begin_run("sync", false, T1).unwrap();
         assert!(s.previous_run_crashed().unwrap(), "still true once this run has begun");
-        s.finish_run(again, "full", "ok", 0, &serde_json::json!({}), T1).unwrap();
+        s.finish_run(again, &end("full", "ok", 0, &serde_json::json!({}), T1)).unwrap();
         assert_eq!(s.last_runs(10).unwrap().iter().find(|r| r.id == run).unwrap().outcome, None);
         drop(s);
 
@@ -1189,13 +1495,13 @@ mod tests {
 
         let mut s = reopen();
         let dry = s.begin_run("sync", true, T2).unwrap();
-        s.finish_run(dry, "full", "ok", 0, &serde_json::json!({}), T2).unwrap();
+        s.finish_run(dry, &end("full", "ok", 0, &serde_json::json!({}), T2)).unwrap();
         drop(s); // ... followed by a finished dry run, which resolved nothing
 
         let mut s = reopen();
         assert!(s.previous_run_crashed().unwrap(), "run {real} crashed and no real run finished since");
         let fixed = s.begin_run("sync", false, T2).unwrap();
-        s.finish_run(fixed, "full", "findings", 1, &serde_json::json!({}), T2).unwrap();
+        s.finish_run(fixed, &end("full", "findings", 1, &serde_json::json!({}), T2)).unwrap();
         drop(s);
         assert!(!reopen().previous_run_crashed().unwrap());
     }
@@ -1205,18 +1511,18 @@ mod tests {
         let (_dir, path, store) = store();
         drop(store);
         let conn = Connection::open(&path).unwrap();
-        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'", []).unwrap();
+        conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'", []).unwrap();
         drop(conn);
 
         let err = StateStore::open(&path, T1).unwrap_err();
-        assert!(matches!(err, StateError::TooNew { found: 3, supported: 2, .. }), "{err:?}");
-        assert!(err.to_string().contains("written by a newer ausi (schema 3, this one reads 2)"), "{err}");
+        assert!(matches!(err, StateError::TooNew { found: 4, supported: 3, .. }), "{err:?}");
+        assert!(err.to_string().contains("written by a newer ausi (schema 4, this one reads 3)"), "{err}");
         let err = StateStore::open_read_only(&path).unwrap_err();
-        assert!(matches!(err, StateError::TooNew { found: 3, .. }), "{err:?}");
+        assert!(matches!(err, StateError::TooNew { found: 4, .. }), "{err:?}");
         // Refusing changed nothing.
         let conn = Connection::open(&path).unwrap();
         let v: String = conn.query_row("SELECT value FROM meta", [], |r| r.get(0)).unwrap();
-        assert_eq!(v, "3");
+        assert_eq!(v, "4");
     }
 
     #[test]

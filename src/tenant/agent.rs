@@ -16,6 +16,47 @@ pub struct AgentApi {
     token: SecretString,
 }
 
+/// `POST /agents/{agent}/heartbeat` (tenant-api.md §2), sent after every real run.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The agent's name (its id at registration).
+    pub name: String,
+    pub hostname: String,
+    /// ausi's version.
+    pub version: String,
+    /// `windows`, `linux`, …
+    pub os: String,
+    /// The agent's health as `ausi status` decides it from the run history (without this
+    /// heartbeat): `healthy` or `unhealthy`.
+    pub status: &'static str,
+    pub last_sync: LastSync,
+}
+
+/// The last run's summary. The contract's fields first; `started_at`, `duration_ms`, `deleted`,
+/// `outcome`, `exit_code` and `error` are ausi's additions (a tenant that does not know them
+/// ignores them).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LastSync {
+    /// `full` or `delta`; `sync` when the run failed before it chose.
+    pub kind: String,
+    pub finished_at: String,
+    pub created: u64,
+    pub updated: u64,
+    pub deactivated: u64,
+    pub failed: u64,
+    pub quarantined: u64,
+    pub started_at: String,
+    pub duration_ms: u64,
+    pub deleted: u64,
+    /// `ok`, `findings` or `error`.
+    pub outcome: String,
+    /// ausi's exit code for the run (0, 1, 3, 75, 77, 78, …; see the README).
+    pub exit_code: u8,
+    /// Why the run failed (no secrets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct HeartbeatAnswer {
     pub status: String,
@@ -74,9 +115,10 @@ impl AgentApi {
         Ok(self.call(reqwest::Method::GET, "password-policy", None).await?.is_some())
     }
 
-    /// `Ok(None)` when the tenant has no agent API.
-    pub async fn heartbeat(&self, body: &Value) -> Result<Option<HeartbeatAnswer>, TenantError> {
-        match self.call(reqwest::Method::POST, "heartbeat", Some(body)).await? {
+    /// `Ok(None)` when the tenant has no agent API (or no such agent).
+    pub async fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<Option<HeartbeatAnswer>, TenantError> {
+        let body = serde_json::to_value(heartbeat).map_err(|e| TenantError::Protocol(format!("heartbeat: {e}")))?;
+        match self.call(reqwest::Method::POST, "heartbeat", Some(&body)).await? {
             None => Ok(None),
             Some(v) => {
                 serde_json::from_value(v).map(Some).map_err(|e| TenantError::Protocol(format!("heartbeat answer: {e}")))
@@ -155,8 +197,11 @@ impl AgentApi {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response =
-            request.send().await.map_err(|e| TenantError::Unavailable { attempts: 1, last: e.to_string() })?;
+        // The whole cause chain ("… Connection refused"): the heartbeat's failure is shown by `status`.
+        let response = request
+            .send()
+            .await
+            .map_err(|e| TenantError::Unavailable { attempts: 1, last: super::scim::error_chain(&e) })?;
         let status = response.status().as_u16();
         match status {
             404 | 405 | 501 => Ok(None),

@@ -795,7 +795,7 @@ fn backoff(options: &ClientOptions, retry: u32) -> Duration {
 }
 
 /// The message of an error and of its sources (e.g. "connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
