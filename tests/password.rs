@@ -228,6 +228,25 @@ fn a_pushed_password_opens_the_account_and_the_old_one_no_longer_does() {
     assert_eq!(report["dry_run"], true);
     assert_eq!(results(&report)[0].1, "checked");
     assert!(f.binds(&alice, &new) && !f.binds(&alice, &newer), "a dry run writes nothing");
+
+    // `status` lists both runs, newest first.
+    let r = common::run(common::ausi().args(["--config", f.cfg(), "status", "-o", "json"]));
+    let runs = &r.json()["data"]["state"]["last_runs"];
+    let seen: Vec<(&str, &str, bool, &str)> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["command"].as_str().unwrap(),
+                r["kind"].as_str().unwrap(),
+                r["dry_run"] == true,
+                r["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [("password-push", "user", true, "ok"), ("password-push", "user", false, "ok")], "{runs}");
+    assert_eq!(runs[1]["counts"]["applied"], 1);
 }
 
 #[test]

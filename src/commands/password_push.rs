@@ -18,7 +18,9 @@ use crate::output::{self, Outcome, Warning};
 use crate::password::PasswordPolicy;
 use crate::password::writer::{Applied, PasswordWriter, Target};
 use crate::secrets::SecretString;
+use crate::sync::health;
 use crate::sync::scope::Scope;
+use crate::sync::state::{RunEnd, StateStore};
 use crate::tenant::{self, agent::AgentApi};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -119,8 +121,72 @@ impl PasswordPushReport {
 }
 
 pub async fn run(ctx: &Context<'_>, args: &PasswordPushArgs) -> Result<Outcome> {
+    let started_at = jiff::Timestamp::now().to_string();
+    let clock = std::time::Instant::now();
     let mut warnings = Vec::new();
-    let config = ctx.optional_config(&mut warnings)?.unwrap_or_default();
+    let config = ctx.optional_config(&mut warnings)?;
+    let result = run_push(args, config.as_ref(), &mut warnings).await;
+    // The run history (`status`) gets every run of an installed agent, except a mistyped command.
+    let usage = result.as_ref().is_err_and(|e| e.exit_status() == ExitStatus::Usage);
+    if let (Some(config), false) = (&config, usage) {
+        record(ctx, config, args, &started_at, clock, &result, &mut warnings);
+    }
+    let mut outcome = result?;
+    outcome.warnings.splice(0..0, warnings);
+    Ok(outcome)
+}
+
+/// Puts the run into the state store's history, briefly: a sync holding the store makes this a
+/// warning, never a failure (the passwords are written by then).
+fn record(
+    ctx: &Context<'_>,
+    config: &AgentConfig,
+    args: &PasswordPushArgs,
+    started_at: &str,
+    clock: std::time::Instant,
+    result: &Result<Outcome>,
+    warnings: &mut Vec<Warning>,
+) {
+    let (exit, counts, error) = match result {
+        Ok(outcome) => {
+            let counts = match &outcome.report {
+                Report::PasswordPush(report) => serde_json::to_value(&report.counts).unwrap_or_default(),
+                _ => serde_json::Value::Null,
+            };
+            (outcome.exit, counts, outcome.error.as_ref().map(|e| e.message.clone()))
+        }
+        Err(e) => (e.exit_status(), serde_json::Value::Null, Some(e.message.clone())),
+    };
+    let kind = match (args.from_tenant, &args.user) {
+        (true, _) => "from-tenant",
+        (false, Some(_)) => "user",
+        (false, None) => "batch",
+    };
+    let finished_at = jiff::Timestamp::now().to_string();
+    let end = RunEnd {
+        kind,
+        outcome: health::outcome_name(exit),
+        exit_code: i64::from(exit.code()),
+        counts: &counts,
+        error: error.as_deref(),
+        finished_at: &finished_at,
+        duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
+    };
+    let path = super::sync::state_path(config, &ctx.config_path);
+    let recorded = StateStore::open(&path, started_at)
+        .and_then(|mut store| store.record_run("password-push", args.dry_run, started_at, &end));
+    if let Err(e) = recorded {
+        warnings.push(Warning::new("run-not-recorded", format!("this run could not be recorded in the history: {e}")));
+    }
+}
+
+async fn run_push(
+    args: &PasswordPushArgs,
+    config: Option<&AgentConfig>,
+    warnings: &mut Vec<Warning>,
+) -> Result<Outcome> {
+    let defaults = AgentConfig::default();
+    let config = config.unwrap_or(&defaults);
     // Nothing is read, prompted for or sent before the connection is known to be encrypted.
     encrypted_dc_url(&args.directory, &config.directory, "write passwords")?;
     let mut requests = match (&args.user, &args.batch) {
@@ -128,18 +194,17 @@ pub async fn run(ctx: &Context<'_>, args: &PasswordPushArgs) -> Result<Outcome> 
         (None, Some(path)) => read_batch(path)?,
         (None, None) => Vec::new(),
     };
-    let mut directory = open_directory(&args.directory, Some(&config), &mut warnings).await?;
-    let (scope, _) = choose_scope(&mut directory, None, Some(&config), &mut warnings).await?;
+    let mut directory = open_directory(&args.directory, Some(config), warnings).await?;
+    let (scope, _) = choose_scope(&mut directory, None, Some(config), warnings).await?;
     let AnyDirectory::Ldap(ldap) = &mut directory else {
         return Err(AppError::usage("password-push writes to a domain controller, not an LDIF export"));
     };
     let api = match args.from_tenant {
-        true => Some(agent_api(&config)?),
+        true => Some(agent_api(config)?),
         false => None,
     };
-    let (report, error) = push(ldap, scope, &mut requests, api.as_ref(), args.dry_run, &mut warnings).await?;
+    let (report, error) = push(ldap, scope, &mut requests, api.as_ref(), args.dry_run, warnings).await?;
     let mut outcome = Outcome::new(Report::PasswordPush(report.0), report.1);
-    outcome.warnings = warnings;
     outcome.dry_run = args.dry_run;
     outcome.error = error;
     Ok(outcome)
