@@ -204,7 +204,9 @@ async fn run_push(
         false => None,
     };
     let (report, error) = push(ldap, scope, &mut requests, api.as_ref(), args.dry_run, warnings).await?;
-    let mut outcome = Outcome::new(Report::PasswordPush(report.0), report.1);
+    // A DC that failed mid-way: the rest is for the next run.
+    let exit = if error.is_some() { ExitStatus::Temporary } else { report.exit() };
+    let mut outcome = Outcome::new(Report::PasswordPush(report), exit);
     outcome.dry_run = args.dry_run;
     outcome.error = error;
     Ok(outcome)
@@ -218,8 +220,7 @@ pub async fn from_tenant(
     warnings: &mut Vec<Warning>,
 ) -> Result<(PasswordPushReport, Option<AppError>)> {
     let api = agent_api(config)?;
-    let ((report, _), error) = push(directory, scope, &mut Vec::new(), Some(&api), false, warnings).await?;
-    Ok((report, error))
+    push(directory, scope, &mut Vec::new(), Some(&api), false, warnings).await
 }
 
 /// Writes every request (and, with `api`, every change queued in the tenant), reporting each
@@ -232,7 +233,7 @@ async fn push(
     api: Option<&AgentApi>,
     dry_run: bool,
     warnings: &mut Vec<Warning>,
-) -> Result<((PasswordPushReport, ExitStatus), Option<AppError>)> {
+) -> Result<(PasswordPushReport, Option<AppError>)> {
     let source = directory.url().to_owned();
     let mut writer = PasswordWriter::open(directory, scope, dry_run).await?;
     if let Some(api) = api {
@@ -309,21 +310,15 @@ async fn push(
     }
     warnings.append(&mut writer.warnings);
     let report = PasswordPushReport { source, policy: writer.domain_policy().clone(), counts, changes: results };
-    let exit = if stopped.is_some() { ExitStatus::Temporary } else { report.exit() };
-    Ok(((report, exit), stopped))
+    Ok((report, stopped))
 }
 
+/// The agent API of the registered tenant.
 fn agent_api(config: &AgentConfig) -> Result<AgentApi> {
     let tenant_config = config.tenant.as_ref().ok_or_else(|| {
         AppError::config("the agent is not registered with a tenant").with_hint("run `ausi register --home-realm URL`")
     })?;
-    let realm = tenant_config.home_realm.as_deref().ok_or_else(|| {
-        AppError::config("the configuration has no tenant.home_realm").with_hint("run `ausi register` again")
-    })?;
-    tenant::check_transport(realm)?;
-    let agent = tenant_config.agent_name.clone().unwrap_or_default();
-    let timeout = Duration::from_secs(config.sync.request_timeout_secs.max(1));
-    Ok(AgentApi::new(realm, &agent, tenant::token(tenant_config)?, timeout)?)
+    tenant::agent_api(tenant_config, Duration::from_secs(config.sync.request_timeout_secs.max(1)))
 }
 
 fn target(text: &str) -> Target {

@@ -23,7 +23,7 @@ use crate::sync::health;
 use crate::sync::mirror::Watermark;
 use crate::sync::plan::{self, Plan, Quarantined};
 use crate::sync::state::{AnchorState, RUNS_KEPT, RunEnd, StateStore};
-use crate::tenant::agent::{AgentApi, Heartbeat, LastSync};
+use crate::tenant::agent::{Heartbeat, LastSync};
 use crate::tenant::{self};
 
 #[derive(Debug, Serialize)]
@@ -230,20 +230,16 @@ async fn heartbeat(
             error: end.error.map(str::to_owned),
         },
     };
-    let sent = match (&tenant_config.home_realm, tenant::token(tenant_config)) {
-        (None, _) => Err("the configuration has no tenant.home_realm".to_owned()),
-        (_, Err(e)) => Err(format!("the tenant token could not be read: {}", e.message)),
-        (Some(realm), Ok(token)) => match AgentApi::new(realm, &agent, token, timeout) {
-            Ok(api) => match api.heartbeat(&body).await {
-                Ok(Some(answer)) => Ok(answer),
-                Ok(None) => Err(
-                    "the tenant answered 404: it no longer knows this agent or has no agent API (run `ausi register` again)"
-                        .to_owned(),
-                ),
-                Err(e) => Err(e.to_string()),
-            },
+    let sent = match tenant::agent_api(tenant_config, timeout) {
+        Ok(api) => match api.heartbeat(&body).await {
+            Ok(Some(answer)) => Ok(answer),
+            Ok(None) => Err(
+                "the tenant answered 404: it no longer knows this agent or has no agent API (run `ausi register` again)"
+                    .to_owned(),
+            ),
             Err(e) => Err(e.to_string()),
         },
+        Err(e) => Err(e.message),
     };
     let at = jiff::Timestamp::now().to_string();
     let recorded = match &sent {

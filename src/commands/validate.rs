@@ -14,7 +14,7 @@ use crate::output::{self, Outcome, Warning};
 use crate::password::policy::{self, PolicyMismatch};
 use crate::password::{PasswordPolicy, writer};
 use crate::sync::validate::{Explanation, Validation, Validator};
-use crate::tenant::{self, agent::AgentApi, agent::TenantPasswordPolicy};
+use crate::tenant::{self, agent::TenantPasswordPolicy};
 
 #[derive(Debug, Serialize)]
 pub struct ValidateReport {
@@ -47,7 +47,6 @@ async fn align_policies(
 ) -> Option<PolicyAlignment> {
     let AnyDirectory::Ldap(ldap) = directory else { return None };
     let tenant_config = config?.tenant.as_ref().filter(|t| t.agent_api == Some(true))?;
-    let realm = tenant_config.home_realm.as_deref()?;
     let unreadable = |what: &str, e: &dyn std::fmt::Display| {
         Warning::new("password-policy-unreadable", format!("cannot compare the password policies: {what}: {e}"))
     };
@@ -59,13 +58,9 @@ async fn align_policies(
         }
     };
     let timeout = Duration::from_secs(config?.sync.request_timeout_secs.max(1));
-    let agent = tenant_config.agent_name.clone().unwrap_or_default();
-    let answer = match (tenant::check_transport(realm), tenant::token(tenant_config)) {
-        (Ok(()), Ok(token)) => match AgentApi::new(realm, &agent, token, timeout) {
-            Ok(api) => api.password_policy().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        },
-        (Err(e), _) | (_, Err(e)) => Err(e.message),
+    let answer = match tenant::agent_api(tenant_config, timeout) {
+        Ok(api) => api.password_policy().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.message),
     };
     match answer {
         Ok(Some(tenant)) => Some(PolicyAlignment { mismatches: policy::compare(&tenant, &domain), domain, tenant }),

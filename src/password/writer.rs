@@ -189,7 +189,10 @@ impl<'a> PasswordWriter<'a> {
         let by = match target {
             Target::Guid(guid) => Filter::GuidEq("objectGUID".into(), *guid.as_bytes()),
             Target::Name(name) => {
-                let name = name.rsplit_once('\\').map_or(name.as_str(), |(_, sam)| sam);
+                let name = name.rsplit_once('\\').map_or(name.as_str(), |(_, sam)| sam).trim();
+                if name.is_empty() {
+                    return Ok(Err(Rejection::NotFound));
+                }
                 Filter::Or(vec![Filter::eq("userPrincipalName", name), Filter::eq("sAMAccountName", name)])
             }
         };

@@ -69,6 +69,16 @@ pub fn client(tenant: &TenantConfig, timeout: Duration) -> Result<ScimClient, Ap
     Ok(ScimClient::new(&url, token, ClientOptions { timeout, ..ClientOptions::default() })?)
 }
 
+/// The registered tenant's agent API (heartbeat, password changes, password policy).
+pub fn agent_api(tenant: &TenantConfig, timeout: Duration) -> Result<agent::AgentApi, AppError> {
+    let realm = tenant.home_realm.as_deref().ok_or_else(|| {
+        AppError::config("the configuration has no tenant.home_realm").with_hint("run `ausi register` again")
+    })?;
+    check_transport(realm)?;
+    let name = tenant.agent_name.clone().unwrap_or_default();
+    Ok(agent::AgentApi::new(realm, &name, token(tenant)?, timeout)?)
+}
+
 pub fn token(tenant: &TenantConfig) -> Result<SecretString, AppError> {
     let reference = tenant.token.as_deref().ok_or_else(|| {
         AppError::config("the configuration has no tenant.token reference").with_hint("run `ausi register` again")
