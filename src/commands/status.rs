@@ -108,6 +108,8 @@ pub struct TenantStatus {
     pub token: SecretStatus,
     /// Whether the tenant has the agent API (heartbeats), as `register` found.
     pub agent_api: bool,
+    /// Whether every sync writes the tenant's password changes into AD (`register --password-sync`).
+    pub password_sync: bool,
     /// The last heartbeat; `null` before the first (and for a plain SCIM tenant).
     pub heartbeat: Option<HeartbeatStatus>,
 }
@@ -261,6 +263,7 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
             scim_url: tenant.scim_url.clone(),
             token,
             agent_api,
+            password_sync: tenant.password_sync,
             heartbeat: heartbeat.as_ref().map(HeartbeatStatus::from),
         },
         schedule,
@@ -306,6 +309,7 @@ impl StatusReport {
                 },
             ),
             ("last heartbeat", self.heartbeat_text()),
+            ("password writeback", if self.tenant.password_sync { "on every sync" } else { "off" }.to_owned()),
             (
                 "schedule",
                 format!(
