@@ -83,7 +83,7 @@ _ausi() {
 
     case "${cmd}" in
         ausi)
-            opts="-c -o -v -q -h -V --config --output --verbose --quiet --log-format --help --version register install-service list-ous select-ous validate sync password-push status generate-docs help"
+            opts="-c -o -v -q -h -V --config --output --verbose --quiet --log-format --log-file --help --version register install-service list-ous select-ous validate sync password-push status generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -109,6 +109,10 @@ _ausi() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --log-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -117,7 +121,7 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__generate__subcmd__docs)
-            opts="-c -o -v -q -h -V --out-dir --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --out-dir --config --output --verbose --quiet --log-format --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -145,6 +149,10 @@ _ausi() {
                     ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)
@@ -309,7 +317,7 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__install__subcmd__service)
-            opts="-c -o -v -q -h -V --interval --print --uninstall --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --interval --full-sync-at --time-limit --run-as --print --uninstall --root --scheduler --config --output --verbose --quiet --log-format --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -317,6 +325,26 @@ _ausi() {
             case "${prev}" in
                 --interval)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --full-sync-at)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --time-limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-as)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduler)
+                    COMPREPLY=($(compgen -W "systemd task-scheduler" -- "${cur}"))
                     return 0
                     ;;
                 --config)
@@ -339,6 +367,10 @@ _ausi() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --log-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -347,7 +379,7 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__list__subcmd__ous)
-            opts="-c -o -v -q -h -V --base --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --base --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -389,6 +421,10 @@ _ausi() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --log-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -397,7 +433,7 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__password__subcmd__push)
-            opts="-c -o -v -q -h -V --from-tenant --user --password-stdin --batch --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --from-tenant --user --password-stdin --batch --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -443,6 +479,10 @@ _ausi() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --log-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -451,7 +491,7 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__register)
-            opts="-c -o -v -q -h -V --home-realm --agent-name --provisioning-policy --scim-url --token-stdin --token-ref --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --home-realm --agent-name --provisioning-policy --scim-url --token-stdin --token-ref --config --output --verbose --quiet --log-format --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -497,6 +537,10 @@ _ausi() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --log-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -505,7 +549,7 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__select__subcmd__ous)
-            opts="-c -o -v -q -h -V --add --remove --set --clear --exclude --unexclude --dry-run --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --add --remove --set --clear --exclude --unexclude --dry-run --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -563,6 +607,10 @@ _ausi() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --log-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -571,7 +619,7 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__status)
-            opts="-c -o -v -q -h -V --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --config --output --verbose --quiet --log-format --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -597,6 +645,10 @@ _ausi() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --log-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -605,7 +657,7 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__sync)
-            opts="-c -o -v -q -h -V --full --dry-run --strict --allow-deletes --user --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --full --dry-run --strict --allow-deletes --user --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -651,6 +703,10 @@ _ausi() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --log-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -659,7 +715,7 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__validate)
-            opts="-c -o -v -q -h -V --base --user --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --base --user --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -703,6 +759,10 @@ _ausi() {
                     ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

@@ -2,6 +2,7 @@
 //! an [`Outcome`] holding its [`Report`]; nothing here prints or exits.
 
 pub mod docs;
+pub mod install_service;
 pub mod list_ous;
 pub mod register;
 pub mod select_ous;
@@ -37,6 +38,7 @@ pub enum Report {
     Docs(docs::DocsReport),
     Register(register::RegisterReport),
     Sync(Box<sync::SyncReport>),
+    InstallService(install_service::InstallServiceReport),
 }
 
 impl Report {
@@ -50,6 +52,7 @@ impl Report {
             Report::Docs(r) => r.table(),
             Report::Register(r) => r.table(),
             Report::Sync(r) => r.table(),
+            Report::InstallService(r) => r.table(),
         }
     }
 
@@ -61,6 +64,7 @@ impl Report {
             Report::SelectOus(_) => &[&["changes", "entering"], &["changes", "leaving"]],
             Report::Validate(_) => &[&["users"]],
             Report::Sync(_) => &[&["quarantined"], &["failures"]],
+            Report::InstallService(_) => &[&["files"]],
             Report::Status(_) | Report::Docs(_) | Report::Register(_) => &[],
         }
     }
@@ -90,7 +94,7 @@ pub async fn dispatch(cli: &Cli, printer: &Printer) -> Result<Outcome> {
         Command::Status(_) => status::run(&ctx),
         Command::GenerateDocs(args) => docs::run(args),
         Command::Register(args) => register::run(&ctx, args).await,
-        Command::InstallService(_) => Err(not_available("install-service", "unattended scheduling")),
+        Command::InstallService(args) => install_service::run(&ctx, args).await,
         Command::Sync(args) => sync::run(&ctx, args).await,
         Command::PasswordPush(_) => Err(not_available("password-push", "password writeback")),
     }
