@@ -79,7 +79,9 @@ fn log_run_summary(command: &str, result: &Result<Outcome, AppError>, elapsed: s
     };
     let dry_run = result.as_ref().is_ok_and(|o| o.dry_run);
     let mode = data.get("mode").and_then(serde_json::Value::as_str).unwrap_or("-");
-    let counts = data.get("counts").map(serde_json::Value::to_string).unwrap_or_else(|| "{}".to_owned());
+    // sync reports `counts`, validate a `summary`; other commands have no counts.
+    let counts = data.get("counts").or_else(|| data.get("summary"));
+    let counts = counts.map(serde_json::Value::to_string).unwrap_or_else(|| "{}".to_owned());
     let error = error.map(|e| e.to_string()).unwrap_or_default();
     tracing::info!(
         target: "ausi::run",
