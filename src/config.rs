@@ -336,10 +336,21 @@ pub fn save_schedule(path: &Path, schedule: &ScheduleConfig) -> Result<bool, Con
             return Ok(false);
         }
         table.decor_mut().clone_from(old.decor());
+        table.set_position(old.position());
+    } else {
+        // A new table goes at the end of the file, after every table already there.
+        let last = doc.iter().filter_map(|(_, item)| item.as_table()).filter_map(last_position).max();
+        table.set_position(Some(last.map_or(0, |p| p + 1)));
     }
     doc["schedule"] = toml_edit::Item::Table(table);
     write_document(path, &doc)?;
     Ok(true)
+}
+
+/// The highest document position of `table` and the tables nested in it.
+fn last_position(table: &toml_edit::Table) -> Option<isize> {
+    let nested = table.iter().filter_map(|(_, item)| item.as_table()).filter_map(last_position);
+    table.position().into_iter().chain(nested).max()
 }
 
 fn read_document(path: &Path) -> Result<toml_edit::DocumentMut, ConfigError> {
@@ -534,7 +545,7 @@ mod tests {
         let schedule = ScheduleConfig { interval_minutes: 5, full_sync_at: "03:30".into() };
         assert!(save_schedule(&path, &schedule).unwrap());
         let text = fs::read_to_string(&path).unwrap();
-        assert!(text.contains("# my DC") && text.contains("[schedule]"), "{text}");
+        assert!(text.contains("# my DC") && text.trim_end().ends_with("full_sync_at = \"03:30\""), "{text}");
         assert_eq!(load(&path).unwrap().config.schedule, schedule);
         assert!(!save_schedule(&path, &schedule).unwrap());
         assert_eq!(fs::read_to_string(&path).unwrap(), text);

@@ -328,3 +328,25 @@ fn install_into_a_root_is_idempotent_and_uninstall_removes_everything() {
     ]);
     assert!(removed["data"]["files"].as_array().unwrap().iter().all(|f| f["status"] == "removed"), "{removed}");
 }
+
+/// Where systemd runs (PID 1) and the tests run as root: the real install, the timers listed by
+/// `systemctl list-timers`, and a clean uninstall. Elsewhere the temporary root above is the test.
+#[test]
+fn a_real_install_lists_the_timers_where_systemd_runs() {
+    let Some(tb) = testbed() else { return };
+    let systemd = Path::new("/run/systemd/system").is_dir();
+    let root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false);
+    if !(systemd && root) {
+        return;
+    }
+    let agent = tb.agent(&[EMEA], "");
+    let (code, report) = json(&["--config", agent.cfg(), "install-service"]);
+    assert_eq!(code, 0, "{report}");
+    assert!(report["data"]["commands"].as_array().unwrap().iter().all(|c| c["ran"] == true && c["exit_code"] == 0));
+    let timers = std::process::Command::new("systemctl").args(["list-timers", "--all", "--no-pager"]).output().unwrap();
+    let listed = String::from_utf8_lossy(&timers.stdout).into_owned();
+    let (code, removed) = json(&["--config", agent.cfg(), "install-service", "--uninstall"]);
+    assert!(listed.contains("ausi-sync.timer") && listed.contains("ausi-sync-full.timer"), "{listed}");
+    assert_eq!(code, 0, "{removed}");
+    assert!(!Path::new("/etc/systemd/system/ausi-sync.timer").exists());
+}
