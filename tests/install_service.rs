@@ -55,7 +55,7 @@ fn systemd_analyze_verify(dir: &Path, names: &[String]) {
 fn print_renders_units_that_systemd_analyze_verify_accepts() {
     let dir = tempfile::tempdir().unwrap();
     let config = offline_config(dir.path());
-    for interval in ["10", "7", "120"] {
+    for interval in ["1", "10", "15", "7", "120", "720", "1440"] {
         let (code, report) = json(&[
             "--config",
             cfg(&config),

@@ -344,8 +344,10 @@ fn settings(
     warnings: &mut Vec<Warning>,
 ) -> Result<Settings> {
     let exe = std::env::current_exe()
-        .and_then(|p| p.canonicalize().or(Ok(p)))
         .map_err(|e| AppError::internal("cannot tell where the ausi binary is").caused_by(&e))?;
+    // Resolve symlinks on Unix; on Windows canonicalize would give a \\?\ path that
+    // Task Scheduler shows (and some tools mishandle), and current_exe is already absolute.
+    let exe = if cfg!(unix) { exe.canonicalize().unwrap_or(exe) } else { exe };
     let defaults = AgentConfig::default();
     let config = config.unwrap_or(&defaults);
     let state = super::sync::state_path(config, config_path);

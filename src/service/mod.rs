@@ -136,6 +136,15 @@ pub struct Rendered {
 
 impl Settings {
     /// The arguments of one scheduled run (after the binary).
+    /// Seconds after midnight of the first incremental run: half an interval after the full
+    /// sync, so the two never start at the same moment (the second would find the state locked
+    /// and exit 75, and Task Scheduler does not retry on an exit code: the day's full sync would
+    /// be lost).
+    pub fn incremental_start_secs(&self) -> u32 {
+        let full = u32::from(self.full_sync_at.hour) * 3600 + u32::from(self.full_sync_at.minute) * 60;
+        (full + self.interval_minutes * 30) % 86_400
+    }
+
     pub fn run_args(&self, full: bool) -> Vec<String> {
         let mut args = vec![
             "--config".to_owned(),

@@ -107,7 +107,7 @@ fn timer(s: &Settings, full: bool) -> String {
         (
             SYNC_SERVICE,
             format!("ausi incremental sync every {} minutes", s.interval_minutes),
-            interval_schedule(s.interval_minutes),
+            interval_schedule(s.interval_minutes, s.incremental_start_secs()),
         )
     };
     format!(
@@ -129,13 +129,19 @@ fn timer(s: &Settings, full: bool) -> String {
     )
 }
 
-/// Calendar times when the interval divides the hour (or the day): runs at fixed, predictable
-/// times; otherwise every N minutes after the previous run ended.
-fn interval_schedule(minutes: u32) -> String {
+/// Calendar times when the interval divides the hour (or the day), on a grid that starts at
+/// `start` seconds after midnight (half an interval after the full sync, see
+/// [`Settings::incremental_start_secs`]); otherwise every N minutes after the previous run ended.
+fn interval_schedule(minutes: u32, start: u32) -> String {
+    let period = minutes * 60;
     if 60u32.is_multiple_of(minutes) {
-        format!("OnCalendar=*-*-* *:00/{minutes}:00\n")
+        let offset = start % period;
+        format!("OnCalendar=*-*-* *:{:02}/{minutes}:{:02}\n", offset / 60, offset % 60)
+    } else if minutes == 1440 {
+        format!("OnCalendar=*-*-* {:02}:{:02}:{:02}\n", start / 3600, start / 60 % 60, start % 60)
     } else if minutes.is_multiple_of(60) && 1440u32.is_multiple_of(minutes) {
-        format!("OnCalendar=*-*-* 00/{}:00:00\n", minutes / 60)
+        let offset = start % period;
+        format!("OnCalendar=*-*-* {:02}/{}:{:02}:{:02}\n", offset / 3600, minutes / 60, offset / 60 % 60, offset % 60)
     } else {
         format!("OnActiveSec=1min\nOnUnitInactiveSec={minutes}min\n")
     }
@@ -202,7 +208,7 @@ mod tests {
     fn timers_are_persistent_and_follow_the_schedule() {
         let files = render(&sample_settings());
         let t = file(&files, SYNC_TIMER);
-        assert!(t.contains("OnCalendar=*-*-* *:00/10:00\n") && t.contains("Persistent=true"), "{t}");
+        assert!(t.contains("OnCalendar=*-*-* *:05/10:00\n") && t.contains("Persistent=true"), "{t}");
         assert!(t.contains("Unit=ausi-sync.service") && t.contains("WantedBy=timers.target"));
         assert!(t.contains("ausi-schedule: interval_minutes=10 full_sync_at=02:00"));
         let f = file(&files, FULL_TIMER);
@@ -211,10 +217,18 @@ mod tests {
 
     #[test]
     fn any_interval_has_a_schedule() {
-        assert_eq!(interval_schedule(1), "OnCalendar=*-*-* *:00/1:00\n");
-        assert_eq!(interval_schedule(120), "OnCalendar=*-*-* 00/2:00:00\n");
-        assert_eq!(interval_schedule(7), "OnActiveSec=1min\nOnUnitInactiveSec=7min\n");
-        assert_eq!(interval_schedule(90), "OnActiveSec=1min\nOnUnitInactiveSec=90min\n");
+        // Full sync at 02:00: the incremental grid is half an interval off it.
+        let at_two = |minutes: u32| (2 * 3600 + minutes * 30) % 86_400;
+        assert_eq!(interval_schedule(1, at_two(1)), "OnCalendar=*-*-* *:00/1:30\n");
+        assert_eq!(interval_schedule(10, at_two(10)), "OnCalendar=*-*-* *:05/10:00\n");
+        assert_eq!(interval_schedule(15, at_two(15)), "OnCalendar=*-*-* *:07/15:30\n");
+        assert_eq!(interval_schedule(60, at_two(60)), "OnCalendar=*-*-* *:30/60:00\n");
+        assert_eq!(interval_schedule(120, at_two(120)), "OnCalendar=*-*-* 01/2:00:00\n");
+        assert_eq!(interval_schedule(1440, at_two(1440)), "OnCalendar=*-*-* 14:00:00\n");
+        assert_eq!(interval_schedule(7, at_two(7)), "OnActiveSec=1min\nOnUnitInactiveSec=7min\n");
+        assert_eq!(interval_schedule(90, at_two(90)), "OnActiveSec=1min\nOnUnitInactiveSec=90min\n");
+        // Full sync at 02:10 with a 10-minute interval: incremental at :05, :15, … never :10.
+        assert_eq!(interval_schedule(10, 2 * 3600 + 600 + 300), "OnCalendar=*-*-* *:05/10:00\n");
     }
 
     #[test]

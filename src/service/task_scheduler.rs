@@ -55,10 +55,11 @@ fn task(s: &Settings, full: bool) -> String {
                  \x20       <Interval>PT{}M</Interval>\n\
                  \x20       <StopAtDurationEnd>false</StopAtDurationEnd>\n\
                  \x20     </Repetition>\n\
-                 \x20     <StartBoundary>{START_DATE}T00:00:00</StartBoundary>\n\
+                 \x20     <StartBoundary>{START_DATE}T{start}</StartBoundary>\n\
                  \x20     <Enabled>true</Enabled>\n\
                  \x20   </TimeTrigger>\n",
-                s.interval_minutes
+                s.interval_minutes,
+                start = clock(s.incremental_start_secs())
             ),
         )
     };
@@ -133,6 +134,11 @@ fn principal(run_as: &RunAs) -> String {
             escape(name)
         ),
     }
+}
+
+/// `HH:MM:SS` of seconds after midnight.
+fn clock(secs: u32) -> String {
+    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 /// One argument as the Windows C runtime splits a command line (CommandLineToArgvW rules).
@@ -233,6 +239,8 @@ mod tests {
         assert_eq!(child_text(task, &["Settings", "RestartOnFailure", "Count"]), Some("3"));
         assert_eq!(child_text(task, &["Settings", "StartWhenAvailable"]), Some("true"));
         assert_eq!(child_text(task, &["Triggers", "TimeTrigger", "Repetition", "Interval"]), Some("PT15M"));
+        // Half an interval after the 02:00 full sync, so the two never start together.
+        assert_eq!(child_text(task, &["Triggers", "TimeTrigger", "StartBoundary"]), Some("2020-01-01T02:07:30"));
         assert_eq!(child_text(task, &["Principals", "Principal", "UserId"]), Some("S-1-5-18"));
         assert_eq!(child_text(task, &["RegistrationInfo", "URI"]), Some(r"\ausi\sync"));
         assert_eq!(child_text(task, &["Actions", "Exec", "Command"]), Some(r"C:\Program Files\ausi\ausi.exe"));
