@@ -261,6 +261,8 @@ fn install_into_a_root_is_idempotent_and_uninstall_removes_everything() {
         assert!(path.starts_with(root.join("etc/systemd/system")), "{path:?}");
         assert_eq!(std::fs::read_to_string(path).unwrap(), f["contents"].as_str().unwrap());
     }
+    let logs = root.join(agent.dir.path().strip_prefix("/").unwrap()).join("logs");
+    assert!(logs.is_dir(), "the log directory exists before the first run: {logs:?}");
     for c in data["commands"].as_array().unwrap() {
         assert_eq!(c["ran"], false, "systemctl is never run with --root: {c}");
     }

@@ -182,6 +182,13 @@ pub async fn run(ctx: &Context<'_>, args: &InstallServiceArgs) -> Result<Outcome
     }
     report.checks = prechecks(&config, &config_path, &mut warnings).await?;
 
+    // The log directory must exist before the first run: the hardened unit can write only inside
+    // the state directory, and systemd refuses ReadWritePaths= that do not exist.
+    let logs = service::under_root(root, Path::new(&settings.log_file));
+    if let Some(dir) = logs.parent() {
+        create_dir(dir).map_err(|e| AppError::config(format!("cannot create {}", dir.display())).caused_by(&e))?;
+    }
+
     // The files: written only when their content differs.
     let mut files_changed = false;
     let mut changed_files = Vec::new();
@@ -484,6 +491,18 @@ fn call(argv: &[&str], skip: Option<String>, interactive: bool) -> CommandReport
         }
         Err(e) => CommandReport { argv: words, ran: true, exit_code: None, note: Some(format!("cannot run it: {e}")) },
     }
+}
+
+/// Creates `dir` and its parents; the ones created are not readable by others (logs name users).
+fn create_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o750);
+    }
+    builder.create(dir)
 }
 
 fn systemctl_skip_reason(root: Option<&Path>) -> Option<String> {
