@@ -83,7 +83,7 @@ _ausi() {
 
     case "${cmd}" in
         ausi)
-            opts="-c -o -v -q -h -V --config --output --verbose --quiet --log-format --help --version register install-service list-ous select-ous validate sync password-push status generate-docs help"
+            opts="-c -o -v -q -h -V --config --output --verbose --quiet --log-format --log-file --help --version register install-service list-ous select-ous validate sync password-push status generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -109,6 +109,10 @@ _ausi() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --log-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -117,7 +121,7 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__generate__subcmd__docs)
-            opts="-c -o -v -q -h -V --out-dir --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --out-dir --config --output --verbose --quiet --log-format --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -145,6 +149,10 @@ _ausi() {
                     ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)
@@ -309,13 +317,25 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__install__subcmd__service)
-            opts="-c -o -v -q -h -V --interval --print --uninstall --create-service-account --ou --name --grant-rights --password-sync --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --interval --full-sync-at --time-limit --run-as --print --uninstall --create-service-account --ou --name --grant-rights --password-sync --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --root --scheduler --config --output --verbose --quiet --log-format --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --full-sync-at)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --time-limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-as)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -339,6 +359,14 @@ _ausi() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduler)
+                    COMPREPLY=($(compgen -W "systemd task-scheduler" -- "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -359,6 +387,10 @@ _ausi() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --log-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -367,7 +399,7 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__list__subcmd__ous)
-            opts="-c -o -v -q -h -V --base --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --base --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -409,6 +441,10 @@ _ausi() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --log-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -417,7 +453,7 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__password__subcmd__push)
-            opts="-c -o -v -q -h -V --from-tenant --user --password-stdin --batch --dry-run --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --from-tenant --user --password-stdin --batch --dry-run --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -463,6 +499,10 @@ _ausi() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --log-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -471,7 +511,7 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__register)
-            opts="-c -o -v -q -h -V --home-realm --agent-name --provisioning-policy --scim-url --token-stdin --token-ref --password-sync --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --home-realm --agent-name --provisioning-policy --scim-url --token-stdin --token-ref --password-sync --config --output --verbose --quiet --log-format --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -517,6 +557,10 @@ _ausi() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --log-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -525,7 +569,7 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__select__subcmd__ous)
-            opts="-c -o -v -q -h -V --add --remove --set --clear --exclude --unexclude --dry-run --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --add --remove --set --clear --exclude --unexclude --dry-run --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -583,6 +627,10 @@ _ausi() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --log-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -591,7 +639,7 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__status)
-            opts="-c -o -v -q -h -V --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --config --output --verbose --quiet --log-format --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -617,6 +665,10 @@ _ausi() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --log-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -625,7 +677,7 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__sync)
-            opts="-c -o -v -q -h -V --full --dry-run --strict --allow-deletes --user --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --full --dry-run --strict --allow-deletes --user --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -671,6 +723,10 @@ _ausi() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --log-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -679,7 +735,7 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__validate)
-            opts="-c -o -v -q -h -V --base --user --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --help --version"
+            opts="-c -o -v -q -h -V --base --user --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -723,6 +779,10 @@ _ausi() {
                     ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

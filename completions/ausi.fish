@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_ausi_global_optspecs
-    string join \n c/config= o/output= v/verbose q/quiet log-format= h/help V/version
+    string join \n c/config= o/output= v/verbose q/quiet log-format= log-file= h/help V/version
 end
 
 function __fish_ausi_needs_command
@@ -28,8 +28,9 @@ complete -c ausi -n "__fish_ausi_needs_command" -s c -l config -d 'Agent configu
 complete -c ausi -n "__fish_ausi_needs_command" -s o -l output -d 'Report format on stdout [default: table on a terminal, json otherwise]' -r -f -a "json\t'One JSON envelope (for scripts: `ausi validate | ConvertFrom-Json`)'
 table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
-complete -c ausi -n "__fish_ausi_needs_command" -l log-format -d 'Format of the log lines on stderr' -r -f -a "text\t''
+complete -c ausi -n "__fish_ausi_needs_command" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
+complete -c ausi -n "__fish_ausi_needs_command" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_needs_command" -s v -l verbose -d 'More log detail on stderr (-v info, -vv debug, -vvv trace)'
 complete -c ausi -n "__fish_ausi_needs_command" -s q -l quiet -d 'Only errors on stderr, and no progress display'
 complete -c ausi -n "__fish_ausi_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -53,26 +54,34 @@ complete -c ausi -n "__fish_ausi_using_subcommand register" -s c -l config -d 'A
 complete -c ausi -n "__fish_ausi_using_subcommand register" -s o -l output -d 'Report format on stdout [default: table on a terminal, json otherwise]' -r -f -a "json\t'One JSON envelope (for scripts: `ausi validate | ConvertFrom-Json`)'
 table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
-complete -c ausi -n "__fish_ausi_using_subcommand register" -l log-format -d 'Format of the log lines on stderr' -r -f -a "text\t''
+complete -c ausi -n "__fish_ausi_using_subcommand register" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
+complete -c ausi -n "__fish_ausi_using_subcommand register" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand register" -l token-stdin -d 'Read the tenant\'s access token from standard input (it is never accepted as an argument)'
 complete -c ausi -n "__fish_ausi_using_subcommand register" -l password-sync -d 'Write passwords changed in the tenant into AD on every sync (needs the tenant\'s agent API, an LDAPS or StartTLS connection and Reset Password rights on the selected OUs)'
 complete -c ausi -n "__fish_ausi_using_subcommand register" -s v -l verbose -d 'More log detail on stderr (-v info, -vv debug, -vvv trace)'
 complete -c ausi -n "__fish_ausi_using_subcommand register" -s q -l quiet -d 'Only errors on stderr, and no progress display'
 complete -c ausi -n "__fish_ausi_using_subcommand register" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ausi -n "__fish_ausi_using_subcommand register" -s V -l version -d 'Print version'
-complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l interval -d 'Minutes between incremental syncs' -r
+complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l interval -d 'Minutes between incremental syncs (at least 1)' -r
+complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l full-sync-at -d 'Local time of the daily full sync, HH:MM' -r
+complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l time-limit -d 'Stop a run still going after this many minutes' -r
+complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l run-as -d 'Account the runs use [default: SYSTEM on Windows, root on Linux]. On Windows a gMSA (DOMAIN\\name$) needs no password; any other account\'s password is asked by schtasks at the terminal. No password is ever accepted as an argument' -r
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l ou -d 'Where a new service account is created [default: CN=Users under the naming context]' -r
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l name -d 'The service account\'s logon name (sAMAccountName) [default: svc-ausi]' -r
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l source -d 'Read from here instead of the configured directory: ldif:PATH (an ldifde or ldapsearch export; no domain controller needed), ldaps://HOST[:PORT] or ldap://HOST[:PORT]' -r
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l bind-dn -d 'Bind as this account (DN, user@domain or DOMAIN\\user) instead of the configured one' -r
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l ca-file -d 'Trust this PEM file of CA certificates for LDAPS/StartTLS (a private enterprise CA)' -r -F
+complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l root -d 'Write the unit or task files under this directory instead of / (tests, packaging); systemctl and schtasks are then not run' -r -F
+complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l scheduler -d 'Render for this scheduler instead of this machine\'s (only with --print or --root)' -r -f -a "systemd\t''
+task-scheduler\t''"
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -s c -l config -d 'Agent configuration file [default: /etc/ausi/agent.toml, or %ProgramData%\\ausi\\agent.toml on Windows]' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -s o -l output -d 'Report format on stdout [default: table on a terminal, json otherwise]' -r -f -a "json\t'One JSON envelope (for scripts: `ausi validate | ConvertFrom-Json`)'
 table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
-complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l log-format -d 'Format of the log lines on stderr' -r -f -a "text\t''
+complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
+complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l print -d 'Write what would be installed to stdout and change nothing'
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l uninstall -d 'Remove the installed task or timer'
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l create-service-account -d 'Create (or reuse) the AD account the sync binds as, store its random password, and show the rights it needs on the selected OUs. Binds as an administrator, over LDAPS or StartTLS only'
@@ -93,8 +102,9 @@ complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -s c -l config -d 'A
 complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -s o -l output -d 'Report format on stdout [default: table on a terminal, json otherwise]' -r -f -a "json\t'One JSON envelope (for scripts: `ausi validate | ConvertFrom-Json`)'
 table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
-complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -l log-format -d 'Format of the log lines on stderr' -r -f -a "text\t''
+complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
+complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -l bind-password-stdin -d 'Read the bind password from the first line of standard input'
 complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -l save-bind-password -d 'Store the password given by prompt or --bind-password-stdin in the secret store that the configuration\'s `bind_password` reference names'
 complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -l starttls -d 'Upgrade an ldap:// connection with StartTLS'
@@ -114,8 +124,9 @@ complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -s c -l config -d 
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -s o -l output -d 'Report format on stdout [default: table on a terminal, json otherwise]' -r -f -a "json\t'One JSON envelope (for scripts: `ausi validate | ConvertFrom-Json`)'
 table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
-complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l log-format -d 'Format of the log lines on stderr' -r -f -a "text\t''
+complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
+complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l clear -d 'Remove every selected OU and every exclusion'
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l dry-run -d 'Show the scope change without saving it'
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l bind-password-stdin -d 'Read the bind password from the first line of standard input'
@@ -134,8 +145,9 @@ complete -c ausi -n "__fish_ausi_using_subcommand validate" -s c -l config -d 'A
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -s o -l output -d 'Report format on stdout [default: table on a terminal, json otherwise]' -r -f -a "json\t'One JSON envelope (for scripts: `ausi validate | ConvertFrom-Json`)'
 table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
-complete -c ausi -n "__fish_ausi_using_subcommand validate" -l log-format -d 'Format of the log lines on stderr' -r -f -a "text\t''
+complete -c ausi -n "__fish_ausi_using_subcommand validate" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
+complete -c ausi -n "__fish_ausi_using_subcommand validate" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -l bind-password-stdin -d 'Read the bind password from the first line of standard input'
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -l save-bind-password -d 'Store the password given by prompt or --bind-password-stdin in the secret store that the configuration\'s `bind_password` reference names'
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -l starttls -d 'Upgrade an ldap:// connection with StartTLS'
@@ -152,8 +164,9 @@ complete -c ausi -n "__fish_ausi_using_subcommand sync" -s c -l config -d 'Agent
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -s o -l output -d 'Report format on stdout [default: table on a terminal, json otherwise]' -r -f -a "json\t'One JSON envelope (for scripts: `ausi validate | ConvertFrom-Json`)'
 table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
-complete -c ausi -n "__fish_ausi_using_subcommand sync" -l log-format -d 'Format of the log lines on stderr' -r -f -a "text\t''
+complete -c ausi -n "__fish_ausi_using_subcommand sync" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
+complete -c ausi -n "__fish_ausi_using_subcommand sync" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l full -d 'Read the whole selected scope instead of the changes since the last run'
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l dry-run -d 'Plan and report every change without writing anything to the tenant'
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l strict -d 'All or nothing: when any user in scope is invalid, write nothing (exit 1)'
@@ -173,8 +186,9 @@ complete -c ausi -n "__fish_ausi_using_subcommand password-push" -s c -l config 
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -s o -l output -d 'Report format on stdout [default: table on a terminal, json otherwise]' -r -f -a "json\t'One JSON envelope (for scripts: `ausi validate | ConvertFrom-Json`)'
 table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
-complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l log-format -d 'Format of the log lines on stderr' -r -f -a "text\t''
+complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
+complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l from-tenant -d 'Apply the password changes queued in the tenant and report each result back'
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l password-stdin -d 'Read the new password for --user from the first line of standard input'
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l dry-run -d 'Find each user and check each password against the domain\'s policy, without writing anything to AD or answering the tenant'
@@ -189,8 +203,9 @@ complete -c ausi -n "__fish_ausi_using_subcommand status" -s c -l config -d 'Age
 complete -c ausi -n "__fish_ausi_using_subcommand status" -s o -l output -d 'Report format on stdout [default: table on a terminal, json otherwise]' -r -f -a "json\t'One JSON envelope (for scripts: `ausi validate | ConvertFrom-Json`)'
 table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
-complete -c ausi -n "__fish_ausi_using_subcommand status" -l log-format -d 'Format of the log lines on stderr' -r -f -a "text\t''
+complete -c ausi -n "__fish_ausi_using_subcommand status" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
+complete -c ausi -n "__fish_ausi_using_subcommand status" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand status" -s v -l verbose -d 'More log detail on stderr (-v info, -vv debug, -vvv trace)'
 complete -c ausi -n "__fish_ausi_using_subcommand status" -s q -l quiet -d 'Only errors on stderr, and no progress display'
 complete -c ausi -n "__fish_ausi_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -200,8 +215,9 @@ complete -c ausi -n "__fish_ausi_using_subcommand generate-docs" -s c -l config 
 complete -c ausi -n "__fish_ausi_using_subcommand generate-docs" -s o -l output -d 'Report format on stdout [default: table on a terminal, json otherwise]' -r -f -a "json\t'One JSON envelope (for scripts: `ausi validate | ConvertFrom-Json`)'
 table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
-complete -c ausi -n "__fish_ausi_using_subcommand generate-docs" -l log-format -d 'Format of the log lines on stderr' -r -f -a "text\t''
+complete -c ausi -n "__fish_ausi_using_subcommand generate-docs" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
+complete -c ausi -n "__fish_ausi_using_subcommand generate-docs" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand generate-docs" -s v -l verbose -d 'More log detail on stderr (-v info, -vv debug, -vvv trace)'
 complete -c ausi -n "__fish_ausi_using_subcommand generate-docs" -s q -l quiet -d 'Only errors on stderr, and no progress display'
 complete -c ausi -n "__fish_ausi_using_subcommand generate-docs" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -45,9 +45,14 @@ pub struct GlobalArgs {
     #[arg(long, short = 'q', global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
-    /// Format of the log lines on stderr
+    /// Format of the log lines (on stderr and in the --log-file)
     #[arg(long, global = true, value_name = "FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Also log to this file (info level, rotated daily, 14 kept), with a summary line per run;
+    /// the units and tasks of install-service pass it
+    #[arg(long, global = true, env = "AUSI_LOG_FILE", value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -181,12 +186,26 @@ pub struct RegisterArgs {
 
 #[derive(Debug, Args)]
 pub struct InstallServiceArgs {
-    /// Minutes between incremental syncs
-    #[arg(long, value_name = "MINUTES", default_value_t = 10)]
+    /// Minutes between incremental syncs (at least 1)
+    #[arg(long, value_name = "MINUTES", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1440))]
     pub interval: u32,
 
+    /// Local time of the daily full sync, HH:MM
+    #[arg(long, value_name = "HH:MM", default_value = "02:00")]
+    pub full_sync_at: String,
+
+    /// Stop a run still going after this many minutes
+    #[arg(long, value_name = "MINUTES", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..=1440))]
+    pub time_limit: u32,
+
+    /// Account the runs use [default: SYSTEM on Windows, root on Linux]. On Windows a gMSA
+    /// (DOMAIN\name$) needs no password; any other account's password is asked by schtasks at
+    /// the terminal. No password is ever accepted as an argument
+    #[arg(long, value_name = "ACCOUNT")]
+    pub run_as: Option<String>,
+
     /// Write what would be installed to stdout and change nothing
-    #[arg(long)]
+    #[arg(long, conflicts_with = "uninstall")]
     pub print: bool,
 
     /// Remove the installed task or timer
@@ -217,6 +236,21 @@ pub struct InstallServiceArgs {
 
     #[command(flatten)]
     pub directory: DirectoryArgs,
+
+    /// Write the unit or task files under this directory instead of / (tests, packaging);
+    /// systemctl and schtasks are then not run
+    #[arg(long, value_name = "DIR", env = "AUSI_INSTALL_ROOT", hide = true)]
+    pub root: Option<PathBuf>,
+
+    /// Render for this scheduler instead of this machine's (only with --print or --root)
+    #[arg(long, value_name = "KIND", hide = true)]
+    pub scheduler: Option<SchedulerKind>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchedulerKind {
+    Systemd,
+    TaskScheduler,
 }
 
 #[derive(Debug, Args)]

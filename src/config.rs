@@ -343,6 +343,40 @@ pub fn save_directory_keys(path: &Path, keys: &[(&str, toml_edit::Value)]) -> Re
     write_document(path, &doc)
 }
 
+/// Replaces the `[schedule]` section (written by `install-service`), keeping everything else.
+/// Returns whether the file changed.
+pub fn save_schedule(path: &Path, schedule: &ScheduleConfig) -> Result<bool, ConfigError> {
+    let mut doc = read_document(path)?;
+    let mut table = toml_edit::Table::new();
+    table.decor_mut().set_prefix("\n# When the installed task or timer runs, written by `ausi install-service`.\n");
+    table["interval_minutes"] = toml_edit::value(i64::from(schedule.interval_minutes));
+    table["full_sync_at"] = toml_edit::value(schedule.full_sync_at.as_str());
+    if let Some(old) = doc.get("schedule").and_then(toml_edit::Item::as_table) {
+        let same = old.get("interval_minutes").and_then(toml_edit::Item::as_integer)
+            == Some(i64::from(schedule.interval_minutes))
+            && old.get("full_sync_at").and_then(toml_edit::Item::as_str) == Some(schedule.full_sync_at.as_str())
+            && old.len() == 2;
+        if same {
+            return Ok(false);
+        }
+        table.decor_mut().clone_from(old.decor());
+        table.set_position(old.position());
+    } else {
+        // A new table goes at the end of the file, after every table already there.
+        let last = doc.iter().filter_map(|(_, item)| item.as_table()).filter_map(last_position).max();
+        table.set_position(Some(last.map_or(0, |p| p + 1)));
+    }
+    doc["schedule"] = toml_edit::Item::Table(table);
+    write_document(path, &doc)?;
+    Ok(true)
+}
+
+/// The highest document position of `table` and the tables nested in it.
+fn last_position(table: &toml_edit::Table) -> Option<isize> {
+    let nested = table.iter().filter_map(|(_, item)| item.as_table()).filter_map(last_position);
+    table.position().into_iter().chain(nested).max()
+}
+
 fn read_document(path: &Path) -> Result<toml_edit::DocumentMut, ConfigError> {
     match fs::read_to_string(path) {
         Ok(text) => text
@@ -548,6 +582,20 @@ mod tests {
         let t = loaded.tenant.unwrap();
         assert_eq!(t.capabilities, tenant.capabilities);
         assert_eq!(t.token, Some(format!("file:{}", dir.path().join("tenant.token").display())));
+    }
+
+    #[test]
+    fn save_schedule_keeps_the_rest_and_reports_no_change_the_second_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        fs::write(&path, "version = 1\n# my DC\n[directory]\nurl = \"ldaps://dc1\"\n").unwrap();
+        let schedule = ScheduleConfig { interval_minutes: 5, full_sync_at: "03:30".into() };
+        assert!(save_schedule(&path, &schedule).unwrap());
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("# my DC") && text.trim_end().ends_with("full_sync_at = \"03:30\""), "{text}");
+        assert_eq!(load(&path).unwrap().config.schedule, schedule);
+        assert!(!save_schedule(&path, &schedule).unwrap());
+        assert_eq!(fs::read_to_string(&path).unwrap(), text);
     }
 
     #[cfg(unix)]

@@ -18,8 +18,6 @@ pub enum ErrorKind {
     Temporary,
     Permission,
     Config,
-    /// The command exists but a later release delivers it.
-    NotAvailable,
 }
 
 impl ErrorKind {
@@ -30,7 +28,7 @@ impl ErrorKind {
             ErrorKind::Internal => ExitStatus::Internal,
             ErrorKind::Temporary => ExitStatus::Temporary,
             ErrorKind::Permission => ExitStatus::Permission,
-            ErrorKind::Config | ErrorKind::NotAvailable => ExitStatus::Config,
+            ErrorKind::Config => ExitStatus::Config,
         }
     }
 }
@@ -113,7 +111,6 @@ mod tests {
         assert_eq!(ErrorKind::Temporary.exit_status().code(), 75);
         assert_eq!(ErrorKind::Permission.exit_status().code(), 77);
         assert_eq!(ErrorKind::Config.exit_status().code(), 78);
-        assert_eq!(ErrorKind::NotAvailable.exit_status().code(), 78);
     }
 
     #[test]

@@ -11,19 +11,23 @@ pub mod config;
 pub mod directory;
 pub mod error;
 pub mod exit;
+pub mod logfile;
 pub mod output;
 pub mod password;
 pub mod secrets;
+pub mod service;
 pub mod sync;
 pub mod tenant;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::cli::{Cli, GlobalArgs, LogFormat};
 use crate::error::AppError;
 use crate::exit::ExitStatus;
-use crate::output::Printer;
+use crate::output::{Outcome, Printer};
 
 /// Parses the command line and runs it: the whole program, minus `std::process::exit`.
 pub fn main_with_args<I, T>(args: I) -> ExitStatus
@@ -36,6 +40,7 @@ where
         Ok(cli) => cli,
         Err(e) => return usage_error(e, &args),
     };
+    let started = std::time::Instant::now();
     init_logging(&cli.global);
     let printer = Printer::new(cli.global.output, cli.global.quiet);
     let name = commands::command_name(&cli.command);
@@ -53,7 +58,43 @@ where
                     .with_hint("please report it with the stderr output"))
             })
         });
+    log_run_summary(name, &result, started.elapsed());
     printer.emit(name, result)
+}
+
+/// One line per run for the log file (info level, so not on stderr unless -v): what ran, how it
+/// ended and, for a sync, its mode and counts. A scheduled run's report goes nowhere else.
+fn log_run_summary(command: &str, result: &Result<Outcome, AppError>, elapsed: std::time::Duration) {
+    if !tracing::enabled!(target: "ausi::run", tracing::Level::INFO) {
+        return;
+    }
+    let (exit, error, data) = match result {
+        Ok(o) => (o.exit, o.error.as_ref(), serde_json::to_value(&o.report).unwrap_or_default()),
+        Err(e) => (e.exit_status(), Some(e), serde_json::Value::Null),
+    };
+    let outcome = match (exit, error) {
+        (ExitStatus::Ok, None) => "ok",
+        (ExitStatus::Findings, None) => "findings",
+        _ => "error",
+    };
+    let dry_run = result.as_ref().is_ok_and(|o| o.dry_run);
+    let mode = data.get("mode").and_then(serde_json::Value::as_str).unwrap_or("-");
+    // sync reports `counts`, validate a `summary`; other commands have no counts.
+    let counts = data.get("counts").or_else(|| data.get("summary"));
+    let counts = counts.map(serde_json::Value::to_string).unwrap_or_else(|| "{}".to_owned());
+    let error = error.map(|e| e.to_string()).unwrap_or_default();
+    tracing::info!(
+        target: "ausi::run",
+        command,
+        mode,
+        dry_run,
+        outcome,
+        exit_code = exit.code(),
+        duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        counts = %counts,
+        error = %error,
+        "run finished"
+    );
 }
 
 /// clap's own errors: help and version go to stdout as usual (exit 0); a usage error is
@@ -98,6 +139,8 @@ fn requested_output(words: &[String]) -> Option<cli::OutputFormat> {
     value.or_else(|| std::env::var("AUSI_OUTPUT").ok()).and_then(|v| cli::OutputFormat::from_str(&v, true).ok())
 }
 
+/// Logs go to stderr (level from -v/-q or AUSI_LOG) and, with `--log-file`, also to that file at
+/// info level or more (rotated by [`logfile`]); `--log-format` applies to both.
 fn init_logging(global: &GlobalArgs) {
     let level = match (global.quiet, global.verbose) {
         (true, _) => "error",
@@ -107,9 +150,27 @@ fn init_logging(global: &GlobalArgs) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_env("AUSI_LOG").unwrap_or_else(|_| EnvFilter::new(format!("ausi={level},warn")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
-    let _ = match global.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+    let json = global.log_format == LogFormat::Json;
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
+    let stderr = if json { stderr.json().boxed() } else { stderr.boxed() };
+    let mut layers = vec![stderr.with_filter(filter).boxed()];
+    let mut failed = None;
+    if let Some(path) = &global.log_file {
+        match logfile::open(path) {
+            Ok(file) => {
+                let file_level = if global.verbose >= 2 { level } else { "info" };
+                let file = tracing_subscriber::fmt::layer()
+                    .with_writer(std::sync::Mutex::new(file))
+                    .with_ansi(false)
+                    .with_target(false);
+                let file = if json { file.json().boxed() } else { file.boxed() };
+                layers.push(file.with_filter(EnvFilter::new(format!("ausi={file_level},warn"))).boxed());
+            }
+            Err(e) => failed = Some((path.clone(), e)),
+        }
+    }
+    let _ = tracing_subscriber::registry().with(layers).try_init();
+    if let Some((path, e)) = failed {
+        tracing::warn!("cannot open the log file {}: {e}; logging to stderr only", path.display());
+    }
 }

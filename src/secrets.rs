@@ -89,7 +89,10 @@ impl SecretRef {
                 Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
                 _ => Err(self.missing()),
             },
-            SecretRef::File(path) => read_secret_file(path, self),
+            SecretRef::File(path) => {
+                let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+                resolve_file(path, credentials.as_deref(), self)
+            }
             SecretRef::Keyring { service, account } => {
                 let entry = keyring_entry(service, account, self)?;
                 match entry.get_password() {
@@ -141,6 +144,27 @@ impl fmt::Debug for SecretRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SecretRef({self})")
     }
+}
+
+/// The name under which systemd hands the secret file `path` to the service
+/// (`LoadCredential=NAME:PATH`, written by `install-service`): the absolute path with `/` as `_`
+/// (`%` and `_` escaped first, so two paths never share a name), e.g. `etc_ausi_bind.pw`.
+pub fn credential_name(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let text = text.trim_start_matches(['/', '\\']);
+    text.replace('%', "%25").replace('_', "%5F").replace(['/', '\\'], "_")
+}
+
+/// A `file:` secret, taken from the service's credentials directory when systemd put it there
+/// (so the unit can make the original file inaccessible), else from the file itself.
+fn resolve_file(path: &Path, credentials: Option<&Path>, reference: &SecretRef) -> Result<SecretString, SecretError> {
+    if let Some(dir) = credentials {
+        let passed = dir.join(credential_name(path));
+        if passed.is_file() {
+            return read_secret_file(&passed, reference);
+        }
+    }
+    read_secret_file(path, reference)
 }
 
 fn read_secret_file(path: &Path, reference: &SecretRef) -> Result<SecretString, SecretError> {
@@ -284,6 +308,25 @@ mod tests {
         let path = dir.path().join("pw");
         crate::config::write_atomic(&path, b"pa ss\r\n", 0o600).unwrap();
         assert_eq!(SecretRef::File(path).resolve().unwrap().expose_secret(), "pa ss");
+    }
+
+    #[test]
+    fn a_file_secret_comes_from_the_systemd_credentials_directory_when_passed() {
+        let dir = tempfile::tempdir().unwrap();
+        let original = dir.path().join("etc/bind_pw");
+        let r = SecretRef::File(original.clone());
+        let credentials = dir.path().join("creds");
+        std::fs::create_dir(&credentials).unwrap();
+        // Not passed as a credential and no file: missing, as before.
+        assert!(matches!(resolve_file(&original, Some(&credentials), &r), Err(SecretError::Missing { .. })));
+        let name = credential_name(&original);
+        assert!(!name.contains('/') && name.ends_with("etc_bind%5Fpw"), "{name}");
+        crate::config::write_atomic(&credentials.join(&name), b"from-systemd\n", 0o400).unwrap();
+        assert_eq!(resolve_file(&original, Some(&credentials), &r).unwrap().expose_secret(), "from-systemd");
+        // Outside a service the file itself is read.
+        crate::config::write_atomic(&original, b"from-file", 0o600).unwrap();
+        assert_eq!(resolve_file(&original, None, &r).unwrap().expose_secret(), "from-file");
+        assert_ne!(credential_name(Path::new("/a/b_c")), credential_name(Path::new("/a/b/c")));
     }
 
     #[test]

@@ -331,14 +331,6 @@ fn configuration_errors_exit_78_and_name_the_key() {
 }
 
 #[test]
-fn later_commands_say_so_honestly() {
-    let (code, v) = json(&["install-service", "--print"]);
-    assert_eq!(code, 78);
-    assert_eq!(v["error"]["kind"], "not_available");
-    assert!(v["error"]["message"].as_str().unwrap().contains("not available in this version"));
-}
-
-#[test]
 fn password_push_needs_one_source_and_a_domain_controller() {
     let (code, _) = json(&["password-push"]);
     assert_eq!(code, 2, "--from-tenant, --user or --batch is required");

@@ -2,6 +2,7 @@
 //! an [`Outcome`] holding its [`Report`]; nothing here prints or exits.
 
 pub mod docs;
+pub mod install_service;
 pub mod list_ous;
 pub mod password_push;
 pub mod register;
@@ -41,6 +42,7 @@ pub enum Report {
     Sync(Box<sync::SyncReport>),
     PasswordPush(password_push::PasswordPushReport),
     ServiceAccount(service_account::ServiceAccountReport),
+    InstallService(install_service::InstallServiceReport),
 }
 
 impl Report {
@@ -56,6 +58,7 @@ impl Report {
             Report::Sync(r) => r.table(),
             Report::PasswordPush(r) => r.table(),
             Report::ServiceAccount(r) => r.table(),
+            Report::InstallService(r) => r.table(),
         }
     }
 
@@ -68,6 +71,7 @@ impl Report {
             Report::Validate(_) => &[&["users"]],
             Report::Sync(_) => &[&["quarantined"], &["failures"], &["password_push", "changes"]],
             Report::PasswordPush(_) => &[&["changes"]],
+            Report::InstallService(_) => &[&["files"]],
             Report::Status(_) | Report::Docs(_) | Report::Register(_) | Report::ServiceAccount(_) => &[],
         }
     }
@@ -98,21 +102,10 @@ pub async fn dispatch(cli: &Cli, printer: &Printer) -> Result<Outcome> {
         Command::GenerateDocs(args) => docs::run(args),
         Command::Register(args) => register::run(&ctx, args).await,
         Command::InstallService(args) if args.create_service_account => service_account::run(&ctx, args).await,
-        Command::InstallService(_) => Err(not_available("install-service", "unattended scheduling")),
+        Command::InstallService(args) => install_service::run(&ctx, args).await,
         Command::Sync(args) => sync::run(&ctx, args).await,
         Command::PasswordPush(args) => password_push::run(&ctx, args).await,
     }
-}
-
-fn not_available(command: &str, what: &str) -> AppError {
-    AppError::new(
-        ErrorKind::NotAvailable,
-        format!(
-            "`ausi {command}` is not available in this version ({}): {what} arrives in a later release",
-            env!("CARGO_PKG_VERSION")
-        ),
-    )
-    .with_hint("`ausi validate`, `list-ous`, `select-ous` and `status` work today")
 }
 
 /// What every command needs: global flags, the printer, where the configuration lives.
