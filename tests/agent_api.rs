@@ -455,8 +455,13 @@ fn a_tenant_requested_full_sync_runs_once_then_deltas_resume() {
 // ------------------------------------------------------------------- heartbeat, history, status
 
 /// `ausi --config … status -o json`: exit code and report.
+/// The system root `install-service --root` installs into in these tests: beside the config.
+fn sysroot(config: &str) -> std::path::PathBuf {
+    std::path::Path::new(config).parent().unwrap().join("sysroot")
+}
+
 fn status(config: &str) -> (i32, Value) {
-    common::json_with(&mut common::ausi(), &["--config", config, "status"])
+    common::json_with(common::ausi().env("AUSI_INSTALL_ROOT", sysroot(config)), &["--config", config, "status"])
 }
 
 fn reason_codes(status: &Value) -> Vec<String> {
@@ -520,6 +525,17 @@ fn status_follows_runs_and_heartbeats_through_a_tenant_outage() {
     let r = common::run(common::ausi().args(["--config", &c, "select-ous", "-o", "json", "--add", &root]));
     assert_eq!(r.code, 0, "select-ous: {}{}", r.stdout, r.stderr);
 
+    // The timer, installed into a scratch root (the checks before installing reach the DC and
+    // the tenant).
+    let root_dir = sysroot(&c);
+    let r = common::run(
+        common::ausi()
+            .args(["--config", &c, "install-service", "--interval", "15", "-o", "json"])
+            .arg("--root")
+            .arg(&root_dir),
+    );
+    assert_eq!(r.code, 0, "install-service: {}{}", r.stdout, r.stderr);
+
     // Registered, never run: Created, healthy (nothing has failed), and it says no sync ran yet.
     let (code, st) = status(&c);
     assert_eq!(code, 0, "status before any run: {st}");
@@ -528,7 +544,8 @@ fn status_follows_runs_and_heartbeats_through_a_tenant_outage() {
     assert!(d["tenant"]["heartbeat"].is_null() && d["state"]["last_runs"] == json!([]), "{st}");
     assert_eq!(d["schedule"]["interval_minutes"], 15, "{st}");
     assert_eq!(d["schedule"]["stale_after_minutes"], 45, "{st}");
-    assert!(d["schedule"]["installed"].is_null(), "install-service is not this build's to report: {st}");
+    assert!(d["schedule"]["installed"].as_str().is_some_and(|p| p.starts_with(root_dir.to_str().unwrap())), "{st}");
+    assert!(d["schedule"]["next_run"].is_null(), "no run yet: {st}");
     assert!(warning_codes(&st).iter().any(|w| w == "no-sync-yet"), "{st}");
 
     // 1. A successful run: Active (the tenant said so), healthy, the run in the history.
@@ -560,6 +577,9 @@ fn status_follows_runs_and_heartbeats_through_a_tenant_outage() {
     assert!(run["duration_ms"].is_i64() && run["started_at"].is_string() && run["error"].is_null(), "{st}");
     assert_eq!(d["last_success_at"], run["finished_at"], "{st}");
     assert!(d["state"]["watermark_age_secs"].is_i64(), "{st}");
+    let due: jiff::Timestamp = d["schedule"]["next_run"].as_str().unwrap().parse().unwrap();
+    let started: jiff::Timestamp = run["started_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(due.duration_since(started).as_mins(), 15, "the next run is due an interval after the last: {st}");
     let table = common::run(common::ausi().args(["--config", &c, "status", "-o", "table"]));
     assert_eq!(table.code, 0, "{}{}", table.stdout, table.stderr);
     assert!(table.stdout.starts_with("Healthy."), "{}", table.stdout);

@@ -2,6 +2,8 @@
 //! configuration and the state store, without contacting anything. Exit code 1 when unhealthy
 //! ([`crate::sync::health`]), so a monitoring script can act on it.
 
+use std::path::PathBuf;
+
 use serde::Serialize;
 
 use super::{Context, Report, display_path};
@@ -10,6 +12,7 @@ use crate::error::Result;
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
 use crate::secrets::SecretRef;
+use crate::service;
 use crate::sync::health::{self, HealthReason};
 use crate::sync::mirror::Watermark;
 use crate::sync::state::{HeartbeatRecord, RUNS_KEPT, RunRecord, StateStore};
@@ -42,13 +45,15 @@ pub struct StatusReport {
 pub struct ScheduleStatus {
     pub interval_minutes: u32,
     pub full_sync_at: String,
-    /// Whether the scheduled task (Windows) or systemd timer (Linux) is installed; `null` until
-    /// this build can tell (`install-service` fills it in).
-    pub installed: Option<bool>,
-    /// When the installed task or timer runs next; `null` while `installed` is unknown.
+    /// Where the installed systemd timer (Linux) or task definition (Windows) is; `null` when
+    /// nothing is installed (the agent is run by hand).
+    pub installed: Option<String>,
+    /// When the next incremental run is due: the last sync's start plus the interval (`null`
+    /// when nothing is installed or before the first run).
     pub next_run: Option<String>,
-    /// The last successful sync older than this many minutes makes the agent unhealthy.
-    pub stale_after_minutes: u64,
+    /// With a schedule installed: the last successful sync older than this many minutes makes
+    /// the agent unhealthy (three intervals).
+    pub stale_after_minutes: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -187,15 +192,30 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
         .and_then(|w| w.taken_at.parse::<jiff::Timestamp>().ok())
         .map(|taken| now.duration_since(taken).as_secs());
 
-    let interval = jiff::SignedDuration::from_mins(i64::from(c.schedule.interval_minutes.max(1)));
-    let health = health::assess(&history, heartbeat.as_ref(), Some(interval), now);
+    // What the installed task or timer says wins over [schedule]; an agent that nothing
+    // schedules (run by hand) is never "stale".
+    let root = std::env::var_os("AUSI_INSTALL_ROOT").map(PathBuf::from);
+    let installed = service::installed(&ctx.config_path, root.as_deref());
+    let minutes = installed.as_ref().and_then(|i| i.interval_minutes).unwrap_or(c.schedule.interval_minutes).max(1);
+    let interval = jiff::SignedDuration::from_mins(i64::from(minutes));
+    let health = health::assess(&history, heartbeat.as_ref(), installed.is_some().then_some(interval), now);
+    let last_sync_start = history
+        .iter()
+        .find(|r| r.command == "sync" && !r.dry_run)
+        .and_then(|r| r.started_at.parse::<jiff::Timestamp>().ok());
     let schedule = ScheduleStatus {
-        interval_minutes: c.schedule.interval_minutes,
-        full_sync_at: c.schedule.full_sync_at.clone(),
-        // Filled in from `crate::service::installed()` once install-service provides it.
-        installed: None,
-        next_run: None,
-        stale_after_minutes: (interval.as_secs() / 60).unsigned_abs() * health::STALE_INTERVALS as u64,
+        interval_minutes: minutes,
+        full_sync_at: installed
+            .as_ref()
+            .and_then(|i| i.full_sync_at.clone())
+            .unwrap_or(c.schedule.full_sync_at.clone()),
+        installed: installed.as_ref().map(|i| display_path(&i.location)),
+        next_run: installed
+            .as_ref()
+            .and(last_sync_start)
+            .and_then(|t| t.checked_add(interval).ok())
+            .map(|t| t.to_string()),
+        stale_after_minutes: installed.as_ref().map(|_| u64::from(minutes) * health::STALE_INTERVALS as u64),
     };
 
     let (status, status_source) = registration(tenant.home_realm.is_some(), agent_api, heartbeat.as_ref(), &history);
@@ -313,13 +333,13 @@ impl StatusReport {
             (
                 "schedule",
                 format!(
-                    "every {} min, full sync daily at {}; installed: {}",
+                    "every {} min, full sync daily at {}; {}",
                     self.schedule.interval_minutes,
                     output::cell(&self.schedule.full_sync_at),
-                    match self.schedule.installed {
-                        Some(true) => "yes",
-                        Some(false) => "no",
-                        None => "unknown",
+                    match (&self.schedule.installed, &self.schedule.next_run) {
+                        (Some(at), Some(next)) => format!("installed ({}), next run due {next}", output::cell(at)),
+                        (Some(at), None) => format!("installed ({})", output::cell(at)),
+                        (None, _) => "not installed (`ausi install-service`)".to_owned(),
                     }
                 ),
             ),

@@ -241,7 +241,7 @@ pub struct Failure {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RunRecord {
     pub id: i64,
-    /// The command: `sync` (later also `password-push`).
+    /// The command: `sync` or `password-push`.
     pub command: String,
     /// What the run was: for `sync`, `full` or `delta`; `sync` when it stopped before choosing.
     pub kind: String,
