@@ -336,10 +336,12 @@ async fn protected_groups(
     let filter =
         Filter::Or(wanted.iter().map(|(sid, _)| Filter::Raw(format!("(objectSid={})", escape_bytes(sid)))).collect());
     let found = directory.search(naming_context, &filter, &["objectSid"]).await?;
+    // In the order of the lists, so a member of Domain Admins (itself in Administrators) is
+    // told so, whatever order the DC answered in.
     let mut groups = Vec::new();
-    for entry in found {
-        let sid = entry.values("objectsid").first().cloned().unwrap_or_default();
-        if let (Some((_, name)), Ok(dn)) = (wanted.iter().find(|(s, _)| *s == sid), Dn::parse(&entry.dn)) {
+    for (sid, name) in &wanted {
+        let entry = found.iter().find(|e| e.values("objectsid").first() == Some(sid));
+        if let Some(dn) = entry.and_then(|e| Dn::parse(&e.dn).ok()) {
             groups.push((dn, *name));
         }
     }
