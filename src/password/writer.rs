@@ -8,7 +8,7 @@ use ldap3::controls::RawControl;
 
 use super::policy::{self, Holder};
 use super::{PasswordPolicy, Rejection, SecretBytes, unicode_pwd};
-use crate::directory::filter::{Filter, escape_bytes};
+use crate::directory::filter::{Filter, escape_bytes, escape_value};
 use crate::directory::ldap::LdapDirectory;
 use crate::directory::security::Sid;
 use crate::directory::{DirectoryError, Dn, ObjectGuid, RawEntry};
@@ -123,11 +123,9 @@ impl<'a> PasswordWriter<'a> {
             return Err(DirectoryError::PlaintextPassword);
         }
         let naming_context = directory.info().await?.naming_context;
-        let domain_policy = domain_policy(directory).await?;
-        let domain_sid = match directory.read(&naming_context, &["objectSid"]).await? {
-            Some(domain) => domain.values("objectsid").first().cloned().unwrap_or_default(),
-            None => Vec::new(),
-        };
+        let domain = read_domain(directory, &naming_context, &["objectSid"]).await?;
+        let domain_policy = PasswordPolicy::domain(|name| text(&domain, name));
+        let domain_sid = domain.values("objectsid").first().cloned().unwrap_or_default();
         let protected_groups = protected_groups(directory, &naming_context, &domain_sid).await?;
         Ok(PasswordWriter {
             directory,
@@ -230,7 +228,7 @@ impl<'a> PasswordWriter<'a> {
             return Ok(Some(Rejection::Protected { why: format!("primary group {name}") }));
         }
         for (group, name) in &self.protected_groups {
-            let member = Filter::Raw(format!("(memberOf:{IN_CHAIN}:={})", escape_filter_dn(group)));
+            let member = Filter::Raw(format!("(memberOf:{IN_CHAIN}:={})", escape_value(&group.to_string())));
             if !self.directory.search(&account.dn, &member, &["1.1"]).await?.is_empty() {
                 return Ok(Some(Rejection::Protected { why: format!("member of {name}") }));
             }
@@ -288,12 +286,22 @@ impl<'a> PasswordWriter<'a> {
 pub async fn domain_policy(directory: &mut LdapDirectory) -> Result<PasswordPolicy, DirectoryError> {
     use crate::directory::Directory;
     let naming_context = directory.info().await?.naming_context;
-    let attrs = ["minPwdLength", "pwdProperties", "pwdHistoryLength", "minPwdAge", "maxPwdAge"];
-    let domain = directory
-        .read(&naming_context, &attrs)
-        .await?
-        .ok_or_else(|| DirectoryError::NoSuchObject { dn: naming_context.to_string() })?;
+    let domain = read_domain(directory, &naming_context, &[]).await?;
     Ok(PasswordPolicy::domain(|name| text(&domain, name)))
+}
+
+/// The domain object's password-policy attributes, and `extra` ones, in one read.
+async fn read_domain(
+    directory: &mut LdapDirectory,
+    naming_context: &Dn,
+    extra: &[&str],
+) -> Result<RawEntry, DirectoryError> {
+    let mut attrs = vec!["minPwdLength", "pwdProperties", "pwdHistoryLength", "minPwdAge", "maxPwdAge"];
+    attrs.extend_from_slice(extra);
+    directory
+        .read(naming_context, &attrs)
+        .await?
+        .ok_or_else(|| DirectoryError::NoSuchObject { dn: naming_context.to_string() })
 }
 
 fn text(entry: &RawEntry, name: &str) -> Option<String> {
@@ -353,11 +361,6 @@ fn with_rid(base: &Sid, rid: u32) -> Vec<u8> {
     let mut sid = base.clone();
     sid.sub_authorities.push(rid);
     sid.to_bytes()
-}
-
-/// A DN as an assertion value inside an extensible-match filter.
-fn escape_filter_dn(dn: &Dn) -> String {
-    crate::directory::filter::escape_value(&dn.to_string())
 }
 
 #[cfg(test)]
