@@ -72,11 +72,8 @@ fn log_run_summary(command: &str, result: &Result<Outcome, AppError>, elapsed: s
         Ok(o) => (o.exit, o.error.as_ref(), serde_json::to_value(&o.report).unwrap_or_default()),
         Err(e) => (e.exit_status(), Some(e), serde_json::Value::Null),
     };
-    let outcome = match (exit, error) {
-        (ExitStatus::Ok, None) => "ok",
-        (ExitStatus::Findings, None) => "findings",
-        _ => "error",
-    };
+    // A run that stopped with an error is an error, whatever its exit code.
+    let outcome = if error.is_some() { "error" } else { sync::health::outcome_name(exit) };
     let dry_run = result.as_ref().is_ok_and(|o| o.dry_run);
     let mode = data.get("mode").and_then(serde_json::Value::as_str).unwrap_or("-");
     // sync reports `counts`, validate a `summary`; other commands have no counts.
