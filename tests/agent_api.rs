@@ -27,7 +27,7 @@ use std::time::Duration;
 use ausi::tenant::ResourceKind;
 use common::http::RawRequest;
 use common::report::{count, excerpt, mode, writes};
-use common::testbed::{Sandbox, cfg, testbed};
+use common::testbed::{Sandbox, Testbed, cfg, testbed};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -311,43 +311,68 @@ fn assert_heartbeat(tenant: &Tenant, n: usize, report: &Value, secrets: &[&str],
     body
 }
 
+/// `OU={name}{tag}` with `users` valid users (`{prefix}{tag}u{i}`), removed when the test ends.
+fn seed<'a>(tb: &'a Testbed, name: &str, prefix: &str, given: &str, tag: &str, users: usize) -> (Sandbox<'a>, String) {
+    let root = format!("OU={name}{tag},{}", tb.base);
+    let sandbox = Sandbox { tb, root: root.clone() };
+    let mut ldif = format!("dn: {root}\nchangetype: add\nobjectClass: organizationalUnit\nou: {name}{tag}\n\n");
+    for i in 0..users {
+        let sam = format!("{prefix}{tag}u{i}");
+        assert!(sam.len() <= 20, "sAMAccountName {sam} too long");
+        ldif.push_str(&format!(
+            "dn: CN={name} {i} {tag},{root}\nchangetype: add\nobjectClass: user\nsAMAccountName: {sam}\nuserPrincipalName: {sam}@example.test\ngivenName: {given}{i}\nsn: Api\nmail: {sam}@example.test\nuserAccountControl: 544\n\n"
+        ));
+    }
+    tb.ldap_modify(&ldif);
+    (sandbox, root)
+}
+
+/// A fresh scim2-server tenant (`/{upstream}x{pid}/v2`, returned) behind the agent-API double
+/// at `realm`, and the token both take.
+fn start_tenant(tb: &Testbed, upstream: &str, realm: &str) -> (Tenant, String, String) {
+    let upstream_scim = format!("{}/{upstream}x{}/v2", tb.scim_url.trim_end_matches('/'), std::process::id());
+    let token = std::fs::read_to_string(&tb.scim_token_file).unwrap().trim().to_owned();
+    (Tenant::start(&upstream_scim, realm, &token), token, upstream_scim)
+}
+
+/// `ausi register` with the double as home realm; its report.
+fn register(config: &str, tenant: &Tenant, token: &str) -> Value {
+    let r = common::run(
+        common::ausi()
+            .args([
+                "--config",
+                config,
+                "register",
+                "--home-realm",
+                &tenant.home_realm(),
+                "--scim-url",
+                &tenant.scim_url(),
+            ])
+            .args(["--agent-name", AGENT, "--token-stdin", "-o", "json"])
+            .write_stdin(format!("{token}\n")),
+    );
+    assert_eq!(r.code, 0, "register: {}{}\ntenant errors: {:?}", r.stdout, r.stderr, tenant.errors());
+    r.json()
+}
+
 // ------------------------------------------------------------------------------------- the test
 
 #[test]
 fn a_tenant_requested_full_sync_runs_once_then_deltas_resume() {
     let Some(tb) = testbed() else { return };
     let tag = unique_tag();
-    let root = format!("OU=AgentApi{tag},{}", tb.base);
-    let _sandbox = Sandbox { tb: &tb, root: root.clone() };
+    let (_sandbox, root) = seed(&tb, "AgentApi", "aa", "Agent", &tag, 3);
     let users = 3;
-    let mut ldif = format!("dn: {root}\nchangetype: add\nobjectClass: organizationalUnit\nou: AgentApi{tag}\n\n");
-    for i in 0..users {
-        let sam = format!("aa{tag}u{i}");
-        assert!(sam.len() <= 20, "sAMAccountName {sam} too long");
-        ldif.push_str(&format!(
-            "dn: CN=AgentApi {i} {tag},{root}\nchangetype: add\nobjectClass: user\nsAMAccountName: {sam}\nuserPrincipalName: {sam}@example.test\ngivenName: Agent{i}\nsn: Api\nmail: {sam}@example.test\nuserAccountControl: 544\n\n"
-        ));
-    }
-    tb.ldap_modify(&ldif);
 
     // A fresh scim2-server tenant, reached through the test's tenant.
-    let upstream_scim = format!("{}/a{tag}x{}/v2", tb.scim_url.trim_end_matches('/'), std::process::id());
-    let token = std::fs::read_to_string(&tb.scim_token_file).unwrap().trim().to_owned();
-    let tenant = Tenant::start(&upstream_scim, &format!("/realm{tag}"), &token);
+    let (tenant, token, upstream_scim) = start_tenant(&tb, &format!("a{tag}"), &format!("/realm{tag}"));
     let bind_password = tb.password();
     let secrets = [bind_password.as_str(), token.as_str()];
 
     // register: the probe succeeds, so the config says `agent_api = true`.
     let (_dir, config) = tb.config("");
     let c = cfg(&config).to_owned();
-    let r = common::run(
-        common::ausi()
-            .args(["--config", &c, "register", "--home-realm", &tenant.home_realm(), "--scim-url", &tenant.scim_url()])
-            .args(["--agent-name", AGENT, "--token-stdin", "-o", "json"])
-            .write_stdin(format!("{token}\n")),
-    );
-    assert_eq!(r.code, 0, "register: {}{}\ntenant errors: {:?}", r.stdout, r.stderr, tenant.errors());
-    let registered = r.json();
+    let registered = register(&c, &tenant, &token);
     assert_eq!(registered["data"]["agent_api"], true, "register's report: {registered}");
     assert!(
         !warning_codes(&registered).iter().any(|c| c == "tenant-plain-scim"),
@@ -497,31 +522,14 @@ fn failed_sync(config: &str, secrets: &[&str], context: &str) -> Value {
 fn status_follows_runs_and_heartbeats_through_a_tenant_outage() {
     let Some(tb) = testbed() else { return };
     let tag = unique_tag();
-    let root = format!("OU=AgentOutage{tag},{}", tb.base);
-    let _sandbox = Sandbox { tb: &tb, root: root.clone() };
+    let (_sandbox, root) = seed(&tb, "AgentOutage", "ao", "Outage", &tag, 2);
     let users = 2;
-    let mut ldif = format!("dn: {root}\nchangetype: add\nobjectClass: organizationalUnit\nou: AgentOutage{tag}\n\n");
-    for i in 0..users {
-        let sam = format!("ao{tag}u{i}");
-        ldif.push_str(&format!(
-            "dn: CN=AgentOutage {i} {tag},{root}\nchangetype: add\nobjectClass: user\nsAMAccountName: {sam}\nuserPrincipalName: {sam}@example.test\ngivenName: Outage{i}\nsn: Api\nmail: {sam}@example.test\nuserAccountControl: 544\n\n"
-        ));
-    }
-    tb.ldap_modify(&ldif);
-    let upstream_scim = format!("{}/o{tag}x{}/v2", tb.scim_url.trim_end_matches('/'), std::process::id());
-    let token = std::fs::read_to_string(&tb.scim_token_file).unwrap().trim().to_owned();
-    let tenant = Tenant::start(&upstream_scim, &format!("/outage{tag}"), &token);
+    let (tenant, token, _) = start_tenant(&tb, &format!("o{tag}"), &format!("/outage{tag}"));
     let bind_password = tb.password();
     let secrets = [bind_password.as_str(), token.as_str()];
     let (dir, config) = tb.config("[schedule]\ninterval_minutes = 15\n");
     let c = cfg(&config).to_owned();
-    let r = common::run(
-        common::ausi()
-            .args(["--config", &c, "register", "--home-realm", &tenant.home_realm(), "--scim-url", &tenant.scim_url()])
-            .args(["--agent-name", AGENT, "--token-stdin", "-o", "json"])
-            .write_stdin(format!("{token}\n")),
-    );
-    assert_eq!(r.code, 0, "register: {}{}", r.stdout, r.stderr);
+    register(&c, &tenant, &token);
     let r = common::run(common::ausi().args(["--config", &c, "select-ous", "-o", "json", "--add", &root]));
     assert_eq!(r.code, 0, "select-ous: {}{}", r.stdout, r.stderr);
 
