@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ausi::tenant::ResourceKind;
-use common::http::RawRequest;
+use common::http::{RawRequest, answer_json};
 use common::report::{count, excerpt, mode, writes};
 use common::testbed::{Sandbox, Testbed, cfg, testbed};
 use serde_json::{Value, json};
@@ -149,15 +149,6 @@ impl Drop for Tenant {
         // Wakes the accept loop, which then sees `stop`.
         std::net::TcpStream::connect(self.addr).ok();
     }
-}
-
-async fn answer_json(client: &mut TcpStream, status: &str, body: &str) {
-    let text = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    client.write_all(text.as_bytes()).await.ok();
-    client.shutdown().await.ok();
 }
 
 async fn handle(mut client: TcpStream, shared: Arc<Shared>) {

@@ -14,10 +14,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use common::http::{RawRequest, read_request, serve};
+use common::http::{RawRequest, answer_json, read_request, serve};
 use common::testbed::{Sandbox, Testbed, testbed};
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 /// Every password any test here has used.
@@ -459,12 +458,7 @@ impl AgentDouble {
                 async move {
                     let Some(request) = read_request(&mut stream).await else { return };
                     let (status, body) = answer(&state, &request);
-                    let text = format!(
-                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    stream.write_all(text.as_bytes()).await.ok();
-                    stream.shutdown().await.ok();
+                    answer_json(&mut stream, status, &body).await;
                 }
             },
         );

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// One request as received: the head, then a Content-Length body.
@@ -67,6 +67,16 @@ pub async fn read_request(stream: &mut TcpStream) -> Option<RawRequest> {
         bytes.extend_from_slice(&chunk[..k]);
     }
     Some(RawRequest { bytes, ..request })
+}
+
+/// Answers with a JSON body and closes the connection.
+pub async fn answer_json(client: &mut TcpStream, status: &str, body: &str) {
+    let text = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    client.write_all(text.as_bytes()).await.ok();
+    client.shutdown().await.ok();
 }
 
 /// Listens on 127.0.0.1 (a free port, returned) on a thread of its own, handing each connection
