@@ -29,6 +29,23 @@ pub struct AgentConfig {
     pub sync: SyncConfig,
     #[serde(default)]
     pub schedule: ScheduleConfig,
+    #[serde(default)]
+    pub validation: ValidationConfig,
+}
+
+/// `[validation]`: the switchable validation rules, which `validate` and `sync` both apply.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationConfig {
+    /// Quarantine a user (or hold a group) whose attributes sent to the tenant hold a control
+    /// character or a bidirectional override or isolate (rule `text.control`).
+    pub reject_control_characters: bool,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        ValidationConfig { reject_control_characters: true }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

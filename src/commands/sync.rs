@@ -23,6 +23,7 @@ use crate::sync::health;
 use crate::sync::mirror::Watermark;
 use crate::sync::plan::{self, Plan, Quarantined};
 use crate::sync::state::{AnchorState, RUNS_KEPT, RunEnd, StateStore};
+use crate::sync::validate::RuleOptions;
 use crate::tenant::agent::{Heartbeat, LastSync};
 use crate::tenant::{self};
 
@@ -406,18 +407,19 @@ async fn sync(
     report: &mut SyncReport,
 ) -> Result<(ExitStatus, Option<AppError>)> {
     let started = Instant::now();
+    let rules = RuleOptions::of(Some(config));
     let refresh = match mode {
-        Mode::Full => engine::refresh_full(directory, scope, store, run, ctx.printer).await?,
+        Mode::Full => engine::refresh_full(directory, scope, store, run, rules, ctx.printer).await?,
         Mode::Delta { since } => engine::refresh_delta(directory, scope, store, run, since, ctx.printer).await?,
     };
     report.read = refresh.read;
     report.timings_ms.read = ms(started);
     let planned = Instant::now();
     let all = mode == Mode::Full;
-    let verdicts = engine::validate(store, all)?;
+    let verdicts = engine::validate(store, all, rules)?;
     // Everyone in scope who is held back: this run's verdicts, and earlier ones still standing
     // (users this run did not validate, still invalid in the mirror).
-    let mut quarantined: Vec<Quarantined> = refresh.no_guid;
+    let mut quarantined: Vec<Quarantined> = refresh.unanchored;
     quarantined.extend(verdicts.quarantined.values().cloned());
     for q in store.quarantine()? {
         let standing = !verdicts.quarantined.contains_key(&q.guid)
@@ -430,7 +432,7 @@ async fn sync(
     report.quarantined = quarantined;
     let findings = if report.quarantined.is_empty() { ExitStatus::Ok } else { ExitStatus::Findings };
     if let Some(query) = &args.user {
-        report.user = Some(story(store, query)?);
+        report.user = Some(story(store, query, rules)?);
     }
 
     // Deletion threshold: count and percentage, before anything is written.
@@ -521,8 +523,8 @@ async fn sync(
 }
 
 /// Where one user stands (before the plan says what this run does to it).
-fn story(store: &StateStore, query: &str) -> Result<UserStory> {
-    let rules = engine::explain(store, query)?;
+fn story(store: &StateStore, query: &str, options: RuleOptions) -> Result<UserStory> {
+    let rules = engine::explain(store, query, options)?;
     let mut story = UserStory {
         query: query.to_owned(),
         in_scope: rules.is_some(),

@@ -7,13 +7,13 @@ use serde::Serialize;
 use super::{Context, Report, ScopeDescription, choose_scope, no_selection, open_directory, read_scope};
 use crate::cli::ValidateArgs;
 use crate::config::AgentConfig;
-use crate::directory::{AnyDirectory, Directory, ObjectQuery};
+use crate::directory::{AnyDirectory, Directory, ObjectKind, ObjectQuery};
 use crate::error::Result;
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
 use crate::password::policy::{self, PolicyMismatch};
 use crate::password::{PasswordPolicy, writer};
-use crate::sync::validate::{Explanation, Validation, Validator};
+use crate::sync::validate::{Explanation, RuleOptions, Validation, Validator};
 use crate::tenant::{self, agent::TenantPasswordPolicy};
 
 #[derive(Debug, Serialize)]
@@ -84,12 +84,18 @@ pub async fn run(ctx: &Context<'_>, args: &ValidateArgs) -> Result<Outcome> {
     let (scope, description) =
         choose_scope(&mut directory, args.base.as_deref(), config.as_ref(), &mut warnings).await?;
 
+    let rules = RuleOptions::of(config.as_ref());
     let mut validator = match &args.user {
-        Some(user) => Validator::explaining(user),
-        None => Validator::new(),
+        Some(user) => Validator::explaining(rules, user),
+        None => Validator::new(rules),
     };
+    // Groups too: an objectGUID a user shares with a group is a duplicate as well.
     let summary =
-        read_scope(&mut directory, &scope, ObjectQuery::USERS, ctx.printer, &mut |user| validator.add(&user)).await?;
+        read_scope(&mut directory, &scope, ObjectQuery::USERS_AND_GROUPS, ctx.printer, &mut |o| match o.kind {
+            ObjectKind::User => validator.add(&o),
+            ObjectKind::Group => validator.add_group(&o),
+        })
+        .await?;
     let (validation, explanation) = validator.finish(summary.unreadable);
     if validation.summary.users_checked == 0 {
         warnings.push(Warning::new("scope-empty", "no users were found in the scope"));

@@ -11,7 +11,7 @@ pub mod security;
 
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use dn::Dn;
@@ -83,6 +83,25 @@ pub struct DirObject {
     /// the groups this object is a member of (`memberOf`) and the users it manages; normalised.
     pub member_of: Vec<String>,
     pub direct_reports: Vec<String>,
+    /// Values the decoder could not take as they are. Such a value is never repaired or
+    /// guessed at (no U+FFFD, no "enabled" for an unreadable userAccountControl): the field
+    /// stays empty and the validation rules quarantine the object, naming the defect.
+    pub defects: Vec<Defect>,
+}
+
+/// A value that is present but unusable, found while decoding (see [`DirObject::defects`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "defect", rename_all = "kebab-case")]
+pub enum Defect {
+    /// A text attribute whose value is not valid UTF-8 (`offset`: of the first invalid byte).
+    NotUtf8 { attribute: String, offset: usize },
+    /// An `objectGUID` that is not the 16 bytes of a GUID.
+    GuidLength { length: usize },
+    /// A `userAccountControl` that is not a 32-bit integer (shown escaped, at most 40 characters).
+    UacSyntax { value: String },
+    /// The `objectGUID` is also held by other objects of the same read (a corrupt or badly
+    /// merged export): `others` are (at most ten of) their DNs, `total` how many there are.
+    GuidDuplicate { others: Vec<String>, total: usize },
 }
 
 impl DirObject {
@@ -439,7 +458,17 @@ pub enum Decoded {
 /// default containers worth listing (those directly under it).
 pub fn decode(raw: &RawEntry, naming_context: &Dn) -> Result<Decoded, DirectoryError> {
     let dn = Dn::parse(&raw.dn).map_err(|e| DirectoryError::BadDn { dn: raw.dn.clone(), detail: e.message })?;
-    let guid = raw.values("objectguid").first().and_then(|v| ObjectGuid::from_bytes(v));
+    let mut defects = Vec::new();
+    let guid = match raw.values("objectguid").first() {
+        None => None,
+        Some(v) => {
+            let guid = ObjectGuid::from_bytes(v);
+            if guid.is_none() {
+                defects.push(Defect::GuidLength { length: v.len() });
+            }
+            guid
+        }
+    };
     let sam_type = raw.text("samaccounttype").and_then(|t| t.trim().parse::<u32>().ok());
 
     if raw.has_class("organizationalUnit") {
@@ -468,27 +497,53 @@ pub fn decode(raw: &RawEntry, naming_context: &Dn) -> Result<Decoded, DirectoryE
     } else {
         Vec::new()
     };
-    Ok(Decoded::Object(Box::new(DirObject {
+    let mut text = |name: &str| strict_text(raw, name, &mut defects);
+    let mut object = DirObject {
         kind,
-        dn,
         guid,
-        sam_account_name: raw.text("samaccountname"),
-        user_principal_name: raw.text("userprincipalname"),
-        given_name: raw.text("givenname"),
-        sn: raw.text("sn"),
-        mail: raw.text("mail"),
-        display_name: raw.text("displayname"),
-        user_account_control: raw.text("useraccountcontrol").and_then(|t| parse_uac(&t)),
-        cn: raw.text("cn"),
-        title: raw.text("title"),
-        telephone_number: raw.text("telephonenumber"),
-        department: raw.text("department"),
-        employee_number: raw.text("employeenumber"),
-        manager: raw.text("manager").and_then(|m| Dn::parse(&m).ok()),
+        sam_account_name: text("sAMAccountName"),
+        user_principal_name: text("userPrincipalName"),
+        given_name: text("givenName"),
+        sn: text("sn"),
+        mail: text("mail"),
+        display_name: text("displayName"),
+        cn: text("cn"),
+        title: text("title"),
+        telephone_number: text("telephoneNumber"),
+        department: text("department"),
+        employee_number: text("employeeNumber"),
+        manager: text("manager").and_then(|m| Dn::parse(&m).ok()),
+        user_account_control: None,
+        dn,
         members,
         member_of: dns(raw.values("memberof")),
         direct_reports: dns(raw.values("directreports")),
-    })))
+        defects: Vec::new(),
+    };
+    if let Some(uac) = text("userAccountControl") {
+        match parse_uac(&uac) {
+            Some(v) => object.user_account_control = Some(v),
+            None => {
+                let shown: String = format!("{uac:?}").chars().take(40).collect();
+                defects.push(Defect::UacSyntax { value: shown });
+            }
+        }
+    }
+    object.defects = defects;
+    Ok(Decoded::Object(Box::new(object)))
+}
+
+/// The first value of a text attribute (`name` as the schema spells it), or `None` with a
+/// [`Defect::NotUtf8`] when it is not UTF-8: never a lossy copy.
+fn strict_text(raw: &RawEntry, name: &str, defects: &mut Vec<Defect>) -> Option<String> {
+    let value = raw.values(&name.to_ascii_lowercase()).first()?;
+    match std::str::from_utf8(value) {
+        Ok(text) => Some(text.to_owned()),
+        Err(e) => {
+            defects.push(Defect::NotUtf8 { attribute: name.to_owned(), offset: e.valid_up_to() });
+            None
+        }
+    }
 }
 
 fn dns(values: &[Vec<u8>]) -> Vec<String> {

@@ -27,17 +27,17 @@ fn desired(kind: Kind, o: &DirObject, guid: &str, body: serde_json::Value, membe
 pub struct Candidate {
     pub guid: String,
     pub is_group: bool,
-    /// A user that passes every rule.
+    /// A user or group that passes every rule.
     pub valid: bool,
-    /// An invalid user the tenant already has: it keeps its memberships (being invalid now is
+    /// An invalid user or group the tenant already has: it keeps its memberships (being invalid now is
     /// no evidence that it left a group).
     pub held: bool,
 }
 
-/// The members of group `group` the tenant should list: groups, valid users and held users in
-/// scope (`candidates` are the in-scope members), never the group itself.
+/// The members of group `group` the tenant should list: valid users and groups, and held ones
+/// in scope (`candidates` are the in-scope members), never the group itself.
 pub fn members(group: &str, candidates: impl IntoIterator<Item = Candidate>) -> BTreeSet<String> {
-    candidates.into_iter().filter(|c| (c.is_group || c.valid || c.held) && c.guid != group).map(|c| c.guid).collect()
+    candidates.into_iter().filter(|c| (c.valid || c.held) && c.guid != group).map(|c| c.guid).collect()
 }
 
 #[cfg(test)]
@@ -58,10 +58,12 @@ mod tests {
                 candidate("invalid", false, false, false),
                 candidate("held", false, false, true),
                 candidate("nested", true, true, false),
+                candidate("bad-name", true, false, false),
+                candidate("held-group", true, false, true),
                 candidate("g", true, true, false),
             ],
         );
-        assert_eq!(got, ["held", "nested", "valid"].iter().map(|s| s.to_string()).collect());
+        assert_eq!(got, ["held", "held-group", "nested", "valid"].iter().map(|s| s.to_string()).collect());
     }
 
     #[test]

@@ -12,9 +12,11 @@ use super::mirror::{Mirrored, Watermark, duplicate_key};
 use super::plan::{self, Kind, Known, Plan, Quarantined};
 use super::scope::Scope;
 use super::state::{AnchorState, Reason, StateStore};
-use super::validate::{self, DUPLICATE_RULES, Explanation, Identity, MAX_LISTED_CONFLICTS};
+use super::validate::{self, DUPLICATE_RULES, Explanation, Identity, MAX_LISTED_CONFLICTS, RuleOptions};
 use crate::config::{OnRemove, ScopeConfig};
-use crate::directory::{AnyDirectory, Change, ChangeTracking, DirObject, Directory, Dn, ObjectKind, ObjectQuery};
+use crate::directory::{
+    AnyDirectory, Change, ChangeTracking, Defect, DirObject, Directory, Dn, ObjectKind, ObjectQuery,
+};
 use crate::error::{AppError, ErrorKind, Result};
 use crate::output::Printer;
 use crate::sync::apply::Applier;
@@ -127,13 +129,17 @@ pub struct ReadCounts {
 #[derive(Debug, Default)]
 pub struct Refresh {
     pub read: ReadCounts,
-    /// Users without an objectGUID (an export without it): never provisioned.
-    pub no_guid: Vec<Quarantined>,
+    /// Objects that cannot be anchored: no usable objectGUID (an export without it, a cut
+    /// value), or one that an earlier object of the read holds. Never provisioned.
+    pub unanchored: Vec<Quarantined>,
 }
 
 fn stop(message: String) -> AppError {
     AppError::new(ErrorKind::SafetyStop, message)
 }
+
+/// Holders of one objectGUID after the first (the first is in the mirror): DN and findings.
+type LaterHolders = BTreeMap<String, Vec<(String, Vec<validate::Problem>)>>;
 
 /// Rebuilds the mirror from a complete read of the scope. Nothing is removed from the mirror
 /// unless the read was complete.
@@ -142,35 +148,45 @@ pub async fn refresh_full(
     scope: &Scope,
     store: &mut StateStore,
     run: i64,
+    rules: RuleOptions,
     printer: &Printer,
 ) -> Result<Refresh> {
     store.begin_full()?;
     let mut refresh = Refresh::default();
     let mut page: Vec<DirObject> = Vec::with_capacity(PAGE);
+    let mut later_holders = LaterHolders::new();
     let mut failed = None;
+    let flush = |store: &mut StateStore, page: &mut Vec<DirObject>, later: &mut LaterHolders| {
+        let again = store.mirror_put(page, run, false)?;
+        for i in again {
+            let o = &page[i];
+            let guid = o.guid.map(|g| g.to_string()).unwrap_or_default();
+            later.entry(guid).or_default().push((o.dn.to_string(), object_problems(o, rules)));
+        }
+        page.clear();
+        Ok::<_, crate::sync::state::StateError>(())
+    };
     let summary = crate::commands::read_scope(directory, scope, ObjectQuery::SYNC, printer, &mut |o| {
         match o.kind {
             ObjectKind::User => refresh.read.users += 1,
             ObjectKind::Group => refresh.read.groups += 1,
         }
         if o.guid.is_none() {
-            if o.kind == ObjectKind::User {
-                refresh.no_guid.push(no_guid(&o));
-            }
+            refresh.unanchored.push(quarantined(o.dn.to_string(), object_problems(&o, rules)));
             return;
         }
         page.push(o);
         if page.len() >= PAGE && failed.is_none() {
-            failed = store.mirror_put(&page, run, false).err();
-            page.clear();
+            failed = flush(store, &mut page, &mut later_holders).err();
         }
     })
     .await?;
     if let Some(e) = failed {
         return Err(e.into());
     }
-    store.mirror_put(&page, run, false)?;
+    flush(store, &mut page, &mut later_holders)?;
     drop(page);
+    refresh.unanchored.extend(duplicate_holders(store, later_holders)?);
     refresh.read.entries = summary.entries;
     if let Some(first) = summary.unreadable.first() {
         return Err(stop(format!(
@@ -202,15 +218,52 @@ pub async fn refresh_full(
     Ok(refresh)
 }
 
-fn no_guid(o: &DirObject) -> Quarantined {
-    Quarantined {
-        guid: format!("dn:{}", o.dn),
-        dn: o.dn.to_string(),
-        reasons: vec![Reason {
-            rule: "objectGUID.required".into(),
-            message: "the entry has no objectGUID, the anchor a sync needs (export it with objectGUID)".into(),
-        }],
+/// The rules that need no other object, for a user or a group.
+fn object_problems(o: &DirObject, rules: RuleOptions) -> Vec<validate::Problem> {
+    let mut problems = match o.kind {
+        ObjectKind::User => validate::check_attributes(o, rules),
+        ObjectKind::Group => validate::check_group(o, rules),
+    };
+    validate::tidy(&mut problems);
+    problems
+}
+
+/// An object held back before it reaches the mirror (keyed by DN: it has no usable anchor).
+fn quarantined(dn: String, problems: Vec<validate::Problem>) -> Quarantined {
+    Quarantined { guid: format!("dn:{dn}"), reasons: reasons(&problems), dn }
+}
+
+fn reasons(problems: &[validate::Problem]) -> Vec<Reason> {
+    problems.iter().map(|p| Reason { rule: p.rule.id().to_owned(), message: p.message.clone() }).collect()
+}
+
+/// Every holder of an objectGUID held more than once is quarantined, each naming the others:
+/// the first holder through a defect on its mirror row (so it is held like any invalid object,
+/// and an object the tenant has is not deprovisioned), the later ones here.
+fn duplicate_holders(store: &mut StateStore, later: LaterHolders) -> Result<Vec<Quarantined>> {
+    let mut out = Vec::new();
+    for (guid, extra) in later {
+        let Some(first) = store.mirrored(&guid)? else { continue };
+        let holders: Vec<String> =
+            std::iter::once(first.object.dn.to_string()).chain(extra.iter().map(|(dn, _)| dn.clone())).collect();
+        let total = holders.len() - 1;
+        let others = |i: usize| -> Vec<String> {
+            holders
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, d)| d.clone())
+                .take(MAX_LISTED_CONFLICTS)
+                .collect()
+        };
+        store.mirror_add_defect(&guid, Defect::GuidDuplicate { others: others(0), total })?;
+        for (i, (dn, mut problems)) in extra.into_iter().enumerate() {
+            problems.push(validate::duplicate_guid_problem(others(i + 1), total));
+            validate::tidy(&mut problems);
+            out.push(quarantined(dn, problems));
+        }
     }
+    Ok(out)
 }
 
 /// Patches the mirror with what changed since `since`: changed objects in scope are written,
@@ -328,8 +381,16 @@ pub struct Verdicts {
 /// Which values are held more than once, per duplicate rule (`None`: look each value up).
 type Shared = Option<[BTreeSet<String>; 3]>;
 
-fn problems_of(store: &StateStore, m: &Mirrored, shared: &Shared) -> Result<Vec<validate::Problem>> {
-    let mut problems = validate::check_attributes(&m.object);
+fn problems_of(
+    store: &StateStore,
+    m: &Mirrored,
+    shared: &Shared,
+    rules: RuleOptions,
+) -> Result<Vec<validate::Problem>> {
+    if m.object.kind == ObjectKind::Group {
+        return Ok(object_problems(&m.object, rules));
+    }
+    let mut problems = validate::check_attributes(&m.object, rules);
     let o = &m.object;
     let values = [o.mail.as_deref(), o.user_principal_name.as_deref(), o.sam_account_name.as_deref()];
     for (slot, value) in values.into_iter().enumerate() {
@@ -342,43 +403,43 @@ fn problems_of(store: &StateStore, m: &Mirrored, shared: &Shared) -> Result<Vec<
             problems.push(validate::duplicate_problem(DUPLICATE_RULES[slot], &key, holders, total));
         }
     }
-    problems.sort_by_key(|p| p.rule);
-    problems.dedup_by_key(|p| p.rule);
+    validate::tidy(&mut problems);
     Ok(problems)
 }
 
-/// Validates the users to look at (all of them in a full sync) against the whole mirror.
-pub fn validate(store: &mut StateStore, all: bool) -> Result<Verdicts> {
+/// Validates the objects to look at (all of them in a full sync) against the whole mirror:
+/// users by every rule, groups by the rules that apply to them.
+pub fn validate(store: &mut StateStore, all: bool, rules: RuleOptions) -> Result<Verdicts> {
     let mut verdicts = Verdicts::default();
     // All users: one pass finds the shared values; a few users: one indexed look-up each.
     let shared = if all { Some(store.shared_keys()?) } else { None };
-    let mut after = String::new();
-    loop {
-        let page = store.work_page(ObjectKind::User, all, &after, PAGE)?;
-        let Some(last) = page.last() else { break };
-        after = last.guid.clone();
-        let mut found = Vec::with_capacity(page.len());
-        for m in &page {
-            let problems = problems_of(store, m, &shared)?;
-            if !problems.is_empty() {
-                let reasons =
-                    problems.iter().map(|p| Reason { rule: p.rule.id().to_owned(), message: p.message.clone() });
-                verdicts.quarantined.insert(
-                    m.guid.clone(),
-                    Quarantined { guid: m.guid.clone(), dn: m.object.dn.to_string(), reasons: reasons.collect() },
-                );
+    for kind in [ObjectKind::User, ObjectKind::Group] {
+        let mut after = String::new();
+        loop {
+            let page = store.work_page(kind, all, &after, PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = last.guid.clone();
+            let mut found = Vec::with_capacity(page.len());
+            for m in &page {
+                let problems = problems_of(store, m, &shared, rules)?;
+                if !problems.is_empty() {
+                    verdicts.quarantined.insert(
+                        m.guid.clone(),
+                        Quarantined { guid: m.guid.clone(), dn: m.object.dn.to_string(), reasons: reasons(&problems) },
+                    );
+                }
+                found.push((m.guid.clone(), problems.is_empty()));
             }
-            found.push((m.guid.clone(), problems.is_empty()));
+            store.set_verdicts(&found, !all)?;
         }
-        store.set_verdicts(&found, !all)?;
     }
     Ok(verdicts)
 }
 
 /// `sync --user`: the rules for one user of the mirror.
-pub fn explain(store: &StateStore, name: &str) -> Result<Option<Explanation>> {
+pub fn explain(store: &StateStore, name: &str, rules: RuleOptions) -> Result<Option<Explanation>> {
     let Some(m) = store.mirrored_user(name)? else { return Ok(None) };
-    let problems = problems_of(store, &m, &None)?;
+    let problems = problems_of(store, &m, &None, rules)?;
     Ok(Some(validate::explain(Identity::of(&m.object), &problems)))
 }
 
@@ -595,15 +656,18 @@ fn want(
     anchors: &HashMap<String, super::state::Anchor>,
     id: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<(plan::Desired, bool)>> {
+    if m.valid == Some(false) {
+        return Ok(None); // quarantined (a group too: its name, its objectGUID)
+    }
     if m.object.kind == ObjectKind::Group {
         let candidates = store.group_members(&m.guid)?.into_iter().map(|(guid, is_group, valid)| {
-            let held = !valid && !is_group && anchors.get(&guid).is_some_and(|a| a.state == AnchorState::Active);
+            let held = !valid && anchors.get(&guid).is_some_and(|a| a.state == AnchorState::Active);
             Candidate { guid, is_group, valid, held }
         });
         return Ok(Some((desired::group(&m.object, &m.guid, desired::members(&m.guid, candidates)), false)));
     }
-    if m.valid != Some(true) {
-        return Ok(None);
+    if m.valid.is_none() {
+        return Ok(None); // a user no run has validated yet is never provisioned
     }
     let manager = match &m.manager {
         Some(g) if store.is_valid_user(g)? => Some(g.as_str()),
@@ -797,7 +861,7 @@ mod tests {
         let unseen = store.mirror_unseen(run).unwrap();
         store.mirror_remove(&unseen).unwrap();
         store.mirror_resolve_links(false).unwrap();
-        validate(store, true).unwrap();
+        validate(store, true, RuleOptions::default()).unwrap();
     }
 
     fn mirror_rows(store: &StateStore) -> Vec<String> {
@@ -901,7 +965,7 @@ mod tests {
                 store.mirror_remove(&gone).unwrap();
                 store.mirror_resolve_links(true).unwrap();
                 store.mark_unsettled_dirty().unwrap();
-                validate(&mut store, false).unwrap();
+                validate(&mut store, false, RuleOptions::default()).unwrap();
                 let after = observe(&store);
                 let dirty: BTreeSet<String> = store
                     .mirror_sql(|tx| {

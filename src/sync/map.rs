@@ -66,6 +66,30 @@ pub fn group(group: &DirObject) -> Value {
     })
 }
 
+/// The directory text a user's SCIM resource is made of, by attribute (what the
+/// control-character rule looks at).
+pub fn user_text(user: &DirObject) -> [(&'static str, Option<&str>); 9] {
+    [
+        ("userPrincipalName", user.user_principal_name.as_deref()),
+        ("givenName", user.given_name.as_deref()),
+        ("sn", user.sn.as_deref()),
+        ("displayName", user.display_name.as_deref()),
+        ("mail", user.mail.as_deref()),
+        ("title", user.title.as_deref()),
+        ("telephoneNumber", user.telephone_number.as_deref()),
+        ("employeeNumber", user.employee_number.as_deref()),
+        ("department", user.department.as_deref()),
+    ]
+}
+
+/// The directory text a group's SCIM resource is made of: its name, as [`group`] takes it.
+pub fn group_text(group: &DirObject) -> [(&'static str, Option<&str>); 1] {
+    match group.cn.as_deref() {
+        Some(cn) => [("cn", Some(cn))],
+        None => [("name", group.dn.rdn_value().or(group.sam_account_name.as_deref()))],
+    }
+}
+
 /// A stable fingerprint of what was sent (FNV-1a over the JSON text): an unchanged object
 /// costs no write. Stable across releases and platforms, unlike std's hasher.
 pub fn content_hash(body: &Value) -> String {

@@ -17,7 +17,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::state::{StateError, StateStore};
-use crate::directory::{DirObject, Dn, ObjectGuid, ObjectKind};
+use crate::directory::{Defect, DirObject, Dn, ObjectGuid, ObjectKind};
 
 /// The attributes a mirror row keeps (the DN, GUID and links have columns of their own).
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -46,6 +46,9 @@ struct Attrs {
     department: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     employee: Option<String>,
+    /// What the decoder found unusable (kept so a later run judges the object alike).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    defects: Vec<Defect>,
 }
 
 /// The value the duplicate rules compare (`None` for a blank value, which never collides).
@@ -117,6 +120,7 @@ fn row_to_mirrored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Mirrored> {
         telephone_number: a.phone,
         department: a.department,
         employee_number: a.employee,
+        defects: a.defects,
         ..DirObject::default()
     };
     Ok(Mirrored { guid, object, manager: r.get(4)?, valid: status.map(|s| s == "valid") })
@@ -224,16 +228,22 @@ impl StateStore {
     /// Writes objects read from the directory into the mirror (one transaction). In a delta
     /// (`delta = true`) each object, the users sharing an old or new duplicate value with it,
     /// and the groups whose membership it changes become dirty, and its back-links are taken.
-    pub fn mirror_put(&mut self, objects: &[DirObject], run: i64, delta: bool) -> Result<(), StateError> {
+    ///
+    /// Returns the positions in `objects` of those whose objectGUID an object written earlier
+    /// in the same run already holds (a corrupt export): they are not written, and the first
+    /// holder's row stays as it was, so the caller can quarantine every holder.
+    pub fn mirror_put(&mut self, objects: &[DirObject], run: i64, delta: bool) -> Result<Vec<usize>, StateError> {
         self.mirror_sql(|tx| {
             let mut upsert = tx.prepare_cached(
                 "INSERT INTO dir_objects (guid, kind, dn, dn_key, data, mail_key, upn_key, sam_key, seen_run)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (guid) DO UPDATE SET kind = ?2, dn = ?3, dn_key = ?4, data = ?5, mail_key = ?6,
-                   upn_key = ?7, sam_key = ?8, seen_run = ?9, manager = NULL",
+                   upn_key = ?7, sam_key = ?8, seen_run = ?9, manager = NULL
+                 WHERE ?10 OR dir_objects.seen_run IS NOT ?9",
             )?;
             let mut link = tx.prepare_cached("INSERT INTO temp.links (from_guid, kind, target) VALUES (?1, ?2, ?3)")?;
-            for o in objects {
+            let mut again = Vec::new();
+            for (position, o) in objects.iter().enumerate() {
                 let Some(guid) = o.guid.map(|g| g.to_string()) else { continue };
                 let keys = keys_of(o);
                 if delta {
@@ -265,9 +275,10 @@ impl StateStore {
                     phone: o.telephone_number.clone(),
                     department: o.department.clone(),
                     employee: o.employee_number.clone(),
+                    defects: o.defects.clone(),
                 };
                 let data = serde_json::to_string(&attrs).unwrap_or_default();
-                upsert.execute(params![
+                let written = upsert.execute(params![
                     guid,
                     kind_text(o.kind),
                     o.dn.to_string(),
@@ -276,8 +287,13 @@ impl StateStore {
                     keys[0],
                     keys[1],
                     keys[2],
-                    run
+                    run,
+                    delta
                 ])?;
+                if written == 0 {
+                    again.push(position); // held by an object written earlier in this run
+                    continue;
+                }
                 if o.kind == ObjectKind::Group {
                     link.execute(params![guid, "member", ""])?; // even with none: an emptied group
                     for m in &o.members {
@@ -301,6 +317,21 @@ impl StateStore {
                     }
                 }
             }
+            Ok(again)
+        })
+    }
+
+    /// Adds a defect to a mirror row (a duplicate objectGUID found after the row was written).
+    pub fn mirror_add_defect(&mut self, guid: &str, defect: Defect) -> Result<(), StateError> {
+        self.mirror_sql(|tx| {
+            let data: Option<String> =
+                tx.query_row("SELECT data FROM dir_objects WHERE guid = ?1", [guid], |r| r.get(0)).optional()?;
+            let Some(data) = data else { return Ok(()) };
+            let mut attrs: Attrs = serde_json::from_str(&data)
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?;
+            attrs.defects.push(defect);
+            let data = serde_json::to_string(&attrs).unwrap_or_default();
+            tx.execute("UPDATE dir_objects SET data = ?2 WHERE guid = ?1", params![guid, data])?;
             Ok(())
         })
     }
@@ -558,7 +589,10 @@ impl StateStore {
     pub fn group_members(&self, group: &str) -> Result<Vec<(String, bool, bool)>, StateError> {
         let read = || -> rusqlite::Result<Vec<(String, bool, bool)>> {
             let mut stmt = self.conn.prepare_cached(
-                "SELECT o.guid, o.kind = 'group', COALESCE(o.status = 'valid', 0) FROM dir_members m
+                // A group validated by no run yet (a mirror from an older release) counts as valid.
+                "SELECT o.guid, o.kind = 'group',
+                   CASE o.kind WHEN 'group' THEN COALESCE(o.status, 'valid') = 'valid' ELSE COALESCE(o.status = 'valid', 0) END
+                 FROM dir_members m
                  JOIN dir_objects o ON o.guid = m.member_guid WHERE m.group_guid = ?1",
             )?;
             let rows = stmt.query_map([group], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;

@@ -2,33 +2,46 @@
 //! objects in, findings out; streaming, so 100,000 users need only their identities in memory.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use crate::directory::{DirObject, ObjectGuid, Unreadable};
+use super::map;
+use crate::directory::{Defect, DirObject, ObjectGuid, Unreadable};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Rule {
+    GuidRequired,
+    GuidSyntax,
+    GuidDuplicate,
     GivenNameRequired,
     SnRequired,
     MailRequired,
     UpnRequired,
     MailSyntax,
     UpnSyntax,
+    UacSyntax,
+    TextUtf8,
+    TextControl,
     MailDuplicate,
     UpnDuplicate,
     SamDuplicate,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 9] = [
+    pub const ALL: [Rule; 15] = [
+        Rule::GuidRequired,
+        Rule::GuidSyntax,
+        Rule::GuidDuplicate,
         Rule::GivenNameRequired,
         Rule::SnRequired,
         Rule::MailRequired,
         Rule::UpnRequired,
         Rule::MailSyntax,
         Rule::UpnSyntax,
+        Rule::UacSyntax,
+        Rule::TextUtf8,
+        Rule::TextControl,
         Rule::MailDuplicate,
         Rule::UpnDuplicate,
         Rule::SamDuplicate,
@@ -37,40 +50,79 @@ impl Rule {
     /// Stable identifier used in reports and scripts.
     pub fn id(self) -> &'static str {
         match self {
+            Rule::GuidRequired => "objectGUID.required",
+            Rule::GuidSyntax => "objectGUID.syntax",
+            Rule::GuidDuplicate => "objectGUID.duplicate",
             Rule::GivenNameRequired => "givenName.required",
             Rule::SnRequired => "sn.required",
             Rule::MailRequired => "mail.required",
             Rule::UpnRequired => "userPrincipalName.required",
             Rule::MailSyntax => "mail.syntax",
             Rule::UpnSyntax => "userPrincipalName.syntax",
+            Rule::UacSyntax => "userAccountControl.syntax",
+            Rule::TextUtf8 => "text.utf8",
+            Rule::TextControl => "text.control",
             Rule::MailDuplicate => "mail.duplicate",
             Rule::UpnDuplicate => "userPrincipalName.duplicate",
             Rule::SamDuplicate => "sAMAccountName.duplicate",
         }
     }
 
+    /// The attribute the rule is about; the text rules name theirs in each [`Problem`].
     pub fn attribute(self) -> &'static str {
         match self {
+            Rule::GuidRequired | Rule::GuidSyntax | Rule::GuidDuplicate => "objectGUID",
             Rule::GivenNameRequired => "givenName",
             Rule::SnRequired => "sn",
             Rule::MailRequired | Rule::MailSyntax | Rule::MailDuplicate => "mail",
             Rule::UpnRequired | Rule::UpnSyntax | Rule::UpnDuplicate => "userPrincipalName",
+            Rule::UacSyntax => "userAccountControl",
+            Rule::TextUtf8 | Rule::TextControl => "*",
             Rule::SamDuplicate => "sAMAccountName",
         }
     }
 
     pub fn description(self) -> &'static str {
         match self {
+            Rule::GuidRequired => "the entry has an objectGUID (the anchor a sync needs)",
+            Rule::GuidSyntax => "objectGUID is a GUID: exactly 16 bytes",
+            Rule::GuidDuplicate => "no other object in scope has the same objectGUID",
             Rule::GivenNameRequired => "first name (givenName) is present and not blank",
             Rule::SnRequired => "last name (sn) is present and not blank",
             Rule::MailRequired => "email address (mail) is present and not blank",
             Rule::UpnRequired => "logon name (userPrincipalName) is present and not blank",
             Rule::MailSyntax => "mail is a well-formed address (name@domain.tld)",
             Rule::UpnSyntax => "userPrincipalName is well-formed (name@domain.suffix)",
+            Rule::UacSyntax => "userAccountControl is a 32-bit integer (so enabled or disabled is known)",
+            Rule::TextUtf8 => "every text attribute is valid UTF-8",
+            Rule::TextControl => "what the tenant gets holds no control character or bidirectional override",
             Rule::MailDuplicate => "no other user in scope has the same mail (case-insensitive)",
             Rule::UpnDuplicate => "no other user in scope has the same userPrincipalName (case-insensitive)",
             Rule::SamDuplicate => "no other user in scope has the same sAMAccountName (case-insensitive)",
         }
+    }
+}
+
+/// The switchable parts of the rules (`[validation]` in the configuration). `validate` and
+/// `sync` take them from the same configuration, so they judge every user alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleOptions {
+    /// [`Rule::TextControl`]: on unless the configuration turns it off.
+    pub reject_control_characters: bool,
+}
+
+impl Default for RuleOptions {
+    fn default() -> Self {
+        RuleOptions { reject_control_characters: true }
+    }
+}
+
+impl RuleOptions {
+    /// From the configuration's `[validation]`; the defaults without a configuration.
+    pub fn of(config: Option<&crate::config::AgentConfig>) -> RuleOptions {
+        config.map_or_else(RuleOptions::default, |c| RuleOptions {
+            reject_control_characters: c.validation.reject_control_characters,
+        })
     }
 }
 
@@ -83,7 +135,7 @@ impl Serialize for Rule {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Problem {
     pub rule: Rule,
-    pub attribute: &'static str,
+    pub attribute: String,
     /// The offending value, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
@@ -104,7 +156,7 @@ impl Problem {
     fn new(rule: Rule, value: Option<&str>, message: String) -> Problem {
         Problem {
             rule,
-            attribute: rule.attribute(),
+            attribute: rule.attribute().to_owned(),
             value: value.map(str::to_owned),
             message,
             conflicts_with: Vec::new(),
@@ -167,9 +219,13 @@ pub struct Validation {
     pub unreadable: Vec<Unreadable>,
 }
 
-/// Per-user rules that need no other user: presence and syntax.
-pub fn check_attributes(user: &DirObject) -> Vec<Problem> {
-    let mut problems = Vec::new();
+/// Per-user rules that need no other user: the anchor, what the decoder found unusable,
+/// presence, syntax and control characters.
+pub fn check_attributes(user: &DirObject, options: RuleOptions) -> Vec<Problem> {
+    let mut problems = object_problems(user);
+    let unreadable = |attribute: &str| {
+        user.defects.iter().any(|d| matches!(d, Defect::NotUtf8 { attribute: a, .. } if a == attribute))
+    };
     let required = [
         (Rule::GivenNameRequired, &user.given_name, "first name"),
         (Rule::SnRequired, &user.sn, "last name"),
@@ -178,6 +234,7 @@ pub fn check_attributes(user: &DirObject) -> Vec<Problem> {
     ];
     for (rule, value, label) in required {
         match value.as_deref() {
+            None if unreadable(rule.attribute()) => {} // present, but not text: text.utf8 says so
             None => problems.push(Problem::new(rule, None, format!("{} ({label}) is missing", rule.attribute()))),
             Some(v) if is_blank(v) => problems.push(Problem::new(
                 rule,
@@ -205,7 +262,122 @@ pub fn check_attributes(user: &DirObject) -> Vec<Problem> {
             format!("userPrincipalName {upn:?} is not a valid logon name: {reason}"),
         ));
     }
+    if options.reject_control_characters {
+        problems.extend(control_problems(&map::user_text(user)));
+    }
     problems
+}
+
+/// The rules for a group (groups have no required attributes): the anchor, what the decoder
+/// found unusable, and control characters in what the tenant shows of it.
+pub fn check_group(group: &DirObject, options: RuleOptions) -> Vec<Problem> {
+    let mut problems = object_problems(group);
+    if options.reject_control_characters {
+        problems.extend(control_problems(&map::group_text(group)));
+    }
+    problems
+}
+
+/// The anchor and the decoder's defects, for users and groups alike.
+fn object_problems(o: &DirObject) -> Vec<Problem> {
+    let mut problems: Vec<Problem> = o.defects.iter().map(defect_problem).collect();
+    if o.guid.is_none() && !o.defects.iter().any(|d| matches!(d, Defect::GuidLength { .. })) {
+        problems.push(Problem::new(
+            Rule::GuidRequired,
+            None,
+            "the entry has no objectGUID, the anchor a sync needs (export it with objectGUID)".into(),
+        ));
+    }
+    problems
+}
+
+fn defect_problem(defect: &Defect) -> Problem {
+    match defect {
+        Defect::GuidLength { length } => Problem::new(
+            Rule::GuidSyntax,
+            None,
+            format!(
+                "objectGUID is {length} byte{} long, not the 16 bytes of a GUID (a cut value, or a text form: export it as binary, as ldifde and ldapsearch do)",
+                if *length == 1 { "" } else { "s" }
+            ),
+        ),
+        Defect::NotUtf8 { attribute, offset } => {
+            let mut p = Problem::new(
+                Rule::TextUtf8,
+                None,
+                format!(
+                    "{attribute} is not valid UTF-8 (the first invalid byte is at offset {offset}); it is never sent with replacement characters: correct the value in the directory"
+                ),
+            );
+            p.attribute = attribute.clone();
+            p
+        }
+        Defect::UacSyntax { value } => Problem::new(
+            Rule::UacSyntax,
+            Some(value),
+            format!(
+                "userAccountControl {value} is not a 32-bit integer, so whether the account is disabled is unknown; it is not provisioned as enabled on a guess"
+            ),
+        ),
+        Defect::GuidDuplicate { others, total } => duplicate_guid_problem(others.clone(), *total),
+    }
+}
+
+/// The finding for one holder of an objectGUID that `total` other objects of the read also
+/// hold (`others`: at most [`MAX_LISTED_CONFLICTS`] of their DNs).
+pub fn duplicate_guid_problem(others: Vec<String>, total: usize) -> Problem {
+    let message = format!(
+        "the objectGUID is also held by {total} other object{} in scope: {}{}; an objectGUID must be unique (a corrupt or badly merged export?), so no holder is synchronised",
+        if total == 1 { "" } else { "s" },
+        others.join("; "),
+        if total > others.len() { format!("; and {} more", total - others.len()) } else { String::new() }
+    );
+    let mut problem = Problem::new(Rule::GuidDuplicate, None, message);
+    problem.conflicts_with = others;
+    problem.conflicts_total = total;
+    problem
+}
+
+/// What [`Rule::TextControl`] refuses: C0 and C1 controls (DEL included), and the Unicode
+/// bidirectional embeddings, overrides and isolates, which can make a name display as another.
+pub fn forbidden_character(c: char) -> Option<&'static str> {
+    match c {
+        '\u{202a}' | '\u{202b}' => Some("a bidirectional embedding"),
+        '\u{202c}' => Some("a bidirectional formatting character"),
+        '\u{202d}' | '\u{202e}' => Some("a bidirectional override"),
+        '\u{2066}'..='\u{2069}' => Some("a bidirectional isolate"),
+        c if c.is_control() => Some("a control character"),
+        _ => None,
+    }
+}
+
+fn control_problems(values: &[(&'static str, Option<&str>)]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (attribute, value) in values {
+        let Some(value) = value else { continue };
+        let Some((at, c, what)) =
+            value.chars().enumerate().find_map(|(i, c)| forbidden_character(c).map(|what| (i, c, what)))
+        else {
+            continue;
+        };
+        let mut p = Problem::new(
+            Rule::TextControl,
+            Some(value),
+            format!(
+                "{attribute} holds {what}, U+{:04X}, at character {at}: it could spoof or garble the name where the tenant shows it",
+                c as u32
+            ),
+        );
+        p.attribute = (*attribute).to_owned();
+        problems.push(p);
+    }
+    problems
+}
+
+/// Sorted by rule, one problem per rule and attribute.
+pub fn tidy(problems: &mut Vec<Problem>) {
+    problems.sort_by(|a, b| (a.rule, &a.attribute).cmp(&(b.rule, &b.attribute)));
+    problems.dedup_by(|a, b| a.rule == b.rule && a.attribute == b.attribute);
 }
 
 /// Blank: nothing left after removing white space and invisible format characters.
@@ -292,12 +464,14 @@ fn check_domain(domain: &str) -> Result<(), String> {
 }
 
 /// Identity of one user, compact: kept for every user so duplicates can name both sides.
+/// Groups are kept too (as holders an objectGUID may collide with), but never judged here.
 struct Seen {
     dn: Box<str>,
     sam: Option<Box<str>>,
     guid: Option<ObjectGuid>,
     upn: Option<Box<str>>,
     disabled: bool,
+    group: bool,
 }
 
 impl Seen {
@@ -362,41 +536,89 @@ impl Identity {
 
 pub const DUPLICATE_RULES: [Rule; 3] = [Rule::MailDuplicate, Rule::UpnDuplicate, Rule::SamDuplicate];
 
-/// Feeds users one by one; [`Validator::finish`] adds the cross-user rules.
+/// Feeds users (and groups, for their objectGUIDs) one by one; [`Validator::finish`] adds the
+/// cross-object rules.
+///
+/// The cross-object rules see exactly what a sync's mirror holds: a user without a usable
+/// objectGUID, or whose objectGUID an earlier object of the read already holds, never enters
+/// the mirror, so its values do not count as duplicates of anyone's.
 #[derive(Default)]
 pub struct Validator {
+    options: RuleOptions,
     seen: Vec<Seen>,
+    users: u64,
     problems: HashMap<u32, Vec<Problem>>,
     /// Per duplicate rule: normalised value → the first user holding it.
     keys: [HashMap<Box<str>, u32>; 3],
     /// Per duplicate rule, only for values held more than once: first holder → (value, later holders).
     duplicates: [HashMap<u32, DuplicateGroup>; 3],
+    /// objectGUID → its first holder, and first holder → later holders for those held twice.
+    guids: HashMap<ObjectGuid, u32>,
+    guid_duplicates: HashMap<u32, Vec<u32>>,
     disabled: u64,
     target: Option<String>,
     target_index: Option<u32>,
 }
 
 impl Validator {
-    pub fn new() -> Validator {
-        Validator::default()
+    pub fn new(options: RuleOptions) -> Validator {
+        Validator { options, ..Validator::default() }
     }
 
     /// Also remember the user whose userPrincipalName or sAMAccountName is `user`.
-    pub fn explaining(user: &str) -> Validator {
-        Validator { target: Some(user.to_lowercase()), ..Validator::default() }
+    pub fn explaining(options: RuleOptions, user: &str) -> Validator {
+        Validator { options, target: Some(user.to_lowercase()), ..Validator::default() }
+    }
+
+    /// Registers the object's objectGUID; true when an earlier object already holds it.
+    fn holds_guid_again(&mut self, o: &DirObject, index: u32) -> bool {
+        let Some(guid) = o.guid else { return false };
+        match self.guids.entry(guid) {
+            Entry::Vacant(e) => {
+                e.insert(index);
+                false
+            }
+            Entry::Occupied(e) => {
+                self.guid_duplicates.entry(*e.get()).or_default().push(index);
+                true
+            }
+        }
+    }
+
+    fn index(&self) -> u32 {
+        u32::try_from(self.seen.len()).unwrap_or(u32::MAX)
+    }
+
+    /// A group: only its objectGUID matters here (a user may collide with it).
+    pub fn add_group(&mut self, group: &DirObject) {
+        if group.guid.is_none() {
+            return;
+        }
+        let index = self.index();
+        self.holds_guid_again(group, index);
+        self.seen.push(Seen {
+            dn: group.dn.to_string().into_boxed_str(),
+            sam: None,
+            guid: group.guid,
+            upn: None,
+            disabled: false,
+            group: true,
+        });
     }
 
     pub fn add(&mut self, user: &DirObject) {
-        let index = u32::try_from(self.seen.len()).unwrap_or(u32::MAX);
+        let index = self.index();
+        self.users += 1;
         if user.is_disabled() {
             self.disabled += 1;
         }
-        let problems = check_attributes(user);
+        let problems = check_attributes(user, self.options);
         if !problems.is_empty() {
             self.problems.insert(index, problems);
         }
+        let mirrored = user.guid.is_some() && !self.holds_guid_again(user, index);
         let values = [&user.mail, &user.user_principal_name, &user.sam_account_name];
-        for (slot, value) in values.into_iter().enumerate() {
+        for (slot, value) in values.into_iter().enumerate().filter(|_| mirrored) {
             if let Some(v) = value.as_deref().filter(|v| !is_blank(v)) {
                 match self.keys[slot].entry(v.trim().to_lowercase().into_boxed_str()) {
                     Entry::Vacant(e) => {
@@ -424,11 +646,13 @@ impl Validator {
             guid: user.guid,
             upn: user.user_principal_name.as_deref().map(Into::into),
             disabled: user.is_disabled(),
+            group: false,
         });
     }
 
     pub fn finish(mut self, unreadable: Vec<Unreadable>) -> (Validation, Option<Explanation>) {
         self.keys = Default::default(); // no longer needed: free it before building the report
+        self.guids = Default::default();
         let duplicates = std::mem::take(&mut self.duplicates);
         for (slot, groups) in duplicates.into_iter().enumerate() {
             let rule = DUPLICATE_RULES[slot];
@@ -438,32 +662,36 @@ impl Validator {
                 // make the report quadratic: each holder names a few of the others.
                 let total = holders.len() - 1;
                 for &i in &holders {
-                    let others: Vec<String> = holders
-                        .iter()
-                        .filter(|&&j| j != i)
-                        .take(MAX_LISTED_CONFLICTS)
-                        .map(|&j| self.seen[j as usize].dn.to_string())
-                        .collect();
+                    let others = self.others(&holders, i);
                     let problem = duplicate_problem(rule, &key, others, total);
                     self.problems.entry(i).or_default().push(problem);
                 }
             }
         }
+        for (first, later) in std::mem::take(&mut self.guid_duplicates) {
+            let holders: Vec<u32> = std::iter::once(first).chain(later).collect();
+            for &i in holders.iter().filter(|&&i| !self.seen[i as usize].group) {
+                let problem = duplicate_guid_problem(self.others(&holders, i), holders.len() - 1);
+                self.problems.entry(i).or_default().push(problem);
+            }
+        }
         let explanation = self.target_index.map(|i| {
-            explain(self.seen[i as usize].identity(), self.problems.get(&i).map(Vec::as_slice).unwrap_or_default())
+            let mut problems = self.problems.get(&i).cloned().unwrap_or_default();
+            tidy(&mut problems);
+            explain(self.seen[i as usize].identity(), &problems)
         });
         let mut by_rule: BTreeMap<&'static str, u64> = Rule::ALL.iter().map(|r| (r.id(), 0)).collect();
         let mut users: Vec<UserFindings> = Vec::with_capacity(self.problems.len());
         for (i, mut problems) in self.problems {
-            problems.sort_by_key(|p| p.rule);
-            problems.dedup_by_key(|p| p.rule);
-            for p in &problems {
-                *by_rule.entry(p.rule.id()).or_default() += 1;
+            tidy(&mut problems);
+            let rules: BTreeSet<Rule> = problems.iter().map(|p| p.rule).collect();
+            for rule in rules {
+                *by_rule.entry(rule.id()).or_default() += 1;
             }
             users.push(UserFindings { identity: self.seen[i as usize].identity(), problems });
         }
         users.sort_by_cached_key(|u| u.identity.dn.to_lowercase());
-        let checked = self.seen.len() as u64;
+        let checked = self.users;
         let summary = Summary {
             users_checked: checked,
             valid: checked - users.len() as u64,
@@ -474,18 +702,28 @@ impl Validator {
         };
         (Validation { summary, users, unreadable }, explanation)
     }
+
+    /// The DNs of (at most [`MAX_LISTED_CONFLICTS`] of) the holders other than `i`.
+    fn others(&self, holders: &[u32], i: u32) -> Vec<String> {
+        holders
+            .iter()
+            .filter(|&&j| j != i)
+            .take(MAX_LISTED_CONFLICTS)
+            .map(|&j| self.seen[j as usize].dn.to_string())
+            .collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directory::{Dn, ObjectKind};
+    use crate::directory::{Dn, ObjectKind, RawEntry, decode};
 
     fn user(cn: &str, given: Option<&str>, sn: Option<&str>, mail: Option<&str>, upn: Option<&str>) -> DirObject {
         DirObject {
             kind: ObjectKind::User,
             dn: Dn::parse(&format!("CN={cn},OU=Corp,DC=example,DC=test")).unwrap(),
-            guid: None,
+            guid: Some(guid_of(cn)),
             sam_account_name: Some(cn.to_lowercase()),
             user_principal_name: upn.map(str::to_owned),
             given_name: given.map(str::to_owned),
@@ -496,8 +734,17 @@ mod tests {
         }
     }
 
+    /// A distinct objectGUID per name (names of up to 16 bytes).
+    fn guid_of(name: &str) -> ObjectGuid {
+        let mut bytes = [0u8; 16];
+        for (i, b) in name.bytes().enumerate() {
+            bytes[i % 16] ^= b;
+        }
+        ObjectGuid(bytes)
+    }
+
     fn rules(u: &DirObject) -> Vec<&'static str> {
-        check_attributes(u).iter().map(|p| p.rule.id()).collect()
+        check_attributes(u, RuleOptions::default()).iter().map(|p| p.rule.id()).collect()
     }
 
     fn ok(cn: &str) -> DirObject {
@@ -552,7 +799,7 @@ mod tests {
 
     #[test]
     fn duplicates_flag_every_holder_case_insensitively() {
-        let mut v = Validator::new();
+        let mut v = Validator::new(RuleOptions::default());
         let a = user("A", Some("A"), Some("A"), Some("Same@Example.test"), Some("a@example.test"));
         let b = user("B", Some("B"), Some("B"), Some("same@example.TEST"), Some("b@example.test"));
         v.add(&a);
@@ -568,7 +815,7 @@ mod tests {
 
     #[test]
     fn a_value_shared_by_many_names_only_a_few() {
-        let mut v = Validator::new();
+        let mut v = Validator::new(RuleOptions::default());
         for n in 0..50 {
             v.add(&user(
                 &format!("U{n}"),
@@ -587,7 +834,7 @@ mod tests {
 
     #[test]
     fn disabled_users_are_counted_not_flagged() {
-        let mut v = Validator::new();
+        let mut v = Validator::new(RuleOptions::default());
         let mut d = ok("Off");
         d.user_account_control = Some(514);
         v.add(&d);
@@ -599,7 +846,7 @@ mod tests {
 
     #[test]
     fn explanation_lists_every_rule() {
-        let mut v = Validator::explaining("NOMAIL");
+        let mut v = Validator::explaining(RuleOptions::default(), "NOMAIL");
         v.add(&ok("Other"));
         v.add(&user("NoMail", Some("N"), Some("M"), None, Some("nomail@example.test")));
         let (_, explanation) = v.finish(vec![]);
@@ -607,5 +854,159 @@ mod tests {
         assert_eq!(e.checks.len(), Rule::ALL.len());
         let failed: Vec<_> = e.checks.iter().filter(|c| !c.passed).map(|c| c.rule.id()).collect();
         assert_eq!(failed, ["mail.required"]);
+    }
+
+    fn decoded(attrs: &[(&str, &[u8])]) -> DirObject {
+        let mut raw = RawEntry { dn: "CN=Raw,OU=Corp,DC=example,DC=test".into(), ..Default::default() };
+        raw.push("objectClass", b"user".to_vec());
+        for (name, value) in attrs {
+            raw.push(name, value.to_vec());
+        }
+        match decode(&raw, &Dn::parse("DC=example,DC=test").unwrap()).unwrap() {
+            crate::directory::Decoded::Object(o) => *o,
+            other => panic!("not an object: {other:?}"),
+        }
+    }
+
+    const GOOD: [(&str, &[u8]); 5] = [
+        ("objectGUID", &[7; 16]),
+        ("givenName", b"Raw"),
+        ("sn", b"Entry"),
+        ("mail", b"raw@example.test"),
+        ("userPrincipalName", b"raw@example.test"),
+    ];
+
+    fn with(extra: &[(&str, &[u8])]) -> DirObject {
+        let mut attrs: Vec<(&str, &[u8])> =
+            GOOD.iter().copied().filter(|(n, _)| !extra.iter().any(|(e, _)| e == n)).collect();
+        attrs.extend_from_slice(extra);
+        decoded(&attrs)
+    }
+
+    fn problems(o: &DirObject) -> Vec<(String, String)> {
+        let mut p = check_attributes(o, RuleOptions::default());
+        tidy(&mut p);
+        p.into_iter().map(|p| (p.rule.id().to_owned(), p.attribute)).collect()
+    }
+
+    fn pair(rule: &str, attribute: &str) -> (String, String) {
+        (rule.to_owned(), attribute.to_owned())
+    }
+
+    #[test]
+    fn the_object_guid_must_be_there_and_sixteen_bytes() {
+        assert!(problems(&with(&[])).is_empty());
+        let none = decoded(&GOOD[1..]);
+        assert_eq!(problems(&none), [pair("objectGUID.required", "objectGUID")]);
+        for length in [8usize, 20, 36] {
+            let bytes = vec![1u8; length];
+            let o = with(&[("objectGUID", &bytes)]);
+            assert_eq!(o.guid, None);
+            let p = check_attributes(&o, RuleOptions::default());
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert_eq!(p[0].rule, Rule::GuidSyntax);
+            assert!(p[0].message.contains(&format!("{length} bytes long, not the 16")), "{}", p[0].message);
+        }
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_never_replaced_and_names_the_offset() {
+        // givenName:: //5HcsMoIHRh from the issue: 0xFF 0xFE at offset 0.
+        let o = with(&[("givenName", b"\xff\xfeGr\xc3(ta")]);
+        assert_eq!(o.given_name, None, "no lossy copy is kept");
+        let p = check_attributes(&o, RuleOptions::default());
+        assert_eq!(p.len(), 1, "present but unreadable is not also 'missing': {p:?}");
+        assert_eq!((p[0].rule, p[0].attribute.as_str()), (Rule::TextUtf8, "givenName"));
+        assert!(p[0].message.contains("offset 0"), "{}", p[0].message);
+        let later = with(&[("sn", b"Ok\xc3(")]);
+        assert!(check_attributes(&later, RuleOptions::default())[0].message.contains("offset 2"));
+        let title = with(&[("title", b"\x80")]);
+        assert_eq!(problems(&title), [pair("text.utf8", "title")]);
+    }
+
+    #[test]
+    fn a_user_account_control_that_is_not_a_number_fails_closed() {
+        for bad in ["514abc", "abc", "", "0x200", "12345678901234567890", "5 14"] {
+            let o = with(&[("userAccountControl", bad.as_bytes())]);
+            assert_eq!(o.user_account_control, None, "{bad:?}");
+            assert!(!o.is_disabled() || o.user_account_control.is_some());
+            assert_eq!(problems(&o), [pair("userAccountControl.syntax", "userAccountControl")], "{bad:?}");
+        }
+        for good in ["512", "514", " 66048 ", "-2147483646", "4294967295"] {
+            let o = with(&[("userAccountControl", good.as_bytes())]);
+            assert!(o.user_account_control.is_some(), "{good:?}");
+            assert!(problems(&o).is_empty(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn control_and_bidi_characters_in_what_the_tenant_gets_are_named_by_code_point() {
+        let cases: [(&str, &str, u32); 6] = [
+            ("givenName", "Evil\u{1b}]0;pwned\u{7}", 0x1b),
+            ("sn", "Ctl\r\nInjected", 0x0d),
+            ("displayName", "Admin\u{202e}gpj.exe", 0x202e),
+            ("title", "a\u{2067}b", 0x2067),
+            ("department", "c1\u{85}x", 0x85),
+            ("employeeNumber", "del\u{7f}", 0x7f),
+        ];
+        for (attribute, value, code) in cases {
+            let o = with(&[(attribute, value.as_bytes())]);
+            let p = check_attributes(&o, RuleOptions::default());
+            assert_eq!(p.len(), 1, "{attribute}: {p:?}");
+            assert_eq!((p[0].rule, p[0].attribute.as_str()), (Rule::TextControl, attribute));
+            assert!(p[0].message.contains(&format!("U+{code:04X}")), "{}", p[0].message);
+            let off = RuleOptions { reject_control_characters: false };
+            assert!(check_attributes(&o, off).is_empty(), "the rule can be turned off");
+        }
+        // Not sent to the tenant: not this rule's business. Ordinary Unicode passes.
+        assert!(check_attributes(&with(&[("cn", b"x\x1by")]), RuleOptions::default()).is_empty());
+        assert!(
+            check_attributes(&with(&[("givenName", "Zoë \u{200f}אבי".as_bytes())]), RuleOptions::default()).is_empty()
+        );
+    }
+
+    #[test]
+    fn every_holder_of_a_shared_object_guid_is_flagged_and_only_the_first_keeps_its_keys() {
+        let mut v = Validator::new(RuleOptions::default());
+        let mut a = ok("A");
+        let mut b = ok("B");
+        let mut c = ok("C");
+        b.guid = a.guid;
+        c.guid = a.guid;
+        c.mail = a.mail.clone(); // a later holder never enters the mirror: not a mail duplicate
+        a.dn = Dn::parse("CN=A,OU=Corp,DC=example,DC=test").unwrap();
+        let group = DirObject {
+            kind: ObjectKind::Group,
+            guid: Some(guid_of("G")),
+            dn: Dn::parse("CN=G,DC=x").unwrap(),
+            ..Default::default()
+        };
+        let mut d = ok("D");
+        d.guid = group.guid;
+        v.add(&a);
+        v.add(&b);
+        v.add(&c);
+        v.add_group(&group);
+        v.add(&d);
+        let (result, _) = v.finish(vec![]);
+        assert_eq!(result.summary.users_checked, 4);
+        let rules: Vec<(String, Vec<&str>)> = result
+            .users
+            .iter()
+            .map(|u| (u.identity.dn.clone(), u.problems.iter().map(|p| p.rule.id()).collect()))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                ("CN=A,OU=Corp,DC=example,DC=test".to_owned(), vec!["objectGUID.duplicate"]),
+                ("CN=B,OU=Corp,DC=example,DC=test".to_owned(), vec!["objectGUID.duplicate"]),
+                ("CN=C,OU=Corp,DC=example,DC=test".to_owned(), vec!["objectGUID.duplicate"]),
+                ("CN=D,OU=Corp,DC=example,DC=test".to_owned(), vec!["objectGUID.duplicate"]),
+            ]
+        );
+        let first = &result.users[0].problems[0];
+        assert_eq!(first.conflicts_total, 2);
+        assert_eq!(first.conflicts_with, ["CN=B,OU=Corp,DC=example,DC=test", "CN=C,OU=Corp,DC=example,DC=test"]);
+        assert_eq!(result.users[3].problems[0].conflicts_with, ["CN=G,DC=x"]);
     }
 }
