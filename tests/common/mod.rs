@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: run the real binary, parse its one report.
 #![allow(dead_code)]
 
+pub mod django;
 pub mod http;
 pub mod report;
 pub mod testbed;

@@ -110,15 +110,20 @@ impl Testbed {
     /// An agent registered with a fresh, empty tenant, with `ous` selected. `extra` goes at the
     /// end of the configuration (e.g. a `[sync]` section).
     pub fn agent(&self, ous: &[&str], extra: &str) -> Agent {
+        let n = TENANTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let tenant = format!("{}/t{}x{}x{}", self.scim_url, std::process::id(), n, jiff_like_now());
+        let token = std::fs::read_to_string(&self.scim_token_file).unwrap().trim().to_owned();
+        self.agent_on(&tenant, &format!("{tenant}/v2"), &token, ous, extra)
+    }
+
+    /// An agent registered with the tenant at `tenant` (home realm), SCIM base `scim`.
+    pub fn agent_on(&self, tenant: &str, scim: &str, token: &str, ous: &[&str], extra: &str) -> Agent {
         let (dir, config) = self.config("");
         if !extra.is_empty() {
             let text = std::fs::read_to_string(&config).unwrap();
             std::fs::write(&config, format!("{text}\n{extra}\n")).unwrap();
         }
-        let n = TENANTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let tenant = format!("{}/t{}x{}x{}", self.scim_url, std::process::id(), n, jiff_like_now());
-        let scim = format!("{tenant}/v2");
-        let token = std::fs::read_to_string(&self.scim_token_file).unwrap().trim().to_owned();
+        let (scim, token) = (scim.to_owned(), token.to_owned());
         let c = cfg(&config).to_owned();
         let r = super::run(
             super::ausi()
@@ -127,7 +132,7 @@ impl Testbed {
                     &c,
                     "register",
                     "--home-realm",
-                    &tenant,
+                    tenant,
                     "--scim-url",
                     &scim,
                     "--agent-name",
