@@ -324,6 +324,8 @@ fn bulk_schedule(n: u64) -> Fault {
 enum Mode {
     /// Faults per [`schedule`] and [`bulk_schedule`].
     Faults,
+    /// Everything passes (the proxy only counts).
+    Pass,
     /// The first request waits until [`Proxy::release`]; everything else passes.
     HoldFirst,
     /// Passes everything until the request that carries the k-th create (a POST of one
@@ -625,6 +627,7 @@ async fn handle(mut client: TcpStream, upstream: Upstream, mode: Mode) {
                 drop(client);
             }
         },
+        Mode::Pass => upstream.relay(&mut client, &request).await,
         Mode::HoldFirst => {
             if n == 1 {
                 while !stats.released.load(Ordering::SeqCst) {
@@ -924,4 +927,64 @@ fn a_second_run_is_locked_out_and_the_first_completes() {
     set_scim_url(&agent, &agent.scim);
     assert_settled(&agent, &expected, "after the locked-out run and the first");
     eprintln!("lock: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// Kills a first full sync whose one `/Bulk` of every create reached the tenant and whose answer
+/// never came back: the tenant holds ~370 users the state store knows only as journaled
+/// creates. The rerun must recognise them from one listing, not look each up (POST -> 409 ->
+/// GET -> PUT was ~1,500 requests); and so must a run whose state store is lost altogether.
+#[test]
+fn orphans_of_a_killed_bulk_cost_one_listing_not_requests_each() {
+    let Some(tb) = testbed() else { return };
+    let _serial = serial();
+    let ou = sales(&tb);
+    let expected = expected_scope(&tb, &ou);
+    let k = expected.valid.len() as u64 / 2;
+    let freeze = Proxy::start(upstream(&tb), Mode::FreezeAtCreate(k), true);
+    let agent = tb.agent(&[&ou], "");
+    set_scim_url(&agent, &freeze.url_for(&agent.scim));
+    let mut child = spawn_sync(&agent, None);
+    let frozen = wait_until(Duration::from_secs(120), || {
+        freeze.stats.frozen.load(Ordering::SeqCst) || child.try_wait().unwrap().is_some()
+    });
+    let finished = child.try_wait().unwrap();
+    child.kill().ok();
+    child.wait().unwrap();
+    assert!(frozen && finished.is_none(), "the run did not get there: frozen {frozen}, exit {finished:?}");
+    assert!(wait_until(Duration::from_secs(30), || freeze.stats.get(C::InFlight) == 0), "proxy in flight");
+    assert_eq!(freeze.stats.get(C::Bulk), 1, "every create went in one /Bulk");
+    drop(freeze);
+    let orphans = agent.tenant(ResourceKind::User).len() as u64;
+    assert_eq!(orphans, expected.valid.len() as u64, "the /Bulk created everyone before the kill");
+
+    // The rerun, counted: a constant (discovery, token check, one /Bulk of adoptions) plus the
+    // listing's pages, whatever the number of orphans.
+    let bounded = |label: &str| {
+        let counter = Proxy::start(upstream(&tb), Mode::Pass, true);
+        set_scim_url(&agent, &counter.url_for(&agent.scim));
+        let (code, report) = agent.sync(&["--full"]);
+        let seen = counter.snapshot();
+        drop(counter);
+        set_scim_url(&agent, &agent.scim);
+        assert_eq!(code, 1, "{label}: 1 = quarantined users exist: {}", common::report::excerpt(&report));
+        assert_complete(&report, &expected, label);
+        let c = counts(&report);
+        assert_eq!((c["adopted"], c["created"]), (orphans, 0), "{label}: {c:?}");
+        let pages = report["data"]["tenant"]["pages"].as_u64().expect("a full sync lists the tenant");
+        let requests = seen.get(C::Requests);
+        eprintln!("{label}: {orphans} orphans adopted in {requests} requests ({pages} listing pages): {seen:?}");
+        assert!(requests <= 20 + pages, "{label}: {requests} requests for {orphans} orphans ({pages} pages): {seen:?}");
+        assert_eq!(seen.get(C::ProxyErrors), 0);
+        assert_exact(&agent, &expected, label);
+        assert_settled(&agent, &expected, label);
+    };
+    bounded("rerun after SIGKILL during a /Bulk");
+
+    // A state store lost altogether: the tenant's users carry ausi's externalIds; one listing.
+    let state = agent.config.with_file_name("state.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{}{suffix}", state.display());
+        std::fs::remove_file(&path).or_else(|e| if suffix.is_empty() { Err(e) } else { Ok(()) }).unwrap();
+    }
+    bounded("a run after the state store was lost");
 }

@@ -22,6 +22,7 @@ use crate::sync::engine::{self, Engine, Fallback, Mode, ModeInputs, ReadCounts};
 use crate::sync::health;
 use crate::sync::mirror::Watermark;
 use crate::sync::plan::{self, Plan, Quarantined};
+use crate::sync::repair::{self, Unknown};
 use crate::sync::state::{AnchorState, RUNS_KEPT, RunEnd, StateStore};
 use crate::sync::validate::RuleOptions;
 use crate::tenant::agent::{Heartbeat, LastSync};
@@ -39,6 +40,10 @@ pub struct SyncReport {
     pub state_path: String,
     pub read: ReadCounts,
     pub counts: Counts,
+    /// A full sync: what it read of the tenant (to repair drift in what ausi owns), and the
+    /// tenant objects ausi does not know (reported, never touched).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantSeen>,
     /// The plan: every create, update (with changed attributes), membership change and
     /// deprovisioning, each with the object's DN (its OU path); what was not done is in
     /// `failures`. Absent only when the run stopped before planning.
@@ -58,6 +63,19 @@ pub struct SyncReport {
     /// With `--user`: that user, end to end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<UserStory>,
+}
+
+/// What a full sync read of the tenant.
+#[derive(Debug, Default, Serialize)]
+pub struct TenantSeen {
+    pub users: u64,
+    pub groups: u64,
+    /// Listing requests (pages) it took.
+    pub pages: u64,
+    /// Every resource the tenant counted was listed; when not, nothing is taken as deleted there.
+    pub complete: bool,
+    /// Users and groups whose externalId ausi does not know: a count and the first few.
+    pub unknown: Unknown,
 }
 
 /// What this run cost the machine (measured at the end of the run).
@@ -284,7 +302,10 @@ async fn pipeline(
     warnings: &mut Vec<Warning>,
 ) -> PipelineResult {
     // The tenant first: a revoked token or an unreachable tenant stops the run before AD is read.
+    // Some servers answer /ServiceProviderConfig without a token: one authenticated request
+    // more, so that a no-op run with a revoked token fails too.
     let capabilities = client.service_provider_config().await?;
+    client.check_token().await?;
     let mut directory = open_directory(&args.directory, Some(config), warnings).await?;
     let info = directory.info().await?;
     let (scope, description) = choose_scope(&mut directory, None, Some(config), warnings).await?;
@@ -321,6 +342,7 @@ async fn pipeline(
         state_path: String::new(),
         read: ReadCounts::default(),
         counts: Counts::default(),
+        tenant: None,
         plan: None,
         quarantined: Vec::new(),
         failures: Vec::new(),
@@ -335,7 +357,8 @@ async fn pipeline(
         store.begin_dry_run()?;
     }
     let result =
-        sync(ctx, args, config, client, &capabilities, store, run, &mut directory, &scope, mode, &mut report).await;
+        sync(ctx, args, config, client, &capabilities, store, run, &mut directory, &scope, mode, &mut report, warnings)
+            .await;
     if args.dry_run {
         store.end_dry_run()?;
     }
@@ -405,6 +428,7 @@ async fn sync(
     scope: &crate::sync::scope::Scope,
     mode: Mode,
     report: &mut SyncReport,
+    warnings: &mut Vec<Warning>,
 ) -> Result<(ExitStatus, Option<AppError>)> {
     let started = Instant::now();
     let rules = RuleOptions::of(Some(config));
@@ -468,6 +492,11 @@ async fn sync(
         return Ok((ExitStatus::Findings, Some(error)));
     }
 
+    // A full sync reads what the tenant holds, to repair drift in what ausi owns there.
+    let tenant = if all { list_tenant(client, capabilities, warnings).await? } else { None };
+    // Objects deleted in the tenant are created again: their old ids are no one's now.
+    let missing = tenant.as_ref().map(|v| repair::missing(v, anchors.values())).unwrap_or_default();
+
     let progress = ctx.printer.progress("Writing to the tenant");
     let show = |n: u64| progress.set(n);
     let applier = (!args.dry_run).then(|| {
@@ -484,23 +513,42 @@ async fn sync(
                 None
             },
         };
-        Applier::new(client, run, options, &show, &anchors)
+        let mut applier = Applier::new(client, run, options, &show, &anchors);
+        applier.ids.retain(|guid, _| !missing.contains(guid));
+        applier
     });
     let ids = if args.dry_run {
         anchors
             .values()
-            .filter(|a| a.state == AnchorState::Active)
+            .filter(|a| a.state == AnchorState::Active && !missing.contains(&a.guid))
             .filter_map(|a| a.scim_id.clone().map(|id| (a.guid.clone(), id)))
             .collect()
     } else {
         Default::default()
     };
-    let mut engine = Engine { store, applier, ids, plan: Plan::default() };
+    let mut engine = Engine { store, applier, ids, plan: Plan::default(), tenant };
     let applying = Instant::now();
     let applied = engine.run(all, &verdicts, &anchors, removals.removals).await;
     report.timings_ms.plan = u64::try_from(applying.duration_since(planned).as_millis()).unwrap_or(u64::MAX);
     report.timings_ms.apply = ms(applying);
     let the_plan = std::mem::take(&mut engine.plan);
+    if let Some(view) = &engine.tenant {
+        // Ours: the anchors' ids and what this run adopted or re-pointed.
+        let ours: std::collections::HashSet<&str> = anchors
+            .values()
+            .filter_map(|a| a.scim_id.as_deref())
+            .chain(the_plan.creates.iter().chain(&the_plan.updates).filter_map(|w| w.scim_id.as_deref()))
+            .collect();
+        let store = &engine.store;
+        let known = |guid: &str| anchors.contains_key(guid) || store.mirror_contains(guid).unwrap_or(true);
+        report.tenant = Some(TenantSeen {
+            users: view.count(plan::Kind::User),
+            groups: view.count(plan::Kind::Group),
+            pages: view.pages,
+            complete: view.complete,
+            unknown: view.unknown(&ours, &known),
+        });
+    }
     match engine.applier.take() {
         Some(applier) => {
             report.counts = applier.counts.clone();
@@ -520,6 +568,40 @@ async fn sync(
         Ok(()) => ExitStatus::Findings,
     };
     Ok((exit, applied.err()))
+}
+
+/// The tenant's users and groups (a full sync). A listing the tenant cannot give (not a token
+/// or availability problem) leaves the run without repairs, with a warning.
+async fn list_tenant(
+    client: &tenant::ScimClient,
+    capabilities: &tenant::scim::Capabilities,
+    warnings: &mut Vec<Warning>,
+) -> Result<Option<repair::TenantView>> {
+    let page = match capabilities.filter_max_results {
+        0 => crate::sync::apply::LIST_PAGE,
+        n => n.min(crate::sync::apply::LIST_PAGE),
+    };
+    match crate::sync::apply::read_tenant(client, true, true, page).await {
+        Ok(view) => {
+            if !view.complete {
+                warnings.push(Warning::new(
+                    "tenant-listing-incomplete",
+                    "the tenant listed fewer resources than it counted (changed while read?): objects it did not list are not created again this run",
+                ));
+            }
+            Ok(Some(view))
+        }
+        Err(e @ (tenant::TenantError::Unauthorized { .. } | tenant::TenantError::Unavailable { .. })) => Err(e.into()),
+        Err(e) => {
+            warnings.push(Warning::new(
+                "tenant-not-listed",
+                format!(
+                    "the tenant's users and groups could not be listed, so drift there is not repaired this run: {e}"
+                ),
+            ));
+            Ok(None)
+        }
+    }
 }
 
 /// Where one user stands (before the plan says what this run does to it).
@@ -572,13 +654,20 @@ impl UserStory {
 }
 
 fn planned_counts(plan: &Plan) -> Counts {
+    let repaired =
+        |kind: plan::Kind| plan.repairs.iter().filter(|r| r.kind == kind && r.drift != "members").count() as u64;
+    let creates = |adopt: bool| plan.creates.iter().filter(|w| !w.repair && w.scim_id.is_some() == adopt).count();
     Counts {
-        created: plan.creates.len() as u64,
-        updated: plan.updates.len() as u64,
+        created: creates(false) as u64,
+        adopted: creates(true) as u64,
+        updated: plan.updates.iter().filter(|w| !w.repair).count() as u64,
         unchanged: plan.unchanged.len() as u64,
         deactivated: plan.removals.iter().filter(|r| r.action != plan::RemoveAction::Delete).count() as u64,
         deleted: plan.removals.iter().filter(|r| r.action == plan::RemoveAction::Delete).count() as u64,
-        membership_changes: plan.memberships.len() as u64,
+        membership_changes: plan.memberships.iter().filter(|m| m.changes_membership()).count() as u64,
+        repaired_users: repaired(plan::Kind::User),
+        repaired_groups: repaired(plan::Kind::Group),
+        repaired_memberships: plan.repairs.iter().map(|r| r.members.len() as u64).sum(),
         quarantined: plan.quarantine.len() as u64,
         ..Counts::default()
     }
@@ -596,6 +685,9 @@ impl SyncReport {
             ("deactivated", c.deactivated),
             ("deleted", c.deleted),
             ("membership changes", c.membership_changes),
+            ("repaired users (drift in the tenant)", c.repaired_users),
+            ("repaired groups", c.repaired_groups),
+            ("repaired memberships", c.repaired_memberships),
             ("quarantined", c.quarantined),
             ("failed", c.failed),
         ] {
@@ -642,6 +734,16 @@ impl SyncReport {
             for r in plan.removals.iter().take(20) {
                 out.push_str(&format!("plan: {:?} {}\n", r.action, output::cell(&r.dn)));
             }
+            for r in plan.repairs.iter().take(20) {
+                let what = r.attributes.iter().chain(&r.members).cloned().collect::<Vec<_>>().join(", ");
+                out.push_str(&format!("plan: repair {} ({} {})\n", output::cell(&r.dn), r.drift, output::cell(&what)));
+            }
+        }
+        if let Some(t) = self.tenant.as_ref().filter(|t| t.unknown.users + t.unknown.groups > 0) {
+            out.push_str(&format!(
+                "the tenant holds {} users and {} groups ausi does not know (left alone)\n",
+                t.unknown.users, t.unknown.groups
+            ));
         }
         if let Some(push) = &self.password_push {
             out.push_str(&format!("Password writeback:\n{}", push.table()));

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::plan::{Kind, MembershipChange, Plan, Removal, RemoveAction, Write};
+use super::repair::{GROUP_ATTRIBUTES, Match, TenantView, USER_ATTRIBUTES};
 use super::state::{Anchor, AnchorKind, AnchorState, Batch, QuarantineEntry, StateError, StateStore};
 use crate::error::{AppError, ErrorKind};
 use crate::tenant::scim::{self, BulkMethod, BulkOperation, ResourceKind, ScimClient, TenantError};
@@ -52,6 +53,13 @@ struct MemberPatch<'c> {
 /// Creating at least this many groups, list the tenant's groups once instead of looking each up.
 const LIST_GROUPS_FROM: usize = 10;
 
+/// At least this many journaled creates to check, or creates the tenant answered 409: list the
+/// tenant once and adopt from the listing instead of one lookup (and a PUT) each.
+const LIST_FROM: usize = 10;
+
+/// `count` of a listing page (less when the tenant announces a smaller `filter.maxResults`).
+pub const LIST_PAGE: u32 = 1000;
+
 /// Results are committed to the state store at least this often.
 const COMMIT_EVERY: usize = 100;
 
@@ -64,6 +72,11 @@ pub struct Counts {
     pub deactivated: u64,
     pub deleted: u64,
     pub membership_changes: u64,
+    /// Repairs of drift in the tenant (a full sync): users and groups created again or
+    /// replaced, and group members ausi set that the tenant lost, added again.
+    pub repaired_users: u64,
+    pub repaired_groups: u64,
+    pub repaired_memberships: u64,
     pub quarantined: u64,
     pub failed: u64,
 }
@@ -140,6 +153,8 @@ impl<'a> Applier<'a> {
     }
 
     /// Creates and updates of one kind. Creates are journaled (committed) before any is sent.
+    /// Many journaled creates to check, or many creates answered 409, cost one listing of the
+    /// tenant (adopted from it by the soft-match rules), not a lookup and a PUT each.
     pub async fn writes(
         &mut self,
         store: &mut StateStore,
@@ -153,12 +168,21 @@ impl<'a> Applier<'a> {
             }
             store.commit(&journal, &now())?;
         }
-        let mut jobs: Vec<(&Write, bool)> =
-            creates.iter().map(|w| (w, true)).chain(updates.iter().map(|w| (w, false))).collect();
+        let checked = self.check_journaled(creates).await?;
+        let replaced: HashSet<&str> = checked.iter().map(|w| w.guid.as_str()).collect();
+        let mut jobs: Vec<(&Write, bool)> = creates
+            .iter()
+            .filter(|w| !replaced.contains(w.guid.as_str()))
+            .chain(checked.iter())
+            .map(|w| (w, true))
+            .chain(updates.iter().map(|w| (w, false)))
+            .collect();
+        let mut conflicts = Vec::new();
         if let Some(limits) = self.bulk {
             // Groups have no attribute a tenant must keep unique, so a group is looked up before it
             // is created: many at once, by listing the tenant's groups once.
-            let new_groups = creates.iter().filter(|w| w.kind == Kind::Group && !w.verify_first).count();
+            let unchecked = |w: &Write| w.kind == Kind::Group && !w.verify_first && !w.absent && w.scim_id.is_none();
+            let new_groups = jobs.iter().filter(|(w, create)| *create && unchecked(w)).count();
             let listed: Option<HashSet<String>> = if new_groups >= LIST_GROUPS_FROM {
                 match self.client.list(ResourceKind::Group, 500, Some("externalId")).await {
                     Ok(groups) => {
@@ -171,53 +195,140 @@ impl<'a> Applier<'a> {
                 None
             };
             // Journaled creates and groups the tenant may hold are looked up first, one by one;
-            // the rest can go in bulk.
+            // the rest can go in bulk (an adoption from a listing as a PUT).
             let (bulk, single): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|(w, create)| {
                 !*create
+                    || w.scim_id.is_some()
                     || (!w.verify_first
-                        && (w.kind == Kind::User || listed.as_ref().is_some_and(|l| !l.contains(&w.guid))))
+                        && (w.kind == Kind::User || w.absent || listed.as_ref().is_some_and(|l| !l.contains(&w.guid))))
             });
             jobs = single;
             if bulk.len() > 1 {
-                jobs.extend(self.bulk_writes(store, &bulk, limits).await?);
+                let (redo, conflicted) = self.bulk_writes(store, &bulk, limits).await?;
+                jobs.extend(redo);
+                conflicts = conflicted;
             } else {
                 jobs.extend(bulk);
             }
         }
+        let creates_left = jobs.iter().filter(|(w, create)| *create && w.scim_id.is_none()).count();
+        conflicts.extend(self.singles(store, jobs, creates_left >= LIST_FROM).await?);
+        let (adopt, mut rest) = self.resolve_conflicts(conflicts).await?;
+        let adopt_jobs: Vec<(&Write, bool)> = adopt.iter().map(|w| (w, true)).collect();
+        match self.bulk {
+            Some(limits) if adopt_jobs.len() > 1 => {
+                let (redo, conflicted) = self.bulk_writes(store, &adopt_jobs, limits).await?;
+                rest.extend(redo);
+                rest.extend(conflicted.into_iter().map(|(w, _)| (w, true)));
+            }
+            _ => rest.extend(adopt_jobs),
+        }
+        self.singles(store, rest, false).await?;
+        self.flush(store)
+    }
+
+    /// One by one, `concurrency` at a time. With `defer_conflicts`, a create answered 409 is
+    /// returned (to be adopted from one listing) instead of looked up.
+    async fn singles<'w>(
+        &mut self,
+        store: &mut StateStore,
+        jobs: Vec<(&'w Write, bool)>,
+        defer_conflicts: bool,
+    ) -> Result<Vec<(&'w Write, TenantError)>, AppError> {
         let client = self.client;
         let jobs: Vec<_> = jobs.into_iter().map(|(w, create)| (w, create, with_members(w, &self.ids))).collect();
+        let lookup = !defer_conflicts;
         let mut results = stream::iter(jobs)
             .map(|(w, create, body)| async move {
                 let body = body.as_ref().unwrap_or(&w.body);
                 let result =
-                    if create { create_or_adopt(client, w, body).await } else { update(client, w, body).await };
+                    if create { create_or_adopt(client, w, body, lookup).await } else { update(client, w, body).await };
                 (w, create, result)
             })
             .buffer_unordered(self.concurrency);
         let mut fatal = None;
+        let mut deferred = Vec::new();
         while let Some((w, create, result)) = results.next().await {
             match result {
                 Err(e) if is_fatal(&e) => {
                     fatal.get_or_insert(e);
                     break;
                 }
+                Err(e) if defer_conflicts && create && w.scim_id.is_none() && e.is_conflict() => deferred.push((w, e)),
                 result => self.written(w, create, result),
             }
             self.maybe_commit(store)?;
         }
         drop(results);
         self.flush(store)?;
-        fatal.map_or(Ok(()), |e| Err(e.into()))
+        fatal.map_or(Ok(deferred), |e| Err(e.into()))
+    }
+
+    /// The tenant's users and/or groups, or `None` when the listing failed in a way that only
+    /// makes the run fall back to lookups one by one.
+    async fn listing(&self, users: bool, groups: bool) -> Result<Option<TenantView>, AppError> {
+        match read_tenant(self.client, users, groups, LIST_PAGE).await {
+            Ok(view) => Ok(Some(view)),
+            Err(e) if is_fatal(&e) => Err(e.into()),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Many journaled creates (a run killed during a large `/Bulk`): checked against one
+    /// listing. Returns them settled: to adopt (with the tenant's id) or known absent.
+    async fn check_journaled(&mut self, creates: &[Write]) -> Result<Vec<Write>, AppError> {
+        let journaled: Vec<&Write> = creates.iter().filter(|w| w.verify_first && w.scim_id.is_none()).collect();
+        if journaled.len() < LIST_FROM {
+            return Ok(vec![]);
+        }
+        let users = journaled.iter().any(|w| w.kind == Kind::User);
+        let groups = journaled.iter().any(|w| w.kind == Kind::Group);
+        let Some(view) = self.listing(users, groups).await? else { return Ok(vec![]) };
+        Ok(journaled
+            .into_iter()
+            .filter_map(|w| match view.soft_match(w.kind, &w.guid, None) {
+                Match::Adopt(id) => Some(Write { scim_id: Some(id), verify_first: false, ..w.clone() }),
+                Match::Absent => Some(Write { verify_first: false, absent: true, ..w.clone() }),
+                Match::Conflict(_) => None,
+            })
+            .collect())
+    }
+
+    /// Creates the tenant answered 409. Many: one listing, each adopted when the soft-match
+    /// rules allow (returned as writes to send), else failed with the tenant's answer. A few:
+    /// returned to be redone one by one (a lookup each).
+    async fn resolve_conflicts<'w>(
+        &mut self,
+        conflicts: Vec<(&'w Write, TenantError)>,
+    ) -> Result<(Vec<Write>, Vec<(&'w Write, bool)>), AppError> {
+        if conflicts.len() < LIST_FROM {
+            return Ok((vec![], conflicts.into_iter().map(|(w, _)| (w, true)).collect()));
+        }
+        let users = conflicts.iter().any(|(w, _)| w.kind == Kind::User);
+        let groups = conflicts.iter().any(|(w, _)| w.kind == Kind::Group);
+        let Some(view) = self.listing(users, groups).await? else {
+            return Ok((vec![], conflicts.into_iter().map(|(w, _)| (w, true)).collect()));
+        };
+        let mut adopt = Vec::new();
+        for (w, e) in conflicts {
+            match view.soft_match(w.kind, &w.guid, w.body["userName"].as_str()) {
+                Match::Adopt(id) => adopt.push(Write { scim_id: Some(id), verify_first: false, ..w.clone() }),
+                Match::Absent | Match::Conflict(_) => self.written(w, true, Err(e)),
+            }
+        }
+        Ok((adopt, vec![]))
     }
 
     /// Sends `jobs` through `/Bulk` in requests within the tenant's limits. Returns the jobs to
-    /// redo one by one: conflicts (resolved by soft match) and chunks the tenant refused whole.
+    /// redo one by one (unanswered, and chunks the tenant refused whole) and the creates it
+    /// answered 409 (resolved by soft match).
+    #[allow(clippy::type_complexity)]
     async fn bulk_writes<'w>(
         &mut self,
         store: &mut StateStore,
         jobs: &[(&'w Write, bool)],
         limits: BulkLimits,
-    ) -> Result<Vec<(&'w Write, bool)>, AppError> {
+    ) -> Result<(Vec<(&'w Write, bool)>, Vec<(&'w Write, TenantError)>), AppError> {
         let mut chunks: Vec<Vec<(&'w Write, bool)>> = vec![Vec::new()];
         let mut size = 0usize;
         for job in jobs {
@@ -239,9 +350,9 @@ impl<'a> Applier<'a> {
                     .iter()
                     .enumerate()
                     .map(|(n, (w, create))| BulkOperation {
-                        method: if *create { BulkMethod::Post } else { BulkMethod::Put },
+                        method: if *create && w.scim_id.is_none() { BulkMethod::Post } else { BulkMethod::Put },
                         kind: resource(w.kind),
-                        id: if *create { None } else { w.scim_id.clone() },
+                        id: w.scim_id.clone(),
                         bulk_id: format!("op{n}"),
                         data: Some(with_members(w, &self.ids).unwrap_or_else(|| w.body.clone())),
                     })
@@ -256,14 +367,27 @@ impl<'a> Applier<'a> {
             })
             .buffer_unordered(self.concurrency.min(2));
         let mut redo = Vec::new();
+        let mut conflicts = Vec::new();
         while let Some((chunk, answer)) = results.next().await {
             match answer {
                 Ok(outcomes) => {
                     for ((w, create), outcome) in chunk.into_iter().zip(outcomes) {
+                        let adopting = create && w.scim_id.is_some();
                         match (outcome.status, outcome.id, outcome.error) {
-                            (200..=299, Some(id), _) => self.written(w, create, Ok((id, false))),
-                            // Already there, or not answered: the one-by-one path sorts it out.
-                            (409 | 0, _, _) => redo.push((w, create)),
+                            (200..=299, Some(id), _) => self.written(w, create, Ok((id, adopting))),
+                            // Already there: adopted by soft match.
+                            (409, _, info) if create && !adopting => conflicts.push((
+                                w,
+                                TenantError::Rejected(info.unwrap_or(scim::ScimErrorInfo {
+                                    status: 409,
+                                    scim_type: None,
+                                    detail: None,
+                                })),
+                            )),
+                            // Not answered, or an adoption whose resource went since: one by one.
+                            (409 | 0, _, _) | (404, _, _) if adopting || outcome.status != 404 => {
+                                redo.push((w, create))
+                            }
                             (_, _, Some(info)) if info.status >= 500 || info.status == 429 => redo.push((w, create)),
                             (_, _, Some(info)) => self.written(w, create, Err(TenantError::Rejected(info))),
                             (status, _, None) => self.written(
@@ -284,7 +408,7 @@ impl<'a> Applier<'a> {
             }
         }
         self.flush(store)?;
-        Ok(redo)
+        Ok((redo, conflicts))
     }
 
     /// Records the result of one create or update.
@@ -299,12 +423,15 @@ impl<'a> Applier<'a> {
                     if members.changed {
                         self.counts.membership_changes += 1;
                     }
+                    self.counts.repaired_memberships += members.restored;
                 }
                 self.ids.insert(w.guid.clone(), id);
-                match (create, adopted) {
-                    (true, false) => self.counts.created += 1,
-                    (true, true) => self.counts.adopted += 1,
-                    (false, _) => self.counts.updated += 1,
+                match (w.repair, w.kind, create, adopted) {
+                    (true, Kind::User, ..) => self.counts.repaired_users += 1,
+                    (true, Kind::Group, ..) => self.counts.repaired_groups += 1,
+                    (false, _, true, false) => self.counts.created += 1,
+                    (false, _, true, true) => self.counts.adopted += 1,
+                    (false, _, false, _) => self.counts.updated += 1,
                 }
             }
             Err(e) => self.failed(&w.guid, &w.dn, if create { "create" } else { "update" }, e),
@@ -414,7 +541,11 @@ impl<'a> Applier<'a> {
         for (guid, _) in &p.remove {
             self.batch.remove_member(&p.change.group_guid, guid);
         }
-        self.counts.membership_changes += 1;
+        let restored = p.add.iter().filter(|(g, _)| p.change.restore.contains(g)).count();
+        self.counts.repaired_memberships += restored as u64;
+        if p.change.changes_membership() {
+            self.counts.membership_changes += 1;
+        }
     }
 
     pub async fn removals(&mut self, store: &mut StateStore, removals: &[Removal]) -> Result<(), AppError> {
@@ -547,18 +678,42 @@ impl<'a> Applier<'a> {
 /// POST, or adopt what the tenant already has: a journaled create is looked up first; a
 /// `409 uniqueness` is resolved by externalId, then by userName (soft match) when unambiguous.
 /// A group's resource with the members its write sets (`None`: send the body as it is).
+/// The members ausi sets, plus those the tenant lists that ausi did not set (`keep_members`).
 fn with_members(w: &Write, ids: &HashMap<String, String>) -> Option<Value> {
     let members = w.members.as_ref()?;
     let mut body = w.body.clone();
-    let list: Vec<Value> = members.guids.iter().filter_map(|g| ids.get(g)).map(|id| json!({ "value": id })).collect();
+    let mut seen = HashSet::new();
+    let list: Vec<Value> = members
+        .guids
+        .iter()
+        .filter_map(|g| ids.get(g))
+        .chain(w.keep_members.iter())
+        .filter(|id| seen.insert(id.as_str()))
+        .map(|id| json!({ "value": id }))
+        .collect();
     body["members"] = Value::Array(list);
     Some(body)
 }
 
-async fn create_or_adopt(client: &ScimClient, w: &Write, body: &Value) -> Result<(String, bool), TenantError> {
+/// A create: a PUT to what the listing found (`scim_id`), or a POST; with `lookup`, a 409 is
+/// resolved here by soft match (else returned, for one listing to resolve many).
+async fn create_or_adopt(
+    client: &ScimClient,
+    w: &Write,
+    body: &Value,
+    lookup: bool,
+) -> Result<(String, bool), TenantError> {
     let kind = resource(w.kind);
-    // Groups have no unique attribute a tenant must enforce: always look before creating.
-    if (w.verify_first || w.kind == Kind::Group)
+    if let Some(id) = &w.scim_id {
+        match client.replace(kind, id, body).await {
+            Ok(()) => return Ok((id.clone(), true)),
+            Err(TenantError::NotFound) => {} // deleted since it was listed: create it
+            Err(e) => return Err(e),
+        }
+    }
+    // Groups have no unique attribute a tenant must enforce: look before creating (unless the
+    // run's listing shows it is not there).
+    if (w.verify_first || (w.kind == Kind::Group && !w.absent))
         && let Some(id) = find_one(client, kind, "externalId", &w.guid).await?
     {
         client.replace(kind, &id, body).await?;
@@ -566,7 +721,7 @@ async fn create_or_adopt(client: &ScimClient, w: &Write, body: &Value) -> Result
     }
     match client.create(kind, body).await {
         Ok(created) => id_of(&created).map(|id| (id, false)),
-        Err(e) if e.is_conflict() => {
+        Err(e) if e.is_conflict() && lookup => {
             if let Some(id) = find_one(client, kind, "externalId", &w.guid).await? {
                 client.replace(kind, &id, body).await?;
                 return Ok((id, true));
@@ -613,6 +768,30 @@ async fn find_one(
             detail: Some(format!("{} resources in the tenant have {attribute} {value}", found.len())),
         })),
     }
+}
+
+/// The tenant's users and/or groups, paged (`page_size` a page), as one view.
+pub async fn read_tenant(
+    client: &ScimClient,
+    users: bool,
+    groups: bool,
+    page_size: u32,
+) -> Result<TenantView, TenantError> {
+    let mut complete = true;
+    let mut pages = 0;
+    let mut read = |listing: scim::Listing| {
+        complete &= listing.complete;
+        pages += listing.pages;
+        listing.resources
+    };
+    let u =
+        if users { read(client.listing(ResourceKind::User, page_size, Some(USER_ATTRIBUTES)).await?) } else { vec![] };
+    let g = if groups {
+        read(client.listing(ResourceKind::Group, page_size, Some(GROUP_ATTRIBUTES)).await?)
+    } else {
+        vec![]
+    };
+    Ok(TenantView::new(&u, &g, complete, pages))
 }
 
 fn id_of(resource: &Value) -> Result<String, TenantError> {

@@ -466,6 +466,9 @@ pub struct Engine<'a, 'c> {
     /// guid → SCIM id for a dry run (a real run asks the applier, which learns new ids).
     pub ids: HashMap<String, String>,
     pub plan: Plan,
+    /// The tenant's users and groups, when this run listed them (a full sync): the planner
+    /// repairs drift from it.
+    pub tenant: Option<super::repair::TenantView>,
 }
 
 impl Engine<'_, '_> {
@@ -570,8 +573,13 @@ impl Engine<'_, '_> {
             let guids: Vec<&str> = wanted.iter().map(|d| d.guid.as_str()).collect();
             let bodies = self.store.bodies_for(&guids)?;
             let members = if kind == ObjectKind::Group { self.store.members_for(&guids)? } else { HashMap::new() };
-            let known =
-                Known { anchors: work.anchors, bodies: &bodies, members: &members, quarantine: work.quarantine };
+            let known = Known {
+                anchors: work.anchors,
+                bodies: &bodies,
+                members: &members,
+                quarantine: work.quarantine,
+                tenant: self.tenant.as_ref(),
+            };
             let mut page_plan = plan::plan_objects(&wanted, held, &known);
             if kind == ObjectKind::Group {
                 let mut later = self.inline_members(&wanted, &mut page_plan);
@@ -599,7 +607,8 @@ impl Engine<'_, '_> {
             let (now, missing): (BTreeSet<String>, BTreeSet<String>) =
                 members.iter().cloned().partition(|g| self.id(g).is_some());
             let change = page.memberships.iter_mut().find(|c| c.group_guid == w.guid);
-            let changed = change.is_some();
+            let changed = change.as_ref().is_some_and(|c| c.changes_membership());
+            let restored = change.as_ref().map_or(0, |c| c.restore.len() as u64);
             if let Some(change) = change {
                 change.inline = true;
             }
@@ -609,10 +618,11 @@ impl Engine<'_, '_> {
                     group_dn: w.dn.clone(),
                     add: missing.into_iter().collect(),
                     remove: vec![],
+                    restore: vec![],
                     inline: false,
                 });
             }
-            w.members = Some(plan::InlineMembers { guids: now, changed });
+            w.members = Some(plan::InlineMembers { guids: now, changed, restored });
         }
         later
     }
@@ -637,8 +647,11 @@ impl Engine<'_, '_> {
                 body: d.body,
                 hash: d.hash,
                 verify_first: false,
+                absent: false,
+                repair: false,
                 changed: vec![super::map::ENTERPRISE_SCHEMA.into()],
                 members: None,
+                keep_members: vec![],
             });
         }
         let before = applier.counts.updated;

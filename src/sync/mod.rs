@@ -8,6 +8,7 @@ pub mod health;
 pub mod map;
 pub mod mirror;
 pub mod plan;
+pub mod repair;
 pub mod scope;
 pub mod state;
 pub mod validate;

@@ -8,10 +8,11 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::map::changed_attributes;
+use super::repair::{self, Lookup, Match, TenantView};
 use super::state::{Anchor, AnchorKind, AnchorState, QuarantineEntry, Reason};
 pub use crate::config::OnRemove;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     User,
@@ -52,7 +53,8 @@ pub struct Write {
     pub kind: Kind,
     pub guid: String,
     pub dn: String,
-    /// Known for updates; `None` for creates.
+    /// Known for updates, and for creates that adopt what the tenant's listing holds (a PUT
+    /// to that id); `None` for other creates.
     pub scim_id: Option<String>,
     #[serde(skip)]
     pub body: Value,
@@ -60,6 +62,12 @@ pub struct Write {
     pub hash: String,
     /// A create journaled by a run that did not finish: look it up by externalId first.
     pub verify_first: bool,
+    /// A create the tenant's listing shows it does not hold: no lookup before sending it.
+    #[serde(skip)]
+    pub absent: bool,
+    /// Drift the tenant got repaired by this write (see [`Plan::repairs`]): counted as repaired.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub repair: bool,
     /// For updates: the attributes that differ from what was last sent.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub changed: Vec<String>,
@@ -67,6 +75,10 @@ pub struct Write {
     /// filled in by whoever knows which members have SCIM ids.
     #[serde(skip)]
     pub members: Option<InlineMembers>,
+    /// Groups replaced while the tenant's listing is known: the member ids ausi did not set
+    /// there, which a PUT keeps (members ausi did not set are left alone).
+    #[serde(skip)]
+    pub keep_members: Vec<String>,
 }
 
 /// The members a group write carries: objectGUIDs with SCIM ids, and whether they differ from
@@ -75,6 +87,8 @@ pub struct Write {
 pub struct InlineMembers {
     pub guids: BTreeSet<String>,
     pub changed: bool,
+    /// Members among them that ausi set, the tenant lost and the write restores.
+    pub restored: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -83,6 +97,9 @@ pub struct MembershipChange {
     pub group_dn: String,
     pub add: Vec<String>,
     pub remove: Vec<String>,
+    /// Among `add`: members ausi had set that the tenant lost (a repair).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub restore: Vec<String>,
     /// Made by the group's own write (create or replace), not by a PATCH.
     #[serde(skip)]
     pub inline: bool,
@@ -107,12 +124,40 @@ pub struct Removal {
     pub reason: &'static str,
 }
 
+impl MembershipChange {
+    /// More than a repair: members AD added or removed.
+    pub fn changes_membership(&self) -> bool {
+        self.add.len() > self.restore.len() || !self.remove.is_empty()
+    }
+}
+
+/// Drift found in the tenant (a full sync reads it) in what ausi owns, and repaired by this
+/// plan's writes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Repair {
+    pub kind: Kind,
+    pub guid: String,
+    pub dn: String,
+    /// `missing` (deleted in the tenant: created again and the anchor re-pointed),
+    /// `attributes` (owned attributes edited there: replaced with what ausi sent), or
+    /// `members` (members ausi set that the tenant lost: added again).
+    pub drift: &'static str,
+    /// For `attributes`: which (`id` when the tenant holds it under another id).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<String>,
+    /// For `members`: the objectGUIDs restored.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Plan {
     pub creates: Vec<Write>,
     pub updates: Vec<Write>,
     pub memberships: Vec<MembershipChange>,
     pub removals: Vec<Removal>,
+    /// What a full sync repairs in the tenant (the writes are among the above).
+    pub repairs: Vec<Repair>,
     /// In scope, valid and identical to what the tenant has: (guid, current DN).
     #[serde(skip)]
     pub unchanged: Vec<(String, String)>,
@@ -145,6 +190,9 @@ pub struct Known<'a> {
     pub bodies: &'a HashMap<String, Value>,
     pub members: &'a HashMap<String, BTreeSet<String>>,
     pub quarantine: &'a [QuarantineEntry],
+    /// The tenant's users and groups (a full sync lists them): drift in what ausi owns is
+    /// repaired, and creates adopt what the tenant holds. `None`: trust the anchors.
+    pub tenant: Option<&'a TenantView>,
 }
 
 /// Creates, updates and membership differences for `desired` (a page of the objects a run
@@ -163,19 +211,61 @@ pub fn plan_objects(desired: &[Desired], quarantined: Vec<Quarantined>, known: &
             body: d.body.clone(),
             hash: d.hash.clone(),
             verify_first,
+            absent: false,
+            repair: false,
             changed,
             members: None,
+            keep_members: vec![],
         };
-        match known.anchors.get(&d.guid) {
-            None => plan.creates.push(write(None, false, vec![])),
-            Some(a) if a.state == AnchorState::Pending || a.scim_id.is_none() => {
-                plan.creates.push(write(None, true, vec![]))
+        let user_name = d.body["userName"].as_str();
+        // A create: what the tenant's listing holds of it, if it was read.
+        let create = |journaled: bool| match known.tenant.map(|v| v.soft_match(d.kind, &d.guid, user_name)) {
+            Some(Match::Adopt(id)) => write(Some(id), false, vec![]),
+            Some(Match::Absent) => Write { absent: true, ..write(None, false, vec![]) },
+            _ => write(None, journaled, vec![]),
+        };
+        let anchor = known.anchors.get(&d.guid);
+        let there = match (anchor, known.tenant) {
+            (Some(a), Some(view)) if a.state == AnchorState::Active && a.scim_id.is_some() => {
+                Some(view.find(d.kind, &d.guid, a.scim_id.as_deref()))
             }
-            Some(a) if a.state == AnchorState::Deleted => plan.creates.push(write(None, false, vec![])),
-            Some(a) if a.state == AnchorState::Active && a.hash.as_deref() == Some(d.hash.as_str()) => {
+            _ => None,
+        };
+        match (anchor, there) {
+            (None, _) => plan.creates.push(create(false)),
+            (Some(a), _) if a.state == AnchorState::Pending || a.scim_id.is_none() => plan.creates.push(create(true)),
+            (Some(a), _) if a.state == AnchorState::Deleted => plan.creates.push(write(None, false, vec![])),
+            (Some(_), Some(Lookup::Missing)) => {
+                plan.creates.push(Write { absent: true, repair: true, ..write(None, false, vec![]) });
+                plan.repairs.push(repair_of(d, "missing", vec![], vec![]));
+            }
+            (Some(a), Some(Lookup::Found(t))) => {
+                let moved = a.scim_id.as_deref() != Some(t.id.as_str());
+                let same = a.hash.as_deref() == Some(d.hash.as_str());
+                let mut drifted = repair::drift(d.kind, &d.body, &t.resource);
+                if moved {
+                    drifted.insert(0, "id".into());
+                }
+                let keep = keep_members(d, t, known);
+                if same && drifted.is_empty() {
+                    plan.unchanged.push((d.guid.clone(), d.dn.clone()));
+                } else if same {
+                    plan.updates.push(Write {
+                        repair: true,
+                        keep_members: keep,
+                        ..write(Some(t.id.clone()), false, drifted.clone())
+                    });
+                    plan.repairs.push(repair_of(d, "attributes", drifted, vec![]));
+                } else {
+                    let changed =
+                        known.bodies.get(&d.guid).map(|old| changed_attributes(old, &d.body)).unwrap_or_default();
+                    plan.updates.push(Write { keep_members: keep, ..write(Some(t.id.clone()), false, changed) });
+                }
+            }
+            (Some(a), _) if a.state == AnchorState::Active && a.hash.as_deref() == Some(d.hash.as_str()) => {
                 plan.unchanged.push((d.guid.clone(), d.dn.clone()))
             }
-            Some(a) => {
+            (Some(a), _) => {
                 let changed = known.bodies.get(&d.guid).map(|old| changed_attributes(old, &d.body)).unwrap_or_default();
                 plan.updates.push(write(a.scim_id.clone(), false, changed));
             }
@@ -183,20 +273,40 @@ pub fn plan_objects(desired: &[Desired], quarantined: Vec<Quarantined>, known: &
     }
 
     // Membership: the difference only. A quarantined user who is already in the tenant keeps
-    // the memberships it has (being invalid now is no evidence that it left a group).
+    // the memberships it has (being invalid now is no evidence that it left a group). With the
+    // tenant's listing, a member ausi set that the tenant no longer lists is added again; one
+    // ausi did not set is not ausi's to remove.
+    let created: BTreeSet<&str> = plan.creates.iter().map(|w| w.guid.as_str()).collect();
     for d in desired.iter().filter(|d| d.kind == Kind::Group) {
-        let fresh = known.anchors.get(&d.guid).is_none_or(|a| a.state != AnchorState::Active);
+        let fresh = known.anchors.get(&d.guid).is_none_or(|a| a.state != AnchorState::Active)
+            || created.contains(d.guid.as_str());
         let empty = BTreeSet::new();
-        let current = if fresh { &empty } else { known.members.get(&d.guid).unwrap_or(&empty) };
-        let add: Vec<String> = d.members.difference(current).cloned().collect();
+        let mut current = if fresh { empty.clone() } else { known.members.get(&d.guid).unwrap_or(&empty).clone() };
+        let mut restore = Vec::new();
+        if let (false, Some(view), Some(a)) = (fresh, known.tenant, known.anchors.get(&d.guid))
+            && let Lookup::Found(t) = view.find(d.kind, &d.guid, a.scim_id.as_deref())
+        {
+            let lost: Vec<String> = current.iter().filter(|m| !lists(t, m, known, view)).cloned().collect();
+            for m in lost {
+                current.remove(&m);
+                if d.members.contains(&m) {
+                    restore.push(m);
+                }
+            }
+        }
+        let add: Vec<String> = d.members.difference(&current).cloned().collect();
         let remove: Vec<String> =
             current.difference(&d.members).filter(|m| !held_back.contains(m.as_str())).cloned().collect();
+        if !restore.is_empty() {
+            plan.repairs.push(repair_of(d, "members", vec![], restore.clone()));
+        }
         if !add.is_empty() || !remove.is_empty() {
             plan.memberships.push(MembershipChange {
                 group_guid: d.guid.clone(),
                 group_dn: d.dn.clone(),
                 add,
                 remove,
+                restore,
                 inline: false,
             });
         }
@@ -208,6 +318,36 @@ pub fn plan_objects(desired: &[Desired], quarantined: Vec<Quarantined>, known: &
         known.quarantine.iter().filter(|q| valid.contains(q.guid.as_str())).map(|q| q.guid.clone()).collect();
     plan.quarantine = quarantined;
     plan
+}
+
+fn repair_of(d: &Desired, drift: &'static str, attributes: Vec<String>, members: Vec<String>) -> Repair {
+    Repair { kind: d.kind, guid: d.guid.clone(), dn: d.dn.clone(), drift, attributes, members }
+}
+
+/// Whether the tenant's group `t` lists member `guid` (under the id the tenant has it by).
+fn lists(t: &repair::TenantObject, guid: &str, known: &Known<'_>, view: &TenantView) -> bool {
+    match known.anchors.get(guid) {
+        Some(a) => view.id_of(a).is_some_and(|id| t.members.contains(id)),
+        None => true, // not anchored: nothing to say it was lost
+    }
+}
+
+/// The member ids of tenant group `t` that ausi did not set (kept when the group is replaced).
+fn keep_members(d: &Desired, t: &repair::TenantObject, known: &Known<'_>) -> Vec<String> {
+    if d.kind != Kind::Group || t.members.is_empty() {
+        return vec![];
+    }
+    let empty = BTreeSet::new();
+    let set = known.members.get(&d.guid).unwrap_or(&empty);
+    let ours: std::collections::HashSet<&str> = set
+        .iter()
+        .chain(d.members.iter())
+        .filter_map(|m| known.anchors.get(m))
+        .flat_map(|a| a.scim_id.as_deref().into_iter().chain(known.tenant.and_then(|v| v.id_of(a))))
+        .collect();
+    let mut keep: Vec<String> = t.members.iter().filter(|id| !ours.contains(id.as_str())).cloned().collect();
+    keep.sort();
+    keep
 }
 
 /// What the tenant holds that left the scope or was deleted in AD (`gone`), per policy. The
@@ -252,6 +392,7 @@ impl Plan {
         self.updates.extend(page.updates.into_iter().map(strip));
         self.memberships.extend(page.memberships);
         self.removals.extend(page.removals);
+        self.repairs.extend(page.repairs);
         self.unchanged.extend(page.unchanged);
         self.quarantine.extend(page.quarantine);
         self.released.extend(page.released);
@@ -291,6 +432,7 @@ mod tests {
         bodies: HashMap<String, Value>,
         members: HashMap<String, BTreeSet<String>>,
         quarantine: Vec<QuarantineEntry>,
+        tenant: Option<TenantView>,
     }
 
     impl World {
@@ -300,6 +442,7 @@ mod tests {
                 bodies: HashMap::new(),
                 members: HashMap::new(),
                 quarantine: vec![],
+                tenant: None,
             }
         }
 
@@ -310,6 +453,7 @@ mod tests {
                 bodies: &self.bodies,
                 members: &self.members,
                 quarantine: &self.quarantine,
+                tenant: self.tenant.as_ref(),
             };
             let kept: BTreeSet<&str> =
                 desired.iter().map(|d| d.guid.as_str()).chain(quarantined.iter().map(|q| q.guid.as_str())).collect();
@@ -398,5 +542,151 @@ mod tests {
         let p = w.plan(&[desired(Kind::User, "fixed", "h")], vec![], OnRemove::Deactivate);
         assert_eq!(p.released, ["fixed"]);
         assert_eq!(p.creates.len(), 1);
+    }
+
+    // ------------------------------------------------------------------ repairs (full sync)
+
+    fn user_body(guid: &str, given: &str) -> Value {
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "externalId": guid,
+            "userName": format!("{guid}@x.test"),
+            "name": {"givenName": given, "familyName": "S"},
+            "displayName": format!("{given} S"),
+            "emails": [{"value": format!("{guid}@x.test"), "type": "work", "primary": true}],
+            "active": true,
+        })
+    }
+
+    fn wanted_user(guid: &str) -> Desired {
+        let body = user_body(guid, "G");
+        Desired {
+            kind: Kind::User,
+            guid: guid.into(),
+            dn: format!("CN={guid},DC=x"),
+            hash: crate::sync::map::content_hash(&body),
+            body,
+            members: BTreeSet::new(),
+        }
+    }
+
+    /// As the tenant shows a resource: with an id, meta, and lower-cased.
+    fn listed(mut body: Value, id: &str) -> Value {
+        body["id"] = json!(id);
+        body["meta"] = json!({"resourceType": "User"});
+        body["userName"] = json!(body["userName"].as_str().unwrap().to_uppercase());
+        body
+    }
+
+    fn synced(guids: &[&str]) -> World {
+        World::new(
+            guids
+                .iter()
+                .map(|g| {
+                    let kind = if g.starts_with('g') { AnchorKind::Group } else { AnchorKind::User };
+                    let hash = if kind == AnchorKind::User { wanted_user(g).hash } else { "gh".into() };
+                    anchor(kind, g, &hash, AnchorState::Active)
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_full_sync_repairs_what_was_deleted_or_edited_in_the_tenant() {
+        let mut w = synced(&["same", "deleted", "edited", "moved"]);
+        let mut edited = listed(user_body("edited", "G"), "id-edited");
+        edited["name"]["familyName"] = json!("Changed in the tenant");
+        let users = [listed(user_body("same", "G"), "id-same"), edited, listed(user_body("moved", "G"), "new-id")];
+        w.tenant = Some(TenantView::new(&users, &[], true, 1));
+        let d: Vec<Desired> = ["same", "deleted", "edited", "moved"].iter().map(|g| wanted_user(g)).collect();
+        let p = w.plan(&d, vec![], OnRemove::Deactivate);
+        assert_eq!(p.unchanged.iter().map(|(g, _)| g.as_str()).collect::<Vec<_>>(), ["same"]);
+        assert_eq!(p.creates.len(), 1);
+        let c = &p.creates[0];
+        assert!(c.guid == "deleted" && c.repair && c.absent && c.scim_id.is_none() && !c.verify_first);
+        let updates: Vec<_> = p.updates.iter().map(|u| (u.guid.as_str(), u.scim_id.as_deref(), u.repair)).collect();
+        assert_eq!(updates, [("edited", Some("id-edited"), true), ("moved", Some("new-id"), true)]);
+        let drift: Vec<_> = p.repairs.iter().map(|r| (r.guid.as_str(), r.drift, r.attributes.clone())).collect();
+        assert_eq!(
+            drift,
+            [
+                ("deleted", "missing", vec![]),
+                ("edited", "attributes", vec!["name.familyName".to_string()]),
+                ("moved", "attributes", vec!["id".to_string()]),
+            ]
+        );
+        assert_eq!(p.write_count(), 3);
+    }
+
+    #[test]
+    fn without_a_listing_or_with_an_incomplete_one_nothing_is_taken_as_deleted() {
+        let mut w = synced(&["a"]);
+        let d = [wanted_user("a")];
+        assert_eq!(w.plan(&d, vec![], OnRemove::Deactivate).write_count(), 0, "no listing: trust the anchors");
+        w.tenant = Some(TenantView::new(&[], &[], false, 1));
+        let p = w.plan(&d, vec![], OnRemove::Deactivate);
+        assert!(p.repairs.is_empty() && p.write_count() == 0, "{p:?}");
+    }
+
+    #[test]
+    fn creates_adopt_from_the_listing_by_the_soft_match_rules() {
+        let mut w = World::new(vec![
+            anchor(AnchorKind::User, "journaled", "h", AnchorState::Pending),
+            anchor(AnchorKind::User, "never-sent", "h", AnchorState::Pending),
+        ]);
+        let mut by_name = listed(user_body("by-name", "G"), "id-by-name");
+        by_name.as_object_mut().unwrap().remove("externalId");
+        let users = [listed(user_body("journaled", "G"), "id-journaled"), by_name];
+        w.tenant = Some(TenantView::new(&users, &[], true, 1));
+        let d: Vec<Desired> = ["journaled", "never-sent", "by-name", "new"].iter().map(|g| wanted_user(g)).collect();
+        let p = w.plan(&d, vec![], OnRemove::Deactivate);
+        let creates: Vec<_> =
+            p.creates.iter().map(|c| (c.guid.as_str(), c.scim_id.as_deref(), c.verify_first, c.absent)).collect();
+        assert_eq!(
+            creates,
+            [
+                ("journaled", Some("id-journaled"), false, false),
+                ("never-sent", None, false, true),
+                ("by-name", Some("id-by-name"), false, false),
+                ("new", None, false, true),
+            ]
+        );
+        assert!(p.repairs.is_empty(), "adoptions are not repairs");
+    }
+
+    #[test]
+    fn members_ausi_set_that_the_tenant_lost_are_restored_and_others_left_alone() {
+        let mut w = synced(&["u1", "u2", "u3", "g1"]);
+        w.members.insert("g1".into(), ["u1", "u2", "u3"].iter().map(|s| s.to_string()).collect());
+        let users: Vec<Value> =
+            ["u1", "u2", "u3"].iter().map(|g| listed(user_body(g, "G"), &format!("id-{g}"))).collect();
+        // u2 was removed in the tenant; "foreign" was added there; AD dropped u3.
+        let group = json!({"id": "id-g1", "externalId": "g1", "displayName": "G1",
+            "members": [{"value": "id-u1"}, {"value": "id-u3"}, {"value": "foreign"}]});
+        w.tenant = Some(TenantView::new(&users, &[group], true, 1));
+        let mut g = desired(Kind::Group, "g1", "gh");
+        g.body = json!({"externalId": "g1", "displayName": "G1"});
+        g.members = ["u1", "u2"].iter().map(|s| s.to_string()).collect();
+        let d = [wanted_user("u1"), wanted_user("u2"), g.clone()];
+        let p = w.plan(&d, vec![], OnRemove::Ignore);
+        assert_eq!(p.memberships.len(), 1);
+        let m = &p.memberships[0];
+        assert_eq!(
+            (m.add.clone(), m.restore.clone(), m.remove.clone()),
+            (vec!["u2".into()], vec!["u2".into()], vec!["u3".into()])
+        );
+        assert_eq!(p.repairs.len(), 1);
+        assert_eq!((p.repairs[0].drift, p.repairs[0].members.clone()), ("members", vec!["u2".to_string()]));
+
+        // The group renamed in the tenant: replaced, keeping the member ausi did not set.
+        let renamed = json!({"id": "id-g1", "externalId": "g1", "displayName": "Renamed",
+            "members": [{"value": "id-u1"}, {"value": "id-u2"}, {"value": "foreign"}]});
+        w.members.insert("g1".into(), ["u1", "u2"].iter().map(|s| s.to_string()).collect());
+        w.tenant = Some(TenantView::new(&users, &[renamed], true, 1));
+        let p = w.plan(&d, vec![], OnRemove::Ignore);
+        assert!(p.memberships.is_empty(), "{:?}", p.memberships);
+        assert_eq!(p.updates.len(), 1);
+        assert!(p.updates[0].repair);
+        assert_eq!(p.updates[0].keep_members, ["foreign"]);
     }
 }

@@ -397,40 +397,61 @@ impl ScimClient {
         page_size: u32,
         attributes: Option<&str>,
     ) -> Result<Vec<Value>, TenantError> {
+        self.listing(kind, page_size, attributes).await.map(|l| l.resources)
+    }
+
+    /// Every resource of a kind, paged with `startIndex`/`count` (RFC 7644 §3.4.2.4), with the
+    /// number of pages it took and whether it is complete. A server may cap `count` (the next
+    /// page starts after what came back) or ignore it (one page holds everything). A page that
+    /// comes back empty, or with nothing new, before `totalResults` is reached is a protocol
+    /// error (a server that ignores `startIndex` would otherwise look like a short list).
+    pub async fn listing(
+        &self,
+        kind: ResourceKind,
+        page_size: u32,
+        attributes: Option<&str>,
+    ) -> Result<Listing, TenantError> {
         let count = page_size.max(1);
         let only = attributes.map(|a| format!("&attributes={}", percent_encode(a))).unwrap_or_default();
         let mut all: Vec<Value> = Vec::new();
         let mut seen_ids: HashSet<String> = HashSet::new();
         let mut start_index: u64 = 1;
+        let mut pages = 0u64;
         loop {
             let url = format!("{}/{}?startIndex={start_index}&count={count}{only}", self.base_url, kind.endpoint());
             let body = self.send(Method::GET, &url, None, Target::Collection).await?;
+            pages += 1;
             let (resources, total) = parse_list_response(&parse_json(&body)?)?;
             let total = total.ok_or_else(|| TenantError::Protocol("a ListResponse without \"totalResults\"".into()))?;
             let returned = resources.len() as u64;
+            let mut new = 0u64;
             for r in resources {
                 // A resource that moved between pages (concurrent change) is listed once.
                 match r.get("id").and_then(Value::as_str) {
                     Some(id) => {
                         if seen_ids.insert(id.to_string()) {
                             all.push(r);
+                            new += 1;
                         }
                     }
-                    None => all.push(r),
+                    None => {
+                        all.push(r);
+                        new += 1;
+                    }
                 }
             }
             if start_index + returned > total {
-                break;
+                let complete = all.len() as u64 >= total;
+                return Ok(Listing { resources: all, pages, total, complete });
             }
-            if returned == 0 {
+            if returned == 0 || new == 0 {
                 return Err(TenantError::Protocol(format!(
-                    "{} page at startIndex {start_index} is empty but totalResults is {total}",
+                    "{} page at startIndex {start_index} brought nothing new but totalResults is {total}",
                     kind.endpoint()
                 )));
             }
             start_index += returned;
         }
-        Ok(all)
     }
 
     /// Write requests (POST/PUT/PATCH/DELETE) actually sent, retries included.
@@ -632,6 +653,18 @@ impl BulkMethod {
             BulkMethod::Patch => "PATCH",
         }
     }
+}
+
+/// A whole listing of one resource type.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub resources: Vec<Value>,
+    /// Requests it took.
+    pub pages: u64,
+    /// `totalResults` of the last page.
+    pub total: u64,
+    /// As many distinct resources as the tenant counted (none vanished between pages).
+    pub complete: bool,
 }
 
 /// One operation of a `/Bulk` request.

@@ -1,0 +1,517 @@
+//! What the tenant holds of ausi's objects (one listing, read by a full sync or when many
+//! creates need checking), and how it drifted from what ausi sent. Pure: resources in, answers
+//! out; the planner ([`super::plan`]) turns drift into repairs and the applier adopts from it.
+//!
+//! The comparison is tolerant of what RFC-compliant servers legitimately do to a resource:
+//! add `id`, `meta`, `schemas`, `$ref`/`display` in references or `formatted` in `name`, reorder
+//! multi-valued attributes, change the case of values RFC 7643 declares case-insensitive, and
+//! drop optional attributes they do not support (`title`, `phoneNumbers`, the enterprise
+//! extension): only a value that is there and differs, or a required one that is missing, or a
+//! value ausi does not send, is drift.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::map::ENTERPRISE_SCHEMA;
+use super::plan::Kind;
+use super::state::{Anchor, AnchorState};
+
+/// Attributes a user listing asks for (servers that ignore `attributes=` send everything).
+pub const USER_ATTRIBUTES: &str = "externalId,userName,name,displayName,emails,active,title,phoneNumbers,urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+/// Attributes a group listing asks for.
+pub const GROUP_ATTRIBUTES: &str = "externalId,displayName,members";
+
+/// Tenant objects without an externalId ausi knows, listed in a report at most this many.
+pub const MAX_LISTED_UNKNOWN: usize = 20;
+
+/// One resource as listed, reduced to what ausi compares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantObject {
+    pub kind: Kind,
+    pub id: String,
+    pub external_id: Option<String>,
+    pub user_name: Option<String>,
+    pub display_name: Option<String>,
+    /// The owned attributes only (no `meta`, no members).
+    pub resource: Value,
+    /// Groups: the member ids.
+    pub members: HashSet<String>,
+}
+
+impl TenantObject {
+    /// `None` for a resource without an `id` (useless to ausi).
+    pub fn from_resource(kind: Kind, resource: &Value) -> Option<TenantObject> {
+        let id = resource.get("id")?.as_str().filter(|s| !s.is_empty())?.to_owned();
+        let text = |k: &str| resource.get(k).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
+        let owned: &[&str] = match kind {
+            Kind::User => &[
+                "externalId",
+                "userName",
+                "name",
+                "displayName",
+                "emails",
+                "active",
+                "title",
+                "phoneNumbers",
+                ENTERPRISE_SCHEMA,
+            ],
+            Kind::Group => &["externalId", "displayName"],
+        };
+        let mut kept = serde_json::Map::new();
+        for key in owned {
+            if let Some(v) = resource.get(*key) {
+                kept.insert((*key).to_owned(), v.clone());
+            }
+        }
+        let members = match kind {
+            Kind::Group => resource
+                .get("members")
+                .and_then(Value::as_array)
+                .map(|ms| ms.iter().filter_map(|m| m.get("value").and_then(Value::as_str)).map(str::to_owned).collect())
+                .unwrap_or_default(),
+            Kind::User => HashSet::new(),
+        };
+        Some(TenantObject {
+            kind,
+            id,
+            external_id: text("externalId").map(str::to_lowercase),
+            user_name: text("userName").map(str::to_lowercase),
+            display_name: text("displayName").map(str::to_owned),
+            resource: Value::Object(kept),
+            members,
+        })
+    }
+}
+
+/// The tenant's users and groups, indexed by externalId and userName (both lower case).
+#[derive(Debug, Clone, Default)]
+pub struct TenantView {
+    objects: Vec<TenantObject>,
+    by_external: HashMap<(Kind, String), Vec<usize>>,
+    by_user_name: HashMap<String, Vec<usize>>,
+    by_id: HashMap<(Kind, String), usize>,
+    /// Every resource the tenant counted was listed: only then is an absent object missing.
+    pub complete: bool,
+    /// Requests the listing took.
+    pub pages: u64,
+}
+
+/// Where an anchored object is in the tenant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Lookup<'v> {
+    Found(&'v TenantObject),
+    /// Not listed (deleted in the tenant, when the listing is complete).
+    Missing,
+    /// Several resources carry its externalId and none has its id: not ausi's to choose.
+    Ambiguous,
+}
+
+/// What a create finds in the tenant, by the soft-match rules: by externalId, then (users) by
+/// userName when that resource has no externalId or ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Match {
+    Adopt(String),
+    Absent,
+    /// Several candidates, or a userName held by someone else's object.
+    Conflict(String),
+}
+
+impl TenantView {
+    pub fn new(users: &[Value], groups: &[Value], complete: bool, pages: u64) -> TenantView {
+        let mut view = TenantView { complete, pages, ..TenantView::default() };
+        let objects = users
+            .iter()
+            .filter_map(|r| TenantObject::from_resource(Kind::User, r))
+            .chain(groups.iter().filter_map(|r| TenantObject::from_resource(Kind::Group, r)));
+        for o in objects {
+            let n = view.objects.len();
+            if view.by_id.insert((o.kind, o.id.clone()), n).is_some() {
+                continue; // listed twice: the first counts
+            }
+            if let Some(x) = &o.external_id {
+                view.by_external.entry((o.kind, x.clone())).or_default().push(n);
+            }
+            if let Some(u) = o.user_name.clone().filter(|_| o.kind == Kind::User) {
+                view.by_user_name.entry(u).or_default().push(n);
+            }
+            view.objects.push(o);
+        }
+        view
+    }
+
+    /// Listed objects of one kind.
+    pub fn count(&self, kind: Kind) -> u64 {
+        self.objects.iter().filter(|o| o.kind == kind).count() as u64
+    }
+
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
+    fn with_external_id(&self, kind: Kind, guid: &str) -> Vec<&TenantObject> {
+        self.by_external
+            .get(&(kind, guid.to_lowercase()))
+            .map(|ns| ns.iter().map(|n| &self.objects[*n]).collect())
+            .unwrap_or_default()
+    }
+
+    /// An anchored object: by its externalId, preferring the resource with the anchor's id.
+    pub fn find(&self, kind: Kind, guid: &str, scim_id: Option<&str>) -> Lookup<'_> {
+        let found = self.with_external_id(kind, guid);
+        if let Some(o) = found.iter().find(|o| Some(o.id.as_str()) == scim_id) {
+            return Lookup::Found(o);
+        }
+        match found.as_slice() {
+            [] if self.complete => Lookup::Missing,
+            // An incomplete listing proves no absence; nor does a resource under the anchor's id
+            // whose externalId someone changed (not listed above, but there).
+            [] => Lookup::Ambiguous,
+            [one] => Lookup::Found(one),
+            _ => Lookup::Ambiguous,
+        }
+    }
+
+    /// The tenant id of an anchored object, if it is there.
+    pub fn id_of(&self, anchor: &Anchor) -> Option<&str> {
+        let kind = Kind::from(anchor.kind);
+        match self.find(kind, &anchor.guid, anchor.scim_id.as_deref()) {
+            Lookup::Found(o) => Some(o.id.as_str()),
+            _ => None,
+        }
+    }
+
+    /// A create's soft match (`user_name` only for users; `None`: by externalId only, as a
+    /// journaled create is checked).
+    pub fn soft_match(&self, kind: Kind, guid: &str, user_name: Option<&str>) -> Match {
+        match self.with_external_id(kind, guid).as_slice() {
+            [one] => return Match::Adopt(one.id.clone()),
+            [] => {}
+            many => return Match::Conflict(format!("{} resources in the tenant have externalId {guid}", many.len())),
+        }
+        let Some(name) = user_name.map(|n| n.trim().to_lowercase()).filter(|n| !n.is_empty() && kind == Kind::User)
+        else {
+            return Match::Absent;
+        };
+        let holders: Vec<&TenantObject> =
+            self.by_user_name.get(&name).map(|ns| ns.iter().map(|n| &self.objects[*n]).collect()).unwrap_or_default();
+        match holders.as_slice() {
+            [] => Match::Absent,
+            [one] if one.external_id.as_deref().is_none_or(|x| x == guid.to_lowercase()) => {
+                Match::Adopt(one.id.clone())
+            }
+            [one] => Match::Conflict(format!(
+                "userName {name} is held by a tenant user with another externalId ({})",
+                one.external_id.as_deref().unwrap_or_default()
+            )),
+            many => Match::Conflict(format!("{} resources in the tenant have userName {name}", many.len())),
+        }
+    }
+
+    /// The tenant's objects that are not ausi's: neither an id in `ours` (anchors, and what
+    /// this run adopted or re-pointed) nor an externalId in `guids`.
+    pub fn unknown(&self, ours: &HashSet<&str>, guids: &dyn Fn(&str) -> bool) -> Unknown {
+        let mut out = Unknown::default();
+        for o in &self.objects {
+            if ours.contains(o.id.as_str()) || o.external_id.as_deref().is_some_and(guids) {
+                continue;
+            }
+            match o.kind {
+                Kind::User => out.users += 1,
+                Kind::Group => out.groups += 1,
+            }
+            if out.listed.len() < MAX_LISTED_UNKNOWN {
+                out.listed.push(UnknownObject {
+                    kind: o.kind,
+                    id: o.id.clone(),
+                    external_id: o.external_id.clone(),
+                    name: o.user_name.clone().or_else(|| o.display_name.clone()),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Tenant objects ausi does not know: reported, never touched.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Unknown {
+    pub users: u64,
+    pub groups: u64,
+    /// The first [`MAX_LISTED_UNKNOWN`].
+    pub listed: Vec<UnknownObject>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnknownObject {
+    pub kind: Kind,
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// userName of a user, displayName of a group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Anchored, active objects the (complete) listing does not hold: they are created again, so
+/// their old SCIM ids must not be used (as a member, as a manager).
+pub fn missing<'a>(view: &TenantView, anchors: impl IntoIterator<Item = &'a Anchor>) -> HashSet<String> {
+    anchors
+        .into_iter()
+        .filter(|a| a.state == AnchorState::Active)
+        .filter(|a| view.find(a.kind.into(), &a.guid, a.scim_id.as_deref()) == Lookup::Missing)
+        .map(|a| a.guid.clone())
+        .collect()
+}
+
+/// Whether a missing value in the tenant is drift (required) or a server that does not keep
+/// that optional attribute.
+#[derive(Clone, Copy, PartialEq)]
+enum Need {
+    Required,
+    Optional,
+}
+
+/// An owned attribute: its path in the resource and how it is compared.
+struct Owned {
+    path: &'static [&'static str],
+    need: Need,
+    multi: bool,
+}
+
+const fn owned(path: &'static [&'static str], need: Need, multi: bool) -> Owned {
+    Owned { path, need, multi }
+}
+
+const USER_OWNED: &[Owned] = &[
+    owned(&["externalId"], Need::Required, false),
+    owned(&["userName"], Need::Required, false),
+    owned(&["name", "givenName"], Need::Required, false),
+    owned(&["name", "familyName"], Need::Required, false),
+    owned(&["displayName"], Need::Required, false),
+    owned(&["emails"], Need::Required, true),
+    owned(&["active"], Need::Required, false),
+    owned(&["title"], Need::Optional, false),
+    owned(&["phoneNumbers"], Need::Optional, true),
+    owned(&[ENTERPRISE_SCHEMA, "employeeNumber"], Need::Optional, false),
+    owned(&[ENTERPRISE_SCHEMA, "department"], Need::Optional, false),
+    owned(&[ENTERPRISE_SCHEMA, "manager", "value"], Need::Optional, false),
+];
+
+const GROUP_OWNED: &[Owned] =
+    &[owned(&["externalId"], Need::Required, false), owned(&["displayName"], Need::Required, false)];
+
+/// The owned attributes in which the tenant's resource differs from what ausi sent (`sent`),
+/// as SCIM paths (`name.givenName`, `urn:…:User:department`); empty when it holds what ausi
+/// sent, give or take what servers may do (see the module).
+pub fn drift(kind: Kind, sent: &Value, tenant: &Value) -> Vec<String> {
+    let table = match kind {
+        Kind::User => USER_OWNED,
+        Kind::Group => GROUP_OWNED,
+    };
+    let mut out = Vec::new();
+    for attr in table {
+        let s = meaningful(get(sent, attr.path));
+        let t = meaningful(get(tenant, attr.path));
+        let drifted = match (s, t) {
+            (None, None) => false,
+            (None, Some(_)) => true,
+            (Some(_), None) => attr.need == Need::Required,
+            (Some(s), Some(t)) if attr.multi => !same_values(s, t),
+            (Some(s), Some(t)) => !same_scalar(s, t),
+        };
+        if drifted {
+            out.push(path_name(attr.path));
+        }
+    }
+    out
+}
+
+fn get<'v>(v: &'v Value, path: &[&str]) -> Option<&'v Value> {
+    path.iter().try_fold(v, |v, k| v.get(*k))
+}
+
+/// `None` for what carries no value: absent, null, "", [], {}.
+fn meaningful(v: Option<&Value>) -> Option<&Value> {
+    v.filter(|v| match v {
+        Value::Null => false,
+        Value::String(s) => !s.trim().is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        _ => true,
+    })
+}
+
+/// A scalar as compared: trimmed, lower case (RFC 7643 declares these attributes
+/// case-insensitive), booleans and numbers by their text ("true" and true are the same).
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.trim().to_lowercase()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn same_scalar(s: &Value, t: &Value) -> bool {
+    match (scalar(s), scalar(t)) {
+        (Some(a), Some(b)) => a == b,
+        _ => s == t,
+    }
+}
+
+/// Multi-valued attributes (emails, phoneNumbers): the same set of values in any order, and
+/// where both sides give a value a `type`, the same type.
+fn same_values(s: &Value, t: &Value) -> bool {
+    let entries = |v: &Value| -> Option<Vec<(String, Option<String>)>> {
+        let items = v.as_array()?;
+        items
+            .iter()
+            .map(|i| {
+                let value = scalar(i.get("value")?)?;
+                Some((value, i.get("type").and_then(scalar)))
+            })
+            .collect()
+    };
+    let (Some(sent), Some(there)) = (entries(s), entries(t)) else { return s == t };
+    let values = |e: &[(String, Option<String>)]| e.iter().map(|(v, _)| v.clone()).collect::<BTreeSet<_>>();
+    if values(&sent) != values(&there) {
+        return false;
+    }
+    sent.iter().all(|(value, kind)| {
+        there.iter().filter(|(v, _)| v == value).all(|(_, k)| kind.is_none() || k.is_none() || kind == k)
+    })
+}
+
+fn path_name(path: &[&str]) -> String {
+    match path {
+        [schema, rest @ ..] if schema.starts_with("urn:") => format!("{schema}:{}", rest.join(".")),
+        _ => path.join("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sent_user() -> Value {
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE_SCHEMA],
+            "externalId": "00112233-4455-6677-8899-aabbccddeeff",
+            "userName": "Alice@Example.test",
+            "name": {"givenName": "Alice", "familyName": "Smith"},
+            "displayName": "Alice Smith",
+            "emails": [{"value": "alice@example.test", "type": "work", "primary": true}],
+            "active": true,
+            "phoneNumbers": [{"value": "+1 555", "type": "work"}],
+            ENTERPRISE_SCHEMA: {"department": "Sales", "manager": {"value": "m-1"}},
+        })
+    }
+
+    #[test]
+    fn what_servers_add_reorder_or_lower_case_is_not_drift() {
+        let tenant = json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "id": "u-1",
+            "meta": {"resourceType": "User", "version": "W/\"3\""},
+            "externalId": "00112233-4455-6677-8899-AABBCCDDEEFF",
+            "userName": "alice@example.test",
+            "name": {"formatted": "Alice Smith", "familyName": "Smith", "givenName": "Alice"},
+            "displayName": "Alice Smith",
+            "emails": [{"primary": true, "value": "ALICE@example.test", "type": "Work"}],
+            "active": "true",
+            ENTERPRISE_SCHEMA: {"manager": {"value": "m-1", "$ref": "../Users/m-1", "displayName": "Boss"}, "department": "sales"},
+            "groups": [{"value": "g"}],
+        });
+        // phoneNumbers dropped: a server that does not keep an optional attribute.
+        assert_eq!(drift(Kind::User, &sent_user(), &tenant), Vec::<String>::new());
+    }
+
+    #[test]
+    fn edits_removals_and_additions_of_owned_attributes_are_drift() {
+        let mut tenant = sent_user();
+        tenant["name"]["familyName"] = json!("Jones");
+        tenant["emails"] = json!([{"value": "alice@example.test", "type": "work"}, {"value": "x@evil.test"}]);
+        tenant["active"] = json!(false);
+        tenant["title"] = json!("Added in the tenant");
+        tenant[ENTERPRISE_SCHEMA]["manager"]["value"] = json!("m-2");
+        tenant.as_object_mut().unwrap().remove("displayName");
+        assert_eq!(
+            drift(Kind::User, &sent_user(), &tenant),
+            [
+                "name.familyName",
+                "displayName",
+                "emails",
+                "active",
+                "title",
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value"
+            ]
+        );
+        let g = json!({"externalId": "g", "displayName": "Sales"});
+        assert_eq!(drift(Kind::Group, &g, &json!({"id": "1", "externalId": "g", "displayName": "SALES"})).len(), 0);
+        assert_eq!(
+            drift(Kind::Group, &g, &json!({"id": "1", "externalId": "g", "displayName": "Other"})),
+            ["displayName"]
+        );
+    }
+
+    fn user(id: &str, external: Option<&str>, name: &str) -> Value {
+        json!({"id": id, "externalId": external, "userName": name})
+    }
+
+    #[test]
+    fn soft_match_from_one_listing_follows_the_rules() {
+        let users = [
+            user("1", Some("AAA"), "a@x"),
+            user("2", None, "b@x"),
+            user("3", Some("other"), "c@x"),
+            user("4", Some("dup"), "d1@x"),
+            user("5", Some("dup"), "d2@x"),
+            user("6", Some(""), "E@X"),
+        ];
+        let view = TenantView::new(&users, &[], true, 1);
+        assert_eq!(view.soft_match(Kind::User, "aaa", Some("zzz@x")), Match::Adopt("1".into()));
+        assert_eq!(view.soft_match(Kind::User, "bbb", Some("B@x")), Match::Adopt("2".into()), "no externalId");
+        assert_eq!(view.soft_match(Kind::User, "bbb", None), Match::Absent, "journaled: by externalId only");
+        assert!(matches!(view.soft_match(Kind::User, "ccc", Some("c@x")), Match::Conflict(_)), "someone else's");
+        assert!(matches!(view.soft_match(Kind::User, "dup", Some("d1@x")), Match::Conflict(_)));
+        assert_eq!(view.soft_match(Kind::User, "eee", Some("e@x")), Match::Adopt("6".into()), "empty externalId");
+        assert_eq!(view.soft_match(Kind::User, "fff", Some("f@x")), Match::Absent);
+        assert_eq!(view.soft_match(Kind::Group, "aaa", None), Match::Absent, "kinds apart");
+    }
+
+    #[test]
+    fn anchored_objects_are_found_missing_or_ambiguous() {
+        let users = [user("1", Some("a"), "a@x"), user("2", Some("d"), "d1@x"), user("3", Some("d"), "d2@x")];
+        let view = TenantView::new(&users, &[], true, 1);
+        assert!(matches!(view.find(Kind::User, "a", Some("old")), Lookup::Found(o) if o.id == "1"), "re-pointed");
+        assert_eq!(view.find(Kind::User, "gone", Some("9")), Lookup::Missing);
+        assert!(matches!(view.find(Kind::User, "d", Some("3")), Lookup::Found(o) if o.id == "3"));
+        assert_eq!(view.find(Kind::User, "d", Some("9")), Lookup::Ambiguous);
+        let partial = TenantView::new(&users, &[], false, 1);
+        assert_eq!(
+            partial.find(Kind::User, "gone", Some("9")),
+            Lookup::Ambiguous,
+            "an incomplete listing proves nothing"
+        );
+    }
+
+    #[test]
+    fn unknown_objects_are_counted_and_listed_boundedly() {
+        let mut users: Vec<Value> = (0..30).map(|n| user(&format!("x{n}"), None, &format!("x{n}@x"))).collect();
+        users.push(user("mine", Some("g1"), "m@x"));
+        users.push(user("adopted", None, "a@x"));
+        let groups = [json!({"id": "g", "displayName": "Foreign", "externalId": "elsewhere"})];
+        let view = TenantView::new(&users, &groups, true, 1);
+        let ours: HashSet<&str> = ["adopted"].into();
+        let unknown = view.unknown(&ours, &|g| g == "g1");
+        assert_eq!((unknown.users, unknown.groups), (30, 1));
+        assert_eq!(unknown.listed.len(), MAX_LISTED_UNKNOWN);
+    }
+}
