@@ -123,6 +123,39 @@ pub fn state_path(config: &AgentConfig, config_path: &Path) -> PathBuf {
     })
 }
 
+/// What [`StateStore::open`] found about the store's permissions, for the run's report: files
+/// other users could read (each with the mode found), narrowed to 0600, or that could not be.
+pub(crate) fn state_permission_warnings(store: &StateStore) -> Vec<Warning> {
+    let list = |fixed: bool| {
+        let files: Vec<String> = store
+            .loose_files()
+            .iter()
+            .filter(|f| f.fixed == fixed)
+            .map(|f| format!("{} (mode {:04o})", f.path.display(), f.mode))
+            .collect();
+        files.join(", ")
+    };
+    let mut warnings = Vec::new();
+    let (fixed, open) = (list(true), list(false));
+    if !fixed.is_empty() {
+        warnings.push(Warning::new(
+            "state-permissions-fixed",
+            format!(
+                "the state store's files could be read by other users, and the mirror in them holds every user's name and mail: {fixed}; ausi set them to 0600"
+            ),
+        ));
+    }
+    if !open.is_empty() {
+        warnings.push(Warning::new(
+            "state-permissions-open",
+            format!(
+                "the state store's files can be read by other users, and ausi could not change that (another user owns them?): {open}; run `chmod 600` on them as their owner"
+            ),
+        ));
+    }
+    warnings
+}
+
 pub async fn run(ctx: &Context<'_>, args: &SyncArgs) -> Result<Outcome> {
     let mut warnings = Vec::new();
     let config = ctx.optional_config(&mut warnings)?.ok_or_else(|| {
@@ -139,6 +172,7 @@ pub async fn run(ctx: &Context<'_>, args: &SyncArgs) -> Result<Outcome> {
     // A run that cannot open the store (locked by another run, unwritable) is neither recorded
     // nor announced: the run holding the lock does both.
     let mut store = StateStore::open(&state_path, &started_at)?;
+    warnings.extend(state_permission_warnings(&store));
     let run = store.begin_run("sync", args.dry_run, &started_at)?;
     // From here on every way out is recorded in the history and (unless a dry run) heartbeated.
     let mut kind = if args.full { "full" } else { "sync" };
