@@ -320,6 +320,7 @@ fn agent_api(config: &AgentConfig) -> Result<AgentApi> {
     let tenant_config = config.tenant.as_ref().ok_or_else(|| {
         AppError::config("the agent is not registered with a tenant").with_hint("run `ausi register --home-realm URL`")
     })?;
+    super::tenant_token(tenant_config)?;
     tenant::agent_api(tenant_config, Duration::from_secs(config.sync.request_timeout_secs.max(1)))
 }
 

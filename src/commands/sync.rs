@@ -176,7 +176,7 @@ pub async fn run(ctx: &Context<'_>, args: &SyncArgs) -> Result<Outcome> {
     let run = store.begin_run("sync", args.dry_run, &started_at)?;
     // From here on every way out is recorded in the history and (unless a dry run) heartbeated.
     let mut kind = if args.full { "full" } else { "sync" };
-    let client = tenant::client(&tenant_config, timeout);
+    let client = super::tenant_token(&tenant_config).and_then(|_| tenant::client(&tenant_config, timeout));
     let result = match &client {
         Ok(client) => pipeline(ctx, args, &config, client, &mut store, run, &mut kind, &mut warnings).await,
         Err(e) => Err(e.clone()),
