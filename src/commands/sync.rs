@@ -18,7 +18,7 @@ use crate::error::{AppError, ErrorKind, Result};
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
 use crate::sync::apply::{Applier, BulkLimits, Counts, Failure, WriteOptions};
-use crate::sync::engine::{self, Engine, Fallback, Mode, ModeInputs, ReadCounts};
+use crate::sync::engine::{self, Engine, Fallback, Mode, ModeInputs, ReadCounts, StopDetails};
 use crate::sync::health;
 use crate::sync::mirror::Watermark;
 use crate::sync::plan::{self, Plan, Quarantined};
@@ -37,6 +37,10 @@ pub struct SyncReport {
     pub scope: ScopeDescription,
     pub state_path: String,
     pub read: ReadCounts,
+    /// Why the run stopped before writing anything (a safety stop, exit 3): `reason`
+    /// (`partial-read`, `empty-read`, `deletion-threshold`) and its details.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StopDetails>,
     pub counts: Counts,
     /// The plan: every create, update (with changed attributes), membership change and
     /// deprovisioning, each with the object's DN (its OU path); what was not done is in
@@ -353,6 +357,7 @@ async fn pipeline(
         scope: description,
         state_path: String::new(),
         read: ReadCounts::default(),
+        stop: None,
         counts: Counts::default(),
         plan: None,
         quarantined: Vec::new(),
@@ -441,7 +446,16 @@ async fn sync(
 ) -> Result<(ExitStatus, Option<AppError>)> {
     let started = Instant::now();
     let refresh = match mode {
-        Mode::Full => engine::refresh_full(directory, scope, store, run, ctx.printer).await?,
+        Mode::Full => match engine::refresh_full(directory, scope, store, run, ctx.printer).await? {
+            Ok(refresh) => refresh,
+            // An incomplete or empty read: the report says what was read and why it stopped.
+            Err(stopped) => {
+                report.read = stopped.read;
+                report.timings_ms.read = ms(started);
+                report.stop = Some(stopped.details);
+                return Ok((ExitStatus::SafetyStop, Some(stopped.error)));
+            }
+        },
         Mode::Delta { since } => engine::refresh_delta(directory, scope, store, run, since, ctx.printer).await?,
     };
     report.read = refresh.read;
@@ -489,6 +503,12 @@ async fn sync(
         )
         .with_hint(format!("check the plan in the report; if it is right, run again with --allow-deletes {removing}"));
         report.plan = Some(removals);
+        report.stop = Some(StopDetails::DeletionThreshold {
+            removing,
+            percent,
+            limit,
+            limit_percent: config.sync.max_deletion_percent,
+        });
         return Ok((ExitStatus::SafetyStop, Some(error)));
     }
     if args.strict && !report.quarantined.is_empty() {
