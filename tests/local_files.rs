@@ -10,6 +10,7 @@ use common::{ausi, json_with, run, write_config};
 /// One valid user, with an objectGUID: a sync of it needs the tenant, not a DC.
 const EXPORT: &str = "dn: CN=Perm Test,OU=X,DC=example,DC=test\nobjectClass: user\nobjectGUID:: AAECAwQFBgcICQoLDA0ODw==\nsAMAccountName: permtest\ngivenName: Perm\nsn: Test\nmail: permtest@example.test\nuserPrincipalName: permtest@example.test\nuserAccountControl: 512\n\n";
 
+#[cfg(unix)]
 fn warning<'a>(report: &'a serde_json::Value, code: &str) -> Option<&'a str> {
     report["warnings"].as_array()?.iter().find(|w| w["code"] == code).and_then(|w| w["message"].as_str())
 }
