@@ -253,12 +253,34 @@ fn anchor_paths(config: &mut AgentConfig, dir: &Path) {
     }
     let secrets = [Some(&mut config.directory.bind_password), config.tenant.as_mut().map(|t| &mut t.token)];
     for reference in secrets.into_iter().flatten() {
-        if let Some(rel) =
-            reference.as_deref().and_then(|r| r.strip_prefix("file:")).filter(|p| Path::new(p).is_relative())
-        {
-            *reference = Some(format!("file:{}", dir.join(rel).display()));
+        if let Some(text) = reference.as_mut() {
+            *text = anchor_reference(text, dir);
         }
     }
+}
+
+/// The one rule for a secret reference in the configuration: `file:RELATIVE` is in the folder
+/// `dir` of the configuration file; every other reference is taken as it is.
+fn anchor_reference(reference: &str, dir: &Path) -> String {
+    match reference.strip_prefix("file:") {
+        Some(rel) if Path::new(rel).is_relative() => format!("file:{}", dir.join(rel).display()),
+        _ => reference.to_owned(),
+    }
+}
+
+/// Where a reference written into the configuration at `config_path` points, by the rule
+/// [`load`] reads it with: what a writer (`register`, `install-service
+/// --create-service-account`) stores the secret into, so that the next run finds it there.
+/// `file:tenant.token` written into `sub/agent.toml` is `file:sub/tenant.token`.
+pub fn resolve_reference(reference: &str, config_path: &Path) -> String {
+    anchor_reference(reference, config_path.parent().unwrap_or(Path::new("")))
+}
+
+/// A value of the file as written (`table.key`), before relative paths are resolved: what
+/// `register` keeps when it writes the `[tenant]` section again. `None` when absent.
+pub fn written_value(path: &Path, table: &str, key: &str) -> Result<Option<String>, ConfigError> {
+    let doc = read_document(path)?;
+    Ok(doc.get(table).and_then(|t| t.get(key)).and_then(toml_edit::Item::as_str).map(str::to_owned))
 }
 
 /// Parses and checks a configuration text; the error names the offending key and line.
@@ -576,6 +598,31 @@ mod tests {
         let c = load(&path).unwrap().config;
         assert_eq!(c.directory.ca_file, Some(dir.path().join("ca.pem")));
         assert_eq!(c.directory.bind_password, Some(format!("file:{}", dir.path().join("bind.pw").display())));
+    }
+
+    /// A writer stores a secret where [`resolve_reference`] says and writes the reference as
+    /// given; [`load`] then finds it there, whatever folder the process runs in.
+    #[test]
+    fn written_references_resolve_where_load_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("sub/agent.toml");
+        for (written, at) in [
+            ("file:tenant.token", dir.path().join("sub/tenant.token")),
+            ("file:../secrets/t", dir.path().join("sub/../secrets/t")),
+            ("file:/etc/ausi/t", PathBuf::from("/etc/ausi/t")),
+        ] {
+            assert_eq!(resolve_reference(written, &config), format!("file:{}", at.display()));
+            save_tenant(&config, &TenantConfig { token: Some(written.into()), ..Default::default() }).unwrap();
+            assert_eq!(written_value(&config, "tenant", "token").unwrap().as_deref(), Some(written));
+            let loaded = load(&config).unwrap().config.tenant.unwrap().token.unwrap();
+            assert_eq!(loaded, resolve_reference(written, &config), "{written}");
+        }
+        // A configuration named relative to the working folder: relative to it, as the OS opens it.
+        assert_eq!(resolve_reference("file:tenant.token", Path::new("sub/agent.toml")), "file:sub/tenant.token");
+        assert_eq!(resolve_reference("file:tenant.token", Path::new("agent.toml")), "file:tenant.token");
+        assert_eq!(resolve_reference("keyring:ausi/x", &config), "keyring:ausi/x");
+        assert_eq!(resolve_reference("env:X", &config), "env:X");
+        assert_eq!(written_value(&dir.path().join("none.toml"), "tenant", "token").unwrap(), None);
     }
 
     #[test]

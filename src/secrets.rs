@@ -50,14 +50,60 @@ pub enum SecretError {
 }
 
 impl From<SecretError> for AppError {
+    /// Without knowing what the secret is for: see [`SecretError::about`] for a hint that
+    /// names the option storing it.
     fn from(e: SecretError) -> Self {
         let app = AppError::new(ErrorKind::Config, e.to_string());
         match &e {
             SecretError::Io { source, .. } => app.caused_by(source),
-            SecretError::Missing { .. } => app.with_hint(
-                "store it with --bind-password-stdin --save-bind-password (or your platform's credential tool)",
-            ),
+            SecretError::Missing { .. } => {
+                app.with_hint("store the secret where the reference points, or point the reference at where it is")
+            }
             _ => app,
+        }
+    }
+}
+
+/// What a secret of the configuration is for: a missing one's hint names the way to store it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `directory.bind_password`, stored by `--bind-password-stdin --save-bind-password`.
+    BindPassword,
+    /// `tenant.token`, stored by `register --token-stdin`.
+    TenantToken,
+}
+
+impl Purpose {
+    pub fn name(self) -> &'static str {
+        match self {
+            Purpose::BindPassword => "bind password",
+            Purpose::TenantToken => "tenant token",
+        }
+    }
+
+    /// How to store the secret where the configuration points.
+    pub fn store_hint(self) -> &'static str {
+        match self {
+            Purpose::BindPassword => {
+                "store it: pipe it in with --bind-password-stdin --save-bind-password (or use your platform's credential tool)"
+            }
+            Purpose::TenantToken => {
+                "store it again: pipe the tenant's token into `ausi register --home-realm URL --token-stdin`, which keeps the configured reference"
+            }
+        }
+    }
+}
+
+impl SecretError {
+    /// This error as a command reports it, for the secret `purpose`: a missing secret is named
+    /// and its hint says how to store it.
+    pub fn about(self, purpose: Purpose) -> AppError {
+        match &self {
+            SecretError::Missing { reference } => {
+                AppError::new(ErrorKind::Config, format!("the {} is not stored in {reference}", purpose.name()))
+                    .with_hint(purpose.store_hint())
+            }
+            _ => self.into(),
         }
     }
 }
@@ -327,6 +373,22 @@ mod tests {
         crate::config::write_atomic(&original, b"from-file", 0o600).unwrap();
         assert_eq!(resolve_file(&original, None, &r).unwrap().expose_secret(), "from-file");
         assert_ne!(credential_name(Path::new("/a/b_c")), credential_name(Path::new("/a/b/c")));
+    }
+
+    #[test]
+    fn a_missing_secret_is_named_and_its_hint_names_the_option_that_stores_it() {
+        let missing = || SecretRef::Env("AUSI_TEST_NEVER_SET_VARIABLE".into()).resolve().unwrap_err();
+        let token = missing().about(Purpose::TenantToken);
+        assert_eq!(token.message, "the tenant token is not stored in env:AUSI_TEST_NEVER_SET_VARIABLE");
+        assert!(token.hints[0].contains("register") && token.hints[0].contains("--token-stdin"), "{:?}", token.hints);
+        let bind = missing().about(Purpose::BindPassword);
+        assert!(bind.hints[0].contains("--bind-password-stdin"), "{:?}", bind.hints);
+        for e in [token, bind] {
+            assert_eq!(e.kind, ErrorKind::Config);
+        }
+        // Without a purpose, no option is named.
+        let plain = AppError::from(missing());
+        assert!(!plain.hints.iter().any(|h| h.contains("--")), "{:?}", plain.hints);
     }
 
     #[test]

@@ -227,6 +227,12 @@ fn deprovisioning_stops_at_the_threshold_and_on_an_empty_read() {
         .map(|r| r["guid"].as_str().unwrap().to_owned())
         .collect();
     assert!(removals.len() > 100);
+    let stop = &report["data"]["stop"];
+    assert_eq!(stop["reason"], "deletion-threshold", "{report}");
+    let removing = stop["removing"].as_u64().unwrap();
+    assert!(removing > 100 && removing <= removals.len() as u64, "{stop}");
+    assert!(report["error"]["message"].as_str().unwrap().contains(&format!(" {removing} objects")), "{report}");
+    assert_eq!((stop["limit"].as_u64(), stop["limit_percent"].as_u64()), (Some(100), Some(10)), "{stop}");
     assert_eq!(agent.tenant(ResourceKind::User), before, "nothing was written");
     // The administrator confirms: the run goes through and deactivates exactly those users.
     let (code, report) = agent.sync(&["--full", "--allow-deletes", &removals.len().to_string()]);
@@ -255,9 +261,33 @@ fn deprovisioning_stops_at_the_threshold_and_on_an_empty_read() {
         .unwrap();
     assert!(ou.status.success());
     std::fs::write(&empty, &ou.stdout).unwrap();
-    let (code, report) = agent.sync(&["--full", "--source", &format!("ldif:{}", empty.display())]);
-    assert_eq!(code, 3, "{report}");
-    assert!(report["error"]["message"].as_str().unwrap().contains("no users"), "{report}");
+    let provisioned = agent.tenant(ResourceKind::User).iter().filter(|u| u["active"] == true).count();
+    assert!(provisioned > 0);
+    for dry_run in [false, true] {
+        let source = format!("ldif:{}", empty.display());
+        let mut args = vec!["--full", "--source", &source];
+        if dry_run {
+            args.push("--dry-run");
+        }
+        let (code, report) = agent.sync(&args);
+        assert_eq!(code, 3, "{report}");
+        assert!(report["error"]["message"].as_str().unwrap().contains("no users"), "{report}");
+        // The stopped run still says what it saw.
+        assert_eq!(report["dry_run"], dry_run, "{report}");
+        let data = &report["data"];
+        assert_eq!(
+            (data["mode"].as_str(), data["scope"]["from"].as_str()),
+            (Some("full"), Some("selection")),
+            "{data}"
+        );
+        assert!(data["source"].as_str().unwrap().contains("empty.ldif"), "{data}");
+        assert_eq!(data["read"]["users"], 0, "{data}");
+        assert_eq!(data["stop"]["reason"], "empty-read", "{data}");
+        // Users ausi provisions (a user disabled in AD is provisioned inactive, so at least the active ones).
+        assert!(data["stop"]["provisioned"].as_u64().unwrap() >= provisioned as u64, "{data}");
+        assert_eq!(data["write_requests"], 0);
+        assert!(data["plan"].is_null(), "stopped before planning: {data}");
+    }
 }
 
 /// The objects a test adds to the DC, removed again when the test ends (even on failure).
@@ -363,9 +393,23 @@ fn a_partial_read_or_a_wrong_token_writes_nothing() {
          dn: CN=Broken,OU=X,DC=example,DC=test\nthis line is not LDIF\n\n",
     )
     .unwrap();
-    let (code, report) = agent.sync(&["--full", "--source", &format!("ldif:{}", export.display())]);
-    assert_eq!(code, 3, "{report}");
-    assert!(agent.tenant(ResourceKind::User).is_empty());
+    let source = format!("ldif:{}", export.display());
+    for args in [&["--full", "--source", &source][..], &["--full", "--dry-run", "--source", &source]] {
+        let (code, report) = agent.sync(args);
+        assert_eq!(code, 3, "{report}");
+        assert!(agent.tenant(ResourceKind::User).is_empty());
+        // The stopped run still says what it saw: the counts read and the unreadable entry.
+        assert_eq!(report["dry_run"], args.contains(&"--dry-run"), "{report}");
+        let data = &report["data"];
+        assert_eq!((data["mode"].as_str(), data["scope"]["from"].as_str()), (Some("full"), Some("export")), "{data}");
+        assert!(data["source"].as_str().unwrap().contains("partial.ldif"), "{data}");
+        assert_eq!((data["read"]["users"].as_u64(), data["read"]["groups"].as_u64()), (Some(1), Some(0)), "{data}");
+        let stop = &data["stop"];
+        assert_eq!((stop["reason"].as_str(), stop["unreadable"].as_u64()), (Some("partial-read"), Some(1)), "{stop}");
+        let first = &stop["first"][0];
+        assert!(!first["location"].as_str().unwrap().is_empty() && !first["message"].as_str().unwrap().is_empty());
+        assert_eq!(stop["first"].as_array().unwrap().len(), 1, "{stop}");
+    }
 
     // Register with a token the tenant refuses: permission error, nothing stored.
     let dir = tempfile::tempdir().unwrap();

@@ -18,7 +18,7 @@ use crate::directory::{Directory, SourceSpec};
 use crate::error::{AppError, ErrorKind, Result};
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
-use crate::secrets::{SecretError, SecretRef, credential_name};
+use crate::secrets::{Purpose, SecretRef, credential_name};
 use crate::service::{self, Credential, RunAs, ServiceKind, Settings, TimeOfDay, systemd, task_scheduler};
 use crate::tenant;
 
@@ -439,11 +439,10 @@ async fn prechecks(config: &AgentConfig, config_path: &Path, warnings: &mut Vec<
         let secret = SecretRef::parse(reference).map_err(AppError::from).map_err(refuse("secrets"))?;
         match secret.resolve() {
             Ok(_) => stored.push(format!("bind password in {secret}")),
-            Err(e @ SecretError::Missing { .. }) => return Err(refuse("secrets")(AppError::from(e))),
-            Err(e) => return Err(refuse("secrets")(e.into())),
+            Err(e) => return Err(refuse("secrets")(e.about(Purpose::BindPassword))),
         }
     }
-    tenant::token(&tenant_config).map_err(refuse("secrets"))?;
+    super::tenant_token(&tenant_config).map_err(refuse("secrets"))?;
     stored.push("tenant token".to_owned());
     checks.push(CheckReport { check: "secrets", detail: format!("{} resolve", stored.join(", ")) });
 

@@ -20,13 +20,13 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::cli::{Cli, Command, DirectoryArgs, GlobalArgs};
-use crate::config::{self, AgentConfig, ConfigError, DirectoryConfig};
+use crate::config::{self, AgentConfig, ConfigError, DirectoryConfig, TenantConfig};
 use crate::directory::ldap::{DEFAULT_RANGE_STEP, LdapDirectory, LdapSettings};
 use crate::directory::ldif_source::LdifDirectory;
 use crate::directory::{AnyDirectory, DirObject, Directory, Dn, ObjectQuery, ReadSummary, SourceSpec};
 use crate::error::{AppError, ErrorKind, Result};
 use crate::output::{Outcome, Printer, Warning};
-use crate::secrets::{SecretError, SecretRef, SecretString};
+use crate::secrets::{Purpose, SecretError, SecretRef, SecretString};
 use crate::sync::scope::{self, Resolution, Scope};
 
 /// The data part of the report envelope, one variant per command.
@@ -283,12 +283,22 @@ fn bind_password(
     }
     Err(match missing {
         Some(reference) => AppError::config(format!("the bind password for {account} is not stored in {reference}"))
-            .with_hint("store it: pipe it in with --bind-password-stdin --save-bind-password"),
+            .with_hint(Purpose::BindPassword.store_hint()),
         None => AppError::config(format!(
             "no bind password for {account}: the configuration has no directory.bind_password"
         ))
         .with_hint("set directory.bind_password to a keyring:, file: or env: reference, or pipe the password in with --bind-password-stdin"),
     })
+}
+
+/// The registered tenant's token, as `tenant::token` reads it, but a missing one is named and
+/// its hint says how to store it (`register --token-stdin`), not how to store a bind password.
+/// Called before a tenant client is made (which reads it again).
+pub fn tenant_token(tenant: &TenantConfig) -> Result<SecretString> {
+    let reference = tenant.token.as_deref().ok_or_else(|| {
+        AppError::config("the configuration has no tenant.token reference").with_hint("run `ausi register` again")
+    })?;
+    SecretRef::parse(reference)?.resolve().map_err(|e| e.about(Purpose::TenantToken))
 }
 
 pub(crate) fn read_stdin_secret() -> Result<SecretString> {

@@ -173,8 +173,10 @@ fn record(
         duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
     };
     let path = super::sync::state_path(config, &ctx.config_path);
-    let recorded = StateStore::open(&path, started_at)
-        .and_then(|mut store| store.record_run("password-push", args.dry_run, started_at, &end));
+    let recorded = StateStore::open(&path, started_at).and_then(|mut store| {
+        warnings.extend(super::sync::state_permission_warnings(&store));
+        store.record_run("password-push", args.dry_run, started_at, &end)
+    });
     if let Err(e) = recorded {
         warnings.push(Warning::new("run-not-recorded", format!("this run could not be recorded in the history: {e}")));
     }
@@ -318,6 +320,7 @@ fn agent_api(config: &AgentConfig) -> Result<AgentApi> {
     let tenant_config = config.tenant.as_ref().ok_or_else(|| {
         AppError::config("the agent is not registered with a tenant").with_hint("run `ausi register --home-realm URL`")
     })?;
+    super::tenant_token(tenant_config)?;
     tenant::agent_api(tenant_config, Duration::from_secs(config.sync.request_timeout_secs.max(1)))
 }
 

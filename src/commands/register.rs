@@ -34,7 +34,8 @@ pub struct RegisterReport {
 
 pub async fn run(ctx: &Context<'_>, args: &RegisterArgs) -> Result<Outcome> {
     let mut warnings = Vec::new();
-    let existing = ctx.config_or_none(&mut warnings)?;
+    // An existing configuration must be valid before anything is sent or stored.
+    ctx.config_or_none(&mut warnings)?;
     if !POLICIES.contains(&args.provisioning_policy.as_str()) {
         return Err(AppError::usage(format!(
             "unknown provisioning policy {:?}: this release knows {}",
@@ -82,13 +83,12 @@ pub async fn run(ctx: &Context<'_>, args: &RegisterArgs) -> Result<Outcome> {
         ));
     }
 
-    let reference =
-        match (&args.token_ref, existing.as_ref().and_then(|c| c.tenant.as_ref()).and_then(|t| t.token.clone())) {
-            (Some(r), _) => r.clone(),
-            (None, Some(r)) => r,
-            (None, None) => default_token_ref(&ctx.config_path),
-        };
-    let secret = SecretRef::parse(&reference)?;
+    // The reference as the configuration holds it (a relative `file:` path is in the
+    // configuration's folder, `--token-ref` included); the token goes where the next run reads it.
+    let kept = config::written_value(&ctx.config_path, "tenant", "token")?;
+    let reference = args.token_ref.clone().or(kept).unwrap_or_else(default_token_ref);
+    SecretRef::parse(&reference)?;
+    let secret = SecretRef::parse(&config::resolve_reference(&reference, &ctx.config_path))?;
     secret.store(&token)?;
     let tenant = TenantConfig {
         home_realm: Some(home_realm.clone()),
@@ -131,14 +131,10 @@ fn read_token(args: &RegisterArgs) -> Result<SecretString> {
     Err(AppError::usage("no token: pipe it in with --token-stdin (it is never accepted as an argument)"))
 }
 
-/// Windows keeps the token in Credential Manager; elsewhere a 0600 file beside the configuration.
-fn default_token_ref(config_path: &std::path::Path) -> String {
-    if cfg!(windows) {
-        "keyring:ausi/tenant-token".to_owned()
-    } else {
-        let dir = config_path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-        format!("file:{}", dir.join("tenant.token").display())
-    }
+/// Windows keeps the token in Credential Manager; elsewhere a 0600 file beside the configuration
+/// (relative in the file, so it stays beside the configuration wherever that moves).
+fn default_token_ref() -> String {
+    if cfg!(windows) { "keyring:ausi/tenant-token" } else { "file:tenant.token" }.to_owned()
 }
 
 pub(crate) fn host_name() -> Result<String> {

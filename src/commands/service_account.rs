@@ -274,9 +274,11 @@ impl SecretTarget {
             let text = "keyring:ausi/ldap-bind";
             return Ok(SecretTarget { store: SecretRef::parse(text)?, write: Some(text.to_owned()) });
         }
-        // Relative in the file, so it stays beside the configuration wherever that moves.
-        let dir = config_path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        Ok(SecretTarget { store: SecretRef::File(dir.join("bind.pw")), write: Some("file:bind.pw".to_owned()) })
+        // Relative in the file, so it stays beside the configuration wherever that moves; stored
+        // where the next run resolves it.
+        let text = "file:bind.pw";
+        let store = SecretRef::parse(&config::resolve_reference(text, config_path))?;
+        Ok(SecretTarget { store, write: Some(text.to_owned()) })
     }
 
     fn reference_text(&self) -> String {

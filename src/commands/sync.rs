@@ -18,7 +18,7 @@ use crate::error::{AppError, ErrorKind, Result};
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
 use crate::sync::apply::{Applier, BulkLimits, Counts, Failure, WriteOptions};
-use crate::sync::engine::{self, Engine, Fallback, Mode, ModeInputs, ReadCounts};
+use crate::sync::engine::{self, Engine, Fallback, Mode, ModeInputs, ReadCounts, StopDetails};
 use crate::sync::health;
 use crate::sync::mirror::Watermark;
 use crate::sync::plan::{self, Plan, Quarantined};
@@ -39,6 +39,10 @@ pub struct SyncReport {
     pub scope: ScopeDescription,
     pub state_path: String,
     pub read: ReadCounts,
+    /// Why the run stopped before writing anything (a safety stop, exit 3): `reason`
+    /// (`partial-read`, `empty-read`, `deletion-threshold`) and its details.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StopDetails>,
     pub counts: Counts,
     /// A full sync: what it read of the tenant (to repair drift in what ausi owns), and the
     /// tenant objects ausi does not know (reported, never touched).
@@ -142,6 +146,39 @@ pub fn state_path(config: &AgentConfig, config_path: &Path) -> PathBuf {
     })
 }
 
+/// What [`StateStore::open`] found about the store's permissions, for the run's report: files
+/// other users could read (each with the mode found), narrowed to 0600, or that could not be.
+pub(crate) fn state_permission_warnings(store: &StateStore) -> Vec<Warning> {
+    let list = |fixed: bool| {
+        let files: Vec<String> = store
+            .loose_files()
+            .iter()
+            .filter(|f| f.fixed == fixed)
+            .map(|f| format!("{} (mode {:04o})", f.path.display(), f.mode))
+            .collect();
+        files.join(", ")
+    };
+    let mut warnings = Vec::new();
+    let (fixed, open) = (list(true), list(false));
+    if !fixed.is_empty() {
+        warnings.push(Warning::new(
+            "state-permissions-fixed",
+            format!(
+                "the state store's files could be read by other users, and the mirror in them holds every user's name and mail: {fixed}; ausi set them to 0600"
+            ),
+        ));
+    }
+    if !open.is_empty() {
+        warnings.push(Warning::new(
+            "state-permissions-open",
+            format!(
+                "the state store's files can be read by other users, and ausi could not change that (another user owns them?): {open}; run `chmod 600` on them as their owner"
+            ),
+        ));
+    }
+    warnings
+}
+
 pub async fn run(ctx: &Context<'_>, args: &SyncArgs) -> Result<Outcome> {
     let mut warnings = Vec::new();
     let config = ctx.optional_config(&mut warnings)?.ok_or_else(|| {
@@ -158,10 +195,11 @@ pub async fn run(ctx: &Context<'_>, args: &SyncArgs) -> Result<Outcome> {
     // A run that cannot open the store (locked by another run, unwritable) is neither recorded
     // nor announced: the run holding the lock does both.
     let mut store = StateStore::open(&state_path, &started_at)?;
+    warnings.extend(state_permission_warnings(&store));
     let run = store.begin_run("sync", args.dry_run, &started_at)?;
     // From here on every way out is recorded in the history and (unless a dry run) heartbeated.
     let mut kind = if args.full { "full" } else { "sync" };
-    let client = tenant::client(&tenant_config, timeout);
+    let client = super::tenant_token(&tenant_config).and_then(|_| tenant::client(&tenant_config, timeout));
     let result = match &client {
         Ok(client) => pipeline(ctx, args, &config, client, &mut store, run, &mut kind, &mut warnings).await,
         Err(e) => Err(e.clone()),
@@ -341,6 +379,7 @@ async fn pipeline(
         scope: description,
         state_path: String::new(),
         read: ReadCounts::default(),
+        stop: None,
         counts: Counts::default(),
         tenant: None,
         plan: None,
@@ -433,7 +472,16 @@ async fn sync(
     let started = Instant::now();
     let rules = RuleOptions::of(Some(config));
     let refresh = match mode {
-        Mode::Full => engine::refresh_full(directory, scope, store, run, rules, ctx.printer).await?,
+        Mode::Full => match engine::refresh_full(directory, scope, store, run, rules, ctx.printer).await? {
+            Ok(refresh) => refresh,
+            // An incomplete or empty read: the report says what was read and why it stopped.
+            Err(stopped) => {
+                report.read = stopped.read;
+                report.timings_ms.read = ms(started);
+                report.stop = Some(stopped.details);
+                return Ok((ExitStatus::SafetyStop, Some(stopped.error)));
+            }
+        },
         Mode::Delta { since } => engine::refresh_delta(directory, scope, store, run, since, ctx.printer).await?,
     };
     report.read = refresh.read;
@@ -481,6 +529,12 @@ async fn sync(
         )
         .with_hint(format!("check the plan in the report; if it is right, run again with --allow-deletes {removing}"));
         report.plan = Some(removals);
+        report.stop = Some(StopDetails::DeletionThreshold {
+            removing,
+            percent,
+            limit,
+            limit_percent: config.sync.max_deletion_percent,
+        });
         return Ok((ExitStatus::SafetyStop, Some(error)));
     }
     if args.strict && !report.quarantined.is_empty() {

@@ -15,7 +15,7 @@ use super::state::{AnchorState, Reason, StateStore};
 use super::validate::{self, DUPLICATE_RULES, Explanation, Identity, MAX_LISTED_CONFLICTS, RuleOptions};
 use crate::config::{OnRemove, ScopeConfig};
 use crate::directory::{
-    AnyDirectory, Change, ChangeTracking, Defect, DirObject, Directory, Dn, ObjectKind, ObjectQuery,
+    AnyDirectory, Change, ChangeTracking, Defect, DirObject, Directory, Dn, ObjectKind, ObjectQuery, Unreadable,
 };
 use crate::error::{AppError, ErrorKind, Result};
 use crate::output::Printer;
@@ -134,15 +134,49 @@ pub struct Refresh {
     pub unanchored: Vec<Quarantined>,
 }
 
-fn stop(message: String) -> AppError {
-    AppError::new(ErrorKind::SafetyStop, message)
+/// A safety stop (exit 3, nothing written): what the run read before it stopped, and why.
+#[derive(Debug)]
+pub struct Stopped {
+    pub read: ReadCounts,
+    pub details: StopDetails,
+    pub error: AppError,
+}
+
+/// Why a run stopped before writing, for its report (`data.stop`, tagged by `reason`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+pub enum StopDetails {
+    /// Entries of the scope could not be read: a partial read must not deprovision anyone.
+    PartialRead {
+        /// How many.
+        unreadable: usize,
+        /// The first [`UNREADABLE_LISTED`] of them, each with its location and what was wrong.
+        first: Vec<Unreadable>,
+    },
+    /// The scope read no users while this many are provisioned.
+    EmptyRead { provisioned: usize },
+    /// The run would deactivate or delete `removing` objects (`percent` of those provisioned),
+    /// more than `limit` (`max_deletions`, or `--allow-deletes`) or `limit_percent`
+    /// (`max_deletion_percent`) allow.
+    DeletionThreshold { removing: usize, percent: usize, limit: u32, limit_percent: u32 },
+}
+
+/// How many unreadable entries a partial-read stop lists.
+pub const UNREADABLE_LISTED: usize = 10;
+
+/// A complete refresh, or the safety stop that ended it.
+pub type Refreshed = std::result::Result<Refresh, Stopped>;
+
+fn stop(read: ReadCounts, details: StopDetails, message: String) -> Stopped {
+    Stopped { read, details, error: AppError::new(ErrorKind::SafetyStop, message) }
 }
 
 /// Holders of one objectGUID after the first (the first is in the mirror): DN and findings.
 type LaterHolders = BTreeMap<String, Vec<(String, Vec<validate::Problem>)>>;
 
 /// Rebuilds the mirror from a complete read of the scope. Nothing is removed from the mirror
-/// unless the read was complete.
+/// unless the read was complete: an incomplete or empty read is a [`Stopped`], which carries
+/// what was read.
 pub async fn refresh_full(
     directory: &mut AnyDirectory,
     scope: &Scope,
@@ -150,7 +184,7 @@ pub async fn refresh_full(
     run: i64,
     rules: RuleOptions,
     printer: &Printer,
-) -> Result<Refresh> {
+) -> Result<Refreshed> {
     store.begin_full()?;
     let mut refresh = Refresh::default();
     let mut page: Vec<DirObject> = Vec::with_capacity(PAGE);
@@ -189,19 +223,23 @@ pub async fn refresh_full(
     refresh.unanchored.extend(duplicate_holders(store, later_holders)?);
     refresh.read.entries = summary.entries;
     if let Some(first) = summary.unreadable.first() {
-        return Err(stop(format!(
+        let message = format!(
             "{} entries could not be read (first: {}: {}); nothing was written, because a partial read must not deprovision anyone",
             summary.unreadable.len(),
             first.location,
             first.message
-        )));
+        );
+        let listed = summary.unreadable.iter().take(UNREADABLE_LISTED).cloned().collect();
+        let details = StopDetails::PartialRead { unreadable: summary.unreadable.len(), first: listed };
+        return Ok(Err(stop(refresh.read, details, message)));
     }
     let provisioned = store.active_users()?;
     if refresh.read.users == 0 && provisioned > 0 {
-        return Err(stop(format!(
-            "the directory returned no users in scope, but {provisioned} are provisioned; nothing was written"
-        ))
-        .with_hint("check the selected OUs and the bind account's read rights; an emptied OU is never taken as a reason to deprovision"));
+        let message =
+            format!("the directory returned no users in scope, but {provisioned} are provisioned; nothing was written");
+        let mut stopped = stop(refresh.read, StopDetails::EmptyRead { provisioned }, message);
+        stopped.error = stopped.error.with_hint("check the selected OUs and the bind account's read rights; an emptied OU is never taken as a reason to deprovision");
+        return Ok(Err(stopped));
     }
     let mut ous = Vec::new();
     for base in scope.bases() {
@@ -215,7 +253,7 @@ pub async fn refresh_full(
     let unseen = store.mirror_unseen(run)?;
     refresh.read.removed = store.mirror_remove(&unseen)? as u64;
     store.mirror_resolve_links(false)?;
-    Ok(refresh)
+    Ok(Ok(refresh))
 }
 
 /// The rules that need no other object, for a user or a group.

@@ -8,7 +8,9 @@
 //! creates it again, so no kill can make a duplicate in the tenant.
 //!
 //! One writer at a time: [`StateStore::open`] takes an OS file lock on `<path>.lock`, which the OS
-//! drops when the process dies. The store never reads the clock (callers pass `now`, RFC 3339 UTC)
+//! drops when the process dies. The mirror holds every user's name and mail, so the store's files
+//! (the database, its `-wal` and `-shm`, the lock) are private to their owner: created 0600 on
+//! Unix, and narrowed to that when an older ausi (or a copy) left them readable by others. The store never reads the clock (callers pass `now`, RFC 3339 UTC)
 //! and never stores secrets: only identifiers, DNs, hashes, reasons and (already redacted) errors.
 
 use std::collections::{BTreeSet, HashMap};
@@ -299,7 +301,7 @@ pub enum StateError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("state store lock {path}: {source}")]
+    #[error("state store file {path}: {source}")]
     Io {
         path: String,
         #[source]
@@ -307,11 +309,23 @@ pub enum StateError {
     },
 }
 
+/// A file of the store that other users could read when [`StateStore::open`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LooseFile {
+    pub path: PathBuf,
+    /// Its permission bits as found, e.g. `0o644`.
+    pub mode: u32,
+    /// Whether it is 0600 now (false: the change was refused, e.g. another user owns it).
+    pub fixed: bool,
+}
+
 /// The open state database. Dropping it closes the connection first, then releases the lock.
 pub struct StateStore {
     pub(super) conn: Connection,
     /// Held for the store's lifetime by [`StateStore::open`]; `None` for a read-only store.
     _lock: Option<File>,
+    /// Files [`StateStore::open`] found readable by others (and narrowed).
+    loose: Vec<LooseFile>,
     path: String,
     /// The first run this store began: runs from here on are ours, not "previous" ones.
     first_own_run: Option<i64>,
@@ -329,9 +343,19 @@ impl StateStore {
     /// Opens (creating) the database and takes an exclusive lock on `<path>.lock` with std's `File::try_lock()` —
     /// a second process gets `Locked` at once (the holder's pid and `now` are written into the lock file for the
     /// message). The lock is released when the store is dropped (also when the process is killed: the OS drops it).
+    ///
+    /// The files are private to their owner (see the module's documentation): a new database is
+    /// created 0600 before SQLite opens it (SQLite gives its `-wal` and `-shm` the database's
+    /// mode), and files found readable by others are narrowed and listed in [`StateStore::loose_files`].
     pub fn open(path: &Path, now: &str) -> Result<StateStore, StateError> {
         let display = path.display().to_string();
-        let lock = take_lock(path, &display, now)?;
+        let mut loose = Vec::new();
+        let lock = take_lock(path, &display, now, &mut loose)?;
+        let io = |source| StateError::Io { path: display.clone(), source };
+        private::create(path).map_err(io)?;
+        for file in [path.to_owned(), sibling(path, "-wal"), sibling(path, "-shm")] {
+            loose.extend(private::narrow_path(&file).map_err(io)?);
+        }
         let sql = |source| StateError::Sqlite { path: display.clone(), source };
 
         // No SQLITE_OPEN_URI: a path is a path, even one starting with `file:`.
@@ -362,7 +386,12 @@ impl StateStore {
         tx.commit().map_err(sql)?;
         conn.execute_batch(super::mirror::TEMP_TABLES).map_err(sql)?;
 
-        Ok(StateStore { conn, _lock: Some(lock), path: display, first_own_run: None, schema: SCHEMA_VERSION })
+        Ok(StateStore { conn, _lock: Some(lock), loose, path: display, first_own_run: None, schema: SCHEMA_VERSION })
+    }
+
+    /// The files [`StateStore::open`] found readable by other users, and whether it fixed them.
+    pub fn loose_files(&self) -> &[LooseFile] {
+        &self.loose
     }
 
     /// Read-only open for `status`: no lock, never creates (returns Ok(None) when the file does not exist,
@@ -379,7 +408,7 @@ impl StateStore {
         let Some(schema) = check_version(&conn, &display)? else {
             return Ok(None);
         };
-        Ok(Some(StateStore { conn, _lock: None, path: display, first_own_run: None, schema }))
+        Ok(Some(StateStore { conn, _lock: None, loose: Vec::new(), path: display, first_own_run: None, schema }))
     }
 
     pub(super) fn sql(&self, source: rusqlite::Error) -> StateError {
@@ -921,17 +950,25 @@ fn check_version(conn: &Connection, path: &str) -> Result<Option<i64>, StateErro
 }
 
 fn lock_path(path: &Path) -> PathBuf {
+    sibling(path, ".lock")
+}
+
+/// `path` with `suffix` appended to its file name (`state.db` → `state.db-wal`).
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = OsString::from(path.as_os_str());
-    name.push(".lock");
+    name.push(suffix);
     PathBuf::from(name)
 }
 
 /// Takes the exclusive lock, then records who holds it. Never truncates before the lock is ours.
-fn take_lock(path: &Path, display: &str, now: &str) -> Result<File, StateError> {
+/// A lock file found readable by others is narrowed once the lock is ours (and added to `loose`).
+fn take_lock(path: &Path, display: &str, now: &str, loose: &mut Vec<LooseFile>) -> Result<File, StateError> {
     let lock_path = lock_path(path);
     let io = |source| StateError::Io { path: lock_path.display().to_string(), source };
-    let mut file =
-        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock_path).map_err(io)?;
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    private::mode(&mut options);
+    let mut file = options.open(&lock_path).map_err(io)?;
     // `File::try_lock` is stable since Rust 1.89 (flock on Unix, LockFileEx on Windows); the lock belongs
     // to this open file, so a second open in the same process is refused too.
     #[allow(clippy::incompatible_msrv)]
@@ -950,7 +987,81 @@ fn take_lock(path: &Path, display: &str, now: &str) -> Result<File, StateError> 
         file.flush()
     })();
     record.map_err(io)?;
+    loose.extend(private::narrow_file(&file, &lock_path).map_err(io)?);
     Ok(file)
+}
+
+/// Files only their owner may read. On Unix: created 0600, and narrowed to the owner's bits when
+/// group or others have any. Elsewhere (Windows) a new file inherits the folder's ACL, which the
+/// installation restricts (`%ProgramData%\ausi`); nothing is widened or changed here.
+mod private {
+    use std::fs::{File, OpenOptions};
+    use std::path::Path;
+
+    use super::LooseFile;
+
+    /// Makes `options` create a file 0600.
+    #[cfg(unix)]
+    pub(super) fn mode(options: &mut OpenOptions) {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+
+    #[cfg(not(unix))]
+    pub(super) fn mode(_options: &mut OpenOptions) {}
+
+    /// Creates `path` (empty, 0600) when it does not exist yet, so that SQLite finds it private:
+    /// it gives the `-wal` and `-shm` files it creates the database's mode. An existing file is
+    /// not opened here (closing a second descriptor of a database drops the process's locks on it).
+    pub(super) fn create(path: &Path) -> std::io::Result<()> {
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        mode(&mut options);
+        match options.open(path) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Narrows `path` (if it exists) to its owner's permissions when others have any.
+    #[cfg(unix)]
+    pub(super) fn narrow_path(path: &Path) -> std::io::Result<Option<LooseFile>> {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 == 0 {
+            return Ok(None);
+        }
+        let fixed = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700)).is_ok();
+        Ok(Some(LooseFile { path: path.to_owned(), mode, fixed }))
+    }
+
+    #[cfg(not(unix))]
+    pub(super) fn narrow_path(_path: &Path) -> std::io::Result<Option<LooseFile>> {
+        Ok(None)
+    }
+
+    /// [`narrow_path`] for a file this process holds open (by its descriptor).
+    #[cfg(unix)]
+    pub(super) fn narrow_file(file: &File, path: &Path) -> std::io::Result<Option<LooseFile>> {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata()?.permissions().mode() & 0o777;
+        if mode & 0o077 == 0 {
+            return Ok(None);
+        }
+        let fixed = file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700)).is_ok();
+        Ok(Some(LooseFile { path: path.to_owned(), mode, fixed }))
+    }
+
+    #[cfg(not(unix))]
+    pub(super) fn narrow_file(_file: &File, _path: &Path) -> std::io::Result<Option<LooseFile>> {
+        Ok(None)
+    }
 }
 
 /// "<when> by pid <pid>", from the holder's lock file (unreadable on Windows while locked).
@@ -1276,6 +1387,54 @@ mod tests {
         batch.set_state("u1", AnchorState::Pending);
         assert!(store.commit(&batch, T1).is_err());
         assert_eq!(store.anchors().unwrap()["u1"].state, AnchorState::Active);
+    }
+
+    #[cfg(unix)]
+    fn mode_of(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    /// The mirror holds every user's name and mail: SQLite's `-wal` and `-shm` take the mode of
+    /// the database, which ausi creates 0600.
+    #[cfg(unix)]
+    #[test]
+    fn a_new_store_is_private_to_its_owner() {
+        let (_dir, path, mut store) = store();
+        commit(&mut store, T0, |b| b.anchor("u1", AnchorKind::User, "scim-1", "CN=U1", "h", 1));
+        assert!(store.loose_files().is_empty());
+        for file in [path.clone(), sibling(&path, "-wal"), sibling(&path, "-shm"), lock_path(&path)] {
+            assert_eq!(mode_of(&file), 0o600, "{}", file.display());
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn files_readable_by_others_are_narrowed_on_open_and_listed() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, path, mut store) = store();
+        commit(&mut store, T0, |b| b.anchor("u1", AnchorKind::User, "scim-1", "CN=U1", "h", 1));
+        drop(store);
+        let wal = sibling(&path, "-wal");
+        std::fs::write(&wal, b"").unwrap(); // a checkpointed WAL left behind
+        let loosened = [(path.clone(), 0o644), (wal.clone(), 0o664), (lock_path(&path), 0o604)];
+        for (file, mode) in &loosened {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(*mode)).unwrap();
+        }
+        let store = StateStore::open(&path, T1).unwrap();
+        let mut found: Vec<(PathBuf, u32, bool)> =
+            store.loose_files().iter().map(|f| (f.path.clone(), f.mode, f.fixed)).collect();
+        found.sort();
+        let mut want: Vec<(PathBuf, u32, bool)> = loosened.iter().map(|(p, m)| (p.clone(), *m, true)).collect();
+        want.sort();
+        assert_eq!(found, want);
+        for file in [path.clone(), wal, sibling(&path, "-shm"), lock_path(&path)] {
+            assert_eq!(mode_of(&file), 0o600, "{}", file.display());
+        }
+        assert_eq!(store.anchors().unwrap().len(), 1, "the store is intact");
+        drop(store);
+        // Once fixed, nothing to report.
+        assert!(StateStore::open(&path, T2).unwrap().loose_files().is_empty());
     }
 
     #[test]
