@@ -1132,13 +1132,22 @@ mod tests {
         changed: Vec<crate::directory::Container>,
         now: Vec<DirObject>,
     ) -> (StateStore, tempfile::TempDir) {
+        after_sub_ou_change("OU=Sub", changed, now)
+    }
+
+    /// The same with the sub-OU's RDN given (`sub`, e.g. `OU=Sub`).
+    fn after_sub_ou_change(
+        sub: &str,
+        changed: Vec<crate::directory::Container>,
+        now: Vec<DirObject>,
+    ) -> (StateStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let mut store = StateStore::open(&dir.path().join("state.db"), "2026-11-28T00:00:00Z").unwrap();
-        let before = [user_at(1, "CN=u1,OU=Sub,OU=In,DC=x"), user_at(2, "CN=u2,OU=In,DC=x")];
+        let before = [user_at(1, &format!("CN=u1,{sub},OU=In,DC=x")), user_at(2, "CN=u2,OU=In,DC=x")];
         store.mirror_put(&before, 1, false).unwrap();
         store.mirror_resolve_links(false).unwrap();
         let ous =
-            [(guid(10).to_string(), "OU=In,DC=x".to_owned()), (guid(11).to_string(), "OU=Sub,OU=In,DC=x".to_owned())];
+            [(guid(10).to_string(), "OU=In,DC=x".to_owned()), (guid(11).to_string(), format!("{sub},OU=In,DC=x"))];
         store.mirror_set_ous(&ous, &[], true).unwrap();
         let scope = Scope::new(vec![Dn::parse("OU=In,DC=x").unwrap()], vec![]);
         let all_ous = changed.clone();
@@ -1180,5 +1189,23 @@ mod tests {
         assert_eq!(dn_of(&store, 3).as_deref(), Some("CN=u3,OU=New,OU=In,DC=x"));
         assert_eq!(dn_of(&store, 4), None, "only the moved OU is read");
         assert_eq!(dn_of(&store, 1).as_deref(), Some("CN=u1,OU=Sub,OU=In,DC=x"));
+    }
+
+    /// `LIKE` patterns: an OU whose name holds `_`, `%` or an escaped comma must still find its
+    /// children when it is moved or renamed (the escapes need `ESCAPE '\\'`).
+    #[test]
+    fn an_ou_named_with_like_wildcards_and_an_escaped_comma_takes_its_children_along() {
+        for sub in ["OU=Fin\\, Le_g%al", "OU=a_b", "OU=100%", "OU=back\\\\slash"] {
+            let (store, _dir) = after_sub_ou_change(sub, vec![ou(11, &format!("{sub},OU=Out,DC=x"))], vec![]);
+            assert_eq!(dn_of(&store, 1), None, "{sub}: u1 left with its OU");
+            assert_eq!(dn_of(&store, 2).as_deref(), Some("CN=u2,OU=In,DC=x"));
+            let (store, _dir) = after_sub_ou_change(
+                sub,
+                vec![ou(11, "OU=Renamed,OU=In,DC=x")],
+                vec![user_at(1, "CN=u1,OU=Renamed,OU=In,DC=x")],
+            );
+            assert_eq!(dn_of(&store, 1).as_deref(), Some("CN=u1,OU=Renamed,OU=In,DC=x"), "{sub}");
+            assert_eq!(store.mirror_ous().unwrap()[&guid(11).to_string()], "OU=Renamed,OU=In,DC=x");
+        }
     }
 }

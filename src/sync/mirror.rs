@@ -416,7 +416,8 @@ impl StateStore {
     pub fn mirror_under(&self, dn: &Dn) -> Result<Vec<(String, String)>, StateError> {
         let key = dn.normalized();
         let read = || -> rusqlite::Result<Vec<(String, String)>> {
-            let mut stmt = self.conn.prepare_cached("SELECT guid, dn FROM dir_objects WHERE dn_key LIKE ?1")?;
+            let mut stmt =
+                self.conn.prepare_cached("SELECT guid, dn FROM dir_objects WHERE dn_key LIKE ?1 ESCAPE '\\'")?;
             let like = format!("%,{}", key.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
             let rows = stmt.query_map([like], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
