@@ -1,6 +1,8 @@
 //! The target side: the tenant's SCIM 2.0 service and its optional agent API.
 
 pub mod agent;
+pub mod protocol;
+pub mod retry;
 pub mod scim;
 
 use std::time::Duration;
