@@ -10,10 +10,11 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::plan::{Kind, MembershipChange, Plan, Removal, RemoveAction, Write};
-use super::repair::{GROUP_ATTRIBUTES, Match, TenantView, USER_ATTRIBUTES};
+use super::repair::{self, GROUP_ATTRIBUTES, Match, TenantView, USER_ATTRIBUTES};
 use super::state::{Anchor, AnchorKind, AnchorState, Batch, QuarantineEntry, StateError, StateStore};
 use crate::error::{AppError, ErrorKind};
-use crate::tenant::scim::{self, BulkMethod, BulkOperation, ResourceKind, ScimClient, TenantError};
+use crate::tenant::retry::{Disposition, disposition};
+use crate::tenant::scim::{self, BulkMethod, BulkOperation, RemoveForm, ResourceKind, ScimClient, TenantError};
 
 /// How writes go out: in flight at once, PATCH if the tenant announces it, `/Bulk` limits.
 #[derive(Debug, Clone, Copy)]
@@ -21,7 +22,27 @@ pub struct WriteOptions {
     pub concurrency: usize,
     pub patch: bool,
     pub bulk: Option<BulkLimits>,
+    /// The tenant's filters work (announced and probed): lookups by `externalId eq` and
+    /// `userName eq`. Without, one paged listing, indexed by externalId and userName.
+    pub filters: bool,
+    /// The PATCH form that removes members from the tenant's groups (the one that worked last).
+    pub remove_form: RemoveForm,
+    /// What to do with a tenant user that holds the userName of a new account and that ausi
+    /// provisioned for an objectGUID gone from AD (a re-created account).
+    pub recreate: Recreate,
 }
+
+/// The re-creation rule (README, "Re-created accounts").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recreate {
+    /// The holder keeps its id, deactivated, with `userName` suffixed `.<old objectGUID>`.
+    Rename,
+    /// The holder is deleted (`on_remove = "delete"`) before the new account is created.
+    Delete,
+}
+
+/// The state-store key remembering the member-removal form that works.
+pub const REMOVE_FORM_KEY: &str = "tenant.member_remove_form";
 
 /// What the tenant's `/Bulk` accepts per request (from its ServiceProviderConfig).
 #[derive(Debug, Clone, Copy)]
@@ -40,7 +61,8 @@ impl BulkLimits {
     }
 }
 
-/// One group's membership difference, resolved to SCIM ids.
+/// One group's member additions, or its member removals (never both: one refused operation
+/// must not take the other down), resolved to SCIM ids.
 struct MemberPatch<'c> {
     change: &'c MembershipChange,
     group_id: String,
@@ -48,6 +70,33 @@ struct MemberPatch<'c> {
     remove: Vec<(String, String)>,
     /// The PATCH operations (the message is built when sent).
     ops: Vec<Value>,
+}
+
+/// A write's result: the resource's id, whether it was adopted, the tenant's answer (when it
+/// sent the resource back) and the old holder of the userName moved out of the way.
+struct Done {
+    id: String,
+    adopted: bool,
+    answer: Option<Value>,
+    moved: Option<(String, AnchorState)>,
+}
+
+impl Done {
+    fn new(id: String, adopted: bool) -> Done {
+        Done { id, adopted, answer: None, moved: None }
+    }
+}
+
+/// A group to complete: (guid, dn, tenant id, members missing as (guid, id)).
+type FollowUp = (String, String, String, Vec<(String, String)>);
+
+/// What a create's lookups use: filters, or the run's listing.
+struct Lookups<'v> {
+    filters: bool,
+    view: Option<&'v TenantView>,
+    /// objectGUIDs (lower case) of users ausi provisioned that are gone from AD.
+    gone: &'v HashSet<String>,
+    recreate: Recreate,
 }
 
 /// Creating at least this many groups, list the tenant's groups once instead of looking each up.
@@ -81,15 +130,39 @@ pub struct Counts {
     pub failed: u64,
 }
 
-/// One object the tenant did not accept; retried on the next run.
+/// One object the tenant did not accept, and the operation it refused; retried once in the
+/// next run (never in a loop within a run).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Failure {
+    /// objectGUID.
     pub guid: String,
     pub dn: String,
+    /// The object's id in the tenant, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    /// `create`, `update`, `add-members`, `remove-members`, `deprovision`.
     pub operation: &'static str,
     pub error: String,
+    /// The tenant's answer: HTTP status, `scimType`, `detail` (RFC 7644 §3.12).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scim: Option<scim::ScimErrorInfo>,
+    /// Membership operations: the objectGUIDs of the members concerned.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+}
+
+/// Something the tenant did that ausi did not ask for: a write answered with a verified
+/// attribute dropped or changed (`tenant-dropped-attribute`). The object is not recorded as in
+/// step, so the next run sends it again: one finding per object and run, never a loop.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Finding {
+    pub rule: &'static str,
+    pub guid: String,
+    pub dn: String,
+    pub tenant_id: String,
+    /// The attribute (`name.familyName`, `members`, …).
+    pub attribute: String,
+    pub message: String,
 }
 
 pub struct Applier<'a> {
@@ -98,6 +171,21 @@ pub struct Applier<'a> {
     concurrency: usize,
     patch: bool,
     bulk: Option<BulkLimits>,
+    filters: bool,
+    remove_form: RemoveForm,
+    recreate: Recreate,
+    /// Users ausi provisioned whose objectGUID is gone from AD (lower case).
+    pub gone: HashSet<String>,
+    /// guid → kind, for the `type` of members.
+    kinds: HashMap<String, Kind>,
+    /// The tenant's users and groups, listed once when lookups need it and filters do not work.
+    view: Option<TenantView>,
+    /// Groups whose write's answer lacked members it sent: (group guid, dn, group id, missing
+    /// members as (guid, id)), added again by one PATCH each.
+    follow_ups: Vec<FollowUp>,
+    pub findings: Vec<Finding>,
+    /// Groups whose membership change was counted (a change is sent as up to two PATCHes).
+    counted: HashSet<String>,
     /// Told the number of objects written so far (a progress display).
     progress: &'a dyn Fn(u64),
     done: u64,
@@ -137,12 +225,22 @@ impl<'a> Applier<'a> {
             .filter(|a| matches!(a.state, AnchorState::Active | AnchorState::Deactivated))
             .filter_map(|a| a.scim_id.clone().map(|id| (a.guid.clone(), id)))
             .collect();
+        let kinds = anchors.values().map(|a| (a.guid.clone(), Kind::from(a.kind))).collect();
         Applier {
             client,
             run,
             concurrency: options.concurrency.max(1),
             patch: options.patch,
             bulk: options.bulk,
+            filters: options.filters,
+            remove_form: options.remove_form,
+            recreate: options.recreate,
+            gone: HashSet::new(),
+            kinds,
+            view: None,
+            follow_ups: Vec::new(),
+            findings: Vec::new(),
+            counted: HashSet::new(),
             progress,
             done: 0,
             ids,
@@ -236,13 +334,21 @@ impl<'a> Applier<'a> {
         defer_conflicts: bool,
     ) -> Result<Vec<(&'w Write, TenantError)>, AppError> {
         let client = self.client;
-        let jobs: Vec<_> = jobs.into_iter().map(|(w, create)| (w, create, with_members(w, &self.ids))).collect();
+        let jobs: Vec<_> =
+            jobs.into_iter().map(|(w, create)| (w, create, with_members(w, &self.ids, &self.kinds))).collect();
         let lookup = !defer_conflicts;
+        // Lent to the writes in flight; given back below.
+        let (view, gone) = (self.view.take(), std::mem::take(&mut self.gone));
+        let ctx = Lookups { filters: self.filters, view: view.as_ref(), gone: &gone, recreate: self.recreate };
+        let ctx = &ctx;
         let mut results = stream::iter(jobs)
             .map(|(w, create, body)| async move {
                 let body = body.as_ref().unwrap_or(&w.body);
-                let result =
-                    if create { create_or_adopt(client, w, body, lookup).await } else { update(client, w, body).await };
+                let result = if create {
+                    create_or_adopt(client, w, body, lookup, ctx).await
+                } else {
+                    update(client, w, body).await
+                };
                 (w, create, result)
             })
             .buffer_unordered(self.concurrency);
@@ -260,8 +366,13 @@ impl<'a> Applier<'a> {
             self.maybe_commit(store)?;
         }
         drop(results);
+        (self.view, self.gone) = (view, gone);
         self.flush(store)?;
-        fatal.map_or(Ok(deferred), |e| Err(e.into()))
+        if let Some(e) = fatal {
+            return Err(e.into());
+        }
+        self.follow_up(store).await?;
+        Ok(deferred)
     }
 
     /// The tenant's users and/or groups, or `None` when the listing failed in a way that only
@@ -274,16 +385,34 @@ impl<'a> Applier<'a> {
         }
     }
 
-    /// Many journaled creates (a run killed during a large `/Bulk`): checked against one
-    /// listing. Returns them settled: to adopt (with the tenant's id) or known absent.
+    /// The run's listing of the tenant (users and groups), read once: what lookups use when
+    /// the tenant's filters do not work.
+    async fn ensure_view(&mut self) -> Result<(), AppError> {
+        if self.view.is_none() {
+            self.view = self.listing(true, true).await?;
+        }
+        Ok(())
+    }
+
+    /// Many journaled creates (a run killed during a large `/Bulk`), or any create when the
+    /// tenant cannot filter: checked against one listing. Returns them settled: to adopt (with
+    /// the tenant's id) or known absent.
     async fn check_journaled(&mut self, creates: &[Write]) -> Result<Vec<Write>, AppError> {
-        let journaled: Vec<&Write> = creates.iter().filter(|w| w.verify_first && w.scim_id.is_none()).collect();
-        if journaled.len() < LIST_FROM {
+        let filters = self.filters;
+        let journaled: Vec<&Write> =
+            creates.iter().filter(|w| (w.verify_first || !filters) && w.scim_id.is_none()).collect();
+        if journaled.is_empty() || (filters && journaled.len() < LIST_FROM) {
             return Ok(vec![]);
         }
         let users = journaled.iter().any(|w| w.kind == Kind::User);
         let groups = journaled.iter().any(|w| w.kind == Kind::Group);
-        let Some(view) = self.listing(users, groups).await? else { return Ok(vec![]) };
+        let view = if filters {
+            self.listing(users, groups).await?
+        } else {
+            self.ensure_view().await?;
+            self.view.clone()
+        };
+        let Some(view) = view else { return Ok(vec![]) };
         Ok(journaled
             .into_iter()
             .filter_map(|w| match view.soft_match(w.kind, &w.guid, None) {
@@ -301,7 +430,8 @@ impl<'a> Applier<'a> {
         &mut self,
         conflicts: Vec<(&'w Write, TenantError)>,
     ) -> Result<(Vec<Write>, Vec<(&'w Write, bool)>), AppError> {
-        if conflicts.len() < LIST_FROM {
+        if conflicts.len() < LIST_FROM || !self.filters {
+            // Resolved one by one (without filters, from the run's listing).
             return Ok((vec![], conflicts.into_iter().map(|(w, _)| (w, true)).collect()));
         }
         let users = conflicts.iter().any(|(w, _)| w.kind == Kind::User);
@@ -354,7 +484,7 @@ impl<'a> Applier<'a> {
                         kind: resource(w.kind),
                         id: w.scim_id.clone(),
                         bulk_id: format!("op{n}"),
-                        data: Some(with_members(w, &self.ids).unwrap_or_else(|| w.body.clone())),
+                        data: Some(with_members(w, &self.ids, &self.kinds).unwrap_or_else(|| w.body.clone())),
                     })
                     .collect();
                 (chunk, ops)
@@ -374,7 +504,7 @@ impl<'a> Applier<'a> {
                     for ((w, create), outcome) in chunk.into_iter().zip(outcomes) {
                         let adopting = create && w.scim_id.is_some();
                         match (outcome.status, outcome.id, outcome.error) {
-                            (200..=299, Some(id), _) => self.written(w, create, Ok((id, adopting))),
+                            (200..=299, Some(id), _) => self.written(w, create, Ok(Done::new(id, adopting))),
                             // Already there: adopted by soft match.
                             (409, _, info) if create && !adopting => conflicts.push((
                                 w,
@@ -411,22 +541,49 @@ impl<'a> Applier<'a> {
         Ok((redo, conflicts))
     }
 
-    /// Records the result of one create or update.
-    fn written(&mut self, w: &Write, create: bool, result: Result<(String, bool), TenantError>) {
+    /// Records the result of one create or update, checking the tenant's answer (when it sent
+    /// the resource back) for what ausi verifies.
+    fn written(&mut self, w: &Write, create: bool, result: Result<Done, TenantError>) {
         match result {
-            Ok((id, adopted)) => {
-                self.batch.anchor(&w.guid, w.kind.into(), &id, &w.dn, &w.hash, self.run);
+            Ok(done) => {
+                let id = done.id;
+                let dropped = done.answer.as_ref().map(|a| repair::dropped(w.kind, &w.body, a)).unwrap_or_default();
+                // Not in step: the next run sends it again (one finding per run, never a loop).
+                let hash = if dropped.is_empty() { w.hash.as_str() } else { "" };
+                self.batch.anchor(&w.guid, w.kind.into(), &id, &w.dn, hash, self.run);
                 self.batch.body(&w.guid, &w.body);
                 self.batch.clear_failure(&w.guid);
+                for attribute in dropped {
+                    self.dropped(&w.guid, &w.dn, &id, &attribute, "the tenant answered the write without it");
+                }
+                if let Some((old, state)) = done.moved {
+                    self.batch.set_state(&old, state);
+                }
                 if let Some(members) = &w.members {
-                    self.batch.set_members(&w.guid, &members.guids);
+                    let sent: Vec<(String, String)> =
+                        members.guids.iter().filter_map(|g| self.ids.get(g).map(|i| (g.clone(), i.clone()))).collect();
+                    let missing: Vec<(String, String)> = match &done.answer {
+                        Some(answer) => {
+                            let lost: HashSet<String> =
+                                repair::dropped_members(sent.iter().map(|(_, i)| i), answer).into_iter().collect();
+                            sent.iter().filter(|(_, i)| lost.contains(i)).cloned().collect()
+                        }
+                        None => vec![],
+                    };
+                    let kept: std::collections::BTreeSet<String> =
+                        members.guids.iter().filter(|g| !missing.iter().any(|(m, _)| m == *g)).cloned().collect();
+                    self.batch.set_members(&w.guid, &kept);
+                    if !missing.is_empty() {
+                        self.follow_ups.push((w.guid.clone(), w.dn.clone(), id.clone(), missing));
+                    }
                     if members.changed {
                         self.counts.membership_changes += 1;
                     }
                     self.counts.repaired_memberships += members.restored;
                 }
                 self.ids.insert(w.guid.clone(), id);
-                match (w.repair, w.kind, create, adopted) {
+                self.kinds.insert(w.guid.clone(), w.kind);
+                match (w.repair, w.kind, create, done.adopted) {
                     (true, Kind::User, ..) => self.counts.repaired_users += 1,
                     (true, Kind::Group, ..) => self.counts.repaired_groups += 1,
                     (false, _, true, false) => self.counts.created += 1,
@@ -434,15 +591,68 @@ impl<'a> Applier<'a> {
                     (false, _, false, _) => self.counts.updated += 1,
                 }
             }
-            Err(e) => self.failed(&w.guid, &w.dn, if create { "create" } else { "update" }, e),
+            Err(e) => self.failed(&w.guid, &w.dn, if create { "create" } else { "update" }, e, vec![]),
         }
     }
 
-    /// Membership differences: one PATCH per group (adds in one operation, each remove as
-    /// `members[value eq "…"]`), never a rewrite of the whole member list; through `/Bulk`
-    /// when the tenant has it, one by one for what a bulk request did not settle.
+    fn dropped(&mut self, guid: &str, dn: &str, id: &str, attribute: &str, why: &str) {
+        self.findings.push(Finding {
+            rule: "tenant-dropped-attribute",
+            guid: guid.to_owned(),
+            dn: dn.to_owned(),
+            tenant_id: id.to_owned(),
+            attribute: attribute.to_owned(),
+            message: format!("{why}: {attribute} is not as ausi sent it; the next run sends it again"),
+        });
+    }
+
+    /// Groups whose create or replace came back without members it carried (a tenant that
+    /// drops `members` in POST/PUT): one PATCH adding them each. What that answer still lacks is
+    /// a finding, recorded as not set, so the next run sends it again (one PATCH a run).
+    async fn follow_up(&mut self, store: &mut StateStore) -> Result<(), AppError> {
+        for (guid, dn, id, missing) in std::mem::take(&mut self.follow_ups) {
+            let typed: Vec<(String, Option<ResourceKind>)> =
+                missing.iter().map(|(g, i)| (i.clone(), self.kinds.get(g).map(|k| resource(*k)))).collect();
+            let op = scim::patch_add_typed_members(&typed);
+            match self.client.patch_answer(ResourceKind::Group, &id, &[op]).await {
+                Ok(answer) => {
+                    let still: HashSet<String> = answer
+                        .map(|a| repair::dropped_members(missing.iter().map(|(_, i)| i), &a).into_iter().collect())
+                        .unwrap_or_default();
+                    for (member, member_id) in &missing {
+                        if still.contains(member_id) {
+                            continue;
+                        }
+                        self.batch.add_member(&guid, member);
+                    }
+                    if !still.is_empty() {
+                        self.dropped(
+                            &guid,
+                            &dn,
+                            &id,
+                            "members",
+                            "the tenant dropped members from a group write and a PATCH adding them",
+                        );
+                    }
+                }
+                Err(e) => {
+                    let members = missing.iter().map(|(g, _)| g.clone()).collect();
+                    self.settle_error(store, e, &guid, &dn, "add-members", members)?;
+                }
+            }
+            self.maybe_commit(store)?;
+        }
+        Ok(())
+    }
+
+    /// Membership differences: per group, one PATCH adding members and one removing them
+    /// (separate, so that a refused form of one cannot take the other down), never a rewrite of
+    /// the whole member list unless the tenant refuses both remove forms. Members carry their
+    /// `type`. Through `/Bulk` when the tenant has it, one by one for what a bulk request did
+    /// not settle.
     pub async fn memberships(&mut self, store: &mut StateStore, changes: &[MembershipChange]) -> Result<(), AppError> {
-        let mut patches = Vec::new();
+        let mut adds = Vec::new();
+        let mut removes = Vec::new();
         for change in changes {
             let Some(group_id) = self.ids.get(&change.group_guid).cloned() else {
                 continue; // the group's own create failed: recorded already, retried next run
@@ -451,30 +661,122 @@ impl<'a> Applier<'a> {
                 guids.iter().filter_map(|g| self.ids.get(g).map(|id| (g.clone(), id.clone()))).collect()
             };
             let (add, remove) = (resolve(&change.add), resolve(&change.remove));
-            if add.is_empty() && remove.is_empty() {
-                continue;
-            }
-            let mut ops = Vec::new();
             if !add.is_empty() {
-                ops.push(scim::patch_add_members(&add.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>()));
+                let ops = vec![scim::patch_add_typed_members(&self.typed(&add))];
+                adds.push(MemberPatch { change, group_id: group_id.clone(), add, remove: vec![], ops });
             }
-            ops.extend(remove.iter().map(|(_, id)| scim::patch_remove_member(id)));
-            patches.push(MemberPatch { change, group_id, add, remove, ops });
+            if !remove.is_empty() {
+                let ops = match self.remove_form {
+                    RemoveForm::Replace => vec![], // built when sent, from the group's members then
+                    form => scim::patch_remove_members(form, &self.typed(&remove), &[]),
+                };
+                removes.push(MemberPatch { change, group_id, add: vec![], remove, ops });
+            }
         }
+        let mut patches = adds;
+        patches.extend(removes);
         if let Some(limits) = self.bulk.filter(|_| patches.len() > 1) {
-            patches = self.bulk_memberships(store, patches, limits).await?;
+            let (bulk, single): (Vec<_>, Vec<_>) = patches.into_iter().partition(|p| !p.ops.is_empty());
+            patches = self.bulk_memberships(store, bulk, limits).await?;
+            patches.extend(single);
         }
         for p in patches {
-            match self.client.patch(ResourceKind::Group, &p.group_id, &p.ops).await {
-                Ok(()) => self.patched(&p),
-                Err(e) => self.settle_error(store, e, &p.change.group_guid, &p.change.group_dn, "membership")?,
+            if p.remove.is_empty() {
+                match self.client.patch_answer(ResourceKind::Group, &p.group_id, &p.ops).await {
+                    Ok(answer) => self.patched(&p, answer.as_ref()),
+                    Err(e) => {
+                        let members = p.add.iter().map(|(g, _)| g.clone()).collect();
+                        self.settle_error(store, e, &p.change.group_guid, &p.change.group_dn, "add-members", members)?
+                    }
+                }
+            } else {
+                self.remove_members(store, &p).await?;
             }
             self.maybe_commit(store)?;
         }
         self.flush(store)
     }
 
-    /// Sends membership PATCHes through `/Bulk`; returns those to send one by one.
+    /// (id, type) of members given as (guid, id).
+    fn typed(&self, members: &[(String, String)]) -> Vec<(String, Option<ResourceKind>)> {
+        members.iter().map(|(g, id)| (id.clone(), self.kinds.get(g).map(|k| resource(*k)))).collect()
+    }
+
+    /// Removes members in the form that worked last; a form the tenant refuses (400, 501: a
+    /// permanent answer) is followed by the next one, and the form that works is remembered.
+    async fn remove_members(&mut self, store: &mut StateStore, p: &MemberPatch<'_>) -> Result<(), AppError> {
+        let typed = self.typed(&p.remove);
+        let mut form = self.remove_form;
+        loop {
+            let ops = match form {
+                RemoveForm::Replace => {
+                    let current = match self.client.get(ResourceKind::Group, &p.group_id).await {
+                        Ok(Some(group)) => group,
+                        Ok(None) => Value::Null,
+                        Err(e) => {
+                            let members = p.remove.iter().map(|(g, _)| g.clone()).collect();
+                            return self.settle_error(
+                                store,
+                                e,
+                                &p.change.group_guid,
+                                &p.change.group_dn,
+                                "remove-members",
+                                members,
+                            );
+                        }
+                    };
+                    let gone: HashSet<&str> = p.remove.iter().map(|(_, id)| id.as_str()).collect();
+                    let remaining: Vec<(String, Option<ResourceKind>)> = current["members"]
+                        .as_array()
+                        .map(|ms| {
+                            ms.iter()
+                                .filter_map(|m| {
+                                    let id = m["value"].as_str()?;
+                                    let kind = match m["type"].as_str() {
+                                        Some(t) if t.eq_ignore_ascii_case("group") => Some(ResourceKind::Group),
+                                        Some(t) if t.eq_ignore_ascii_case("user") => Some(ResourceKind::User),
+                                        _ => None,
+                                    };
+                                    (!gone.contains(id)).then(|| (id.to_owned(), kind))
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    scim::patch_remove_members(RemoveForm::Replace, &typed, &remaining)
+                }
+                form if form == self.remove_form && !p.ops.is_empty() => p.ops.clone(),
+                form => scim::patch_remove_members(form, &typed, &[]),
+            };
+            match self.client.patch_answer(ResourceKind::Group, &p.group_id, &ops).await {
+                Ok(answer) => {
+                    if form != self.remove_form {
+                        self.remove_form = form;
+                        self.batch.meta(REMOVE_FORM_KEY, form.as_str());
+                    }
+                    self.patched(p, answer.as_ref());
+                    return Ok(());
+                }
+                Err(TenantError::Rejected(info)) if form.next().is_some() => {
+                    let _refused = info; // the next form is tried; only the last refusal is reported
+                    form = form.next().expect("a next form");
+                }
+                Err(e) => {
+                    let members = p.remove.iter().map(|(g, _)| g.clone()).collect();
+                    return self.settle_error(
+                        store,
+                        e,
+                        &p.change.group_guid,
+                        &p.change.group_dn,
+                        "remove-members",
+                        members,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sends membership PATCHes through `/Bulk`; returns those to send one by one (a removal
+    /// the tenant refused in this form included: the next form is tried then).
     async fn bulk_memberships<'p>(
         &mut self,
         store: &mut StateStore,
@@ -511,14 +813,20 @@ impl<'a> Applier<'a> {
                     let mut outcomes = outcomes.into_iter();
                     for p in chunk {
                         match outcomes.next().map(|o| (o.status, o.error)) {
-                            Some((200..=299, _)) => self.patched(&p),
-                            Some((_, Some(info))) if info.status < 500 && info.status != 429 => self.settle_error(
-                                store,
-                                TenantError::Rejected(info),
-                                &p.change.group_guid,
-                                &p.change.group_dn,
-                                "membership",
-                            )?,
+                            Some((200..=299, _)) => self.patched(&p, None),
+                            Some((status, Some(info)))
+                                if p.remove.is_empty() && disposition(status, true, true) == Disposition::Permanent =>
+                            {
+                                let members = p.add.iter().map(|(g, _)| g.clone()).collect();
+                                self.settle_error(
+                                    store,
+                                    TenantError::Rejected(info),
+                                    &p.change.group_guid,
+                                    &p.change.group_dn,
+                                    "add-members",
+                                    members,
+                                )?
+                            }
                             _ => redo.push(p),
                         }
                         self.maybe_commit(store)?;
@@ -534,16 +842,37 @@ impl<'a> Applier<'a> {
         Ok(redo)
     }
 
-    fn patched(&mut self, p: &MemberPatch<'_>) {
-        for (guid, _) in &p.add {
-            self.batch.add_member(&p.change.group_guid, guid);
+    /// Records a membership PATCH the tenant accepted; when it answered with the group, members
+    /// it should now list and does not (or still lists) are a finding, not recorded as set.
+    fn patched(&mut self, p: &MemberPatch<'_>, answer: Option<&Value>) {
+        let group = &p.change.group_guid;
+        let listed: Option<HashSet<&str>> = answer.and_then(|a| {
+            a.get("members")
+                .and_then(Value::as_array)
+                .map(|ms| ms.iter().filter_map(|m| m.get("value").and_then(Value::as_str)).collect())
+        });
+        let mut refused = false;
+        for (guid, id) in &p.add {
+            if listed.as_ref().is_some_and(|l| !l.contains(id.as_str())) {
+                refused = true;
+                continue;
+            }
+            self.batch.add_member(group, guid);
         }
-        for (guid, _) in &p.remove {
-            self.batch.remove_member(&p.change.group_guid, guid);
+        for (guid, id) in &p.remove {
+            if listed.as_ref().is_some_and(|l| l.contains(id.as_str())) {
+                refused = true;
+                continue;
+            }
+            self.batch.remove_member(group, guid);
+        }
+        if refused {
+            let why = "the tenant accepted a membership PATCH but its answer does not show it";
+            self.dropped(group, &p.change.group_dn, &p.group_id, "members", why);
         }
         let restored = p.add.iter().filter(|(g, _)| p.change.restore.contains(g)).count();
         self.counts.repaired_memberships += restored as u64;
-        if p.change.changes_membership() {
+        if p.change.changes_membership() && self.counted.insert(group.clone()) {
             self.counts.membership_changes += 1;
         }
     }
@@ -557,8 +886,8 @@ impl<'a> Applier<'a> {
                 }
                 (Some(id), _) => id.clone(),
                 // A create that was journaled but may never have reached the tenant.
-                (None, _) => match self.client.find(resource(r.kind), "externalId", &r.guid).await {
-                    Ok(found) => match found.first().and_then(|v| v["id"].as_str()) {
+                (None, _) => match self.find_external(r.kind, &r.guid).await {
+                    Ok(found) => match found.as_deref() {
                         Some(id) => {
                             // It did: anchor it first (a pending anchor has no SCIM id by rule).
                             self.batch.anchor(&r.guid, r.kind.into(), id, &r.dn, "", self.run);
@@ -570,7 +899,7 @@ impl<'a> Applier<'a> {
                         }
                     },
                     Err(e) => {
-                        self.settle_error(store, e, &r.guid, &r.dn, "deprovision")?;
+                        self.settle_error(store, e, &r.guid, &r.dn, "deprovision", vec![])?;
                         continue;
                     }
                 },
@@ -600,11 +929,22 @@ impl<'a> Applier<'a> {
                     self.batch.set_state(&r.guid, state);
                     self.batch.clear_failure(&r.guid);
                 }
-                Err(e) => self.settle_error(store, e, &r.guid, &r.dn, "deprovision")?,
+                Err(e) => self.settle_error(store, e, &r.guid, &r.dn, "deprovision", vec![])?,
             }
             self.maybe_commit(store)?;
         }
         self.flush(store)
+    }
+
+    /// The id of the tenant's resource with externalId `guid`: by filter, or from the run's
+    /// listing when the tenant cannot filter.
+    async fn find_external(&mut self, kind: Kind, guid: &str) -> Result<Option<String>, TenantError> {
+        if !self.filters {
+            self.ensure_view().await.map_err(|e| TenantError::Unavailable { attempts: 1, last: e.to_string() })?;
+            let ctx = Lookups { filters: false, view: self.view.as_ref(), gone: &self.gone, recreate: self.recreate };
+            return lookup_external(self.client, kind, guid, &ctx).await;
+        }
+        find_one(self.client, resource(kind), "externalId", guid).await
     }
 
     /// Bookkeeping that needs no tenant write: unchanged objects seen, quarantine in and out.
@@ -639,24 +979,35 @@ impl<'a> Applier<'a> {
         guid: &str,
         dn: &str,
         operation: &'static str,
+        members: Vec<String>,
     ) -> Result<(), AppError> {
         if is_fatal(&e) {
             self.flush(store)?;
             return Err(e.into());
         }
-        self.failed(guid, dn, operation, e);
+        self.failed(guid, dn, operation, e, members);
         Ok(())
     }
 
-    fn failed(&mut self, guid: &str, dn: &str, operation: &'static str, e: TenantError) {
+    /// A permanent error: that object and that operation fail, the run goes on.
+    fn failed(&mut self, guid: &str, dn: &str, operation: &'static str, e: TenantError, members: Vec<String>) {
         let scim = match &e {
             TenantError::Rejected(info) => Some(info.clone()),
+            TenantError::NotFound => Some(scim::ScimErrorInfo { status: 404, scim_type: None, detail: None }),
             _ => None,
         };
         let error = e.to_string();
         self.batch.fail(guid, dn, operation, &error);
         self.counts.failed += 1;
-        self.failures.push(Failure { guid: guid.to_owned(), dn: dn.to_owned(), operation, error, scim });
+        self.failures.push(Failure {
+            guid: guid.to_owned(),
+            dn: dn.to_owned(),
+            tenant_id: self.ids.get(guid).cloned(),
+            operation,
+            error,
+            scim,
+            members,
+        });
     }
 
     fn maybe_commit(&mut self, store: &mut StateStore) -> Result<(), AppError> {
@@ -675,38 +1026,41 @@ impl<'a> Applier<'a> {
     }
 }
 
-/// POST, or adopt what the tenant already has: a journaled create is looked up first; a
-/// `409 uniqueness` is resolved by externalId, then by userName (soft match) when unambiguous.
 /// A group's resource with the members its write sets (`None`: send the body as it is).
-/// The members ausi sets, plus those the tenant lists that ausi did not set (`keep_members`).
-fn with_members(w: &Write, ids: &HashMap<String, String>) -> Option<Value> {
+/// The members ausi sets, with their `type`, plus those the tenant lists that ausi did not set
+/// (`keep_members`).
+fn with_members(w: &Write, ids: &HashMap<String, String>, kinds: &HashMap<String, Kind>) -> Option<Value> {
     let members = w.members.as_ref()?;
     let mut body = w.body.clone();
     let mut seen = HashSet::new();
     let list: Vec<Value> = members
         .guids
         .iter()
-        .filter_map(|g| ids.get(g))
-        .chain(w.keep_members.iter())
-        .filter(|id| seen.insert(id.as_str()))
-        .map(|id| json!({ "value": id }))
+        .filter_map(|g| ids.get(g).map(|id| (id, kinds.get(g).map(|k| resource(*k)))))
+        .chain(w.keep_members.iter().map(|id| (id, None)))
+        .filter(|(id, _)| seen.insert(id.as_str()))
+        .map(|(id, kind)| scim::member(id, kind))
         .collect();
     body["members"] = Value::Array(list);
     Some(body)
 }
 
 /// A create: a PUT to what the listing found (`scim_id`), or a POST; with `lookup`, a 409 is
-/// resolved here by soft match (else returned, for one listing to resolve many).
+/// resolved here: adopted by soft match (externalId, then userName) when unambiguous, or, for
+/// a userName held by a user ausi provisioned for an objectGUID gone from AD (a re-created
+/// account), by moving that holder out of the way first (see [`Recreate`]); else returned, for
+/// one listing to resolve many. Lookups use filters, or the run's listing without them.
 async fn create_or_adopt(
     client: &ScimClient,
     w: &Write,
     body: &Value,
     lookup: bool,
-) -> Result<(String, bool), TenantError> {
+    ctx: &Lookups<'_>,
+) -> Result<Done, TenantError> {
     let kind = resource(w.kind);
     if let Some(id) = &w.scim_id {
-        match client.replace(kind, id, body).await {
-            Ok(()) => return Ok((id.clone(), true)),
+        match client.replace_answer(kind, id, body).await {
+            Ok(answer) => return Ok(Done { answer, ..Done::new(id.clone(), true) }),
             Err(TenantError::NotFound) => {} // deleted since it was listed: create it
             Err(e) => return Err(e),
         }
@@ -714,40 +1068,132 @@ async fn create_or_adopt(
     // Groups have no unique attribute a tenant must enforce: look before creating (unless the
     // run's listing shows it is not there).
     if (w.verify_first || (w.kind == Kind::Group && !w.absent))
-        && let Some(id) = find_one(client, kind, "externalId", &w.guid).await?
+        && let Some(id) = lookup_external(client, w.kind, &w.guid, ctx).await?
     {
-        client.replace(kind, &id, body).await?;
-        return Ok((id, true));
+        let answer = client.replace_answer(kind, &id, body).await?;
+        return Ok(Done { answer, ..Done::new(id, true) });
     }
     match client.create(kind, body).await {
-        Ok(created) => id_of(&created).map(|id| (id, false)),
+        Ok(created) => id_of(&created).map(|id| Done { answer: Some(created), ..Done::new(id, false) }),
         Err(e) if e.is_conflict() && lookup => {
-            if let Some(id) = find_one(client, kind, "externalId", &w.guid).await? {
-                client.replace(kind, &id, body).await?;
-                return Ok((id, true));
+            if let Some(id) = lookup_external(client, w.kind, &w.guid, ctx).await? {
+                let answer = client.replace_answer(kind, &id, body).await?;
+                return Ok(Done { answer, ..Done::new(id, true) });
+            }
+            if w.kind != Kind::User {
+                return Err(e);
             }
             let user_name = w.body["userName"].as_str().unwrap_or_default();
-            let found = if w.kind == Kind::User { client.find(kind, "userName", user_name).await? } else { vec![] };
-            match found.as_slice() {
-                [one] if one["externalId"].as_str().is_none_or(|x| x.is_empty() || x == w.guid) => {
-                    let id = id_of(one)?;
-                    client.replace(kind, &id, body).await?;
-                    Ok((id, true))
+            let holders = holders(client, user_name, ctx).await?;
+            let [(id, external)] = holders.as_slice() else { return Err(e) };
+            match external.as_deref() {
+                // Soft match: the holder has no externalId, or ours.
+                None => {
+                    let answer = client.replace_answer(kind, id, body).await?;
+                    Ok(Done { answer, ..Done::new(id.clone(), true) })
                 }
-                _ => Err(e),
+                Some(x) if x.eq_ignore_ascii_case(&w.guid) => {
+                    let answer = client.replace_answer(kind, id, body).await?;
+                    Ok(Done { answer, ..Done::new(id.clone(), true) })
+                }
+                // A re-created account: the holder is ausi's, for an objectGUID gone from AD.
+                Some(old) if ctx.gone.contains(&old.to_lowercase()) => {
+                    let old = old.to_lowercase();
+                    let state = match ctx.recreate {
+                        Recreate::Delete => {
+                            client.delete(kind, id).await?;
+                            AnchorState::Deleted
+                        }
+                        Recreate::Rename => {
+                            let mut current = client.get(kind, id).await?.unwrap_or_else(|| json!({}));
+                            current["userName"] = json!(retired_user_name(user_name, &old));
+                            current["active"] = json!(false);
+                            current.as_object_mut().map(|o| o.remove("meta"));
+                            client.replace(kind, id, &current).await?;
+                            AnchorState::Deactivated
+                        }
+                    };
+                    let created = client.create(kind, body).await?;
+                    let new_id = id_of(&created)?;
+                    Ok(Done { id: new_id, adopted: false, answer: Some(created), moved: Some((old, state)) })
+                }
+                Some(other) => Err(TenantError::Rejected(scim::ScimErrorInfo {
+                    status: 409,
+                    scim_type: Some("uniqueness".into()),
+                    detail: Some(format!(
+                        "userName {user_name} is held by tenant user {id} with externalId {other}, which ausi did not \
+                         provision (or still syncs): rename or delete that user in the tenant, or set its externalId \
+                         to {} so that ausi adopts it",
+                        w.guid
+                    )),
+                })),
             }
         }
         Err(e) => Err(e),
     }
 }
 
-async fn update(client: &ScimClient, w: &Write, body: &Value) -> Result<(String, bool), TenantError> {
+/// The userName a re-created account's old holder gets: `<userName>.<old objectGUID>`.
+pub fn retired_user_name(user_name: &str, old_guid: &str) -> String {
+    format!("{user_name}.{old_guid}")
+}
+
+/// The tenant's resource with externalId `guid`, by filter or from the run's listing.
+async fn lookup_external(
+    client: &ScimClient,
+    kind: Kind,
+    guid: &str,
+    ctx: &Lookups<'_>,
+) -> Result<Option<String>, TenantError> {
+    if ctx.filters {
+        return find_one(client, resource(kind), "externalId", guid).await;
+    }
+    let view = ctx.view.ok_or_else(|| {
+        TenantError::Protocol("the tenant cannot filter and could not be listed: the object cannot be looked up".into())
+    })?;
+    match view.soft_match(kind, guid, None) {
+        Match::Adopt(id) => Ok(Some(id)),
+        Match::Absent => Ok(None),
+        Match::Conflict(detail) => Err(TenantError::Rejected(scim::ScimErrorInfo {
+            status: 409,
+            scim_type: Some("uniqueness".into()),
+            detail: Some(detail),
+        })),
+    }
+}
+
+/// The users holding `user_name` as (id, externalId), by filter or from the run's listing.
+async fn holders(
+    client: &ScimClient,
+    user_name: &str,
+    ctx: &Lookups<'_>,
+) -> Result<Vec<(String, Option<String>)>, TenantError> {
+    if ctx.filters {
+        let found = client.find(ResourceKind::User, "userName", user_name).await?;
+        return found
+            .iter()
+            .map(|r| {
+                let x = r["externalId"].as_str().map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned);
+                id_of(r).map(|id| (id, x))
+            })
+            .collect();
+    }
+    Ok(ctx
+        .view
+        .map(|v| v.holders(user_name).into_iter().map(|o| (o.id.clone(), o.external_id.clone())).collect())
+        .unwrap_or_default())
+}
+
+async fn update(client: &ScimClient, w: &Write, body: &Value) -> Result<Done, TenantError> {
     let kind = resource(w.kind);
     let id = w.scim_id.clone().ok_or_else(|| TenantError::Protocol("update without a SCIM id".into()))?;
-    match client.replace(kind, &id, body).await {
-        Ok(()) => Ok((id, false)),
+    match client.replace_answer(kind, &id, body).await {
+        Ok(answer) => Ok(Done { answer, ..Done::new(id, false) }),
         // Deleted in the tenant by someone else: provision it again.
-        Err(TenantError::NotFound) => client.create(kind, body).await.and_then(|v| id_of(&v)).map(|id| (id, false)),
+        Err(TenantError::NotFound) => {
+            let created = client.create(kind, body).await?;
+            id_of(&created).map(|id| Done { answer: Some(created), ..Done::new(id, false) })
+        }
         Err(e) => Err(e),
     }
 }

@@ -165,6 +165,7 @@ pub(crate) fn parse_capabilities(v: &Value) -> Capabilities {
         filter: flag("/filter/supported"),
         filter_max_results: u32::try_from(number("/filter/maxResults")).unwrap_or(u32::MAX),
         etag: flag("/etag/supported"),
+        filter_probed: None,
     }
 }
 
@@ -221,6 +222,80 @@ pub fn bulk_outcomes(answer: &Value, operations: &[BulkOperation]) -> Result<Vec
         .collect())
 }
 
+/// How a PATCH removes group members. Servers differ (see the README): the standard
+/// filter form first, then the value-array form, then a replace of the whole member list; the
+/// form that works is remembered for the tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RemoveForm {
+    /// `{"op":"remove","path":"members[value eq \"ID\"]"}`, one operation per member (RFC 7644 §3.5.2.2).
+    Filter,
+    /// `{"op":"remove","path":"members","value":[{"value":"ID"}…]}`.
+    ValueArray,
+    /// `{"op":"replace","path":"members","value":[…every member that stays…]}`.
+    Replace,
+}
+
+impl RemoveForm {
+    pub const ALL: [RemoveForm; 3] = [RemoveForm::Filter, RemoveForm::ValueArray, RemoveForm::Replace];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoveForm::Filter => "filter",
+            RemoveForm::ValueArray => "value-array",
+            RemoveForm::Replace => "replace",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RemoveForm> {
+        RemoveForm::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+
+    /// The next form to try after this one was refused.
+    pub fn next(self) -> Option<RemoveForm> {
+        match self {
+            RemoveForm::Filter => Some(RemoveForm::ValueArray),
+            RemoveForm::ValueArray => Some(RemoveForm::Replace),
+            RemoveForm::Replace => None,
+        }
+    }
+}
+
+/// A group member as SCIM writes it: `{"value": ID, "type": "User"|"Group"}` (RFC 7643 §4.2;
+/// the type tells servers whose ids are not unique across resource types which one is meant).
+pub fn member(id: &str, kind: Option<ResourceKind>) -> Value {
+    match kind {
+        Some(k) => json!({ "value": id, "type": k.type_name() }),
+        None => json!({ "value": id }),
+    }
+}
+
+/// `{"op":"add","path":"members","value":[members]}` with typed members.
+pub fn patch_add_typed_members(members: &[(String, Option<ResourceKind>)]) -> Value {
+    let value: Vec<Value> = members.iter().map(|(id, k)| member(id, *k)).collect();
+    json!({ "op": "add", "path": "members", "value": value })
+}
+
+/// The operations that remove `members` in `form`; `Replace` needs the members that stay
+/// (`remaining`), as the tenant lists them.
+pub fn patch_remove_members(
+    form: RemoveForm,
+    members: &[(String, Option<ResourceKind>)],
+    remaining: &[(String, Option<ResourceKind>)],
+) -> Vec<Value> {
+    match form {
+        RemoveForm::Filter => members.iter().map(|(id, _)| patch_remove_member(id)).collect(),
+        RemoveForm::ValueArray => {
+            let value: Vec<Value> = members.iter().map(|(id, k)| member(id, *k)).collect();
+            vec![json!({ "op": "remove", "path": "members", "value": value })]
+        }
+        RemoveForm::Replace => {
+            let value: Vec<Value> = remaining.iter().map(|(id, k)| member(id, *k)).collect();
+            vec![json!({ "op": "replace", "path": "members", "value": value })]
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,5 +331,36 @@ mod tests {
         assert_eq!(caps.filter_max_results, 200);
         let none = parse_capabilities(&json!({}));
         assert!(!none.patch && !none.bulk && none.bulk_max_operations == 0);
+    }
+
+    #[test]
+    fn member_removal_forms_and_typed_members() {
+        let m = vec![("7".to_string(), Some(ResourceKind::User)), ("3".to_string(), Some(ResourceKind::Group))];
+        assert_eq!(
+            patch_remove_members(RemoveForm::Filter, &m, &[]),
+            vec![
+                json!({"op": "remove", "path": "members[value eq \"7\"]"}),
+                json!({"op": "remove", "path": "members[value eq \"3\"]"})
+            ]
+        );
+        assert_eq!(
+            patch_remove_members(RemoveForm::ValueArray, &m, &[]),
+            vec![json!({"op": "remove", "path": "members", "value": [
+                {"value": "7", "type": "User"}, {"value": "3", "type": "Group"}]})]
+        );
+        let stay = vec![("9".to_string(), None)];
+        assert_eq!(
+            patch_remove_members(RemoveForm::Replace, &m, &stay),
+            vec![json!({"op": "replace", "path": "members", "value": [{"value": "9"}]})]
+        );
+        assert_eq!(
+            patch_add_typed_members(&m[..1]),
+            json!({"op": "add", "path": "members", "value": [{"value": "7", "type": "User"}]})
+        );
+        assert_eq!(RemoveForm::Filter.next(), Some(RemoveForm::ValueArray));
+        assert_eq!(RemoveForm::Replace.next(), None);
+        for f in RemoveForm::ALL {
+            assert_eq!(RemoveForm::parse(f.as_str()), Some(f));
+        }
     }
 }

@@ -44,6 +44,14 @@ impl ResourceKind {
         }
     }
 
+    /// A member's `type`: `User` or `Group` (RFC 7643 §4.2).
+    pub fn type_name(self) -> &'static str {
+        match self {
+            ResourceKind::User => "User",
+            ResourceKind::Group => "Group",
+        }
+    }
+
     /// The core schema URN of the resource type (RFC 7643 §4).
     pub fn schema(self) -> &'static str {
         match self {
@@ -65,6 +73,18 @@ pub struct Capabilities {
     pub filter: bool,
     pub filter_max_results: u32,
     pub etag: bool,
+    /// What `register` found when it tried the filters (`None`: not probed, e.g. a configuration
+    /// written by an older release; then the announcement is trusted). A tenant that announces
+    /// filters but answers `400 invalidFilter`, or ignores them, gets `false`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter_probed: Option<bool>,
+}
+
+impl Capabilities {
+    /// Filters are used only when announced and, where probed, found working.
+    pub fn filters_work(&self) -> bool {
+        self.filter && self.filter_probed != Some(false)
+    }
 }
 
 /// Timeouts and retry policy (the one the agent API uses too).
@@ -99,6 +119,22 @@ fn detail_suffix(detail: &Option<String>) -> String {
     }
 }
 
+/// What trying the tenant's filters showed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FilterProbe {
+    pub works: bool,
+    /// What was tried and what came back.
+    pub how: String,
+    /// A probe user was created and deleted again (the tenant held no user to try with).
+    pub wrote: bool,
+}
+
+impl FilterProbe {
+    fn broken(how: String) -> FilterProbe {
+        FilterProbe { works: false, how, wrote: false }
+    }
+}
+
 /// Why a call to the tenant failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TenantError {
@@ -122,6 +158,12 @@ pub enum TenantError {
 }
 
 impl TenantError {
+    /// `400 invalidFilter`: the tenant cannot filter (RFC 7644 §3.4.2.2) although it may say so.
+    pub fn is_invalid_filter(&self) -> bool {
+        matches!(self, TenantError::Rejected(info)
+            if info.status == 400 && info.scim_type.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("invalidFilter")))
+    }
+
     /// A 409 (e.g. `uniqueness` on create: the object already exists there).
     pub fn is_conflict(&self) -> bool {
         matches!(self, TenantError::Rejected(info) if info.status == 409)
@@ -248,6 +290,94 @@ impl ScimClient {
         Ok(resources)
     }
 
+    /// Whether `eq` filters on `externalId` and `userName` work, tried rather than trusted:
+    /// a filter for a value no one has must answer 200 with no resource (not `400
+    /// invalidFilter`, not everyone), and a filter for a user the tenant holds must find exactly
+    /// that user. An empty tenant gets a probe user (inactive, `userName` `ausi-probe-…`),
+    /// found by filter and deleted again; `FilterProbe::wrote` says so.
+    pub async fn probe_filters(&self) -> Result<FilterProbe, TenantError> {
+        let nobody = format!("ausi-probe-{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
+        let refused = |e: TenantError| match e {
+            TenantError::Rejected(info) => Ok(FilterProbe::broken(format!("a filter is answered {info}"))),
+            e => Err(e),
+        };
+        for (kind, attribute) in
+            [(ResourceKind::User, "externalId"), (ResourceKind::User, "userName"), (ResourceKind::Group, "externalId")]
+        {
+            match self.filter_total(kind, attribute, &nobody).await {
+                Ok((found, n)) if !found.is_empty() || n > 0 => {
+                    return Ok(FilterProbe::broken(format!(
+                        "{} {attribute} eq \"<a value no one has>\" answered {n} resources: the filter is ignored",
+                        kind.endpoint()
+                    )));
+                }
+                Ok(_) => {}
+                Err(e) => return refused(e),
+            }
+        }
+        // Someone the tenant holds must be found, and only them.
+        let url = format!("{}/Users?startIndex=1&count=1", self.base_url);
+        let (first, _) =
+            parse_list_response(&parse_json(&self.send(Method::GET, &url, None, Target::Collection).await?)?)?;
+        let (probe, wrote) = match first
+            .first()
+            .and_then(|u| Some((u["id"].as_str()?.to_owned(), u["userName"].as_str()?.to_owned())))
+        {
+            Some((id, name)) => ((id, "userName", name), false),
+            None => {
+                let body = serde_json::json!({
+                    "schemas": [ResourceKind::User.schema()],
+                    "userName": format!("{nobody}@probe.invalid"),
+                    "externalId": nobody,
+                    "name": {"givenName": "ausi", "familyName": "probe"},
+                    "emails": [{"value": format!("{nobody}@probe.invalid"), "primary": true}],
+                    "active": false,
+                });
+                let created = self.create(ResourceKind::User, &body).await?;
+                let id = created["id"].as_str().unwrap_or_default().to_owned();
+                ((id, "externalId", nobody.clone()), true)
+            }
+        };
+        let (id, attribute, value) = probe;
+        let result = self.filter_total(ResourceKind::User, attribute, &value).await;
+        if wrote {
+            self.delete(ResourceKind::User, &id).await?;
+        }
+        match result {
+            Ok((found, n)) => {
+                let ids: Vec<&str> = found.iter().filter_map(|r| r["id"].as_str()).collect();
+                if ids == [id.as_str()] && n <= 1 {
+                    Ok(FilterProbe {
+                        works: true,
+                        how: format!("Users {attribute} eq found exactly the user that has it"),
+                        wrote,
+                    })
+                } else {
+                    Ok(FilterProbe {
+                        works: false,
+                        how: format!("Users {attribute} eq for a user the tenant holds answered {n} resources"),
+                        wrote,
+                    })
+                }
+            }
+            Err(e) => refused(e).map(|p| FilterProbe { wrote, ..p }),
+        }
+    }
+
+    /// `GET /{kind}?filter=<attribute> eq "<value>"&count=2`: the resources and `totalResults`.
+    async fn filter_total(
+        &self,
+        kind: ResourceKind,
+        attribute: &str,
+        value: &str,
+    ) -> Result<(Vec<Value>, u64), TenantError> {
+        let filter = format!("{attribute} eq \"{}\"", escape_filter_value(value));
+        let url = format!("{}/{}?filter={}&count=2", self.base_url, kind.endpoint(), percent_encode(&filter));
+        let body = self.send(Method::GET, &url, None, Target::Collection).await?;
+        let (resources, total) = parse_list_response(&parse_json(&body)?)?;
+        Ok((resources, total.unwrap_or(0)))
+    }
+
     /// `POST /{Users|Groups}`: the created resource, with its `id`.
     pub async fn create(&self, kind: ResourceKind, body: &Value) -> Result<Value, TenantError> {
         let url = format!("{}/{}", self.base_url, kind.endpoint());
@@ -261,14 +391,34 @@ impl ScimClient {
 
     /// `PUT /{Users|Groups}/{id}`.
     pub async fn replace(&self, kind: ResourceKind, id: &str, body: &Value) -> Result<(), TenantError> {
+        self.replace_answer(kind, id, body).await.map(|_| ())
+    }
+
+    /// `PUT /{Users|Groups}/{id}`: the resource the tenant answered with (`None`: no body).
+    pub async fn replace_answer(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        body: &Value,
+    ) -> Result<Option<Value>, TenantError> {
         let url = self.resource_url(kind, id)?;
-        self.send(Method::PUT, &url, Some(body), Target::Id).await.map(|_| ())
+        self.send(Method::PUT, &url, Some(body), Target::Id).await.map(|b| resource_answer(&b))
     }
 
     /// `PATCH /{Users|Groups}/{id}` with a PatchOp message; `200` + body and `204` both succeed.
     pub async fn patch(&self, kind: ResourceKind, id: &str, operations: &[Value]) -> Result<(), TenantError> {
+        self.patch_answer(kind, id, operations).await.map(|_| ())
+    }
+
+    /// Like [`ScimClient::patch`]: the resource the tenant answered with (`None`: `204`).
+    pub async fn patch_answer(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        operations: &[Value],
+    ) -> Result<Option<Value>, TenantError> {
         let url = self.resource_url(kind, id)?;
-        self.send(Method::PATCH, &url, Some(&patch_message(operations)), Target::Id).await.map(|_| ())
+        self.send(Method::PATCH, &url, Some(&patch_message(operations)), Target::Id).await.map(|b| resource_answer(&b))
     }
 
     /// `POST /Bulk` (RFC 7644 §3.7) without `failOnErrors` (some servers stop at the first
@@ -557,6 +707,11 @@ impl ScimClient {
         }
         info
     }
+}
+
+/// A write's answer when it is a resource (a JSON object); `None` for `204` or anything else.
+fn resource_answer(body: &[u8]) -> Option<Value> {
+    serde_json::from_slice::<Value>(body).ok().filter(Value::is_object)
 }
 
 /// The message of an error and of its sources (e.g. "connection refused").
