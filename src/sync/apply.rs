@@ -13,8 +13,9 @@ use super::plan::{Kind, MembershipChange, Plan, Removal, RemoveAction, Write};
 use super::repair::{self, GROUP_ATTRIBUTES, Match, TenantView, USER_ATTRIBUTES};
 use super::state::{Anchor, AnchorKind, AnchorState, Batch, QuarantineEntry, StateError, StateStore};
 use crate::error::{AppError, ErrorKind};
+use crate::tenant::Tenant;
 use crate::tenant::retry::{Disposition, disposition};
-use crate::tenant::scim::{self, BulkMethod, BulkOperation, RemoveForm, ResourceKind, ScimClient, TenantError};
+use crate::tenant::scim::{self, BulkMethod, BulkOperation, RemoveForm, ResourceKind, TenantError};
 
 /// How writes go out: in flight at once, PATCH if the tenant announces it, `/Bulk` limits.
 #[derive(Debug, Clone, Copy)]
@@ -166,7 +167,7 @@ pub struct Finding {
 }
 
 pub struct Applier<'a> {
-    client: &'a ScimClient,
+    client: &'a dyn Tenant,
     run: i64,
     concurrency: usize,
     patch: bool,
@@ -214,7 +215,7 @@ fn is_fatal(e: &TenantError) -> bool {
 
 impl<'a> Applier<'a> {
     pub fn new(
-        client: &'a ScimClient,
+        client: &'a dyn Tenant,
         run: i64,
         options: WriteOptions,
         progress: &'a dyn Fn(u64),
@@ -282,7 +283,7 @@ impl<'a> Applier<'a> {
             let unchecked = |w: &Write| w.kind == Kind::Group && !w.verify_first && !w.absent && w.scim_id.is_none();
             let new_groups = jobs.iter().filter(|(w, create)| *create && unchecked(w)).count();
             let listed: Option<HashSet<String>> = if new_groups >= LIST_GROUPS_FROM {
-                match self.client.list(ResourceKind::Group, 500, Some("externalId")).await {
+                match self.client.listing(ResourceKind::Group, 500, Some("externalId")).await.map(|l| l.resources) {
                     Ok(groups) => {
                         Some(groups.iter().filter_map(|g| g["externalId"].as_str().map(str::to_owned)).collect())
                     }
@@ -614,7 +615,7 @@ impl<'a> Applier<'a> {
             let typed: Vec<(String, Option<ResourceKind>)> =
                 missing.iter().map(|(g, i)| (i.clone(), self.kinds.get(g).map(|k| resource(*k)))).collect();
             let op = scim::patch_add_typed_members(&typed);
-            match self.client.patch_answer(ResourceKind::Group, &id, &[op]).await {
+            match self.client.patch(ResourceKind::Group, &id, &[op]).await {
                 Ok(answer) => {
                     let still: HashSet<String> = answer
                         .map(|a| repair::dropped_members(missing.iter().map(|(_, i)| i), &a).into_iter().collect())
@@ -682,7 +683,7 @@ impl<'a> Applier<'a> {
         }
         for p in patches {
             if p.remove.is_empty() {
-                match self.client.patch_answer(ResourceKind::Group, &p.group_id, &p.ops).await {
+                match self.client.patch(ResourceKind::Group, &p.group_id, &p.ops).await {
                     Ok(answer) => self.patched(&p, answer.as_ref()),
                     Err(e) => {
                         let members = p.add.iter().map(|(g, _)| g.clone()).collect();
@@ -747,7 +748,7 @@ impl<'a> Applier<'a> {
                 form if form == self.remove_form && !p.ops.is_empty() => p.ops.clone(),
                 form => scim::patch_remove_members(form, &typed, &[]),
             };
-            match self.client.patch_answer(ResourceKind::Group, &p.group_id, &ops).await {
+            match self.client.patch(ResourceKind::Group, &p.group_id, &ops).await {
                 Ok(answer) => {
                     if form != self.remove_form {
                         self.remove_form = form;
@@ -907,12 +908,13 @@ impl<'a> Applier<'a> {
             let result = match r.action {
                 RemoveAction::Delete => self.client.delete(resource(r.kind), &id).await,
                 RemoveAction::Deactivate if self.patch => {
-                    self.client.patch(resource(r.kind), &id, &[scim::patch_replace("active", json!(false))]).await
+                    let ops = [scim::patch_replace("active", json!(false))];
+                    self.client.patch(resource(r.kind), &id, &ops).await.map(|_| ())
                 }
                 RemoveAction::Deactivate => match self.client.get(resource(r.kind), &id).await {
                     Ok(Some(mut current)) => {
                         current["active"] = json!(false);
-                        self.client.replace(resource(r.kind), &id, &current).await
+                        self.client.replace(resource(r.kind), &id, &current).await.map(|_| ())
                     }
                     Ok(None) => Ok(()),
                     Err(e) => Err(e),
@@ -1051,7 +1053,7 @@ fn with_members(w: &Write, ids: &HashMap<String, String>, kinds: &HashMap<String
 /// account), by moving that holder out of the way first (see [`Recreate`]); else returned, for
 /// one listing to resolve many. Lookups use filters, or the run's listing without them.
 async fn create_or_adopt(
-    client: &ScimClient,
+    client: &dyn Tenant,
     w: &Write,
     body: &Value,
     lookup: bool,
@@ -1059,7 +1061,7 @@ async fn create_or_adopt(
 ) -> Result<Done, TenantError> {
     let kind = resource(w.kind);
     if let Some(id) = &w.scim_id {
-        match client.replace_answer(kind, id, body).await {
+        match client.replace(kind, id, body).await {
             Ok(answer) => return Ok(Done { answer, ..Done::new(id.clone(), true) }),
             Err(TenantError::NotFound) => {} // deleted since it was listed: create it
             Err(e) => return Err(e),
@@ -1070,14 +1072,14 @@ async fn create_or_adopt(
     if (w.verify_first || (w.kind == Kind::Group && !w.absent))
         && let Some(id) = lookup_external(client, w.kind, &w.guid, ctx).await?
     {
-        let answer = client.replace_answer(kind, &id, body).await?;
+        let answer = client.replace(kind, &id, body).await?;
         return Ok(Done { answer, ..Done::new(id, true) });
     }
     match client.create(kind, body).await {
         Ok(created) => id_of(&created).map(|id| Done { answer: Some(created), ..Done::new(id, false) }),
         Err(e) if e.is_conflict() && lookup => {
             if let Some(id) = lookup_external(client, w.kind, &w.guid, ctx).await? {
-                let answer = client.replace_answer(kind, &id, body).await?;
+                let answer = client.replace(kind, &id, body).await?;
                 return Ok(Done { answer, ..Done::new(id, true) });
             }
             if w.kind != Kind::User {
@@ -1089,11 +1091,11 @@ async fn create_or_adopt(
             match external.as_deref() {
                 // Soft match: the holder has no externalId, or ours.
                 None => {
-                    let answer = client.replace_answer(kind, id, body).await?;
+                    let answer = client.replace(kind, id, body).await?;
                     Ok(Done { answer, ..Done::new(id.clone(), true) })
                 }
                 Some(x) if x.eq_ignore_ascii_case(&w.guid) => {
-                    let answer = client.replace_answer(kind, id, body).await?;
+                    let answer = client.replace(kind, id, body).await?;
                     Ok(Done { answer, ..Done::new(id.clone(), true) })
                 }
                 // A re-created account: the holder is ausi's, for an objectGUID gone from AD.
@@ -1140,7 +1142,7 @@ pub fn retired_user_name(user_name: &str, old_guid: &str) -> String {
 
 /// The tenant's resource with externalId `guid`, by filter or from the run's listing.
 async fn lookup_external(
-    client: &ScimClient,
+    client: &dyn Tenant,
     kind: Kind,
     guid: &str,
     ctx: &Lookups<'_>,
@@ -1164,7 +1166,7 @@ async fn lookup_external(
 
 /// The users holding `user_name` as (id, externalId), by filter or from the run's listing.
 async fn holders(
-    client: &ScimClient,
+    client: &dyn Tenant,
     user_name: &str,
     ctx: &Lookups<'_>,
 ) -> Result<Vec<(String, Option<String>)>, TenantError> {
@@ -1184,10 +1186,10 @@ async fn holders(
         .unwrap_or_default())
 }
 
-async fn update(client: &ScimClient, w: &Write, body: &Value) -> Result<Done, TenantError> {
+async fn update(client: &dyn Tenant, w: &Write, body: &Value) -> Result<Done, TenantError> {
     let kind = resource(w.kind);
     let id = w.scim_id.clone().ok_or_else(|| TenantError::Protocol("update without a SCIM id".into()))?;
-    match client.replace_answer(kind, &id, body).await {
+    match client.replace(kind, &id, body).await {
         Ok(answer) => Ok(Done { answer, ..Done::new(id, false) }),
         // Deleted in the tenant by someone else: provision it again.
         Err(TenantError::NotFound) => {
@@ -1199,7 +1201,7 @@ async fn update(client: &ScimClient, w: &Write, body: &Value) -> Result<Done, Te
 }
 
 async fn find_one(
-    client: &ScimClient,
+    client: &dyn Tenant,
     kind: ResourceKind,
     attribute: &str,
     value: &str,
@@ -1218,7 +1220,7 @@ async fn find_one(
 
 /// The tenant's users and/or groups, paged (`page_size` a page), as one view.
 pub async fn read_tenant(
-    client: &ScimClient,
+    client: &dyn Tenant,
     users: bool,
     groups: bool,
     page_size: u32,
@@ -1264,5 +1266,441 @@ impl From<AnchorKind> for Kind {
             AnchorKind::User => Kind::User,
             AnchorKind::Group => Kind::Group,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The applier against an in-memory tenant (through [`Tenant`]) that can refuse a kind of
+    //! request, drop members or attributes, and cannot filter.
+
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Mutex;
+
+    use futures_util::future::BoxFuture;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::tenant::scim::{BulkOutcome, Listing, ScimErrorInfo};
+
+    #[derive(Default)]
+    struct Fake {
+        /// `PATCH … members[value eq "…"]` → 501 (django-scim2).
+        refuse_filter_remove: bool,
+        /// Every PATCH of a group → 501.
+        refuse_group_patch: bool,
+        /// POST/PUT of a group keep no members (django-scim2).
+        drop_members_on_write: bool,
+        /// A PATCH adding members is answered 200 but changes nothing.
+        drop_members_on_patch: bool,
+        /// A user's name.familyName is not kept.
+        drop_family_name: bool,
+        /// Filters answer `400 invalidFilter` when false.
+        filters: bool,
+        state: Mutex<FakeState>,
+    }
+
+    #[derive(Default)]
+    struct FakeState {
+        next: u64,
+        resources: BTreeMap<(&'static str, String), Value>,
+        log: Vec<String>,
+    }
+
+    fn rejected(status: u16, scim_type: Option<&str>, detail: &str) -> TenantError {
+        TenantError::Rejected(ScimErrorInfo {
+            status,
+            scim_type: scim_type.map(str::to_owned),
+            detail: Some(detail.to_owned()),
+        })
+    }
+
+    impl Fake {
+        fn log(&self) -> Vec<String> {
+            self.state.lock().unwrap().log.clone()
+        }
+
+        fn all(&self, kind: ResourceKind) -> Vec<Value> {
+            let st = self.state.lock().unwrap();
+            st.resources.iter().filter(|((k, _), _)| *k == kind.endpoint()).map(|(_, v)| v.clone()).collect()
+        }
+
+        fn by_name(&self, user_name: &str) -> Value {
+            self.all(ResourceKind::User).into_iter().find(|u| u["userName"] == user_name).unwrap()
+        }
+
+        fn members(&self, id: &str) -> BTreeSet<String> {
+            let st = self.state.lock().unwrap();
+            st.resources[&("Groups", id.to_owned())]["members"]
+                .as_array()
+                .map(|ms| ms.iter().map(|m| m["value"].as_str().unwrap().to_owned()).collect())
+                .unwrap_or_default()
+        }
+
+        /// Stores a resource as this tenant keeps it; 409 on a userName someone else holds.
+        fn store(&self, st: &mut FakeState, kind: ResourceKind, id: &str, body: &Value) -> Result<Value, TenantError> {
+            let mut v = body.clone();
+            if kind == ResourceKind::User {
+                let name = v["userName"].as_str().unwrap_or_default().to_lowercase();
+                let taken = st.resources.iter().any(|((k, other), r)| {
+                    *k == "Users" && other != id && r["userName"].as_str().unwrap_or_default().to_lowercase() == name
+                });
+                if taken {
+                    return Err(rejected(409, Some("uniqueness"), "userName is taken"));
+                }
+                if self.drop_family_name {
+                    v["name"].as_object_mut().map(|n| n.remove("familyName"));
+                }
+            }
+            if kind == ResourceKind::Group && self.drop_members_on_write {
+                v["members"] = json!([]);
+            }
+            v["id"] = json!(id);
+            st.resources.insert((kind.endpoint(), id.to_owned()), v.clone());
+            Ok(v)
+        }
+    }
+
+    fn ids_of(value: &Value) -> Vec<String> {
+        value
+            .as_array()
+            .map(|a| a.iter().filter_map(|m| m["value"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+
+    impl Tenant for Fake {
+        fn create<'a>(&'a self, kind: ResourceKind, body: &'a Value) -> BoxFuture<'a, Result<Value, TenantError>> {
+            Box::pin(async move {
+                let mut st = self.state.lock().unwrap();
+                st.log.push(format!("POST {}", kind.endpoint()));
+                st.next += 1;
+                let id = format!("{}", st.next);
+                self.store(&mut st, kind, &id, body)
+            })
+        }
+
+        fn replace<'a>(
+            &'a self,
+            kind: ResourceKind,
+            id: &'a str,
+            body: &'a Value,
+        ) -> BoxFuture<'a, Result<Option<Value>, TenantError>> {
+            Box::pin(async move {
+                let mut st = self.state.lock().unwrap();
+                st.log.push(format!("PUT {}/{id}", kind.endpoint()));
+                if !st.resources.contains_key(&(kind.endpoint(), id.to_owned())) {
+                    return Err(TenantError::NotFound);
+                }
+                self.store(&mut st, kind, id, body).map(Some)
+            })
+        }
+
+        fn patch<'a>(
+            &'a self,
+            kind: ResourceKind,
+            id: &'a str,
+            operations: &'a [Value],
+        ) -> BoxFuture<'a, Result<Option<Value>, TenantError>> {
+            Box::pin(async move {
+                let mut st = self.state.lock().unwrap();
+                st.log.push(format!("PATCH {}/{id} {}", kind.endpoint(), Value::from(operations.to_vec())));
+                if kind == ResourceKind::Group && self.refuse_group_patch {
+                    return Err(rejected(501, None, "not implemented"));
+                }
+                let key = (kind.endpoint(), id.to_owned());
+                let mut v = st.resources.get(&key).cloned().ok_or(TenantError::NotFound)?;
+                for op in operations {
+                    let path = op["path"].as_str().unwrap_or_default();
+                    let mut members = ids_of(&v["members"]);
+                    match (op["op"].as_str().unwrap_or_default(), path) {
+                        ("add", "members") if !self.drop_members_on_patch => members.extend(ids_of(&op["value"])),
+                        ("add", "members") => {}
+                        ("remove", p) if p.starts_with("members[") => {
+                            if self.refuse_filter_remove {
+                                return Err(rejected(501, None, "not implemented"));
+                            }
+                            let x = p.split('"').nth(1).unwrap_or_default();
+                            members.retain(|m| m != x);
+                        }
+                        ("remove", "members") => {
+                            let gone = ids_of(&op["value"]);
+                            members.retain(|m| !gone.contains(m));
+                        }
+                        ("replace", "members") => members = ids_of(&op["value"]),
+                        ("replace", attribute) => {
+                            v[attribute] = op["value"].clone();
+                            continue;
+                        }
+                        _ => return Err(rejected(400, Some("invalidPath"), "unsupported")),
+                    }
+                    v["members"] = members.into_iter().map(|m| json!({ "value": m })).collect();
+                }
+                st.resources.insert(key, v.clone());
+                Ok(Some(v))
+            })
+        }
+
+        fn delete<'a>(&'a self, kind: ResourceKind, id: &'a str) -> BoxFuture<'a, Result<(), TenantError>> {
+            Box::pin(async move {
+                let mut st = self.state.lock().unwrap();
+                st.log.push(format!("DELETE {}/{id}", kind.endpoint()));
+                st.resources.remove(&(kind.endpoint(), id.to_owned()));
+                Ok(())
+            })
+        }
+
+        fn get<'a>(&'a self, kind: ResourceKind, id: &'a str) -> BoxFuture<'a, Result<Option<Value>, TenantError>> {
+            Box::pin(async move {
+                let mut st = self.state.lock().unwrap();
+                st.log.push(format!("GET {}/{id}", kind.endpoint()));
+                Ok(st.resources.get(&(kind.endpoint(), id.to_owned())).cloned())
+            })
+        }
+
+        fn find<'a>(
+            &'a self,
+            kind: ResourceKind,
+            attribute: &'a str,
+            value: &'a str,
+        ) -> BoxFuture<'a, Result<Vec<Value>, TenantError>> {
+            Box::pin(async move {
+                self.state.lock().unwrap().log.push(format!("FILTER {} {attribute}", kind.endpoint()));
+                if !self.filters {
+                    return Err(rejected(400, Some("invalidFilter"), "no filters here"));
+                }
+                Ok(self
+                    .all(kind)
+                    .into_iter()
+                    .filter(|r| r[attribute].as_str().is_some_and(|v| v.eq_ignore_ascii_case(value)))
+                    .collect())
+            })
+        }
+
+        fn listing<'a>(
+            &'a self,
+            kind: ResourceKind,
+            _page_size: u32,
+            _attributes: Option<&'a str>,
+        ) -> BoxFuture<'a, Result<Listing, TenantError>> {
+            Box::pin(async move {
+                self.state.lock().unwrap().log.push(format!("LIST {}", kind.endpoint()));
+                let resources = self.all(kind);
+                let total = resources.len() as u64;
+                Ok(Listing { resources, pages: 1, total, complete: true })
+            })
+        }
+
+        fn bulk<'a>(
+            &'a self,
+            _operations: &'a mut [BulkOperation],
+        ) -> BoxFuture<'a, Result<Vec<BulkOutcome>, TenantError>> {
+            Box::pin(async move { Err(rejected(501, None, "no bulk")) })
+        }
+    }
+
+    const NOW: &str = "2026-12-03T10:00:00Z";
+
+    fn user(n: u32) -> Write {
+        Write {
+            kind: Kind::User,
+            guid: format!("00000000-0000-0000-0000-00000000000{n}"),
+            dn: format!("CN=U{n},OU=T,DC=x"),
+            scim_id: None,
+            body: json!({
+                "schemas": [ResourceKind::User.schema()],
+                "externalId": format!("00000000-0000-0000-0000-00000000000{n}"),
+                "userName": format!("u{n}@x.test"),
+                "name": {"givenName": format!("U{n}"), "familyName": "Test"},
+                "emails": [{"value": format!("u{n}@x.test"), "type": "work", "primary": true}],
+                "active": true,
+            }),
+            hash: format!("h{n}"),
+            verify_first: false,
+            absent: false,
+            repair: false,
+            changed: vec![],
+            members: None,
+            keep_members: vec![],
+        }
+    }
+
+    fn group(members: &[&Write]) -> Write {
+        let guid = "99999999-0000-0000-0000-000000000000".to_owned();
+        Write {
+            kind: Kind::Group,
+            guid: guid.clone(),
+            dn: "CN=G,OU=T,DC=x".into(),
+            body: json!({"schemas": [ResourceKind::Group.schema()], "externalId": guid, "displayName": "G"}),
+            members: Some(super::super::plan::InlineMembers {
+                guids: members.iter().map(|w| w.guid.clone()).collect(),
+                changed: true,
+                restored: 0,
+            }),
+            ..user(0)
+        }
+    }
+
+    fn options(filters: bool) -> WriteOptions {
+        WriteOptions {
+            concurrency: 2,
+            patch: true,
+            bulk: None,
+            filters,
+            remove_form: RemoveForm::Filter,
+            recreate: Recreate::Rename,
+        }
+    }
+
+    /// Creates `users` and a group of `members` (indexes into `users`) through `fake`.
+    fn setup(
+        fake: &Fake,
+        filters: bool,
+        users: &[Write],
+        members: &[usize],
+        test: impl AsyncFnOnce(&mut Applier<'_>, &mut StateStore),
+    ) -> (tempfile::TempDir, StateStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(&dir.path().join("state.db"), NOW).unwrap();
+        let run = store.begin_run("sync", false, NOW).unwrap();
+        let g = group(&members.iter().map(|i| &users[*i]).collect::<Vec<_>>());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let progress = |_: u64| {};
+            let mut applier = Applier::new(fake, run, options(filters), &progress, &HashMap::new());
+            applier.writes(&mut store, users, &[]).await.unwrap();
+            applier.writes(&mut store, std::slice::from_ref(&g), &[]).await.unwrap();
+            test(&mut applier, &mut store).await;
+        });
+        (dir, store)
+    }
+
+    fn change(add: &[&Write], remove: &[&Write]) -> MembershipChange {
+        MembershipChange {
+            group_guid: group(&[]).guid,
+            group_dn: group(&[]).dn,
+            add: add.iter().map(|w| w.guid.clone()).collect(),
+            remove: remove.iter().map(|w| w.guid.clone()).collect(),
+            restore: vec![],
+            inline: false,
+        }
+    }
+
+    #[test]
+    fn a_refused_remove_form_falls_back_is_remembered_and_never_takes_the_add_down() {
+        let fake = Fake { refuse_filter_remove: true, filters: true, ..Fake::default() };
+        let users: Vec<Write> = (1..=3).map(user).collect();
+        let (_dir, store) = setup(&fake, true, &users, &[0, 1], async |applier, store| {
+            let before = applier.counts.membership_changes;
+            applier.memberships(store, &[change(&[&users[2]], &[&users[0]])]).await.unwrap();
+            assert!(applier.failures.is_empty(), "{:?}", applier.failures);
+            assert_eq!(applier.counts.membership_changes, before + 1, "one change, sent as two PATCHes");
+        });
+        let group_id = fake.all(ResourceKind::Group)[0]["id"].as_str().unwrap().to_owned();
+        let id = |n: &str| fake.by_name(n)["id"].as_str().unwrap().to_owned();
+        assert_eq!(fake.members(&group_id), BTreeSet::from([id("u2@x.test"), id("u3@x.test")]));
+        let patches: Vec<String> = fake.log().into_iter().filter(|l| l.starts_with("PATCH")).collect();
+        assert_eq!(patches.len(), 3, "add; remove by filter (501); remove by value array: {patches:#?}");
+        assert!(patches[0].contains(r#""op":"add""#) && patches[0].contains(r#""type":"User""#), "{}", patches[0]);
+        assert!(patches[1].contains("members[value eq"), "{}", patches[1]);
+        assert!(patches[2].contains(r#""path":"members","value""#), "{}", patches[2]);
+        assert_eq!(store.meta(REMOVE_FORM_KEY).unwrap().as_deref(), Some("value-array"));
+        let g = group(&[]).guid;
+        assert_eq!(store.members().unwrap()[&g], BTreeSet::from([users[1].guid.clone(), users[2].guid.clone()]));
+    }
+
+    #[test]
+    fn a_refused_group_patch_fails_that_group_and_operation_only_and_deactivations_go_on() {
+        let fake = Fake { refuse_group_patch: true, filters: true, ..Fake::default() };
+        let users: Vec<Write> = (1..=2).map(user).collect();
+        setup(&fake, true, &users, &[0], async |applier, store| {
+            applier.memberships(store, &[change(&[&users[1]], &[])]).await.unwrap();
+            let removal = Removal {
+                kind: Kind::User,
+                guid: users[0].guid.clone(),
+                dn: users[0].dn.clone(),
+                scim_id: applier.ids.get(&users[0].guid).cloned(),
+                action: RemoveAction::Deactivate,
+                reason: "deleted",
+            };
+            applier.removals(store, &[removal]).await.unwrap();
+            assert_eq!(applier.failures.len(), 1, "{:?}", applier.failures);
+            let f = &applier.failures[0];
+            assert_eq!((f.operation, f.dn.as_str()), ("add-members", "CN=G,OU=T,DC=x"));
+            assert_eq!(f.scim.as_ref().map(|s| s.status), Some(501));
+            assert_eq!(f.members, [users[1].guid.clone()]);
+            assert!(f.tenant_id.is_some());
+            assert_eq!(applier.counts.deactivated, 1);
+            // Recorded as failing, to be tried once in the next run.
+            applier.flush(store).unwrap();
+            assert_eq!(store.failures().unwrap()[0].operation, "add-members");
+        });
+        assert_eq!(fake.by_name("u1@x.test")["active"], false);
+        assert_eq!(fake.log().iter().filter(|l| l.starts_with("PATCH Groups")).count(), 1, "never retried");
+    }
+
+    #[test]
+    fn members_a_group_write_dropped_get_one_follow_up_patch() {
+        let fake = Fake { drop_members_on_write: true, filters: true, ..Fake::default() };
+        let users: Vec<Write> = (1..=2).map(user).collect();
+        let (_dir, store) = setup(&fake, true, &users, &[0, 1], async |applier, _| {
+            assert!(applier.findings.is_empty(), "{:?}", applier.findings);
+        });
+        let group_id = fake.all(ResourceKind::Group)[0]["id"].as_str().unwrap().to_owned();
+        assert_eq!(fake.members(&group_id).len(), 2);
+        assert_eq!(fake.log().iter().filter(|l| l.starts_with("PATCH")).count(), 1);
+        assert_eq!(store.members().unwrap()[&group(&[]).guid].len(), 2);
+
+        // A tenant that drops them from the PATCH too: one finding, not recorded, no storm.
+        let fake = Fake { drop_members_on_write: true, drop_members_on_patch: true, filters: true, ..Fake::default() };
+        let (_dir, store) = setup(&fake, true, &users, &[0, 1], async |applier, _| {
+            assert_eq!(applier.findings.len(), 1, "{:?}", applier.findings);
+            assert_eq!(
+                (applier.findings[0].rule, applier.findings[0].attribute.as_str()),
+                ("tenant-dropped-attribute", "members")
+            );
+        });
+        assert_eq!(fake.log().iter().filter(|l| l.starts_with("PATCH")).count(), 1);
+        assert!(store.members().unwrap().get(&group(&[]).guid).is_none_or(BTreeSet::is_empty));
+    }
+
+    #[test]
+    fn a_dropped_verified_attribute_is_a_finding_and_the_object_is_not_in_step() {
+        let fake = Fake { drop_family_name: true, filters: true, ..Fake::default() };
+        let users = vec![user(1)];
+        let (_dir, store) = setup(&fake, true, &users, &[], async |applier, _| {
+            let f: Vec<(&str, &str)> = applier.findings.iter().map(|f| (f.rule, f.attribute.as_str())).collect();
+            assert_eq!(f, [("tenant-dropped-attribute", "name.familyName")]);
+        });
+        let anchor = &store.anchors().unwrap()[&users[0].guid];
+        assert_eq!(anchor.hash.as_deref().unwrap_or_default(), "", "sent again by the next run");
+    }
+
+    #[test]
+    fn without_filters_a_gone_users_name_is_moved_aside_and_a_strangers_is_a_failure() {
+        let fake = Fake { filters: false, ..Fake::default() };
+        let old =
+            json!({"userName": "u1@x.test", "externalId": "aaaaaaaa-0000-0000-0000-000000000000", "active": true});
+        let stranger = json!({"userName": "u2@x.test", "externalId": "hr-4711", "active": true});
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(fake.create(ResourceKind::User, &old)).unwrap();
+        runtime.block_on(fake.create(ResourceKind::User, &stranger)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(&dir.path().join("state.db"), NOW).unwrap();
+        let run = store.begin_run("sync", false, NOW).unwrap();
+        let users = vec![user(1), user(2)];
+        let progress = |_: u64| {};
+        let mut applier = Applier::new(&fake, run, options(false), &progress, &HashMap::new());
+        applier.gone = HashSet::from(["aaaaaaaa-0000-0000-0000-000000000000".to_owned()]);
+        runtime.block_on(applier.writes(&mut store, &users, &[])).unwrap();
+        assert!(!fake.log().iter().any(|l| l.starts_with("FILTER")), "no filter is sent: {:?}", fake.log());
+        let moved = fake.by_name("u1@x.test.aaaaaaaa-0000-0000-0000-000000000000");
+        assert_eq!((moved["id"].as_str(), moved["active"].as_bool()), (Some("1"), Some(false)));
+        assert_eq!(fake.by_name("u1@x.test")["externalId"], users[0].guid.as_str());
+        assert_eq!(applier.failures.len(), 1, "{:?}", applier.failures);
+        let f = &applier.failures[0];
+        assert_eq!((f.dn.as_str(), f.operation), ("CN=U2,OU=T,DC=x", "create"));
+        assert!(f.error.contains("did not") && f.error.contains("hr-4711"), "{}", f.error);
+        assert_eq!(fake.by_name("u2@x.test")["externalId"], "hr-4711", "untouched");
+        assert_eq!(applier.counts.created, 1);
     }
 }
