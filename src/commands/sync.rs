@@ -17,7 +17,9 @@ use crate::directory::Directory;
 use crate::error::{AppError, ErrorKind, Result};
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
-use crate::sync::apply::{Applier, BulkLimits, Counts, Failure, Finding, REMOVE_FORM_KEY, Recreate, WriteOptions};
+use crate::sync::apply::{
+    Applier, BulkLimits, Counts, FILTER_PROBED_KEY, Failure, Finding, REMOVE_FORM_KEY, Recreate, WriteOptions,
+};
 use crate::sync::engine::{self, Engine, Fallback, Mode, ModeInputs, ReadCounts, StopDetails};
 use crate::sync::health;
 use crate::sync::mirror::Watermark;
@@ -560,7 +562,10 @@ async fn sync(
 
     // Filters only when announced and, if register probed them, found working.
     let stored = config.tenant.as_ref().and_then(|t| t.capabilities.as_ref());
-    let filters_work = capabilities.filter && stored.is_none_or(|c| c.filter_probed != Some(false));
+    let probed_again = store.meta(FILTER_PROBED_KEY)?;
+    let filters_work = capabilities.filter
+        && stored.is_none_or(|c| c.filter_probed != Some(false))
+        && probed_again.as_deref() != Some("false");
     // Users ausi provisioned that are gone from AD: a re-created account may meet one (README).
     let gone: std::collections::HashSet<String> = if config.sync.on_remove == crate::config::OnRemove::Ignore {
         Default::default()
@@ -638,6 +643,28 @@ async fn sync(
             report.counts = applier.counts.clone();
             report.failures = applier.failures;
             report.findings = applier.findings;
+            if applier.filters_refused {
+                // The tenant started refusing filters: probe them again; until a probe finds
+                // them working, runs use listings.
+                let again = client.probe_filters().await;
+                let works = again.as_ref().is_ok_and(|p| p.works);
+                engine.store.set_meta(FILTER_PROBED_KEY, Some(if works { "true" } else { "false" }))?;
+                warnings.push(Warning::new(
+                    "tenant-filter-refused",
+                    match &again {
+                        Ok(p) => format!(
+                            "the tenant answered a filter with 400 invalidFilter; probed again: {} ({})",
+                            if p.works {
+                                "filters work, later runs use them"
+                            } else {
+                                "later runs list the tenant instead"
+                            },
+                            p.how
+                        ),
+                        Err(e) => format!("the tenant answered a filter with 400 invalidFilter; the probe failed: {e}"),
+                    },
+                ));
+            }
         }
         None => report.counts = planned_counts(&the_plan),
     }

@@ -42,6 +42,10 @@ pub enum Recreate {
     Delete,
 }
 
+/// The state-store key holding what the last probe of the tenant's filters found (`true`,
+/// `false`): a tenant that starts refusing filters (`400 invalidFilter`) is probed again.
+pub const FILTER_PROBED_KEY: &str = "tenant.filter_probed";
+
 /// The state-store key remembering the member-removal form that works.
 pub const REMOVE_FORM_KEY: &str = "tenant.member_remove_form";
 
@@ -185,6 +189,9 @@ pub struct Applier<'a> {
     /// members as (guid, id)), added again by one PATCH each.
     follow_ups: Vec<FollowUp>,
     pub findings: Vec<Finding>,
+    /// The tenant answered a filter with `400 invalidFilter` in this run: lookups went on from
+    /// one listing, and the caller probes the filters again.
+    pub filters_refused: bool,
     /// Groups whose membership change was counted (a change is sent as up to two PATCHes).
     counted: HashSet<String>,
     /// Told the number of objects written so far (a progress display).
@@ -241,6 +248,7 @@ impl<'a> Applier<'a> {
             view: None,
             follow_ups: Vec::new(),
             findings: Vec::new(),
+            filters_refused: false,
             counted: HashSet::new(),
             progress,
             done: 0,
@@ -312,6 +320,7 @@ impl<'a> Applier<'a> {
         }
         let creates_left = jobs.iter().filter(|(w, create)| *create && w.scim_id.is_none()).count();
         conflicts.extend(self.singles(store, jobs, creates_left >= LIST_FROM).await?);
+        self.stop_filtering().await?;
         let (adopt, mut rest) = self.resolve_conflicts(conflicts).await?;
         let adopt_jobs: Vec<(&Write, bool)> = adopt.iter().map(|w| (w, true)).collect();
         match self.bulk {
@@ -361,6 +370,11 @@ impl<'a> Applier<'a> {
                     fatal.get_or_insert(e);
                     break;
                 }
+                // Filters the tenant announced, and now refuses: redone from a listing.
+                Err(e) if e.is_invalid_filter() && self.filters => {
+                    self.filters_refused = true;
+                    deferred.push((w, e));
+                }
                 Err(e) if defer_conflicts && create && w.scim_id.is_none() && e.is_conflict() => deferred.push((w, e)),
                 result => self.written(w, create, result),
             }
@@ -384,6 +398,17 @@ impl<'a> Applier<'a> {
             Err(e) if is_fatal(&e) => Err(e.into()),
             Err(_) => Ok(None),
         }
+    }
+
+    /// After a `400 invalidFilter`: no more filters in this run (lookups from one listing), and
+    /// the next runs do without them unless a probe finds them working again.
+    async fn stop_filtering(&mut self) -> Result<(), AppError> {
+        if self.filters_refused && self.filters {
+            self.filters = false;
+            self.batch.meta(FILTER_PROBED_KEY, "false");
+            self.ensure_view().await?;
+        }
+        Ok(())
     }
 
     /// The run's listing of the tenant (users and groups), read once: what lookups use when
@@ -941,12 +966,22 @@ impl<'a> Applier<'a> {
     /// The id of the tenant's resource with externalId `guid`: by filter, or from the run's
     /// listing when the tenant cannot filter.
     async fn find_external(&mut self, kind: Kind, guid: &str) -> Result<Option<String>, TenantError> {
-        if !self.filters {
+        if self.filters {
+            match find_one(self.client, resource(kind), "externalId", guid).await {
+                Err(e) if e.is_invalid_filter() => {
+                    self.filters_refused = true;
+                    self.stop_filtering()
+                        .await
+                        .map_err(|e| TenantError::Unavailable { attempts: 1, last: e.to_string() })?;
+                }
+                other => return other,
+            }
+        }
+        {
             self.ensure_view().await.map_err(|e| TenantError::Unavailable { attempts: 1, last: e.to_string() })?;
             let ctx = Lookups { filters: false, view: self.view.as_ref(), gone: &self.gone, recreate: self.recreate };
-            return lookup_external(self.client, kind, guid, &ctx).await;
+            lookup_external(self.client, kind, guid, &ctx).await
         }
-        find_one(self.client, resource(kind), "externalId", guid).await
     }
 
     /// Bookkeeping that needs no tenant write: unchanged objects seen, quarantine in and out.
@@ -1702,5 +1737,22 @@ mod tests {
         assert!(f.error.contains("did not") && f.error.contains("hr-4711"), "{}", f.error);
         assert_eq!(fake.by_name("u2@x.test")["externalId"], "hr-4711", "untouched");
         assert_eq!(applier.counts.created, 1);
+    }
+
+    #[test]
+    fn a_tenant_that_starts_refusing_filters_is_served_from_one_listing() {
+        // Announced and probed filters, then `400 invalidFilter`: the group's lookup is redone
+        // from a listing, created once, and the refusal is kept for the next runs.
+        let fake = Fake { filters: false, ..Fake::default() };
+        let users: Vec<Write> = (1..=2).map(user).collect();
+        let (_dir, store) = setup(&fake, true, &users, &[0, 1], async |applier, _| {
+            assert!(applier.filters_refused);
+            assert!(applier.failures.is_empty(), "{:?}", applier.failures);
+        });
+        assert_eq!(fake.all(ResourceKind::Group).len(), 1);
+        let log = fake.log();
+        assert_eq!(log.iter().filter(|l| l.starts_with("FILTER")).count(), 1, "one refusal, then none: {log:?}");
+        assert_eq!(log.iter().filter(|l| l.starts_with("LIST")).count(), 2, "users and groups once: {log:?}");
+        assert_eq!(store.meta(FILTER_PROBED_KEY).unwrap().as_deref(), Some("false"));
     }
 }
