@@ -15,6 +15,26 @@ fn register_records_what_django_scim2_announces() {
     assert!(config.contains("bulk = false"), "{config}");
     assert!(config.contains("filter = false"), "{config}");
     assert!(!config.contains(&django.token()), "the token is stored by reference");
+    assert!(!config.contains("filter_probed"), "not announced, not tried: {config}");
+}
+
+/// django-scim2 answers an `externalId` filter it cannot evaluate with 200 and no resource:
+/// the probe tells that from a working filter (and cleans up after itself).
+#[test]
+fn the_filter_probe_catches_filters_that_django_scim2_silently_ignores() {
+    let Some(django) = Django::start() else { return };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = ausi::tenant::ScimClient::new(
+        &django.scim_url(),
+        ausi::secrets::SecretString::from(django.token()),
+        Default::default(),
+    )
+    .unwrap();
+    let probe = runtime.block_on(client.probe_filters()).unwrap();
+    assert!(!probe.works && probe.wrote, "{probe:?}");
+    assert!(probe.how.contains("externalId") && probe.how.contains("0 resources"), "{probe:?}");
+    let users = runtime.block_on(client.list_all(ResourceKind::User, 50)).unwrap();
+    assert!(users.is_empty(), "the probe user is gone: {users:?}");
 }
 
 use std::collections::{BTreeMap, BTreeSet};

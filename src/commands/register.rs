@@ -181,6 +181,29 @@ impl RegisterReport {
         ] {
             t.add_row(vec![k.to_owned(), output::cell(v)]);
         }
-        format!("{t}\nRegistered; the configuration is in {}.\n", output::cell(&self.config_path))
+        let mut c = output::table(&["Capability", "Announced", "Used"]);
+        let yes = |b: bool| if b { "yes" } else { "no" }.to_owned();
+        let (a, u) = (&self.announced, &self.capabilities);
+        let filter_used = match (&self.filter_probe, u.filters_work()) {
+            (Some(p), true) => format!("yes (tried: {})", p.how),
+            (Some(p), false) => format!("no: {} (ausi lists the tenant instead)", p.how),
+            (None, _) => "no (ausi lists the tenant instead)".to_owned(),
+        };
+        let bulk = |c: &TenantCapabilities| {
+            if c.bulk {
+                format!("yes ({} operations, {} bytes)", c.bulk_max_operations, c.bulk_max_payload)
+            } else {
+                yes(false)
+            }
+        };
+        for (k, announced, used) in [
+            ("patch", yes(a.patch), yes(u.patch)),
+            ("bulk", bulk(a), bulk(u)),
+            ("filter", yes(a.filter), filter_used),
+            ("etag", yes(a.etag), "not used".to_owned()),
+        ] {
+            c.add_row(vec![k.to_owned(), announced, output::cell(&used)]);
+        }
+        format!("{t}\n{c}\nRegistered; the configuration is in {}.\n", output::cell(&self.config_path))
     }
 }

@@ -129,12 +129,6 @@ pub struct FilterProbe {
     pub wrote: bool,
 }
 
-impl FilterProbe {
-    fn broken(how: String) -> FilterProbe {
-        FilterProbe { works: false, how, wrote: false }
-    }
-}
-
 /// Why a call to the tenant failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TenantError {
@@ -290,78 +284,97 @@ impl ScimClient {
         Ok(resources)
     }
 
-    /// Whether `eq` filters on `externalId` and `userName` work, tried rather than trusted:
-    /// a filter for a value no one has must answer 200 with no resource (not `400
-    /// invalidFilter`, not everyone), and a filter for a user the tenant holds must find exactly
-    /// that user. An empty tenant gets a probe user (inactive, `userName` `ausi-probe-…`),
-    /// found by filter and deleted again; `FilterProbe::wrote` says so.
+    /// Whether the `eq` filters ausi uses work (`externalId` on users and groups, `userName`
+    /// on users), tried rather than trusted: a filter for a value no one has must answer 200
+    /// with no resource (not `400 invalidFilter`, not everyone), and a filter for a resource
+    /// the tenant holds must find exactly that resource. A kind of which the tenant holds no
+    /// resource with an externalId gets a probe resource (a user is inactive, named
+    /// `ausi-probe-…`), found by filter and deleted again; `FilterProbe::wrote` says so.
     pub async fn probe_filters(&self) -> Result<FilterProbe, TenantError> {
         let nobody = format!("ausi-probe-{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
-        let refused = |e: TenantError| match e {
-            TenantError::Rejected(info) => Ok(FilterProbe::broken(format!("a filter is answered {info}"))),
+        let refused = |e: TenantError, wrote: bool| match e {
+            TenantError::Rejected(info) => {
+                Ok(FilterProbe { works: false, how: format!("a filter is answered {info}"), wrote })
+            }
             e => Err(e),
         };
-        for (kind, attribute) in
-            [(ResourceKind::User, "externalId"), (ResourceKind::User, "userName"), (ResourceKind::Group, "externalId")]
-        {
+        let checks =
+            [(ResourceKind::User, "externalId"), (ResourceKind::User, "userName"), (ResourceKind::Group, "externalId")];
+        for (kind, attribute) in checks {
             match self.filter_total(kind, attribute, &nobody).await {
                 Ok((found, n)) if !found.is_empty() || n > 0 => {
-                    return Ok(FilterProbe::broken(format!(
+                    let how = format!(
                         "{} {attribute} eq \"<a value no one has>\" answered {n} resources: the filter is ignored",
                         kind.endpoint()
-                    )));
+                    );
+                    return Ok(FilterProbe { works: false, how, wrote: false });
                 }
                 Ok(_) => {}
-                Err(e) => return refused(e),
+                Err(e) => return refused(e, false),
             }
         }
-        // Someone the tenant holds must be found, and only them.
-        let url = format!("{}/Users?startIndex=1&count=1", self.base_url);
-        let (first, _) =
-            parse_list_response(&parse_json(&self.send(Method::GET, &url, None, Target::Collection).await?)?)?;
-        let (probe, wrote) = match first
-            .first()
-            .and_then(|u| Some((u["id"].as_str()?.to_owned(), u["userName"].as_str()?.to_owned())))
-        {
-            Some((id, name)) => ((id, "userName", name), false),
-            None => {
-                let body = serde_json::json!({
-                    "schemas": [ResourceKind::User.schema()],
-                    "userName": format!("{nobody}@probe.invalid"),
-                    "externalId": nobody,
-                    "name": {"givenName": "ausi", "familyName": "probe"},
-                    "emails": [{"value": format!("{nobody}@probe.invalid"), "primary": true}],
-                    "active": false,
-                });
-                let created = self.create(ResourceKind::User, &body).await?;
-                let id = created["id"].as_str().unwrap_or_default().to_owned();
-                ((id, "externalId", nobody.clone()), true)
-            }
-        };
-        let (id, attribute, value) = probe;
-        let result = self.filter_total(ResourceKind::User, attribute, &value).await;
-        if wrote {
-            self.delete(ResourceKind::User, &id).await?;
-        }
-        match result {
-            Ok((found, n)) => {
-                let ids: Vec<&str> = found.iter().filter_map(|r| r["id"].as_str()).collect();
-                if ids == [id.as_str()] && n <= 1 {
-                    Ok(FilterProbe {
-                        works: true,
-                        how: format!("Users {attribute} eq found exactly the user that has it"),
-                        wrote,
-                    })
-                } else {
-                    Ok(FilterProbe {
-                        works: false,
-                        how: format!("Users {attribute} eq for a user the tenant holds answered {n} resources"),
-                        wrote,
-                    })
+        // Resources the tenant holds must be found, and only they.
+        let mut wrote = false;
+        let mut tried = Vec::new();
+        for kind in [ResourceKind::User, ResourceKind::Group] {
+            let url = format!("{}/{}?startIndex=1&count=50", self.base_url, kind.endpoint());
+            let body = self.send(Method::GET, &url, None, Target::Collection).await?;
+            let (listed, _) = parse_list_response(&parse_json(&body)?)?;
+            let text = |r: &Value, k: &str| r[k].as_str().filter(|v| !v.trim().is_empty()).map(str::to_owned);
+            let held = listed.iter().find_map(|r| Some((text(r, "id")?, text(r, "externalId")?, text(r, "userName"))));
+            let (id, external, user_name, probe) = match held {
+                Some((id, x, u)) => (id, x, u, false),
+                None => {
+                    let name = format!("{nobody}@probe.invalid");
+                    let body = match kind {
+                        ResourceKind::User => serde_json::json!({
+                            "schemas": [kind.schema()], "userName": name, "externalId": nobody,
+                            "name": {"givenName": "ausi", "familyName": "probe"},
+                            "emails": [{"value": name, "primary": true}], "active": false,
+                        }),
+                        ResourceKind::Group => {
+                            serde_json::json!({"schemas": [kind.schema()], "displayName": nobody, "externalId": nobody})
+                        }
+                    };
+                    let created = self.create(kind, &body).await?;
+                    wrote = true;
+                    let user_name = (kind == ResourceKind::User).then_some(name);
+                    (created["id"].as_str().unwrap_or_default().to_owned(), nobody.clone(), user_name, true)
+                }
+            };
+            let mut lookups = vec![("externalId", external)];
+            lookups.extend(user_name.map(|u| ("userName", u)));
+            let mut result = Ok(None);
+            for (attribute, value) in lookups {
+                match self.filter_total(kind, attribute, &value).await {
+                    Ok((found, n)) => {
+                        let ids: Vec<&str> = found.iter().filter_map(|r| r["id"].as_str()).collect();
+                        tried.push(format!("{} {attribute} eq", kind.endpoint()));
+                        if ids != [id.as_str()] || n > 1 {
+                            result = Ok(Some(format!(
+                                "{} {attribute} eq for a resource the tenant holds answered {n} resources",
+                                kind.endpoint()
+                            )));
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
                 }
             }
-            Err(e) => refused(e).map(|p| FilterProbe { wrote, ..p }),
+            if probe {
+                self.delete(kind, &id).await?;
+            }
+            match result {
+                Ok(None) => {}
+                Ok(Some(how)) => return Ok(FilterProbe { works: false, how, wrote }),
+                Err(e) => return refused(e, wrote),
+            }
         }
+        let how = format!("{} found exactly the resource that has the value", tried.join(", "));
+        Ok(FilterProbe { works: true, how, wrote })
     }
 
     /// `GET /{kind}?filter=<attribute> eq "<value>"&count=2`: the resources and `totalResults`.
