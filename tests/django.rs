@@ -123,10 +123,25 @@ fn django_scim2_full_sync_changes_removals_quiet_runs_and_adoption() {
     let Some(tb) = testbed() else { return };
     let Some(django) = Django::start() else { return };
     let tag = format!("{}", std::process::id() % 100000);
-    let (ou, dns) = seed(&tb, &tag, 5, &[("Dj Alpha", &[0, 1, 2]), ("Dj Beta", &[3])]);
-    let _sandbox = Sandbox { tb: &tb, root: ou.clone() };
-    let agent =
-        tb.agent_on(&django.base, &django.scim_url(), &django.token(), &[&ou], "[sync]\nmax_deletion_percent = 100");
+    scenarios(&tb, &tag, &|ous, extra| tb.agent_on(&django.base, &django.scim_url(), &django.token(), ous, extra));
+}
+
+/// The same scenarios against the testbed's scim2-server (RFC-conformant: filters, `/Bulk`,
+/// the bracket form of member removal).
+#[test]
+fn scim2_server_full_sync_changes_removals_quiet_runs_and_adoption() {
+    let Some(tb) = testbed() else { return };
+    let tag = format!("s{}", std::process::id() % 100000);
+    scenarios(&tb, &tag, &|ous, extra| tb.agent(ous, extra));
+}
+
+/// First full sync, a change set with a member removal and addition and a user moved out of
+/// scope, two more full syncs (the last writes nothing), then the state lost and adopted.
+fn scenarios(tb: &Testbed, tag: &str, register: &dyn Fn(&[&str], &str) -> Agent) {
+    let tag = tag.to_owned();
+    let (ou, dns) = seed(tb, &tag, 5, &[("Dj Alpha", &[0, 1, 2]), ("Dj Beta", &[3])]);
+    let _sandbox = Sandbox { tb, root: ou.clone() };
+    let agent = register(&[&ou], "[sync]\nmax_deletion_percent = 100");
     let ok = |code: i32, report: &Value| {
         assert!(code == 0 || code == 1, "exit {code} (never 75): {}", report["error"]);
     };
@@ -137,12 +152,12 @@ fn django_scim2_full_sync_changes_removals_quiet_runs_and_adoption() {
     let (users, groups) = tenant_state(&agent);
     assert_eq!(users.len(), 5, "{users:?}");
     let set = |ids: &[usize]| ids.iter().map(|i| upn(*i, &tag)).collect::<BTreeSet<_>>();
-    assert_eq!(groups["Dj Alpha"], set(&[0, 1, 2]), "django drops members in POST: ausi adds them by PATCH");
+    assert_eq!(groups["Dj Alpha"], set(&[0, 1, 2]), "django-scim2 drops members in POST: ausi adds them by PATCH");
     assert_eq!(groups["Dj Beta"], set(&[3]));
 
     // A member removal and an addition, and a user moved out of scope.
     let moved = format!("CN=Dj User2x{tag},CN=Users,DC=example,DC=test");
-    let _moved = Moved(&tb, vec![moved.clone()]);
+    let _moved = Moved(tb, vec![moved.clone()]);
     tb.ldap_modify(&format!(
         "dn: CN=Dj Alpha,{ou}\nchangetype: modify\ndelete: member\nmember: {}\n-\nadd: member\nmember: {}\n-\n\n\
          dn: {}\nchangetype: modrdn\nnewrdn: CN=Dj User2x{tag}\ndeleteoldrdn: 1\nnewsuperior: CN=Users,DC=example,DC=test\n\n",
