@@ -1123,4 +1123,11 @@ fn a_tenant_answering_501_to_group_patches_fails_those_only_and_the_run_goes_on(
     let (_, status) = json_with(&mut ausi(), &["--config", agent.cfg(), "status"]);
     let failing = status["data"]["state"]["failing"].as_array().cloned().unwrap_or_default();
     assert!(failing.iter().any(|f| f["dn"].as_str().unwrap().starts_with("CN=F Alpha")), "{}", status["data"]["state"]);
+    assert!(failing.iter().all(|f| f["attempts"] == 2), "{}", status["data"]["state"]);
+    let table = common::run(ausi().args(["--config", agent.cfg(), "status", "-o", "table"]));
+    assert!(
+        table.stdout.contains("Failing for more than one run") && table.stdout.contains("add-members"),
+        "{}",
+        table.stdout
+    );
 }

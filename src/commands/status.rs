@@ -378,6 +378,20 @@ impl StatusReport {
             text
         };
         out.push_str(&format!("{t}\n"));
+        if !self.state.failing.is_empty() {
+            let mut failing =
+                output::table(&["Failing for more than one run", "Operation", "Runs", "Since", "Last answer"]);
+            for f in &self.state.failing {
+                failing.add_row(vec![
+                    output::cell(&f.dn),
+                    f.operation.clone(),
+                    f.attempts.to_string(),
+                    f.since.clone(),
+                    output::cell(&f.error),
+                ]);
+            }
+            out.push_str(&format!("{failing}\n"));
+        }
         if !self.state.last_runs.is_empty() {
             let mut runs = output::table(&["Run", "Kind", "Started", "Duration", "Outcome", "Exit", "Counts"]);
             for r in &self.state.last_runs {

@@ -1034,7 +1034,11 @@ impl<'a> Applier<'a> {
             _ => None,
         };
         let error = e.to_string();
-        self.batch.fail(guid, dn, operation, &error);
+        // One failing run per object in the store (its `attempts` count runs), the first
+        // operation's answer kept; the report lists every failure.
+        if !self.failures.iter().any(|f| f.guid == guid) {
+            self.batch.fail(guid, dn, operation, &error);
+        }
         self.counts.failed += 1;
         self.failures.push(Failure {
             guid: guid.to_owned(),
