@@ -123,7 +123,9 @@ fn django_scim2_full_sync_changes_removals_quiet_runs_and_adoption() {
     let Some(tb) = testbed() else { return };
     let Some(django) = Django::start() else { return };
     let tag = format!("{}", std::process::id() % 100000);
-    scenarios(&tb, &tag, &|ous, extra| tb.agent_on(&django.base, &django.scim_url(), &django.token(), ous, extra));
+    scenarios(&tb, &tag, true, &|ous, extra| {
+        tb.agent_on(&django.base, &django.scim_url(), &django.token(), ous, extra)
+    });
 }
 
 /// The same scenarios against the testbed's scim2-server (RFC-conformant: filters, `/Bulk`,
@@ -132,12 +134,12 @@ fn django_scim2_full_sync_changes_removals_quiet_runs_and_adoption() {
 fn scim2_server_full_sync_changes_removals_quiet_runs_and_adoption() {
     let Some(tb) = testbed() else { return };
     let tag = format!("s{}", std::process::id() % 100000);
-    scenarios(&tb, &tag, &|ous, extra| tb.agent(ous, extra));
+    scenarios(&tb, &tag, false, &|ous, extra| tb.agent(ous, extra));
 }
 
 /// First full sync, a change set with a member removal and addition and a user moved out of
 /// scope, two more full syncs (the last writes nothing), then the state lost and adopted.
-fn scenarios(tb: &Testbed, tag: &str, register: &dyn Fn(&[&str], &str) -> Agent) {
+fn scenarios(tb: &Testbed, tag: &str, drops_members: bool, register: &dyn Fn(&[&str], &str) -> Agent) {
     let tag = tag.to_owned();
     let (ou, dns) = seed(tb, &tag, 5, &[("Dj Alpha", &[0, 1, 2]), ("Dj Beta", &[3])]);
     let _sandbox = Sandbox { tb, root: ou.clone() };
@@ -149,6 +151,8 @@ fn scenarios(tb: &Testbed, tag: &str, register: &dyn Fn(&[&str], &str) -> Agent)
     let (code, first) = agent.sync(&["--full"]);
     ok(code, &first);
     assert!(first["data"]["failures"].as_array().unwrap().is_empty(), "{}", first["data"]["failures"]);
+    let dropped_members = first["warnings"].as_array().unwrap().iter().any(|w| w["code"] == "tenant-dropped-members");
+    assert_eq!(dropped_members, drops_members, "{}", first["warnings"]);
     let (users, groups) = tenant_state(&agent);
     assert_eq!(users.len(), 5, "{users:?}");
     let set = |ids: &[usize]| ids.iter().map(|i| upn(*i, &tag)).collect::<BTreeSet<_>>();

@@ -643,6 +643,15 @@ async fn sync(
             report.counts = applier.counts.clone();
             report.failures = applier.failures;
             report.findings = applier.findings;
+            if applier.followed_up > 0 {
+                warnings.push(Warning::new(
+                    "tenant-dropped-members",
+                    format!(
+                        "the tenant answered {} group write(s) without members they carried; ausi added them with one PATCH each",
+                        applier.followed_up
+                    ),
+                ));
+            }
             if applier.filters_refused {
                 // The tenant started refusing filters: probe them again; until a probe finds
                 // them working, runs use listings.

@@ -192,6 +192,8 @@ pub struct Applier<'a> {
     /// The tenant answered a filter with `400 invalidFilter` in this run: lookups went on from
     /// one listing, and the caller probes the filters again.
     pub filters_refused: bool,
+    /// Group writes the tenant answered without members they carried, completed by a PATCH.
+    pub followed_up: u64,
     /// Groups whose membership change was counted (a change is sent as up to two PATCHes).
     counted: HashSet<String>,
     /// Told the number of objects written so far (a progress display).
@@ -249,6 +251,7 @@ impl<'a> Applier<'a> {
             follow_ups: Vec::new(),
             findings: Vec::new(),
             filters_refused: false,
+            followed_up: 0,
             counted: HashSet::new(),
             progress,
             done: 0,
@@ -640,6 +643,7 @@ impl<'a> Applier<'a> {
             let typed: Vec<(String, Option<ResourceKind>)> =
                 missing.iter().map(|(g, i)| (i.clone(), self.kinds.get(g).map(|k| resource(*k)))).collect();
             let op = scim::patch_add_typed_members(&typed);
+            self.followed_up += 1;
             match self.client.patch(ResourceKind::Group, &id, &[op]).await {
                 Ok(answer) => {
                     let still: HashSet<String> = answer
