@@ -43,14 +43,15 @@ use ausi::tenant::ResourceKind;
 use common::testbed::{Agent, Sandbox, Testbed};
 use serde_json::Value;
 
-/// A sandbox OU with `users` users (`dj{i}x{tag}`) and groups of them, on the DC.
+/// A sandbox OU with `users` users (`dj{i}x{tag}`, displayName "User, Dj{i}", which
+/// django-scim2 rebuilds as "Dj{i} User") and groups of them, on the DC.
 fn seed(tb: &Testbed, tag: &str, users: usize, groups: &[(&str, &[usize])]) -> (String, Vec<String>) {
     let ou = format!("OU=Dj{tag},DC=example,DC=test");
     let mut ldif = format!("dn: {ou}\nchangetype: add\nobjectClass: organizationalUnit\nou: Dj{tag}\n\n");
     let dns: Vec<String> = (0..users).map(|i| format!("CN=Dj User{i},{ou}")).collect();
     for (i, dn) in dns.iter().enumerate() {
         ldif.push_str(&format!(
-            "dn: {dn}\nchangetype: add\nobjectClass: user\nsAMAccountName: dj{i}x{tag}\nuserPrincipalName: dj{i}x{tag}@example.test\ngivenName: Dj{i}\nsn: User\nmail: dj{i}x{tag}@example.test\nuserAccountControl: 544\n\n"
+            "dn: {dn}\nchangetype: add\nobjectClass: user\nsAMAccountName: dj{i}x{tag}\nuserPrincipalName: dj{i}x{tag}@example.test\ngivenName: Dj{i}\nsn: User\ndisplayName: User, Dj{i}\nmail: dj{i}x{tag}@example.test\nuserAccountControl: 544\n\n"
         ));
     }
     for (name, members) in groups {

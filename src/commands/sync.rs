@@ -18,7 +18,8 @@ use crate::error::{AppError, ErrorKind, Result};
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
 use crate::sync::apply::{
-    Applier, BulkLimits, Counts, FILTER_PROBED_KEY, Failure, Finding, REMOVE_FORM_KEY, Recreate, WriteOptions,
+    ALTERED_KEY, Applier, BulkLimits, Counts, FILTER_PROBED_KEY, Failure, Finding, REMOVE_FORM_KEY, Recreate,
+    WriteOptions,
 };
 use crate::sync::engine::{self, Engine, Fallback, Mode, ModeInputs, ReadCounts, StopDetails};
 use crate::sync::health;
@@ -556,7 +557,16 @@ async fn sync(
     }
 
     // A full sync reads what the tenant holds, to repair drift in what ausi owns there.
-    let tenant = if all { list_tenant(client, capabilities, warnings).await? } else { None };
+    let mut tenant = if all { list_tenant(client, capabilities, warnings).await? } else { None };
+    // Owned attributes this tenant is known to rewrite or drop (learnt from its answers) are
+    // not drift: a full sync would otherwise rewrite them every time.
+    let altered: std::collections::BTreeSet<String> = store
+        .meta(ALTERED_KEY)?
+        .map(|v| v.split(',').filter(|a| !a.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    if let Some(view) = tenant.as_mut() {
+        view.altered = altered.clone();
+    }
     // Objects deleted in the tenant are created again: their old ids are no one's now.
     let missing = tenant.as_ref().map(|v| repair::missing(v, anchors.values())).unwrap_or_default();
 
@@ -603,6 +613,7 @@ async fn sync(
         };
         let mut applier = Applier::new(client, run, options, &show, &anchors);
         applier.gone = gone;
+        applier.knows_altered(altered);
         applier.ids.retain(|guid, _| !missing.contains(guid));
         applier
     });

@@ -46,6 +46,10 @@ pub enum Recreate {
 /// `false`): a tenant that starts refusing filters (`400 invalidFilter`) is probed again.
 pub const FILTER_PROBED_KEY: &str = "tenant.filter_probed";
 
+/// The state-store key listing the owned attributes this tenant rewrites or drops (comma
+/// separated; learnt from write answers, see [`repair::altered`]).
+pub const ALTERED_KEY: &str = "tenant.altered_attributes";
+
 /// The state-store key remembering the member-removal form that works.
 pub const REMOVE_FORM_KEY: &str = "tenant.member_remove_form";
 
@@ -194,6 +198,10 @@ pub struct Applier<'a> {
     pub filters_refused: bool,
     /// Group writes the tenant answered without members they carried, completed by a PATCH.
     pub followed_up: u64,
+    /// Unverified owned attributes the tenant's answers showed rewritten or dropped, known
+    /// before this run and learnt in it (kept in the state store, see [`ALTERED_KEY`]).
+    pub altered: std::collections::BTreeSet<String>,
+    altered_known: usize,
     /// Groups whose membership change was counted (a change is sent as up to two PATCHes).
     counted: HashSet<String>,
     /// Told the number of objects written so far (a progress display).
@@ -252,6 +260,8 @@ impl<'a> Applier<'a> {
             findings: Vec::new(),
             filters_refused: false,
             followed_up: 0,
+            altered: Default::default(),
+            altered_known: 0,
             counted: HashSet::new(),
             progress,
             done: 0,
@@ -577,6 +587,9 @@ impl<'a> Applier<'a> {
             Ok(done) => {
                 let id = done.id;
                 let dropped = done.answer.as_ref().map(|a| repair::dropped(w.kind, &w.body, a)).unwrap_or_default();
+                if let Some(answer) = &done.answer {
+                    self.altered.extend(repair::altered(w.kind, &w.body, answer));
+                }
                 // Not in step: the next run sends it again (one finding per run, never a loop).
                 let hash = if dropped.is_empty() { w.hash.as_str() } else { "" };
                 self.batch.anchor(&w.guid, w.kind.into(), &id, &w.dn, hash, self.run);
@@ -786,10 +799,8 @@ impl<'a> Applier<'a> {
                     self.patched(p, answer.as_ref());
                     return Ok(());
                 }
-                Err(TenantError::Rejected(info)) if form.next().is_some() => {
-                    let _refused = info; // the next form is tried; only the last refusal is reported
-                    form = form.next().expect("a next form");
-                }
+                // Refused in this form (400, 501, …): the next form; only the last refusal is reported.
+                Err(TenantError::Rejected(_)) if form.next().is_some() => form = form.next().unwrap_or(form),
                 Err(e) => {
                     let members = p.remove.iter().map(|(g, _)| g.clone()).collect();
                     return self.settle_error(
@@ -1061,8 +1072,19 @@ impl<'a> Applier<'a> {
         if self.batch.len() >= COMMIT_EVERY { self.flush(store) } else { Ok(()) }
     }
 
+    /// Starts from the attributes this tenant is known to rewrite (from the state store).
+    pub fn knows_altered(&mut self, known: std::collections::BTreeSet<String>) {
+        self.altered_known = known.len();
+        self.altered = known;
+    }
+
     /// Commits what was applied so far (one SQLite transaction).
     pub fn flush(&mut self, store: &mut StateStore) -> Result<(), AppError> {
+        if self.altered.len() > self.altered_known {
+            self.altered_known = self.altered.len();
+            let list: Vec<&str> = self.altered.iter().map(String::as_str).collect();
+            self.batch.meta(ALTERED_KEY, &list.join(","));
+        }
         if !self.batch.is_empty() {
             store.commit(&self.batch, &now())?;
             self.batch = Batch::default();

@@ -96,6 +96,9 @@ pub struct TenantView {
     pub complete: bool,
     /// Requests the listing took.
     pub pages: u64,
+    /// Attributes this tenant is known to rewrite or drop (learnt from write answers, see
+    /// [`altered`]): not drift, so a tenant that keeps changing them costs no write.
+    pub altered: BTreeSet<String>,
 }
 
 /// Where an anchored object is in the tenant.
@@ -371,6 +374,20 @@ pub fn dropped(kind: Kind, sent: &Value, answer: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The owned attributes ausi does not verify (see [`dropped`]) that a write's answer holds
+/// otherwise than sent: what this tenant rewrites (django-scim2 rebuilds `displayName`) or
+/// drops. A full sync does not count them as drift, so they cost no write per run.
+pub fn altered(kind: Kind, sent: &Value, answer: &Value) -> Vec<String> {
+    let verified: Vec<String> = match kind {
+        Kind::User => USER_VERIFIED,
+        Kind::Group => GROUP_VERIFIED,
+    }
+    .iter()
+    .map(|p| path_name(p))
+    .collect();
+    drift(kind, sent, answer).into_iter().filter(|a| !verified.contains(a)).collect()
+}
+
 /// The member ids a group write sent that its answer does not list.
 pub fn dropped_members<'a>(sent: impl IntoIterator<Item = &'a String>, answer: &Value) -> Vec<String> {
     let there: HashSet<&str> = answer
@@ -574,6 +591,11 @@ mod tests {
             "emails": [{"value": "alice@example.test", "primary": true}], "active": true,
         });
         assert!(dropped(Kind::User, &sent, &django).is_empty());
+        // Not verified, but learnt: the tenant rewrites displayName (not drift next time).
+        let mut rebuilt = django.clone();
+        rebuilt["displayName"] = json!("Smith Alice");
+        assert_eq!(altered(Kind::User, &sent, &rebuilt), ["displayName"]);
+        assert!(altered(Kind::User, &sent, &django).is_empty(), "dropped optional attributes are no drift");
         let mut lost = django.clone();
         lost["name"] = json!({"givenName": "Alice"});
         lost.as_object_mut().unwrap().remove("active");
