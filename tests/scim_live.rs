@@ -200,3 +200,22 @@ async fn list_all_pages() {
     assert_eq!(c.requests() - before, 3, "pages of 3 over 7 users");
     assert!(c.list_all(ResourceKind::Group, 3).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn filters_are_tried_not_trusted_and_the_probe_user_is_deleted_again() {
+    let Some(c) = live("probe") else { return };
+    // An empty tenant: a probe user is written, found by filter, and deleted.
+    let probe = c.probe_filters().await.unwrap();
+    assert!(probe.works && probe.wrote, "{probe:?}");
+    assert!(c.list_all(ResourceKind::User, 100).await.unwrap().is_empty(), "the probe user is gone");
+    assert!(c.list_all(ResourceKind::Group, 100).await.unwrap().is_empty(), "the probe group is gone");
+    // A tenant with users and groups: probed with them, nothing written.
+    c.create(ResourceKind::User, &user("ada@example.test", "ext-ada")).await.unwrap();
+    let group =
+        json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "G", "externalId": "ext-g"});
+    c.create(ResourceKind::Group, &group).await.unwrap();
+    let writes = c.write_requests();
+    let probe = c.probe_filters().await.unwrap();
+    assert!(probe.works && !probe.wrote, "{probe:?}");
+    assert_eq!(c.write_requests(), writes);
+}

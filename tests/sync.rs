@@ -437,3 +437,113 @@ fn a_partial_read_or_a_wrong_token_writes_nothing() {
     assert!(!config.exists(), "a refused registration writes no configuration");
     assert!(!r.stdout.contains("not-the-token") && !r.stderr.contains("not-the-token"));
 }
+
+/// A sandbox OU with users `R User{i}` (`rc{i}x{tag}`), removed when the value is dropped.
+fn recreate_sandbox<'a>(
+    tb: &'a Testbed,
+    tag: &str,
+    users: usize,
+) -> (common::testbed::Sandbox<'a>, String, Vec<String>) {
+    let ou = format!("OU=Rc{tag},DC=example,DC=test");
+    tb.ldap_modify(&format!("dn: {ou}\nchangetype: add\nobjectClass: organizationalUnit\nou: Rc{tag}\n\n"));
+    let entries: Vec<String> = (0..users).map(|i| recreate_entry(&ou, tag, i)).collect();
+    tb.ldap_modify(&entries.concat());
+    (common::testbed::Sandbox { tb, root: ou.clone() }, ou, entries)
+}
+
+fn recreate_entry(ou: &str, tag: &str, i: usize) -> String {
+    format!(
+        "dn: CN=R User{i},{ou}\nchangetype: add\nobjectClass: user\nsAMAccountName: rc{i}x{tag}\nuserPrincipalName: rc{i}x{tag}@example.test\ngivenName: R{i}\nsn: User\nmail: rc{i}x{tag}@example.test\nuserAccountControl: 544\n\n"
+    )
+}
+
+fn user_named<'u>(users: &'u [Value], name: &str) -> Vec<&'u Value> {
+    users.iter().filter(|u| u["userName"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name))).collect()
+}
+
+/// A user deleted in AD and re-created with the same UPN and sAMAccountName (a new objectGUID):
+/// one sync moves the old tenant user out of the way (renamed `userName.<old objectGUID>` and
+/// deactivated, or deleted with `on_remove = "delete"`) and creates the new one; the next
+/// writes nothing. A holder of that userName that ausi did not provision is never touched.
+#[test]
+fn a_re_created_account_replaces_its_old_tenant_user_in_one_run() {
+    let Some(tb) = testbed() else { return };
+    for on_remove in ["deactivate", "delete"] {
+        let tag = format!("{}{}", &on_remove[..2], std::process::id() % 100000);
+        let (_sandbox, ou, entries) = recreate_sandbox(&tb, &tag, 2);
+        let agent = tb.agent(&[&ou], &format!("[sync]\non_remove = \"{on_remove}\"\nmax_deletion_percent = 100\n"));
+        let (code, first) = agent.sync(&["--full"]);
+        assert_eq!(code, 0, "{}", first["data"]);
+        let name = format!("rc0x{tag}@example.test");
+        let users = agent.tenant(ResourceKind::User);
+        let old = user_named(&users, &name)[0].clone();
+        let old_guid = old["externalId"].as_str().unwrap().to_owned();
+
+        tb.ldap_modify(&format!("dn: CN=R User0,{ou}\nchangetype: delete\n\n{}", entries[0]));
+        let (code, report) = agent.sync(&[]);
+        assert_eq!(code, 0, "{on_remove}: {}", report["data"]);
+        let users = agent.tenant(ResourceKind::User);
+        let new = user_named(&users, &name);
+        assert_eq!(new.len(), 1, "{on_remove}: one user holds {name}: {users:?}");
+        let new_guid = new[0]["externalId"].as_str().unwrap();
+        assert_ne!(new_guid, old_guid, "{on_remove}: the new account carries its new objectGUID");
+        assert_eq!(new_guid.len(), 36);
+        assert_eq!(new[0]["active"], true);
+        let old_now: Vec<&Value> = users.iter().filter(|u| u["id"] == old["id"]).collect();
+        match on_remove {
+            "delete" => assert!(old_now.is_empty(), "deleted before the create: {old_now:?}"),
+            _ => {
+                assert_eq!(old_now.len(), 1);
+                assert_eq!(old_now[0]["active"], false, "the old user stays deactivated");
+                assert_eq!(
+                    old_now[0]["userName"].as_str().map(str::to_lowercase),
+                    Some(format!("{name}.{old_guid}")),
+                    "renamed out of the way"
+                );
+            }
+        }
+        for args in [&[][..], &["--full"][..]] {
+            let (code, quiet) = agent.sync(args);
+            assert_eq!(code, 0, "{on_remove} {args:?}: {}", quiet["data"]);
+            assert_eq!(quiet["data"]["write_requests"], 0, "{on_remove} {args:?}: {}", quiet["data"]["counts"]);
+        }
+    }
+
+    // A tenant user that ausi did not provision holds the userName: that create fails, named,
+    // with what to do; everything else is provisioned and the holder is untouched.
+    let tag = format!("St{}", std::process::id() % 100000);
+    let (_sandbox, ou, _) = recreate_sandbox(&tb, &tag, 2);
+    let agent = tb.agent(&[&ou], "");
+    let name = format!("rc1x{tag}@example.test");
+    let client = ausi::tenant::ScimClient::new(
+        &agent.scim,
+        ausi::secrets::SecretString::from(std::fs::read_to_string(&tb.scim_token_file).unwrap().trim().to_owned()),
+        Default::default(),
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let stranger = runtime
+        .block_on(client.create(
+            ResourceKind::User,
+            &serde_json::json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": name,
+                "externalId": "hr-system-4711", "name": {"givenName": "Some", "familyName": "One"}, "active": true}),
+        ))
+        .unwrap();
+    let (code, report) = agent.sync(&["--full"]);
+    assert_eq!(code, 1, "{}", report["data"]);
+    let failures = report["data"]["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    let f = &failures[0];
+    assert!(f["dn"].as_str().unwrap().starts_with("CN=R User1,"), "{f}");
+    assert_eq!((f["operation"].as_str(), f["scim"]["status"].as_u64()), (Some("create"), Some(409)), "{f}");
+    let detail = f["scim"]["detail"].as_str().unwrap();
+    assert!(detail.contains("did not") && detail.contains("externalId"), "tells what to do: {detail}");
+    let users = agent.tenant(ResourceKind::User);
+    assert_eq!(users.len(), 2, "R User0 and the stranger: {users:?}");
+    let holder = users.iter().find(|u| u["id"] == stranger["id"]).unwrap();
+    assert_eq!(
+        (holder["userName"].as_str(), holder["externalId"].as_str(), holder["active"].as_bool()),
+        (Some(name.as_str()), Some("hr-system-4711"), Some(true)),
+        "untouched"
+    );
+}

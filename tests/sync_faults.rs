@@ -336,6 +336,11 @@ enum Mode {
     /// every request is forwarded and its answer thrown away (the tenant works, its answers
     /// no longer arrive).
     BlackoutAtCreate(u64),
+    /// Every request with a `filter=` is answered `400 invalidFilter` (RFC 7644 §3.4.2.2);
+    /// the rest passes.
+    InvalidFilter,
+    /// Every `PATCH /Groups/…` is answered `501 Not Implemented`; the rest passes.
+    RefuseGroupPatch,
 }
 
 /// What the proxy counts.
@@ -628,6 +633,24 @@ async fn handle(mut client: TcpStream, upstream: Upstream, mode: Mode) {
             }
         },
         Mode::Pass => upstream.relay(&mut client, &request).await,
+        Mode::InvalidFilter => {
+            let line = request.bytes.split(|b| *b == b'\r').next().unwrap_or_default();
+            if String::from_utf8_lossy(line).contains("filter=") {
+                stats.add(C::TooMany, 1);
+                let body = r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"400","scimType":"invalidFilter","detail":"filters are not supported here"}"#;
+                common::http::answer_json(&mut client, "400 Bad Request", body).await;
+            } else {
+                upstream.relay(&mut client, &request).await;
+            }
+        }
+        Mode::RefuseGroupPatch => {
+            if request.method == "PATCH" && request.path.contains("/Groups/") {
+                stats.add(C::ServerErrors, 1);
+                answer(&mut client, "501 Not Implemented", "").await;
+            } else {
+                upstream.relay(&mut client, &request).await;
+            }
+        }
         Mode::HoldFirst => {
             if n == 1 {
                 while !stats.released.load(Ordering::SeqCst) {
@@ -987,4 +1010,124 @@ fn orphans_of_a_killed_bulk_cost_one_listing_not_requests_each() {
         std::fs::remove_file(&path).or_else(|e| if suffix.is_empty() { Err(e) } else { Ok(()) }).unwrap();
     }
     bounded("a run after the state store was lost");
+}
+
+/// An agent registered through `proxy` with a fresh tenant of the testbed's scim2-server.
+fn agent_through(tb: &Testbed, proxy: &Proxy, ous: &[&str], extra: &str) -> Agent {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let home = format!("http://{}/i12x{}x{}", proxy.addr, std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+    let token = std::fs::read_to_string(&tb.scim_token_file).unwrap().trim().to_owned();
+    tb.agent_on(&home, &format!("{home}/v2"), &token, ous, extra)
+}
+
+/// A sandbox OU of `users` users and two groups of them.
+fn sandbox_with_groups<'a>(
+    tb: &'a Testbed,
+    tag: &str,
+    users: usize,
+) -> (common::testbed::Sandbox<'a>, String, Vec<String>) {
+    let ou = format!("OU=F{tag},DC=example,DC=test");
+    let mut ldif = format!("dn: {ou}\nchangetype: add\nobjectClass: organizationalUnit\nou: F{tag}\n\n");
+    let dns: Vec<String> = (0..users).map(|i| format!("CN=F User{i},{ou}")).collect();
+    for (i, d) in dns.iter().enumerate() {
+        ldif.push_str(&format!(
+            "dn: {d}\nchangetype: add\nobjectClass: user\nsAMAccountName: f{i}x{tag}\nuserPrincipalName: f{i}x{tag}@example.test\ngivenName: F{i}\nsn: User\nmail: f{i}x{tag}@example.test\nuserAccountControl: 544\n\n"
+        ));
+    }
+    for (g, members) in [("F Alpha", &dns[..users / 2]), ("F Beta", &dns[users / 2..])] {
+        ldif.push_str(&format!("dn: CN={g},{ou}\nchangetype: add\nobjectClass: group\nsAMAccountName: {g}x{tag}\n"));
+        for m in members {
+            ldif.push_str(&format!("member: {m}\n"));
+        }
+        ldif.push('\n');
+    }
+    tb.ldap_modify(&ldif);
+    (common::testbed::Sandbox { tb, root: ou.clone() }, ou, dns)
+}
+
+fn external_ids(agent: &Agent, kind: ResourceKind) -> Vec<String> {
+    let mut ids: Vec<String> =
+        agent.tenant(kind).iter().map(|r| r["externalId"].as_str().unwrap_or("none").to_owned()).collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn a_tenant_that_refuses_every_filter_gets_everything_once_and_is_adopted_after_state_loss() {
+    let Some(tb) = testbed() else { return };
+    let tag = format!("If{}", std::process::id() % 100000);
+    let (_sandbox, ou, _) = sandbox_with_groups(&tb, &tag, 12);
+    let proxy = Proxy::start(upstream(&tb), Mode::InvalidFilter, true);
+    let agent = agent_through(&tb, &proxy, &[&ou], "");
+    let config = std::fs::read_to_string(&agent.config).unwrap();
+    assert!(config.contains("filter = true") && config.contains("filter_probed = false"), "{config}");
+
+    let (code, first) = agent.sync(&["--full"]);
+    assert_eq!(code, 0, "{}", first["data"]);
+    let users = external_ids(&agent, ResourceKind::User);
+    let groups = external_ids(&agent, ResourceKind::Group);
+    assert_eq!((users.len(), groups.len()), (12, 2), "every user and group once");
+    let refused_before = proxy.snapshot().get(C::TooMany);
+
+    std::fs::remove_file(agent.dir.path().join("state.db")).unwrap();
+    let (code, adopted) = agent.sync(&["--full"]);
+    assert_eq!(code, 0, "{}", adopted["data"]);
+    assert_eq!(adopted["data"]["counts"]["created"], 0, "{}", adopted["data"]["counts"]);
+    assert_eq!(external_ids(&agent, ResourceKind::User), users, "no duplicate user");
+    assert_eq!(external_ids(&agent, ResourceKind::Group), groups, "no duplicate group");
+    assert_eq!(proxy.snapshot().get(C::TooMany), refused_before, "no filter was sent after register's probe");
+    let (_, quiet) = agent.sync(&["--full"]);
+    assert_eq!(quiet["data"]["write_requests"], 0, "{}", quiet["data"]["counts"]);
+}
+
+#[test]
+fn a_tenant_answering_501_to_group_patches_fails_those_only_and_the_run_goes_on() {
+    let Some(tb) = testbed() else { return };
+    let tag = format!("Nf{}", std::process::id() % 100000);
+    let (_sandbox, ou, dns) = sandbox_with_groups(&tb, &tag, 4);
+    let proxy = Proxy::start(upstream(&tb), Mode::RefuseGroupPatch, true);
+    let agent = agent_through(&tb, &proxy, &[&ou], "[sync]\nbulk = false\nmax_deletion_percent = 100\n");
+    let (code, first) = agent.sync(&["--full"]);
+    assert_eq!(code, 0, "groups are created with their members, no PATCH: {}", first["data"]);
+
+    // A member leaves F Alpha, another joins it, and a user is disabled: the group PATCHes are
+    // refused (501), the deactivation is not.
+    tb.ldap_modify(&format!(
+        "dn: CN=F Alpha,{ou}\nchangetype: modify\ndelete: member\nmember: {}\n-\nadd: member\nmember: {}\n-\n\n\
+         dn: {}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 546\n-\n\n",
+        dns[0], dns[2], dns[3]
+    ));
+    let started = Instant::now();
+    let (code, report) = agent.sync(&[]);
+    assert_eq!(code, 1, "{}", report["data"]);
+    assert!(started.elapsed() < Duration::from_secs(30), "no retry loop");
+    let failures = report["data"]["failures"].as_array().unwrap();
+    let ops: BTreeSet<&str> = failures.iter().map(|f| f["operation"].as_str().unwrap()).collect();
+    assert_eq!(ops, BTreeSet::from(["add-members", "remove-members"]), "{failures:?}");
+    for f in failures {
+        assert!(f["dn"].as_str().unwrap().starts_with("CN=F Alpha"), "{f}");
+        assert_eq!(f["scim"]["status"], 501, "{f}");
+        assert!(f["tenant_id"].is_string() && f["guid"].is_string(), "{f}");
+        assert_eq!(f["members"].as_array().unwrap().len(), 1, "{f}");
+    }
+    let disabled = agent
+        .tenant(ResourceKind::User)
+        .into_iter()
+        .find(|u| u["userName"].as_str().unwrap().eq_ignore_ascii_case(&format!("f3x{tag}@example.test")))
+        .unwrap();
+    assert_eq!(disabled["active"], false, "the rest of the run went on");
+    // The next run tries the group once more (never in a loop), and status lists it as failing.
+    let (code, again) = agent.sync(&[]);
+    assert_eq!(code, 1, "{}", again["data"]);
+    assert_eq!(again["data"]["failures"].as_array().unwrap().len(), 2, "tried once more: {}", again["data"]);
+    let (_, status) = json_with(&mut ausi(), &["--config", agent.cfg(), "status"]);
+    let failing = status["data"]["state"]["failing"].as_array().cloned().unwrap_or_default();
+    assert!(failing.iter().any(|f| f["dn"].as_str().unwrap().starts_with("CN=F Alpha")), "{}", status["data"]["state"]);
+    assert!(failing.iter().all(|f| f["attempts"] == 2), "{}", status["data"]["state"]);
+    let table = common::run(ausi().args(["--config", agent.cfg(), "status", "-o", "table"]));
+    assert!(
+        table.stdout.contains("Failing for more than one run") && table.stdout.contains("add-members"),
+        "{}",
+        table.stdout
+    );
 }

@@ -27,7 +27,14 @@ pub struct RegisterReport {
     pub token: String,
     pub agent_api: bool,
     pub password_sync: bool,
+    /// What the tenant can do, as stored in `[tenant.capabilities]`: the announcement with what
+    /// the probes found (`filter_probed`).
     pub capabilities: TenantCapabilities,
+    /// What `/ServiceProviderConfig` announced, beside what was found.
+    pub announced: TenantCapabilities,
+    /// How the filters were tried (absent when the tenant does not announce them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter_probe: Option<tenant::scim::FilterProbe>,
     /// `Created` until the first successful heartbeat or sync, then `Active`.
     pub status: &'static str,
 }
@@ -62,7 +69,16 @@ pub async fn run(ctx: &Context<'_>, args: &RegisterArgs) -> Result<Outcome> {
     let client = ScimClient::new(&scim_url, token.clone(), ClientOptions { timeout, ..ClientOptions::default() })?;
     let announced = client.service_provider_config().await?;
     client.check_token().await?;
-    let capabilities = announced;
+    // Filters are tried, not trusted (README, "What ausi asks of the tenant").
+    let probe = if announced.filter { Some(client.probe_filters().await?) } else { None };
+    let mut capabilities = announced.clone();
+    capabilities.filter_probed = probe.as_ref().map(|p| p.works);
+    if let Some(p) = probe.as_ref().filter(|p| !p.works) {
+        warnings.push(Warning::new(
+            "tenant-filter-broken",
+            format!("the tenant announces filters but they do not work ({}): ausi lists the tenant instead", p.how),
+        ));
+    }
     if !capabilities.patch {
         warnings.push(Warning::new(
             "tenant-no-patch",
@@ -111,6 +127,8 @@ pub async fn run(ctx: &Context<'_>, args: &RegisterArgs) -> Result<Outcome> {
         agent_api,
         password_sync: args.password_sync,
         capabilities,
+        announced,
+        filter_probe: probe,
         status: "Created",
     };
     let mut outcome = Outcome::new(Report::Register(report), ExitStatus::Ok);
@@ -163,6 +181,29 @@ impl RegisterReport {
         ] {
             t.add_row(vec![k.to_owned(), output::cell(v)]);
         }
-        format!("{t}\nRegistered; the configuration is in {}.\n", output::cell(&self.config_path))
+        let mut c = output::table(&["Capability", "Announced", "Used"]);
+        let yes = |b: bool| if b { "yes" } else { "no" }.to_owned();
+        let (a, u) = (&self.announced, &self.capabilities);
+        let filter_used = match (&self.filter_probe, u.filters_work()) {
+            (Some(p), true) => format!("yes (tried: {})", p.how),
+            (Some(p), false) => format!("no: {} (ausi lists the tenant instead)", p.how),
+            (None, _) => "no (ausi lists the tenant instead)".to_owned(),
+        };
+        let bulk = |c: &TenantCapabilities| {
+            if c.bulk {
+                format!("yes ({} operations, {} bytes)", c.bulk_max_operations, c.bulk_max_payload)
+            } else {
+                yes(false)
+            }
+        };
+        for (k, announced, used) in [
+            ("patch", yes(a.patch), yes(u.patch)),
+            ("bulk", bulk(a), bulk(u)),
+            ("filter", yes(a.filter), filter_used),
+            ("etag", yes(a.etag), "not used".to_owned()),
+        ] {
+            c.add_row(vec![k.to_owned(), announced, output::cell(&used)]);
+        }
+        format!("{t}\n{c}\nRegistered; the configuration is in {}.\n", output::cell(&self.config_path))
     }
 }

@@ -63,6 +63,9 @@ pub struct StateStatus {
     pub last_runs: Vec<RunRecord>,
     pub quarantined: usize,
     pub failed: usize,
+    /// Objects the tenant has refused in more than one run (each is tried once per run): the
+    /// operation, the tenant's last answer, since when and how many runs.
+    pub failing: Vec<crate::sync::state::Failure>,
     /// Where the next delta starts: the last successful run's DC, USN and time.
     pub watermark: Option<Watermark>,
     pub watermark_age_secs: Option<i64>,
@@ -177,12 +180,15 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
         last_runs: history.iter().take(RUNS_SHOWN).cloned().collect(),
         quarantined: 0,
         failed: 0,
+        failing: Vec::new(),
         watermark: None,
         watermark_age_secs: None,
     };
     if let Some(store) = &store {
         state.quarantined = store.quarantine()?.len();
-        state.failed = store.failures()?.len();
+        let failures = store.failures()?;
+        state.failed = failures.len();
+        state.failing = failures.into_iter().filter(|f| f.attempts > 1).collect();
         // A store written by an older ausi (schema 1) has no watermark table until a sync.
         state.watermark = store.watermark().unwrap_or(None);
     }
@@ -372,6 +378,20 @@ impl StatusReport {
             text
         };
         out.push_str(&format!("{t}\n"));
+        if !self.state.failing.is_empty() {
+            let mut failing =
+                output::table(&["Failing for more than one run", "Operation", "Runs", "Since", "Last answer"]);
+            for f in &self.state.failing {
+                failing.add_row(vec![
+                    output::cell(&f.dn),
+                    f.operation.clone(),
+                    f.attempts.to_string(),
+                    f.since.clone(),
+                    output::cell(&f.error),
+                ]);
+            }
+            out.push_str(&format!("{failing}\n"));
+        }
         if !self.state.last_runs.is_empty() {
             let mut runs = output::table(&["Run", "Kind", "Started", "Duration", "Outcome", "Exit", "Counts"]);
             for r in &self.state.last_runs {

@@ -17,7 +17,10 @@ use crate::directory::Directory;
 use crate::error::{AppError, ErrorKind, Result};
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
-use crate::sync::apply::{Applier, BulkLimits, Counts, Failure, WriteOptions};
+use crate::sync::apply::{
+    ALTERED_KEY, Applier, BulkLimits, Counts, FILTER_PROBED_KEY, Failure, Finding, REMOVE_FORM_KEY, Recreate,
+    WriteOptions,
+};
 use crate::sync::engine::{self, Engine, Fallback, Mode, ModeInputs, ReadCounts, StopDetails};
 use crate::sync::health;
 use crate::sync::mirror::Watermark;
@@ -55,7 +58,13 @@ pub struct SyncReport {
     pub plan: Option<Plan>,
     /// Every user in scope that is not provisioned because of its data.
     pub quarantined: Vec<Quarantined>,
+    /// Objects and operations the tenant refused for good (RFC 7644 §3.12: 400, 403, 404, 409,
+    /// 413, 501…): the run went on with everything else and exits 1; each is tried once more in
+    /// the next run.
     pub failures: Vec<Failure>,
+    /// What the tenant did that ausi did not ask for (`tenant-dropped-attribute`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<Finding>,
     /// Requests that changed the tenant (retries included); zero for a dry run.
     pub write_requests: u64,
     pub timings_ms: Timings,
@@ -385,6 +394,7 @@ async fn pipeline(
         plan: None,
         quarantined: Vec::new(),
         failures: Vec::new(),
+        findings: Vec::new(),
         write_requests: 0,
         timings_ms: Timings::default(),
         resources: Resources::default(),
@@ -547,10 +557,33 @@ async fn sync(
     }
 
     // A full sync reads what the tenant holds, to repair drift in what ausi owns there.
-    let tenant = if all { list_tenant(client, capabilities, warnings).await? } else { None };
+    let mut tenant = if all { list_tenant(client, capabilities, warnings).await? } else { None };
+    // Owned attributes this tenant is known to rewrite or drop (learnt from its answers) are
+    // not drift: a full sync would otherwise rewrite them every time.
+    let altered: std::collections::BTreeSet<String> = store
+        .meta(ALTERED_KEY)?
+        .map(|v| v.split(',').filter(|a| !a.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    if let Some(view) = tenant.as_mut() {
+        view.altered = altered.clone();
+    }
     // Objects deleted in the tenant are created again: their old ids are no one's now.
     let missing = tenant.as_ref().map(|v| repair::missing(v, anchors.values())).unwrap_or_default();
 
+    // Filters only when announced and, if register probed them, found working.
+    let stored = config.tenant.as_ref().and_then(|t| t.capabilities.as_ref());
+    let probed_again = store.meta(FILTER_PROBED_KEY)?;
+    let filters_work = capabilities.filter
+        && stored.is_none_or(|c| c.filter_probed != Some(false))
+        && probed_again.as_deref() != Some("false");
+    // Users ausi provisioned that are gone from AD: a re-created account may meet one (README).
+    let gone: std::collections::HashSet<String> = if config.sync.on_remove == crate::config::OnRemove::Ignore {
+        Default::default()
+    } else {
+        let mut gone = store.retired_users()?;
+        gone.extend(removals.removals.iter().filter(|r| r.kind == plan::Kind::User).map(|r| r.guid.to_lowercase()));
+        gone
+    };
     let progress = ctx.printer.progress("Writing to the tenant");
     let show = |n: u64| progress.set(n);
     let applier = (!args.dry_run).then(|| {
@@ -566,8 +599,21 @@ async fn sync(
             } else {
                 None
             },
+            filters: filters_work,
+            remove_form: store
+                .meta(REMOVE_FORM_KEY)
+                .ok()
+                .flatten()
+                .and_then(|f| tenant::scim::RemoveForm::parse(&f))
+                .unwrap_or(tenant::scim::RemoveForm::Filter),
+            recreate: match config.sync.on_remove {
+                crate::config::OnRemove::Delete => Recreate::Delete,
+                _ => Recreate::Rename,
+            },
         };
         let mut applier = Applier::new(client, run, options, &show, &anchors);
+        applier.gone = gone;
+        applier.knows_altered(altered);
         applier.ids.retain(|guid, _| !missing.contains(guid));
         applier
     });
@@ -607,6 +653,38 @@ async fn sync(
         Some(applier) => {
             report.counts = applier.counts.clone();
             report.failures = applier.failures;
+            report.findings = applier.findings;
+            if applier.followed_up > 0 {
+                warnings.push(Warning::new(
+                    "tenant-dropped-members",
+                    format!(
+                        "the tenant answered {} group write(s) without members they carried; ausi added them with one PATCH each",
+                        applier.followed_up
+                    ),
+                ));
+            }
+            if applier.filters_refused {
+                // The tenant started refusing filters: probe them again; until a probe finds
+                // them working, runs use listings.
+                let again = client.probe_filters().await;
+                let works = again.as_ref().is_ok_and(|p| p.works);
+                engine.store.set_meta(FILTER_PROBED_KEY, Some(if works { "true" } else { "false" }))?;
+                warnings.push(Warning::new(
+                    "tenant-filter-refused",
+                    match &again {
+                        Ok(p) => format!(
+                            "the tenant answered a filter with 400 invalidFilter; probed again: {} ({})",
+                            if p.works {
+                                "filters work, later runs use them"
+                            } else {
+                                "later runs list the tenant instead"
+                            },
+                            p.how
+                        ),
+                        Err(e) => format!("the tenant answered a filter with 400 invalidFilter; the probe failed: {e}"),
+                    },
+                ));
+            }
         }
         None => report.counts = planned_counts(&the_plan),
     }
@@ -618,7 +696,7 @@ async fn sync(
     // A run that had to stop (tenant gone, token revoked) still reports what it did.
     let exit = match &applied {
         Err(e) => e.exit_status(),
-        Ok(()) if report.failures.is_empty() => findings,
+        Ok(()) if report.failures.is_empty() && report.findings.is_empty() => findings,
         Ok(()) => ExitStatus::Findings,
     };
     Ok((exit, applied.err()))

@@ -10,10 +10,12 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::plan::{Kind, MembershipChange, Plan, Removal, RemoveAction, Write};
-use super::repair::{GROUP_ATTRIBUTES, Match, TenantView, USER_ATTRIBUTES};
+use super::repair::{self, GROUP_ATTRIBUTES, Match, TenantView, USER_ATTRIBUTES};
 use super::state::{Anchor, AnchorKind, AnchorState, Batch, QuarantineEntry, StateError, StateStore};
 use crate::error::{AppError, ErrorKind};
-use crate::tenant::scim::{self, BulkMethod, BulkOperation, ResourceKind, ScimClient, TenantError};
+use crate::tenant::Tenant;
+use crate::tenant::retry::{Disposition, disposition};
+use crate::tenant::scim::{self, BulkMethod, BulkOperation, RemoveForm, ResourceKind, TenantError};
 
 /// How writes go out: in flight at once, PATCH if the tenant announces it, `/Bulk` limits.
 #[derive(Debug, Clone, Copy)]
@@ -21,7 +23,35 @@ pub struct WriteOptions {
     pub concurrency: usize,
     pub patch: bool,
     pub bulk: Option<BulkLimits>,
+    /// The tenant's filters work (announced and probed): lookups by `externalId eq` and
+    /// `userName eq`. Without, one paged listing, indexed by externalId and userName.
+    pub filters: bool,
+    /// The PATCH form that removes members from the tenant's groups (the one that worked last).
+    pub remove_form: RemoveForm,
+    /// What to do with a tenant user that holds the userName of a new account and that ausi
+    /// provisioned for an objectGUID gone from AD (a re-created account).
+    pub recreate: Recreate,
 }
+
+/// The re-creation rule (README, "Re-created accounts").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recreate {
+    /// The holder keeps its id, deactivated, with `userName` suffixed `.<old objectGUID>`.
+    Rename,
+    /// The holder is deleted (`on_remove = "delete"`) before the new account is created.
+    Delete,
+}
+
+/// The state-store key holding what the last probe of the tenant's filters found (`true`,
+/// `false`): a tenant that starts refusing filters (`400 invalidFilter`) is probed again.
+pub const FILTER_PROBED_KEY: &str = "tenant.filter_probed";
+
+/// The state-store key listing the owned attributes this tenant rewrites or drops (comma
+/// separated; learnt from write answers, see [`repair::altered`]).
+pub const ALTERED_KEY: &str = "tenant.altered_attributes";
+
+/// The state-store key remembering the member-removal form that works.
+pub const REMOVE_FORM_KEY: &str = "tenant.member_remove_form";
 
 /// What the tenant's `/Bulk` accepts per request (from its ServiceProviderConfig).
 #[derive(Debug, Clone, Copy)]
@@ -40,7 +70,8 @@ impl BulkLimits {
     }
 }
 
-/// One group's membership difference, resolved to SCIM ids.
+/// One group's member additions, or its member removals (never both: one refused operation
+/// must not take the other down), resolved to SCIM ids.
 struct MemberPatch<'c> {
     change: &'c MembershipChange,
     group_id: String,
@@ -48,6 +79,33 @@ struct MemberPatch<'c> {
     remove: Vec<(String, String)>,
     /// The PATCH operations (the message is built when sent).
     ops: Vec<Value>,
+}
+
+/// A write's result: the resource's id, whether it was adopted, the tenant's answer (when it
+/// sent the resource back) and the old holder of the userName moved out of the way.
+struct Done {
+    id: String,
+    adopted: bool,
+    answer: Option<Value>,
+    moved: Option<(String, AnchorState)>,
+}
+
+impl Done {
+    fn new(id: String, adopted: bool) -> Done {
+        Done { id, adopted, answer: None, moved: None }
+    }
+}
+
+/// A group to complete: (guid, dn, tenant id, members missing as (guid, id)).
+type FollowUp = (String, String, String, Vec<(String, String)>);
+
+/// What a create's lookups use: filters, or the run's listing.
+struct Lookups<'v> {
+    filters: bool,
+    view: Option<&'v TenantView>,
+    /// objectGUIDs (lower case) of users ausi provisioned that are gone from AD.
+    gone: &'v HashSet<String>,
+    recreate: Recreate,
 }
 
 /// Creating at least this many groups, list the tenant's groups once instead of looking each up.
@@ -81,23 +139,71 @@ pub struct Counts {
     pub failed: u64,
 }
 
-/// One object the tenant did not accept; retried on the next run.
+/// One object the tenant did not accept, and the operation it refused; retried once in the
+/// next run (never in a loop within a run).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Failure {
+    /// objectGUID.
     pub guid: String,
     pub dn: String,
+    /// The object's id in the tenant, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    /// `create`, `update`, `add-members`, `remove-members`, `deprovision`.
     pub operation: &'static str,
     pub error: String,
+    /// The tenant's answer: HTTP status, `scimType`, `detail` (RFC 7644 §3.12).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scim: Option<scim::ScimErrorInfo>,
+    /// Membership operations: the objectGUIDs of the members concerned.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+}
+
+/// Something the tenant did that ausi did not ask for: a write answered with a verified
+/// attribute dropped or changed (`tenant-dropped-attribute`). The object is not recorded as in
+/// step, so the next run sends it again: one finding per object and run, never a loop.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Finding {
+    pub rule: &'static str,
+    pub guid: String,
+    pub dn: String,
+    pub tenant_id: String,
+    /// The attribute (`name.familyName`, `members`, …).
+    pub attribute: String,
+    pub message: String,
 }
 
 pub struct Applier<'a> {
-    client: &'a ScimClient,
+    client: &'a dyn Tenant,
     run: i64,
     concurrency: usize,
     patch: bool,
     bulk: Option<BulkLimits>,
+    filters: bool,
+    remove_form: RemoveForm,
+    recreate: Recreate,
+    /// Users ausi provisioned whose objectGUID is gone from AD (lower case).
+    pub gone: HashSet<String>,
+    /// guid → kind, for the `type` of members.
+    kinds: HashMap<String, Kind>,
+    /// The tenant's users and groups, listed once when lookups need it and filters do not work.
+    view: Option<TenantView>,
+    /// Groups whose write's answer lacked members it sent: (group guid, dn, group id, missing
+    /// members as (guid, id)), added again by one PATCH each.
+    follow_ups: Vec<FollowUp>,
+    pub findings: Vec<Finding>,
+    /// The tenant answered a filter with `400 invalidFilter` in this run: lookups went on from
+    /// one listing, and the caller probes the filters again.
+    pub filters_refused: bool,
+    /// Group writes the tenant answered without members they carried, completed by a PATCH.
+    pub followed_up: u64,
+    /// Unverified owned attributes the tenant's answers showed rewritten or dropped, known
+    /// before this run and learnt in it (kept in the state store, see [`ALTERED_KEY`]).
+    pub altered: std::collections::BTreeSet<String>,
+    altered_known: usize,
+    /// Groups whose membership change was counted (a change is sent as up to two PATCHes).
+    counted: HashSet<String>,
     /// Told the number of objects written so far (a progress display).
     progress: &'a dyn Fn(u64),
     done: u64,
@@ -126,7 +232,7 @@ fn is_fatal(e: &TenantError) -> bool {
 
 impl<'a> Applier<'a> {
     pub fn new(
-        client: &'a ScimClient,
+        client: &'a dyn Tenant,
         run: i64,
         options: WriteOptions,
         progress: &'a dyn Fn(u64),
@@ -137,12 +243,26 @@ impl<'a> Applier<'a> {
             .filter(|a| matches!(a.state, AnchorState::Active | AnchorState::Deactivated))
             .filter_map(|a| a.scim_id.clone().map(|id| (a.guid.clone(), id)))
             .collect();
+        let kinds = anchors.values().map(|a| (a.guid.clone(), Kind::from(a.kind))).collect();
         Applier {
             client,
             run,
             concurrency: options.concurrency.max(1),
             patch: options.patch,
             bulk: options.bulk,
+            filters: options.filters,
+            remove_form: options.remove_form,
+            recreate: options.recreate,
+            gone: HashSet::new(),
+            kinds,
+            view: None,
+            follow_ups: Vec::new(),
+            findings: Vec::new(),
+            filters_refused: false,
+            followed_up: 0,
+            altered: Default::default(),
+            altered_known: 0,
+            counted: HashSet::new(),
             progress,
             done: 0,
             ids,
@@ -184,7 +304,7 @@ impl<'a> Applier<'a> {
             let unchecked = |w: &Write| w.kind == Kind::Group && !w.verify_first && !w.absent && w.scim_id.is_none();
             let new_groups = jobs.iter().filter(|(w, create)| *create && unchecked(w)).count();
             let listed: Option<HashSet<String>> = if new_groups >= LIST_GROUPS_FROM {
-                match self.client.list(ResourceKind::Group, 500, Some("externalId")).await {
+                match self.client.listing(ResourceKind::Group, 500, Some("externalId")).await.map(|l| l.resources) {
                     Ok(groups) => {
                         Some(groups.iter().filter_map(|g| g["externalId"].as_str().map(str::to_owned)).collect())
                     }
@@ -213,6 +333,7 @@ impl<'a> Applier<'a> {
         }
         let creates_left = jobs.iter().filter(|(w, create)| *create && w.scim_id.is_none()).count();
         conflicts.extend(self.singles(store, jobs, creates_left >= LIST_FROM).await?);
+        self.stop_filtering().await?;
         let (adopt, mut rest) = self.resolve_conflicts(conflicts).await?;
         let adopt_jobs: Vec<(&Write, bool)> = adopt.iter().map(|w| (w, true)).collect();
         match self.bulk {
@@ -236,13 +357,21 @@ impl<'a> Applier<'a> {
         defer_conflicts: bool,
     ) -> Result<Vec<(&'w Write, TenantError)>, AppError> {
         let client = self.client;
-        let jobs: Vec<_> = jobs.into_iter().map(|(w, create)| (w, create, with_members(w, &self.ids))).collect();
+        let jobs: Vec<_> =
+            jobs.into_iter().map(|(w, create)| (w, create, with_members(w, &self.ids, &self.kinds))).collect();
         let lookup = !defer_conflicts;
+        // Lent to the writes in flight; given back below.
+        let (view, gone) = (self.view.take(), std::mem::take(&mut self.gone));
+        let ctx = Lookups { filters: self.filters, view: view.as_ref(), gone: &gone, recreate: self.recreate };
+        let ctx = &ctx;
         let mut results = stream::iter(jobs)
             .map(|(w, create, body)| async move {
                 let body = body.as_ref().unwrap_or(&w.body);
-                let result =
-                    if create { create_or_adopt(client, w, body, lookup).await } else { update(client, w, body).await };
+                let result = if create {
+                    create_or_adopt(client, w, body, lookup, ctx).await
+                } else {
+                    update(client, w, body).await
+                };
                 (w, create, result)
             })
             .buffer_unordered(self.concurrency);
@@ -254,14 +383,24 @@ impl<'a> Applier<'a> {
                     fatal.get_or_insert(e);
                     break;
                 }
+                // Filters the tenant announced, and now refuses: redone from a listing.
+                Err(e) if e.is_invalid_filter() && self.filters => {
+                    self.filters_refused = true;
+                    deferred.push((w, e));
+                }
                 Err(e) if defer_conflicts && create && w.scim_id.is_none() && e.is_conflict() => deferred.push((w, e)),
                 result => self.written(w, create, result),
             }
             self.maybe_commit(store)?;
         }
         drop(results);
+        (self.view, self.gone) = (view, gone);
         self.flush(store)?;
-        fatal.map_or(Ok(deferred), |e| Err(e.into()))
+        if let Some(e) = fatal {
+            return Err(e.into());
+        }
+        self.follow_up(store).await?;
+        Ok(deferred)
     }
 
     /// The tenant's users and/or groups, or `None` when the listing failed in a way that only
@@ -274,16 +413,45 @@ impl<'a> Applier<'a> {
         }
     }
 
-    /// Many journaled creates (a run killed during a large `/Bulk`): checked against one
-    /// listing. Returns them settled: to adopt (with the tenant's id) or known absent.
+    /// After a `400 invalidFilter`: no more filters in this run (lookups from one listing), and
+    /// the next runs do without them unless a probe finds them working again.
+    async fn stop_filtering(&mut self) -> Result<(), AppError> {
+        if self.filters_refused && self.filters {
+            self.filters = false;
+            self.batch.meta(FILTER_PROBED_KEY, "false");
+            self.ensure_view().await?;
+        }
+        Ok(())
+    }
+
+    /// The run's listing of the tenant (users and groups), read once: what lookups use when
+    /// the tenant's filters do not work.
+    async fn ensure_view(&mut self) -> Result<(), AppError> {
+        if self.view.is_none() {
+            self.view = self.listing(true, true).await?;
+        }
+        Ok(())
+    }
+
+    /// Many journaled creates (a run killed during a large `/Bulk`), or any create when the
+    /// tenant cannot filter: checked against one listing. Returns them settled: to adopt (with
+    /// the tenant's id) or known absent.
     async fn check_journaled(&mut self, creates: &[Write]) -> Result<Vec<Write>, AppError> {
-        let journaled: Vec<&Write> = creates.iter().filter(|w| w.verify_first && w.scim_id.is_none()).collect();
-        if journaled.len() < LIST_FROM {
+        let filters = self.filters;
+        let journaled: Vec<&Write> =
+            creates.iter().filter(|w| (w.verify_first || !filters) && w.scim_id.is_none()).collect();
+        if journaled.is_empty() || (filters && journaled.len() < LIST_FROM) {
             return Ok(vec![]);
         }
         let users = journaled.iter().any(|w| w.kind == Kind::User);
         let groups = journaled.iter().any(|w| w.kind == Kind::Group);
-        let Some(view) = self.listing(users, groups).await? else { return Ok(vec![]) };
+        let view = if filters {
+            self.listing(users, groups).await?
+        } else {
+            self.ensure_view().await?;
+            self.view.clone()
+        };
+        let Some(view) = view else { return Ok(vec![]) };
         Ok(journaled
             .into_iter()
             .filter_map(|w| match view.soft_match(w.kind, &w.guid, None) {
@@ -301,7 +469,8 @@ impl<'a> Applier<'a> {
         &mut self,
         conflicts: Vec<(&'w Write, TenantError)>,
     ) -> Result<(Vec<Write>, Vec<(&'w Write, bool)>), AppError> {
-        if conflicts.len() < LIST_FROM {
+        if conflicts.len() < LIST_FROM || !self.filters {
+            // Resolved one by one (without filters, from the run's listing).
             return Ok((vec![], conflicts.into_iter().map(|(w, _)| (w, true)).collect()));
         }
         let users = conflicts.iter().any(|(w, _)| w.kind == Kind::User);
@@ -354,7 +523,7 @@ impl<'a> Applier<'a> {
                         kind: resource(w.kind),
                         id: w.scim_id.clone(),
                         bulk_id: format!("op{n}"),
-                        data: Some(with_members(w, &self.ids).unwrap_or_else(|| w.body.clone())),
+                        data: Some(with_members(w, &self.ids, &self.kinds).unwrap_or_else(|| w.body.clone())),
                     })
                     .collect();
                 (chunk, ops)
@@ -374,7 +543,7 @@ impl<'a> Applier<'a> {
                     for ((w, create), outcome) in chunk.into_iter().zip(outcomes) {
                         let adopting = create && w.scim_id.is_some();
                         match (outcome.status, outcome.id, outcome.error) {
-                            (200..=299, Some(id), _) => self.written(w, create, Ok((id, adopting))),
+                            (200..=299, Some(id), _) => self.written(w, create, Ok(Done::new(id, adopting))),
                             // Already there: adopted by soft match.
                             (409, _, info) if create && !adopting => conflicts.push((
                                 w,
@@ -411,22 +580,52 @@ impl<'a> Applier<'a> {
         Ok((redo, conflicts))
     }
 
-    /// Records the result of one create or update.
-    fn written(&mut self, w: &Write, create: bool, result: Result<(String, bool), TenantError>) {
+    /// Records the result of one create or update, checking the tenant's answer (when it sent
+    /// the resource back) for what ausi verifies.
+    fn written(&mut self, w: &Write, create: bool, result: Result<Done, TenantError>) {
         match result {
-            Ok((id, adopted)) => {
-                self.batch.anchor(&w.guid, w.kind.into(), &id, &w.dn, &w.hash, self.run);
+            Ok(done) => {
+                let id = done.id;
+                let dropped = done.answer.as_ref().map(|a| repair::dropped(w.kind, &w.body, a)).unwrap_or_default();
+                if let Some(answer) = &done.answer {
+                    self.altered.extend(repair::altered(w.kind, &w.body, answer));
+                }
+                // Not in step: the next run sends it again (one finding per run, never a loop).
+                let hash = if dropped.is_empty() { w.hash.as_str() } else { "" };
+                self.batch.anchor(&w.guid, w.kind.into(), &id, &w.dn, hash, self.run);
                 self.batch.body(&w.guid, &w.body);
                 self.batch.clear_failure(&w.guid);
+                for attribute in dropped {
+                    self.dropped(&w.guid, &w.dn, &id, &attribute, "the tenant answered the write without it");
+                }
+                if let Some((old, state)) = done.moved {
+                    self.batch.set_state(&old, state);
+                }
                 if let Some(members) = &w.members {
-                    self.batch.set_members(&w.guid, &members.guids);
+                    let sent: Vec<(String, String)> =
+                        members.guids.iter().filter_map(|g| self.ids.get(g).map(|i| (g.clone(), i.clone()))).collect();
+                    let missing: Vec<(String, String)> = match &done.answer {
+                        Some(answer) => {
+                            let lost: HashSet<String> =
+                                repair::dropped_members(sent.iter().map(|(_, i)| i), answer).into_iter().collect();
+                            sent.iter().filter(|(_, i)| lost.contains(i)).cloned().collect()
+                        }
+                        None => vec![],
+                    };
+                    let kept: std::collections::BTreeSet<String> =
+                        members.guids.iter().filter(|g| !missing.iter().any(|(m, _)| m == *g)).cloned().collect();
+                    self.batch.set_members(&w.guid, &kept);
+                    if !missing.is_empty() {
+                        self.follow_ups.push((w.guid.clone(), w.dn.clone(), id.clone(), missing));
+                    }
                     if members.changed {
                         self.counts.membership_changes += 1;
                     }
                     self.counts.repaired_memberships += members.restored;
                 }
                 self.ids.insert(w.guid.clone(), id);
-                match (w.repair, w.kind, create, adopted) {
+                self.kinds.insert(w.guid.clone(), w.kind);
+                match (w.repair, w.kind, create, done.adopted) {
                     (true, Kind::User, ..) => self.counts.repaired_users += 1,
                     (true, Kind::Group, ..) => self.counts.repaired_groups += 1,
                     (false, _, true, false) => self.counts.created += 1,
@@ -434,15 +633,69 @@ impl<'a> Applier<'a> {
                     (false, _, false, _) => self.counts.updated += 1,
                 }
             }
-            Err(e) => self.failed(&w.guid, &w.dn, if create { "create" } else { "update" }, e),
+            Err(e) => self.failed(&w.guid, &w.dn, if create { "create" } else { "update" }, e, vec![]),
         }
     }
 
-    /// Membership differences: one PATCH per group (adds in one operation, each remove as
-    /// `members[value eq "…"]`), never a rewrite of the whole member list; through `/Bulk`
-    /// when the tenant has it, one by one for what a bulk request did not settle.
+    fn dropped(&mut self, guid: &str, dn: &str, id: &str, attribute: &str, why: &str) {
+        self.findings.push(Finding {
+            rule: "tenant-dropped-attribute",
+            guid: guid.to_owned(),
+            dn: dn.to_owned(),
+            tenant_id: id.to_owned(),
+            attribute: attribute.to_owned(),
+            message: format!("{why}: {attribute} is not as ausi sent it; the next run sends it again"),
+        });
+    }
+
+    /// Groups whose create or replace came back without members it carried (a tenant that
+    /// drops `members` in POST/PUT): one PATCH adding them each. What that answer still lacks is
+    /// a finding, recorded as not set, so the next run sends it again (one PATCH a run).
+    async fn follow_up(&mut self, store: &mut StateStore) -> Result<(), AppError> {
+        for (guid, dn, id, missing) in std::mem::take(&mut self.follow_ups) {
+            let typed: Vec<(String, Option<ResourceKind>)> =
+                missing.iter().map(|(g, i)| (i.clone(), self.kinds.get(g).map(|k| resource(*k)))).collect();
+            let op = scim::patch_add_typed_members(&typed);
+            self.followed_up += 1;
+            match self.client.patch(ResourceKind::Group, &id, &[op]).await {
+                Ok(answer) => {
+                    let still: HashSet<String> = answer
+                        .map(|a| repair::dropped_members(missing.iter().map(|(_, i)| i), &a).into_iter().collect())
+                        .unwrap_or_default();
+                    for (member, member_id) in &missing {
+                        if still.contains(member_id) {
+                            continue;
+                        }
+                        self.batch.add_member(&guid, member);
+                    }
+                    if !still.is_empty() {
+                        self.dropped(
+                            &guid,
+                            &dn,
+                            &id,
+                            "members",
+                            "the tenant dropped members from a group write and a PATCH adding them",
+                        );
+                    }
+                }
+                Err(e) => {
+                    let members = missing.iter().map(|(g, _)| g.clone()).collect();
+                    self.settle_error(store, e, &guid, &dn, "add-members", members)?;
+                }
+            }
+            self.maybe_commit(store)?;
+        }
+        Ok(())
+    }
+
+    /// Membership differences: per group, one PATCH adding members and one removing them
+    /// (separate, so that a refused form of one cannot take the other down), never a rewrite of
+    /// the whole member list unless the tenant refuses both remove forms. Members carry their
+    /// `type`. Through `/Bulk` when the tenant has it, one by one for what a bulk request did
+    /// not settle.
     pub async fn memberships(&mut self, store: &mut StateStore, changes: &[MembershipChange]) -> Result<(), AppError> {
-        let mut patches = Vec::new();
+        let mut adds = Vec::new();
+        let mut removes = Vec::new();
         for change in changes {
             let Some(group_id) = self.ids.get(&change.group_guid).cloned() else {
                 continue; // the group's own create failed: recorded already, retried next run
@@ -451,30 +704,120 @@ impl<'a> Applier<'a> {
                 guids.iter().filter_map(|g| self.ids.get(g).map(|id| (g.clone(), id.clone()))).collect()
             };
             let (add, remove) = (resolve(&change.add), resolve(&change.remove));
-            if add.is_empty() && remove.is_empty() {
-                continue;
-            }
-            let mut ops = Vec::new();
             if !add.is_empty() {
-                ops.push(scim::patch_add_members(&add.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>()));
+                let ops = vec![scim::patch_add_typed_members(&self.typed(&add))];
+                adds.push(MemberPatch { change, group_id: group_id.clone(), add, remove: vec![], ops });
             }
-            ops.extend(remove.iter().map(|(_, id)| scim::patch_remove_member(id)));
-            patches.push(MemberPatch { change, group_id, add, remove, ops });
+            if !remove.is_empty() {
+                let ops = match self.remove_form {
+                    RemoveForm::Replace => vec![], // built when sent, from the group's members then
+                    form => scim::patch_remove_members(form, &self.typed(&remove), &[]),
+                };
+                removes.push(MemberPatch { change, group_id, add: vec![], remove, ops });
+            }
         }
+        let mut patches = adds;
+        patches.extend(removes);
         if let Some(limits) = self.bulk.filter(|_| patches.len() > 1) {
-            patches = self.bulk_memberships(store, patches, limits).await?;
+            let (bulk, single): (Vec<_>, Vec<_>) = patches.into_iter().partition(|p| !p.ops.is_empty());
+            patches = self.bulk_memberships(store, bulk, limits).await?;
+            patches.extend(single);
         }
         for p in patches {
-            match self.client.patch(ResourceKind::Group, &p.group_id, &p.ops).await {
-                Ok(()) => self.patched(&p),
-                Err(e) => self.settle_error(store, e, &p.change.group_guid, &p.change.group_dn, "membership")?,
+            if p.remove.is_empty() {
+                match self.client.patch(ResourceKind::Group, &p.group_id, &p.ops).await {
+                    Ok(answer) => self.patched(&p, answer.as_ref()),
+                    Err(e) => {
+                        let members = p.add.iter().map(|(g, _)| g.clone()).collect();
+                        self.settle_error(store, e, &p.change.group_guid, &p.change.group_dn, "add-members", members)?
+                    }
+                }
+            } else {
+                self.remove_members(store, &p).await?;
             }
             self.maybe_commit(store)?;
         }
         self.flush(store)
     }
 
-    /// Sends membership PATCHes through `/Bulk`; returns those to send one by one.
+    /// (id, type) of members given as (guid, id).
+    fn typed(&self, members: &[(String, String)]) -> Vec<(String, Option<ResourceKind>)> {
+        members.iter().map(|(g, id)| (id.clone(), self.kinds.get(g).map(|k| resource(*k)))).collect()
+    }
+
+    /// Removes members in the form that worked last; a form the tenant refuses (400, 501: a
+    /// permanent answer) is followed by the next one, and the form that works is remembered.
+    async fn remove_members(&mut self, store: &mut StateStore, p: &MemberPatch<'_>) -> Result<(), AppError> {
+        let typed = self.typed(&p.remove);
+        let mut form = self.remove_form;
+        loop {
+            let ops = match form {
+                RemoveForm::Replace => {
+                    let current = match self.client.get(ResourceKind::Group, &p.group_id).await {
+                        Ok(Some(group)) => group,
+                        Ok(None) => Value::Null,
+                        Err(e) => {
+                            let members = p.remove.iter().map(|(g, _)| g.clone()).collect();
+                            return self.settle_error(
+                                store,
+                                e,
+                                &p.change.group_guid,
+                                &p.change.group_dn,
+                                "remove-members",
+                                members,
+                            );
+                        }
+                    };
+                    let gone: HashSet<&str> = p.remove.iter().map(|(_, id)| id.as_str()).collect();
+                    let remaining: Vec<(String, Option<ResourceKind>)> = current["members"]
+                        .as_array()
+                        .map(|ms| {
+                            ms.iter()
+                                .filter_map(|m| {
+                                    let id = m["value"].as_str()?;
+                                    let kind = match m["type"].as_str() {
+                                        Some(t) if t.eq_ignore_ascii_case("group") => Some(ResourceKind::Group),
+                                        Some(t) if t.eq_ignore_ascii_case("user") => Some(ResourceKind::User),
+                                        _ => None,
+                                    };
+                                    (!gone.contains(id)).then(|| (id.to_owned(), kind))
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    scim::patch_remove_members(RemoveForm::Replace, &typed, &remaining)
+                }
+                form if form == self.remove_form && !p.ops.is_empty() => p.ops.clone(),
+                form => scim::patch_remove_members(form, &typed, &[]),
+            };
+            match self.client.patch(ResourceKind::Group, &p.group_id, &ops).await {
+                Ok(answer) => {
+                    if form != self.remove_form {
+                        self.remove_form = form;
+                        self.batch.meta(REMOVE_FORM_KEY, form.as_str());
+                    }
+                    self.patched(p, answer.as_ref());
+                    return Ok(());
+                }
+                // Refused in this form (400, 501, …): the next form; only the last refusal is reported.
+                Err(TenantError::Rejected(_)) if form.next().is_some() => form = form.next().unwrap_or(form),
+                Err(e) => {
+                    let members = p.remove.iter().map(|(g, _)| g.clone()).collect();
+                    return self.settle_error(
+                        store,
+                        e,
+                        &p.change.group_guid,
+                        &p.change.group_dn,
+                        "remove-members",
+                        members,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sends membership PATCHes through `/Bulk`; returns those to send one by one (a removal
+    /// the tenant refused in this form included: the next form is tried then).
     async fn bulk_memberships<'p>(
         &mut self,
         store: &mut StateStore,
@@ -511,14 +854,20 @@ impl<'a> Applier<'a> {
                     let mut outcomes = outcomes.into_iter();
                     for p in chunk {
                         match outcomes.next().map(|o| (o.status, o.error)) {
-                            Some((200..=299, _)) => self.patched(&p),
-                            Some((_, Some(info))) if info.status < 500 && info.status != 429 => self.settle_error(
-                                store,
-                                TenantError::Rejected(info),
-                                &p.change.group_guid,
-                                &p.change.group_dn,
-                                "membership",
-                            )?,
+                            Some((200..=299, _)) => self.patched(&p, None),
+                            Some((status, Some(info)))
+                                if p.remove.is_empty() && disposition(status, true, true) == Disposition::Permanent =>
+                            {
+                                let members = p.add.iter().map(|(g, _)| g.clone()).collect();
+                                self.settle_error(
+                                    store,
+                                    TenantError::Rejected(info),
+                                    &p.change.group_guid,
+                                    &p.change.group_dn,
+                                    "add-members",
+                                    members,
+                                )?
+                            }
                             _ => redo.push(p),
                         }
                         self.maybe_commit(store)?;
@@ -534,16 +883,37 @@ impl<'a> Applier<'a> {
         Ok(redo)
     }
 
-    fn patched(&mut self, p: &MemberPatch<'_>) {
-        for (guid, _) in &p.add {
-            self.batch.add_member(&p.change.group_guid, guid);
+    /// Records a membership PATCH the tenant accepted; when it answered with the group, members
+    /// it should now list and does not (or still lists) are a finding, not recorded as set.
+    fn patched(&mut self, p: &MemberPatch<'_>, answer: Option<&Value>) {
+        let group = &p.change.group_guid;
+        let listed: Option<HashSet<&str>> = answer.and_then(|a| {
+            a.get("members")
+                .and_then(Value::as_array)
+                .map(|ms| ms.iter().filter_map(|m| m.get("value").and_then(Value::as_str)).collect())
+        });
+        let mut refused = false;
+        for (guid, id) in &p.add {
+            if listed.as_ref().is_some_and(|l| !l.contains(id.as_str())) {
+                refused = true;
+                continue;
+            }
+            self.batch.add_member(group, guid);
         }
-        for (guid, _) in &p.remove {
-            self.batch.remove_member(&p.change.group_guid, guid);
+        for (guid, id) in &p.remove {
+            if listed.as_ref().is_some_and(|l| l.contains(id.as_str())) {
+                refused = true;
+                continue;
+            }
+            self.batch.remove_member(group, guid);
+        }
+        if refused {
+            let why = "the tenant accepted a membership PATCH but its answer does not show it";
+            self.dropped(group, &p.change.group_dn, &p.group_id, "members", why);
         }
         let restored = p.add.iter().filter(|(g, _)| p.change.restore.contains(g)).count();
         self.counts.repaired_memberships += restored as u64;
-        if p.change.changes_membership() {
+        if p.change.changes_membership() && self.counted.insert(group.clone()) {
             self.counts.membership_changes += 1;
         }
     }
@@ -557,8 +927,8 @@ impl<'a> Applier<'a> {
                 }
                 (Some(id), _) => id.clone(),
                 // A create that was journaled but may never have reached the tenant.
-                (None, _) => match self.client.find(resource(r.kind), "externalId", &r.guid).await {
-                    Ok(found) => match found.first().and_then(|v| v["id"].as_str()) {
+                (None, _) => match self.find_external(r.kind, &r.guid).await {
+                    Ok(found) => match found.as_deref() {
                         Some(id) => {
                             // It did: anchor it first (a pending anchor has no SCIM id by rule).
                             self.batch.anchor(&r.guid, r.kind.into(), id, &r.dn, "", self.run);
@@ -570,7 +940,7 @@ impl<'a> Applier<'a> {
                         }
                     },
                     Err(e) => {
-                        self.settle_error(store, e, &r.guid, &r.dn, "deprovision")?;
+                        self.settle_error(store, e, &r.guid, &r.dn, "deprovision", vec![])?;
                         continue;
                     }
                 },
@@ -578,12 +948,13 @@ impl<'a> Applier<'a> {
             let result = match r.action {
                 RemoveAction::Delete => self.client.delete(resource(r.kind), &id).await,
                 RemoveAction::Deactivate if self.patch => {
-                    self.client.patch(resource(r.kind), &id, &[scim::patch_replace("active", json!(false))]).await
+                    let ops = [scim::patch_replace("active", json!(false))];
+                    self.client.patch(resource(r.kind), &id, &ops).await.map(|_| ())
                 }
                 RemoveAction::Deactivate => match self.client.get(resource(r.kind), &id).await {
                     Ok(Some(mut current)) => {
                         current["active"] = json!(false);
-                        self.client.replace(resource(r.kind), &id, &current).await
+                        self.client.replace(resource(r.kind), &id, &current).await.map(|_| ())
                     }
                     Ok(None) => Ok(()),
                     Err(e) => Err(e),
@@ -600,11 +971,32 @@ impl<'a> Applier<'a> {
                     self.batch.set_state(&r.guid, state);
                     self.batch.clear_failure(&r.guid);
                 }
-                Err(e) => self.settle_error(store, e, &r.guid, &r.dn, "deprovision")?,
+                Err(e) => self.settle_error(store, e, &r.guid, &r.dn, "deprovision", vec![])?,
             }
             self.maybe_commit(store)?;
         }
         self.flush(store)
+    }
+
+    /// The id of the tenant's resource with externalId `guid`: by filter, or from the run's
+    /// listing when the tenant cannot filter.
+    async fn find_external(&mut self, kind: Kind, guid: &str) -> Result<Option<String>, TenantError> {
+        if self.filters {
+            match find_one(self.client, resource(kind), "externalId", guid).await {
+                Err(e) if e.is_invalid_filter() => {
+                    self.filters_refused = true;
+                    self.stop_filtering()
+                        .await
+                        .map_err(|e| TenantError::Unavailable { attempts: 1, last: e.to_string() })?;
+                }
+                other => return other,
+            }
+        }
+        {
+            self.ensure_view().await.map_err(|e| TenantError::Unavailable { attempts: 1, last: e.to_string() })?;
+            let ctx = Lookups { filters: false, view: self.view.as_ref(), gone: &self.gone, recreate: self.recreate };
+            lookup_external(self.client, kind, guid, &ctx).await
+        }
     }
 
     /// Bookkeeping that needs no tenant write: unchanged objects seen, quarantine in and out.
@@ -639,24 +1031,39 @@ impl<'a> Applier<'a> {
         guid: &str,
         dn: &str,
         operation: &'static str,
+        members: Vec<String>,
     ) -> Result<(), AppError> {
         if is_fatal(&e) {
             self.flush(store)?;
             return Err(e.into());
         }
-        self.failed(guid, dn, operation, e);
+        self.failed(guid, dn, operation, e, members);
         Ok(())
     }
 
-    fn failed(&mut self, guid: &str, dn: &str, operation: &'static str, e: TenantError) {
+    /// A permanent error: that object and that operation fail, the run goes on.
+    fn failed(&mut self, guid: &str, dn: &str, operation: &'static str, e: TenantError, members: Vec<String>) {
         let scim = match &e {
             TenantError::Rejected(info) => Some(info.clone()),
+            TenantError::NotFound => Some(scim::ScimErrorInfo { status: 404, scim_type: None, detail: None }),
             _ => None,
         };
         let error = e.to_string();
-        self.batch.fail(guid, dn, operation, &error);
+        // One failing run per object in the store (its `attempts` count runs), the first
+        // operation's answer kept; the report lists every failure.
+        if !self.failures.iter().any(|f| f.guid == guid) {
+            self.batch.fail(guid, dn, operation, &error);
+        }
         self.counts.failed += 1;
-        self.failures.push(Failure { guid: guid.to_owned(), dn: dn.to_owned(), operation, error, scim });
+        self.failures.push(Failure {
+            guid: guid.to_owned(),
+            dn: dn.to_owned(),
+            tenant_id: self.ids.get(guid).cloned(),
+            operation,
+            error,
+            scim,
+            members,
+        });
     }
 
     fn maybe_commit(&mut self, store: &mut StateStore) -> Result<(), AppError> {
@@ -665,8 +1072,19 @@ impl<'a> Applier<'a> {
         if self.batch.len() >= COMMIT_EVERY { self.flush(store) } else { Ok(()) }
     }
 
+    /// Starts from the attributes this tenant is known to rewrite (from the state store).
+    pub fn knows_altered(&mut self, known: std::collections::BTreeSet<String>) {
+        self.altered_known = known.len();
+        self.altered = known;
+    }
+
     /// Commits what was applied so far (one SQLite transaction).
     pub fn flush(&mut self, store: &mut StateStore) -> Result<(), AppError> {
+        if self.altered.len() > self.altered_known {
+            self.altered_known = self.altered.len();
+            let list: Vec<&str> = self.altered.iter().map(String::as_str).collect();
+            self.batch.meta(ALTERED_KEY, &list.join(","));
+        }
         if !self.batch.is_empty() {
             store.commit(&self.batch, &now())?;
             self.batch = Batch::default();
@@ -675,38 +1093,41 @@ impl<'a> Applier<'a> {
     }
 }
 
-/// POST, or adopt what the tenant already has: a journaled create is looked up first; a
-/// `409 uniqueness` is resolved by externalId, then by userName (soft match) when unambiguous.
 /// A group's resource with the members its write sets (`None`: send the body as it is).
-/// The members ausi sets, plus those the tenant lists that ausi did not set (`keep_members`).
-fn with_members(w: &Write, ids: &HashMap<String, String>) -> Option<Value> {
+/// The members ausi sets, with their `type`, plus those the tenant lists that ausi did not set
+/// (`keep_members`).
+fn with_members(w: &Write, ids: &HashMap<String, String>, kinds: &HashMap<String, Kind>) -> Option<Value> {
     let members = w.members.as_ref()?;
     let mut body = w.body.clone();
     let mut seen = HashSet::new();
     let list: Vec<Value> = members
         .guids
         .iter()
-        .filter_map(|g| ids.get(g))
-        .chain(w.keep_members.iter())
-        .filter(|id| seen.insert(id.as_str()))
-        .map(|id| json!({ "value": id }))
+        .filter_map(|g| ids.get(g).map(|id| (id, kinds.get(g).map(|k| resource(*k)))))
+        .chain(w.keep_members.iter().map(|id| (id, None)))
+        .filter(|(id, _)| seen.insert(id.as_str()))
+        .map(|(id, kind)| scim::member(id, kind))
         .collect();
     body["members"] = Value::Array(list);
     Some(body)
 }
 
 /// A create: a PUT to what the listing found (`scim_id`), or a POST; with `lookup`, a 409 is
-/// resolved here by soft match (else returned, for one listing to resolve many).
+/// resolved here: adopted by soft match (externalId, then userName) when unambiguous, or, for
+/// a userName held by a user ausi provisioned for an objectGUID gone from AD (a re-created
+/// account), by moving that holder out of the way first (see [`Recreate`]); else returned, for
+/// one listing to resolve many. Lookups use filters, or the run's listing without them.
 async fn create_or_adopt(
-    client: &ScimClient,
+    client: &dyn Tenant,
     w: &Write,
     body: &Value,
     lookup: bool,
-) -> Result<(String, bool), TenantError> {
+    ctx: &Lookups<'_>,
+) -> Result<Done, TenantError> {
     let kind = resource(w.kind);
     if let Some(id) = &w.scim_id {
         match client.replace(kind, id, body).await {
-            Ok(()) => return Ok((id.clone(), true)),
+            Ok(answer) => return Ok(Done { answer, ..Done::new(id.clone(), true) }),
             Err(TenantError::NotFound) => {} // deleted since it was listed: create it
             Err(e) => return Err(e),
         }
@@ -714,46 +1135,138 @@ async fn create_or_adopt(
     // Groups have no unique attribute a tenant must enforce: look before creating (unless the
     // run's listing shows it is not there).
     if (w.verify_first || (w.kind == Kind::Group && !w.absent))
-        && let Some(id) = find_one(client, kind, "externalId", &w.guid).await?
+        && let Some(id) = lookup_external(client, w.kind, &w.guid, ctx).await?
     {
-        client.replace(kind, &id, body).await?;
-        return Ok((id, true));
+        let answer = client.replace(kind, &id, body).await?;
+        return Ok(Done { answer, ..Done::new(id, true) });
     }
     match client.create(kind, body).await {
-        Ok(created) => id_of(&created).map(|id| (id, false)),
+        Ok(created) => id_of(&created).map(|id| Done { answer: Some(created), ..Done::new(id, false) }),
         Err(e) if e.is_conflict() && lookup => {
-            if let Some(id) = find_one(client, kind, "externalId", &w.guid).await? {
-                client.replace(kind, &id, body).await?;
-                return Ok((id, true));
+            if let Some(id) = lookup_external(client, w.kind, &w.guid, ctx).await? {
+                let answer = client.replace(kind, &id, body).await?;
+                return Ok(Done { answer, ..Done::new(id, true) });
+            }
+            if w.kind != Kind::User {
+                return Err(e);
             }
             let user_name = w.body["userName"].as_str().unwrap_or_default();
-            let found = if w.kind == Kind::User { client.find(kind, "userName", user_name).await? } else { vec![] };
-            match found.as_slice() {
-                [one] if one["externalId"].as_str().is_none_or(|x| x.is_empty() || x == w.guid) => {
-                    let id = id_of(one)?;
-                    client.replace(kind, &id, body).await?;
-                    Ok((id, true))
+            let holders = holders(client, user_name, ctx).await?;
+            let [(id, external)] = holders.as_slice() else { return Err(e) };
+            match external.as_deref() {
+                // Soft match: the holder has no externalId, or ours.
+                None => {
+                    let answer = client.replace(kind, id, body).await?;
+                    Ok(Done { answer, ..Done::new(id.clone(), true) })
                 }
-                _ => Err(e),
+                Some(x) if x.eq_ignore_ascii_case(&w.guid) => {
+                    let answer = client.replace(kind, id, body).await?;
+                    Ok(Done { answer, ..Done::new(id.clone(), true) })
+                }
+                // A re-created account: the holder is ausi's, for an objectGUID gone from AD.
+                Some(old) if ctx.gone.contains(&old.to_lowercase()) => {
+                    let old = old.to_lowercase();
+                    let state = match ctx.recreate {
+                        Recreate::Delete => {
+                            client.delete(kind, id).await?;
+                            AnchorState::Deleted
+                        }
+                        Recreate::Rename => {
+                            let mut current = client.get(kind, id).await?.unwrap_or_else(|| json!({}));
+                            current["userName"] = json!(retired_user_name(user_name, &old));
+                            current["active"] = json!(false);
+                            current.as_object_mut().map(|o| o.remove("meta"));
+                            client.replace(kind, id, &current).await?;
+                            AnchorState::Deactivated
+                        }
+                    };
+                    let created = client.create(kind, body).await?;
+                    let new_id = id_of(&created)?;
+                    Ok(Done { id: new_id, adopted: false, answer: Some(created), moved: Some((old, state)) })
+                }
+                Some(other) => Err(TenantError::Rejected(scim::ScimErrorInfo {
+                    status: 409,
+                    scim_type: Some("uniqueness".into()),
+                    detail: Some(format!(
+                        "userName {user_name} is held by tenant user {id} with externalId {other}, which ausi did not \
+                         provision (or still syncs): rename or delete that user in the tenant, or set its externalId \
+                         to {} so that ausi adopts it",
+                        w.guid
+                    )),
+                })),
             }
         }
         Err(e) => Err(e),
     }
 }
 
-async fn update(client: &ScimClient, w: &Write, body: &Value) -> Result<(String, bool), TenantError> {
+/// The userName a re-created account's old holder gets: `<userName>.<old objectGUID>`.
+pub fn retired_user_name(user_name: &str, old_guid: &str) -> String {
+    format!("{user_name}.{old_guid}")
+}
+
+/// The tenant's resource with externalId `guid`, by filter or from the run's listing.
+async fn lookup_external(
+    client: &dyn Tenant,
+    kind: Kind,
+    guid: &str,
+    ctx: &Lookups<'_>,
+) -> Result<Option<String>, TenantError> {
+    if ctx.filters {
+        return find_one(client, resource(kind), "externalId", guid).await;
+    }
+    let view = ctx.view.ok_or_else(|| {
+        TenantError::Protocol("the tenant cannot filter and could not be listed: the object cannot be looked up".into())
+    })?;
+    match view.soft_match(kind, guid, None) {
+        Match::Adopt(id) => Ok(Some(id)),
+        Match::Absent => Ok(None),
+        Match::Conflict(detail) => Err(TenantError::Rejected(scim::ScimErrorInfo {
+            status: 409,
+            scim_type: Some("uniqueness".into()),
+            detail: Some(detail),
+        })),
+    }
+}
+
+/// The users holding `user_name` as (id, externalId), by filter or from the run's listing.
+async fn holders(
+    client: &dyn Tenant,
+    user_name: &str,
+    ctx: &Lookups<'_>,
+) -> Result<Vec<(String, Option<String>)>, TenantError> {
+    if ctx.filters {
+        let found = client.find(ResourceKind::User, "userName", user_name).await?;
+        return found
+            .iter()
+            .map(|r| {
+                let x = r["externalId"].as_str().map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned);
+                id_of(r).map(|id| (id, x))
+            })
+            .collect();
+    }
+    Ok(ctx
+        .view
+        .map(|v| v.holders(user_name).into_iter().map(|o| (o.id.clone(), o.external_id.clone())).collect())
+        .unwrap_or_default())
+}
+
+async fn update(client: &dyn Tenant, w: &Write, body: &Value) -> Result<Done, TenantError> {
     let kind = resource(w.kind);
     let id = w.scim_id.clone().ok_or_else(|| TenantError::Protocol("update without a SCIM id".into()))?;
     match client.replace(kind, &id, body).await {
-        Ok(()) => Ok((id, false)),
+        Ok(answer) => Ok(Done { answer, ..Done::new(id, false) }),
         // Deleted in the tenant by someone else: provision it again.
-        Err(TenantError::NotFound) => client.create(kind, body).await.and_then(|v| id_of(&v)).map(|id| (id, false)),
+        Err(TenantError::NotFound) => {
+            let created = client.create(kind, body).await?;
+            id_of(&created).map(|id| Done { answer: Some(created), ..Done::new(id, false) })
+        }
         Err(e) => Err(e),
     }
 }
 
 async fn find_one(
-    client: &ScimClient,
+    client: &dyn Tenant,
     kind: ResourceKind,
     attribute: &str,
     value: &str,
@@ -772,7 +1285,7 @@ async fn find_one(
 
 /// The tenant's users and/or groups, paged (`page_size` a page), as one view.
 pub async fn read_tenant(
-    client: &ScimClient,
+    client: &dyn Tenant,
     users: bool,
     groups: bool,
     page_size: u32,
@@ -818,5 +1331,458 @@ impl From<AnchorKind> for Kind {
             AnchorKind::User => Kind::User,
             AnchorKind::Group => Kind::Group,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The applier against an in-memory tenant (through [`Tenant`]) that can refuse a kind of
+    //! request, drop members or attributes, and cannot filter.
+
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Mutex;
+
+    use futures_util::future::BoxFuture;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::tenant::scim::{BulkOutcome, Listing, ScimErrorInfo};
+
+    #[derive(Default)]
+    struct Fake {
+        /// `PATCH … members[value eq "…"]` → 501 (django-scim2).
+        refuse_filter_remove: bool,
+        /// Every PATCH of a group → 501.
+        refuse_group_patch: bool,
+        /// POST/PUT of a group keep no members (django-scim2).
+        drop_members_on_write: bool,
+        /// A PATCH adding members is answered 200 but changes nothing.
+        drop_members_on_patch: bool,
+        /// A user's name.familyName is not kept.
+        drop_family_name: bool,
+        /// Filters answer `400 invalidFilter` when false.
+        filters: bool,
+        state: Mutex<FakeState>,
+    }
+
+    #[derive(Default)]
+    struct FakeState {
+        next: u64,
+        resources: BTreeMap<(&'static str, String), Value>,
+        log: Vec<String>,
+    }
+
+    fn rejected(status: u16, scim_type: Option<&str>, detail: &str) -> TenantError {
+        TenantError::Rejected(ScimErrorInfo {
+            status,
+            scim_type: scim_type.map(str::to_owned),
+            detail: Some(detail.to_owned()),
+        })
+    }
+
+    impl Fake {
+        fn log(&self) -> Vec<String> {
+            self.state.lock().unwrap().log.clone()
+        }
+
+        fn all(&self, kind: ResourceKind) -> Vec<Value> {
+            let st = self.state.lock().unwrap();
+            st.resources.iter().filter(|((k, _), _)| *k == kind.endpoint()).map(|(_, v)| v.clone()).collect()
+        }
+
+        fn by_name(&self, user_name: &str) -> Value {
+            self.all(ResourceKind::User).into_iter().find(|u| u["userName"] == user_name).unwrap()
+        }
+
+        fn members(&self, id: &str) -> BTreeSet<String> {
+            let st = self.state.lock().unwrap();
+            st.resources[&("Groups", id.to_owned())]["members"]
+                .as_array()
+                .map(|ms| ms.iter().map(|m| m["value"].as_str().unwrap().to_owned()).collect())
+                .unwrap_or_default()
+        }
+
+        /// Stores a resource as this tenant keeps it; 409 on a userName someone else holds.
+        fn store(&self, st: &mut FakeState, kind: ResourceKind, id: &str, body: &Value) -> Result<Value, TenantError> {
+            let mut v = body.clone();
+            if kind == ResourceKind::User {
+                let name = v["userName"].as_str().unwrap_or_default().to_lowercase();
+                let taken = st.resources.iter().any(|((k, other), r)| {
+                    *k == "Users" && other != id && r["userName"].as_str().unwrap_or_default().to_lowercase() == name
+                });
+                if taken {
+                    return Err(rejected(409, Some("uniqueness"), "userName is taken"));
+                }
+                if self.drop_family_name {
+                    v["name"].as_object_mut().map(|n| n.remove("familyName"));
+                }
+            }
+            if kind == ResourceKind::Group && self.drop_members_on_write {
+                v["members"] = json!([]);
+            }
+            v["id"] = json!(id);
+            st.resources.insert((kind.endpoint(), id.to_owned()), v.clone());
+            Ok(v)
+        }
+    }
+
+    fn ids_of(value: &Value) -> Vec<String> {
+        value
+            .as_array()
+            .map(|a| a.iter().filter_map(|m| m["value"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+
+    impl Tenant for Fake {
+        fn create<'a>(&'a self, kind: ResourceKind, body: &'a Value) -> BoxFuture<'a, Result<Value, TenantError>> {
+            Box::pin(async move {
+                let mut st = self.state.lock().unwrap();
+                st.log.push(format!("POST {}", kind.endpoint()));
+                st.next += 1;
+                let id = format!("{}", st.next);
+                self.store(&mut st, kind, &id, body)
+            })
+        }
+
+        fn replace<'a>(
+            &'a self,
+            kind: ResourceKind,
+            id: &'a str,
+            body: &'a Value,
+        ) -> BoxFuture<'a, Result<Option<Value>, TenantError>> {
+            Box::pin(async move {
+                let mut st = self.state.lock().unwrap();
+                st.log.push(format!("PUT {}/{id}", kind.endpoint()));
+                if !st.resources.contains_key(&(kind.endpoint(), id.to_owned())) {
+                    return Err(TenantError::NotFound);
+                }
+                self.store(&mut st, kind, id, body).map(Some)
+            })
+        }
+
+        fn patch<'a>(
+            &'a self,
+            kind: ResourceKind,
+            id: &'a str,
+            operations: &'a [Value],
+        ) -> BoxFuture<'a, Result<Option<Value>, TenantError>> {
+            Box::pin(async move {
+                let mut st = self.state.lock().unwrap();
+                st.log.push(format!("PATCH {}/{id} {}", kind.endpoint(), Value::from(operations.to_vec())));
+                if kind == ResourceKind::Group && self.refuse_group_patch {
+                    return Err(rejected(501, None, "not implemented"));
+                }
+                let key = (kind.endpoint(), id.to_owned());
+                let mut v = st.resources.get(&key).cloned().ok_or(TenantError::NotFound)?;
+                for op in operations {
+                    let path = op["path"].as_str().unwrap_or_default();
+                    let mut members = ids_of(&v["members"]);
+                    match (op["op"].as_str().unwrap_or_default(), path) {
+                        ("add", "members") if !self.drop_members_on_patch => members.extend(ids_of(&op["value"])),
+                        ("add", "members") => {}
+                        ("remove", p) if p.starts_with("members[") => {
+                            if self.refuse_filter_remove {
+                                return Err(rejected(501, None, "not implemented"));
+                            }
+                            let x = p.split('"').nth(1).unwrap_or_default();
+                            members.retain(|m| m != x);
+                        }
+                        ("remove", "members") => {
+                            let gone = ids_of(&op["value"]);
+                            members.retain(|m| !gone.contains(m));
+                        }
+                        ("replace", "members") => members = ids_of(&op["value"]),
+                        ("replace", attribute) => {
+                            v[attribute] = op["value"].clone();
+                            continue;
+                        }
+                        _ => return Err(rejected(400, Some("invalidPath"), "unsupported")),
+                    }
+                    v["members"] = members.into_iter().map(|m| json!({ "value": m })).collect();
+                }
+                st.resources.insert(key, v.clone());
+                Ok(Some(v))
+            })
+        }
+
+        fn delete<'a>(&'a self, kind: ResourceKind, id: &'a str) -> BoxFuture<'a, Result<(), TenantError>> {
+            Box::pin(async move {
+                let mut st = self.state.lock().unwrap();
+                st.log.push(format!("DELETE {}/{id}", kind.endpoint()));
+                st.resources.remove(&(kind.endpoint(), id.to_owned()));
+                Ok(())
+            })
+        }
+
+        fn get<'a>(&'a self, kind: ResourceKind, id: &'a str) -> BoxFuture<'a, Result<Option<Value>, TenantError>> {
+            Box::pin(async move {
+                let mut st = self.state.lock().unwrap();
+                st.log.push(format!("GET {}/{id}", kind.endpoint()));
+                Ok(st.resources.get(&(kind.endpoint(), id.to_owned())).cloned())
+            })
+        }
+
+        fn find<'a>(
+            &'a self,
+            kind: ResourceKind,
+            attribute: &'a str,
+            value: &'a str,
+        ) -> BoxFuture<'a, Result<Vec<Value>, TenantError>> {
+            Box::pin(async move {
+                self.state.lock().unwrap().log.push(format!("FILTER {} {attribute}", kind.endpoint()));
+                if !self.filters {
+                    return Err(rejected(400, Some("invalidFilter"), "no filters here"));
+                }
+                Ok(self
+                    .all(kind)
+                    .into_iter()
+                    .filter(|r| r[attribute].as_str().is_some_and(|v| v.eq_ignore_ascii_case(value)))
+                    .collect())
+            })
+        }
+
+        fn listing<'a>(
+            &'a self,
+            kind: ResourceKind,
+            _page_size: u32,
+            _attributes: Option<&'a str>,
+        ) -> BoxFuture<'a, Result<Listing, TenantError>> {
+            Box::pin(async move {
+                self.state.lock().unwrap().log.push(format!("LIST {}", kind.endpoint()));
+                let resources = self.all(kind);
+                let total = resources.len() as u64;
+                Ok(Listing { resources, pages: 1, total, complete: true })
+            })
+        }
+
+        fn bulk<'a>(
+            &'a self,
+            _operations: &'a mut [BulkOperation],
+        ) -> BoxFuture<'a, Result<Vec<BulkOutcome>, TenantError>> {
+            Box::pin(async move { Err(rejected(501, None, "no bulk")) })
+        }
+    }
+
+    const NOW: &str = "2026-12-03T10:00:00Z";
+
+    fn user(n: u32) -> Write {
+        Write {
+            kind: Kind::User,
+            guid: format!("00000000-0000-0000-0000-00000000000{n}"),
+            dn: format!("CN=U{n},OU=T,DC=x"),
+            scim_id: None,
+            body: json!({
+                "schemas": [ResourceKind::User.schema()],
+                "externalId": format!("00000000-0000-0000-0000-00000000000{n}"),
+                "userName": format!("u{n}@x.test"),
+                "name": {"givenName": format!("U{n}"), "familyName": "Test"},
+                "emails": [{"value": format!("u{n}@x.test"), "type": "work", "primary": true}],
+                "active": true,
+            }),
+            hash: format!("h{n}"),
+            verify_first: false,
+            absent: false,
+            repair: false,
+            changed: vec![],
+            members: None,
+            keep_members: vec![],
+        }
+    }
+
+    fn group(members: &[&Write]) -> Write {
+        let guid = "99999999-0000-0000-0000-000000000000".to_owned();
+        Write {
+            kind: Kind::Group,
+            guid: guid.clone(),
+            dn: "CN=G,OU=T,DC=x".into(),
+            body: json!({"schemas": [ResourceKind::Group.schema()], "externalId": guid, "displayName": "G"}),
+            members: Some(super::super::plan::InlineMembers {
+                guids: members.iter().map(|w| w.guid.clone()).collect(),
+                changed: true,
+                restored: 0,
+            }),
+            ..user(0)
+        }
+    }
+
+    fn options(filters: bool) -> WriteOptions {
+        WriteOptions {
+            concurrency: 2,
+            patch: true,
+            bulk: None,
+            filters,
+            remove_form: RemoveForm::Filter,
+            recreate: Recreate::Rename,
+        }
+    }
+
+    /// Creates `users` and a group of `members` (indexes into `users`) through `fake`.
+    fn setup(
+        fake: &Fake,
+        filters: bool,
+        users: &[Write],
+        members: &[usize],
+        test: impl AsyncFnOnce(&mut Applier<'_>, &mut StateStore),
+    ) -> (tempfile::TempDir, StateStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(&dir.path().join("state.db"), NOW).unwrap();
+        let run = store.begin_run("sync", false, NOW).unwrap();
+        let g = group(&members.iter().map(|i| &users[*i]).collect::<Vec<_>>());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let progress = |_: u64| {};
+            let mut applier = Applier::new(fake, run, options(filters), &progress, &HashMap::new());
+            applier.writes(&mut store, users, &[]).await.unwrap();
+            applier.writes(&mut store, std::slice::from_ref(&g), &[]).await.unwrap();
+            test(&mut applier, &mut store).await;
+        });
+        (dir, store)
+    }
+
+    fn change(add: &[&Write], remove: &[&Write]) -> MembershipChange {
+        MembershipChange {
+            group_guid: group(&[]).guid,
+            group_dn: group(&[]).dn,
+            add: add.iter().map(|w| w.guid.clone()).collect(),
+            remove: remove.iter().map(|w| w.guid.clone()).collect(),
+            restore: vec![],
+            inline: false,
+        }
+    }
+
+    #[test]
+    fn a_refused_remove_form_falls_back_is_remembered_and_never_takes_the_add_down() {
+        let fake = Fake { refuse_filter_remove: true, filters: true, ..Fake::default() };
+        let users: Vec<Write> = (1..=3).map(user).collect();
+        let (_dir, store) = setup(&fake, true, &users, &[0, 1], async |applier, store| {
+            let before = applier.counts.membership_changes;
+            applier.memberships(store, &[change(&[&users[2]], &[&users[0]])]).await.unwrap();
+            assert!(applier.failures.is_empty(), "{:?}", applier.failures);
+            assert_eq!(applier.counts.membership_changes, before + 1, "one change, sent as two PATCHes");
+        });
+        let group_id = fake.all(ResourceKind::Group)[0]["id"].as_str().unwrap().to_owned();
+        let id = |n: &str| fake.by_name(n)["id"].as_str().unwrap().to_owned();
+        assert_eq!(fake.members(&group_id), BTreeSet::from([id("u2@x.test"), id("u3@x.test")]));
+        let patches: Vec<String> = fake.log().into_iter().filter(|l| l.starts_with("PATCH")).collect();
+        assert_eq!(patches.len(), 3, "add; remove by filter (501); remove by value array: {patches:#?}");
+        assert!(patches[0].contains(r#""op":"add""#) && patches[0].contains(r#""type":"User""#), "{}", patches[0]);
+        assert!(patches[1].contains("members[value eq"), "{}", patches[1]);
+        assert!(patches[2].contains(r#""path":"members","value""#), "{}", patches[2]);
+        assert_eq!(store.meta(REMOVE_FORM_KEY).unwrap().as_deref(), Some("value-array"));
+        let g = group(&[]).guid;
+        assert_eq!(store.members().unwrap()[&g], BTreeSet::from([users[1].guid.clone(), users[2].guid.clone()]));
+    }
+
+    #[test]
+    fn a_refused_group_patch_fails_that_group_and_operation_only_and_deactivations_go_on() {
+        let fake = Fake { refuse_group_patch: true, filters: true, ..Fake::default() };
+        let users: Vec<Write> = (1..=2).map(user).collect();
+        setup(&fake, true, &users, &[0], async |applier, store| {
+            applier.memberships(store, &[change(&[&users[1]], &[])]).await.unwrap();
+            let removal = Removal {
+                kind: Kind::User,
+                guid: users[0].guid.clone(),
+                dn: users[0].dn.clone(),
+                scim_id: applier.ids.get(&users[0].guid).cloned(),
+                action: RemoveAction::Deactivate,
+                reason: "deleted",
+            };
+            applier.removals(store, &[removal]).await.unwrap();
+            assert_eq!(applier.failures.len(), 1, "{:?}", applier.failures);
+            let f = &applier.failures[0];
+            assert_eq!((f.operation, f.dn.as_str()), ("add-members", "CN=G,OU=T,DC=x"));
+            assert_eq!(f.scim.as_ref().map(|s| s.status), Some(501));
+            assert_eq!(f.members, [users[1].guid.clone()]);
+            assert!(f.tenant_id.is_some());
+            assert_eq!(applier.counts.deactivated, 1);
+            // Recorded as failing, to be tried once in the next run.
+            applier.flush(store).unwrap();
+            assert_eq!(store.failures().unwrap()[0].operation, "add-members");
+        });
+        assert_eq!(fake.by_name("u1@x.test")["active"], false);
+        assert_eq!(fake.log().iter().filter(|l| l.starts_with("PATCH Groups")).count(), 1, "never retried");
+    }
+
+    #[test]
+    fn members_a_group_write_dropped_get_one_follow_up_patch() {
+        let fake = Fake { drop_members_on_write: true, filters: true, ..Fake::default() };
+        let users: Vec<Write> = (1..=2).map(user).collect();
+        let (_dir, store) = setup(&fake, true, &users, &[0, 1], async |applier, _| {
+            assert!(applier.findings.is_empty(), "{:?}", applier.findings);
+        });
+        let group_id = fake.all(ResourceKind::Group)[0]["id"].as_str().unwrap().to_owned();
+        assert_eq!(fake.members(&group_id).len(), 2);
+        assert_eq!(fake.log().iter().filter(|l| l.starts_with("PATCH")).count(), 1);
+        assert_eq!(store.members().unwrap()[&group(&[]).guid].len(), 2);
+
+        // A tenant that drops them from the PATCH too: one finding, not recorded, no storm.
+        let fake = Fake { drop_members_on_write: true, drop_members_on_patch: true, filters: true, ..Fake::default() };
+        let (_dir, store) = setup(&fake, true, &users, &[0, 1], async |applier, _| {
+            assert_eq!(applier.findings.len(), 1, "{:?}", applier.findings);
+            assert_eq!(
+                (applier.findings[0].rule, applier.findings[0].attribute.as_str()),
+                ("tenant-dropped-attribute", "members")
+            );
+        });
+        assert_eq!(fake.log().iter().filter(|l| l.starts_with("PATCH")).count(), 1);
+        assert!(store.members().unwrap().get(&group(&[]).guid).is_none_or(BTreeSet::is_empty));
+    }
+
+    #[test]
+    fn a_dropped_verified_attribute_is_a_finding_and_the_object_is_not_in_step() {
+        let fake = Fake { drop_family_name: true, filters: true, ..Fake::default() };
+        let users = vec![user(1)];
+        let (_dir, store) = setup(&fake, true, &users, &[], async |applier, _| {
+            let f: Vec<(&str, &str)> = applier.findings.iter().map(|f| (f.rule, f.attribute.as_str())).collect();
+            assert_eq!(f, [("tenant-dropped-attribute", "name.familyName")]);
+        });
+        let anchor = &store.anchors().unwrap()[&users[0].guid];
+        assert_eq!(anchor.hash.as_deref().unwrap_or_default(), "", "sent again by the next run");
+    }
+
+    #[test]
+    fn without_filters_a_gone_users_name_is_moved_aside_and_a_strangers_is_a_failure() {
+        let fake = Fake { filters: false, ..Fake::default() };
+        let old =
+            json!({"userName": "u1@x.test", "externalId": "aaaaaaaa-0000-0000-0000-000000000000", "active": true});
+        let stranger = json!({"userName": "u2@x.test", "externalId": "hr-4711", "active": true});
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(fake.create(ResourceKind::User, &old)).unwrap();
+        runtime.block_on(fake.create(ResourceKind::User, &stranger)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(&dir.path().join("state.db"), NOW).unwrap();
+        let run = store.begin_run("sync", false, NOW).unwrap();
+        let users = vec![user(1), user(2)];
+        let progress = |_: u64| {};
+        let mut applier = Applier::new(&fake, run, options(false), &progress, &HashMap::new());
+        applier.gone = HashSet::from(["aaaaaaaa-0000-0000-0000-000000000000".to_owned()]);
+        runtime.block_on(applier.writes(&mut store, &users, &[])).unwrap();
+        assert!(!fake.log().iter().any(|l| l.starts_with("FILTER")), "no filter is sent: {:?}", fake.log());
+        let moved = fake.by_name("u1@x.test.aaaaaaaa-0000-0000-0000-000000000000");
+        assert_eq!((moved["id"].as_str(), moved["active"].as_bool()), (Some("1"), Some(false)));
+        assert_eq!(fake.by_name("u1@x.test")["externalId"], users[0].guid.as_str());
+        assert_eq!(applier.failures.len(), 1, "{:?}", applier.failures);
+        let f = &applier.failures[0];
+        assert_eq!((f.dn.as_str(), f.operation), ("CN=U2,OU=T,DC=x", "create"));
+        assert!(f.error.contains("did not") && f.error.contains("hr-4711"), "{}", f.error);
+        assert_eq!(fake.by_name("u2@x.test")["externalId"], "hr-4711", "untouched");
+        assert_eq!(applier.counts.created, 1);
+    }
+
+    #[test]
+    fn a_tenant_that_starts_refusing_filters_is_served_from_one_listing() {
+        // Announced and probed filters, then `400 invalidFilter`: the group's lookup is redone
+        // from a listing, created once, and the refusal is kept for the next runs.
+        let fake = Fake { filters: false, ..Fake::default() };
+        let users: Vec<Write> = (1..=2).map(user).collect();
+        let (_dir, store) = setup(&fake, true, &users, &[0, 1], async |applier, _| {
+            assert!(applier.filters_refused);
+            assert!(applier.failures.is_empty(), "{:?}", applier.failures);
+        });
+        assert_eq!(fake.all(ResourceKind::Group).len(), 1);
+        let log = fake.log();
+        assert_eq!(log.iter().filter(|l| l.starts_with("FILTER")).count(), 1, "one refusal, then none: {log:?}");
+        assert_eq!(log.iter().filter(|l| l.starts_with("LIST")).count(), 2, "users and groups once: {log:?}");
+        assert_eq!(store.meta(FILTER_PROBED_KEY).unwrap().as_deref(), Some("false"));
     }
 }

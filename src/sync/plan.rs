@@ -243,6 +243,9 @@ pub fn plan_objects(desired: &[Desired], quarantined: Vec<Quarantined>, known: &
                 let moved = a.scim_id.as_deref() != Some(t.id.as_str());
                 let same = a.hash.as_deref() == Some(d.hash.as_str());
                 let mut drifted = repair::drift(d.kind, &d.body, &t.resource);
+                if let Some(view) = known.tenant {
+                    drifted.retain(|a| !view.altered.contains(a));
+                }
                 if moved {
                     drifted.insert(0, "id".into());
                 }

@@ -96,6 +96,9 @@ pub struct TenantView {
     pub complete: bool,
     /// Requests the listing took.
     pub pages: u64,
+    /// Attributes this tenant is known to rewrite or drop (learnt from write answers, see
+    /// [`altered`]): not drift, so a tenant that keeps changing them costs no write.
+    pub altered: BTreeSet<String>,
 }
 
 /// Where an anchored object is in the tenant.
@@ -184,6 +187,14 @@ impl TenantView {
             Lookup::Found(o) => Some(o.id.as_str()),
             _ => None,
         }
+    }
+
+    /// The users that hold `user_name` (any case).
+    pub fn holders(&self, user_name: &str) -> Vec<&TenantObject> {
+        self.by_user_name
+            .get(&user_name.trim().to_lowercase())
+            .map(|ns| ns.iter().map(|n| &self.objects[*n]).collect())
+            .unwrap_or_default()
     }
 
     /// A create's soft match (`user_name` only for users; `None`: by externalId only, as a
@@ -330,6 +341,61 @@ pub fn drift(kind: Kind, sent: &Value, tenant: &Value) -> Vec<String> {
         }
     }
     out
+}
+
+/// The attributes ausi verifies in a write's answer (README, "Verified writes"): the ones a
+/// tenant must keep for ausi to work. Others (displayName, title, phoneNumbers, the enterprise
+/// extension, an email's type) are optional to a server and not checked.
+const USER_VERIFIED: &[&[&str]] =
+    &[&["externalId"], &["userName"], &["name", "givenName"], &["name", "familyName"], &["emails"], &["active"]];
+const GROUP_VERIFIED: &[&[&str]] = &[&["externalId"]];
+
+/// The verified attributes that a write's answer (`answer`, the resource the tenant returned)
+/// does not hold as sent: dropped or changed. Emails are compared by value.
+pub fn dropped(kind: Kind, sent: &Value, answer: &Value) -> Vec<String> {
+    let table = match kind {
+        Kind::User => USER_VERIFIED,
+        Kind::Group => GROUP_VERIFIED,
+    };
+    let values = |v: &Value| -> BTreeSet<String> {
+        v.as_array()
+            .map(|items| items.iter().filter_map(|i| i.get("value").and_then(scalar)).collect())
+            .unwrap_or_default()
+    };
+    table
+        .iter()
+        .filter(|path| match (meaningful(get(sent, path)), meaningful(get(answer, path))) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(s), Some(t)) if path[0] == "emails" => !values(s).is_subset(&values(t)),
+            (Some(s), Some(t)) => !same_scalar(s, t),
+        })
+        .map(|path| path_name(path))
+        .collect()
+}
+
+/// The owned attributes ausi does not verify (see [`dropped`]) that a write's answer holds
+/// otherwise than sent: what this tenant rewrites (django-scim2 rebuilds `displayName`) or
+/// drops. A full sync does not count them as drift, so they cost no write per run.
+pub fn altered(kind: Kind, sent: &Value, answer: &Value) -> Vec<String> {
+    let verified: Vec<String> = match kind {
+        Kind::User => USER_VERIFIED,
+        Kind::Group => GROUP_VERIFIED,
+    }
+    .iter()
+    .map(|p| path_name(p))
+    .collect();
+    drift(kind, sent, answer).into_iter().filter(|a| !verified.contains(a)).collect()
+}
+
+/// The member ids a group write sent that its answer does not list.
+pub fn dropped_members<'a>(sent: impl IntoIterator<Item = &'a String>, answer: &Value) -> Vec<String> {
+    let there: HashSet<&str> = answer
+        .get("members")
+        .and_then(Value::as_array)
+        .map(|ms| ms.iter().filter_map(|m| m.get("value").and_then(Value::as_str)).collect())
+        .unwrap_or_default();
+    sent.into_iter().filter(|id| !there.contains(id.as_str())).cloned().collect()
 }
 
 fn get<'v>(v: &'v Value, path: &[&str]) -> Option<&'v Value> {
@@ -513,5 +579,44 @@ mod tests {
         let unknown = view.unknown(&ours, &|g| g == "g1");
         assert_eq!((unknown.users, unknown.groups), (30, 1));
         assert_eq!(unknown.listed.len(), MAX_LISTED_UNKNOWN);
+    }
+
+    #[test]
+    fn a_write_answer_is_verified_on_the_owned_attributes_only() {
+        let sent = sent_user();
+        // What django-scim2 answers: displayName rebuilt, title/phones/enterprise/email type dropped.
+        let django = json!({
+            "id": "7", "externalId": "00112233-4455-6677-8899-AABBCCDDEEFF", "userName": "alice@example.test",
+            "name": {"givenName": "Alice", "familyName": "Smith"}, "displayName": "Alice Smith",
+            "emails": [{"value": "alice@example.test", "primary": true}], "active": true,
+        });
+        assert!(dropped(Kind::User, &sent, &django).is_empty());
+        // Not verified, but learnt: the tenant rewrites displayName (not drift next time).
+        let mut rebuilt = django.clone();
+        rebuilt["displayName"] = json!("Smith Alice");
+        assert_eq!(altered(Kind::User, &sent, &rebuilt), ["displayName"]);
+        assert!(altered(Kind::User, &sent, &django).is_empty(), "dropped optional attributes are no drift");
+        let mut lost = django.clone();
+        lost["name"] = json!({"givenName": "Alice"});
+        lost.as_object_mut().unwrap().remove("active");
+        assert_eq!(dropped(Kind::User, &sent, &lost), ["name.familyName", "active"]);
+        let members = ["a".to_string(), "b".to_string()];
+        assert_eq!(dropped_members(&members, &json!({"members": []})), ["a", "b"]);
+        assert_eq!(dropped_members(&members, &json!({"members": [{"value": "b"}]})), ["a"]);
+    }
+
+    #[test]
+    fn a_user_name_has_its_holders() {
+        let view = TenantView::new(
+            &[
+                json!({"id": "1", "userName": "A@x.test", "externalId": "g1"}),
+                json!({"id": "2", "userName": "b@x.test"}),
+            ],
+            &[],
+            true,
+            1,
+        );
+        assert_eq!(view.holders("a@X.test").iter().map(|o| o.id.as_str()).collect::<Vec<_>>(), ["1"]);
+        assert!(view.holders("c@x.test").is_empty());
     }
 }

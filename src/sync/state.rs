@@ -13,7 +13,7 @@
 //! Unix, and narrowed to that when an older ausi (or a copy) left them readable by others. The store never reads the clock (callers pass `now`, RFC 3339 UTC)
 //! and never stores secrets: only identifiers, DNs, hashes, reasons and (already redacted) errors.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -589,6 +589,16 @@ impl StateStore {
         )
     }
 
+    /// objectGUIDs of the users ausi provisioned and then deactivated or deleted (gone from AD
+    /// or from the scope): a re-created account may find its userName held by one of them.
+    pub fn retired_users(&self) -> Result<HashSet<String>, StateError> {
+        Ok(self
+            .anchors_where("WHERE kind = 'user' AND state IN ('deactivated', 'deleted')")?
+            .into_keys()
+            .map(|g| g.to_lowercase())
+            .collect())
+    }
+
     /// The SCIM id of an active anchor.
     pub fn scim_id(&self, guid: &str) -> Result<Option<String>, StateError> {
         self.conn
@@ -722,6 +732,7 @@ enum Op {
     Release { guid: String },
     Fail { guid: String, dn: String, operation: String, error: String },
     ClearFailure { guid: String },
+    Meta { key: String, value: String },
 }
 
 impl Batch {
@@ -791,6 +802,11 @@ impl Batch {
     /// `error` must already be free of secrets.
     pub fn fail(&mut self, guid: &str, dn: &str, operation: &str, error: &str) {
         self.ops.push(Op::Fail { guid: guid.into(), dn: dn.into(), operation: operation.into(), error: error.into() });
+    }
+
+    /// A fact learned about the tenant (e.g. which PATCH form removes a member), kept across runs.
+    pub fn meta(&mut self, key: &str, value: &str) {
+        self.ops.push(Op::Meta { key: key.into(), value: value.into() });
     }
 
     pub fn clear_failure(&mut self, guid: &str) {
@@ -884,6 +900,9 @@ fn apply(tx: &Transaction<'_>, op: &Op, now: &str) -> rusqlite::Result<()> {
         }
         Op::ClearFailure { guid } => {
             tx.prepare_cached("DELETE FROM failures WHERE guid = ?1")?.execute([guid])?;
+        }
+        Op::Meta { key, value } => {
+            tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?.execute([key, value])?;
         }
     }
     Ok(())

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
+use super::retry::{self, Disposition, Next, RetryPolicy};
 use super::scim::TenantError;
 use crate::secrets::{ExposeSecret, SecretString};
 
@@ -14,6 +15,7 @@ pub struct AgentApi {
     http: reqwest::Client,
     base: String,
     token: SecretString,
+    policy: RetryPolicy,
 }
 
 /// `POST /agents/{agent}/heartbeat` (tenant-api.md §2), sent after every real run.
@@ -107,7 +109,7 @@ impl AgentApi {
             .build()
             .map_err(|e| TenantError::InvalidUrl(e.to_string()))?;
         let base = format!("{}/api/agent/v1/agents/{}", home_realm.trim_end_matches('/'), encode_segment(agent));
-        Ok(AgentApi { http, base, token })
+        Ok(AgentApi { http, base, token, policy: RetryPolicy { timeout, ..RetryPolicy::default() } })
     }
 
     /// Whether the tenant has the agent API: `Ok(false)` on 404.
@@ -192,27 +194,50 @@ impl AgentApi {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Option<Zeroizing<String>>, TenantError> {
-        let mut request =
-            self.http.request(method, format!("{}/{path}", self.base)).bearer_auth(self.token.expose_secret());
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        // The whole cause chain ("… Connection refused"): the heartbeat's failure is shown by `status`.
-        let response = request
-            .send()
-            .await
-            .map_err(|e| TenantError::Unavailable { attempts: 1, last: super::scim::error_chain(&e) })?;
-        let status = response.status().as_u16();
-        match status {
-            404 | 405 | 501 => Ok(None),
-            401 | 403 => Err(TenantError::Unauthorized { status, detail: None }),
-            200..=299 => {
-                let text =
-                    response.text().await.map_err(|e| TenantError::Unavailable { attempts: 1, last: e.to_string() })?;
-                Ok(Some(Zeroizing::new(text)))
+        // Temporary failures are retried as SCIM calls are (one policy, super::retry); the whole
+        // cause chain ("… Connection refused") is kept: the heartbeat's failure is shown by `status`.
+        let payload = body.cloned();
+        let url = format!("{}/{path}", self.base);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut request = self.http.request(method.clone(), &url).bearer_auth(self.token.expose_secret());
+            if let Some(body) = &payload {
+                request = request.json(body);
             }
-            _ => {
-                Err(TenantError::Unavailable { attempts: 1, last: format!("agent API {path} answered HTTP {status}") })
+            let (reason, retry_after) = match request.send().await {
+                Err(e) => (super::scim::error_chain(&e), None),
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let retry_after = response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| retry::parse_retry_after(v, std::time::SystemTime::now()));
+                    match (status, retry::disposition(status, method != reqwest::Method::GET, true)) {
+                        (404 | 405 | 501, _) => return Ok(None),
+                        (_, Disposition::Unauthorized) | (403, _) => {
+                            return Err(TenantError::Unauthorized { status, detail: None });
+                        }
+                        (_, Disposition::Success) => {
+                            let text = response
+                                .text()
+                                .await
+                                .map_err(|e| TenantError::Unavailable { attempts: attempt, last: e.to_string() })?;
+                            return Ok(Some(Zeroizing::new(text)));
+                        }
+                        (_, Disposition::Temporary) => {
+                            (format!("agent API {path} answered HTTP {status}"), retry_after)
+                        }
+                        _ => {
+                            return Err(TenantError::Protocol(format!("agent API {path} answered HTTP {status}")));
+                        }
+                    }
+                }
+            };
+            match self.policy.next(attempt, &reason, retry_after) {
+                Next::Wait(delay) => tokio::time::sleep(delay).await,
+                Next::GiveUp(last) => return Err(TenantError::Unavailable { attempts: attempt, last }),
             }
         }
     }
@@ -220,12 +245,7 @@ impl AgentApi {
 
 /// Percent-encodes an agent name for one URL path segment.
 fn encode_segment(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    super::protocol::percent_encode(text)
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The target side: the tenant's SCIM 2.0 service and its optional agent API.
 
 pub mod agent;
+pub mod protocol;
+pub mod retry;
 pub mod scim;
 
 use std::time::Duration;
@@ -9,6 +11,101 @@ use crate::config::TenantConfig;
 use crate::error::{AppError, ErrorKind};
 use crate::secrets::{SecretRef, SecretString};
 pub use scim::{Capabilities, ClientOptions, ResourceKind, ScimClient, TenantError};
+
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+
+use scim::{BulkOperation, BulkOutcome, Listing};
+
+/// The tenant as the applier sees it: SCIM resources written and read, with typed errors
+/// ([`TenantError`]: `Rejected` is the object's own permanent failure, `Unavailable` a
+/// temporary one after the retry policy gave up, `Unauthorized` the token's). [`ScimClient`]
+/// is the implementation; tests use an in-memory tenant.
+pub trait Tenant: Sync {
+    /// `POST`: the created resource, with its `id`.
+    fn create<'a>(&'a self, kind: ResourceKind, body: &'a Value) -> BoxFuture<'a, Result<Value, TenantError>>;
+    /// `PUT`: the resource the tenant answered with (`None`: no body).
+    fn replace<'a>(
+        &'a self,
+        kind: ResourceKind,
+        id: &'a str,
+        body: &'a Value,
+    ) -> BoxFuture<'a, Result<Option<Value>, TenantError>>;
+    /// `PATCH` with these operations: the resource answered with (`None`: `204`).
+    fn patch<'a>(
+        &'a self,
+        kind: ResourceKind,
+        id: &'a str,
+        operations: &'a [Value],
+    ) -> BoxFuture<'a, Result<Option<Value>, TenantError>>;
+    /// `DELETE`; a resource already gone is a success.
+    fn delete<'a>(&'a self, kind: ResourceKind, id: &'a str) -> BoxFuture<'a, Result<(), TenantError>>;
+    /// `GET` one resource; `None` when it is gone.
+    fn get<'a>(&'a self, kind: ResourceKind, id: &'a str) -> BoxFuture<'a, Result<Option<Value>, TenantError>>;
+    /// Resources whose `attribute` equals `value` (a filter; at most two).
+    fn find<'a>(
+        &'a self,
+        kind: ResourceKind,
+        attribute: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Value>, TenantError>>;
+    /// Every resource of a kind, paged.
+    fn listing<'a>(
+        &'a self,
+        kind: ResourceKind,
+        page_size: u32,
+        attributes: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Listing, TenantError>>;
+    /// One `/Bulk` request: an outcome per operation.
+    fn bulk<'a>(&'a self, operations: &'a mut [BulkOperation]) -> BoxFuture<'a, Result<Vec<BulkOutcome>, TenantError>>;
+}
+
+impl Tenant for ScimClient {
+    fn create<'a>(&'a self, kind: ResourceKind, body: &'a Value) -> BoxFuture<'a, Result<Value, TenantError>> {
+        Box::pin(ScimClient::create(self, kind, body))
+    }
+    fn replace<'a>(
+        &'a self,
+        kind: ResourceKind,
+        id: &'a str,
+        body: &'a Value,
+    ) -> BoxFuture<'a, Result<Option<Value>, TenantError>> {
+        Box::pin(self.replace_answer(kind, id, body))
+    }
+    fn patch<'a>(
+        &'a self,
+        kind: ResourceKind,
+        id: &'a str,
+        operations: &'a [Value],
+    ) -> BoxFuture<'a, Result<Option<Value>, TenantError>> {
+        Box::pin(self.patch_answer(kind, id, operations))
+    }
+    fn delete<'a>(&'a self, kind: ResourceKind, id: &'a str) -> BoxFuture<'a, Result<(), TenantError>> {
+        Box::pin(ScimClient::delete(self, kind, id))
+    }
+    fn get<'a>(&'a self, kind: ResourceKind, id: &'a str) -> BoxFuture<'a, Result<Option<Value>, TenantError>> {
+        Box::pin(ScimClient::get(self, kind, id))
+    }
+    fn find<'a>(
+        &'a self,
+        kind: ResourceKind,
+        attribute: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Value>, TenantError>> {
+        Box::pin(ScimClient::find(self, kind, attribute, value))
+    }
+    fn listing<'a>(
+        &'a self,
+        kind: ResourceKind,
+        page_size: u32,
+        attributes: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Listing, TenantError>> {
+        Box::pin(ScimClient::listing(self, kind, page_size, attributes))
+    }
+    fn bulk<'a>(&'a self, operations: &'a mut [BulkOperation]) -> BoxFuture<'a, Result<Vec<BulkOutcome>, TenantError>> {
+        Box::pin(ScimClient::bulk(self, operations))
+    }
+}
 
 impl From<TenantError> for AppError {
     fn from(e: TenantError) -> Self {

@@ -11,17 +11,19 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use rand::Rng;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::{Value, json};
+use serde_json::Value;
+
+pub use super::protocol::*;
+pub use super::retry::RetryPolicy;
+use super::retry::{Disposition, Next, parse_retry_after};
 
 const SCIM_JSON: &str = "application/scim+json";
 const ACCEPT_VALUE: &str = "application/scim+json, application/json";
-const PATCH_OP_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 const REDACTED: &str = "[REDACTED]";
 /// Longest piece of a non-SCIM error body kept as `detail`.
 const MAX_RAW_DETAIL: usize = 300;
@@ -39,6 +41,14 @@ impl ResourceKind {
         match self {
             ResourceKind::User => "Users",
             ResourceKind::Group => "Groups",
+        }
+    }
+
+    /// A member's `type`: `User` or `Group` (RFC 7643 §4.2).
+    pub fn type_name(self) -> &'static str {
+        match self {
+            ResourceKind::User => "User",
+            ResourceKind::Group => "Group",
         }
     }
 
@@ -63,34 +73,22 @@ pub struct Capabilities {
     pub filter: bool,
     pub filter_max_results: u32,
     pub etag: bool,
+    /// What `register` found when it tried the filters (`None`: not probed, e.g. a configuration
+    /// written by an older release; then the announcement is trusted). A tenant that announces
+    /// filters but answers `400 invalidFilter`, or ignores them, gets `false`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter_probed: Option<bool>,
 }
 
-/// Timeouts and retry policy.
-#[derive(Debug, Clone)]
-pub struct ClientOptions {
-    /// Per request (connect, send and reading the whole answer).
-    pub timeout: Duration,
-    /// Attempts per call, the first included (0 counts as 1).
-    pub max_attempts: u32,
-    /// Backoff of the first retry; doubles per retry.
-    pub base_delay: Duration,
-    /// Backoff ceiling.
-    pub max_delay: Duration,
-    /// A `Retry-After` longer than this fails the call as [`TenantError::Unavailable`] at once.
-    pub max_retry_after: Duration,
-}
-
-impl Default for ClientOptions {
-    fn default() -> Self {
-        ClientOptions {
-            timeout: Duration::from_secs(30),
-            max_attempts: 5,
-            base_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(30),
-            max_retry_after: Duration::from_secs(120),
-        }
+impl Capabilities {
+    /// Filters are used only when announced and, where probed, found working.
+    pub fn filters_work(&self) -> bool {
+        self.filter && self.filter_probed != Some(false)
     }
 }
+
+/// Timeouts and retry policy (the one the agent API uses too).
+pub type ClientOptions = RetryPolicy;
 
 /// The SCIM error body (RFC 7644 §3.12) or what we know about a failed call.
 #[derive(Debug, Clone, serde::Serialize, PartialEq)]
@@ -121,6 +119,16 @@ fn detail_suffix(detail: &Option<String>) -> String {
     }
 }
 
+/// What trying the tenant's filters showed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FilterProbe {
+    pub works: bool,
+    /// What was tried and what came back.
+    pub how: String,
+    /// A probe user was created and deleted again (the tenant held no user to try with).
+    pub wrote: bool,
+}
+
 /// Why a call to the tenant failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TenantError {
@@ -144,6 +152,12 @@ pub enum TenantError {
 }
 
 impl TenantError {
+    /// `400 invalidFilter`: the tenant cannot filter (RFC 7644 §3.4.2.2) although it may say so.
+    pub fn is_invalid_filter(&self) -> bool {
+        matches!(self, TenantError::Rejected(info)
+            if info.status == 400 && info.scim_type.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("invalidFilter")))
+    }
+
     /// A 409 (e.g. `uniqueness` on create: the object already exists there).
     pub fn is_conflict(&self) -> bool {
         matches!(self, TenantError::Rejected(info) if info.status == 409)
@@ -160,7 +174,7 @@ enum Target {
 /// A failed attempt that may be retried.
 struct Retryable {
     reason: String,
-    retry_after: Option<Duration>,
+    retry_after: Option<std::time::Duration>,
 }
 
 /// A SCIM 2.0 client for one tenant.
@@ -270,6 +284,113 @@ impl ScimClient {
         Ok(resources)
     }
 
+    /// Whether the `eq` filters ausi uses work (`externalId` on users and groups, `userName`
+    /// on users), tried rather than trusted: a filter for a value no one has must answer 200
+    /// with no resource (not `400 invalidFilter`, not everyone), and a filter for a resource
+    /// the tenant holds must find exactly that resource. A kind of which the tenant holds no
+    /// resource with an externalId gets a probe resource (a user is inactive, named
+    /// `ausi-probe-…`), found by filter and deleted again; `FilterProbe::wrote` says so.
+    pub async fn probe_filters(&self) -> Result<FilterProbe, TenantError> {
+        let nobody = format!("ausi-probe-{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
+        let refused = |e: TenantError, wrote: bool| match e {
+            TenantError::Rejected(info) => {
+                Ok(FilterProbe { works: false, how: format!("a filter is answered {info}"), wrote })
+            }
+            e => Err(e),
+        };
+        let checks =
+            [(ResourceKind::User, "externalId"), (ResourceKind::User, "userName"), (ResourceKind::Group, "externalId")];
+        for (kind, attribute) in checks {
+            match self.filter_total(kind, attribute, &nobody).await {
+                Ok((found, n)) if !found.is_empty() || n > 0 => {
+                    let how = format!(
+                        "{} {attribute} eq \"<a value no one has>\" answered {n} resources: the filter is ignored",
+                        kind.endpoint()
+                    );
+                    return Ok(FilterProbe { works: false, how, wrote: false });
+                }
+                Ok(_) => {}
+                Err(e) => return refused(e, false),
+            }
+        }
+        // Resources the tenant holds must be found, and only they.
+        let mut wrote = false;
+        let mut tried = Vec::new();
+        for kind in [ResourceKind::User, ResourceKind::Group] {
+            let url = format!("{}/{}?startIndex=1&count=50", self.base_url, kind.endpoint());
+            let body = self.send(Method::GET, &url, None, Target::Collection).await?;
+            let (listed, _) = parse_list_response(&parse_json(&body)?)?;
+            let text = |r: &Value, k: &str| r[k].as_str().filter(|v| !v.trim().is_empty()).map(str::to_owned);
+            let held = listed.iter().find_map(|r| Some((text(r, "id")?, text(r, "externalId")?, text(r, "userName"))));
+            let (id, external, user_name, probe) = match held {
+                Some((id, x, u)) => (id, x, u, false),
+                None => {
+                    let name = format!("{nobody}@probe.invalid");
+                    let body = match kind {
+                        ResourceKind::User => serde_json::json!({
+                            "schemas": [kind.schema()], "userName": name, "externalId": nobody,
+                            "name": {"givenName": "ausi", "familyName": "probe"},
+                            "emails": [{"value": name, "primary": true}], "active": false,
+                        }),
+                        ResourceKind::Group => {
+                            serde_json::json!({"schemas": [kind.schema()], "displayName": nobody, "externalId": nobody})
+                        }
+                    };
+                    let created = self.create(kind, &body).await?;
+                    wrote = true;
+                    let user_name = (kind == ResourceKind::User).then_some(name);
+                    (created["id"].as_str().unwrap_or_default().to_owned(), nobody.clone(), user_name, true)
+                }
+            };
+            let mut lookups = vec![("externalId", external)];
+            lookups.extend(user_name.map(|u| ("userName", u)));
+            let mut result = Ok(None);
+            for (attribute, value) in lookups {
+                match self.filter_total(kind, attribute, &value).await {
+                    Ok((found, n)) => {
+                        let ids: Vec<&str> = found.iter().filter_map(|r| r["id"].as_str()).collect();
+                        tried.push(format!("{} {attribute} eq", kind.endpoint()));
+                        if ids != [id.as_str()] || n > 1 {
+                            result = Ok(Some(format!(
+                                "{} {attribute} eq for a resource the tenant holds answered {n} resources",
+                                kind.endpoint()
+                            )));
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            if probe {
+                self.delete(kind, &id).await?;
+            }
+            match result {
+                Ok(None) => {}
+                Ok(Some(how)) => return Ok(FilterProbe { works: false, how, wrote }),
+                Err(e) => return refused(e, wrote),
+            }
+        }
+        let how = format!("{} found exactly the resource that has the value", tried.join(", "));
+        Ok(FilterProbe { works: true, how, wrote })
+    }
+
+    /// `GET /{kind}?filter=<attribute> eq "<value>"&count=2`: the resources and `totalResults`.
+    async fn filter_total(
+        &self,
+        kind: ResourceKind,
+        attribute: &str,
+        value: &str,
+    ) -> Result<(Vec<Value>, u64), TenantError> {
+        let filter = format!("{attribute} eq \"{}\"", escape_filter_value(value));
+        let url = format!("{}/{}?filter={}&count=2", self.base_url, kind.endpoint(), percent_encode(&filter));
+        let body = self.send(Method::GET, &url, None, Target::Collection).await?;
+        let (resources, total) = parse_list_response(&parse_json(&body)?)?;
+        Ok((resources, total.unwrap_or(0)))
+    }
+
     /// `POST /{Users|Groups}`: the created resource, with its `id`.
     pub async fn create(&self, kind: ResourceKind, body: &Value) -> Result<Value, TenantError> {
         let url = format!("{}/{}", self.base_url, kind.endpoint());
@@ -283,14 +404,34 @@ impl ScimClient {
 
     /// `PUT /{Users|Groups}/{id}`.
     pub async fn replace(&self, kind: ResourceKind, id: &str, body: &Value) -> Result<(), TenantError> {
+        self.replace_answer(kind, id, body).await.map(|_| ())
+    }
+
+    /// `PUT /{Users|Groups}/{id}`: the resource the tenant answered with (`None`: no body).
+    pub async fn replace_answer(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        body: &Value,
+    ) -> Result<Option<Value>, TenantError> {
         let url = self.resource_url(kind, id)?;
-        self.send(Method::PUT, &url, Some(body), Target::Id).await.map(|_| ())
+        self.send(Method::PUT, &url, Some(body), Target::Id).await.map(|b| resource_answer(&b))
     }
 
     /// `PATCH /{Users|Groups}/{id}` with a PatchOp message; `200` + body and `204` both succeed.
     pub async fn patch(&self, kind: ResourceKind, id: &str, operations: &[Value]) -> Result<(), TenantError> {
+        self.patch_answer(kind, id, operations).await.map(|_| ())
+    }
+
+    /// Like [`ScimClient::patch`]: the resource the tenant answered with (`None`: `204`).
+    pub async fn patch_answer(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        operations: &[Value],
+    ) -> Result<Option<Value>, TenantError> {
         let url = self.resource_url(kind, id)?;
-        self.send(Method::PATCH, &url, Some(&patch_message(operations)), Target::Id).await.map(|_| ())
+        self.send(Method::PATCH, &url, Some(&patch_message(operations)), Target::Id).await.map(|b| resource_answer(&b))
     }
 
     /// `POST /Bulk` (RFC 7644 §3.7) without `failOnErrors` (some servers stop at the first
@@ -299,60 +440,17 @@ impl ScimClient {
     /// and the caller resolves them like any other conflict.
     /// The operations' `data` is moved into the request (large memberships are not copied).
     pub async fn bulk(&self, operations: &mut [BulkOperation]) -> Result<Vec<BulkOutcome>, TenantError> {
-        let ops: Vec<Value> = operations
-            .iter_mut()
-            .map(|op| {
-                let path = match &op.id {
-                    Some(id) => format!("/{}/{}", op.kind.endpoint(), percent_encode(id)),
-                    None => format!("/{}", op.kind.endpoint()),
-                };
-                let mut v = json!({"method": op.method.as_str(), "path": path, "bulkId": op.bulk_id});
-                if let Some(data) = op.data.take() {
-                    v["data"] = data;
-                }
-                v
-            })
-            .collect();
-        let body = json!({"schemas": [BULK_REQUEST_SCHEMA], "Operations": ops});
+        let body = bulk_request(operations);
         let url = format!("{}/Bulk", self.base_url);
         let answer = parse_json(&self.send(Method::POST, &url, Some(&body), Target::Collection).await?)?;
-        let results = answer
-            .get("Operations")
-            .and_then(Value::as_array)
-            .ok_or_else(|| TenantError::Protocol("the bulk answer has no \"Operations\"".into()))?;
-        let mut by_id: std::collections::HashMap<&str, &Value> =
-            results.iter().filter_map(|r| r.get("bulkId").and_then(Value::as_str).map(|b| (b, r))).collect();
-        operations
-            .iter()
-            .map(|op| {
-                let Some(result) = by_id.remove(op.bulk_id.as_str()) else {
-                    return Ok(BulkOutcome { bulk_id: op.bulk_id.clone(), status: 0, id: None, error: None });
-                };
-                let status = status_code(result.get("status")).unwrap_or(0);
-                let id = result
-                    .get("location")
-                    .and_then(Value::as_str)
-                    .and_then(|l| l.trim_end_matches('/').rsplit('/').next())
-                    .map(percent_decode)
-                    .or_else(|| result.pointer("/response/id").and_then(Value::as_str).map(str::to_owned))
-                    .or_else(|| op.id.clone());
-                let error = (!(200..300).contains(&status)).then(|| {
-                    let response = result.get("response");
-                    ScimErrorInfo {
-                        status,
-                        scim_type: response
-                            .and_then(|r| r.get("scimType"))
-                            .and_then(Value::as_str)
-                            .map(|s| self.redact(s.to_owned())),
-                        detail: response
-                            .and_then(|r| r.get("detail"))
-                            .and_then(Value::as_str)
-                            .map(|s| self.redact(s.to_owned())),
-                    }
-                });
-                Ok(BulkOutcome { bulk_id: op.bulk_id.clone(), status, id, error })
-            })
-            .collect()
+        let mut outcomes = bulk_outcomes(&answer, operations)?;
+        for o in &mut outcomes {
+            if let Some(e) = &mut o.error {
+                e.scim_type = e.scim_type.take().map(|t| self.redact(t));
+                e.detail = e.detail.take().map(|d| self.redact(d));
+            }
+        }
+        Ok(outcomes)
     }
 
     /// `DELETE /{Users|Groups}/{id}`; a 404 counts as success (already gone).
@@ -502,7 +600,6 @@ impl ScimClient {
             None => None,
         };
         let is_write = method != Method::GET && method != Method::HEAD;
-        let max_attempts = self.options.max_attempts.max(1);
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
@@ -511,25 +608,10 @@ impl ScimClient {
                 Ok(Err(final_error)) => return Err(final_error),
                 Err(retryable) => retryable,
             };
-            if attempt >= max_attempts {
-                return Err(TenantError::Unavailable { attempts: attempt, last: failure.reason });
+            match self.options.next(attempt, &failure.reason, failure.retry_after) {
+                Next::Wait(delay) => tokio::time::sleep(delay).await,
+                Next::GiveUp(last) => return Err(TenantError::Unavailable { attempts: attempt, last }),
             }
-            let delay = match failure.retry_after {
-                Some(d) if d > self.options.max_retry_after => {
-                    return Err(TenantError::Unavailable {
-                        attempts: attempt,
-                        last: format!(
-                            "{}; Retry-After of {} s is beyond the {} s limit",
-                            failure.reason,
-                            d.as_secs(),
-                            self.options.max_retry_after.as_secs()
-                        ),
-                    });
-                }
-                Some(d) => d,
-                None => backoff(&self.options, attempt),
-            };
-            tokio::time::sleep(delay).await;
         }
     }
 
@@ -595,13 +677,17 @@ impl ScimClient {
         }
         let info = self.error_info(status, &bytes);
         let code = status.as_u16();
-        match code {
-            401 | 403 => Ok(Err(TenantError::Unauthorized { status: code, detail: info.detail })),
-            404 if target == Target::Id => Ok(Err(TenantError::NotFound)),
-            429 | 503 => Err(Retryable { reason: info.to_string(), retry_after }),
-            408 | 500..=599 => Err(Retryable { reason: info.to_string(), retry_after: None }),
-            400..=499 => Ok(Err(TenantError::Rejected(info))),
-            _ => Ok(Err(TenantError::Protocol(format!("unexpected answer {info} (redirects are not followed)")))),
+        match super::retry::disposition(code, is_write, target == Target::Id) {
+            Disposition::Unauthorized => Ok(Err(TenantError::Unauthorized { status: code, detail: info.detail })),
+            Disposition::NotFound => Ok(Err(TenantError::NotFound)),
+            Disposition::Temporary => {
+                let retry_after = if matches!(code, 429 | 503) { retry_after } else { None };
+                Err(Retryable { reason: info.to_string(), retry_after })
+            }
+            Disposition::Permanent => Ok(Err(TenantError::Rejected(info))),
+            Disposition::Success | Disposition::Unexpected => {
+                Ok(Err(TenantError::Protocol(format!("unexpected answer {info} (redirects are not followed)"))))
+            }
         }
     }
 
@@ -636,195 +722,9 @@ impl ScimClient {
     }
 }
 
-const BULK_REQUEST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BulkMethod {
-    Post,
-    Put,
-    Patch,
-}
-
-impl BulkMethod {
-    fn as_str(self) -> &'static str {
-        match self {
-            BulkMethod::Post => "POST",
-            BulkMethod::Put => "PUT",
-            BulkMethod::Patch => "PATCH",
-        }
-    }
-}
-
-/// A whole listing of one resource type.
-#[derive(Debug, Clone, Default)]
-pub struct Listing {
-    pub resources: Vec<Value>,
-    /// Requests it took.
-    pub pages: u64,
-    /// `totalResults` of the last page.
-    pub total: u64,
-    /// As many distinct resources as the tenant counted (none vanished between pages).
-    pub complete: bool,
-}
-
-/// One operation of a `/Bulk` request.
-#[derive(Debug, Clone)]
-pub struct BulkOperation {
-    pub method: BulkMethod,
-    pub kind: ResourceKind,
-    /// The resource for PUT; `None` for POST.
-    pub id: Option<String>,
-    pub bulk_id: String,
-    pub data: Option<Value>,
-}
-
-/// What the tenant did with one bulk operation. `status` 0: the answer did not mention it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BulkOutcome {
-    pub bulk_id: String,
-    pub status: u16,
-    /// The resource's id (from `location`, or the PUT target).
-    pub id: Option<String>,
-    pub error: Option<ScimErrorInfo>,
-}
-
-/// A status given as number or string (`"201"`), as servers differ.
-fn status_code(v: Option<&Value>) -> Option<u16> {
-    match v? {
-        Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
-        Value::String(s) => s.trim().get(..3).and_then(|c| c.parse().ok()),
-        _ => None,
-    }
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(v) = text.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// A PATCH operation replacing one attribute: `{"op":"replace","path":PATH,"value":VALUE}`.
-pub fn patch_replace(path: &str, value: Value) -> Value {
-    json!({ "op": "replace", "path": path, "value": value })
-}
-
-/// The PatchOp message around `operations` (alone, or as a bulk operation's data).
-pub fn patch_message(operations: &[Value]) -> Value {
-    json!({ "schemas": [PATCH_OP_SCHEMA], "Operations": operations })
-}
-
-/// A PATCH operation adding group members: `{"op":"add","path":"members","value":[{"value":ID},...]}`.
-pub fn patch_add_members(ids: &[String]) -> Value {
-    let members: Vec<Value> = ids.iter().map(|id| json!({ "value": id })).collect();
-    json!({ "op": "add", "path": "members", "value": members })
-}
-
-/// A PATCH operation removing one group member, in the bracket form
-/// `{"op":"remove","path":"members[value eq \"ID\"]"}` (some servers reject the value-array form).
-pub fn patch_remove_member(id: &str) -> Value {
-    json!({
-        "op": "remove",
-        "path": format!("members[value eq \"{}\"]", escape_filter_value(id)),
-    })
-}
-
-/// Escapes a filter comparison value for use inside double quotes (RFC 7644 §3.4.2.2).
-fn escape_filter_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    for c in value.chars() {
-        if c == '\\' || c == '"' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters (spaces as `%20`, never `+`).
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn parse_json(body: &[u8]) -> Result<Value, TenantError> {
-    serde_json::from_slice(body).map_err(|e| TenantError::Protocol(format!("the answer is not valid JSON: {e}")))
-}
-
-/// `Resources` (missing = none) and `totalResults` of a ListResponse.
-fn parse_list_response(v: &Value) -> Result<(Vec<Value>, Option<u64>), TenantError> {
-    if !v.is_object() {
-        return Err(TenantError::Protocol("a ListResponse is not a JSON object".into()));
-    }
-    let resources = match v.get("Resources") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items.clone(),
-        Some(_) => {
-            return Err(TenantError::Protocol("\"Resources\" of a ListResponse is not an array".into()));
-        }
-    };
-    Ok((resources, v.get("totalResults").and_then(as_u64_lenient)))
-}
-
-fn as_u64_lenient(v: &Value) -> Option<u64> {
-    match v {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-fn parse_capabilities(v: &Value) -> Capabilities {
-    let flag = |p: &str| {
-        v.pointer(p)
-            .map(|x| match x {
-                Value::Bool(b) => *b,
-                Value::String(s) => s.eq_ignore_ascii_case("true"),
-                _ => false,
-            })
-            .unwrap_or(false)
-    };
-    let number = |p: &str| v.pointer(p).and_then(as_u64_lenient).unwrap_or(0);
-    Capabilities {
-        patch: flag("/patch/supported"),
-        bulk: flag("/bulk/supported"),
-        bulk_max_operations: u32::try_from(number("/bulk/maxOperations")).unwrap_or(u32::MAX),
-        bulk_max_payload: number("/bulk/maxPayloadSize"),
-        filter: flag("/filter/supported"),
-        filter_max_results: u32::try_from(number("/filter/maxResults")).unwrap_or(u32::MAX),
-        etag: flag("/etag/supported"),
-    }
-}
-
-/// Exponential backoff with full jitter for retry number `retry` (1 = first retry):
-/// uniform in `[base_delay, min(max_delay, base_delay * 2^(retry-1))]`.
-fn backoff(options: &ClientOptions, retry: u32) -> Duration {
-    let factor = 1u32 << retry.saturating_sub(1).min(30);
-    let cap = options.base_delay.saturating_mul(factor).min(options.max_delay);
-    let low = options.base_delay.min(cap);
-    let (lo, hi) = (low.as_micros() as u64, cap.as_micros() as u64);
-    if hi <= lo {
-        return cap;
-    }
-    Duration::from_micros(rand::rng().random_range(lo..=hi))
+/// A write's answer when it is a resource (a JSON object); `None` for `204` or anything else.
+fn resource_answer(body: &[u8]) -> Option<Value> {
+    serde_json::from_slice::<Value>(body).ok().filter(Value::is_object)
 }
 
 /// The message of an error and of its sources (e.g. "connection refused").
@@ -842,150 +742,10 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// `Retry-After`: delay-seconds or an HTTP-date (a date in the past means now).
-fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        // Too many digits for u64: "forever", which is beyond any limit.
-        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
-    }
-    let at = parse_http_date(value)?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// An HTTP-date (RFC 9110 §5.6.7): IMF-fixdate, and the obsolete RFC 850 and asctime forms.
-fn parse_http_date(s: &str) -> Option<SystemTime> {
-    let tokens: Vec<&str> = s.split([' ', ',', '-', ':']).filter(|t| !t.is_empty()).collect();
-    let (day, month, year, hour, minute, second) = match tokens.as_slice() {
-        // Sun, 06 Nov 1994 08:49:37 GMT  /  Sunday, 06-Nov-94 08:49:37 GMT
-        [_, d, mon, y, h, mi, sec, "GMT"] => (*d, *mon, *y, *h, *mi, *sec),
-        // Sun Nov  6 08:49:37 1994
-        [_, mon, d, h, mi, sec, y] => (*d, *mon, *y, *h, *mi, *sec),
-        _ => return None,
-    };
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let month = MONTHS.iter().position(|m| *m == month)? as u32 + 1;
-    let num = |t: &str| -> Option<u32> {
-        if t.is_empty() || t.len() > 4 || !t.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        t.parse().ok()
-    };
-    let (day, mut year_n) = (num(day)?, num(year)?);
-    let (hour, minute, second) = (num(hour)?, num(minute)?, num(second)?);
-    if year.len() == 2 {
-        year_n += if year_n >= 70 { 1900 } else { 2000 };
-    }
-    if !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 || year_n < 1970 {
-        return None;
-    }
-    let days = days_from_civil(i64::from(year_n), month, day);
-    let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
-    Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((month + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn http_dates_in_all_three_forms() {
-        let expected = UNIX_EPOCH + Duration::from_secs(784_111_777);
-        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(expected));
-        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), Some(expected));
-        assert_eq!(parse_http_date("Sun Nov  6 08:49:37 1994"), Some(expected));
-        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(UNIX_EPOCH));
-        assert_eq!(
-            parse_http_date("Tue, 29 Feb 2028 12:00:00 GMT"),
-            Some(UNIX_EPOCH + Duration::from_secs(1_835_438_400))
-        );
-        assert_eq!(parse_http_date("Sun, 06 Foo 1994 08:49:37 GMT"), None);
-        assert_eq!(parse_http_date("Sun, 06 Nov 1994 25:49:37 GMT"), None);
-        assert_eq!(parse_http_date("soon"), None);
-        assert_eq!(parse_http_date(""), None);
-    }
-
-    #[test]
-    fn retry_after_seconds_and_dates() {
-        let now = UNIX_EPOCH + Duration::from_secs(784_111_777);
-        assert_eq!(parse_retry_after("1", now), Some(Duration::from_secs(1)));
-        assert_eq!(parse_retry_after(" 3600 ", now), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_retry_after("99999999999999999999999", now), Some(Duration::from_secs(u64::MAX)));
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now), Some(Duration::from_secs(30)));
-        // A date in the past: retry now.
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("-1", now), None);
-        assert_eq!(parse_retry_after("1.5", now), None);
-        assert_eq!(parse_retry_after("", now), None);
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_inside_bounds() {
-        let options = ClientOptions {
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_millis(1000),
-            ..ClientOptions::default()
-        };
-        assert_eq!(backoff(&options, 1), Duration::from_millis(100));
-        for _ in 0..200 {
-            let d2 = backoff(&options, 2);
-            assert!(d2 >= Duration::from_millis(100) && d2 <= Duration::from_millis(200));
-            let d4 = backoff(&options, 4);
-            assert!(d4 >= Duration::from_millis(100) && d4 <= Duration::from_millis(800));
-            let d40 = backoff(&options, 40);
-            assert!(d40 >= Duration::from_millis(100) && d40 <= Duration::from_millis(1000));
-        }
-        let inverted = ClientOptions {
-            base_delay: Duration::from_secs(5),
-            max_delay: Duration::from_secs(1),
-            ..ClientOptions::default()
-        };
-        assert_eq!(backoff(&inverted, 3), Duration::from_secs(1));
-    }
-
-    #[test]
-    fn filter_values_and_urls_are_escaped() {
-        assert_eq!(escape_filter_value(r#"a"b\c"#), r#"a\"b\\c"#);
-        assert_eq!(escape_filter_value("plain@x.test"), "plain@x.test");
-        assert_eq!(percent_encode(r#"userName eq "a+b&c=d/é""#), "userName%20eq%20%22a%2Bb%26c%3Dd%2F%C3%A9%22");
-        assert_eq!(percent_encode("AZaz09-._~"), "AZaz09-._~");
-    }
-
-    #[test]
-    fn patch_helpers() {
-        assert_eq!(patch_replace("active", json!(false)), json!({"op": "replace", "path": "active", "value": false}));
-        assert_eq!(
-            patch_add_members(&["a".to_string(), "b".to_string()]),
-            json!({"op": "add", "path": "members", "value": [{"value": "a"}, {"value": "b"}]})
-        );
-        assert_eq!(patch_remove_member(r#"x"y"#), json!({"op": "remove", "path": r#"members[value eq "x\"y"]"#}));
-    }
-
-    #[test]
-    fn capabilities_missing_means_no() {
-        let caps = parse_capabilities(&json!({
-            "patch": {"supported": true},
-            "bulk": {"supported": true, "maxOperations": 1000, "maxPayloadSize": 1048576},
-            "filter": {"supported": false, "maxResults": "200"},
-        }));
-        assert!(caps.patch && caps.bulk && !caps.filter && !caps.etag);
-        assert_eq!(caps.bulk_max_operations, 1000);
-        assert_eq!(caps.bulk_max_payload, 1_048_576);
-        assert_eq!(caps.filter_max_results, 200);
-        let none = parse_capabilities(&json!({}));
-        assert!(!none.patch && !none.bulk && none.bulk_max_operations == 0);
-    }
+    use serde_json::json;
 
     #[test]
     fn base_urls() {

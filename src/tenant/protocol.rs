@@ -1,0 +1,366 @@
+//! The SCIM 2.0 protocol as ausi writes and reads it, without any I/O: request bodies (PATCH
+//! operations, `/Bulk` requests), filter and URL escaping, and parsing of list responses,
+//! capabilities and bulk answers. The client ([`super::scim`]) sends what is built here.
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::{Value, json};
+
+use super::scim::{Capabilities, ResourceKind, ScimErrorInfo, TenantError};
+
+pub(crate) const PATCH_OP_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+pub(crate) const BULK_REQUEST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkMethod {
+    Post,
+    Put,
+    Patch,
+}
+
+impl BulkMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BulkMethod::Post => "POST",
+            BulkMethod::Put => "PUT",
+            BulkMethod::Patch => "PATCH",
+        }
+    }
+}
+
+/// A whole listing of one resource type.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub resources: Vec<Value>,
+    /// Requests it took.
+    pub pages: u64,
+    /// `totalResults` of the last page.
+    pub total: u64,
+    /// As many distinct resources as the tenant counted (none vanished between pages).
+    pub complete: bool,
+}
+
+/// One operation of a `/Bulk` request.
+#[derive(Debug, Clone)]
+pub struct BulkOperation {
+    pub method: BulkMethod,
+    pub kind: ResourceKind,
+    /// The resource for PUT; `None` for POST.
+    pub id: Option<String>,
+    pub bulk_id: String,
+    pub data: Option<Value>,
+}
+
+/// What the tenant did with one bulk operation. `status` 0: the answer did not mention it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulkOutcome {
+    pub bulk_id: String,
+    pub status: u16,
+    /// The resource's id (from `location`, or the PUT target).
+    pub id: Option<String>,
+    pub error: Option<ScimErrorInfo>,
+}
+
+/// A status given as number or string (`"201"`), as servers differ.
+pub(crate) fn status_code(v: Option<&Value>) -> Option<u16> {
+    match v? {
+        Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+        Value::String(s) => s.trim().get(..3).and_then(|c| c.parse().ok()),
+        _ => None,
+    }
+}
+
+pub(crate) fn percent_decode(text: &str) -> String {
+    percent_encoding::percent_decode_str(text).decode_utf8_lossy().into_owned()
+}
+
+/// A PATCH operation replacing one attribute: `{"op":"replace","path":PATH,"value":VALUE}`.
+pub fn patch_replace(path: &str, value: Value) -> Value {
+    json!({ "op": "replace", "path": path, "value": value })
+}
+
+/// The PatchOp message around `operations` (alone, or as a bulk operation's data).
+pub fn patch_message(operations: &[Value]) -> Value {
+    json!({ "schemas": [PATCH_OP_SCHEMA], "Operations": operations })
+}
+
+/// A PATCH operation adding group members: `{"op":"add","path":"members","value":[{"value":ID},...]}`.
+pub fn patch_add_members(ids: &[String]) -> Value {
+    let members: Vec<Value> = ids.iter().map(|id| json!({ "value": id })).collect();
+    json!({ "op": "add", "path": "members", "value": members })
+}
+
+/// A PATCH operation removing one group member, in the bracket form
+/// `{"op":"remove","path":"members[value eq \"ID\"]"}` (some servers reject the value-array form).
+pub fn patch_remove_member(id: &str) -> Value {
+    json!({
+        "op": "remove",
+        "path": format!("members[value eq \"{}\"]", escape_filter_value(id)),
+    })
+}
+
+/// Escapes a filter comparison value for use inside double quotes (RFC 7644 §3.4.2.2).
+pub(crate) fn escape_filter_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    for c in value.chars() {
+        if c == '\\' || c == '"' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Everything but RFC 3986 unreserved characters (`A-Z a-z 0-9 - . _ ~`) is encoded.
+const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// Percent-encodes a query value or a path segment (spaces as `%20`, never `+`).
+pub fn percent_encode(s: &str) -> String {
+    utf8_percent_encode(s, NOT_UNRESERVED).to_string()
+}
+
+pub(crate) fn parse_json(body: &[u8]) -> Result<Value, TenantError> {
+    serde_json::from_slice(body).map_err(|e| TenantError::Protocol(format!("the answer is not valid JSON: {e}")))
+}
+
+/// `Resources` (missing = none) and `totalResults` of a ListResponse.
+pub(crate) fn parse_list_response(v: &Value) -> Result<(Vec<Value>, Option<u64>), TenantError> {
+    if !v.is_object() {
+        return Err(TenantError::Protocol("a ListResponse is not a JSON object".into()));
+    }
+    let resources = match v.get("Resources") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items.clone(),
+        Some(_) => {
+            return Err(TenantError::Protocol("\"Resources\" of a ListResponse is not an array".into()));
+        }
+    };
+    Ok((resources, v.get("totalResults").and_then(as_u64_lenient)))
+}
+
+pub(crate) fn as_u64_lenient(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+pub(crate) fn parse_capabilities(v: &Value) -> Capabilities {
+    let flag = |p: &str| {
+        v.pointer(p)
+            .map(|x| match x {
+                Value::Bool(b) => *b,
+                Value::String(s) => s.eq_ignore_ascii_case("true"),
+                _ => false,
+            })
+            .unwrap_or(false)
+    };
+    let number = |p: &str| v.pointer(p).and_then(as_u64_lenient).unwrap_or(0);
+    Capabilities {
+        patch: flag("/patch/supported"),
+        bulk: flag("/bulk/supported"),
+        bulk_max_operations: u32::try_from(number("/bulk/maxOperations")).unwrap_or(u32::MAX),
+        bulk_max_payload: number("/bulk/maxPayloadSize"),
+        filter: flag("/filter/supported"),
+        filter_max_results: u32::try_from(number("/filter/maxResults")).unwrap_or(u32::MAX),
+        etag: flag("/etag/supported"),
+        filter_probed: None,
+    }
+}
+
+/// The `/Bulk` request (RFC 7644 §3.7) for `operations`, without `failOnErrors` (some servers
+/// stop at the first error when it is given). The operations' `data` is moved into it.
+pub fn bulk_request(operations: &mut [BulkOperation]) -> Value {
+    let ops: Vec<Value> = operations
+        .iter_mut()
+        .map(|op| {
+            let path = match &op.id {
+                Some(id) => format!("/{}/{}", op.kind.endpoint(), percent_encode(id)),
+                None => format!("/{}", op.kind.endpoint()),
+            };
+            let mut v = json!({"method": op.method.as_str(), "path": path, "bulkId": op.bulk_id});
+            if let Some(data) = op.data.take() {
+                v["data"] = data;
+            }
+            v
+        })
+        .collect();
+    json!({"schemas": [BULK_REQUEST_SCHEMA], "Operations": ops})
+}
+
+/// One outcome per operation of a `/Bulk` answer, in the order of the request (status 0: the
+/// answer does not mention it).
+pub fn bulk_outcomes(answer: &Value, operations: &[BulkOperation]) -> Result<Vec<BulkOutcome>, TenantError> {
+    let results = answer
+        .get("Operations")
+        .and_then(Value::as_array)
+        .ok_or_else(|| TenantError::Protocol("the bulk answer has no \"Operations\"".into()))?;
+    let mut by_id: std::collections::HashMap<&str, &Value> =
+        results.iter().filter_map(|r| r.get("bulkId").and_then(Value::as_str).map(|b| (b, r))).collect();
+    Ok(operations
+        .iter()
+        .map(|op| {
+            let Some(result) = by_id.remove(op.bulk_id.as_str()) else {
+                return BulkOutcome { bulk_id: op.bulk_id.clone(), status: 0, id: None, error: None };
+            };
+            let status = status_code(result.get("status")).unwrap_or(0);
+            let id = result
+                .get("location")
+                .and_then(Value::as_str)
+                .and_then(|l| l.trim_end_matches('/').rsplit('/').next())
+                .map(percent_decode)
+                .or_else(|| result.pointer("/response/id").and_then(Value::as_str).map(str::to_owned))
+                .or_else(|| op.id.clone());
+            let error = (!(200..300).contains(&status)).then(|| {
+                let response = result.get("response");
+                let text = |k: &str| response.and_then(|r| r.get(k)).and_then(Value::as_str).map(str::to_owned);
+                ScimErrorInfo { status, scim_type: text("scimType"), detail: text("detail") }
+            });
+            BulkOutcome { bulk_id: op.bulk_id.clone(), status, id, error }
+        })
+        .collect())
+}
+
+/// How a PATCH removes group members. Servers differ (see the README): the standard
+/// filter form first, then the value-array form, then a replace of the whole member list; the
+/// form that works is remembered for the tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RemoveForm {
+    /// `{"op":"remove","path":"members[value eq \"ID\"]"}`, one operation per member (RFC 7644 §3.5.2.2).
+    Filter,
+    /// `{"op":"remove","path":"members","value":[{"value":"ID"}…]}`.
+    ValueArray,
+    /// `{"op":"replace","path":"members","value":[…every member that stays…]}`.
+    Replace,
+}
+
+impl RemoveForm {
+    pub const ALL: [RemoveForm; 3] = [RemoveForm::Filter, RemoveForm::ValueArray, RemoveForm::Replace];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoveForm::Filter => "filter",
+            RemoveForm::ValueArray => "value-array",
+            RemoveForm::Replace => "replace",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RemoveForm> {
+        RemoveForm::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+
+    /// The next form to try after this one was refused.
+    pub fn next(self) -> Option<RemoveForm> {
+        match self {
+            RemoveForm::Filter => Some(RemoveForm::ValueArray),
+            RemoveForm::ValueArray => Some(RemoveForm::Replace),
+            RemoveForm::Replace => None,
+        }
+    }
+}
+
+/// A group member as SCIM writes it: `{"value": ID, "type": "User"|"Group"}` (RFC 7643 §4.2;
+/// the type tells servers whose ids are not unique across resource types which one is meant).
+pub fn member(id: &str, kind: Option<ResourceKind>) -> Value {
+    match kind {
+        Some(k) => json!({ "value": id, "type": k.type_name() }),
+        None => json!({ "value": id }),
+    }
+}
+
+/// `{"op":"add","path":"members","value":[members]}` with typed members.
+pub fn patch_add_typed_members(members: &[(String, Option<ResourceKind>)]) -> Value {
+    let value: Vec<Value> = members.iter().map(|(id, k)| member(id, *k)).collect();
+    json!({ "op": "add", "path": "members", "value": value })
+}
+
+/// The operations that remove `members` in `form`; `Replace` needs the members that stay
+/// (`remaining`), as the tenant lists them.
+pub fn patch_remove_members(
+    form: RemoveForm,
+    members: &[(String, Option<ResourceKind>)],
+    remaining: &[(String, Option<ResourceKind>)],
+) -> Vec<Value> {
+    match form {
+        RemoveForm::Filter => members.iter().map(|(id, _)| patch_remove_member(id)).collect(),
+        RemoveForm::ValueArray => {
+            let value: Vec<Value> = members.iter().map(|(id, k)| member(id, *k)).collect();
+            vec![json!({ "op": "remove", "path": "members", "value": value })]
+        }
+        RemoveForm::Replace => {
+            let value: Vec<Value> = remaining.iter().map(|(id, k)| member(id, *k)).collect();
+            vec![json!({ "op": "replace", "path": "members", "value": value })]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_values_and_urls_are_escaped() {
+        assert_eq!(escape_filter_value(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_filter_value("plain@x.test"), "plain@x.test");
+        assert_eq!(percent_encode(r#"userName eq "a+b&c=d/é""#), "userName%20eq%20%22a%2Bb%26c%3Dd%2F%C3%A9%22");
+        assert_eq!(percent_encode("AZaz09-._~"), "AZaz09-._~");
+    }
+
+    #[test]
+    fn patch_helpers() {
+        assert_eq!(patch_replace("active", json!(false)), json!({"op": "replace", "path": "active", "value": false}));
+        assert_eq!(
+            patch_add_members(&["a".to_string(), "b".to_string()]),
+            json!({"op": "add", "path": "members", "value": [{"value": "a"}, {"value": "b"}]})
+        );
+        assert_eq!(patch_remove_member(r#"x"y"#), json!({"op": "remove", "path": r#"members[value eq "x\"y"]"#}));
+    }
+
+    #[test]
+    fn capabilities_missing_means_no() {
+        let caps = parse_capabilities(&json!({
+            "patch": {"supported": true},
+            "bulk": {"supported": true, "maxOperations": 1000, "maxPayloadSize": 1048576},
+            "filter": {"supported": false, "maxResults": "200"},
+        }));
+        assert!(caps.patch && caps.bulk && !caps.filter && !caps.etag);
+        assert_eq!(caps.bulk_max_operations, 1000);
+        assert_eq!(caps.bulk_max_payload, 1_048_576);
+        assert_eq!(caps.filter_max_results, 200);
+        let none = parse_capabilities(&json!({}));
+        assert!(!none.patch && !none.bulk && none.bulk_max_operations == 0);
+    }
+
+    #[test]
+    fn member_removal_forms_and_typed_members() {
+        let m = vec![("7".to_string(), Some(ResourceKind::User)), ("3".to_string(), Some(ResourceKind::Group))];
+        assert_eq!(
+            patch_remove_members(RemoveForm::Filter, &m, &[]),
+            vec![
+                json!({"op": "remove", "path": "members[value eq \"7\"]"}),
+                json!({"op": "remove", "path": "members[value eq \"3\"]"})
+            ]
+        );
+        assert_eq!(
+            patch_remove_members(RemoveForm::ValueArray, &m, &[]),
+            vec![json!({"op": "remove", "path": "members", "value": [
+                {"value": "7", "type": "User"}, {"value": "3", "type": "Group"}]})]
+        );
+        let stay = vec![("9".to_string(), None)];
+        assert_eq!(
+            patch_remove_members(RemoveForm::Replace, &m, &stay),
+            vec![json!({"op": "replace", "path": "members", "value": [{"value": "9"}]})]
+        );
+        assert_eq!(
+            patch_add_typed_members(&m[..1]),
+            json!({"op": "add", "path": "members", "value": [{"value": "7", "type": "User"}]})
+        );
+        assert_eq!(RemoveForm::Filter.next(), Some(RemoveForm::ValueArray));
+        assert_eq!(RemoveForm::Replace.next(), None);
+        for f in RemoveForm::ALL {
+            assert_eq!(RemoveForm::parse(f.as_str()), Some(f));
+        }
+    }
+}
