@@ -416,9 +416,11 @@ async fn prechecks(config: &AgentConfig, config_path: &Path, warnings: &mut Vec<
     let mut checks = vec![CheckReport { check: "configuration", detail: display_path(config_path) }];
 
     let directory = &config.directory;
-    let url = directory.url.clone().ok_or_else(|| {
-        refuse("configuration")(AppError::config("the configuration has no [directory] url for the scheduled runs"))
-    })?;
+    if directory.url.is_empty() && !directory.discover {
+        return Err(refuse("configuration")(AppError::config(
+            "the configuration has no [directory] url (nor discover = true) for the scheduled runs",
+        )));
+    }
     let tenant_config = config.tenant.clone().ok_or_else(|| {
         refuse("registration")(
             AppError::config("the agent is not registered with a tenant")
@@ -446,14 +448,16 @@ async fn prechecks(config: &AgentConfig, config_path: &Path, warnings: &mut Vec<
     stored.push("tenant token".to_owned());
     checks.push(CheckReport { check: "secrets", detail: format!("{} resolve", stored.join(", ")) });
 
-    let spec = SourceSpec::parse(&url).map_err(refuse("directory"))?;
-    if matches!(spec, SourceSpec::Ldif(_)) {
-        return Err(refuse("directory")(AppError::config("[directory] url must name a domain controller")));
+    for url in &directory.url {
+        let spec = SourceSpec::parse(url).map_err(refuse("directory"))?;
+        if matches!(spec, SourceSpec::Ldif(_)) {
+            return Err(refuse("directory")(AppError::config("[directory] url must name a domain controller")));
+        }
     }
     let mut dc =
         open_directory(&DirectoryArgs::default(), Some(config), warnings).await.map_err(refuse("directory"))?;
     let info = dc.info().await.map_err(AppError::from).map_err(refuse("directory"))?;
-    checks.push(CheckReport { check: "directory", detail: format!("{url}: bound, {}", info.naming_context) });
+    checks.push(CheckReport { check: "directory", detail: format!("{}: bound, {}", info.source, info.naming_context) });
     drop(dc);
 
     let timeout = Duration::from_secs(config.sync.request_timeout_secs.clamp(1, 60));

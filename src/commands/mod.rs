@@ -20,8 +20,9 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::cli::{Cli, Command, DirectoryArgs, GlobalArgs};
-use crate::config::{self, AgentConfig, ConfigError, DirectoryConfig, TenantConfig};
-use crate::directory::ldap::{DEFAULT_RANGE_STEP, LdapDirectory, LdapSettings};
+use crate::config::{self, AgentConfig, BindMethod, ConfigError, DirectoryConfig, TenantConfig};
+use crate::directory::discovery;
+use crate::directory::ldap::{Bind, DEFAULT_RANGE_STEP, LdapDirectory, LdapSettings};
 use crate::directory::ldif_source::LdifDirectory;
 use crate::directory::{AnyDirectory, DirObject, Directory, Dn, ObjectQuery, ReadSummary, SourceSpec};
 use crate::error::{AppError, ErrorKind, Result};
@@ -160,20 +161,77 @@ pub fn reads_ldif(args: &DirectoryArgs) -> Result<bool> {
     Ok(matches!(spec, Some(SourceSpec::Ldif(_))))
 }
 
-/// The DC's URL for a command that sends passwords (`what` names it): LDAPS or StartTLS,
-/// decided before anything is read, prompted for or sent. AD takes `unicodePwd` only over an
-/// encrypted connection, and ausi sends no password in clear text, whatever
-/// `allow_plaintext_bind` says.
-pub fn encrypted_dc_url(args: &DirectoryArgs, dir: &DirectoryConfig, what: &str) -> Result<String> {
-    let text = match (&args.source, &dir.url) {
-        (Some(source), _) => source.clone(),
-        (None, Some(url)) => url.clone(),
-        (None, None) => {
-            return Err(AppError::config("no domain controller: the configuration has no [directory] url")
-                .with_hint("pass --source ldaps://DC, or set url in [directory]"));
+/// The DCs a command may use, in the order to try them: `--source`, else `directory.url` (one
+/// or a list), then, with `discover = true`, those DNS announces for the domain.
+pub async fn dc_urls(args: &DirectoryArgs, dir: &DirectoryConfig) -> Result<Vec<String>> {
+    if let Some(source) = &args.source {
+        return Ok(vec![source.clone()]);
+    }
+    let mut urls = dir.url.clone();
+    if dir.discover {
+        let domain = dir.discovery_domain().ok_or_else(|| {
+            AppError::config("discover = true needs the domain's DNS name")
+                .with_hint("set directory.domain = \"example.com\" (or directory.base_dn)")
+        })?;
+        let local_names = local_host_names();
+        let request = discovery::DiscoveryRequest {
+            domain: &domain,
+            site: dir.site.as_deref(),
+            starttls: args.starttls || dir.starttls,
+            local_names: &local_names,
+        };
+        let found = discovery::discover(&request, &discovery::SystemResolver).await?;
+        for url in found {
+            if !urls.iter().any(|u| u.eq_ignore_ascii_case(&url)) {
+                urls.push(url);
+            }
         }
-    };
-    match SourceSpec::parse(&text)? {
+    }
+    Ok(urls)
+}
+
+/// This machine's names, so that discovery puts it first when it is a DC: the host name (and,
+/// on Windows, COMPUTERNAME and USERDNSDOMAIN's FQDN).
+fn local_host_names() -> Vec<String> {
+    let mut names = Vec::new();
+    if let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        names.push(name.trim().to_owned());
+    }
+    if let Some(computer) = std::env::var_os("COMPUTERNAME").map(|c| c.to_string_lossy().into_owned()) {
+        if let Some(domain) = std::env::var_os("USERDNSDOMAIN") {
+            names.push(format!("{computer}.{}", domain.to_string_lossy()));
+        }
+        names.push(computer);
+    }
+    names.retain(|n| !n.is_empty());
+    names
+}
+
+/// The DCs' URLs for a command that sends passwords (`what` names it): each LDAPS or
+/// StartTLS, decided before anything is read, prompted for or sent. AD takes `unicodePwd`
+/// only over an encrypted connection, and ausi sends no password in clear text, whatever
+/// `allow_plaintext_bind` says.
+pub async fn encrypted_dc_urls(args: &DirectoryArgs, dir: &DirectoryConfig, what: &str) -> Result<Vec<String>> {
+    let urls = dc_urls(args, dir).await?;
+    if urls.is_empty() {
+        return Err(no_dc());
+    }
+    urls.iter().map(|text| encrypted(text, args, dir, what)).collect()
+}
+
+/// The one DC of a command that works on a single DC (the first configured) and sends passwords.
+pub fn encrypted_dc_url(args: &DirectoryArgs, dir: &DirectoryConfig, what: &str) -> Result<String> {
+    let text = args.source.as_deref().or(dir.first_url()).ok_or_else(no_dc)?;
+    encrypted(text, args, dir, what)
+}
+
+fn no_dc() -> AppError {
+    AppError::config("no domain controller: the configuration has no [directory] url")
+        .with_hint("pass --source ldaps://DC, or set url (or discover = true) in [directory]")
+}
+
+fn encrypted(text: &str, args: &DirectoryArgs, dir: &DirectoryConfig, what: &str) -> Result<String> {
+    match SourceSpec::parse(text)? {
         SourceSpec::Ldif(_) => {
             Err(AppError::usage(format!("{what} needs a domain controller (ldaps://), not an LDIF export")))
         }
@@ -187,8 +245,10 @@ pub fn encrypted_dc_url(args: &DirectoryArgs, dir: &DirectoryConfig, what: &str)
     }
 }
 
-/// Opens the directory named by `--source` or the configuration, binding with the configured
-/// secret (or stdin, or a prompt). Warnings about weakened security go into `warnings`.
+/// Opens the directory named by `--source` or the configuration: the first DC that answers
+/// (the others are reported as warnings and in the directory's info), bound as configured —
+/// Kerberos with the process's identity, or a simple bind with the configured secret (or
+/// stdin, or a prompt). Warnings about weakened security go into `warnings`.
 pub async fn open_directory(
     args: &DirectoryArgs,
     config: Option<&AgentConfig>,
@@ -196,18 +256,22 @@ pub async fn open_directory(
 ) -> Result<AnyDirectory> {
     let defaults = DirectoryConfig::default();
     let dir = config.map(|c| &c.directory).unwrap_or(&defaults);
-    let spec = match (&args.source, &dir.url) {
-        (Some(source), _) => SourceSpec::parse(source)?,
-        (None, Some(url)) => SourceSpec::Ldap(url.clone()),
-        (None, None) => {
-            return Err(AppError::config("no directory to read: the configuration has no [directory] url")
-                .with_hint("pass --source ldaps://DC or --source ldif:EXPORT.ldif, or set url in [directory]"));
+    let texts = dc_urls(args, dir).await?;
+    if texts.is_empty() {
+        return Err(AppError::config("no directory to read: the configuration has no [directory] url").with_hint(
+            "pass --source ldaps://DC or --source ldif:EXPORT.ldif, or set url (or discover = true) in [directory]",
+        ));
+    }
+    let mut urls = Vec::new();
+    for text in &texts {
+        match SourceSpec::parse(text)? {
+            SourceSpec::Ldif(path) if texts.len() == 1 => return Ok(AnyDirectory::Ldif(LdifDirectory::open(&path)?)),
+            SourceSpec::Ldif(_) => {
+                return Err(AppError::config("directory.url: an LDIF export cannot be one of several DCs"));
+            }
+            SourceSpec::Ldap(url) => urls.push(url),
         }
-    };
-    let url = match spec {
-        SourceSpec::Ldif(path) => return Ok(AnyDirectory::Ldif(LdifDirectory::open(&path)?)),
-        SourceSpec::Ldap(url) => url,
-    };
+    }
     let ca_file = args.ca_file.clone().or_else(|| dir.ca_file.clone());
     if !dir.tls_verify {
         warnings.push(Warning::new(
@@ -215,20 +279,36 @@ pub async fn open_directory(
             "TLS certificate verification is disabled (tls_verify = false): anyone between this machine and the DC can read the bind password and the directory",
         ));
     }
-    let bind_dn = args.bind_dn.clone().or_else(|| dir.bind_dn.clone());
     let reference = dir.bind_password.as_deref().map(SecretRef::parse).transpose()?;
-    let (bind, typed) = match &bind_dn {
-        None => (None, None),
-        Some(account) => {
-            let (password, typed) = bind_password(args, reference.as_ref(), account)?;
-            (Some((account.clone(), password)), typed)
+    let (bind, typed) = match dir.bind {
+        BindMethod::Kerberos => {
+            if args.bind_password_stdin || args.save_bind_password {
+                return Err(AppError::usage(
+                    "bind = \"kerberos\" uses no password: drop --bind-password-stdin / --save-bind-password",
+                ));
+            }
+            if cfg!(windows) && dir.keytab.is_some() {
+                return Err(AppError::config(
+                    "directory.keytab is for Linux: on Windows, Kerberos uses the identity ausi runs as (SYSTEM, a gMSA or a domain account)",
+                )
+                .with_hint("remove keytab from [directory]; install the service with --run-as DOMAIN\\name$ for a gMSA"));
+            }
+            (Bind::Kerberos { spn_host: dir.spn_host.clone() }, None)
         }
+        BindMethod::Simple => match args.bind_dn.clone().or_else(|| dir.bind_dn.clone()) {
+            None => (Bind::Anonymous, None),
+            Some(account) => {
+                let (password, typed) = bind_password(args, reference.as_ref(), &account)?;
+                (Bind::Simple { account, password }, typed)
+            }
+        },
     };
-    let settings = LdapSettings {
-        url,
-        starttls: args.starttls || dir.starttls,
-        bind,
-        ca_file,
+    let starttls = args.starttls || dir.starttls;
+    let settings = |url: &str| LdapSettings {
+        url: url.to_owned(),
+        starttls,
+        bind: bind.clone(),
+        ca_file: ca_file.clone(),
         tls_verify: dir.tls_verify,
         allow_plaintext_bind: dir.allow_plaintext_bind,
         connect_timeout: Duration::from_secs(dir.connect_timeout_secs.max(1)),
@@ -237,7 +317,14 @@ pub async fn open_directory(
         base_dn: dir.base_dn.clone(),
         range_step: DEFAULT_RANGE_STEP,
     };
-    let directory = LdapDirectory::connect(settings).await?;
+    let mut directory = LdapDirectory::connect_any(&urls, settings).await?;
+    let info = directory.info().await?;
+    for skipped in &info.skipped {
+        warnings.push(Warning::new(
+            "dc-skipped",
+            format!("{} did not answer ({}); this run uses {}", skipped.url, skipped.error, info.source),
+        ));
+    }
     if args.save_bind_password {
         match (typed, &reference) {
             (Some(password), Some(reference)) => {

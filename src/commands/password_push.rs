@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{Context, Report, choose_scope, encrypted_dc_url, open_directory, read_stdin_secret};
+use super::{Context, Report, choose_scope, encrypted_dc_urls, open_directory, read_stdin_secret};
 use crate::cli::PasswordPushArgs;
 use crate::config::AgentConfig;
 use crate::directory::ldap::LdapDirectory;
@@ -190,7 +190,7 @@ async fn run_push(
     let defaults = AgentConfig::default();
     let config = config.unwrap_or(&defaults);
     // Nothing is read, prompted for or sent before the connection is known to be encrypted.
-    encrypted_dc_url(&args.directory, &config.directory, "write passwords")?;
+    encrypted_dc_urls(&args.directory, &config.directory, "write passwords").await?;
     let mut requests = match (&args.user, &args.batch) {
         (Some(user), _) => vec![one_user(user, args.password_stdin)?],
         (None, Some(path)) => read_batch(path)?,

@@ -22,7 +22,7 @@ use super::{Context, Report, display_path, encrypted_dc_url, open_directory, par
 use crate::cli::{DirectoryArgs, InstallServiceArgs};
 use crate::config::{self, AgentConfig, DirectoryConfig};
 use crate::directory::filter::Filter;
-use crate::directory::ldap::{DEFAULT_RANGE_STEP, LdapDirectory, LdapSettings};
+use crate::directory::ldap::{Bind, DEFAULT_RANGE_STEP, LdapDirectory, LdapSettings};
 use crate::directory::security::{self, Ace, SecurityDescriptor, Sid};
 use crate::directory::{AnyDirectory, Directory, DirectoryError, Dn, ObjectGuid, SAM_USER_ACCOUNT};
 use crate::error::{AppError, ErrorKind, Result};
@@ -434,7 +434,7 @@ fn account_settings(
     LdapSettings {
         url: url.to_owned(),
         starttls: args.starttls || dir.starttls,
-        bind: Some((dn.to_string(), password.clone())),
+        bind: Bind::Simple { account: dn.to_string(), password: password.clone() },
         ca_file: args.ca_file.clone().or_else(|| dir.ca_file.clone()),
         tls_verify: dir.tls_verify,
         allow_plaintext_bind: false,
@@ -504,7 +504,7 @@ fn save_config(
     if let Some(reference) = &target.write {
         keys.push(("bind_password", reference.as_str().into()));
     }
-    if dir.and_then(|d| d.url.as_ref()).is_none() {
+    if dir.is_none_or(|d| d.url.is_empty()) {
         keys.push(("url", url.into()));
         if args.starttls {
             keys.push(("starttls", true.into()));

@@ -70,7 +70,15 @@ pub struct StateStatus {
 
 #[derive(Debug, Serialize)]
 pub struct DirectoryStatus {
+    /// The first DC tried (`urls` lists them all, in order).
     pub url: Option<String>,
+    pub urls: Vec<String>,
+    /// Whether DCs are also found through DNS SRV records.
+    pub discover: bool,
+    /// `simple` or `kerberos`.
+    pub bind: crate::config::BindMethod,
+    /// Kerberos on Linux: the client keytab's reference (a path, never its keys).
+    pub keytab: Option<String>,
     pub starttls: bool,
     pub bind_dn: Option<String>,
     pub bind_password: SecretStatus,
@@ -260,7 +268,11 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
         health_reasons: health.reasons,
         last_success_at: health.last_success_at,
         directory: DirectoryStatus {
-            url: d.url.clone(),
+            url: d.first_url().map(str::to_owned),
+            urls: d.url.clone(),
+            discover: d.discover,
+            bind: d.bind,
+            keytab: d.keytab.clone(),
             starttls: d.starttls,
             bind_dn: d.bind_dn.clone(),
             bind_password: secret_status(d.bind_password.as_deref()),
