@@ -66,6 +66,37 @@ pub struct StateStatus {
     /// Where the next delta starts: the last successful run's DC, USN and time.
     pub watermark: Option<Watermark>,
     pub watermark_age_secs: Option<i64>,
+    /// Every DC a successful sync ran on, with its own watermark (the newest, the last run's
+    /// DC, first): a run on any of them continues from there with a delta.
+    pub dcs: Vec<DcStatus>,
+}
+
+/// One DC's watermark.
+#[derive(Debug, Serialize)]
+pub struct DcStatus {
+    /// The DC's server name and site, read from its `dsServiceName`
+    /// (`CN=NTDS Settings,CN=SERVER,CN=Servers,CN=SITE,CN=Sites,…`).
+    pub server: Option<String>,
+    pub site: Option<String>,
+    #[serde(flatten)]
+    pub watermark: Watermark,
+    pub age_secs: Option<i64>,
+}
+
+impl DcStatus {
+    fn new(watermark: Watermark, now: jiff::Timestamp) -> DcStatus {
+        let rdns: Vec<&str> = watermark.dc.split(',').collect();
+        let value = |i: usize| {
+            rdns.get(i)
+                .and_then(|rdn| rdn.split_once('='))
+                .filter(|(k, _)| k.trim().eq_ignore_ascii_case("cn"))
+                .map(|(_, v)| v.trim().to_owned())
+        };
+        let (server, site) = (value(1), value(3));
+        let age_secs =
+            watermark.taken_at.parse::<jiff::Timestamp>().ok().map(|taken| now.duration_since(taken).as_secs());
+        DcStatus { server, site, watermark, age_secs }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -187,12 +218,15 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
         failed: 0,
         watermark: None,
         watermark_age_secs: None,
+        dcs: Vec::new(),
     };
     if let Some(store) = &store {
         state.quarantined = store.quarantine()?.len();
         state.failed = store.failures()?.len();
         // A store written by an older ausi (schema 1) has no watermark table until a sync.
-        state.watermark = store.watermark().unwrap_or(None);
+        let watermarks = store.watermarks().unwrap_or_default();
+        state.watermark = watermarks.first().cloned();
+        state.dcs = watermarks.into_iter().map(|w| DcStatus::new(w, now)).collect();
     }
     state.watermark_age_secs = state
         .watermark
@@ -371,6 +405,19 @@ impl StatusReport {
             ),
             ("objects failing", self.state.failed.to_string()),
         ];
+        let mut rows = rows;
+        for dc in &self.state.dcs {
+            rows.push((
+                "DC watermark",
+                format!(
+                    "{} ({}): USN {}{}",
+                    dc.server.as_deref().map(output::cell).unwrap_or_else(|| output::cell(&dc.watermark.dc)),
+                    dc.site.as_deref().map(output::cell).unwrap_or_else(|| "-".to_owned()),
+                    dc.watermark.usn,
+                    dc.age_secs.map(|a| format!(", {} ago", human_age(a))).unwrap_or_default()
+                ),
+            ));
+        }
         for (k, v) in rows {
             t.add_row(vec![k.to_owned(), v]);
         }

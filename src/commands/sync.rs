@@ -36,6 +36,11 @@ pub struct SyncReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<Fallback>,
     pub source: String,
+    /// The DC that served the run (its rootDSE dnsHostName; `null` for an export).
+    pub dc: Option<String>,
+    /// DCs tried before it that did not answer (failover), with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_dcs: Vec<crate::directory::SkippedDc>,
     pub scope: ScopeDescription,
     pub state_path: String,
     pub read: ReadCounts,
@@ -351,11 +356,11 @@ async fn pipeline(
     let started_at = jiff::Timestamp::now();
     let tracking = directory.change_tracking().await?;
     let fingerprint = engine::scope_fingerprint(&config.scope);
-    let watermark = store.watermark()?;
+    let watermarks = store.watermarks()?;
     let (mode, fallback) = engine::choose_mode(&ModeInputs {
         full_asked: args.full,
         tracking: tracking.as_ref(),
-        watermark: watermark.as_ref(),
+        watermark: engine::pick_watermark(tracking.as_ref(), &watermarks),
         scope: &fingerprint,
         full_pending: store.meta("full_pending")?.is_some(),
         tenant_requested: store.meta("full_sync_requested")?.is_some(),
@@ -376,6 +381,8 @@ async fn pipeline(
         mode: mode.name(),
         fallback,
         source: info.source,
+        dc: info.dns_host_name,
+        skipped_dcs: info.skipped,
         scope: description,
         state_path: String::new(),
         read: ReadCounts::default(),
@@ -771,6 +778,9 @@ impl SyncReport {
             self.read.users,
             self.read.groups
         );
+        for skipped in &self.skipped_dcs {
+            out.push_str(&format!("skipped DC {}: {}\n", output::cell(&skipped.url), output::cell(&skipped.error)));
+        }
         for q in self.quarantined.iter().take(20) {
             let rules: Vec<&str> = q.reasons.iter().map(|r| r.rule.as_str()).collect();
             out.push_str(&format!("quarantined: {} ({})\n", output::cell(&q.dn), rules.join(", ")));
