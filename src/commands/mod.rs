@@ -254,6 +254,24 @@ pub async fn open_directory(
     config: Option<&AgentConfig>,
     warnings: &mut Vec<Warning>,
 ) -> Result<AnyDirectory> {
+    open(args, config, warnings, false).await
+}
+
+/// [`open_directory`] for writing passwords: a read-only DC (RODC) is passed over for the next.
+pub async fn open_writable_directory(
+    args: &DirectoryArgs,
+    config: Option<&AgentConfig>,
+    warnings: &mut Vec<Warning>,
+) -> Result<AnyDirectory> {
+    open(args, config, warnings, true).await
+}
+
+async fn open(
+    args: &DirectoryArgs,
+    config: Option<&AgentConfig>,
+    warnings: &mut Vec<Warning>,
+    writable: bool,
+) -> Result<AnyDirectory> {
     let defaults = DirectoryConfig::default();
     let dir = config.map(|c| &c.directory).unwrap_or(&defaults);
     let texts = dc_urls(args, dir).await?;
@@ -317,12 +335,12 @@ pub async fn open_directory(
         base_dn: dir.base_dn.clone(),
         range_step: DEFAULT_RANGE_STEP,
     };
-    let mut directory = LdapDirectory::connect_any(&urls, settings).await?;
+    let mut directory = LdapDirectory::connect_any(&urls, settings, writable).await?;
     let info = directory.info().await?;
     for skipped in &info.skipped {
         warnings.push(Warning::new(
             "dc-skipped",
-            format!("{} did not answer ({}); this run uses {}", skipped.url, skipped.error, info.source),
+            format!("{} was passed over ({}); this run uses {}", skipped.url, skipped.error, info.source),
         ));
     }
     if args.save_bind_password {

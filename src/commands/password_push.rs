@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{Context, Report, choose_scope, encrypted_dc_urls, open_directory, read_stdin_secret};
+use super::{Context, Report, choose_scope, encrypted_dc_urls, open_writable_directory, read_stdin_secret};
 use crate::cli::PasswordPushArgs;
 use crate::config::AgentConfig;
 use crate::directory::ldap::LdapDirectory;
@@ -196,7 +196,7 @@ async fn run_push(
         (None, Some(path)) => read_batch(path)?,
         (None, None) => Vec::new(),
     };
-    let mut directory = open_directory(&args.directory, Some(config), warnings).await?;
+    let mut directory = open_writable_directory(&args.directory, Some(config), warnings).await?;
     let (scope, _) = choose_scope(&mut directory, None, Some(config), warnings).await?;
     let AnyDirectory::Ldap(ldap) = &mut directory else {
         return Err(AppError::usage("password-push writes to a domain controller, not an LDIF export"));

@@ -422,7 +422,7 @@ async fn pipeline(
     let mut exit = exit;
     let password_sync = config.tenant.as_ref().is_some_and(|t| t.password_sync);
     if password_sync && error.is_none() && !args.dry_run {
-        let needs_a_look = push_passwords(&mut directory, scope, config, &mut report, warnings).await;
+        let needs_a_look = push_passwords(&mut directory, &args.directory, scope, config, &mut report, warnings).await;
         if needs_a_look && exit == ExitStatus::Ok {
             exit = ExitStatus::Findings;
         }
@@ -434,6 +434,7 @@ async fn pipeline(
 /// it is reported (and the tenant keeps what was not tried). True when anything needs a look.
 async fn push_passwords(
     directory: &mut crate::directory::AnyDirectory,
+    args: &crate::cli::DirectoryArgs,
     scope: crate::sync::scope::Scope,
     config: &AgentConfig,
     report: &mut SyncReport,
@@ -442,7 +443,26 @@ async fn push_passwords(
     let crate::directory::AnyDirectory::Ldap(ldap) = directory else {
         return false;
     };
-    match password_push::from_tenant(ldap, scope, config, warnings).await {
+    // The sync may have read from a read-only DC; passwords go to a writable one.
+    let mut writable = None;
+    if ldap.is_read_only().await.unwrap_or(false) {
+        match super::open_writable_directory(args, Some(config), warnings).await {
+            Ok(crate::directory::AnyDirectory::Ldap(other)) => writable = Some(other),
+            Ok(_) => return false,
+            Err(e) => {
+                warnings.push(Warning::new(
+                    "password-push-failed",
+                    format!("password writeback did not run: the sync's DC is read-only and {}", e.message),
+                ));
+                return true;
+            }
+        }
+    }
+    let target = match writable.as_mut() {
+        Some(other) => other,
+        None => ldap,
+    };
+    match password_push::from_tenant(target, scope, config, warnings).await {
         Ok((push, stopped)) => {
             if let Some(e) = &stopped {
                 warnings.push(Warning::new("password-push-stopped", e.message.clone()));

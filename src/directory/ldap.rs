@@ -187,14 +187,24 @@ impl LdapDirectory {
 
     /// Connects to the first of `urls` that answers, with the settings `settings` makes for
     /// each; the DCs passed over are in [`DirectoryInfo::skipped`]. One URL: its own error.
+    /// With `writable`, a read-only DC (RODC) is passed over too: writes go to a writable DC.
     pub async fn connect_any(
         urls: &[String],
         settings: impl Fn(&str) -> LdapSettings,
+        writable: bool,
     ) -> Result<LdapDirectory, DirectoryError> {
         let mut skipped: Vec<SkippedDc> = Vec::new();
         let mut kinds = Vec::new();
         for url in urls {
-            match LdapDirectory::connect(settings(url)).await {
+            let connected = match LdapDirectory::connect(settings(url)).await {
+                Ok(mut directory) if writable => match directory.is_read_only().await {
+                    Ok(false) => Ok(directory),
+                    Ok(true) => Err(DirectoryError::ReadOnlyDc { url: url.clone() }),
+                    Err(e) => Err(e),
+                },
+                other => other,
+            };
+            match connected {
                 Ok(mut directory) => {
                     for s in &skipped {
                         tracing::warn!(url = %s.url, error = %s.error, "domain controller skipped");
@@ -203,7 +213,7 @@ impl LdapDirectory {
                     return Ok(directory);
                 }
                 Err(e) if urls.len() == 1 => return Err(e),
-                Err(e) if is_failover_error(&e) => {
+                Err(e) if is_failover_error(&e) || matches!(e, DirectoryError::ReadOnlyDc { .. }) => {
                     kinds.push(e.kind());
                     skipped.push(SkippedDc { url: url.clone(), error: e.to_string() });
                 }
@@ -263,6 +273,15 @@ impl LdapDirectory {
             }),
             rc => Err(bind_error(&spn, rc, &result.text)),
         }
+    }
+
+    /// Whether this DC is a read-only DC (RODC): its rootDSE lists the partial-secrets
+    /// capability. An RODC refuses (refers) writes, so passwords are never written there.
+    pub async fn is_read_only(&mut self) -> Result<bool, DirectoryError> {
+        let root = self.read_base("", &["supportedCapabilities"]).await?.unwrap_or_default();
+        let capabilities: Vec<String> =
+            root.values("supportedcapabilities").iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+        Ok(is_rodc(&capabilities))
     }
 
     /// Whether the connection is LDAPS or upgraded with StartTLS (AD takes passwords only then).
@@ -621,6 +640,14 @@ impl LdapDirectory {
     }
 }
 
+/// LDAP_CAP_ACTIVE_DIRECTORY_PARTIAL_SECRETS_OID: announced by read-only DCs only ([MS-ADTS] 3.1.1.3.4.3).
+const RODC_CAPABILITY: &str = "1.2.840.113556.1.4.1920";
+
+/// Whether a rootDSE's `supportedCapabilities` are a read-only DC's.
+pub fn is_rodc(capabilities: &[String]) -> bool {
+    capabilities.iter().any(|c| c.trim() == RODC_CAPABILITY)
+}
+
 /// The host of an `ldap(s)://HOST[:PORT]` URL (brackets of an IPv6 literal removed).
 fn url_host(url: &str) -> Option<String> {
     let rest = url.split_once("://")?.1.trim_end_matches('/');
@@ -847,6 +874,68 @@ mod tests {
         assert_eq!(ad_bind_reason(text), "wrong password (or unknown user)");
         assert_eq!(ad_bind_reason("... data 775, v4563"), "account locked out");
         assert_eq!(ad_bind_reason("something else"), "invalid credentials");
+    }
+
+    #[test]
+    fn a_read_only_dc_is_known_by_its_capability() {
+        let writable = ["1.2.840.113556.1.4.800", "1.2.840.113556.1.4.1670", "1.2.840.113556.1.4.1791"];
+        let caps = |list: &[&str]| list.iter().map(|c| (*c).to_owned()).collect::<Vec<_>>();
+        assert!(!is_rodc(&caps(&writable)));
+        let mut rodc = caps(&writable);
+        rodc.push("1.2.840.113556.1.4.1920".into());
+        assert!(is_rodc(&rodc));
+        assert!(is_failover_error(&DirectoryError::Ldap {
+            operation: "bind",
+            code: 52,
+            name: "unavailable",
+            diagnostic: String::new()
+        }));
+        assert!(!is_failover_error(&DirectoryError::BindRejected {
+            account: "a".into(),
+            reason: "r".into(),
+            diagnostic: String::new()
+        }));
+    }
+
+    #[test]
+    fn the_spn_host_comes_from_the_url_unless_it_is_an_address() {
+        assert_eq!(url_host("ldaps://dc1.example.com").as_deref(), Some("dc1.example.com"));
+        assert_eq!(url_host("ldap://dc1.example.com:389/").as_deref(), Some("dc1.example.com"));
+        assert_eq!(url_host("ldaps://127.0.0.1:636").as_deref(), Some("127.0.0.1"));
+        assert_eq!(url_host("ldaps://[::1]:636").as_deref(), Some("::1"));
+    }
+
+    #[test]
+    fn kerberos_messages_are_classified() {
+        use KerberosProblem::*;
+        for (text, want) in [
+            (
+                "No credentials were supplied, or the credentials were unavailable or inaccessible (Preauthentication failed)",
+                Rejected,
+            ),
+            ("No credentials were supplied ... (Cannot contact any KDC for realm 'EXAMPLE.TEST')", KdcUnreachable),
+            (
+                "No credentials were supplied ... (No Kerberos credentials available (default cache: FILE:/x))",
+                NoCredentials,
+            ),
+            (
+                "Unspecified GSS failure.  Minor code may provide more information (Server not found in Kerberos database)",
+                WrongSpn,
+            ),
+            ("Unspecified GSS failure.  Minor code may provide more information (Clock skew too great)", ClockSkew),
+            (
+                "InitializeSecurityContextW failed: 0x80090311 No authority could be contacted for authentication.",
+                KdcUnreachable,
+            ),
+            ("InitializeSecurityContextW failed: 0x80090303 The specified target is unknown or unreachable", WrongSpn),
+            (
+                "InitializeSecurityContextW failed: 0x80090324 The clocks on the client and server machines are skewed.",
+                ClockSkew,
+            ),
+            ("something new", Other),
+        ] {
+            assert_eq!(kerberos_problem(text), want, "{text}");
+        }
     }
 
     #[test]

@@ -359,6 +359,8 @@ pub enum DirectoryError {
     Kerberos { problem: KerberosProblem, spn: String, detail: String },
     #[error("no domain controller answered: {}", tried.iter().map(|s| format!("{} ({})", s.url, s.error)).collect::<Vec<_>>().join("; "))]
     NoDcAnswered { tried: Vec<SkippedDc>, kind: ErrorKind },
+    #[error("{url} is a read-only domain controller (RODC): passwords are written only to a writable DC")]
+    ReadOnlyDc { url: String },
     #[error("DNS discovery of the domain controllers failed ({name}): {detail}")]
     Discovery { name: String, detail: String, kind: ErrorKind },
 }
@@ -446,6 +448,7 @@ impl DirectoryError {
                 | KerberosProblem::Other => ErrorKind::Config,
             },
             DirectoryError::NoDcAnswered { kind, .. } | DirectoryError::Discovery { kind, .. } => *kind,
+            DirectoryError::ReadOnlyDc { .. } => ErrorKind::Config,
         }
     }
 }
@@ -475,6 +478,9 @@ impl From<DirectoryError> for AppError {
             DirectoryError::Kerberos { problem, detail, .. } => {
                 app.causes.push(detail.clone());
                 app = app.with_hint(problem.hint());
+            }
+            DirectoryError::ReadOnlyDc { .. } => {
+                app = app.with_hint("list a writable DC in directory.url (or use discover = true)");
             }
             DirectoryError::Discovery { .. } => {
                 app = app.with_hint(
