@@ -283,3 +283,87 @@ fn a_wrong_keytab_is_rejected_with_77_and_an_unreachable_kdc_is_temporary_75() {
     assert_eq!(code, 78, "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("ldap/dc9.example.test"), "{v}");
 }
+
+/// `--create-service-account --gmsa`: what the Samba testbed can show of a gMSA. Samba 4.17
+/// stores the object (class, name, who may retrieve the password) but has no KDS root key and
+/// computes no msDS-ManagedPassword, so nobody can authenticate as the gMSA here; that part
+/// (the task running as DOMAIN\NAME$ and binding with Kerberos) needs a Windows Server 2012+
+/// domain.
+#[test]
+fn a_gmsa_is_created_with_who_may_retrieve_its_password_and_nothing_is_stored() {
+    use ausi::directory::security::SecurityDescriptor;
+    use base64::Engine;
+    let Some(tb) = testbed() else { return };
+    let name = format!("gm{}x{}", std::process::id() % 100_000, SEQ.fetch_add(1, Ordering::SeqCst));
+    let dn = format!("CN={name},CN=Managed Service Accounts,{}", tb.base);
+    let _cleanup = Sandbox { tb: &tb, root: dn.clone() };
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_config(
+        dir.path(),
+        &format!("version = 1\n\n# the test DC\n[directory]\nurl = \"{}\"\nca_file = \"{}\"\n", tb.ldaps, tb.ca),
+    );
+    let c = config.to_str().unwrap();
+    let admin = format!("{}\n", std::fs::read_to_string(&tb.admin_pw_file).unwrap().trim_end());
+    let args = [
+        "--config",
+        c,
+        "install-service",
+        "--create-service-account",
+        "--gmsa",
+        "--gmsa-allowed",
+        "DC1$",
+        "--name",
+        &name,
+        "--bind-dn",
+        &tb.admin_dn,
+        "--bind-password-stdin",
+        "-o",
+        "json",
+    ];
+    let r = common::run(common::ausi().args(args).write_stdin(admin.clone()));
+    let v = r.json();
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let account = &v["data"]["account"];
+    assert_eq!(account["kind"], "gmsa");
+    assert_eq!(account["action"], "created");
+    assert_eq!(account["dn"], dn.as_str());
+    assert_eq!(account["sam_account_name"], format!("{name}$"));
+    assert_eq!(account["password"], "managed-by-the-domain");
+    assert_eq!(account["allowed_to_retrieve"], serde_json::json!(["DC1$"]));
+
+    // In AD: a gMSA whose msDS-GroupMSAMembership lets exactly DC1$ retrieve the password.
+    let out = Command::new("ldapsearch")
+        .env("LDAPTLS_CACERT", &tb.ca)
+        .args(["-x", "-H", &tb.ldaps, "-D", &tb.admin_dn, "-y", &tb.admin_pw_file, "-LLL", "-o", "ldif-wrap=no"])
+        .args(["-s", "base", "-b", &dn, "(objectClass=*)", "objectClass", "msDS-GroupMSAMembership"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("objectClass: msDS-GroupManagedServiceAccount"), "{text}");
+    let b64 = text.lines().find_map(|l| l.strip_prefix("msDS-GroupMSAMembership:: ")).expect("membership");
+    let sd = SecurityDescriptor::parse(&base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap();
+    let (_, shown) = samba_tool(&["computer", "show", "DC1", "--attributes=objectSid"]);
+    let dc_sid = shown.lines().find_map(|l| l.strip_prefix("objectSid: ")).expect("objectSid").trim().to_owned();
+    let aces = sd.dacl.unwrap().aces;
+    assert_eq!(aces.len(), 1);
+    assert_eq!(aces[0].sid().map(|s| s.to_string()), Some(dc_sid));
+    assert_eq!(aces[0].mask(), Some(0x000f_01ff));
+
+    // No secret anywhere: the configuration now binds with Kerberos, comments kept.
+    let written = std::fs::read_to_string(&config).unwrap();
+    assert!(written.contains("# the test DC"), "{written}");
+    let parsed = ausi::config::parse(&written).unwrap();
+    assert_eq!(parsed.directory.bind, ausi::config::BindMethod::Kerberos);
+    assert!(parsed.directory.bind_password.is_none() && parsed.directory.bind_dn.is_none(), "{written}");
+    let files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, ["agent.toml"], "no secret file was written");
+
+    // Again: the same gMSA, reused.
+    let r = common::run(common::ausi().args(args).write_stdin(admin));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.json()["data"]["account"]["action"], "reused");
+}

@@ -457,7 +457,13 @@ async fn prechecks(config: &AgentConfig, config_path: &Path, warnings: &mut Vec<
     let mut dc =
         open_directory(&DirectoryArgs::default(), Some(config), warnings).await.map_err(refuse("directory"))?;
     let info = dc.info().await.map_err(AppError::from).map_err(refuse("directory"))?;
-    checks.push(CheckReport { check: "directory", detail: format!("{}: bound, {}", info.source, info.naming_context) });
+    // With Kerberos the check binds as whoever runs install-service; the scheduled runs bind
+    // as the --run-as identity (SYSTEM: the computer account; a gMSA: itself).
+    let how = match directory.bind {
+        crate::config::BindMethod::Kerberos => "bound with Kerberos as the identity running install-service",
+        crate::config::BindMethod::Simple => "bound",
+    };
+    checks.push(CheckReport { check: "directory", detail: format!("{}: {how}, {}", info.source, info.naming_context) });
     drop(dc);
 
     let timeout = Duration::from_secs(config.sync.request_timeout_secs.clamp(1, 60));
