@@ -137,33 +137,56 @@ pub struct SystemResolver;
 
 impl SrvResolver for SystemResolver {
     async fn srv(&self, name: &str) -> Result<Vec<SrvTarget>, LookupError> {
-        use hickory_resolver::TokioResolver;
-        use hickory_resolver::proto::rr::RData;
-        let resolver = TokioResolver::builder_tokio()
+        let resolver = hickory_resolver::TokioResolver::builder_tokio()
             .map_err(|e| LookupError::Failed(format!("cannot read the system's DNS configuration: {e}")))?
             .build()
             .map_err(|e| LookupError::Failed(e.to_string()))?;
-        // A trailing dot: the name is absolute, no search domains are appended.
-        let lookup = match resolver.srv_lookup(format!("{}.", name.trim_end_matches('.'))).await {
-            Ok(lookup) => lookup,
-            Err(e) if e.is_no_records_found() || e.is_nx_domain() => return Err(LookupError::NotFound),
-            Err(e) => return Err(LookupError::Failed(e.to_string())),
-        };
-        let found: Vec<SrvTarget> = lookup
-            .answers()
-            .iter()
-            .filter_map(|record| match &record.data {
-                RData::SRV(srv) => Some(SrvTarget {
-                    priority: srv.priority,
-                    weight: srv.weight,
-                    port: srv.port,
-                    target: srv.target.to_utf8().trim_end_matches('.').to_owned(),
-                }),
-                _ => None,
-            })
-            .collect();
-        if found.is_empty() { Err(LookupError::NotFound) } else { Ok(found) }
+        srv_lookup(&resolver, name).await
     }
+}
+
+/// One DNS server, by address (UDP): the same lookup as [`SystemResolver`], against a server
+/// the caller names instead of the system's.
+pub struct DnsServer(pub std::net::SocketAddr);
+
+impl SrvResolver for DnsServer {
+    async fn srv(&self, name: &str) -> Result<Vec<SrvTarget>, LookupError> {
+        use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+        use hickory_resolver::net::runtime::TokioRuntimeProvider;
+        let mut server = NameServerConfig::udp(self.0.ip());
+        for connection in &mut server.connections {
+            connection.port = self.0.port();
+        }
+        let config = ResolverConfig::from_name_servers(vec![server]);
+        let resolver = hickory_resolver::TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+            .build()
+            .map_err(|e| LookupError::Failed(e.to_string()))?;
+        srv_lookup(&resolver, name).await
+    }
+}
+
+async fn srv_lookup(resolver: &hickory_resolver::TokioResolver, name: &str) -> Result<Vec<SrvTarget>, LookupError> {
+    use hickory_resolver::proto::rr::RData;
+    // A trailing dot: the name is absolute, no search domains are appended.
+    let lookup = match resolver.srv_lookup(format!("{}.", name.trim_end_matches('.'))).await {
+        Ok(lookup) => lookup,
+        Err(e) if e.is_no_records_found() || e.is_nx_domain() => return Err(LookupError::NotFound),
+        Err(e) => return Err(LookupError::Failed(e.to_string())),
+    };
+    let found: Vec<SrvTarget> = lookup
+        .answers()
+        .iter()
+        .filter_map(|record| match &record.data {
+            RData::SRV(srv) => Some(SrvTarget {
+                priority: srv.priority,
+                weight: srv.weight,
+                port: srv.port,
+                target: srv.target.to_utf8().trim_end_matches('.').to_owned(),
+            }),
+            _ => None,
+        })
+        .collect();
+    if found.is_empty() { Err(LookupError::NotFound) } else { Ok(found) }
 }
 
 #[cfg(test)]
@@ -194,6 +217,58 @@ mod tests {
 
     fn request<'a>(site: Option<&'a str>, local: &'a [String]) -> DiscoveryRequest<'a> {
         DiscoveryRequest { domain: "example.com", site, starttls: false, local_names: local }
+    }
+
+    /// A DNS server on loopback (a std UDP socket) that answers SRV queries for `name` with
+    /// `targets` and NXDOMAIN for anything else: the real resolver's packets, end to end.
+    fn dns_server(name: &'static str, targets: Vec<SrvTarget>) -> std::net::SocketAddr {
+        use hickory_resolver::proto::op::{Message, ResponseCode};
+        use hickory_resolver::proto::rr::rdata::SRV;
+        use hickory_resolver::proto::rr::{Name, RData, Record};
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = socket.recv_from(&mut buf) {
+                let Ok(query) = Message::from_vec(&buf[..n]) else { continue };
+                let mut answer = Message::response(query.metadata.id, query.metadata.op_code);
+                answer.metadata.recursion_desired = query.metadata.recursion_desired;
+                answer.metadata.recursion_available = true;
+                let asked = query.queries.first().cloned();
+                if let Some(q) = &asked {
+                    answer.add_query(q.clone());
+                }
+                let known = asked.as_ref().is_some_and(|q| q.name().to_utf8().trim_end_matches('.') == name);
+                if known {
+                    for t in &targets {
+                        let srv =
+                            SRV::new(t.priority, t.weight, t.port, Name::from_utf8(format!("{}.", t.target)).unwrap());
+                        answer.add_answer(Record::from_rdata(
+                            Name::from_utf8(format!("{name}.")).unwrap(),
+                            60,
+                            RData::SRV(srv),
+                        ));
+                    }
+                } else {
+                    answer.metadata.response_code = ResponseCode::NXDomain;
+                }
+                let _ = socket.send_to(&answer.to_vec().unwrap(), from);
+            }
+        });
+        addr
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_real_resolver_reads_srv_answers_from_a_dns_server() {
+        let general = "_ldap._tcp.dc._msdcs.example.com";
+        let addr = dns_server(general, vec![t(0, 100, "dc1.example.com"), t(5, 100, "dc2.example.com")]);
+        let resolver = DnsServer(addr);
+        let mut found = resolver.srv(general).await.unwrap();
+        found.sort_by(|a, b| a.target.cmp(&b.target));
+        assert_eq!(found, [t(0, 100, "dc1.example.com"), t(5, 100, "dc2.example.com")]);
+        assert_eq!(resolver.srv("_ldap._tcp.Lyon._sites.dc._msdcs.example.com").await, Err(LookupError::NotFound));
+        let urls = discover(&request(Some("Lyon"), &[]), &resolver).await.unwrap();
+        assert_eq!(urls, ["ldaps://dc1.example.com", "ldaps://dc2.example.com"]);
     }
 
     #[test]
