@@ -257,6 +257,13 @@ fn a_wrong_keytab_is_rejected_with_77_and_an_unreachable_kdc_is_temporary_75() {
     assert!(message.contains("Kerberos") && message.contains("rejected"), "{message}");
     assert!(v["error"]["hints"][0].as_str().unwrap().contains("keytab"), "{v}");
 
+    // An account named on the command line is a simple bind, whatever the file says.
+    let mut cmd = krb.ausi();
+    cmd.write_stdin(format!("{}\n", tb.password()));
+    let w = wrong.to_str().unwrap();
+    let (code, v) = json(&mut cmd, &["--config", w, "list-ous", "--bind-dn", &tb.bind_dn, "--bind-password-stdin"]);
+    assert_eq!(code, 0, "{v}");
+
     // The right keytab, but krb5.conf names a KDC that does not answer (a closed port).
     let dead = Krb::new("127.0.0.1:1");
     let config = common::write_config(dir.path(), &format!("version = 1\n{}", kerberos_directory(&tb, &dead.keytab())));

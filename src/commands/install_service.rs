@@ -434,7 +434,7 @@ async fn prechecks(config: &AgentConfig, config_path: &Path, warnings: &mut Vec<
 
     // Secrets: a scheduled run cannot answer a prompt.
     let mut stored = Vec::new();
-    if directory.bind_dn.is_some() {
+    if directory.bind_dn.is_some() && directory.bind == crate::config::BindMethod::Simple {
         let reference = directory.bind_password.as_deref().ok_or_else(|| {
             refuse("secrets")(AppError::config("[directory] has a bind_dn but no bind_password reference"))
         })?;

@@ -298,7 +298,10 @@ async fn open(
         ));
     }
     let reference = dir.bind_password.as_deref().map(SecretRef::parse).transpose()?;
-    let (bind, typed) = match dir.bind {
+    // An account named on the command line (--bind-dn: an administrator creating the service
+    // account, a one-off check) is a simple bind, whatever the configuration says.
+    let method = if args.bind_dn.is_some() { BindMethod::Simple } else { dir.bind };
+    let (bind, typed) = match method {
         BindMethod::Kerberos => {
             if args.bind_password_stdin || args.save_bind_password {
                 return Err(AppError::usage(
