@@ -271,6 +271,19 @@ fn a_wrong_keytab_is_rejected_with_77_and_an_unreachable_kdc_is_temporary_75() {
     assert_eq!(code, 75, "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("KDC"), "{v}");
 
+    // A keytab others can read is refused like a secret file (78), before any Kerberos.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let open = dir.path().join("open.keytab");
+        std::fs::copy(krb.keytab(), &open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let config = common::write_config(dir.path(), &format!("version = 1\n{}", kerberos_directory(&tb, &open)));
+        let (code, v) = json(&mut krb.ausi(), &["--config", config.to_str().unwrap(), "list-ous"]);
+        assert_eq!(code, 78, "{v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains("chmod 600"), "{v}");
+    }
+
     // No keytab and an empty credential cache: a configuration error (78), said plainly.
     let none =
         format!("version = 1\n[directory]\nurl = \"{}\"\nca_file = \"{}\"\nbind = \"kerberos\"\n", tb.ldaps, tb.ca);
