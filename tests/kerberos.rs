@@ -387,3 +387,40 @@ fn a_gmsa_is_created_with_who_may_retrieve_its_password_and_nothing_is_stored() 
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(r.json()["data"]["account"]["action"], "reused");
 }
+
+/// `install-service --run-as DOMAIN\NAME$` with Kerberos: every check passes with no secret but
+/// the tenant token, and the task runs as the gMSA with no password (a temporary root).
+#[test]
+fn install_service_as_a_gmsa_with_kerberos_needs_no_directory_secret() {
+    let Some(tb) = testbed() else { return };
+    let krb = Krb::new("127.0.0.1");
+    let agent = tb.agent(&[format!("OU=EMEA,OU=Sales,OU=Corp,{}", tb.base).as_str()], "");
+    switch_to_kerberos(&tb, &agent.config, &krb.keytab());
+    let root = agent.dir.path().join("root");
+    let args = [
+        "--config",
+        agent.cfg(),
+        "install-service",
+        "--root",
+        root.to_str().unwrap(),
+        "--scheduler",
+        "task-scheduler",
+        "--run-as",
+        r"EXAMPLE\gmsa-ausi$",
+    ];
+    let (code, v) = json(&mut krb.ausi(), &args);
+    assert_eq!(code, 0, "{v}");
+    let checks = v["data"]["checks"].as_array().unwrap();
+    let detail =
+        |name: &str| checks.iter().find(|c| c["check"] == name).unwrap()["detail"].as_str().unwrap().to_owned();
+    assert_eq!(detail("secrets"), "tenant token resolve", "no directory secret is needed");
+    assert!(detail("directory").contains("Kerberos"), "{v}");
+    let task = v["data"]["files"].as_array().unwrap()[0]["contents"].as_str().unwrap().to_owned();
+    let doc = roxmltree::Document::parse(&task).unwrap();
+    let principal = doc.descendants().find(|n| n.has_tag_name("Principal")).unwrap();
+    let text = |tag: &str| principal.children().find(|n| n.has_tag_name(tag)).and_then(|n| n.text()).map(str::to_owned);
+    assert_eq!(text("UserId").as_deref(), Some(r"EXAMPLE\gmsa-ausi$"));
+    assert_eq!(text("LogonType").as_deref(), Some("Password"));
+    let config = std::fs::read_to_string(&agent.config).unwrap();
+    assert!(!config.contains("bind_password") && !config.contains(&tb.password()), "{config}");
+}
