@@ -79,6 +79,8 @@ fn kerberos_environment(global: &GlobalArgs) {
         return;
     }
     if let Some(keytab) = directory.keytab.as_deref().and_then(|k| k.strip_prefix("file:")) {
+        let keytab = secrets::passed_file(std::path::Path::new(keytab));
+        let keytab = keytab.display();
         // SAFETY: called from main_with_args before the logger, the runtime or any other thread
         // exists, so nothing reads the environment concurrently (std::env::set_var's condition).
         unsafe {

@@ -423,4 +423,11 @@ fn install_service_as_a_gmsa_with_kerberos_needs_no_directory_secret() {
     assert_eq!(text("LogonType").as_deref(), Some("Password"));
     let config = std::fs::read_to_string(&agent.config).unwrap();
     assert!(!config.contains("bind_password") && !config.contains(&tb.password()), "{config}");
+
+    // Under systemd the keytab reaches the service as a credential, like a file: secret.
+    let (code, v) = json(&mut krb.ausi(), &["--config", agent.cfg(), "install-service", "--print"]);
+    assert_eq!(code, 0, "{v}");
+    let unit = v["data"]["files"][0]["contents"].as_str().unwrap();
+    let name = ausi::secrets::credential_name(&krb.keytab());
+    assert!(unit.contains(&format!("LoadCredential={name}:{}", krb.keytab().display())), "{unit}");
 }

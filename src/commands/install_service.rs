@@ -376,6 +376,8 @@ fn settings(
     let references = [
         ("directory.bind_password", config.directory.bind_password.as_deref()),
         ("tenant.token", config.tenant.as_ref().and_then(|t| t.token.as_deref())),
+        // A keytab is keys, so it reaches a systemd service the same way (see secrets::passed_file).
+        ("directory.keytab", config.directory.keytab.as_deref()),
     ];
     for (key, reference) in references {
         match reference.map(SecretRef::parse).transpose()? {

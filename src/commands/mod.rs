@@ -315,7 +315,7 @@ async fn open(
                 .with_hint("remove keytab from [directory]; install the service with --run-as DOMAIN\\name$ for a gMSA"));
             }
             if let Some(path) = dir.keytab.as_deref().and_then(|k| k.strip_prefix("file:")) {
-                crate::secrets::check_private_file(Path::new(path)).map_err(|e| {
+                crate::secrets::check_private_file(&crate::secrets::passed_file(Path::new(path))).map_err(|e| {
                     AppError::from(e).with_hint("a keytab holds the account's keys: export it again, or give it mode 0600 (chmod 600) and the owner ausi runs as")
                 })?;
             }
