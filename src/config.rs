@@ -401,6 +401,14 @@ fn check_directory(d: &DirectoryConfig) -> Result<(), String> {
     if d.url.iter().any(|u| u.trim().is_empty()) {
         return Err("directory.url: an empty URL in the list".to_owned());
     }
+    if let Some(bad) = d.url.iter().find(|u| {
+        let lower = u.to_ascii_lowercase();
+        !lower.starts_with("ldaps://") && !lower.starts_with("ldap://")
+    }) {
+        return Err(format!(
+            "directory.url {bad:?}: a domain controller is ldaps://HOST[:PORT] or ldap://HOST[:PORT] (an LDIF export is read with --source ldif:PATH)"
+        ));
+    }
     match d.bind {
         BindMethod::Kerberos => {
             if d.bind_password.is_some() {
@@ -663,6 +671,8 @@ mod tests {
         let e = parse("version = 1\n[directory]\nurl = 5\n").unwrap_err();
         assert!(e.contains("list of URLs"), "{e}");
         assert!(parse("version = 1\n[directory]\nurl = [\"\"]\n").unwrap_err().contains("empty URL"));
+        let e = parse("version = 1\n[directory]\nurl = [\"ldaps://dc1\", \"https://dc2\"]\n").unwrap_err();
+        assert!(e.contains("https://dc2") && e.contains("ldaps://HOST"), "{e}");
         // Written back as it was given: one string, or a list.
         let text = toml::to_string(&one.directory).unwrap();
         assert!(text.contains("url = \"ldaps://dc1\""), "{text}");

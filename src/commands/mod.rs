@@ -280,16 +280,15 @@ async fn open(
             "pass --source ldaps://DC or --source ldif:EXPORT.ldif, or set url (or discover = true) in [directory]",
         ));
     }
-    let mut urls = Vec::new();
-    for text in &texts {
-        match SourceSpec::parse(text)? {
-            SourceSpec::Ldif(path) if texts.len() == 1 => return Ok(AnyDirectory::Ldif(LdifDirectory::open(&path)?)),
-            SourceSpec::Ldif(_) => {
-                return Err(AppError::config("directory.url: an LDIF export cannot be one of several DCs"));
-            }
-            SourceSpec::Ldap(url) => urls.push(url),
-        }
-    }
+    // --source may name an export; the configuration's URLs are DCs (a bad one is a
+    // configuration error, exit 78, found when it is connected to).
+    let urls = match &args.source {
+        Some(source) => match SourceSpec::parse(source)? {
+            SourceSpec::Ldif(path) => return Ok(AnyDirectory::Ldif(LdifDirectory::open(&path)?)),
+            SourceSpec::Ldap(url) => vec![url],
+        },
+        None => texts,
+    };
     let ca_file = args.ca_file.clone().or_else(|| dir.ca_file.clone());
     if !dir.tls_verify {
         warnings.push(Warning::new(
