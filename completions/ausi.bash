@@ -317,7 +317,7 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__install__subcmd__service)
-            opts="-c -o -v -q -h -V --interval --full-sync-at --time-limit --run-as --print --uninstall --create-service-account --ou --name --grant-rights --password-sync --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --root --scheduler --config --output --verbose --quiet --log-format --log-file --help --version"
+            opts="-c -o -v -q -h -V --interval --full-sync-at --time-limit --run-as --print --uninstall --create-service-account --ou --name --gmsa --gmsa-allowed --grant-rights --password-sync --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --root --scheduler --config --output --verbose --quiet --log-format --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -344,6 +344,10 @@ _ausi() {
                     return 0
                     ;;
                 --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gmsa-allowed)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -69,6 +69,7 @@ complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l time-limit
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l run-as -d 'Account the runs use [default: SYSTEM on Windows, root on Linux]. On Windows a gMSA (DOMAIN\\name$) needs no password; any other account\'s password is asked by schtasks at the terminal. No password is ever accepted as an argument' -r
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l ou -d 'Where a new service account is created [default: CN=Users under the naming context]' -r
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l name -d 'The service account\'s logon name (sAMAccountName) [default: svc-ausi]' -r
+complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l gmsa-allowed -d 'With --gmsa: an account (sAMAccountName, e.g. the computer `HOST$` that runs ausi, or a group of such computers) allowed to retrieve the gMSA\'s password; repeatable' -r
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l source -d 'Read from here instead of the configured directory: ldif:PATH (an ldifde or ldapsearch export; no domain controller needed), ldaps://HOST[:PORT] or ldap://HOST[:PORT]' -r
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l bind-dn -d 'Bind as this account (DN, user@domain or DOMAIN\\user) instead of the configured one' -r
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l ca-file -d 'Trust this PEM file of CA certificates for LDAPS/StartTLS (a private enterprise CA)' -r -F
@@ -85,6 +86,7 @@ complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l log-file -
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l print -d 'Write what would be installed to stdout and change nothing'
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l uninstall -d 'Remove the installed task or timer'
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l create-service-account -d 'Create (or reuse) the AD account the sync binds as, store its random password, and show the rights it needs on the selected OUs. Binds as an administrator, over LDAPS or StartTLS only'
+complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l gmsa -d 'Create a group managed service account (gMSA, Windows Server 2012+ domains) instead of a user: the domain sets and rotates its password, ausi stores none, and the agent binds with Kerberos (bind = "kerberos") when installed with --run-as DOMAIN\\NAME$'
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l grant-rights -d 'Grant the account exactly the rights it needs: one ACE per right on each selected OU, nothing domain-wide'
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l password-sync -d 'Count Reset Password (on the users of the selected OUs) among the rights, as when the agent is registered with --password-sync (tenant.password_sync), before it is'
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l bind-password-stdin -d 'Read the bind password from the first line of standard input'

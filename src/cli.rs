@@ -225,6 +225,17 @@ pub struct InstallServiceArgs {
     #[arg(long, value_name = "NAME", requires = "create_service_account", help_heading = "Service account")]
     pub name: Option<String>,
 
+    /// Create a group managed service account (gMSA, Windows Server 2012+ domains) instead of a
+    /// user: the domain sets and rotates its password, ausi stores none, and the agent binds with
+    /// Kerberos (bind = "kerberos") when installed with --run-as DOMAIN\NAME$
+    #[arg(long, requires = "create_service_account", help_heading = "Service account")]
+    pub gmsa: bool,
+
+    /// With --gmsa: an account (sAMAccountName, e.g. the computer `HOST$` that runs ausi, or a
+    /// group of such computers) allowed to retrieve the gMSA's password; repeatable
+    #[arg(long = "gmsa-allowed", value_name = "ACCOUNT", requires = "gmsa", help_heading = "Service account")]
+    pub gmsa_allowed: Vec<String>,
+
     /// Grant the account exactly the rights it needs: one ACE per right on each selected OU, nothing domain-wide
     #[arg(long, requires = "create_service_account", help_heading = "Service account")]
     pub grant_rights: bool,

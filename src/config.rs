@@ -51,8 +51,26 @@ impl Default for ValidationConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DirectoryConfig {
-    /// `ldaps://dc1.example.com` (preferred) or `ldap://dc1.example.com` with `starttls = true`.
-    pub url: Option<String>,
+    /// `ldaps://dc1.example.com` (preferred) or `ldap://dc1.example.com` with `starttls = true`;
+    /// or a list of them, tried in order until one answers (failover).
+    #[serde(deserialize_with = "one_or_many", serialize_with = "write_one_or_many")]
+    pub url: Vec<String>,
+    /// Find the domain's DCs in DNS (`_ldap._tcp.dc._msdcs.DOMAIN` SRV records), after the
+    /// URLs listed in `url`.
+    pub discover: bool,
+    /// The AD domain's DNS name for discovery; by default from `base_dn` (`DC=example,DC=com`).
+    pub domain: Option<String>,
+    /// The AD site this machine is in: its DCs are tried first (`_ldap._tcp.SITE._sites.dc._msdcs`).
+    pub site: Option<String>,
+    /// `simple` (bind_dn + bind_password) or `kerberos` (SASL GSSAPI: the process's own
+    /// identity on Windows, a keytab or credential cache on Linux; no stored password).
+    pub bind: BindMethod,
+    /// Kerberos on Linux: the client keytab, as `file:PATH` (else KRB5_CLIENT_KTNAME, else the
+    /// credential cache). Never a secret in the file itself.
+    pub keytab: Option<String>,
+    /// Kerberos: the host name in the DC's service principal `ldap/HOST`, when it is not the
+    /// URL's host (an IP address in the URL: the rootDSE's dnsHostName is used).
+    pub spn_host: Option<String>,
     pub starttls: bool,
     /// The service account: a DN, `user@domain` or `DOMAIN\user`.
     pub bind_dn: Option<String>,
@@ -75,7 +93,13 @@ pub struct DirectoryConfig {
 impl Default for DirectoryConfig {
     fn default() -> Self {
         DirectoryConfig {
-            url: None,
+            url: Vec::new(),
+            discover: false,
+            domain: None,
+            site: None,
+            bind: BindMethod::Simple,
+            keytab: None,
+            spn_host: None,
             starttls: false,
             bind_dn: None,
             bind_password: None,
@@ -87,6 +111,65 @@ impl Default for DirectoryConfig {
             operation_timeout_secs: 120,
             page_size: 500,
         }
+    }
+}
+
+/// `directory.bind`: how ausi authenticates to the DC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BindMethod {
+    /// LDAP simple bind as `bind_dn` with the password behind `bind_password`.
+    #[default]
+    Simple,
+    /// SASL GSSAPI (Kerberos 5): SSPI on Windows, MIT Kerberos on Linux.
+    Kerberos,
+}
+
+/// `url = "ldaps://dc1"` or `url = ["ldaps://dc1", "ldaps://dc2"]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(
+        match OneOrMany::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected a URL (\"ldaps://dc1.example.com\") or a list of URLs"))?
+        {
+            OneOrMany::One(url) => vec![url],
+            OneOrMany::Many(urls) => urls,
+        },
+    )
+}
+
+fn write_one_or_many<S: serde::Serializer>(urls: &[String], s: S) -> Result<S::Ok, S::Error> {
+    match urls {
+        [one] => s.serialize_str(one),
+        many => many.serialize(s),
+    }
+}
+
+impl DirectoryConfig {
+    /// The first configured DC URL (the one tools that need a single DC use).
+    pub fn first_url(&self) -> Option<&str> {
+        self.url.first().map(String::as_str)
+    }
+
+    /// The AD domain for DNS discovery: `domain`, else the `DC=` components of `base_dn`.
+    pub fn discovery_domain(&self) -> Option<String> {
+        if let Some(domain) = &self.domain {
+            return Some(domain.trim_end_matches('.').to_owned());
+        }
+        let base = self.base_dn.as_deref()?;
+        let labels: Vec<&str> = base
+            .split(',')
+            .filter_map(|rdn| {
+                let (k, v) = rdn.split_once('=')?;
+                k.trim().eq_ignore_ascii_case("dc").then(|| v.trim())
+            })
+            .collect();
+        (!labels.is_empty()).then(|| labels.join("."))
     }
 }
 
@@ -251,6 +334,9 @@ fn anchor_paths(config: &mut AgentConfig, dir: &Path) {
             *path = dir.join(&*path);
         }
     }
+    if let Some(keytab) = config.directory.keytab.as_mut() {
+        *keytab = anchor_reference(keytab, dir);
+    }
     let secrets = [Some(&mut config.directory.bind_password), config.tenant.as_mut().map(|t| &mut t.token)];
     for reference in secrets.into_iter().flatten() {
         if let Some(text) = reference.as_mut() {
@@ -298,6 +384,7 @@ pub fn parse(text: &str) -> Result<AgentConfig, String> {
             config.directory.page_size
         ));
     }
+    check_directory(&config.directory)?;
     for (key, value) in [
         ("directory.bind_password", &config.directory.bind_password),
         ("tenant.token", &config.tenant.as_ref().and_then(|t| t.token.clone())),
@@ -307,6 +394,46 @@ pub fn parse(text: &str) -> Result<AgentConfig, String> {
         }
     }
     Ok(config)
+}
+
+/// The `[directory]` keys that only make sense together.
+fn check_directory(d: &DirectoryConfig) -> Result<(), String> {
+    if d.url.iter().any(|u| u.trim().is_empty()) {
+        return Err("directory.url: an empty URL in the list".to_owned());
+    }
+    if let Some(bad) = d.url.iter().find(|u| {
+        let lower = u.to_ascii_lowercase();
+        !lower.starts_with("ldaps://") && !lower.starts_with("ldap://")
+    }) {
+        return Err(format!(
+            "directory.url {bad:?}: a domain controller is ldaps://HOST[:PORT] or ldap://HOST[:PORT] (an LDIF export is read with --source ldif:PATH)"
+        ));
+    }
+    match d.bind {
+        BindMethod::Kerberos => {
+            if d.bind_password.is_some() {
+                return Err("directory.bind_password is set, but bind = \"kerberos\" uses no password: remove bind_password (and its stored secret)".to_owned());
+            }
+            if let Some(keytab) = &d.keytab {
+                let Some(path) = keytab.strip_prefix("file:") else {
+                    return Err(format!(
+                        "directory.keytab = {keytab:?}: give the keytab as file:PATH (a keytab holds keys, so it is a file only root (or the service account) can read)"
+                    ));
+                };
+                if path.is_empty() {
+                    return Err("directory.keytab: file: needs a path".to_owned());
+                }
+            }
+        }
+        BindMethod::Simple => {
+            for (key, set) in [("keytab", d.keytab.is_some()), ("spn_host", d.spn_host.is_some())] {
+                if set {
+                    return Err(format!("directory.{key} is set, but it only applies to bind = \"kerberos\""));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(unix)]
@@ -533,6 +660,56 @@ mod tests {
     }
 
     #[test]
+    fn url_is_one_or_many_and_old_configs_stay_valid() {
+        let one = parse("version = 1\n[directory]\nurl = \"ldaps://dc1\"\n").unwrap();
+        assert_eq!(one.directory.url, vec!["ldaps://dc1"]);
+        assert_eq!(one.directory.bind, BindMethod::Simple);
+        assert!(!one.directory.discover);
+        let many = parse("version = 1\n[directory]\nurl = [\"ldaps://dc1\", \"ldaps://dc2:636\"]\n").unwrap();
+        assert_eq!(many.directory.url, vec!["ldaps://dc1", "ldaps://dc2:636"]);
+        assert!(parse("version = 1\n").unwrap().directory.url.is_empty());
+        let e = parse("version = 1\n[directory]\nurl = 5\n").unwrap_err();
+        assert!(e.contains("list of URLs"), "{e}");
+        assert!(parse("version = 1\n[directory]\nurl = [\"\"]\n").unwrap_err().contains("empty URL"));
+        let e = parse("version = 1\n[directory]\nurl = [\"ldaps://dc1\", \"https://dc2\"]\n").unwrap_err();
+        assert!(e.contains("https://dc2") && e.contains("ldaps://HOST"), "{e}");
+        // Written back as it was given: one string, or a list.
+        let text = toml::to_string(&one.directory).unwrap();
+        assert!(text.contains("url = \"ldaps://dc1\""), "{text}");
+        let text = toml::to_string(&many.directory).unwrap();
+        assert!(text.contains("url = [\"ldaps://dc1\", \"ldaps://dc2:636\"]"), "{text}");
+    }
+
+    #[test]
+    fn kerberos_keys_are_checked() {
+        let k =
+            parse("version = 1\n[directory]\nbind = \"kerberos\"\nkeytab = \"file:/etc/ausi/ausi.keytab\"\n").unwrap();
+        assert_eq!(k.directory.bind, BindMethod::Kerberos);
+        let e = parse("version = 1\n[directory]\nbind = \"kerberos\"\nbind_password = \"file:x\"\n").unwrap_err();
+        assert!(e.contains("uses no password"), "{e}");
+        let e = parse("version = 1\n[directory]\nbind = \"kerberos\"\nkeytab = \"/etc/k\"\n").unwrap_err();
+        assert!(e.contains("file:PATH"), "{e}");
+        let e = parse("version = 1\n[directory]\nkeytab = \"file:/k\"\n").unwrap_err();
+        assert!(e.contains("only applies to bind"), "{e}");
+        let e = parse("version = 1\n[directory]\nbind = \"ntlm\"\n").unwrap_err();
+        assert!(e.contains("ntlm"), "{e}");
+        // Discovery's domain: given, or from base_dn.
+        let d = parse("version = 1\n[directory]\ndiscover = true\nbase_dn = \"DC=corp,DC=example,DC=com\"\n").unwrap();
+        assert_eq!(d.directory.discovery_domain().as_deref(), Some("corp.example.com"));
+        let d = parse("version = 1\n[directory]\ndiscover = true\ndomain = \"ad.example.org.\"\n").unwrap();
+        assert_eq!(d.directory.discovery_domain().as_deref(), Some("ad.example.org"));
+    }
+
+    #[test]
+    fn relative_keytab_is_next_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        fs::write(&path, "version = 1\n[directory]\nbind = \"kerberos\"\nkeytab = \"file:ausi.keytab\"\n").unwrap();
+        let c = load(&path).unwrap().config;
+        assert_eq!(c.directory.keytab, Some(format!("file:{}", dir.path().join("ausi.keytab").display())));
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let e = parse("version = 1\n[directory]\nurll = \"ldaps://x\"\n").unwrap_err();
         assert!(e.contains("urll"), "{e}");
@@ -567,7 +744,7 @@ mod tests {
         assert!(text.contains("# my comment") && text.contains("# the DC"), "{text}");
         let loaded = load(&path).unwrap().config;
         assert_eq!(loaded.scope, scope);
-        assert_eq!(loaded.directory.url.as_deref(), Some("ldaps://dc1"));
+        assert_eq!(loaded.directory.first_url(), Some("ldaps://dc1"));
         // and again, replacing the previous scope
         save_scope(&path, &ScopeConfig::default()).unwrap();
         assert_eq!(load(&path).unwrap().config.scope, ScopeConfig::default());
@@ -642,7 +819,7 @@ mod tests {
         let text = fs::read_to_string(&path).unwrap();
         assert!(text.contains("# my DC"), "{text}");
         let loaded = load(&path).unwrap().config;
-        assert_eq!(loaded.directory.url.as_deref(), Some("ldaps://dc1"));
+        assert_eq!(loaded.directory.first_url(), Some("ldaps://dc1"));
         let t = loaded.tenant.unwrap();
         assert_eq!(t.capabilities, tenant.capabilities);
         assert_eq!(t.token, Some(format!("file:{}", dir.path().join("tenant.token").display())));

@@ -41,6 +41,8 @@ where
         Err(e) => return usage_error(e, &args),
     };
     let started = std::time::Instant::now();
+    // Still one thread: the only moment the environment may be changed.
+    kerberos_environment(&cli.global);
     init_logging(&cli.global);
     let printer = Printer::new(cli.global.output, cli.global.quiet);
     let name = commands::command_name(&cli.command);
@@ -61,6 +63,36 @@ where
     log_run_summary(name, &result, started.elapsed());
     printer.emit(name, result)
 }
+
+/// `bind = "kerberos"` with `keytab = "file:PATH"` (Linux): MIT Kerberos takes the client keytab
+/// from `KRB5_CLIENT_KTNAME` only, so it is set here, with `KRB5CCNAME=MEMORY:` so that the
+/// tickets got with it stay in this process's memory (never in a cache file another process
+/// could read, nor mixed with someone's `kinit`). An unreadable configuration is left to the
+/// command to report.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn kerberos_environment(global: &GlobalArgs) {
+    let path = global.config.clone().unwrap_or_else(commands::default_config_path);
+    let Ok(loaded) = config::load(&path) else { return };
+    let directory = &loaded.config.directory;
+    if directory.bind != config::BindMethod::Kerberos {
+        return;
+    }
+    if let Some(keytab) = directory.keytab.as_deref().and_then(|k| k.strip_prefix("file:")) {
+        let keytab = secrets::passed_file(std::path::Path::new(keytab));
+        let keytab = keytab.display();
+        // SAFETY: called from main_with_args before the logger, the runtime or any other thread
+        // exists, so nothing reads the environment concurrently (std::env::set_var's condition).
+        unsafe {
+            std::env::set_var("KRB5_CLIENT_KTNAME", format!("FILE:{keytab}"));
+            std::env::set_var("KRB5CCNAME", format!("MEMORY:ausi-{}", std::process::id()));
+        }
+    }
+}
+
+/// On Windows SSPI uses the process's logon identity; a keytab is refused by `open_directory`.
+#[cfg(not(unix))]
+fn kerberos_environment(_global: &GlobalArgs) {}
 
 /// One line per run for the log file (info level, so not on stderr unless -v): what ran, how it
 /// ended and, for a sync, its mode and counts. A scheduled run's report goes nowhere else.

@@ -232,6 +232,31 @@ fn read_secret_file(path: &Path, reference: &SecretRef) -> Result<SecretString, 
     Ok(SecretString::from(value.to_owned()))
 }
 
+/// Where a `file:` reference's file is for this process: the copy systemd passed in the
+/// service's credentials directory (`LoadCredential=`, as `install-service` writes for every
+/// `file:` reference), else the file itself. For files that a library opens by path (a keytab).
+pub fn passed_file(path: &Path) -> PathBuf {
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from) {
+        let passed = dir.join(credential_name(path));
+        if passed.is_file() {
+            return passed;
+        }
+    }
+    path.to_owned()
+}
+
+/// A file of keys ausi reads but does not parse itself (a Kerberos keytab): it must exist and be
+/// as private as a `file:` secret (no access for group or others; owned by us or root).
+pub fn check_private_file(path: &Path) -> Result<(), SecretError> {
+    let reference = format!("file:{}", path.display());
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(SecretError::Missing { reference }),
+        Err(source) => return Err(SecretError::Io { reference, source }),
+    };
+    check_private(path, &meta)
+}
+
 #[cfg(unix)]
 fn check_private(path: &Path, meta: &std::fs::Metadata) -> Result<(), SecretError> {
     use std::os::unix::fs::MetadataExt;

@@ -300,7 +300,7 @@ fn unreachable_dc_is_temporary() {
 #[test]
 fn big_group_members_are_read_in_ranges() {
     use ausi::directory::Directory;
-    use ausi::directory::ldap::{LdapDirectory, LdapSettings};
+    use ausi::directory::ldap::{Bind, LdapDirectory, LdapSettings};
     use ausi::secrets::SecretString;
     let Some(tb) = testbed() else { return };
     let big = tb.expected["groups"]
@@ -316,7 +316,7 @@ fn big_group_members_are_read_in_ranges() {
         let settings = LdapSettings {
             url: tb.ldaps.clone(),
             starttls: false,
-            bind: Some((tb.bind_dn.clone(), SecretString::from(tb.password()))),
+            bind: Bind::Simple { account: tb.bind_dn.clone(), password: SecretString::from(tb.password()) },
             ca_file: Some(tb.ca.clone().into()),
             tls_verify: true,
             allow_plaintext_bind: false,

@@ -376,6 +376,8 @@ fn settings(
     let references = [
         ("directory.bind_password", config.directory.bind_password.as_deref()),
         ("tenant.token", config.tenant.as_ref().and_then(|t| t.token.as_deref())),
+        // A keytab is keys, so it reaches a systemd service the same way (see secrets::passed_file).
+        ("directory.keytab", config.directory.keytab.as_deref()),
     ];
     for (key, reference) in references {
         match reference.map(SecretRef::parse).transpose()? {
@@ -416,9 +418,11 @@ async fn prechecks(config: &AgentConfig, config_path: &Path, warnings: &mut Vec<
     let mut checks = vec![CheckReport { check: "configuration", detail: display_path(config_path) }];
 
     let directory = &config.directory;
-    let url = directory.url.clone().ok_or_else(|| {
-        refuse("configuration")(AppError::config("the configuration has no [directory] url for the scheduled runs"))
-    })?;
+    if directory.url.is_empty() && !directory.discover {
+        return Err(refuse("configuration")(AppError::config(
+            "the configuration has no [directory] url (nor discover = true) for the scheduled runs",
+        )));
+    }
     let tenant_config = config.tenant.clone().ok_or_else(|| {
         refuse("registration")(
             AppError::config("the agent is not registered with a tenant")
@@ -432,7 +436,7 @@ async fn prechecks(config: &AgentConfig, config_path: &Path, warnings: &mut Vec<
 
     // Secrets: a scheduled run cannot answer a prompt.
     let mut stored = Vec::new();
-    if directory.bind_dn.is_some() {
+    if directory.bind_dn.is_some() && directory.bind == crate::config::BindMethod::Simple {
         let reference = directory.bind_password.as_deref().ok_or_else(|| {
             refuse("secrets")(AppError::config("[directory] has a bind_dn but no bind_password reference"))
         })?;
@@ -446,14 +450,22 @@ async fn prechecks(config: &AgentConfig, config_path: &Path, warnings: &mut Vec<
     stored.push("tenant token".to_owned());
     checks.push(CheckReport { check: "secrets", detail: format!("{} resolve", stored.join(", ")) });
 
-    let spec = SourceSpec::parse(&url).map_err(refuse("directory"))?;
-    if matches!(spec, SourceSpec::Ldif(_)) {
-        return Err(refuse("directory")(AppError::config("[directory] url must name a domain controller")));
+    for url in &directory.url {
+        let spec = SourceSpec::parse(url).map_err(refuse("directory"))?;
+        if matches!(spec, SourceSpec::Ldif(_)) {
+            return Err(refuse("directory")(AppError::config("[directory] url must name a domain controller")));
+        }
     }
     let mut dc =
         open_directory(&DirectoryArgs::default(), Some(config), warnings).await.map_err(refuse("directory"))?;
     let info = dc.info().await.map_err(AppError::from).map_err(refuse("directory"))?;
-    checks.push(CheckReport { check: "directory", detail: format!("{url}: bound, {}", info.naming_context) });
+    // With Kerberos the check binds as whoever runs install-service; the scheduled runs bind
+    // as the --run-as identity (SYSTEM: the computer account; a gMSA: itself).
+    let how = match directory.bind {
+        crate::config::BindMethod::Kerberos => "bound with Kerberos as the identity running install-service",
+        crate::config::BindMethod::Simple => "bound",
+    };
+    checks.push(CheckReport { check: "directory", detail: format!("{}: {how}, {}", info.source, info.naming_context) });
     drop(dc);
 
     let timeout = Duration::from_secs(config.sync.request_timeout_secs.clamp(1, 60));

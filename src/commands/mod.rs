@@ -20,8 +20,9 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::cli::{Cli, Command, DirectoryArgs, GlobalArgs};
-use crate::config::{self, AgentConfig, ConfigError, DirectoryConfig, TenantConfig};
-use crate::directory::ldap::{DEFAULT_RANGE_STEP, LdapDirectory, LdapSettings};
+use crate::config::{self, AgentConfig, BindMethod, ConfigError, DirectoryConfig, TenantConfig};
+use crate::directory::discovery;
+use crate::directory::ldap::{Bind, DEFAULT_RANGE_STEP, LdapDirectory, LdapSettings};
 use crate::directory::ldif_source::LdifDirectory;
 use crate::directory::{AnyDirectory, DirObject, Directory, Dn, ObjectQuery, ReadSummary, SourceSpec};
 use crate::error::{AppError, ErrorKind, Result};
@@ -160,20 +161,77 @@ pub fn reads_ldif(args: &DirectoryArgs) -> Result<bool> {
     Ok(matches!(spec, Some(SourceSpec::Ldif(_))))
 }
 
-/// The DC's URL for a command that sends passwords (`what` names it): LDAPS or StartTLS,
-/// decided before anything is read, prompted for or sent. AD takes `unicodePwd` only over an
-/// encrypted connection, and ausi sends no password in clear text, whatever
-/// `allow_plaintext_bind` says.
-pub fn encrypted_dc_url(args: &DirectoryArgs, dir: &DirectoryConfig, what: &str) -> Result<String> {
-    let text = match (&args.source, &dir.url) {
-        (Some(source), _) => source.clone(),
-        (None, Some(url)) => url.clone(),
-        (None, None) => {
-            return Err(AppError::config("no domain controller: the configuration has no [directory] url")
-                .with_hint("pass --source ldaps://DC, or set url in [directory]"));
+/// The DCs a command may use, in the order to try them: `--source`, else `directory.url` (one
+/// or a list), then, with `discover = true`, those DNS announces for the domain.
+pub async fn dc_urls(args: &DirectoryArgs, dir: &DirectoryConfig) -> Result<Vec<String>> {
+    if let Some(source) = &args.source {
+        return Ok(vec![source.clone()]);
+    }
+    let mut urls = dir.url.clone();
+    if dir.discover {
+        let domain = dir.discovery_domain().ok_or_else(|| {
+            AppError::config("discover = true needs the domain's DNS name")
+                .with_hint("set directory.domain = \"example.com\" (or directory.base_dn)")
+        })?;
+        let local_names = local_host_names();
+        let request = discovery::DiscoveryRequest {
+            domain: &domain,
+            site: dir.site.as_deref(),
+            starttls: args.starttls || dir.starttls,
+            local_names: &local_names,
+        };
+        let found = discovery::discover(&request, &discovery::SystemResolver).await?;
+        for url in found {
+            if !urls.iter().any(|u| u.eq_ignore_ascii_case(&url)) {
+                urls.push(url);
+            }
         }
-    };
-    match SourceSpec::parse(&text)? {
+    }
+    Ok(urls)
+}
+
+/// This machine's names, so that discovery puts it first when it is a DC: the host name (and,
+/// on Windows, COMPUTERNAME and USERDNSDOMAIN's FQDN).
+fn local_host_names() -> Vec<String> {
+    let mut names = Vec::new();
+    if let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        names.push(name.trim().to_owned());
+    }
+    if let Some(computer) = std::env::var_os("COMPUTERNAME").map(|c| c.to_string_lossy().into_owned()) {
+        if let Some(domain) = std::env::var_os("USERDNSDOMAIN") {
+            names.push(format!("{computer}.{}", domain.to_string_lossy()));
+        }
+        names.push(computer);
+    }
+    names.retain(|n| !n.is_empty());
+    names
+}
+
+/// The DCs' URLs for a command that sends passwords (`what` names it): each LDAPS or
+/// StartTLS, decided before anything is read, prompted for or sent. AD takes `unicodePwd`
+/// only over an encrypted connection, and ausi sends no password in clear text, whatever
+/// `allow_plaintext_bind` says.
+pub async fn encrypted_dc_urls(args: &DirectoryArgs, dir: &DirectoryConfig, what: &str) -> Result<Vec<String>> {
+    let urls = dc_urls(args, dir).await?;
+    if urls.is_empty() {
+        return Err(no_dc());
+    }
+    urls.iter().map(|text| encrypted(text, args, dir, what)).collect()
+}
+
+/// The one DC of a command that works on a single DC (the first configured) and sends passwords.
+pub fn encrypted_dc_url(args: &DirectoryArgs, dir: &DirectoryConfig, what: &str) -> Result<String> {
+    let text = args.source.as_deref().or(dir.first_url()).ok_or_else(no_dc)?;
+    encrypted(text, args, dir, what)
+}
+
+fn no_dc() -> AppError {
+    AppError::config("no domain controller: the configuration has no [directory] url")
+        .with_hint("pass --source ldaps://DC, or set url (or discover = true) in [directory]")
+}
+
+fn encrypted(text: &str, args: &DirectoryArgs, dir: &DirectoryConfig, what: &str) -> Result<String> {
+    match SourceSpec::parse(text)? {
         SourceSpec::Ldif(_) => {
             Err(AppError::usage(format!("{what} needs a domain controller (ldaps://), not an LDIF export")))
         }
@@ -187,26 +245,49 @@ pub fn encrypted_dc_url(args: &DirectoryArgs, dir: &DirectoryConfig, what: &str)
     }
 }
 
-/// Opens the directory named by `--source` or the configuration, binding with the configured
-/// secret (or stdin, or a prompt). Warnings about weakened security go into `warnings`.
+/// Opens the directory named by `--source` or the configuration: the first DC that answers
+/// (the others are reported as warnings and in the directory's info), bound as configured —
+/// Kerberos with the process's identity, or a simple bind with the configured secret (or
+/// stdin, or a prompt). Warnings about weakened security go into `warnings`.
 pub async fn open_directory(
     args: &DirectoryArgs,
     config: Option<&AgentConfig>,
     warnings: &mut Vec<Warning>,
 ) -> Result<AnyDirectory> {
+    open(args, config, warnings, false).await
+}
+
+/// [`open_directory`] for writing passwords: a read-only DC (RODC) is passed over for the next.
+pub async fn open_writable_directory(
+    args: &DirectoryArgs,
+    config: Option<&AgentConfig>,
+    warnings: &mut Vec<Warning>,
+) -> Result<AnyDirectory> {
+    open(args, config, warnings, true).await
+}
+
+async fn open(
+    args: &DirectoryArgs,
+    config: Option<&AgentConfig>,
+    warnings: &mut Vec<Warning>,
+    writable: bool,
+) -> Result<AnyDirectory> {
     let defaults = DirectoryConfig::default();
     let dir = config.map(|c| &c.directory).unwrap_or(&defaults);
-    let spec = match (&args.source, &dir.url) {
-        (Some(source), _) => SourceSpec::parse(source)?,
-        (None, Some(url)) => SourceSpec::Ldap(url.clone()),
-        (None, None) => {
-            return Err(AppError::config("no directory to read: the configuration has no [directory] url")
-                .with_hint("pass --source ldaps://DC or --source ldif:EXPORT.ldif, or set url in [directory]"));
-        }
-    };
-    let url = match spec {
-        SourceSpec::Ldif(path) => return Ok(AnyDirectory::Ldif(LdifDirectory::open(&path)?)),
-        SourceSpec::Ldap(url) => url,
+    let texts = dc_urls(args, dir).await?;
+    if texts.is_empty() {
+        return Err(AppError::config("no directory to read: the configuration has no [directory] url").with_hint(
+            "pass --source ldaps://DC or --source ldif:EXPORT.ldif, or set url (or discover = true) in [directory]",
+        ));
+    }
+    // --source may name an export; the configuration's URLs are DCs (a bad one is a
+    // configuration error, exit 78, found when it is connected to).
+    let urls = match &args.source {
+        Some(source) => match SourceSpec::parse(source)? {
+            SourceSpec::Ldif(path) => return Ok(AnyDirectory::Ldif(LdifDirectory::open(&path)?)),
+            SourceSpec::Ldap(url) => vec![url],
+        },
+        None => texts,
     };
     let ca_file = args.ca_file.clone().or_else(|| dir.ca_file.clone());
     if !dir.tls_verify {
@@ -215,20 +296,44 @@ pub async fn open_directory(
             "TLS certificate verification is disabled (tls_verify = false): anyone between this machine and the DC can read the bind password and the directory",
         ));
     }
-    let bind_dn = args.bind_dn.clone().or_else(|| dir.bind_dn.clone());
     let reference = dir.bind_password.as_deref().map(SecretRef::parse).transpose()?;
-    let (bind, typed) = match &bind_dn {
-        None => (None, None),
-        Some(account) => {
-            let (password, typed) = bind_password(args, reference.as_ref(), account)?;
-            (Some((account.clone(), password)), typed)
+    // An account named on the command line (--bind-dn: an administrator creating the service
+    // account, a one-off check) is a simple bind, whatever the configuration says.
+    let method = if args.bind_dn.is_some() { BindMethod::Simple } else { dir.bind };
+    let (bind, typed) = match method {
+        BindMethod::Kerberos => {
+            if args.bind_password_stdin || args.save_bind_password {
+                return Err(AppError::usage(
+                    "bind = \"kerberos\" uses no password: drop --bind-password-stdin / --save-bind-password",
+                ));
+            }
+            if cfg!(windows) && dir.keytab.is_some() {
+                return Err(AppError::config(
+                    "directory.keytab is for Linux: on Windows, Kerberos uses the identity ausi runs as (SYSTEM, a gMSA or a domain account)",
+                )
+                .with_hint("remove keytab from [directory]; install the service with --run-as DOMAIN\\name$ for a gMSA"));
+            }
+            if let Some(path) = dir.keytab.as_deref().and_then(|k| k.strip_prefix("file:")) {
+                crate::secrets::check_private_file(&crate::secrets::passed_file(Path::new(path))).map_err(|e| {
+                    AppError::from(e).with_hint("a keytab holds the account's keys: export it again, or give it mode 0600 (chmod 600) and the owner ausi runs as")
+                })?;
+            }
+            (Bind::Kerberos { spn_host: dir.spn_host.clone() }, None)
         }
+        BindMethod::Simple => match args.bind_dn.clone().or_else(|| dir.bind_dn.clone()) {
+            None => (Bind::Anonymous, None),
+            Some(account) => {
+                let (password, typed) = bind_password(args, reference.as_ref(), &account)?;
+                (Bind::Simple { account, password }, typed)
+            }
+        },
     };
-    let settings = LdapSettings {
-        url,
-        starttls: args.starttls || dir.starttls,
-        bind,
-        ca_file,
+    let starttls = args.starttls || dir.starttls;
+    let settings = |url: &str| LdapSettings {
+        url: url.to_owned(),
+        starttls,
+        bind: bind.clone(),
+        ca_file: ca_file.clone(),
         tls_verify: dir.tls_verify,
         allow_plaintext_bind: dir.allow_plaintext_bind,
         connect_timeout: Duration::from_secs(dir.connect_timeout_secs.max(1)),
@@ -237,7 +342,14 @@ pub async fn open_directory(
         base_dn: dir.base_dn.clone(),
         range_step: DEFAULT_RANGE_STEP,
     };
-    let directory = LdapDirectory::connect(settings).await?;
+    let mut directory = LdapDirectory::connect_any(&urls, settings, writable).await?;
+    let info = directory.info().await?;
+    for skipped in &info.skipped {
+        warnings.push(Warning::new(
+            "dc-skipped",
+            format!("{} was passed over ({}); this run uses {}", skipped.url, skipped.error, info.source),
+        ));
+    }
     if args.save_bind_password {
         match (typed, &reference) {
             (Some(password), Some(reference)) => {

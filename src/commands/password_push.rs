@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{Context, Report, choose_scope, encrypted_dc_url, open_directory, read_stdin_secret};
+use super::{Context, Report, choose_scope, encrypted_dc_urls, open_writable_directory, read_stdin_secret};
 use crate::cli::PasswordPushArgs;
 use crate::config::AgentConfig;
 use crate::directory::ldap::LdapDirectory;
@@ -190,13 +190,13 @@ async fn run_push(
     let defaults = AgentConfig::default();
     let config = config.unwrap_or(&defaults);
     // Nothing is read, prompted for or sent before the connection is known to be encrypted.
-    encrypted_dc_url(&args.directory, &config.directory, "write passwords")?;
+    encrypted_dc_urls(&args.directory, &config.directory, "write passwords").await?;
     let mut requests = match (&args.user, &args.batch) {
         (Some(user), _) => vec![one_user(user, args.password_stdin)?],
         (None, Some(path)) => read_batch(path)?,
         (None, None) => Vec::new(),
     };
-    let mut directory = open_directory(&args.directory, Some(config), warnings).await?;
+    let mut directory = open_writable_directory(&args.directory, Some(config), warnings).await?;
     let (scope, _) = choose_scope(&mut directory, None, Some(config), warnings).await?;
     let AnyDirectory::Ldap(ldap) = &mut directory else {
         return Err(AppError::usage("password-push writes to a domain controller, not an LDIF export"));

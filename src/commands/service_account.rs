@@ -22,7 +22,7 @@ use super::{Context, Report, display_path, encrypted_dc_url, open_directory, par
 use crate::cli::{DirectoryArgs, InstallServiceArgs};
 use crate::config::{self, AgentConfig, DirectoryConfig};
 use crate::directory::filter::Filter;
-use crate::directory::ldap::{DEFAULT_RANGE_STEP, LdapDirectory, LdapSettings};
+use crate::directory::ldap::{Bind, DEFAULT_RANGE_STEP, LdapDirectory, LdapSettings};
 use crate::directory::security::{self, Ace, SecurityDescriptor, Sid};
 use crate::directory::{AnyDirectory, Directory, DirectoryError, Dn, ObjectGuid, SAM_USER_ACCOUNT};
 use crate::error::{AppError, ErrorKind, Result};
@@ -33,6 +33,16 @@ use crate::secrets::{SecretError, SecretRef, SecretString};
 
 /// The account's sAMAccountName unless `--name` says otherwise.
 pub const DEFAULT_NAME: &str = "svc-ausi";
+/// A gMSA's name unless `--name` says otherwise (its sAMAccountName is this with a `$`).
+pub const DEFAULT_GMSA_NAME: &str = "gmsa-ausi";
+/// msDS-SupportedEncryptionTypes for a new gMSA: AES128 and AES256 only (no RC4).
+const GMSA_ENCRYPTION_TYPES: u32 = 0x08 | 0x10;
+/// The full-control mask Windows writes into msDS-GroupMSAMembership for each principal allowed
+/// to retrieve the password (Set-ADServiceAccount -PrincipalsAllowedToRetrieveManagedPassword).
+const GMSA_RETRIEVE_MASK: u32 = 0x000f_01ff;
+/// Days between the domain's rotations of the gMSA's password.
+const GMSA_PASSWORD_INTERVAL_DAYS: u32 = 30;
+
 /// Length of the generated password (AD allows up to 256; 32 random characters are ~200 bits).
 pub const PASSWORD_LENGTH: usize = 32;
 /// NORMAL_ACCOUNT | DONT_EXPIRE_PASSWORD: enabled, and a password that does not expire. The
@@ -65,6 +75,11 @@ pub struct ServiceAccountReport {
 
 #[derive(Debug, Serialize)]
 pub struct AccountReport {
+    /// `user` (a password ausi stores) or `gmsa` (a password the domain manages; none stored).
+    pub kind: &'static str,
+    /// A gMSA: the accounts allowed to retrieve its password (msDS-GroupMSAMembership).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_to_retrieve: Vec<String>,
     pub dn: String,
     pub sam_account_name: String,
     pub user_principal_name: Option<String>,
@@ -100,12 +115,15 @@ pub struct RightState {
 pub async fn run(ctx: &Context<'_>, args: &InstallServiceArgs) -> Result<Outcome> {
     let mut warnings = Vec::new();
     let config = ctx.config_or_none(&mut warnings)?;
-    let name = args.name.as_deref().unwrap_or(DEFAULT_NAME);
+    let name = args.name.as_deref().unwrap_or(if args.gmsa { DEFAULT_GMSA_NAME } else { DEFAULT_NAME });
     check_name(name)?;
     if args.directory.save_bind_password {
         return Err(AppError::usage(
             "--save-bind-password would store the administrator's password: the service account's own password is stored by --create-service-account",
         ));
+    }
+    if args.gmsa {
+        return run_gmsa(ctx, args, config, warnings).await;
     }
     let defaults = DirectoryConfig::default();
     let dir = config.as_ref().map(|c| &c.directory).unwrap_or(&defaults);
@@ -220,6 +238,8 @@ pub async fn run(ctx: &Context<'_>, args: &InstallServiceArgs) -> Result<Outcome
     let report = ServiceAccountReport {
         config_path: display_path(&ctx.config_path),
         account: AccountReport {
+            kind: "user",
+            allowed_to_retrieve: Vec::new(),
             dn: dn.to_string(),
             sam_account_name: name.to_owned(),
             user_principal_name: upn,
@@ -247,6 +267,179 @@ pub async fn run(ctx: &Context<'_>, args: &InstallServiceArgs) -> Result<Outcome
     }
     outcome.warnings = warnings;
     Ok(outcome)
+}
+
+/// `--create-service-account --gmsa`: a group managed service account. No password is made,
+/// stored or sent: the domain derives it from its KDS root key and rotates it, and only the
+/// accounts named by `--gmsa-allowed` may retrieve it. The configuration is switched to
+/// `bind = "kerberos"`; the task then runs as `DOMAIN\NAME$` (`install-service --run-as`).
+async fn run_gmsa(
+    ctx: &Context<'_>,
+    args: &InstallServiceArgs,
+    config: Option<AgentConfig>,
+    mut warnings: Vec<Warning>,
+) -> Result<Outcome> {
+    let name = args.name.as_deref().unwrap_or(DEFAULT_GMSA_NAME);
+    if name.ends_with('$') || name.chars().count() > 15 {
+        return Err(AppError::usage(format!(
+            "--name {name:?}: a gMSA's name has at most 15 characters, without the final $ (ausi adds it)"
+        )));
+    }
+    if args.gmsa_allowed.is_empty() {
+        return Err(AppError::usage("--gmsa needs the computers that may use it: --gmsa-allowed HOST$ (repeatable)")
+            .with_hint("name the computer account of each machine that runs ausi (or a group of them)"));
+    }
+    if args.directory.bind_dn.is_none() && config.as_ref().and_then(|c| c.directory.bind_dn.as_ref()).is_none() {
+        return Err(AppError::usage("creating the gMSA needs an administrator's bind")
+            .with_hint("pass --bind-dn ADMIN --bind-password-stdin (an account that may create objects in the container and change OU permissions)"));
+    }
+    let defaults = DirectoryConfig::default();
+    let dir = config.as_ref().map(|c| &c.directory).unwrap_or(&defaults);
+    encrypted_dc_url(&args.directory, dir, "create the gMSA")?;
+    let password_sync =
+        config.as_ref().and_then(|c| c.tenant.as_ref()).is_some_and(|t| t.password_sync) || args.password_sync;
+    let password_sync_from = match config.as_ref().and_then(|c| c.tenant.as_ref()) {
+        Some(tenant) if tenant.password_sync => "tenant.password_sync",
+        _ if args.password_sync => "--password-sync",
+        _ => "off",
+    };
+    // The administrator binds with a password here, once: the agent itself will not.
+    let admin_dir = DirectoryConfig { bind: config::BindMethod::Simple, keytab: None, spn_host: None, ..dir.clone() };
+    let admin_config = config.clone().map(|c| AgentConfig { directory: admin_dir.clone(), ..c });
+    let mut any = open_directory(&args.directory, admin_config.as_ref(), &mut warnings).await?;
+    let nc = any.info().await?.naming_context;
+    let (_, selection) = resolve_selection(&mut any, config.as_ref()).await?;
+    warnings.extend(selection.warnings());
+    let selected: Vec<Dn> = selection.selected.iter().map(|o| o.dn.clone()).collect();
+    let AnyDirectory::Ldap(ldap) = &mut any else {
+        return Err(AppError::internal("the gMSA needs a domain controller, not an export"));
+    };
+    let sam = format!("{name}$");
+    let domain = dns_domain(&nc);
+
+    // Who may retrieve the password, by SID.
+    let mut allowed = Vec::new();
+    for account in &args.gmsa_allowed {
+        let entries = ldap.search(&nc, &Filter::eq("sAMAccountName", account.as_str()), &["objectSid"]).await?;
+        let entry = entries.into_iter().next().ok_or_else(|| {
+            AppError::usage(format!("--gmsa-allowed {account}: no account with that logon name"))
+                .with_hint("a computer's logon name ends in $ (HOST$)")
+        })?;
+        let bytes = entry.values("objectsid").first().cloned().unwrap_or_default();
+        let sid = Sid::from_bytes(&bytes)
+            .map_err(|e| AppError::internal(format!("{account} has no readable objectSid")).caused_by(&e))?;
+        allowed.push((account.clone(), sid));
+    }
+    let aces = allowed.iter().map(|(_, sid)| Ace::allowed(GMSA_RETRIEVE_MASK, 0, sid)).collect();
+    let membership = SecurityDescriptor::with_dacl(Sid::builtin_administrators(), security::Acl::new(aces)).to_bytes();
+
+    // The gMSA: reuse the one with this name (its allowed list is replaced), else create it.
+    let attrs = ["objectClass", "sAMAccountName"];
+    let existing = ldap.search(&nc, &Filter::eq("sAMAccountName", sam.as_str()), &attrs).await?.into_iter().next();
+    let (dn, action) = match existing {
+        Some(entry) => {
+            let dn =
+                Dn::parse(&entry.dn).map_err(|e| DirectoryError::BadDn { dn: entry.dn.clone(), detail: e.message })?;
+            let is_gmsa =
+                entry.values("objectclass").iter().any(|c| c.eq_ignore_ascii_case(b"msDS-GroupManagedServiceAccount"));
+            if !is_gmsa {
+                return Err(AppError::config(format!("the logon name {sam} is taken by {dn}, which is not a gMSA"))
+                    .with_hint("choose another name with --name"));
+            }
+            let mods = vec![Mod::Replace(b"msDS-GroupMSAMembership".to_vec(), HashSet::from([membership.clone()]))];
+            ldap.modify(&dn, mods, vec![]).await.map_err(admin_error)?;
+            (dn, "reused")
+        }
+        None => {
+            let container = match &args.ou {
+                Some(text) => parse_dn_arg("--ou", text)?,
+                None => nc.child("CN", "Managed Service Accounts"),
+            };
+            let dn = container.child("CN", name);
+            let plain = |v: &str| HashSet::from([SecretBytes::plain(v)]);
+            let mut attrs = vec![
+                (SecretBytes::plain("objectClass"), plain("msDS-GroupManagedServiceAccount")),
+                (SecretBytes::plain("sAMAccountName"), plain(&sam)),
+                (SecretBytes::plain("description"), plain(DESCRIPTION)),
+                (SecretBytes::plain("msDS-ManagedPasswordInterval"), plain(&GMSA_PASSWORD_INTERVAL_DAYS.to_string())),
+                (SecretBytes::plain("msDS-SupportedEncryptionTypes"), plain(&GMSA_ENCRYPTION_TYPES.to_string())),
+                (SecretBytes::plain("msDS-GroupMSAMembership"), HashSet::from([SecretBytes::binary(membership)])),
+            ];
+            if let Some(domain) = &domain {
+                attrs.push((SecretBytes::plain("dNSHostName"), plain(&format!("{name}.{domain}"))));
+            }
+            ldap.add(&dn, attrs).await.map_err(admin_error)?;
+            (dn, "created")
+        }
+    };
+    let sid = read_sid(ldap, &dn).await?;
+
+    // A gMSA's password exists only once the forest has a KDS root key (Add-KdsRootKey).
+    if !has_kds_root_key(ldap, &nc).await {
+        warnings.push(Warning::new(
+            "kds-root-key-missing",
+            "no KDS root key is visible in the forest (CN=Master Root Keys,CN=Group Key Distribution Service,CN=Services in the configuration partition): until a domain admin runs `Add-KdsRootKey` (effective after 10 hours) the domain cannot give the gMSA a password; Samba before 4.20 cannot at all",
+        ));
+    }
+
+    // The configuration: Kerberos from now on, with no password reference.
+    if dir.bind_password.is_some() {
+        warnings.push(Warning::new(
+            "configuration-not-switched",
+            "the configuration still has directory.bind_password: remove it (and bind_dn), then set bind = \"kerberos\" to bind as the gMSA",
+        ));
+    } else {
+        let mut keys: Vec<(&str, toml_edit::Value)> = vec![("bind", "kerberos".into())];
+        if dir.url.is_empty()
+            && let Some(url) = &args.directory.source
+        {
+            keys.push(("url", url.as_str().into()));
+        }
+        config::save_directory_keys(&ctx.config_path, &keys)?;
+    }
+
+    let who = domain.as_deref().map(|d| format!("{sam} ({d})")).unwrap_or_else(|| sam.clone());
+    let mut rights = Vec::new();
+    for ou in &selected {
+        rights.push(ou_rights(ldap, ou, &sid, &who, args.grant_rights, password_sync, &mut warnings).await?);
+    }
+    if selected.is_empty() {
+        warnings.push(Warning::new(
+            "no-ous-selected",
+            "no OUs are selected yet: select them with `ausi select-ous`, then run this again to see (or --grant-rights to grant) the rights the gMSA needs on them",
+        ));
+    }
+    let report = ServiceAccountReport {
+        config_path: display_path(&ctx.config_path),
+        account: AccountReport {
+            kind: "gmsa",
+            allowed_to_retrieve: allowed.iter().map(|(name, _)| name.clone()).collect(),
+            dn: dn.to_string(),
+            sam_account_name: sam,
+            user_principal_name: None,
+            object_sid: sid.to_string(),
+            action,
+            password: "managed-by-the-domain",
+            password_stored_in: "nowhere".to_owned(),
+            bind_checked: false,
+        },
+        password_sync,
+        password_sync_from,
+        rights,
+        grant_rights: args.grant_rights,
+    };
+    let missing = report.rights.iter().flat_map(|o| &o.rights).any(|r| r.state == "missing");
+    let mut outcome =
+        Outcome::new(Report::ServiceAccount(report), if missing { ExitStatus::Findings } else { ExitStatus::Ok });
+    outcome.warnings = warnings;
+    Ok(outcome)
+}
+
+/// Whether the forest's configuration partition shows a KDS root key (msKds-ProvRootKey).
+async fn has_kds_root_key(ldap: &mut LdapDirectory, nc: &Dn) -> bool {
+    let config_nc = format!("CN=Master Root Keys,CN=Group Key Distribution Service,CN=Services,CN=Configuration,{nc}");
+    let Ok(base) = Dn::parse(&config_nc) else { return false };
+    matches!(ldap.search(&base, &Filter::eq("objectClass", "msKds-ProvRootKey"), &["cn"]).await, Ok(found) if !found.is_empty())
 }
 
 /// Where the password goes: the configured reference, or the platform default.
@@ -434,7 +627,7 @@ fn account_settings(
     LdapSettings {
         url: url.to_owned(),
         starttls: args.starttls || dir.starttls,
-        bind: Some((dn.to_string(), password.clone())),
+        bind: Bind::Simple { account: dn.to_string(), password: password.clone() },
         ca_file: args.ca_file.clone().or_else(|| dir.ca_file.clone()),
         tls_verify: dir.tls_verify,
         allow_plaintext_bind: false,
@@ -504,7 +697,7 @@ fn save_config(
     if let Some(reference) = &target.write {
         keys.push(("bind_password", reference.as_str().into()));
     }
-    if dir.and_then(|d| d.url.as_ref()).is_none() {
+    if dir.is_none_or(|d| d.url.is_empty()) {
         keys.push(("url", url.into()));
         if args.starttls {
             keys.push(("starttls", true.into()));

@@ -69,11 +69,50 @@ pub struct StateStatus {
     /// Where the next delta starts: the last successful run's DC, USN and time.
     pub watermark: Option<Watermark>,
     pub watermark_age_secs: Option<i64>,
+    /// Every DC a successful sync ran on, with its own watermark (the newest, the last run's
+    /// DC, first): a run on any of them continues from there with a delta.
+    pub dcs: Vec<DcStatus>,
+}
+
+/// One DC's watermark.
+#[derive(Debug, Serialize)]
+pub struct DcStatus {
+    /// The DC's server name and site, read from its `dsServiceName`
+    /// (`CN=NTDS Settings,CN=SERVER,CN=Servers,CN=SITE,CN=Sites,…`).
+    pub server: Option<String>,
+    pub site: Option<String>,
+    #[serde(flatten)]
+    pub watermark: Watermark,
+    pub age_secs: Option<i64>,
+}
+
+impl DcStatus {
+    fn new(watermark: Watermark, now: jiff::Timestamp) -> DcStatus {
+        let rdns: Vec<&str> = watermark.dc.split(',').collect();
+        let value = |i: usize| {
+            rdns.get(i)
+                .and_then(|rdn| rdn.split_once('='))
+                .filter(|(k, _)| k.trim().eq_ignore_ascii_case("cn"))
+                .map(|(_, v)| v.trim().to_owned())
+        };
+        let (server, site) = (value(1), value(3));
+        let age_secs =
+            watermark.taken_at.parse::<jiff::Timestamp>().ok().map(|taken| now.duration_since(taken).as_secs());
+        DcStatus { server, site, watermark, age_secs }
+    }
 }
 
 #[derive(Debug, Serialize)]
 pub struct DirectoryStatus {
+    /// The first DC tried (`urls` lists them all, in order).
     pub url: Option<String>,
+    pub urls: Vec<String>,
+    /// Whether DCs are also found through DNS SRV records.
+    pub discover: bool,
+    /// `simple` or `kerberos`.
+    pub bind: crate::config::BindMethod,
+    /// Kerberos on Linux: the client keytab's reference (a path, never its keys).
+    pub keytab: Option<String>,
     pub starttls: bool,
     pub bind_dn: Option<String>,
     pub bind_password: SecretStatus,
@@ -183,6 +222,7 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
         failing: Vec::new(),
         watermark: None,
         watermark_age_secs: None,
+        dcs: Vec::new(),
     };
     if let Some(store) = &store {
         state.quarantined = store.quarantine()?.len();
@@ -190,7 +230,9 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
         state.failed = failures.len();
         state.failing = failures.into_iter().filter(|f| f.attempts > 1).collect();
         // A store written by an older ausi (schema 1) has no watermark table until a sync.
-        state.watermark = store.watermark().unwrap_or(None);
+        let watermarks = store.watermarks().unwrap_or_default();
+        state.watermark = watermarks.first().cloned();
+        state.dcs = watermarks.into_iter().map(|w| DcStatus::new(w, now)).collect();
     }
     state.watermark_age_secs = state
         .watermark
@@ -266,7 +308,11 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
         health_reasons: health.reasons,
         last_success_at: health.last_success_at,
         directory: DirectoryStatus {
-            url: d.url.clone(),
+            url: d.first_url().map(str::to_owned),
+            urls: d.url.clone(),
+            discover: d.discover,
+            bind: d.bind,
+            keytab: d.keytab.clone(),
             starttls: d.starttls,
             bind_dn: d.bind_dn.clone(),
             bind_password: secret_status(d.bind_password.as_deref()),
@@ -365,6 +411,19 @@ impl StatusReport {
             ),
             ("objects failing", self.state.failed.to_string()),
         ];
+        let mut rows = rows;
+        for dc in &self.state.dcs {
+            rows.push((
+                "DC watermark",
+                format!(
+                    "{} ({}): USN {}{}",
+                    dc.server.as_deref().map(output::cell).unwrap_or_else(|| output::cell(&dc.watermark.dc)),
+                    dc.site.as_deref().map(output::cell).unwrap_or_else(|| "-".to_owned()),
+                    dc.watermark.usn,
+                    dc.age_secs.map(|a| format!(", {} ago", human_age(a))).unwrap_or_default()
+                ),
+            ));
+        }
         for (k, v) in rows {
             t.add_row(vec![k.to_owned(), v]);
         }

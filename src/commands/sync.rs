@@ -39,6 +39,11 @@ pub struct SyncReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<Fallback>,
     pub source: String,
+    /// The DC that served the run (its rootDSE dnsHostName; `null` for an export).
+    pub dc: Option<String>,
+    /// DCs tried before it that did not answer (failover), with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_dcs: Vec<crate::directory::SkippedDc>,
     pub scope: ScopeDescription,
     pub state_path: String,
     pub read: ReadCounts,
@@ -360,11 +365,11 @@ async fn pipeline(
     let started_at = jiff::Timestamp::now();
     let tracking = directory.change_tracking().await?;
     let fingerprint = engine::scope_fingerprint(&config.scope);
-    let watermark = store.watermark()?;
+    let watermarks = store.watermarks()?;
     let (mode, fallback) = engine::choose_mode(&ModeInputs {
         full_asked: args.full,
         tracking: tracking.as_ref(),
-        watermark: watermark.as_ref(),
+        watermark: engine::pick_watermark(tracking.as_ref(), &watermarks),
         scope: &fingerprint,
         full_pending: store.meta("full_pending")?.is_some(),
         tenant_requested: store.meta("full_sync_requested")?.is_some(),
@@ -385,6 +390,8 @@ async fn pipeline(
         mode: mode.name(),
         fallback,
         source: info.source,
+        dc: info.dns_host_name,
+        skipped_dcs: info.skipped,
         scope: description,
         state_path: String::new(),
         read: ReadCounts::default(),
@@ -425,7 +432,7 @@ async fn pipeline(
     let mut exit = exit;
     let password_sync = config.tenant.as_ref().is_some_and(|t| t.password_sync);
     if password_sync && error.is_none() && !args.dry_run {
-        let needs_a_look = push_passwords(&mut directory, scope, config, &mut report, warnings).await;
+        let needs_a_look = push_passwords(&mut directory, &args.directory, scope, config, &mut report, warnings).await;
         if needs_a_look && exit == ExitStatus::Ok {
             exit = ExitStatus::Findings;
         }
@@ -437,6 +444,7 @@ async fn pipeline(
 /// it is reported (and the tenant keeps what was not tried). True when anything needs a look.
 async fn push_passwords(
     directory: &mut crate::directory::AnyDirectory,
+    args: &crate::cli::DirectoryArgs,
     scope: crate::sync::scope::Scope,
     config: &AgentConfig,
     report: &mut SyncReport,
@@ -445,7 +453,26 @@ async fn push_passwords(
     let crate::directory::AnyDirectory::Ldap(ldap) = directory else {
         return false;
     };
-    match password_push::from_tenant(ldap, scope, config, warnings).await {
+    // The sync may have read from a read-only DC; passwords go to a writable one.
+    let mut writable = None;
+    if ldap.is_read_only().await.unwrap_or(false) {
+        match super::open_writable_directory(args, Some(config), warnings).await {
+            Ok(crate::directory::AnyDirectory::Ldap(other)) => writable = Some(other),
+            Ok(_) => return false,
+            Err(e) => {
+                warnings.push(Warning::new(
+                    "password-push-failed",
+                    format!("password writeback did not run: the sync's DC is read-only and {}", e.message),
+                ));
+                return true;
+            }
+        }
+    }
+    let target = match writable.as_mut() {
+        Some(other) => other,
+        None => ldap,
+    };
+    match password_push::from_tenant(target, scope, config, warnings).await {
         Ok((push, stopped)) => {
             if let Some(e) = &stopped {
                 warnings.push(Warning::new("password-push-stopped", e.message.clone()));
@@ -849,6 +876,9 @@ impl SyncReport {
             self.read.users,
             self.read.groups
         );
+        for skipped in &self.skipped_dcs {
+            out.push_str(&format!("skipped DC {}: {}\n", output::cell(&skipped.url), output::cell(&skipped.error)));
+        }
         for q in self.quarantined.iter().take(20) {
             let rules: Vec<&str> = q.reasons.iter().map(|r| r.rule.as_str()).collect();
             out.push_str(&format!("quarantined: {} ({})\n", output::cell(&q.dn), rules.join(", ")));

@@ -1,5 +1,5 @@
-//! Active Directory over LDAP (ldap3): LDAPS or StartTLS with certificate verification, simple
-//! bind, rootDSE discovery, paged subtree searches (RFC 2696) and range retrieval of `member`.
+//! Active Directory over LDAP (ldap3): LDAPS or StartTLS with certificate verification, a simple
+//! or a Kerberos (SASL GSSAPI) bind, rootDSE discovery, paged subtree searches (RFC 2696) and range retrieval of `member`.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -13,8 +13,10 @@ use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, Search
 use super::filter::Filter;
 use super::{
     Change, ChangeTracking, Container, Decoded, DirObject, Directory, DirectoryError, DirectoryInfo, Dn,
-    OBJECT_ATTRIBUTES, ObjectGuid, ObjectKind, ObjectQuery, RawEntry, ReadSummary, SAM_USER_ACCOUNT, decode,
+    KerberosProblem, OBJECT_ATTRIBUTES, ObjectGuid, ObjectKind, ObjectQuery, RawEntry, ReadSummary, SAM_USER_ACCOUNT,
+    SkippedDc, decode,
 };
+use crate::error::ErrorKind;
 use crate::password::SecretBytes;
 use crate::secrets::{ExposeSecret, SecretString};
 
@@ -26,11 +28,38 @@ const DEFAULT_TOMBSTONE_LIFETIME_DAYS: u64 = 60;
 /// How many `member` values to ask for per read. AD's MaxValRange is 1500.
 pub const DEFAULT_RANGE_STEP: u32 = 1500;
 
+/// How to authenticate to the DC.
+#[derive(Clone)]
+pub enum Bind {
+    /// No bind: the rootDSE only, on AD.
+    Anonymous,
+    /// A simple bind with the account (DN, `user@domain` or `DOMAIN\user`) and its password.
+    Simple { account: String, password: SecretString },
+    /// SASL GSSAPI (Kerberos 5): the process's own credentials (on Windows its logon identity
+    /// through SSPI: SYSTEM is the DC's or member's computer account, a gMSA itself; on Linux
+    /// the client keytab or the credential cache). No password passes through ausi.
+    Kerberos {
+        /// The host part of the DC's service principal `ldap/HOST`; by default the URL's host,
+        /// or, when that is an IP address, the `dnsHostName` the DC's rootDSE announces.
+        spn_host: Option<String>,
+    },
+}
+
+impl Bind {
+    /// Who the bind is as, for messages (never a secret).
+    pub fn describe(&self) -> String {
+        match self {
+            Bind::Anonymous => "anonymous".to_owned(),
+            Bind::Simple { account, .. } => account.clone(),
+            Bind::Kerberos { .. } => "this process's Kerberos identity".to_owned(),
+        }
+    }
+}
+
 pub struct LdapSettings {
     pub url: String,
     pub starttls: bool,
-    /// Bind account and password; `None` binds anonymously (the rootDSE only, on AD).
-    pub bind: Option<(String, SecretString)>,
+    pub bind: Bind,
     pub ca_file: Option<PathBuf>,
     pub tls_verify: bool,
     pub allow_plaintext_bind: bool,
@@ -51,6 +80,21 @@ pub struct LdapDirectory {
     base_dn: Option<String>,
     info: Option<DirectoryInfo>,
     encrypted: bool,
+    /// DCs tried before this one that did not answer.
+    skipped: Vec<SkippedDc>,
+}
+
+/// Whether a failed connection to one DC is a reason to try the next: it did not answer, or
+/// answered busy or unavailable, or its TLS failed (a DC with an expired certificate).
+/// Rejected credentials and configuration errors are the same on every DC: no retry, so a
+/// wrong password is not tried against every DC of the domain (lockouts).
+pub fn is_failover_error(e: &DirectoryError) -> bool {
+    match e {
+        DirectoryError::Unreachable { .. } | DirectoryError::Timeout { .. } | DirectoryError::Tls { .. } => true,
+        DirectoryError::Ldap { code, .. } => matches!(code, 51 | 52 | 81),
+        DirectoryError::Kerberos { problem, .. } => *problem == KerberosProblem::KdcUnreachable,
+        _ => false,
+    }
 }
 
 /// Whether the connection is encrypted before the bind.
@@ -81,7 +125,9 @@ impl LdapDirectory {
     pub async fn connect(settings: LdapSettings) -> Result<LdapDirectory, DirectoryError> {
         let url = settings.url.clone();
         check_url(&url)?;
-        if let Some((account, _)) = &settings.bind
+        // Kerberos sends no password: over plain ldap:// ldap3 negotiates the SASL privacy layer
+        // (sign and seal), so only a simple bind is refused there.
+        if let Bind::Simple { account, .. } = &settings.bind
             && !is_encrypted(&url, settings.starttls)
             && !settings.allow_plaintext_bind
         {
@@ -97,7 +143,7 @@ impl LdapDirectory {
             conn_settings = conn_settings.set_config(tls_config(ca_file, &url)?);
         }
         let connect = LdapConnAsync::with_settings(conn_settings, &url);
-        let (conn, mut ldap) = match tokio::time::timeout(settings.connect_timeout, connect).await {
+        let (conn, ldap) = match tokio::time::timeout(settings.connect_timeout, connect).await {
             Err(_) => {
                 return Err(DirectoryError::Timeout {
                     url,
@@ -108,19 +154,8 @@ impl LdapDirectory {
             Ok(result) => result.map_err(|e| connect_error(&url, settings.connect_timeout, e))?,
         };
         ldap3::drive!(conn);
-        if let Some((account, password)) = &settings.bind {
-            ldap.with_timeout(settings.operation_timeout);
-            let result = ldap
-                .simple_bind(account, password.expose_secret())
-                .await
-                .map_err(|e| op_error(&url, "bind", settings.operation_timeout, e))?;
-            if result.rc != 0 {
-                return Err(bind_error(account, result.rc, &result.text));
-            }
-        }
-        tracing::info!(url = %url, "connected to the directory");
         let encrypted = is_encrypted(&url, settings.starttls);
-        Ok(LdapDirectory {
+        let mut directory = LdapDirectory {
             ldap,
             url,
             operation_timeout: settings.operation_timeout,
@@ -129,7 +164,124 @@ impl LdapDirectory {
             base_dn: settings.base_dn,
             info: None,
             encrypted,
-        })
+            skipped: Vec::new(),
+        };
+        match &settings.bind {
+            Bind::Anonymous => {}
+            Bind::Simple { account, password } => {
+                let ldap = &mut directory.ldap;
+                ldap.with_timeout(settings.operation_timeout);
+                let result = ldap
+                    .simple_bind(account, password.expose_secret())
+                    .await
+                    .map_err(|e| op_error(&directory.url, "bind", settings.operation_timeout, e))?;
+                if result.rc != 0 {
+                    return Err(bind_error(account, result.rc, &result.text));
+                }
+            }
+            Bind::Kerberos { spn_host } => directory.kerberos_bind(spn_host.as_deref()).await?,
+        }
+        tracing::info!(url = %directory.url, "connected to the directory");
+        Ok(directory)
+    }
+
+    /// Connects to the first of `urls` that answers, with the settings `settings` makes for
+    /// each; the DCs passed over are in [`DirectoryInfo::skipped`]. One URL: its own error.
+    /// With `writable`, a read-only DC (RODC) is passed over too: writes go to a writable DC.
+    pub async fn connect_any(
+        urls: &[String],
+        settings: impl Fn(&str) -> LdapSettings,
+        writable: bool,
+    ) -> Result<LdapDirectory, DirectoryError> {
+        let mut skipped: Vec<SkippedDc> = Vec::new();
+        let mut kinds = Vec::new();
+        for url in urls {
+            let connected = match LdapDirectory::connect(settings(url)).await {
+                Ok(mut directory) if writable => match directory.is_read_only().await {
+                    Ok(false) => Ok(directory),
+                    Ok(true) => Err(DirectoryError::ReadOnlyDc { url: url.clone() }),
+                    Err(e) => Err(e),
+                },
+                other => other,
+            };
+            match connected {
+                Ok(mut directory) => {
+                    for s in &skipped {
+                        tracing::warn!(url = %s.url, error = %s.error, "domain controller skipped");
+                    }
+                    directory.skipped = skipped;
+                    return Ok(directory);
+                }
+                Err(e) if urls.len() == 1 => return Err(e),
+                Err(e) if is_failover_error(&e) || matches!(e, DirectoryError::ReadOnlyDc { .. }) => {
+                    kinds.push(e.kind());
+                    skipped.push(SkippedDc { url: url.clone(), error: e.to_string() });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if skipped.is_empty() {
+            return Err(DirectoryError::InvalidUrl {
+                url: String::new(),
+                reason: "no domain controller to connect to".into(),
+            });
+        }
+        // Temporary when any DC was merely down; when every one failed its TLS, a configuration error.
+        let kind = if kinds.contains(&ErrorKind::Temporary) { ErrorKind::Temporary } else { kinds[0] };
+        Err(DirectoryError::NoDcAnswered { tried: skipped, kind })
+    }
+
+    /// A SASL GSSAPI bind to `ldap/HOST`. Over TLS ldap3 sends the channel binding
+    /// (tls-server-end-point) and asks for no SASL layer; over plain LDAP it asks for the
+    /// privacy layer, so the session is signed and sealed by Kerberos.
+    async fn kerberos_bind(&mut self, spn_host: Option<&str>) -> Result<(), DirectoryError> {
+        let host = match spn_host {
+            Some(host) => host.to_owned(),
+            None => match url_host(&self.url) {
+                Some(host) if host.parse::<std::net::IpAddr>().is_err() => host,
+                // An IP address names no service principal: ask the DC (anonymously) for its name.
+                _ => {
+                    let root = self.read_base("", &["dnsHostName"]).await?.unwrap_or_default();
+                    root.values("dnshostname").first().map(|v| String::from_utf8_lossy(v).into_owned()).ok_or_else(
+                        || DirectoryError::Kerberos {
+                            problem: KerberosProblem::WrongSpn,
+                            spn: "ldap/?".to_owned(),
+                            detail: format!(
+                                "{} is an IP address and the DC's rootDSE names no dnsHostName: set directory.spn_host",
+                                self.url
+                            ),
+                        },
+                    )?
+                }
+            },
+        };
+        let spn = format!("ldap/{host}");
+        self.ldap.with_timeout(self.operation_timeout);
+        let result = match self.ldap.sasl_gssapi_bind(&host).await {
+            Ok(result) => result,
+            Err(LdapError::GssapiOperationError(detail)) => {
+                return Err(DirectoryError::Kerberos { problem: kerberos_problem(&detail), spn, detail });
+            }
+            Err(e) => return Err(op_error(&self.url, "bind", self.operation_timeout, e)),
+        };
+        match result.rc {
+            0 => Ok(()),
+            49 => Err(DirectoryError::BindRejected {
+                account: format!("Kerberos ({spn})"),
+                reason: ad_bind_reason(&result.text).to_owned(),
+                diagnostic: result.text,
+            }),
+            rc => Err(bind_error(&spn, rc, &result.text)),
+        }
+    }
+
+    /// Whether this DC is a read-only DC (RODC): its rootDSE lists the partial-secrets
+    /// capability. An RODC refuses (refers) writes, so passwords are never written there.
+    pub async fn is_read_only(&mut self) -> Result<bool, DirectoryError> {
+        let root = self.read_base("", &["supportedCapabilities"]).await?.unwrap_or_default();
+        let capabilities: Vec<String> =
+            root.values("supportedcapabilities").iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+        Ok(is_rodc(&capabilities))
     }
 
     /// Whether the connection is LDAPS or upgraded with StartTLS (AD takes passwords only then).
@@ -320,6 +472,7 @@ impl Directory for LdapDirectory {
             naming_context,
             dns_host_name: text("dnshostname"),
             highest_committed_usn: text("highestcommittedusn").and_then(|t| t.parse().ok()),
+            skipped: self.skipped.clone(),
         };
         self.info = Some(info.clone());
         Ok(info)
@@ -484,6 +637,71 @@ impl LdapDirectory {
             sink(Change::Object(Box::new(group)));
         }
         Ok(summary)
+    }
+}
+
+/// LDAP_CAP_ACTIVE_DIRECTORY_PARTIAL_SECRETS_OID: announced by read-only DCs only ([MS-ADTS] 3.1.1.3.4.3).
+const RODC_CAPABILITY: &str = "1.2.840.113556.1.4.1920";
+
+/// Whether a rootDSE's `supportedCapabilities` are a read-only DC's.
+pub fn is_rodc(capabilities: &[String]) -> bool {
+    capabilities.iter().any(|c| c.trim() == RODC_CAPABILITY)
+}
+
+/// The host of an `ldap(s)://HOST[:PORT]` URL (brackets of an IPv6 literal removed).
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1.trim_end_matches('/');
+    let host = if let Some(v6) = rest.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        rest.rsplit_once(':').map_or(rest, |(h, port)| if port.chars().all(|c| c.is_ascii_digit()) { h } else { rest })
+    };
+    (!host.is_empty()).then(|| host.to_owned())
+}
+
+/// What went wrong in a Kerberos exchange, from the GSSAPI (MIT) or SSPI (Windows) message.
+pub fn kerberos_problem(detail: &str) -> KerberosProblem {
+    let d = detail.to_ascii_lowercase();
+    let has = |needles: &[&str]| needles.iter().any(|n| d.contains(n));
+    if has(&["clock skew", "time_skew", "time skew", "0x80090324"]) {
+        KerberosProblem::ClockSkew
+    } else if has(&[
+        "cannot contact any kdc",
+        "cannot find kdc",
+        "no authority could be contacted",
+        "0x80090311",
+        "cannot resolve network address for kdc",
+    ]) {
+        KerberosProblem::KdcUnreachable
+    } else if has(&["server not found in kerberos database", "target is unknown", "0x80090303", "s_principal_unknown"])
+    {
+        KerberosProblem::WrongSpn
+    } else if has(&[
+        "preauthentication failed",
+        "password incorrect",
+        "decrypt integrity check failed",
+        "key version",
+        "logon_denied",
+        "logon attempt failed",
+        "0x8009030c",
+        "client not found in kerberos database",
+        "revoked",
+        "expired",
+    ]) {
+        KerberosProblem::Rejected
+    } else if has(&[
+        "no kerberos credentials",
+        "no credentials",
+        "credentials cache",
+        "ccache",
+        "keytab",
+        "key table",
+        "0x8009030e",
+        "no_credentials",
+    ]) {
+        KerberosProblem::NoCredentials
+    } else {
+        KerberosProblem::Other
     }
 }
 
@@ -659,6 +877,68 @@ mod tests {
     }
 
     #[test]
+    fn a_read_only_dc_is_known_by_its_capability() {
+        let writable = ["1.2.840.113556.1.4.800", "1.2.840.113556.1.4.1670", "1.2.840.113556.1.4.1791"];
+        let caps = |list: &[&str]| list.iter().map(|c| (*c).to_owned()).collect::<Vec<_>>();
+        assert!(!is_rodc(&caps(&writable)));
+        let mut rodc = caps(&writable);
+        rodc.push("1.2.840.113556.1.4.1920".into());
+        assert!(is_rodc(&rodc));
+        assert!(is_failover_error(&DirectoryError::Ldap {
+            operation: "bind",
+            code: 52,
+            name: "unavailable",
+            diagnostic: String::new()
+        }));
+        assert!(!is_failover_error(&DirectoryError::BindRejected {
+            account: "a".into(),
+            reason: "r".into(),
+            diagnostic: String::new()
+        }));
+    }
+
+    #[test]
+    fn the_spn_host_comes_from_the_url_unless_it_is_an_address() {
+        assert_eq!(url_host("ldaps://dc1.example.com").as_deref(), Some("dc1.example.com"));
+        assert_eq!(url_host("ldap://dc1.example.com:389/").as_deref(), Some("dc1.example.com"));
+        assert_eq!(url_host("ldaps://127.0.0.1:636").as_deref(), Some("127.0.0.1"));
+        assert_eq!(url_host("ldaps://[::1]:636").as_deref(), Some("::1"));
+    }
+
+    #[test]
+    fn kerberos_messages_are_classified() {
+        use KerberosProblem::*;
+        for (text, want) in [
+            (
+                "No credentials were supplied, or the credentials were unavailable or inaccessible (Preauthentication failed)",
+                Rejected,
+            ),
+            ("No credentials were supplied ... (Cannot contact any KDC for realm 'EXAMPLE.TEST')", KdcUnreachable),
+            (
+                "No credentials were supplied ... (No Kerberos credentials available (default cache: FILE:/x))",
+                NoCredentials,
+            ),
+            (
+                "Unspecified GSS failure.  Minor code may provide more information (Server not found in Kerberos database)",
+                WrongSpn,
+            ),
+            ("Unspecified GSS failure.  Minor code may provide more information (Clock skew too great)", ClockSkew),
+            (
+                "InitializeSecurityContextW failed: 0x80090311 No authority could be contacted for authentication.",
+                KdcUnreachable,
+            ),
+            ("InitializeSecurityContextW failed: 0x80090303 The specified target is unknown or unreachable", WrongSpn),
+            (
+                "InitializeSecurityContextW failed: 0x80090324 The clocks on the client and server machines are skewed.",
+                ClockSkew,
+            ),
+            ("something new", Other),
+        ] {
+            assert_eq!(kerberos_problem(text), want, "{text}");
+        }
+    }
+
+    #[test]
     fn urls_are_checked() {
         assert!(check_url("ldaps://dc1.example.test").is_ok());
         assert!(check_url("ldap://127.0.0.1:389/").is_ok());
@@ -673,7 +953,10 @@ mod tests {
         let settings = LdapSettings {
             url: "ldap://127.0.0.1:9".into(),
             starttls: false,
-            bind: Some(("CN=svc,DC=example,DC=test".into(), SecretString::from("pw".to_owned()))),
+            bind: Bind::Simple {
+                account: "CN=svc,DC=example,DC=test".into(),
+                password: SecretString::from("pw".to_owned()),
+            },
             ca_file: None,
             tls_verify: true,
             allow_plaintext_bind: false,

@@ -55,6 +55,7 @@ impl LdifDirectory {
                 naming_context,
                 dns_host_name: None,
                 highest_committed_usn: None,
+                skipped: Vec::new(),
             },
             containers,
         })

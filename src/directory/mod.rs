@@ -1,6 +1,7 @@
 //! The source side: Active Directory over LDAP, or an LDIF export of it, behind one trait and
 //! one data model, so every rule works the same on a live DC and in a CI pipeline.
 
+pub mod discovery;
 pub mod dn;
 pub mod filter;
 pub mod guid;
@@ -139,6 +140,16 @@ pub struct DirectoryInfo {
     pub dns_host_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub highest_committed_usn: Option<u64>,
+    /// DCs tried before this one that did not answer (failover), in the order tried.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedDc>,
+}
+
+/// A DC that was passed over because it did not answer.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SkippedDc {
+    pub url: String,
+    pub error: String,
 }
 
 pub fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -344,6 +355,69 @@ pub enum DirectoryError {
     File { path: PathBuf, source: std::io::Error },
     #[error("{dn} in the directory is not a valid DN: {detail}")]
     BadDn { dn: String, detail: String },
+    #[error("Kerberos bind to {spn} failed: {}", problem.describe())]
+    Kerberos { problem: KerberosProblem, spn: String, detail: String },
+    #[error("no domain controller answered: {}", tried.iter().map(|s| format!("{} ({})", s.url, s.error)).collect::<Vec<_>>().join("; "))]
+    NoDcAnswered { tried: Vec<SkippedDc>, kind: ErrorKind },
+    #[error("{url} is a read-only domain controller (RODC): passwords are written only to a writable DC")]
+    ReadOnlyDc { url: String },
+    #[error("DNS discovery of the domain controllers failed ({name}): {detail}")]
+    Discovery { name: String, detail: String, kind: ErrorKind },
+}
+
+/// Why a Kerberos (GSSAPI/SSPI) bind failed, read from the library's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KerberosProblem {
+    /// No ticket and nothing to get one with (no keytab, an empty credential cache).
+    NoCredentials,
+    /// The KDC refused the credentials (a wrong or outdated keytab, a disabled account).
+    Rejected,
+    /// This machine's clock and the KDC's differ by more than the allowed skew (5 min).
+    ClockSkew,
+    /// The DC's service principal `ldap/HOST` is unknown to the KDC.
+    WrongSpn,
+    /// No KDC of the realm answered.
+    KdcUnreachable,
+    Other,
+}
+
+impl KerberosProblem {
+    pub fn describe(self) -> &'static str {
+        match self {
+            KerberosProblem::NoCredentials => "no Kerberos credentials (no ticket, and no keytab to get one with)",
+            KerberosProblem::Rejected => {
+                "the KDC rejected the credentials (wrong or outdated keytab, or the account is disabled)"
+            }
+            KerberosProblem::ClockSkew => "this machine's clock differs from the KDC's by more than the allowed skew",
+            KerberosProblem::WrongSpn => {
+                "the KDC does not know the DC's service principal (wrong host name for the SPN)"
+            }
+            KerberosProblem::KdcUnreachable => "no KDC of the realm could be reached",
+            KerberosProblem::Other => "the Kerberos exchange failed",
+        }
+    }
+
+    fn hint(self) -> &'static str {
+        match self {
+            KerberosProblem::NoCredentials => {
+                "on Linux set directory.keytab = \"file:/etc/ausi/ausi.keytab\" (or KRB5_CLIENT_KTNAME), or kinit first; on Windows run ausi as SYSTEM, a gMSA or a domain account"
+            }
+            KerberosProblem::Rejected => {
+                "export the keytab again (the account's keys change with its password), and check that the account is enabled"
+            }
+            KerberosProblem::ClockSkew => {
+                "synchronise this machine's clock with the domain (w32time on Windows, chrony or systemd-timesyncd on Linux)"
+            }
+            KerberosProblem::WrongSpn => {
+                "connect by the DC's DNS name, or set directory.spn_host to the name in the DC's ldap/ service principal"
+            }
+            KerberosProblem::KdcUnreachable => {
+                "check that this machine reaches a KDC of the realm on port 88 (krb5.conf on Linux: [realms] kdc, or DNS SRV _kerberos._tcp)"
+            }
+            KerberosProblem::Other => "run with -v for the Kerberos library's message",
+        }
+    }
 }
 
 impl DirectoryError {
@@ -365,6 +439,16 @@ impl DirectoryError {
                 _ => ErrorKind::Internal,
             },
             DirectoryError::BadDn { .. } => ErrorKind::Internal,
+            DirectoryError::Kerberos { problem, .. } => match problem {
+                KerberosProblem::Rejected => ErrorKind::Permission,
+                KerberosProblem::KdcUnreachable => ErrorKind::Temporary,
+                KerberosProblem::NoCredentials
+                | KerberosProblem::ClockSkew
+                | KerberosProblem::WrongSpn
+                | KerberosProblem::Other => ErrorKind::Config,
+            },
+            DirectoryError::NoDcAnswered { kind, .. } | DirectoryError::Discovery { kind, .. } => *kind,
+            DirectoryError::ReadOnlyDc { .. } => ErrorKind::Config,
         }
     }
 }
@@ -391,6 +475,21 @@ impl From<DirectoryError> for AppError {
                 app = app.with_hint("the DC requires an encrypted connection: use ldaps:// or starttls = true");
             }
             DirectoryError::File { source, .. } => app = app.caused_by(source),
+            DirectoryError::Kerberos { problem, detail, .. } => {
+                app.causes.push(detail.clone());
+                app = app.with_hint(problem.hint());
+            }
+            DirectoryError::ReadOnlyDc { .. } => {
+                app = app.with_hint("list a writable DC in directory.url (or use discover = true)");
+            }
+            DirectoryError::Discovery { .. } => {
+                app = app.with_hint(
+                    "set directory.domain (and site) to the AD domain's DNS name, or list the DCs in directory.url",
+                );
+            }
+            DirectoryError::NoDcAnswered { .. } => {
+                app = app.with_hint("check that the DCs are up and that this machine reaches their LDAP ports (636 for ldaps, 389 for ldap)");
+            }
             _ => {}
         }
         app

@@ -37,6 +37,8 @@ pub const RESET_PASSWORD_RIGHT: &str = "00299570-246d-11d0-a768-00aa006e0529";
 /// The schema class `user`.
 pub const USER_CLASS: &str = "bf967aba-0de6-11d0-a285-00aa003049e2";
 
+/// SE_SELF_RELATIVE: the descriptor's parts follow its header (the form AD stores).
+const SE_SELF_RELATIVE: u16 = 0x8000;
 /// SE_DACL_PRESENT in the descriptor's control word.
 const SE_DACL_PRESENT: u16 = 0x0004;
 /// ACL_REVISION_DS: needed once an ACL holds object ACEs.
@@ -71,6 +73,11 @@ pub struct Sid {
 }
 
 impl Sid {
+    /// BUILTIN\Administrators (S-1-5-32-544).
+    pub fn builtin_administrators() -> Sid {
+        Sid { revision: 1, authority: [0, 0, 0, 0, 0, 5], sub_authorities: vec![32, 544] }
+    }
+
     /// Parses a SID at the start of `bytes`; returns it and its length.
     pub fn parse_prefix(bytes: &[u8]) -> Result<(Sid, usize), SdError> {
         if bytes.len() < 8 {
@@ -205,6 +212,12 @@ pub struct Acl {
 }
 
 impl Acl {
+    /// An ACL holding `aces`, in that order.
+    pub fn new(aces: Vec<Ace>) -> Acl {
+        let revision = if aces.iter().any(Ace::is_object_ace) { ACL_REVISION_DS } else { 2 };
+        Acl { revision, sbz1: 0, sbz2: 0, aces }
+    }
+
     fn parse(bytes: &[u8]) -> Result<Acl, SdError> {
         if bytes.len() < 8 {
             return err("ACL header cut short");
@@ -285,6 +298,20 @@ pub struct SecurityDescriptor {
 }
 
 impl SecurityDescriptor {
+    /// A new descriptor with an owner and a DACL (no group, no SACL).
+    pub fn with_dacl(owner: Sid, dacl: Acl) -> SecurityDescriptor {
+        SecurityDescriptor {
+            revision: 1,
+            sbz1: 0,
+            control: SE_SELF_RELATIVE,
+            owner: Some(owner),
+            group: None,
+            sacl: None,
+            dacl: Some(dacl),
+            order: Vec::new(),
+        }
+    }
+
     pub fn parse(bytes: &[u8]) -> Result<SecurityDescriptor, SdError> {
         if bytes.len() < 20 {
             return err("shorter than its 20-byte header");

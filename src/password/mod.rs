@@ -24,6 +24,11 @@ impl SecretBytes {
     pub fn plain(text: &str) -> SecretBytes {
         SecretBytes(Zeroizing::new(text.as_bytes().to_vec()))
     }
+
+    /// A plain binary value (a security descriptor).
+    pub fn binary(bytes: Vec<u8>) -> SecretBytes {
+        SecretBytes(Zeroizing::new(bytes))
+    }
 }
 
 impl AsRef<[u8]> for SecretBytes {

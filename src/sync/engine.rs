@@ -61,6 +61,13 @@ pub struct ModeInputs<'a> {
     pub now: jiff::Timestamp,
 }
 
+/// The watermark a run on the DC `tracking` describes starts from: that DC's own when a run
+/// was on it before, else the newest of another DC (which [`choose_mode`] then turns into a
+/// full sync, `dc-changed`). `watermarks` is newest first, as the store lists them.
+pub fn pick_watermark<'a>(tracking: Option<&ChangeTracking>, watermarks: &'a [Watermark]) -> Option<&'a Watermark> {
+    tracking.and_then(|t| watermarks.iter().find(|w| w.dc == t.dc)).or_else(|| watermarks.first())
+}
+
 /// A delta when the watermark can be trusted; otherwise a full sync and why. Pure.
 pub fn choose_mode(i: &ModeInputs<'_>) -> (Mode, Option<Fallback>) {
     if i.full_asked {
@@ -70,11 +77,15 @@ pub fn choose_mode(i: &ModeInputs<'_>) -> (Mode, Option<Fallback>) {
         (None, _) => fallback("no-change-tracking", "the source has no change tracking (an LDIF export is a snapshot)"),
         _ if i.tenant_requested => fallback("tenant-requested", "the tenant asked for a full sync"),
         (_, None) => fallback("no-watermark", "no earlier successful sync to continue from"),
-        (Some(t), Some(w)) if t.dc != w.dc || t.invocation_id != w.invocation_id => fallback(
+        (Some(t), Some(w)) if t.dc != w.dc => fallback(
+            "dc-changed",
+            format!("no earlier sync on this domain controller ({}) to continue from; the last was on {}", t.dc, w.dc),
+        ),
+        (Some(t), Some(w)) if t.invocation_id != w.invocation_id => fallback(
             "dc-changed",
             format!(
-                "the watermark belongs to another domain controller or to a database since restored ({} {}, now {} {})",
-                w.dc, w.invocation_id, t.dc, t.invocation_id
+                "the domain controller's database was restored since the last sync (invocationId {}, now {})",
+                w.invocation_id, t.invocation_id
             ),
         ),
         (_, Some(w)) if w.scope != i.scope => fallback("scope-changed", "the selected OUs changed since the last sync"),
@@ -802,6 +813,73 @@ mod tests {
         assert_eq!(choose(Some(&t), Some(&old), "s", false, false).1, Some("watermark-expired"));
         let garbled = mark("inv-1", 4000, "yesterday");
         assert_eq!(choose(Some(&t), Some(&garbled), "s", false, false).1, Some("watermark-expired"));
+    }
+
+    /// A delta on DC A, then on DC B (first a full sync there: B has no watermark yet, then a
+    /// delta from B's own), then back on A: a delta from A's watermark, not a full sync.
+    #[test]
+    fn each_dc_continues_from_its_own_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(&dir.path().join("state.db"), "2026-11-28T10:00:00Z").unwrap();
+        let on = |dc: &str, invocation: &str, usn: u64| ChangeTracking {
+            dc: format!("CN=NTDS Settings,CN={dc}"),
+            invocation_id: invocation.into(),
+            highest_usn: usn,
+            tombstone_lifetime_days: 180,
+            tombstones_visible: true,
+        };
+        let settle = |store: &mut StateStore, t: &ChangeTracking, at: &str| {
+            let w = Watermark {
+                dc: t.dc.clone(),
+                invocation_id: t.invocation_id.clone(),
+                usn: t.highest_usn,
+                taken_at: at.into(),
+                scope: "s".into(),
+            };
+            store.settle(Some(&w)).unwrap();
+        };
+        let mode = |store: &StateStore, t: &ChangeTracking| {
+            let marks = store.watermarks().unwrap();
+            let w = pick_watermark(Some(t), &marks).cloned();
+            let (mode, why) = choose_mode(&ModeInputs {
+                full_asked: false,
+                tracking: Some(t),
+                watermark: w.as_ref(),
+                scope: "s",
+                full_pending: false,
+                tenant_requested: false,
+                now: "2026-11-28T12:00:00Z".parse().unwrap(),
+            });
+            (mode, why.map(|f| f.code))
+        };
+        // A: first run full, then a delta from A's USN.
+        let a1 = on("DC-A", "inv-a", 1000);
+        assert_eq!(mode(&store, &a1).1, Some("no-watermark"));
+        settle(&mut store, &a1, "2026-11-28T10:00:00Z");
+        let a2 = on("DC-A", "inv-a", 1200);
+        assert_eq!(mode(&store, &a2), (Mode::Delta { since: 1000 }, None));
+        settle(&mut store, &a2, "2026-11-28T10:10:00Z");
+        // B (A is down): no watermark from B yet, so a full sync, which keeps A's.
+        let b1 = on("DC-B", "inv-b", 90_000);
+        assert_eq!(mode(&store, &b1).1, Some("dc-changed"));
+        settle(&mut store, &b1, "2026-11-28T10:20:00Z");
+        let b2 = on("DC-B", "inv-b", 90_050);
+        assert_eq!(mode(&store, &b2), (Mode::Delta { since: 90_000 }, None));
+        settle(&mut store, &b2, "2026-11-28T10:30:00Z");
+        // Back on A: a delta from A's own watermark (USN 1200), no full sync.
+        let a3 = on("DC-A", "inv-a", 1300);
+        assert_eq!(mode(&store, &a3), (Mode::Delta { since: 1200 }, None));
+        settle(&mut store, &a3, "2026-11-28T10:40:00Z");
+        let marks = store.watermarks().unwrap();
+        assert_eq!(
+            marks.iter().map(|w| (w.dc.as_str(), w.usn)).collect::<Vec<_>>(),
+            [("CN=NTDS Settings,CN=DC-A", 1300), ("CN=NTDS Settings,CN=DC-B", 90_050)]
+        );
+        assert_eq!(store.watermark().unwrap().unwrap().usn, 1300, "the newest is the last run's");
+        // A restored A (new invocationId) is a full sync; B's watermark is untouched by that.
+        let restored = on("DC-A", "inv-a2", 1400);
+        assert_eq!(mode(&store, &restored).1, Some("dc-changed"));
+        assert_eq!(mode(&store, &on("DC-B", "inv-b", 90_060)), (Mode::Delta { since: 90_050 }, None));
     }
 
     #[test]

@@ -176,33 +176,43 @@ impl StateStore {
         result.map(|_| ()).map_err(|e| self.sql(e))
     }
 
-    /// The watermark of the last successful run (one: a run against another DC replaces it).
+    /// The watermark of the last successful run, whichever DC it was on.
     pub fn watermark(&self) -> Result<Option<Watermark>, StateError> {
-        self.conn
-            .query_row(
-                "SELECT dc, invocation_id, usn, taken_at, scope FROM watermarks ORDER BY taken_at DESC LIMIT 1",
-                [],
-                |r| {
-                    Ok(Watermark {
-                        dc: r.get(0)?,
-                        invocation_id: r.get(1)?,
-                        usn: r.get::<_, i64>(2)?.max(0) as u64,
-                        taken_at: r.get(3)?,
-                        scope: r.get(4)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(|e| self.sql(e))
+        Ok(self.watermarks()?.into_iter().next())
     }
 
-    /// The end of a successful run: the new watermark (none from a source without change
-    /// tracking, an export), an empty dirty set, and no full sync owed any more — one
-    /// transaction, so a kill before it leaves all the work to redo.
+    /// One watermark per DC (`dsServiceName`) a successful run was on, the newest first: a run
+    /// on DC B keeps DC A's, so coming back to A continues from where A was left.
+    pub fn watermarks(&self) -> Result<Vec<Watermark>, StateError> {
+        let result = (|| {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT dc, invocation_id, usn, taken_at, scope FROM watermarks ORDER BY taken_at DESC, dc")?;
+            let rows = stmt.query_map([], |r| {
+                Ok(Watermark {
+                    dc: r.get(0)?,
+                    invocation_id: r.get(1)?,
+                    usn: r.get::<_, i64>(2)?.max(0) as u64,
+                    taken_at: r.get(3)?,
+                    scope: r.get(4)?,
+                })
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })();
+        result.map_err(|e| self.sql(e))
+    }
+
+    /// The end of a successful run: the new watermark of the DC it ran on (none from a source
+    /// without change tracking, an export; the other DCs' stay), an empty dirty set, and no
+    /// full sync owed any more — one transaction, so a kill before it leaves all the work to redo.
+    ///
+    /// Another DC's older watermark stays valid: the mirror now holds at least what that DC
+    /// held at its watermark (changes replicate), and a delta from there re-reads what changed
+    /// on it since, which is harmless to apply again.
     pub fn settle(&mut self, mark: Option<&Watermark>) -> Result<(), StateError> {
         self.mirror_sql(|tx| {
             if let Some(mark) = mark {
-                tx.execute("DELETE FROM watermarks", [])?;
+                tx.execute("DELETE FROM watermarks WHERE dc = ?1", [&mark.dc])?;
                 tx.execute(
                     "INSERT INTO watermarks (dc, invocation_id, usn, taken_at, scope) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![
