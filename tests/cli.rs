@@ -305,7 +305,7 @@ fn status_shows_settings_without_secrets() {
         ),
     );
     let r = run(ausi().args(["--config", config.to_str().unwrap(), "status", "-o", "json"]));
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.code, 1, "not set up yet: {}", r.stderr);
     assert!(!r.stdout.contains("Sup3r-Secret-Bind!") && !r.stderr.contains("Sup3r-Secret-Bind!"));
     let v = r.json();
     assert_eq!(v["data"]["directory"]["bind_password"]["state"], "stored");

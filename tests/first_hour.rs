@@ -159,3 +159,40 @@ fn new_sections_go_where_a_reader_expects_them() {
     assert_ne!(edited, text);
     ausi::config::parse(&edited).unwrap_or_else(|e| panic!("{e}\n{edited}"));
 }
+
+// ------------------------------------------------------------- 2. status of an unconfigured agent
+
+/// Not registered, no bind password stored, nothing selected, never synced: not healthy (exit
+/// 1), and the reasons are the steps still to do, in the order to do them.
+#[test]
+fn status_of_an_unconfigured_agent_says_what_is_missing_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        "version = 1\n[directory]\nurl = \"ldaps://dc1.example.test\"\nbind_dn = \"CN=svc,DC=example,DC=test\"\n\
+         bind_password = \"file:bind.pw\"\n",
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let (code, v) = json(&["--config", cfg, "status"]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["data"]["healthy"], false);
+    let codes: Vec<&str> =
+        v["data"]["health_reasons"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap()).collect();
+    assert_eq!(codes, ["bind-password-missing", "no-ous-selected", "not-registered", "no-sync-yet"], "{v}");
+
+    let r = run(common::ausi().args(["--config", cfg, "status", "-o", "table"]));
+    assert_eq!(r.code, 1);
+    assert!(!r.stdout.contains("Healthy"), "{}", r.stdout);
+    let steps: Vec<&str> = r.stdout.lines().take_while(|l| !l.starts_with('┌')).collect();
+    assert!(steps[0].starts_with("NOT READY"), "{}", r.stdout);
+    assert!(steps[1].contains("1.") && steps[1].contains("--save-bind-password"), "{}", r.stdout);
+    assert!(steps[3].contains("3.") && steps[3].contains("ausi register"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("- (not registered)"),
+        "no 'the tenant has no agent API' without a tenant:\n{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("no agent API"), "{}", r.stdout);
+}

@@ -17,6 +17,16 @@ use crate::sync::health::{self, HealthReason};
 use crate::sync::mirror::Watermark;
 use crate::sync::state::{HeartbeatRecord, RUNS_KEPT, RunRecord, StateStore};
 
+/// The health reasons that are a setup step not done yet (see `setup_reasons`).
+pub const SETUP_CODES: [&str; 6] = [
+    "directory-not-configured",
+    "bind-password-missing",
+    "no-ous-selected",
+    "not-registered",
+    "tenant-token-missing",
+    "no-sync-yet",
+];
+
 /// How many runs `status` lists.
 pub const RUNS_SHOWN: usize = 10;
 
@@ -27,8 +37,10 @@ pub struct StatusReport {
     pub config_path: String,
     /// False when a rule in `health_reasons` is broken; the exit code is then 1.
     pub healthy: bool,
-    /// Why the agent is unhealthy: `last-run-failed`, `last-success-stale`, `never-succeeded`,
-    /// `heartbeat-failed`; empty when healthy.
+    /// Why the agent is unhealthy, first the setup steps still to do in the order to do them
+    /// (`directory-not-configured`, `bind-password-missing`, `no-ous-selected`, `not-registered`,
+    /// `tenant-token-missing`, `no-sync-yet`), then `last-run-failed`, `last-success-stale`,
+    /// `never-succeeded`, `heartbeat-failed`; empty when healthy.
     pub health_reasons: Vec<HealthReason>,
     /// When the last successful real sync finished.
     pub last_success_at: Option<String>,
@@ -198,7 +210,25 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
     let installed = service::installed(&ctx.config_path, root.as_deref());
     let minutes = installed.as_ref().and_then(|i| i.interval_minutes).unwrap_or(c.schedule.interval_minutes).max(1);
     let interval = jiff::SignedDuration::from_mins(i64::from(minutes));
-    let health = health::assess(&history, heartbeat.as_ref(), installed.is_some().then_some(interval), now);
+    let mut health = health::assess(&history, heartbeat.as_ref(), installed.is_some().then_some(interval), now);
+    let bind_password = secret_status(d.bind_password.as_deref());
+    let token = secret_status(tenant.token.as_deref());
+    let synced = history.iter().any(|r| r.command == "sync" && !r.dry_run);
+    let setup = Setup {
+        url: d.url.is_some(),
+        bind_dn: d.bind_dn.is_some(),
+        bind_password: &bind_password,
+        ous: !c.scope.ous.is_empty(),
+        home_realm: tenant.home_realm.is_some(),
+        token: &token,
+        synced,
+    };
+    let mut reasons = setup_reasons(&setup, &display_path(&ctx.config_path));
+    if !reasons.is_empty() {
+        reasons.append(&mut health.reasons);
+        health.reasons = reasons;
+        health.healthy = false;
+    }
     let last_sync_start = history
         .iter()
         .find(|r| r.command == "sync" && !r.dry_run)
@@ -219,14 +249,10 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
     };
 
     let (status, status_source) = registration(tenant.home_realm.is_some(), agent_api, heartbeat.as_ref(), &history);
-    let token = secret_status(tenant.token.as_deref());
     let mut warnings = loaded.warnings;
     if !d.tls_verify {
         warnings
             .push(Warning::new("tls-verify-disabled", "TLS certificate verification is disabled (tls_verify = false)"));
-    }
-    if tenant.home_realm.is_some() && !history.iter().any(|r| r.command == "sync" && !r.dry_run) {
-        warnings.push(Warning::new("no-sync-yet", "no sync has run yet: run `ausi sync` (or install the service)"));
     }
     if let Some(r) = history.iter().find(|r| r.command == "sync" && !r.dry_run).filter(|r| r.outcome.is_none()) {
         warnings.push(Warning::new(
@@ -263,7 +289,7 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
             url: d.url.clone(),
             starttls: d.starttls,
             bind_dn: d.bind_dn.clone(),
-            bind_password: secret_status(d.bind_password.as_deref()),
+            bind_password,
             base_dn: d.base_dn.clone(),
             ca_file: d.ca_file.as_deref().map(display_path),
             tls_verify: d.tls_verify,
@@ -364,6 +390,12 @@ impl StatusReport {
         }
         let mut out = if self.healthy {
             "Healthy.\n".to_owned()
+        } else if self.health_reasons.iter().all(|r| SETUP_CODES.contains(&r.code)) {
+            let mut text = "NOT READY: the agent is not set up yet. Next steps:\n".to_owned();
+            for (n, r) in self.health_reasons.iter().enumerate() {
+                text.push_str(&format!("  {}. {}\n", n + 1, output::cell(&r.message)));
+            }
+            text
         } else {
             let mut text = "UNHEALTHY:\n".to_owned();
             for r in &self.health_reasons {
@@ -407,6 +439,74 @@ impl StatusReport {
     }
 }
 
+/// What `setup_reasons` looks at: which steps of the quick start are done.
+struct Setup<'a> {
+    url: bool,
+    bind_dn: bool,
+    bind_password: &'a SecretStatus,
+    ous: bool,
+    home_realm: bool,
+    token: &'a SecretStatus,
+    synced: bool,
+}
+
+/// What an agent still lacks before it can work, in the order an administrator does it (the
+/// quick start's order): the DC, its bind password, the OUs, the tenant, the first sync. Each is
+/// a reason the agent is not healthy, with the command that fixes it.
+fn setup_reasons(s: &Setup<'_>, config: &str) -> Vec<HealthReason> {
+    let mut reasons = Vec::new();
+    let mut add = |code: &'static str, message: String| reasons.push(HealthReason { code, message });
+    if !s.url || !s.bind_dn {
+        let missing = match (s.url, s.bind_dn) {
+            (false, false) => "url and bind_dn",
+            (false, true) => "url",
+            _ => "bind_dn",
+        };
+        add(
+            "directory-not-configured",
+            format!("no domain controller to read: set {missing} in [directory] of {config} (see examples/agent.toml)"),
+        );
+    }
+    if s.bind_dn && s.bind_password.state != "stored" {
+        let reference = s.bind_password.reference.as_deref().unwrap_or("a reference");
+        add(
+            "bind-password-missing",
+            format!(
+                "the bind password is {} ({reference}): store it with `ausi list-ous --bind-password-stdin --save-bind-password`",
+                s.bind_password.state
+            ),
+        );
+    }
+    if !s.ous {
+        add(
+            "no-ous-selected",
+            "no OU is selected: choose them with `ausi select-ous --add DN` (`ausi list-ous` lists them)".to_owned(),
+        );
+    }
+    if !s.home_realm {
+        add(
+            "not-registered",
+            "the agent is not registered with a tenant: run `ausi register --home-realm URL --token-stdin`".to_owned(),
+        );
+    } else if s.token.state != "stored" {
+        let reference = s.token.reference.as_deref().unwrap_or("no reference");
+        add(
+            "tenant-token-missing",
+            format!(
+                "the tenant token is {} ({reference}): run `ausi register` again with --token-stdin",
+                s.token.state
+            ),
+        );
+    }
+    if !s.synced {
+        add(
+            "no-sync-yet",
+            "no sync has run yet: run `ausi sync` (or `ausi install-service` to schedule it)".to_owned(),
+        );
+    }
+    reasons
+}
+
 /// The registration status and where it comes from (`tenant` or `runs`), `None` when not
 /// registered. With the agent API the tenant decides: `Created` until it accepts a heartbeat,
 /// then its answer (kept through failed heartbeats). A plain SCIM tenant has no answer to give:
@@ -433,6 +533,7 @@ fn registration(
 impl StatusReport {
     fn heartbeat_text(&self) -> String {
         match (&self.tenant.heartbeat, self.tenant.agent_api) {
+            _ if self.tenant.home_realm.is_none() => "- (not registered)".to_owned(),
             (_, false) => "- (the tenant has no agent API)".to_owned(),
             (None, true) => "none yet".to_owned(),
             (Some(h), true) if h.failed => format!(
