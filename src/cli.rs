@@ -339,6 +339,10 @@ pub struct SyncArgs {
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["from_tenant", "user", "batch"])))]
+// Passwords are written to a domain controller: an LDIF export is no --source here.
+#[command(mut_arg("source", |a| a
+    .help("Write to this domain controller instead of the configured one: ldaps://HOST[:PORT] or ldap://HOST[:PORT] with StartTLS (not an LDIF export)")
+    .long_help(None::<&str>)))]
 pub struct PasswordPushArgs {
     /// Apply the password changes queued in the tenant and report each result back
     #[arg(long)]

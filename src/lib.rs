@@ -42,7 +42,7 @@ where
     };
     let started = std::time::Instant::now();
     init_logging(&cli.global);
-    let printer = Printer::new(cli.global.output, cli.global.quiet);
+    let printer = Printer::new(cli.global.output, cli.global.quiet).with_dry_run(commands::dry_run(&cli.command));
     let name = commands::command_name(&cli.command);
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -112,7 +112,17 @@ fn usage_error(e: clap::Error, args: &[std::ffi::OsString]) -> ExitStatus {
     }
     let _ = e.print();
     let message = e.render().to_string();
-    let first = message.lines().next().unwrap_or("usage error").trim_start_matches("error: ").to_owned();
+    // clap's message up to its usage line: "the following required arguments were not provided:"
+    // is followed by the arguments on the next lines, and the report must name them.
+    let first = message
+        .lines()
+        .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_start_matches("error: ")
+        .to_owned();
+    let first = if first.is_empty() { "usage error".to_owned() } else { first };
     let words: Vec<String> = args.iter().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
     let command = <Cli as clap::CommandFactory>::command();
     let name = words
@@ -121,7 +131,8 @@ fn usage_error(e: clap::Error, args: &[std::ffi::OsString]) -> ExitStatus {
         .unwrap_or_else(|| "ausi".to_owned());
     let printer = Printer::new(requested_output(&words), true);
     if printer.format() != cli::OutputFormat::Table {
-        return printer.emit(&name, Err(AppError::usage(first).with_hint(format!("run `ausi {name} --help`"))));
+        let help = if name == "ausi" { "run `ausi --help`".to_owned() } else { format!("run `ausi {name} --help`") };
+        return printer.emit(&name, Err(AppError::usage(first).with_hint(help)));
     }
     ExitStatus::Usage
 }

@@ -196,3 +196,212 @@ fn status_of_an_unconfigured_agent_says_what_is_missing_in_order() {
     );
     assert!(!r.stdout.contains("no agent API"), "{}", r.stdout);
 }
+
+// ------------------------------------------------------------------------------ 3-5. sync and its reports
+
+/// The `[scope]` of examples/agent.toml: Staff, without its "Finance, Legal" sub-tree.
+fn example_scope() -> String {
+    let text = std::fs::read_to_string(common::root().join("examples/agent.toml")).unwrap();
+    let start = text.find("[scope]").unwrap();
+    let end = text.find("# The identity tenant.").unwrap();
+    text[start..end].to_owned()
+}
+
+fn northwind() -> String {
+    example("examples/northwind.ldif")
+}
+
+/// An export of `n` valid users (and two that share a mail address) in OU=Gen.
+fn generated(dir: &Path, n: usize) -> String {
+    let mut text = String::new();
+    for i in 0..n + 2 {
+        let mail = if i < n { format!("user{i}@gen.example") } else { "shared@gen.example".to_owned() };
+        use base64::Engine;
+        let guid = base64::engine::general_purpose::STANDARD
+            .encode([0x15, 0x15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, i as u8]);
+        text.push_str(&format!(
+            "dn: CN=User {i},OU=Gen,DC=gen,DC=example\nobjectClass: user\nobjectGUID:: {}\ngivenName: User\nsn: N{i}\n\
+             mail: {mail}\nuserPrincipalName: user{i}@gen.example\nsAMAccountName: user{i}\n\n",
+            guid
+        ));
+    }
+    let path = dir.join(format!("gen{n}.ldif"));
+    std::fs::write(&path, text).unwrap();
+    format!("ldif:{}", path.display())
+}
+
+/// The dry-run table says it is one, shows the mode and why, says "would …", lists every
+/// planned create or says how many more, and agrees with the JSON.
+#[test]
+fn a_dry_run_table_says_what_would_happen() {
+    let Some(tb) = common::testbed::testbed() else { return };
+    let agent = tb.agent(&[], "");
+    let source = generated(agent.dir.path(), 25);
+    let args = ["--config", agent.cfg(), "sync", "--dry-run", "--source", &source];
+    let table = run(common::ausi().args(args).args(["-o", "table"]));
+    let (code, v) = json(&args);
+    assert_eq!((table.code, code), (1, 1), "two users share a mail address: {}{}", table.stdout, table.stderr);
+    let out = &table.stdout;
+    assert!(out.starts_with("DRY RUN: nothing was written"), "{out}");
+    assert_eq!(v["data"]["mode"], "full");
+    let fallback = v["data"]["fallback"]["message"].as_str().unwrap();
+    assert!(out.contains(&format!("mode: full sync, because {fallback}")), "{out}");
+    let created = v["data"]["counts"]["created"].as_u64().unwrap();
+    assert_eq!(created, 25, "{v}");
+    let row = out.lines().find(|l| l.contains("would create ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(row.contains(&format!(" {created} ")), "the table's count is the JSON's: {row}");
+    assert!(!out.contains("│ created") && !out.contains("plan:"), "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("would create CN=")).count(), 20, "{out}");
+    assert!(out.contains("… and 5 more"), "{out}");
+    let quarantined = v["data"]["counts"]["quarantined"].as_u64().unwrap();
+    assert_eq!(out.lines().filter(|l| l.starts_with("quarantined: ")).count() as u64, quarantined, "{out}");
+    assert!(out.contains("25 users and 0 groups read") || out.contains("27 users and 0 groups read"), "{out}");
+}
+
+/// A stopped dry run (deletion threshold) counts the quarantined users it lists, and its
+/// removals are "would deactivate", never the Rust name of the action.
+#[test]
+fn a_stopped_dry_run_counts_what_it_lists() {
+    let Some(tb) = common::testbed::testbed() else { return };
+    let agent = tb.agent(&[], "");
+    let (code, v) = agent.sync(&["--source", &generated(agent.dir.path(), 25)]);
+    assert_eq!(code, 1, "{v}");
+    let args = ["--config", agent.cfg(), "sync", "--dry-run", "--source", &generated(agent.dir.path(), 3)];
+    let (code, v) = json(&args);
+    assert_eq!(code, 3, "20 of 25 leave: above 10 %: {v}");
+    assert_eq!(v["dry_run"], true);
+    assert_eq!(v["data"]["stop"]["reason"], "deletion-threshold");
+    assert_eq!(v["data"]["counts"]["quarantined"], 2, "{v}");
+    let table = run(common::ausi().args(args).args(["-o", "table"]));
+    let out = &table.stdout;
+    let row = out.lines().find(|l| l.contains("quarantined ")).unwrap();
+    assert!(row.contains(" 2 "), "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("quarantined: ")).count(), 2, "{out}");
+    assert!(out.contains("would deactivate CN=User 10,"), "{out}");
+    let row = out.lines().find(|l| l.contains("would deactivate ")).unwrap();
+    assert_eq!(v["data"]["counts"]["deactivated"], 20, "a dry run counts what it would do: {v}");
+    assert!(row.contains(" 20 "), "{out}");
+    assert!(out.contains("stopped before writing: deletion-threshold"), "{out}");
+    assert!(!out.contains("Deactivate"), "{out}");
+}
+
+/// A selected OU that vanished stops the run (exit 3); the report is the plan it stopped, and a
+/// dry run says `dry_run: true` in it.
+#[test]
+fn a_vanished_scope_stop_carries_its_plan() {
+    let Some(tb) = common::testbed::testbed() else { return };
+    let agent = tb.agent(&[], &example_scope());
+    let (code, v) = agent.sync(&["--source", &northwind()]);
+    assert_eq!(code, 1, "{v}");
+    let created = v["data"]["counts"]["created"].as_u64().unwrap();
+    assert!(created > 0, "{v}");
+    // The export without OU=Staff and everything under it.
+    let text = std::fs::read_to_string(common::root().join("examples/northwind.ldif")).unwrap();
+    let kept: Vec<&str> = text.split("\n\n").filter(|e| !e.contains("OU=Staff,OU=Northwind")).collect();
+    let path = agent.dir.path().join("no-staff.ldif");
+    std::fs::write(&path, kept.join("\n\n")).unwrap();
+    let source = format!("ldif:{}", path.display());
+    for dry_run in [true, false] {
+        let mut args = vec!["--source", source.as_str()];
+        if dry_run {
+            args.push("--dry-run");
+        }
+        let (code, v) = agent.sync(&args);
+        assert_eq!(code, 3, "{v}");
+        assert_eq!(v["dry_run"], dry_run, "{v}");
+        let data = &v["data"];
+        assert_eq!(data["stop"]["reason"], "scope-vanished", "{v}");
+        assert_eq!(data["stop"]["missing"][0], STAFF, "{v}");
+        let removals = data["plan"]["removals"].as_array().unwrap_or_else(|| panic!("the plan: {v}"));
+        assert_eq!(removals.len() as u64, created, "everyone provisioned under Staff: {v}");
+        assert_eq!(data["write_requests"], 0);
+    }
+}
+
+/// `sync --dry-run --user X` exits by X's own result: a valid user is exit 0 although other
+/// users in scope are quarantined; a quarantined one is 1.
+#[test]
+fn sync_dry_run_for_one_user_exits_by_that_user() {
+    let Some(tb) = common::testbed::testbed() else { return };
+    let agent = tb.agent(&[], &example_scope());
+    let (code, v) = agent.sync(&["--dry-run", "--source", &northwind(), "--user", "ndavolio"]);
+    assert_eq!(code, 0, "{v}");
+    assert!(v["data"]["counts"]["quarantined"].as_u64().unwrap() > 0, "others are quarantined: {v}");
+    assert_eq!(v["data"]["user"]["operation"], "create");
+    let (code, v) = agent.sync(&["--dry-run", "--source", &northwind(), "--user", "rking"]);
+    assert_eq!((code, v["data"]["user"]["operation"].as_str()), (1, Some("quarantine")), "{v}");
+    let table = run(common::ausi()
+        .args(["--config", agent.cfg(), "sync", "--dry-run", "--source", &northwind(), "--user", "ndavolio"])
+        .args(["-o", "table"]));
+    assert!(table.stdout.starts_with("DRY RUN"), "{}", table.stdout);
+    assert!(table.stdout.contains("this run would: create"), "{}", table.stdout);
+}
+
+/// `validate --user X` for a user the scope leaves out says where X is and what leaves X out.
+#[test]
+fn validate_explains_a_user_outside_the_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = example_config(dir.path());
+    let cfg = config.to_str().unwrap();
+    let (code, v) = json(&["--config", cfg, "validate", "--source", &northwind(), "--user", "msuyama"]);
+    assert_eq!(code, 1, "{v}");
+    let o = &v["data"]["outside_scope"];
+    assert_eq!(o["reason"], "excluded", "{v}");
+    assert_eq!(o["by"][0], "OU=Finance\\, Legal,OU=Staff,OU=Northwind,DC=northwind,DC=example", "{v}");
+    assert!(o["dn"].as_str().unwrap().starts_with("CN=Michael Suyama,"), "{v}");
+    assert_eq!(v["warnings"][0]["code"], "user-out-of-scope", "{v}");
+
+    let (code, v) = json(&["--config", cfg, "validate", "--source", &northwind(), "--user", "pcontractor"]);
+    assert_eq!((code, v["data"]["outside_scope"]["reason"].as_str()), (1, Some("not-selected")), "{v}");
+    let table = run(common::ausi()
+        .args(["--config", cfg, "validate", "--source", &northwind(), "--user", "msuyama"])
+        .args(["-o", "table"]));
+    assert!(table.stdout.contains("excluded sub-tree OU=Finance\\, Legal"), "{}", table.stdout);
+    assert!(!table.stdout.contains("not in the scope."), "{}", table.stdout);
+
+    let (code, v) = json(&["--config", cfg, "validate", "--source", &northwind(), "--user", "nobody"]);
+    assert_eq!(code, 1);
+    assert!(v["data"]["outside_scope"].is_null() && v["warnings"][0]["code"] == "user-not-found", "{v}");
+}
+
+// ----------------------------------------------------------------------------------- 4. the envelope
+
+/// A dry run that fails before it has a report still says `dry_run: true`.
+#[test]
+fn a_failed_dry_run_says_it_was_a_dry_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        "version = 1\n[tenant]\nhome_realm = \"https://t.example\"\ntoken = \"file:missing.token\"\n",
+    )
+    .unwrap();
+    let (code, v) = json(&["--config", config.to_str().unwrap(), "sync", "--dry-run", "--source", &northwind()]);
+    assert_eq!(code, 78, "{v}");
+    assert_eq!(v["dry_run"], true, "{v}");
+    let (_, v) = json(&["--config", config.to_str().unwrap(), "sync", "--source", &northwind()]);
+    assert_eq!(v["dry_run"], false, "{v}");
+}
+
+/// Usage errors name the missing argument; an unknown subcommand hints `ausi --help`.
+#[test]
+fn usage_errors_name_what_is_missing() {
+    let (code, v) = json(&["sync", "--user", "x"]);
+    assert_eq!(code, 2);
+    assert!(v["error"]["message"].as_str().unwrap().contains("--dry-run"), "{v}");
+    let (code, v) = json(&["frobnicate"]);
+    assert_eq!(code, 2);
+    assert_eq!(v["error"]["hints"][0], "run `ausi --help`", "{v}");
+}
+
+/// `password-push --help` does not offer an LDIF export as --source (that is a usage error).
+#[test]
+fn password_push_help_offers_no_ldif_source() {
+    let r = run(common::ausi().args(["password-push", "--help"]));
+    assert_eq!(r.code, 0);
+    let source = r.stdout.split("--source").nth(1).unwrap();
+    let source = &source[..source.find("--bind-dn").unwrap_or(source.len())];
+    assert!(!source.contains("ldif:"), "{source}");
+    let r = run(common::ausi().args(["password-push", "--from-tenant", "--source", &northwind(), "-o", "json"]));
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+}

@@ -71,6 +71,9 @@ pub struct Printer {
     progress: bool,
     started: Instant,
     started_at: jiff::Timestamp,
+    /// The command line asked for a dry run: the envelope says so even when the run failed
+    /// before it had a report.
+    dry_run: bool,
 }
 
 impl Printer {
@@ -83,7 +86,14 @@ impl Printer {
             progress: !quiet && std::io::stderr().is_terminal(),
             started: Instant::now(),
             started_at: jiff::Timestamp::now(),
+            dry_run: false,
         }
+    }
+
+    /// Marks every report of this process as a dry run's (`--dry-run` on the command line).
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
     }
 
     pub fn format(&self) -> OutputFormat {
@@ -131,7 +141,7 @@ impl Printer {
                 _ => "error",
             },
             exit_code: exit.code(),
-            dry_run: outcome.as_ref().is_some_and(|o| o.dry_run),
+            dry_run: self.dry_run || outcome.as_ref().is_some_and(|o| o.dry_run),
             started_at: self.started_at.to_string(),
             duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             data: outcome.as_ref().map(|o| &o.report),
@@ -220,6 +230,11 @@ pub fn table(header: &[&str]) -> Table {
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(header.to_vec());
     t
+}
+
+/// "1 group", "2 groups": a count and its noun (an English plural in -s).
+pub fn plural(n: u64, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
 /// Terminal-safe cell text.
