@@ -405,3 +405,37 @@ fn password_push_help_offers_no_ldif_source() {
     let r = run(common::ausi().args(["password-push", "--from-tenant", "--source", &northwind(), "-o", "json"]));
     assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
 }
+
+// -------------------------------------------------------------------- 6. terminals without a size
+
+/// Under a pseudo-terminal that reports 0×0 (`script` without a terminal of its own), tables
+/// wrap at `COLUMNS`, else 80, instead of one character per column.
+#[cfg(unix)]
+#[test]
+fn a_zero_by_zero_terminal_renders_tables_at_80_columns() {
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        assert!(std::env::var("AUSI_REQUIRE_DC").ok().as_deref() != Some("1"), "CI has util-linux's script");
+        eprintln!("skipped: no `script`");
+        return;
+    }
+    let bin = assert_cmd::cargo::cargo_bin("ausi");
+    let config = common::root().join("examples/agent.toml");
+    let line = format!("{} --config {} validate --source {} -o table", bin.display(), config.display(), northwind());
+    for (columns, width) in [(None, 80), (Some("100"), 100)] {
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-qc", &line, "/dev/null"]).stdin(std::process::Stdio::null()).env_remove("AUSI_CONFIG");
+        match columns {
+            Some(c) => cmd.env("COLUMNS", c),
+            None => cmd.env_remove("COLUMNS"),
+        };
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+        let top =
+            text.lines().find_map(|l| l.find('┌').map(|i| &l[i..])).unwrap_or_else(|| panic!("no table:\n{text}"));
+        assert_eq!(top.chars().count(), width, "{text}");
+        let header = text.lines().find(|l| l.contains("Rule")).unwrap();
+        assert!(header.contains("sAMAccountName"), "{text}");
+        let rows = text.lines().filter(|l| l.starts_with('│')).count();
+        assert!(rows < 60, "{rows} lines: the table collapsed\n{text}");
+    }
+}

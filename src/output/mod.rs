@@ -105,7 +105,13 @@ impl Printer {
         let bar = if self.progress {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
             bar.set_style(
-                ProgressStyle::with_template("{spinner} {msg}: {pos} entries ({per_sec})")
+                ProgressStyle::with_template("{spinner} {msg}: {pos} entries ({rate}/s)")
+                    .map(|style| {
+                        // Whole entries per second: "459/s", not indicatif's "459.3704/s".
+                        style.with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                            let _ = write!(w, "{:.0}", state.per_sec());
+                        })
+                    })
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             bar.set_message(message);
@@ -224,12 +230,38 @@ pub fn json_line<T: Serialize + ?Sized>(value: &T, pretty: bool) -> String {
 }
 
 /// A table in the house style; every cell that holds directory text goes through [`cell`].
+///
+/// On a terminal it wraps to the terminal's width; a terminal that reports a width of zero (a
+/// 0×0 pseudo-terminal: `docker exec -t`, `script`, serial consoles) gets `COLUMNS`, else 80.
+/// No column is squeezed below [`MIN_COLUMN`] characters (or its header): a table wider than
+/// the terminal is easier to read than one letter per line.
 pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(presets::UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(header.to_vec());
+    if let Some(width) = wrap_width(t.width(), std::env::var("COLUMNS").ok().as_deref()) {
+        t.set_width(width);
+    }
+    for (column, title) in t.column_iter_mut().zip(header) {
+        let least = title.chars().count().clamp(MIN_COLUMN, MIN_COLUMN * 2);
+        column.set_constraint(comfy_table::ColumnConstraint::LowerBoundary(comfy_table::Width::Fixed(
+            u16::try_from(least).unwrap_or(u16::MAX),
+        )));
+    }
     t
+}
+
+/// The narrowest a table column is wrapped to.
+pub const MIN_COLUMN: usize = 8;
+
+/// The width tables wrap to, from what the terminal reported (`None`: not a terminal, no
+/// wrapping) and `COLUMNS`: a reported zero means the terminal does not know its size.
+pub fn wrap_width(reported: Option<u16>, columns: Option<&str>) -> Option<u16> {
+    match reported {
+        Some(0) => Some(columns.and_then(|c| c.trim().parse::<u16>().ok()).filter(|&c| c > 0).unwrap_or(80)),
+        other => other,
+    }
 }
 
 /// "1 group", "2 groups": a count and its noun (an English plural in -s).
@@ -275,6 +307,16 @@ mod tests {
         assert!(text.contains("Zoë 王芳"));
         let back: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(back, value);
+    }
+
+    #[test]
+    fn a_terminal_of_zero_columns_wraps_at_columns_then_80() {
+        assert_eq!(wrap_width(Some(0), None), Some(80));
+        assert_eq!(wrap_width(Some(0), Some("132")), Some(132));
+        assert_eq!(wrap_width(Some(0), Some("0")), Some(80));
+        assert_eq!(wrap_width(Some(0), Some("wide")), Some(80));
+        assert_eq!(wrap_width(Some(100), Some("132")), Some(100), "a size the terminal knows wins");
+        assert_eq!(wrap_width(None, Some("132")), None, "not a terminal: no wrapping");
     }
 
     #[test]
