@@ -90,6 +90,7 @@ Register-ArgumentCompleter -Native -CommandName 'ausi' -ScriptBlock {
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Format of the log lines (on stderr and in the --log-file)')
             [CompletionResult]::new('--log-file', '--log-file', [CompletionResultType]::ParameterName, 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it')
             [CompletionResult]::new('--print', '--print', [CompletionResultType]::ParameterName, 'Write what would be installed to stdout and change nothing')
+            [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Install even when a check predicts the scheduled service cannot work (its state directory hidden from the hardened unit, a secret in the kernel keyring, timers that cannot be enabled here)')
             [CompletionResult]::new('--uninstall', '--uninstall', [CompletionResultType]::ParameterName, 'Remove the installed task or timer')
             [CompletionResult]::new('--create-service-account', '--create-service-account', [CompletionResultType]::ParameterName, 'Create (or reuse) the AD account the sync binds as, store its random password, and show the rights it needs on the selected OUs. Binds as an administrator, over LDAPS or StartTLS only')
             [CompletionResult]::new('--grant-rights', '--grant-rights', [CompletionResultType]::ParameterName, 'Grant the account exactly the rights it needs: one ACE per right on each selected OU, nothing domain-wide')
@@ -217,9 +218,9 @@ Register-ArgumentCompleter -Native -CommandName 'ausi' -ScriptBlock {
         'ausi;password-push' {
             [CompletionResult]::new('--user', '--user', [CompletionResultType]::ParameterName, 'Set the password of this user (userPrincipalName, sAMAccountName or objectGUID); the password is prompted for on a terminal, or read with --password-stdin')
             [CompletionResult]::new('--batch', '--batch', [CompletionResultType]::ParameterName, 'JSON Lines file of {"user": ..., "password": ...} (or - for standard input); every line is checked before any password is sent')
-            [CompletionResult]::new('--source', '--source', [CompletionResultType]::ParameterName, 'Read from here instead of the configured directory: ldif:PATH (an ldifde or ldapsearch export; no domain controller needed), ldaps://HOST[:PORT] or ldap://HOST[:PORT]')
             [CompletionResult]::new('--bind-dn', '--bind-dn', [CompletionResultType]::ParameterName, 'Bind as this account (DN, user@domain or DOMAIN\user) instead of the configured one')
             [CompletionResult]::new('--ca-file', '--ca-file', [CompletionResultType]::ParameterName, 'Trust this PEM file of CA certificates for LDAPS/StartTLS (a private enterprise CA)')
+            [CompletionResult]::new('--source', '--source', [CompletionResultType]::ParameterName, 'Write to this domain controller instead of the configured one: ldaps://HOST[:PORT] or ldap://HOST[:PORT] with StartTLS (not an LDIF export)')
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Agent configuration file [default: /etc/ausi/agent.toml, or %ProgramData%\ausi\agent.toml on Windows]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Agent configuration file [default: /etc/ausi/agent.toml, or %ProgramData%\ausi\agent.toml on Windows]')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Report format on stdout [default: table on a terminal, json otherwise]')

@@ -83,6 +83,7 @@ complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l log-format
 json\t''"
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l print -d 'Write what would be installed to stdout and change nothing'
+complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l force -d 'Install even when a check predicts the scheduled service cannot work (its state directory hidden from the hardened unit, a secret in the kernel keyring, timers that cannot be enabled here)'
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l uninstall -d 'Remove the installed task or timer'
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l create-service-account -d 'Create (or reuse) the AD account the sync binds as, store its random password, and show the rights it needs on the selected OUs. Binds as an administrator, over LDAPS or StartTLS only'
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l grant-rights -d 'Grant the account exactly the rights it needs: one ACE per right on each selected OU, nothing domain-wide'
@@ -179,9 +180,9 @@ complete -c ausi -n "__fish_ausi_using_subcommand sync" -s h -l help -d 'Print h
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -s V -l version -d 'Print version'
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l user -d 'Set the password of this user (userPrincipalName, sAMAccountName or objectGUID); the password is prompted for on a terminal, or read with --password-stdin' -r
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l batch -d 'JSON Lines file of {"user": ..., "password": ...} (or - for standard input); every line is checked before any password is sent' -r -F
-complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l source -d 'Read from here instead of the configured directory: ldif:PATH (an ldifde or ldapsearch export; no domain controller needed), ldaps://HOST[:PORT] or ldap://HOST[:PORT]' -r
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l bind-dn -d 'Bind as this account (DN, user@domain or DOMAIN\\user) instead of the configured one' -r
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l ca-file -d 'Trust this PEM file of CA certificates for LDAPS/StartTLS (a private enterprise CA)' -r -F
+complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l source -d 'Write to this domain controller instead of the configured one: ldaps://HOST[:PORT] or ldap://HOST[:PORT] with StartTLS (not an LDIF export)' -r
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -s c -l config -d 'Agent configuration file [default: /etc/ausi/agent.toml, or %ProgramData%\\ausi\\agent.toml on Windows]' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -s o -l output -d 'Report format on stdout [default: table on a terminal, json otherwise]' -r -f -a "json\t'One JSON envelope (for scripts: `ausi validate | ConvertFrom-Json`)'
 table\t'A human-readable table'

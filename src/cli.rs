@@ -208,6 +208,12 @@ pub struct InstallServiceArgs {
     #[arg(long, conflicts_with = "uninstall")]
     pub print: bool,
 
+    /// Install even when a check predicts the scheduled service cannot work (its state
+    /// directory hidden from the hardened unit, a secret in the kernel keyring, timers that
+    /// cannot be enabled here)
+    #[arg(long, conflicts_with_all = ["uninstall", "print"])]
+    pub force: bool,
+
     /// Remove the installed task or timer
     #[arg(long)]
     pub uninstall: bool,

@@ -529,11 +529,16 @@ fn status_follows_runs_and_heartbeats_through_a_tenant_outage() {
     let root_dir = sysroot(&c);
     let r = common::run(
         common::ausi()
-            .args(["--config", &c, "install-service", "--interval", "15", "-o", "json"])
+            .args(["--config", &c, "install-service", "--interval", "15", "--force", "-o", "json"])
             .arg("--root")
             .arg(&root_dir),
     );
     assert_eq!(r.code, 0, "install-service: {}{}", r.stdout, r.stderr);
+    // What `systemctl enable` does where systemd runs: the timer is wanted by timers.target.
+    let wants = root_dir.join("etc/systemd/system/timers.target.wants");
+    std::fs::create_dir_all(&wants).unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("../ausi-sync.timer", wants.join("ausi-sync.timer")).unwrap();
 
     // Registered, never run: Created, and not healthy until the first sync has run.
     let (code, st) = status(&c);

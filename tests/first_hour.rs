@@ -439,3 +439,55 @@ fn a_zero_by_zero_terminal_renders_tables_at_80_columns() {
         assert!(rows < 60, "{rows} lines: the table collapsed\n{text}");
     }
 }
+
+// ------------------------------------------------------------------- 7. install-service and status
+
+/// A state directory the hardened unit cannot see refuses the install (exit 78, nothing
+/// written) unless --force; `status` then tells unit files from an enabled schedule.
+#[cfg(unix)]
+#[test]
+fn install_service_refuses_a_service_that_cannot_work_and_status_tells_files_from_enabled() {
+    let Some(tb) = common::testbed::testbed() else { return };
+    let agent = tb.agent(&[], &example_scope());
+    let root = agent.dir.path().join("sysroot");
+    let install = |extra: &[&str]| {
+        let mut args = vec!["--config", agent.cfg(), "install-service", "--scheduler", "systemd", "--root"];
+        args.push(root.to_str().unwrap());
+        args.extend(extra);
+        json(&args)
+    };
+    let before = std::fs::read_to_string(&agent.config).unwrap();
+    let (code, v) = install(&[]);
+    assert_eq!(code, 78, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("hidden from the hardened service"), "{v}");
+    assert!(v["error"]["hints"][0].as_str().unwrap().contains("--force"), "{v}");
+    assert!(!root.exists(), "nothing written");
+    assert_eq!(std::fs::read_to_string(&agent.config).unwrap(), before);
+
+    let (code, v) = install(&["--force"]);
+    assert_eq!(code, 0, "{v}");
+    assert!(v["warnings"].as_array().unwrap().iter().any(|w| w["code"] == "state-dir-hidden-from-service"), "{v}");
+
+    // Unit files, no timer enabled: status says so and is not healthy.
+    let status = || {
+        let mut cmd = common::ausi();
+        cmd.env("AUSI_INSTALL_ROOT", &root);
+        common::json_with(&mut cmd, &["--config", agent.cfg(), "status"])
+    };
+    let (code, v) = status();
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["data"]["schedule"]["enabled"], false, "{v}");
+    assert!(v["data"]["health_reasons"].as_array().unwrap().iter().any(|r| r["code"] == "schedule-not-enabled"), "{v}");
+    let table =
+        run(common::ausi().env("AUSI_INSTALL_ROOT", &root).args(["--config", agent.cfg(), "status", "-o", "table"]));
+    assert!(table.stdout.contains("NOT enabled"), "{}", table.stdout);
+
+    // `systemctl enable` links the timer into timers.target.wants: scheduled and enabled.
+    let wants = root.join("etc/systemd/system/timers.target.wants");
+    std::fs::create_dir_all(&wants).unwrap();
+    std::os::unix::fs::symlink("../ausi-sync.timer", wants.join("ausi-sync.timer")).unwrap();
+    let (_, v) = status();
+    assert_eq!(v["data"]["schedule"]["enabled"], true, "{v}");
+    assert!(!v["data"]["health_reasons"].as_array().unwrap().iter().any(|r| r["code"] == "schedule-not-enabled"));
+}

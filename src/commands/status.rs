@@ -18,7 +18,8 @@ use crate::sync::mirror::Watermark;
 use crate::sync::state::{HeartbeatRecord, RUNS_KEPT, RunRecord, StateStore};
 
 /// The health reasons that are a setup step not done yet (see `setup_reasons`).
-pub const SETUP_CODES: [&str; 6] = [
+pub const SETUP_CODES: [&str; 7] = [
+    "schedule-not-enabled",
     "directory-not-configured",
     "bind-password-missing",
     "no-ous-selected",
@@ -39,7 +40,7 @@ pub struct StatusReport {
     pub healthy: bool,
     /// Why the agent is unhealthy, first the setup steps still to do in the order to do them
     /// (`directory-not-configured`, `bind-password-missing`, `no-ous-selected`, `not-registered`,
-    /// `tenant-token-missing`, `no-sync-yet`), then `last-run-failed`, `last-success-stale`,
+    /// `tenant-token-missing`, `no-sync-yet`, `schedule-not-enabled`), then `last-run-failed`, `last-success-stale`,
     /// `never-succeeded`, `heartbeat-failed`; empty when healthy.
     pub health_reasons: Vec<HealthReason>,
     /// When the last successful real sync finished.
@@ -60,6 +61,10 @@ pub struct ScheduleStatus {
     /// Where the installed systemd timer (Linux) or task definition (Windows) is; `null` when
     /// nothing is installed (the agent is run by hand).
     pub installed: Option<String>,
+    /// Whether the installed schedule runs: `true` when the systemd timer is enabled and systemd
+    /// runs, `false` when only the unit files are there; `null` when nothing is installed or
+    /// it cannot be told from files (Task Scheduler).
+    pub enabled: Option<bool>,
     /// When the next incremental run is due: the last sync's start plus the interval (`null`
     /// when nothing is installed or before the first run).
     pub next_run: Option<String>,
@@ -224,6 +229,15 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
         synced,
     };
     let mut reasons = setup_reasons(&setup, &display_path(&ctx.config_path));
+    if let Some(i) = installed.as_ref().filter(|i| i.enabled == Some(false)) {
+        reasons.push(HealthReason {
+            code: "schedule-not-enabled",
+            message: format!(
+                "the schedule's unit files are present ({}) but the timers are not enabled, or systemd is not running: nothing runs the sync",
+                display_path(&i.location)
+            ),
+        });
+    }
     if !reasons.is_empty() {
         reasons.append(&mut health.reasons);
         health.reasons = reasons;
@@ -240,8 +254,10 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
             .and_then(|i| i.full_sync_at.clone())
             .unwrap_or(c.schedule.full_sync_at.clone()),
         installed: installed.as_ref().map(|i| display_path(&i.location)),
+        enabled: installed.as_ref().and_then(|i| i.enabled),
         next_run: installed
             .as_ref()
+            .filter(|i| i.enabled != Some(false))
             .and(last_sync_start)
             .and_then(|t| t.checked_add(interval).ok())
             .map(|t| t.to_string()),
@@ -362,10 +378,19 @@ impl StatusReport {
                     "every {} min, full sync daily at {}; {}",
                     self.schedule.interval_minutes,
                     output::cell(&self.schedule.full_sync_at),
-                    match (&self.schedule.installed, &self.schedule.next_run) {
-                        (Some(at), Some(next)) => format!("installed ({}), next run due {next}", output::cell(at)),
-                        (Some(at), None) => format!("installed ({})", output::cell(at)),
-                        (None, _) => "not installed (`ausi install-service`)".to_owned(),
+                    match (&self.schedule.installed, self.schedule.enabled, &self.schedule.next_run) {
+                        (Some(at), Some(false), _) => format!(
+                            "unit files present ({}) but NOT enabled: nothing runs them (`systemctl enable --now ausi-sync.timer ausi-sync-full.timer` where systemd runs)",
+                            output::cell(at)
+                        ),
+                        (Some(at), Some(true), Some(next)) => {
+                            format!("scheduled and enabled ({}), next run due {next}", output::cell(at))
+                        }
+                        (Some(at), Some(true), None) => format!("scheduled and enabled ({})", output::cell(at)),
+                        (Some(at), None, Some(next)) =>
+                            format!("installed ({}), next run due {next}", output::cell(at)),
+                        (Some(at), None, None) => format!("installed ({})", output::cell(at)),
+                        (None, _, _) => "not installed (`ausi install-service`)".to_owned(),
                     }
                 ),
             ),
