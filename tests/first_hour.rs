@@ -491,3 +491,84 @@ fn install_service_refuses_a_service_that_cannot_work_and_status_tells_files_fro
     assert_eq!(v["data"]["schedule"]["enabled"], true, "{v}");
     assert!(!v["data"]["health_reasons"].as_array().unwrap().iter().any(|r| r["code"] == "schedule-not-enabled"));
 }
+
+// ------------------------------------------------------------------------------------ 8. messages
+
+#[test]
+fn messages_say_what_they_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    let cfg = config.to_str().unwrap();
+    let register = |stdin: &str| {
+        let r = run(common::ausi()
+            .args(["--config", cfg, "register", "--home-realm", "http://127.0.0.1:1/t", "--token-stdin", "-o", "json"])
+            .write_stdin(stdin.to_owned()));
+        (r.code, r.json())
+    };
+    // An empty token is a token, not a password.
+    let (code, v) = register("\n");
+    assert_eq!(code, 2, "{v}");
+    assert_eq!(v["error"]["message"], "standard input held no token (an empty first line)", "{v}");
+    // An unreachable tenant at an interactive register: no scheduled run will retry it.
+    let (code, v) = register("a-token\n");
+    assert_eq!(code, 75, "{v}");
+    let hints = v["error"]["hints"].to_string();
+    assert!(!hints.contains("scheduled run"), "{v}");
+    assert!(hints.contains("ausi register") && hints.contains("http://127.0.0.1:1/t/scim/v2"), "{v}");
+    assert!(!v.to_string().contains("a-token"));
+
+    // "the tenant: the tenant refused …"
+    let e = ausi::error::AppError::from(ausi::tenant::TenantError::Unauthorized { status: 401, detail: None });
+    assert_eq!(e.message, "the tenant refused the token (HTTP 401)");
+
+    // password-push and an export.
+    let (code, v) = json(&["password-push", "--from-tenant", "--source", &northwind()]);
+    assert_eq!(code, 2, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert_eq!(message, "cannot write passwords in an LDIF export: that needs a domain controller (ldaps://)");
+
+    // Counts agree with their nouns.
+    let example = common::root().join("examples/agent.toml");
+    let r = run(common::ausi().args([
+        "--config",
+        example.to_str().unwrap(),
+        "list-ous",
+        "--source",
+        &northwind(),
+        "-o",
+        "table",
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let summary = r.stdout.lines().last().unwrap();
+    assert!(
+        summary.contains(" groups") && !summary.contains(" 1 groups") && !summary.contains(" 1 users"),
+        "{summary}"
+    );
+    let one = dir.path().join("one.ldif");
+    let text = std::fs::read_to_string(common::root().join("examples/northwind.ldif")).unwrap();
+    let kept: Vec<&str> = text.split("\n\n").filter(|e| !e.contains("CN=All Staff,")).collect();
+    std::fs::write(&one, kept.join("\n\n")).unwrap();
+    let r = run(common::ausi().args(["list-ous", "--source", &format!("ldif:{}", one.display()), "-o", "table"]));
+    assert!(r.stdout.contains("and 1 group,"), "{}", r.stdout);
+}
+
+/// Tables show timestamps to the second; JSON keeps them as recorded.
+#[test]
+fn table_timestamps_are_to_the_second() {
+    let Some(tb) = common::testbed::testbed() else { return };
+    let agent = tb.agent(&[], &example_scope());
+    let (code, _) = agent.sync(&["--dry-run", "--source", &northwind()]);
+    assert_eq!(code, 1);
+    let (_, v) = json(&["--config", agent.cfg(), "status"]);
+    let started = v["data"]["state"]["last_runs"][0]["started_at"].as_str().unwrap().to_owned();
+    assert!(started.contains('.'), "JSON keeps the precision: {started}");
+    let r = run(common::ausi().args(["--config", agent.cfg(), "status", "-o", "table"]));
+    // "10:11:39." anywhere: HH:MM:SS followed by a fraction.
+    let fraction = r.stdout.as_bytes().windows(9).any(|w| {
+        let d = |i: usize| w[i].is_ascii_digit();
+        d(0) && d(1) && w[2] == b':' && d(3) && d(4) && w[5] == b':' && d(6) && d(7) && w[8] == b'.'
+    });
+    assert!(!fraction, "a fractional second in the table:\n{}", r.stdout);
+    let seconds = &started[..19];
+    assert!(r.stdout.contains(seconds) || r.stdout.contains(&seconds[..16]), "{}", r.stdout);
+}

@@ -446,7 +446,10 @@ async fn prechecks(config: &AgentConfig, config_path: &Path, warnings: &mut Vec<
     if config.scope.ous.is_empty() {
         return Err(refuse("selection")(super::no_selection()));
     }
-    checks.push(CheckReport { check: "selection", detail: format!("{} OUs selected", config.scope.ous.len()) });
+    checks.push(CheckReport {
+        check: "selection",
+        detail: format!("{} selected", output::plural(config.scope.ous.len() as u64, "OU")),
+    });
 
     // Secrets: a scheduled run cannot answer a prompt.
     let mut stored = Vec::new();

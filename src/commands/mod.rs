@@ -185,7 +185,7 @@ pub fn encrypted_dc_url(args: &DirectoryArgs, dir: &DirectoryConfig, what: &str)
     };
     match SourceSpec::parse(&text)? {
         SourceSpec::Ldif(_) => {
-            Err(AppError::usage(format!("{what} needs a domain controller (ldaps://), not an LDIF export")))
+            Err(AppError::usage(format!("cannot {what} in an LDIF export: that needs a domain controller (ldaps://)")))
         }
         SourceSpec::Ldap(url) if !crate::directory::ldap::is_encrypted(&url, args.starttls || dir.starttls) => {
             Err(AppError::config(format!(
@@ -276,7 +276,7 @@ fn bind_password(
     account: &str,
 ) -> Result<(SecretString, Option<SecretString>)> {
     if args.bind_password_stdin {
-        let password = read_stdin_secret()?;
+        let password = read_stdin_secret("password")?;
         return Ok((password.clone(), Some(password)));
     }
     let missing = match reference.map(SecretRef::resolve) {
@@ -311,15 +311,17 @@ pub fn tenant_token(tenant: &TenantConfig) -> Result<SecretString> {
     SecretRef::parse(reference)?.resolve().map_err(|e| e.about(Purpose::TenantToken))
 }
 
-pub(crate) fn read_stdin_secret() -> Result<SecretString> {
+/// The first line of standard input; `what` names it in the error for an empty line
+/// ("password", "token").
+pub(crate) fn read_stdin_secret(what: &str) -> Result<SecretString> {
     let mut line = Zeroizing::new(String::new());
     std::io::stdin()
         .lock()
         .read_line(&mut line)
-        .map_err(|e| AppError::usage("cannot read the password from standard input").caused_by(&e))?;
+        .map_err(|e| AppError::usage(format!("cannot read the {what} from standard input")).caused_by(&e))?;
     let value = line.trim_end_matches(['\r', '\n']);
     if value.is_empty() {
-        return Err(AppError::usage("standard input held no password (an empty first line)"));
+        return Err(AppError::usage(format!("standard input held no {what} (an empty first line)")));
     }
     Ok(SecretString::from(value.to_owned()))
 }

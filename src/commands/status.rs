@@ -289,8 +289,9 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
         warnings.push(Warning::new(
             "users-quarantined",
             format!(
-                "{} users in scope are quarantined: `ausi validate` lists them with their reasons",
-                state.quarantined
+                "{} in scope {} quarantined: `ausi validate` lists them with their reasons",
+                output::plural(state.quarantined as u64, "user"),
+                if state.quarantined == 1 { "is" } else { "are" }
             ),
         ));
     }
@@ -383,18 +384,21 @@ impl StatusReport {
                             "unit files present ({}) but NOT enabled: nothing runs them (`systemctl enable --now ausi-sync.timer ausi-sync-full.timer` where systemd runs)",
                             output::cell(at)
                         ),
-                        (Some(at), Some(true), Some(next)) => {
-                            format!("scheduled and enabled ({}), next run due {next}", output::cell(at))
-                        }
+                        (Some(at), Some(true), Some(next)) =>
+                            format!("scheduled and enabled ({}), next run due {}", output::cell(at), output::time(next)),
                         (Some(at), Some(true), None) => format!("scheduled and enabled ({})", output::cell(at)),
-                        (Some(at), None, Some(next)) =>
-                            format!("installed ({}), next run due {next}", output::cell(at)),
+                        (Some(at), None, Some(next)) => {
+                            format!("installed ({}), next run due {}", output::cell(at), output::time(next))
+                        }
                         (Some(at), None, None) => format!("installed ({})", output::cell(at)),
                         (None, _, _) => "not installed (`ausi install-service`)".to_owned(),
                     }
                 ),
             ),
-            ("last successful sync", opt(&self.last_success_at)),
+            (
+                "last successful sync",
+                self.last_success_at.as_deref().map(output::time).unwrap_or_else(|| "-".to_owned()),
+            ),
             (
                 "state store",
                 format!("{}{}", output::cell(&self.state.path), if self.state.exists { "" } else { " (no sync yet)" }),
@@ -403,8 +407,10 @@ impl StatusReport {
             (
                 "watermark",
                 match (&self.state.watermark, self.state.watermark_age_secs) {
-                    (Some(w), Some(age)) => format!("USN {} at {} ({} ago)", w.usn, w.taken_at, human_age(age)),
-                    (Some(w), None) => format!("USN {} at {}", w.usn, output::cell(&w.taken_at)),
+                    (Some(w), Some(age)) => {
+                        format!("USN {} at {} ({} ago)", w.usn, output::time(&w.taken_at), human_age(age))
+                    }
+                    (Some(w), None) => format!("USN {} at {}", w.usn, output::time(&w.taken_at)),
                     _ => "none (the next sync is a full sync)".to_owned(),
                 },
             ),
@@ -445,7 +451,7 @@ impl StatusReport {
                 runs.add_row(vec![
                     r.id.to_string(),
                     format!("{command}{}{}", r.kind, if r.dry_run { " (dry run)" } else { "" }),
-                    r.started_at.clone(),
+                    output::time(&r.started_at),
                     r.duration_ms.map(|d| human_duration(d.max(0).unsigned_abs())).unwrap_or_default(),
                     outcome,
                     r.exit_code.map(|c| c.to_string()).unwrap_or_default(),
@@ -563,11 +569,11 @@ impl StatusReport {
             (None, true) => "none yet".to_owned(),
             (Some(h), true) if h.failed => format!(
                 "FAILED at {}: {} (last accepted: {})",
-                h.last_attempt_at,
+                output::time(&h.last_attempt_at),
                 output::cell(h.error.as_deref().unwrap_or("")),
-                h.last_success_at.as_deref().unwrap_or("never")
+                output::time(h.last_success_at.as_deref().unwrap_or("never"))
             ),
-            (Some(h), true) => format!("accepted at {}", h.last_attempt_at),
+            (Some(h), true) => format!("accepted at {}", output::time(&h.last_attempt_at)),
         }
     }
 }

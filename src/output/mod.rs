@@ -269,6 +269,15 @@ pub fn plural(n: u64, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
+/// A timestamp for a table: to the second, in UTC ("2026-12-03T10:11:39Z"); the JSON keeps
+/// full precision. Text that is not a timestamp is shown as it is (terminal-safe).
+pub fn time(text: &str) -> String {
+    match text.parse::<jiff::Timestamp>().ok().and_then(|t| t.round(jiff::Unit::Second).ok()) {
+        Some(t) => t.to_string(),
+        None => cell(text),
+    }
+}
+
 /// Terminal-safe cell text.
 pub fn cell(text: &str) -> String {
     sanitize::for_terminal(text).into_owned()
@@ -317,6 +326,13 @@ mod tests {
         assert_eq!(wrap_width(Some(0), Some("wide")), Some(80));
         assert_eq!(wrap_width(Some(100), Some("132")), Some(100), "a size the terminal knows wins");
         assert_eq!(wrap_width(None, Some("132")), None, "not a terminal: no wrapping");
+    }
+
+    #[test]
+    fn table_timestamps_are_to_the_second() {
+        assert_eq!(time("2026-12-03T10:11:39.564282633Z"), "2026-12-03T10:11:40Z");
+        assert_eq!(time("2026-12-03T10:11:39Z"), "2026-12-03T10:11:39Z");
+        assert_eq!(time("never"), "never");
     }
 
     #[test]
