@@ -572,3 +572,51 @@ fn table_timestamps_are_to_the_second() {
     let seconds = &started[..19];
     assert!(r.stdout.contains(seconds) || r.stdout.contains(&seconds[..16]), "{}", r.stdout);
 }
+
+// ------------------------------------------------------------------------------ 11. scripts/bench
+
+/// scripts/bench restores only what it stopped: a shared testbed that was down stays down, one
+/// that was up comes back. Run against a testbed double that records its calls (the bench's own
+/// instance "fails to start", so the benchmark stops at once and goes to its cleanup).
+#[cfg(unix)]
+#[test]
+fn bench_restores_only_what_it_stopped() {
+    if !is_root() || std::process::Command::new("python3").arg("--version").output().is_err() {
+        assert!(std::env::var("AUSI_REQUIRE_DC").ok().as_deref() != Some("1"), "scripts/test runs as root");
+        eprintln!("skipped: scripts/bench needs root and python3");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    let calls = dir.path().join("calls");
+    let fake = dir.path().join("testbed");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$AUSI_TESTBED_DIR $1\" >> {calls}\ncase \"$AUSI_TESTBED_DIR $1\" in\n\
+             *ausi-bench\\ up) exit 1 ;;\n\"{shared} status\") test -e {shared}.up ;;\n*) exit 0 ;;\nesac\n",
+            calls = calls.display(),
+            shared = shared.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    for was_up in [false, true] {
+        let _ = std::fs::remove_file(&calls);
+        if was_up {
+            std::fs::write(shared.with_extension("up"), "").unwrap();
+        }
+        let out = std::process::Command::new(common::root().join("scripts/bench"))
+            .args(["--binary", "/bin/true", "--users", "20", "--groups", "2", "--small-users", "0"])
+            .env("AUSI_BENCH_TESTBED", &fake)
+            .env("AUSI_TESTBED_DIR", &shared)
+            .output()
+            .unwrap();
+        let log = std::fs::read_to_string(&calls).unwrap_or_default();
+        let on_shared: Vec<&str> =
+            log.lines().filter_map(|l| l.strip_prefix(shared.to_str().unwrap())).map(str::trim).collect();
+        let expected: &[&str] = if was_up { &["status", "down", "up", "status"] } else { &["status"] };
+        assert_eq!(on_shared, expected, "was up: {was_up}\ncalls:\n{log}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "the bench instance did not start: an error");
+    }
+}
