@@ -233,8 +233,9 @@ pub fn json_line<T: Serialize + ?Sized>(value: &T, pretty: bool) -> String {
 ///
 /// On a terminal it wraps to the terminal's width; a terminal that reports a width of zero (a
 /// 0×0 pseudo-terminal: `docker exec -t`, `script`, serial consoles) gets `COLUMNS`, else 80.
-/// No column is squeezed below [`MIN_COLUMN`] characters (or its header): a table wider than
-/// the terminal is easier to read than one letter per line.
+/// Not on a terminal, it wraps only when `COLUMNS` is set (exported) explicitly.
+/// No column is squeezed below its header's width: a table wider than the terminal is easier
+/// to read than one letter per line.
 pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(presets::UTF8_FULL_CONDENSED)
@@ -243,24 +244,21 @@ pub fn table(header: &[&str]) -> Table {
     if let Some(width) = wrap_width(t.width(), std::env::var("COLUMNS").ok().as_deref()) {
         t.set_width(width);
     }
-    for (column, title) in t.column_iter_mut().zip(header) {
-        let least = title.chars().count().clamp(MIN_COLUMN, MIN_COLUMN * 2);
-        column.set_constraint(comfy_table::ColumnConstraint::LowerBoundary(comfy_table::Width::Fixed(
-            u16::try_from(least).unwrap_or(u16::MAX),
-        )));
+    for (column, title) in t.column_iter_mut().zip(header).filter(|(_, title)| !title.is_empty()) {
+        let least = u16::try_from(title.chars().count()).unwrap_or(u16::MAX);
+        column.set_constraint(comfy_table::ColumnConstraint::LowerBoundary(comfy_table::Width::Fixed(least)));
     }
     t
 }
 
-/// The narrowest a table column is wrapped to.
-pub const MIN_COLUMN: usize = 8;
-
-/// The width tables wrap to, from what the terminal reported (`None`: not a terminal, no
-/// wrapping) and `COLUMNS`: a reported zero means the terminal does not know its size.
+/// The width tables wrap to, from what the terminal reported (`None`: not a terminal) and
+/// `COLUMNS`: a reported zero means the terminal does not know its size.
 pub fn wrap_width(reported: Option<u16>, columns: Option<&str>) -> Option<u16> {
+    let columns = columns.and_then(|c| c.trim().parse::<u16>().ok()).filter(|&c| c > 0);
     match reported {
-        Some(0) => Some(columns.and_then(|c| c.trim().parse::<u16>().ok()).filter(|&c| c > 0).unwrap_or(80)),
-        other => other,
+        Some(0) => Some(columns.unwrap_or(80)),
+        None => columns,
+        known => known,
     }
 }
 
@@ -325,7 +323,8 @@ mod tests {
         assert_eq!(wrap_width(Some(0), Some("0")), Some(80));
         assert_eq!(wrap_width(Some(0), Some("wide")), Some(80));
         assert_eq!(wrap_width(Some(100), Some("132")), Some(100), "a size the terminal knows wins");
-        assert_eq!(wrap_width(None, Some("132")), None, "not a terminal: no wrapping");
+        assert_eq!(wrap_width(None, None), None, "not a terminal: no wrapping");
+        assert_eq!(wrap_width(None, Some("132")), Some(132), "unless COLUMNS says how wide");
     }
 
     #[test]
