@@ -30,7 +30,7 @@ table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
 complete -c ausi -n "__fish_ausi_needs_command" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
-complete -c ausi -n "__fish_ausi_needs_command" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
+complete -c ausi -n "__fish_ausi_needs_command" -l log-file -d 'Also log to this file (info level, rotated daily and above 10 MiB, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_needs_command" -s v -l verbose -d 'More log detail on stderr (-v info, -vv debug, -vvv trace)'
 complete -c ausi -n "__fish_ausi_needs_command" -s q -l quiet -d 'Only errors on stderr, and no progress display'
 complete -c ausi -n "__fish_ausi_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -56,7 +56,7 @@ table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
 complete -c ausi -n "__fish_ausi_using_subcommand register" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
-complete -c ausi -n "__fish_ausi_using_subcommand register" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
+complete -c ausi -n "__fish_ausi_using_subcommand register" -l log-file -d 'Also log to this file (info level, rotated daily and above 10 MiB, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand register" -l token-stdin -d 'Read the tenant\'s access token from standard input (it is never accepted as an argument)'
 complete -c ausi -n "__fish_ausi_using_subcommand register" -l password-sync -d 'Write passwords changed in the tenant into AD on every sync (needs the tenant\'s agent API, an LDAPS or StartTLS connection and Reset Password rights on the selected OUs)'
 complete -c ausi -n "__fish_ausi_using_subcommand register" -s v -l verbose -d 'More log detail on stderr (-v info, -vv debug, -vvv trace)'
@@ -81,7 +81,7 @@ table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
-complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
+complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l log-file -d 'Also log to this file (info level, rotated daily and above 10 MiB, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l print -d 'Write what would be installed to stdout and change nothing'
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l force -d 'Install even when a check predicts the scheduled service cannot work (its state directory hidden from the hardened unit, a secret in the kernel keyring, timers that cannot be enabled here)'
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l uninstall -d 'Remove the installed task or timer'
@@ -105,7 +105,7 @@ table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
 complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
-complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
+complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -l log-file -d 'Also log to this file (info level, rotated daily and above 10 MiB, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -l bind-password-stdin -d 'Read the bind password from the first line of standard input'
 complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -l save-bind-password -d 'Store the password given by prompt or --bind-password-stdin in the secret store that the configuration\'s `bind_password` reference names'
 complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -l starttls -d 'Upgrade an ldap:// connection with StartTLS'
@@ -127,7 +127,7 @@ table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
-complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
+complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l log-file -d 'Also log to this file (info level, rotated daily and above 10 MiB, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l clear -d 'Remove every selected OU and every exclusion'
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l dry-run -d 'Show the scope change without saving it'
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l bind-password-stdin -d 'Read the bind password from the first line of standard input'
@@ -148,7 +148,7 @@ table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
-complete -c ausi -n "__fish_ausi_using_subcommand validate" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
+complete -c ausi -n "__fish_ausi_using_subcommand validate" -l log-file -d 'Also log to this file (info level, rotated daily and above 10 MiB, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -l bind-password-stdin -d 'Read the bind password from the first line of standard input'
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -l save-bind-password -d 'Store the password given by prompt or --bind-password-stdin in the secret store that the configuration\'s `bind_password` reference names'
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -l starttls -d 'Upgrade an ldap:// connection with StartTLS'
@@ -167,7 +167,7 @@ table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
-complete -c ausi -n "__fish_ausi_using_subcommand sync" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
+complete -c ausi -n "__fish_ausi_using_subcommand sync" -l log-file -d 'Also log to this file (info level, rotated daily and above 10 MiB, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l full -d 'Read the whole selected scope instead of the changes since the last run'
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l dry-run -d 'Plan and report every change without writing anything to the tenant'
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l strict -d 'All or nothing: when any user in scope is invalid, write nothing (exit 1)'
@@ -189,7 +189,7 @@ table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
-complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
+complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l log-file -d 'Also log to this file (info level, rotated daily and above 10 MiB, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l from-tenant -d 'Apply the password changes queued in the tenant and report each result back'
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l password-stdin -d 'Read the new password for --user from the first line of standard input'
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l dry-run -d 'Find each user and check each password against the domain\'s policy, without writing anything to AD or answering the tenant'
@@ -206,7 +206,7 @@ table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
 complete -c ausi -n "__fish_ausi_using_subcommand status" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
-complete -c ausi -n "__fish_ausi_using_subcommand status" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
+complete -c ausi -n "__fish_ausi_using_subcommand status" -l log-file -d 'Also log to this file (info level, rotated daily and above 10 MiB, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand status" -s v -l verbose -d 'More log detail on stderr (-v info, -vv debug, -vvv trace)'
 complete -c ausi -n "__fish_ausi_using_subcommand status" -s q -l quiet -d 'Only errors on stderr, and no progress display'
 complete -c ausi -n "__fish_ausi_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -218,7 +218,7 @@ table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
 complete -c ausi -n "__fish_ausi_using_subcommand generate-docs" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
-complete -c ausi -n "__fish_ausi_using_subcommand generate-docs" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
+complete -c ausi -n "__fish_ausi_using_subcommand generate-docs" -l log-file -d 'Also log to this file (info level, rotated daily and above 10 MiB, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand generate-docs" -s v -l verbose -d 'More log detail on stderr (-v info, -vv debug, -vvv trace)'
 complete -c ausi -n "__fish_ausi_using_subcommand generate-docs" -s q -l quiet -d 'Only errors on stderr, and no progress display'
 complete -c ausi -n "__fish_ausi_using_subcommand generate-docs" -s h -l help -d 'Print help (see more with \'--help\')'

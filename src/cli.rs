@@ -49,7 +49,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "FORMAT", default_value = "text")]
     pub log_format: LogFormat,
 
-    /// Also log to this file (info level, rotated daily, 14 kept), with a summary line per run;
+    /// Also log to this file (info level, rotated daily and above 10 MiB, 14 kept), with a summary line per run;
     /// the units and tasks of install-service pass it
     #[arg(long, global = true, env = "AUSI_LOG_FILE", value_name = "PATH")]
     pub log_file: Option<PathBuf>,

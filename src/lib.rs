@@ -1,9 +1,10 @@
 //! ausi: a directory synchronisation agent that keeps a SCIM 2.0 identity tenant in step with
 //! Active Directory.
 //!
-//! Layers call only downwards: `commands` → `sync` → `directory` (and later `tenant`).
-//! Domain modules never print, exit or read the process environment; [`output`] is the only
-//! writer of stdout and [`exit`] the only place exit codes are chosen.
+//! Layers call down: `commands` → `sync` → `directory` and `tenant` (one exception left: the
+//! sync engine reads the directory through `commands::read_scope`). Domain modules never print,
+//! exit or read the process environment; [`output`] is the only writer of stdout and [`exit`]
+//! the only place exit codes are chosen.
 
 pub mod cli;
 pub mod commands;
