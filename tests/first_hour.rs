@@ -620,3 +620,41 @@ fn bench_restores_only_what_it_stopped() {
         assert!(!out.status.success(), "the bench instance did not start: an error");
     }
 }
+
+// ------------------------------------------------------------------- 10. the quick start, walked
+
+/// `scripts/quickstart walk` runs the README's quick start against the testbed (list-ous,
+/// select-ous, validate, register, sync, status, password-push --dry-run) from the
+/// configuration `scripts/quickstart agent-toml` prints, and leaves a healthy agent.
+#[test]
+fn the_quick_start_walks_end_to_end_on_the_testbed() {
+    let Some(tb) = common::testbed::testbed() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::root().join("scripts/quickstart"))
+        .arg("walk")
+        .arg(dir.path())
+        .env("AUSI", assert_cmd::cargo::cargo_bin("ausi"))
+        .env_remove("AUSI_CONFIG")
+        .env_remove("AUSI_SOURCE")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for step in ["list-ous", "select-ous", "validate", "register", "sync --dry-run", "sync", "status", "password-push"]
+    {
+        assert!(stderr.contains(&format!("$ ausi {step}")), "step {step}:\n{stderr}");
+    }
+    assert!(stdout.contains("DRY RUN") && stdout.contains("1 checked"), "{stdout}");
+    for secret in [&tb.scim_token_file, &tb.bind_pw_file] {
+        let secret = std::fs::read_to_string(secret).unwrap().trim().to_owned();
+        assert!(!stdout.contains(&secret) && !stderr.contains(&secret), "a testbed secret in the walk's output");
+    }
+    let config = dir.path().join("agent.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(!text.contains(&tb.password()), "only a reference to the bind password");
+    let (code, v) = json(&["--config", config.to_str().unwrap(), "status"]);
+    assert_eq!((code, v["data"]["healthy"].as_bool()), (0, Some(true)), "{v}");
+    let runs = v["data"]["state"]["last_runs"].as_array().unwrap();
+    let sync = runs.iter().find(|r| r["command"] == "sync" && r["dry_run"] == false).expect("the real sync");
+    assert!(sync["counts"]["created"].as_u64().unwrap() > 100, "{v}");
+}
