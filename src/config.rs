@@ -530,8 +530,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
                 existing.as_ref().map_or(mode, |m| std::os::unix::fs::PermissionsExt::mode(&m.permissions())) & 0o777,
             );
         }
+        // Windows: the new file takes the folder's inherited ACL (an explicit ACL on the old
+        // file is not kept: that needs ReplaceFileW, and this crate has no unsafe code).
         #[cfg(not(unix))]
-        let _ = mode;
+        let _ = (mode, &existing);
         let mut file = options.open(&tmp)?;
         #[cfg(unix)]
         if let Some(old) = &existing {

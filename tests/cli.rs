@@ -341,7 +341,7 @@ fn password_push_needs_one_source_and_a_domain_controller() {
     let (code, v) =
         json(&["password-push", "--user", "a", "--password-stdin", "--source", &example("examples/northwind.ldif")]);
     assert_eq!(code, 2, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("not an LDIF export"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("in an LDIF export"), "{v}");
     // Without a terminal, a password comes only from standard input, never an argument.
     let (code, v) = json(&["password-push", "--user", "a", "--source", "ldaps://127.0.0.1:1"]);
     assert_eq!(code, 2, "{v}");

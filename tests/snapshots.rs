@@ -130,7 +130,7 @@ fn register_sync_and_status() {
     // Two agents with their own tenants: the table and the JSON of a first sync each.
     let agents: Vec<Example> = (0..2).map(|_| Example::new()).collect();
     for (n, example) in agents.iter().enumerate() {
-        let tenant = format!("{scim}/snap{}x{n}", std::process::id());
+        let tenant = format!("{scim}/snap{:07}x{n}", std::process::id());
         let args = [
             "register",
             "--home-realm",
@@ -146,7 +146,7 @@ fn register_sync_and_status() {
     }
     let (a, b) = (&agents[0], &agents[1]);
     // register again (the same tenant): its table and JSON.
-    let tenant = format!("{scim}/snap{}x0", std::process::id());
+    let tenant = format!("{scim}/snap{:07}x0", std::process::id());
     let register = [
         "register",
         "--home-realm",
