@@ -317,7 +317,7 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__install__subcmd__service)
-            opts="-c -o -v -q -h -V --interval --full-sync-at --time-limit --run-as --print --uninstall --create-service-account --ou --name --gmsa --gmsa-allowed --grant-rights --password-sync --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --root --scheduler --config --output --verbose --quiet --log-format --log-file --help --version"
+            opts="-c -o -v -q -h -V --interval --full-sync-at --time-limit --run-as --print --force --uninstall --create-service-account --ou --name --gmsa --gmsa-allowed --grant-rights --password-sync --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --root --scheduler --config --output --verbose --quiet --log-format --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -457,7 +457,7 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__password__subcmd__push)
-            opts="-c -o -v -q -h -V --from-tenant --user --password-stdin --batch --dry-run --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --log-file --help --version"
+            opts="-c -o -v -q -h -V --from-tenant --user --password-stdin --batch --dry-run --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --source --config --output --verbose --quiet --log-format --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -471,15 +471,15 @@ _ausi() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --source)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --bind-dn)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --source)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -30,7 +30,7 @@ table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
 complete -c ausi -n "__fish_ausi_needs_command" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
-complete -c ausi -n "__fish_ausi_needs_command" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
+complete -c ausi -n "__fish_ausi_needs_command" -l log-file -d 'Also log to this file (info level, rotated daily and above 10 MiB, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_needs_command" -s v -l verbose -d 'More log detail on stderr (-v info, -vv debug, -vvv trace)'
 complete -c ausi -n "__fish_ausi_needs_command" -s q -l quiet -d 'Only errors on stderr, and no progress display'
 complete -c ausi -n "__fish_ausi_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -56,7 +56,7 @@ table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
 complete -c ausi -n "__fish_ausi_using_subcommand register" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
-complete -c ausi -n "__fish_ausi_using_subcommand register" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
+complete -c ausi -n "__fish_ausi_using_subcommand register" -l log-file -d 'Also log to this file (info level, rotated daily and above 10 MiB, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand register" -l token-stdin -d 'Read the tenant\'s access token from standard input (it is never accepted as an argument)'
 complete -c ausi -n "__fish_ausi_using_subcommand register" -l password-sync -d 'Write passwords changed in the tenant into AD on every sync (needs the tenant\'s agent API, an LDAPS or StartTLS connection and Reset Password rights on the selected OUs)'
 complete -c ausi -n "__fish_ausi_using_subcommand register" -s v -l verbose -d 'More log detail on stderr (-v info, -vv debug, -vvv trace)'
@@ -82,8 +82,9 @@ table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
-complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
+complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l log-file -d 'Also log to this file (info level, rotated daily and above 10 MiB, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l print -d 'Write what would be installed to stdout and change nothing'
+complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l force -d 'Install even when a check predicts the scheduled service cannot work (its state directory hidden from the hardened unit, a secret in the kernel keyring, timers that cannot be enabled here)'
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l uninstall -d 'Remove the installed task or timer'
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l create-service-account -d 'Create (or reuse) the AD account the sync binds as, store its random password, and show the rights it needs on the selected OUs. Binds as an administrator, over LDAPS or StartTLS only'
 complete -c ausi -n "__fish_ausi_using_subcommand install-service" -l gmsa -d 'Create a group managed service account (gMSA, Windows Server 2012+ domains) instead of a user: the domain sets and rotates its password, ausi stores none, and the agent binds with Kerberos (bind = "kerberos") when installed with --run-as DOMAIN\\NAME$'
@@ -106,7 +107,7 @@ table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
 complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
-complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
+complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -l log-file -d 'Also log to this file (info level, rotated daily and above 10 MiB, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -l bind-password-stdin -d 'Read the bind password from the first line of standard input'
 complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -l save-bind-password -d 'Store the password given by prompt or --bind-password-stdin in the secret store that the configuration\'s `bind_password` reference names'
 complete -c ausi -n "__fish_ausi_using_subcommand list-ous" -l starttls -d 'Upgrade an ldap:// connection with StartTLS'
@@ -128,7 +129,7 @@ table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
-complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
+complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l log-file -d 'Also log to this file (info level, rotated daily and above 10 MiB, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l clear -d 'Remove every selected OU and every exclusion'
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l dry-run -d 'Show the scope change without saving it'
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -l bind-password-stdin -d 'Read the bind password from the first line of standard input'
@@ -149,7 +150,7 @@ table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
-complete -c ausi -n "__fish_ausi_using_subcommand validate" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
+complete -c ausi -n "__fish_ausi_using_subcommand validate" -l log-file -d 'Also log to this file (info level, rotated daily and above 10 MiB, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -l bind-password-stdin -d 'Read the bind password from the first line of standard input'
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -l save-bind-password -d 'Store the password given by prompt or --bind-password-stdin in the secret store that the configuration\'s `bind_password` reference names'
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -l starttls -d 'Upgrade an ldap:// connection with StartTLS'
@@ -168,7 +169,7 @@ table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
-complete -c ausi -n "__fish_ausi_using_subcommand sync" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
+complete -c ausi -n "__fish_ausi_using_subcommand sync" -l log-file -d 'Also log to this file (info level, rotated daily and above 10 MiB, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l full -d 'Read the whole selected scope instead of the changes since the last run'
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l dry-run -d 'Plan and report every change without writing anything to the tenant'
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l strict -d 'All or nothing: when any user in scope is invalid, write nothing (exit 1)'
@@ -181,16 +182,16 @@ complete -c ausi -n "__fish_ausi_using_subcommand sync" -s h -l help -d 'Print h
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -s V -l version -d 'Print version'
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l user -d 'Set the password of this user (userPrincipalName, sAMAccountName or objectGUID); the password is prompted for on a terminal, or read with --password-stdin' -r
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l batch -d 'JSON Lines file of {"user": ..., "password": ...} (or - for standard input); every line is checked before any password is sent' -r -F
-complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l source -d 'Read from here instead of the configured directory: ldif:PATH (an ldifde or ldapsearch export; no domain controller needed), ldaps://HOST[:PORT] or ldap://HOST[:PORT]' -r
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l bind-dn -d 'Bind as this account (DN, user@domain or DOMAIN\\user) instead of the configured one' -r
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l ca-file -d 'Trust this PEM file of CA certificates for LDAPS/StartTLS (a private enterprise CA)' -r -F
+complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l source -d 'Write to this domain controller instead of the configured one: ldaps://HOST[:PORT] or ldap://HOST[:PORT] with StartTLS (not an LDIF export)' -r
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -s c -l config -d 'Agent configuration file [default: /etc/ausi/agent.toml, or %ProgramData%\\ausi\\agent.toml on Windows]' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -s o -l output -d 'Report format on stdout [default: table on a terminal, json otherwise]' -r -f -a "json\t'One JSON envelope (for scripts: `ausi validate | ConvertFrom-Json`)'
 table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
-complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
+complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l log-file -d 'Also log to this file (info level, rotated daily and above 10 MiB, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l from-tenant -d 'Apply the password changes queued in the tenant and report each result back'
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l password-stdin -d 'Read the new password for --user from the first line of standard input'
 complete -c ausi -n "__fish_ausi_using_subcommand password-push" -l dry-run -d 'Find each user and check each password against the domain\'s policy, without writing anything to AD or answering the tenant'
@@ -207,7 +208,7 @@ table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
 complete -c ausi -n "__fish_ausi_using_subcommand status" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
-complete -c ausi -n "__fish_ausi_using_subcommand status" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
+complete -c ausi -n "__fish_ausi_using_subcommand status" -l log-file -d 'Also log to this file (info level, rotated daily and above 10 MiB, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand status" -s v -l verbose -d 'More log detail on stderr (-v info, -vv debug, -vvv trace)'
 complete -c ausi -n "__fish_ausi_using_subcommand status" -s q -l quiet -d 'Only errors on stderr, and no progress display'
 complete -c ausi -n "__fish_ausi_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -219,7 +220,7 @@ table\t'A human-readable table'
 jsonl\t'One JSON object per line: each listed item, then the envelope'"
 complete -c ausi -n "__fish_ausi_using_subcommand generate-docs" -l log-format -d 'Format of the log lines (on stderr and in the --log-file)' -r -f -a "text\t''
 json\t''"
-complete -c ausi -n "__fish_ausi_using_subcommand generate-docs" -l log-file -d 'Also log to this file (info level, rotated daily, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
+complete -c ausi -n "__fish_ausi_using_subcommand generate-docs" -l log-file -d 'Also log to this file (info level, rotated daily and above 10 MiB, 14 kept), with a summary line per run; the units and tasks of install-service pass it' -r -F
 complete -c ausi -n "__fish_ausi_using_subcommand generate-docs" -s v -l verbose -d 'More log detail on stderr (-v info, -vv debug, -vvv trace)'
 complete -c ausi -n "__fish_ausi_using_subcommand generate-docs" -s q -l quiet -d 'Only errors on stderr, and no progress display'
 complete -c ausi -n "__fish_ausi_using_subcommand generate-docs" -s h -l help -d 'Print help (see more with \'--help\')'

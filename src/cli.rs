@@ -49,7 +49,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "FORMAT", default_value = "text")]
     pub log_format: LogFormat,
 
-    /// Also log to this file (info level, rotated daily, 14 kept), with a summary line per run;
+    /// Also log to this file (info level, rotated daily and above 10 MiB, 14 kept), with a summary line per run;
     /// the units and tasks of install-service pass it
     #[arg(long, global = true, env = "AUSI_LOG_FILE", value_name = "PATH")]
     pub log_file: Option<PathBuf>,
@@ -208,6 +208,12 @@ pub struct InstallServiceArgs {
     #[arg(long, conflicts_with = "uninstall")]
     pub print: bool,
 
+    /// Install even when a check predicts the scheduled service cannot work (its state
+    /// directory hidden from the hardened unit, a secret in the kernel keyring, timers that
+    /// cannot be enabled here)
+    #[arg(long, conflicts_with_all = ["uninstall", "print"])]
+    pub force: bool,
+
     /// Remove the installed task or timer
     #[arg(long)]
     pub uninstall: bool,
@@ -350,6 +356,10 @@ pub struct SyncArgs {
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["from_tenant", "user", "batch"])))]
+// Passwords are written to a domain controller: an LDIF export is no --source here.
+#[command(mut_arg("source", |a| a
+    .help("Write to this domain controller instead of the configured one: ldaps://HOST[:PORT] or ldap://HOST[:PORT] with StartTLS (not an LDIF export)")
+    .long_help(None::<&str>)))]
 pub struct PasswordPushArgs {
     /// Apply the password changes queued in the tenant and report each result back
     #[arg(long)]

@@ -468,7 +468,7 @@ pub fn save_scope(path: &Path, scope: &ScopeConfig) -> Result<(), ConfigError> {
         // Comments the administrator wrote above [scope] belong to that table: keep them.
         table.decor_mut().clone_from(old.decor());
     }
-    doc["scope"] = toml_edit::Item::Table(table);
+    place_table(&mut doc, "scope", table);
     write_document(path, &doc)
 }
 
@@ -483,7 +483,7 @@ pub fn save_tenant(path: &Path, tenant: &TenantConfig) -> Result<(), ConfigError
     if let Some(old) = doc.get("tenant").and_then(toml_edit::Item::as_table) {
         table.decor_mut().clone_from(old.decor());
     }
-    doc["tenant"] = toml_edit::Item::Table(table);
+    place_table(&mut doc, "tenant", table);
     write_document(path, &doc)
 }
 
@@ -526,21 +526,61 @@ pub fn save_schedule(path: &Path, schedule: &ScheduleConfig) -> Result<bool, Con
             return Ok(false);
         }
         table.decor_mut().clone_from(old.decor());
-        table.set_position(old.position());
-    } else {
-        // A new table goes at the end of the file, after every table already there.
-        let last = doc.iter().filter_map(|(_, item)| item.as_table()).filter_map(last_position).max();
-        table.set_position(Some(last.map_or(0, |p| p + 1)));
     }
-    doc["schedule"] = toml_edit::Item::Table(table);
+    place_table(&mut doc, "schedule", table);
     write_document(path, &doc)?;
     Ok(true)
+}
+
+/// Puts `table` (and the tables nested in it, such as `[tenant.capabilities]`) where a reader
+/// expects it: where the old table of that name was, or else at the end of the file. Comments
+/// at the very end of the file belong to the table above them (the example's `# state_path`
+/// line under `[sync]`), so a new table goes below them, never between a table and its comments.
+fn place_table(doc: &mut toml_edit::DocumentMut, name: &str, mut table: toml_edit::Table) {
+    let position = match doc.get(name).and_then(toml_edit::Item::as_table) {
+        Some(old) => old.position(),
+        None => {
+            let trailing = doc.trailing().as_str().unwrap_or_default().to_owned();
+            if !trailing.trim().is_empty() {
+                let prefix =
+                    table.decor().prefix().and_then(toml_edit::RawString::as_str).unwrap_or_default().to_owned();
+                let joined = format!("{}\n{}", trailing.trim_end_matches('\n'), prefix);
+                table.decor_mut().set_prefix(joined);
+                doc.set_trailing("");
+            }
+            let last = doc.iter().filter_map(|(_, item)| item.as_table()).filter_map(last_position).max();
+            Some(last.map_or(0, |p| p + 1))
+        }
+    };
+    set_position(&mut table, position);
+    doc[name] = toml_edit::Item::Table(table);
+}
+
+/// Gives `table` and every table nested in it one position: they are written together, the
+/// parent first, in the place of the parent.
+fn set_position(table: &mut toml_edit::Table, position: Option<isize>) {
+    table.set_position(position);
+    for (_, item) in table.iter_mut() {
+        match item {
+            toml_edit::Item::Table(t) => set_position(t, position),
+            toml_edit::Item::ArrayOfTables(array) => {
+                for t in array.iter_mut() {
+                    set_position(t, position);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The highest document position of `table` and the tables nested in it.
 fn last_position(table: &toml_edit::Table) -> Option<isize> {
     let nested = table.iter().filter_map(|(_, item)| item.as_table()).filter_map(last_position);
-    table.position().into_iter().chain(nested).max()
+    let arrays = table
+        .iter()
+        .filter_map(|(_, item)| item.as_array_of_tables())
+        .flat_map(|a| a.iter().filter_map(last_position).collect::<Vec<_>>());
+    table.position().into_iter().chain(nested).chain(arrays).max()
 }
 
 fn read_document(path: &Path) -> Result<toml_edit::DocumentMut, ConfigError> {
@@ -588,12 +628,22 @@ fn scope_table(scope: &ScopeConfig) -> toml_edit::Table {
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`, so a
 /// crash leaves either the old or the new file, never half of one.
+///
+/// A new file gets `mode`; a file that exists keeps its owner, group and mode, so a rewrite run
+/// as root (or as another administrator) never takes the file away from the service user that
+/// reads it. When the owner cannot be kept (a non-root user rewriting someone else's file), the
+/// write is refused and the old file stays as it was.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     };
     fs::create_dir_all(&dir)?;
+    let existing = match fs::metadata(path) {
+        Ok(meta) => Some(meta),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
@@ -602,11 +652,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
-            options.mode(mode);
+            // The existing mode, or `mode`; narrowed by the umask here and set exactly below.
+            options.mode(
+                existing.as_ref().map_or(mode, |m| std::os::unix::fs::PermissionsExt::mode(&m.permissions())) & 0o777,
+            );
         }
+        // Windows: the new file takes the folder's inherited ACL (an explicit ACL on the old
+        // file is not kept: that needs ReplaceFileW, and this crate has no unsafe code).
         #[cfg(not(unix))]
-        let _ = mode;
+        let _ = (mode, &existing);
         let mut file = options.open(&tmp)?;
+        #[cfg(unix)]
+        if let Some(old) = &existing {
+            keep_owner_and_mode(&file, old, path)?;
+        }
         file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
@@ -621,6 +680,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Gives the new file (still empty) the owner, group and mode of the file it replaces.
+#[cfg(unix)]
+fn keep_owner_and_mode(file: &fs::File, old: &fs::Metadata, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let new = file.metadata()?;
+    if (new.uid(), new.gid()) != (old.uid(), old.gid()) {
+        std::os::unix::fs::fchown(file, Some(old.uid()), Some(old.gid())).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot keep the owner {}:{} of {} ({e}); nothing was changed: run the command as root or as the file's owner",
+                    old.uid(),
+                    old.gid(),
+                    path.display()
+                ),
+            )
+        })?;
+    }
+    // After chown, which may clear set-id bits: the exact old mode, not narrowed by the umask.
+    file.set_permissions(fs::Permissions::from_mode(old.mode() & 0o7777))
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! ausi: a directory synchronisation agent that keeps a SCIM 2.0 identity tenant in step with
 //! Active Directory.
 //!
-//! Layers call only downwards: `commands` → `sync` → `directory` (and later `tenant`).
-//! Domain modules never print, exit or read the process environment; [`output`] is the only
-//! writer of stdout and [`exit`] the only place exit codes are chosen.
+//! Layers call down: `commands` → `sync` → `directory` and `tenant` (one exception left: the
+//! sync engine reads the directory through `commands::read_scope`). Domain modules never print,
+//! exit or read the process environment; [`output`] is the only writer of stdout and [`exit`]
+//! the only place exit codes are chosen.
 
 pub mod cli;
 pub mod commands;
@@ -44,7 +45,7 @@ where
     // Still one thread: the only moment the environment may be changed.
     kerberos_environment(&cli.global);
     init_logging(&cli.global);
-    let printer = Printer::new(cli.global.output, cli.global.quiet);
+    let printer = Printer::new(cli.global.output, cli.global.quiet).with_dry_run(commands::dry_run(&cli.command));
     let name = commands::command_name(&cli.command);
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -144,7 +145,17 @@ fn usage_error(e: clap::Error, args: &[std::ffi::OsString]) -> ExitStatus {
     }
     let _ = e.print();
     let message = e.render().to_string();
-    let first = message.lines().next().unwrap_or("usage error").trim_start_matches("error: ").to_owned();
+    // clap's message up to its usage line: "the following required arguments were not provided:"
+    // is followed by the arguments on the next lines, and the report must name them.
+    let first = message
+        .lines()
+        .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_start_matches("error: ")
+        .to_owned();
+    let first = if first.is_empty() { "usage error".to_owned() } else { first };
     let words: Vec<String> = args.iter().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
     let command = <Cli as clap::CommandFactory>::command();
     let name = words
@@ -153,7 +164,8 @@ fn usage_error(e: clap::Error, args: &[std::ffi::OsString]) -> ExitStatus {
         .unwrap_or_else(|| "ausi".to_owned());
     let printer = Printer::new(requested_output(&words), true);
     if printer.format() != cli::OutputFormat::Table {
-        return printer.emit(&name, Err(AppError::usage(first).with_hint(format!("run `ausi {name} --help`"))));
+        let help = if name == "ausi" { "run `ausi --help`".to_owned() } else { format!("run `ausi {name} --help`") };
+        return printer.emit(&name, Err(AppError::usage(first).with_hint(help)));
     }
     ExitStatus::Usage
 }

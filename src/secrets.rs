@@ -158,7 +158,9 @@ impl SecretRef {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     create_private_dir(parent).map_err(|source| self.io(source))?;
                 }
+                // The owner of a file that was there is kept; the mode is always 0600.
                 crate::config::write_atomic(path, secret.expose_secret().as_bytes(), 0o600)
+                    .and_then(|()| private_mode(path))
                     .map_err(|source| self.io(source))
             }
             SecretRef::Keyring { service, account } => keyring_entry(service, account, self)?
@@ -325,6 +327,17 @@ fn install_default_store() -> Result<(), String> {
 #[cfg(not(any(windows, target_os = "linux")))]
 fn install_default_store() -> Result<(), String> {
     Err("no OS credential store is supported on this platform: use a file: or env: reference".into())
+}
+
+#[cfg(unix)]
+fn private_mode(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+#[cfg(not(unix))]
+fn private_mode(_path: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 #[cfg(test)]

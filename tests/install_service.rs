@@ -167,7 +167,8 @@ fn a_failed_check_refuses_and_writes_nothing() {
     );
     std::fs::write(&config, &text).unwrap();
     let root = dir.path().join("root");
-    let (code, report) = json(&["--config", cfg(&config), "install-service", "--root", cfg(&root)]);
+    // --force: the configuration under /tmp is hidden from the hardened unit (its own test).
+    let (code, report) = json(&["--config", cfg(&config), "install-service", "--force", "--root", cfg(&root)]);
     assert_eq!(code, 75, "the DC is unreachable: retry later: {report}");
     let message = report["error"]["message"].as_str().unwrap();
     assert!(message.contains("directory check failed"), "{message}");
@@ -177,7 +178,8 @@ fn a_failed_check_refuses_and_writes_nothing() {
     // Not registered: a configuration error, before any network call.
     let unregistered = text.split("[tenant]").next().unwrap().to_owned();
     std::fs::write(&config, &unregistered).unwrap();
-    let (code, report) = json(&["--config", cfg(&config), "install-service", "--root", cfg(&root)]);
+    // --force: the configuration under /tmp is hidden from the hardened unit (its own test).
+    let (code, report) = json(&["--config", cfg(&config), "install-service", "--force", "--root", cfg(&root)]);
     assert_eq!(code, 78, "{report}");
     assert!(report["error"]["message"].as_str().unwrap().contains("registration check failed"), "{report}");
     assert!(!root.exists());
@@ -241,7 +243,8 @@ fn install_into_a_root_is_idempotent_and_uninstall_removes_everything() {
     let agent = tb.agent(&[EMEA], "");
     let root = agent.dir.path().join("root");
     let install = |extra: &[&str]| {
-        let mut args = vec!["--config", agent.cfg(), "install-service", "--root", cfg(&root)];
+        // --force: the agent's directory under /tmp is hidden from the hardened unit (tested apart).
+        let mut args = vec!["--config", agent.cfg(), "install-service", "--force", "--root", cfg(&root)];
         args.extend(extra);
         json(&args)
     };

@@ -97,7 +97,7 @@ fn extra_sections() -> String {
          .TP\n\\fBAUSI_OUTPUT\\fR\nReport format: json, table or jsonl (same as \\fB\\-\\-output\\fR).\n\
          .TP\n\\fBAUSI_SOURCE\\fR\nDirectory source for commands that read the directory (same as \\fB\\-\\-source\\fR).\n\
          .TP\n\\fBAUSI_LOG\\fR\nLog filter for stderr, e.g. \\fBausi=debug\\fR (overrides \\fB\\-v\\fR).\n\
-         .TP\n\\fBAUSI_LOG_FILE\\fR\nAlso log to this file, rotated daily (same as \\fB\\-\\-log\\-file\\fR).\n\
+         .TP\n\\fBAUSI_LOG_FILE\\fR\nAlso log to this file, rotated daily and above 10 MiB (same as \\fB\\-\\-log\\-file\\fR).\n\
          .SH FILES\n\
          .TP\n\\fB/etc/ausi/agent.toml\\fR\nThe agent configuration on Linux (\\fB%ProgramData%\\\\ausi\\\\agent.toml\\fR on Windows). \
          Secrets are referenced from it (\\fBkeyring:\\fR, \\fBfile:\\fR, \\fBenv:\\fR), never stored in it.\n",

@@ -180,6 +180,24 @@ pub async fn run(ctx: &Context<'_>, args: &InstallServiceArgs) -> Result<Outcome
         ))
         .with_hint("run install-service in an interactive console, or use a gMSA (DOMAIN\\name$) or the default SYSTEM"));
     }
+    // What predicts that the scheduled service cannot work refuses the install (exit 78), unless
+    // --force: then it is installed, and the warnings say what still has to be done.
+    let mut blockers: Vec<String> =
+        warnings.iter().filter(|w| BLOCKING.contains(&w.code)).map(|w| w.message.clone()).collect();
+    if kind == ServiceKind::Systemd
+        && root.is_none()
+        && let Some(reason) = systemctl_skip_reason(None)
+    {
+        blockers.push(format!("the timers cannot be enabled: {reason}"));
+        warnings.push(Warning::new("timers-not-enabled", format!("the timers were not enabled: {reason}")));
+    }
+    if !blockers.is_empty() && !args.force {
+        return Err(AppError::config(format!(
+            "the installed service could not work, so nothing was installed: {}",
+            blockers.join("; ")
+        ))
+        .with_hint("fix that first, or run again with --force to install anyway"));
+    }
     report.checks = prechecks(&config, &config_path, &mut warnings).await?;
 
     // The log directory must exist before the first run: the hardened unit can write only inside
@@ -432,7 +450,10 @@ async fn prechecks(config: &AgentConfig, config_path: &Path, warnings: &mut Vec<
     if config.scope.ous.is_empty() {
         return Err(refuse("selection")(super::no_selection()));
     }
-    checks.push(CheckReport { check: "selection", detail: format!("{} OUs selected", config.scope.ous.len()) });
+    checks.push(CheckReport {
+        check: "selection",
+        detail: format!("{} selected", output::plural(config.scope.ous.len() as u64, "OU")),
+    });
 
     // Secrets: a scheduled run cannot answer a prompt.
     let mut stored = Vec::new();
@@ -515,6 +536,9 @@ fn create_dir(dir: &Path) -> std::io::Result<()> {
     }
     builder.create(dir)
 }
+
+/// Warnings that predict the installed service cannot work: they refuse an install without --force.
+const BLOCKING: [&str; 2] = ["state-dir-hidden-from-service", "keyring-under-systemd"];
 
 fn systemctl_skip_reason(root: Option<&Path>) -> Option<String> {
     if root.is_some() {

@@ -185,16 +185,19 @@ impl ListOusReport {
                 r.object_guid.clone().unwrap_or_default(),
             ]);
         }
+        let n = |count: u64, word: &str| output::plural(count, word);
+        let in_scope = self.totals.users_in_scope + self.totals.groups_in_scope;
         format!(
-            "{}: {}\n{t}\n{} OUs, {} containers; {} users and {} groups, of which {} users and {} groups are in the sync scope\n",
+            "{}: {}\n{t}\n{}, {}; {} and {}, of which {} and {} {} in the sync scope\n",
             output::cell(&self.source),
             output::cell(&self.base.to_string()),
-            self.totals.ous,
-            self.totals.containers,
-            self.totals.users,
-            self.totals.groups,
-            self.totals.users_in_scope,
-            self.totals.groups_in_scope
+            n(self.totals.ous as u64, "OU"),
+            n(self.totals.containers as u64, "container"),
+            n(self.totals.users, "user"),
+            n(self.totals.groups, "group"),
+            n(self.totals.users_in_scope, "user"),
+            n(self.totals.groups_in_scope, "group"),
+            if in_scope == 1 { "is" } else { "are" }
         )
     }
 }

@@ -93,6 +93,16 @@ pub fn command_name(command: &Command) -> &'static str {
     }
 }
 
+/// Whether the command line asked for a dry run (the envelope's `dry_run`, also when it fails).
+pub fn dry_run(command: &Command) -> bool {
+    match command {
+        Command::SelectOus(a) => a.dry_run,
+        Command::Sync(a) => a.dry_run,
+        Command::PasswordPush(a) => a.dry_run,
+        _ => false,
+    }
+}
+
 pub async fn dispatch(cli: &Cli, printer: &Printer) -> Result<Outcome> {
     let ctx = Context::new(&cli.global, printer);
     match &cli.command {
@@ -233,7 +243,7 @@ fn no_dc() -> AppError {
 fn encrypted(text: &str, args: &DirectoryArgs, dir: &DirectoryConfig, what: &str) -> Result<String> {
     match SourceSpec::parse(text)? {
         SourceSpec::Ldif(_) => {
-            Err(AppError::usage(format!("{what} needs a domain controller (ldaps://), not an LDIF export")))
+            Err(AppError::usage(format!("cannot {what} in an LDIF export: that needs a domain controller (ldaps://)")))
         }
         SourceSpec::Ldap(url) if !crate::directory::ldap::is_encrypted(&url, args.starttls || dir.starttls) => {
             Err(AppError::config(format!(
@@ -378,7 +388,7 @@ fn bind_password(
     account: &str,
 ) -> Result<(SecretString, Option<SecretString>)> {
     if args.bind_password_stdin {
-        let password = read_stdin_secret()?;
+        let password = read_stdin_secret("password")?;
         return Ok((password.clone(), Some(password)));
     }
     let missing = match reference.map(SecretRef::resolve) {
@@ -413,15 +423,17 @@ pub fn tenant_token(tenant: &TenantConfig) -> Result<SecretString> {
     SecretRef::parse(reference)?.resolve().map_err(|e| e.about(Purpose::TenantToken))
 }
 
-pub(crate) fn read_stdin_secret() -> Result<SecretString> {
+/// The first line of standard input; `what` names it in the error for an empty line
+/// ("password", "token").
+pub(crate) fn read_stdin_secret(what: &str) -> Result<SecretString> {
     let mut line = Zeroizing::new(String::new());
     std::io::stdin()
         .lock()
         .read_line(&mut line)
-        .map_err(|e| AppError::usage("cannot read the password from standard input").caused_by(&e))?;
+        .map_err(|e| AppError::usage(format!("cannot read the {what} from standard input")).caused_by(&e))?;
     let value = line.trim_end_matches(['\r', '\n']);
     if value.is_empty() {
-        return Err(AppError::usage("standard input held no password (an empty first line)"));
+        return Err(AppError::usage(format!("standard input held no {what} (an empty first line)")));
     }
     Ok(SecretString::from(value.to_owned()))
 }
@@ -452,10 +464,31 @@ pub async fn choose_scope(
     config: Option<&AgentConfig>,
     warnings: &mut Vec<Warning>,
 ) -> Result<(Scope, ScopeDescription)> {
+    choose_scope_checked(directory, base, config, warnings).await?.map_err(|vanished| vanished.error)
+}
+
+/// Selected OUs that no longer exist in the directory: the scope is not what the administrator
+/// chose, so a sync stops (exit 3) and reports what the missing OUs would have cost.
+#[derive(Debug)]
+pub struct Vanished {
+    /// The DNs of the selected OUs that are gone, as configured.
+    pub missing: Vec<String>,
+    /// The selection as configured.
+    pub description: ScopeDescription,
+    pub error: AppError,
+}
+
+/// [`choose_scope`], with a vanished selected OU as a value the caller can report on.
+pub async fn choose_scope_checked(
+    directory: &mut AnyDirectory,
+    base: Option<&str>,
+    config: Option<&AgentConfig>,
+    warnings: &mut Vec<Warning>,
+) -> Result<std::result::Result<(Scope, ScopeDescription), Vanished>> {
     if let Some(text) = base {
         let base = parse_dn_arg("--base", text)?;
         let description = ScopeDescription { from: "base", bases: vec![base.to_string()], excluded: vec![] };
-        return Ok((Scope::new(vec![base], vec![]), description));
+        return Ok(Ok((Scope::new(vec![base], vec![]), description)));
     }
     let (_, resolution) = resolve_selection(directory, config).await?;
     warnings.extend(resolution.warnings());
@@ -463,16 +496,23 @@ pub async fn choose_scope(
     // means the scope is not what the administrator chose: stop.
     let gone: Vec<String> = resolution.missing.iter().filter(|m| m.role == "selected").map(|m| m.dn.clone()).collect();
     if !gone.is_empty() {
-        return Err(AppError::new(
+        let error = AppError::new(
             ErrorKind::SafetyStop,
             format!("selected OUs no longer exist in the directory: {}", gone.join("; ")),
         )
-        .with_hint("restore the OU, or take it out of the selection with `ausi select-ous --remove DN`"));
+        .with_hint("restore the OU, or take it out of the selection with `ausi select-ous --remove DN`");
+        let selection = config.map(|c| c.scope.clone()).unwrap_or_default();
+        let description = ScopeDescription {
+            from: "selection",
+            bases: selection.ous.iter().map(|o| o.dn.clone()).collect(),
+            excluded: selection.excluded.iter().map(|o| o.dn.clone()).collect(),
+        };
+        return Ok(Err(Vanished { missing: gone, description, error }));
     }
     if resolution.selected.is_empty() {
         if matches!(directory, AnyDirectory::Ldif(_)) {
             let description = ScopeDescription { from: "export", bases: vec![], excluded: vec![] };
-            return Ok((Scope::new(vec![Dn::default()], vec![]), description));
+            return Ok(Ok((Scope::new(vec![Dn::default()], vec![]), description)));
         }
         return Err(no_selection());
     }
@@ -482,7 +522,7 @@ pub async fn choose_scope(
         bases: scope.bases().iter().map(Dn::to_string).collect(),
         excluded: resolution.excluded.iter().map(|o| o.dn.to_string()).collect(),
     };
-    Ok((scope, description))
+    Ok(Ok((scope, description)))
 }
 
 pub fn no_selection() -> AppError {

@@ -334,7 +334,7 @@ fn target(text: &str) -> Target {
 /// `--user X`: the password from standard input, or typed twice at a hidden prompt.
 fn one_user(user: &str, stdin: bool) -> Result<Request> {
     let password = if stdin {
-        read_stdin_secret()?
+        read_stdin_secret("password")?
     } else if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
         let prompt = |text: String| {
             rpassword::prompt_password(text)

@@ -67,10 +67,20 @@ pub async fn run(ctx: &Context<'_>, args: &RegisterArgs) -> Result<Outcome> {
 
     let timeout = Duration::from_secs(30);
     let client = ScimClient::new(&scim_url, token.clone(), ClientOptions { timeout, ..ClientOptions::default() })?;
-    let announced = client.service_provider_config().await?;
-    client.check_token().await?;
+    // Registering is interactive: no scheduled run will retry it for the administrator.
+    let unreachable = |e: tenant::TenantError| {
+        let mut e = AppError::from(e);
+        if e.kind == crate::error::ErrorKind::Temporary {
+            e.hints = vec![format!(
+                "check that {scim_url} is the tenant's SCIM URL and reachable from here, then run `ausi register` again"
+            )];
+        }
+        e
+    };
+    let announced = client.service_provider_config().await.map_err(unreachable)?;
+    client.check_token().await.map_err(unreachable)?;
     // Filters are tried, not trusted (README, "What ausi asks of the tenant").
-    let probe = if announced.filter { Some(client.probe_filters().await?) } else { None };
+    let probe = if announced.filter { Some(client.probe_filters().await.map_err(unreachable)?) } else { None };
     let mut capabilities = announced.clone();
     capabilities.filter_probed = probe.as_ref().map(|p| p.works);
     if let Some(p) = probe.as_ref().filter(|p| !p.works) {
@@ -139,7 +149,7 @@ pub async fn run(ctx: &Context<'_>, args: &RegisterArgs) -> Result<Outcome> {
 fn read_token(args: &RegisterArgs) -> Result<SecretString> {
     use std::io::IsTerminal;
     if args.token_stdin {
-        return read_stdin_secret();
+        return read_stdin_secret("token");
     }
     if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
         let typed = rpassword::prompt_password("Tenant access token: ")

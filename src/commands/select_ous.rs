@@ -227,16 +227,15 @@ impl SelectOusReport {
             t.add_row(vec![format!("{} (MISSING)", m.role), output::cell(&m.dn), m.guid.clone().unwrap_or_default()]);
         }
         let c = &self.changes;
+        let n = |users: u64, groups: u64| {
+            format!("{} and {}", output::plural(users, "user"), output::plural(groups, "group"))
+        };
         let mut out = format!(
-            "{t}\nScope: {} users and {} groups before, {} users and {} groups after.\n{} users and {} groups enter, {} users and {} groups leave.\n",
-            c.before.users,
-            c.before.groups,
-            c.after.users,
-            c.after.groups,
-            c.users_entering,
-            c.groups_entering,
-            c.users_leaving,
-            c.groups_leaving
+            "{t}\nScope: {} before, {} after.\n{} enter, {} leave.\n",
+            n(c.before.users, c.before.groups),
+            n(c.after.users, c.after.groups),
+            n(c.users_entering, c.groups_entering),
+            n(c.users_leaving, c.groups_leaving),
         );
         for (label, list) in [("entering", &c.entering), ("leaving", &c.leaving)] {
             for o in list.iter().take(10) {

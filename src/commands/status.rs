@@ -17,6 +17,17 @@ use crate::sync::health::{self, HealthReason};
 use crate::sync::mirror::Watermark;
 use crate::sync::state::{HeartbeatRecord, RUNS_KEPT, RunRecord, StateStore};
 
+/// The health reasons that are a setup step not done yet (see `setup_reasons`).
+pub const SETUP_CODES: [&str; 7] = [
+    "schedule-not-enabled",
+    "directory-not-configured",
+    "bind-password-missing",
+    "no-ous-selected",
+    "not-registered",
+    "tenant-token-missing",
+    "no-sync-yet",
+];
+
 /// How many runs `status` lists.
 pub const RUNS_SHOWN: usize = 10;
 
@@ -27,8 +38,10 @@ pub struct StatusReport {
     pub config_path: String,
     /// False when a rule in `health_reasons` is broken; the exit code is then 1.
     pub healthy: bool,
-    /// Why the agent is unhealthy: `last-run-failed`, `last-success-stale`, `never-succeeded`,
-    /// `heartbeat-failed`; empty when healthy.
+    /// Why the agent is unhealthy, first the setup steps still to do in the order to do them
+    /// (`directory-not-configured`, `bind-password-missing`, `no-ous-selected`, `not-registered`,
+    /// `tenant-token-missing`, `no-sync-yet`, `schedule-not-enabled`), then `last-run-failed`, `last-success-stale`,
+    /// `never-succeeded`, `heartbeat-failed`; empty when healthy.
     pub health_reasons: Vec<HealthReason>,
     /// When the last successful real sync finished.
     pub last_success_at: Option<String>,
@@ -48,6 +61,10 @@ pub struct ScheduleStatus {
     /// Where the installed systemd timer (Linux) or task definition (Windows) is; `null` when
     /// nothing is installed (the agent is run by hand).
     pub installed: Option<String>,
+    /// Whether the installed schedule runs: `true` when the systemd timer is enabled and systemd
+    /// runs, `false` when only the unit files are there; `null` when nothing is installed or
+    /// it cannot be told from files (Task Scheduler).
+    pub enabled: Option<bool>,
     /// When the next incremental run is due: the last sync's start plus the interval (`null`
     /// when nothing is installed or before the first run).
     pub next_run: Option<String>,
@@ -246,7 +263,36 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
     let installed = service::installed(&ctx.config_path, root.as_deref());
     let minutes = installed.as_ref().and_then(|i| i.interval_minutes).unwrap_or(c.schedule.interval_minutes).max(1);
     let interval = jiff::SignedDuration::from_mins(i64::from(minutes));
-    let health = health::assess(&history, heartbeat.as_ref(), installed.is_some().then_some(interval), now);
+    let mut health = health::assess(&history, heartbeat.as_ref(), installed.is_some().then_some(interval), now);
+    let bind_password = secret_status(d.bind_password.as_deref());
+    let token = secret_status(tenant.token.as_deref());
+    let synced = history.iter().any(|r| r.command == "sync" && !r.dry_run);
+    let setup = Setup {
+        url: !d.url.is_empty() || d.discover,
+        // Kerberos binds as the process's identity (or a keytab): no account name to set.
+        bind_dn: d.bind_dn.is_some() || d.bind == crate::config::BindMethod::Kerberos,
+        bind_password: &bind_password,
+        simple_bind: d.bind == crate::config::BindMethod::Simple,
+        ous: !c.scope.ous.is_empty(),
+        home_realm: tenant.home_realm.is_some(),
+        token: &token,
+        synced,
+    };
+    let mut reasons = setup_reasons(&setup, &display_path(&ctx.config_path));
+    if let Some(i) = installed.as_ref().filter(|i| i.enabled == Some(false)) {
+        reasons.push(HealthReason {
+            code: "schedule-not-enabled",
+            message: format!(
+                "the schedule's unit files are present ({}) but the timers are not enabled, or systemd is not running: nothing runs the sync",
+                display_path(&i.location)
+            ),
+        });
+    }
+    if !reasons.is_empty() {
+        reasons.append(&mut health.reasons);
+        health.reasons = reasons;
+        health.healthy = false;
+    }
     let last_sync_start = history
         .iter()
         .find(|r| r.command == "sync" && !r.dry_run)
@@ -258,8 +304,10 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
             .and_then(|i| i.full_sync_at.clone())
             .unwrap_or(c.schedule.full_sync_at.clone()),
         installed: installed.as_ref().map(|i| display_path(&i.location)),
+        enabled: installed.as_ref().and_then(|i| i.enabled),
         next_run: installed
             .as_ref()
+            .filter(|i| i.enabled != Some(false))
             .and(last_sync_start)
             .and_then(|t| t.checked_add(interval).ok())
             .map(|t| t.to_string()),
@@ -267,14 +315,10 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
     };
 
     let (status, status_source) = registration(tenant.home_realm.is_some(), agent_api, heartbeat.as_ref(), &history);
-    let token = secret_status(tenant.token.as_deref());
     let mut warnings = loaded.warnings;
     if !d.tls_verify {
         warnings
             .push(Warning::new("tls-verify-disabled", "TLS certificate verification is disabled (tls_verify = false)"));
-    }
-    if tenant.home_realm.is_some() && !history.iter().any(|r| r.command == "sync" && !r.dry_run) {
-        warnings.push(Warning::new("no-sync-yet", "no sync has run yet: run `ausi sync` (or install the service)"));
     }
     if let Some(r) = history.iter().find(|r| r.command == "sync" && !r.dry_run).filter(|r| r.outcome.is_none()) {
         warnings.push(Warning::new(
@@ -295,8 +339,9 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
         warnings.push(Warning::new(
             "users-quarantined",
             format!(
-                "{} users in scope are quarantined: `ausi validate` lists them with their reasons",
-                state.quarantined
+                "{} in scope {} quarantined: `ausi validate` lists them with their reasons",
+                output::plural(state.quarantined as u64, "user"),
+                if state.quarantined == 1 { "is" } else { "are" }
             ),
         ));
     }
@@ -315,7 +360,7 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
             keytab: d.keytab.clone(),
             starttls: d.starttls,
             bind_dn: d.bind_dn.clone(),
-            bind_password: secret_status(d.bind_password.as_deref()),
+            bind_password,
             base_dn: d.base_dn.clone(),
             ca_file: d.ca_file.as_deref().map(display_path),
             tls_verify: d.tls_verify,
@@ -388,14 +433,26 @@ impl StatusReport {
                     "every {} min, full sync daily at {}; {}",
                     self.schedule.interval_minutes,
                     output::cell(&self.schedule.full_sync_at),
-                    match (&self.schedule.installed, &self.schedule.next_run) {
-                        (Some(at), Some(next)) => format!("installed ({}), next run due {next}", output::cell(at)),
-                        (Some(at), None) => format!("installed ({})", output::cell(at)),
-                        (None, _) => "not installed (`ausi install-service`)".to_owned(),
+                    match (&self.schedule.installed, self.schedule.enabled, &self.schedule.next_run) {
+                        (Some(at), Some(false), _) => format!(
+                            "unit files present ({}) but NOT enabled: nothing runs them (`systemctl enable --now ausi-sync.timer ausi-sync-full.timer` where systemd runs)",
+                            output::cell(at)
+                        ),
+                        (Some(at), Some(true), Some(next)) =>
+                            format!("scheduled and enabled ({}), next run due {}", output::cell(at), output::time(next)),
+                        (Some(at), Some(true), None) => format!("scheduled and enabled ({})", output::cell(at)),
+                        (Some(at), None, Some(next)) => {
+                            format!("installed ({}), next run due {}", output::cell(at), output::time(next))
+                        }
+                        (Some(at), None, None) => format!("installed ({})", output::cell(at)),
+                        (None, _, _) => "not installed (`ausi install-service`)".to_owned(),
                     }
                 ),
             ),
-            ("last successful sync", opt(&self.last_success_at)),
+            (
+                "last successful sync",
+                self.last_success_at.as_deref().map(output::time).unwrap_or_else(|| "-".to_owned()),
+            ),
             (
                 "state store",
                 format!("{}{}", output::cell(&self.state.path), if self.state.exists { "" } else { " (no sync yet)" }),
@@ -404,8 +461,10 @@ impl StatusReport {
             (
                 "watermark",
                 match (&self.state.watermark, self.state.watermark_age_secs) {
-                    (Some(w), Some(age)) => format!("USN {} at {} ({} ago)", w.usn, w.taken_at, human_age(age)),
-                    (Some(w), None) => format!("USN {} at {}", w.usn, output::cell(&w.taken_at)),
+                    (Some(w), Some(age)) => {
+                        format!("USN {} at {} ({} ago)", w.usn, output::time(&w.taken_at), human_age(age))
+                    }
+                    (Some(w), None) => format!("USN {} at {}", w.usn, output::time(&w.taken_at)),
                     _ => "none (the next sync is a full sync)".to_owned(),
                 },
             ),
@@ -429,6 +488,12 @@ impl StatusReport {
         }
         let mut out = if self.healthy {
             "Healthy.\n".to_owned()
+        } else if self.health_reasons.iter().all(|r| SETUP_CODES.contains(&r.code)) {
+            let mut text = "NOT READY: the agent is not set up yet. Next steps:\n".to_owned();
+            for (n, r) in self.health_reasons.iter().enumerate() {
+                text.push_str(&format!("  {}. {}\n", n + 1, output::cell(&r.message)));
+            }
+            text
         } else {
             let mut text = "UNHEALTHY:\n".to_owned();
             for r in &self.health_reasons {
@@ -467,7 +532,7 @@ impl StatusReport {
                 runs.add_row(vec![
                     r.id.to_string(),
                     format!("{command}{}{}", r.kind, if r.dry_run { " (dry run)" } else { "" }),
-                    r.started_at.clone(),
+                    output::time(&r.started_at),
                     r.duration_ms.map(|d| human_duration(d.max(0).unsigned_abs())).unwrap_or_default(),
                     outcome,
                     r.exit_code.map(|c| c.to_string()).unwrap_or_default(),
@@ -484,6 +549,76 @@ impl StatusReport {
         }
         out
     }
+}
+
+/// What `setup_reasons` looks at: which steps of the quick start are done.
+struct Setup<'a> {
+    url: bool,
+    bind_dn: bool,
+    bind_password: &'a SecretStatus,
+    /// A simple bind needs a stored password; Kerberos needs none.
+    simple_bind: bool,
+    ous: bool,
+    home_realm: bool,
+    token: &'a SecretStatus,
+    synced: bool,
+}
+
+/// What an agent still lacks before it can work, in the order an administrator does it (the
+/// quick start's order): the DC, its bind password, the OUs, the tenant, the first sync. Each is
+/// a reason the agent is not healthy, with the command that fixes it.
+fn setup_reasons(s: &Setup<'_>, config: &str) -> Vec<HealthReason> {
+    let mut reasons = Vec::new();
+    let mut add = |code: &'static str, message: String| reasons.push(HealthReason { code, message });
+    if !s.url || !s.bind_dn {
+        let missing = match (s.url, s.bind_dn) {
+            (false, false) => "url and bind_dn",
+            (false, true) => "url",
+            _ => "bind_dn",
+        };
+        add(
+            "directory-not-configured",
+            format!("no domain controller to read: set {missing} in [directory] of {config} (see examples/agent.toml)"),
+        );
+    }
+    if s.bind_dn && s.simple_bind && s.bind_password.state != "stored" {
+        let reference = s.bind_password.reference.as_deref().unwrap_or("a reference");
+        add(
+            "bind-password-missing",
+            format!(
+                "the bind password is {} ({reference}): store it with `ausi list-ous --bind-password-stdin --save-bind-password`",
+                s.bind_password.state
+            ),
+        );
+    }
+    if !s.ous {
+        add(
+            "no-ous-selected",
+            "no OU is selected: choose them with `ausi select-ous --add DN` (`ausi list-ous` lists them)".to_owned(),
+        );
+    }
+    if !s.home_realm {
+        add(
+            "not-registered",
+            "the agent is not registered with a tenant: run `ausi register --home-realm URL --token-stdin`".to_owned(),
+        );
+    } else if s.token.state != "stored" {
+        let reference = s.token.reference.as_deref().unwrap_or("no reference");
+        add(
+            "tenant-token-missing",
+            format!(
+                "the tenant token is {} ({reference}): run `ausi register` again with --token-stdin",
+                s.token.state
+            ),
+        );
+    }
+    if !s.synced {
+        add(
+            "no-sync-yet",
+            "no sync has run yet: run `ausi sync` (or `ausi install-service` to schedule it)".to_owned(),
+        );
+    }
+    reasons
 }
 
 /// The registration status and where it comes from (`tenant` or `runs`), `None` when not
@@ -512,15 +647,16 @@ fn registration(
 impl StatusReport {
     fn heartbeat_text(&self) -> String {
         match (&self.tenant.heartbeat, self.tenant.agent_api) {
+            _ if self.tenant.home_realm.is_none() => "- (not registered)".to_owned(),
             (_, false) => "- (the tenant has no agent API)".to_owned(),
             (None, true) => "none yet".to_owned(),
             (Some(h), true) if h.failed => format!(
                 "FAILED at {}: {} (last accepted: {})",
-                h.last_attempt_at,
+                output::time(&h.last_attempt_at),
                 output::cell(h.error.as_deref().unwrap_or("")),
-                h.last_success_at.as_deref().unwrap_or("never")
+                output::time(h.last_success_at.as_deref().unwrap_or("never"))
             ),
-            (Some(h), true) => format!("accepted at {}", h.last_attempt_at),
+            (Some(h), true) => format!("accepted at {}", output::time(&h.last_attempt_at)),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::password_push::{self, PasswordPushReport};
-use super::{Context, Report, ScopeDescription, choose_scope, open_directory};
+use super::{Context, Report, ScopeDescription, Vanished, choose_scope_checked, open_directory};
 use crate::cli::SyncArgs;
 use crate::config::AgentConfig;
 use crate::directory::Directory;
@@ -33,6 +33,9 @@ use crate::tenant::{self};
 
 #[derive(Debug, Serialize)]
 pub struct SyncReport {
+    /// A dry run (the envelope's `dry_run`): the table says "would create", not "created".
+    #[serde(skip)]
+    pub dry_run: bool,
     /// `full` or `delta` (only what changed since the watermark was read).
     pub mode: &'static str,
     /// Why a run asked to be a delta was a full sync.
@@ -360,7 +363,11 @@ async fn pipeline(
     client.check_token().await?;
     let mut directory = open_directory(&args.directory, Some(config), warnings).await?;
     let info = directory.info().await?;
-    let (scope, description) = choose_scope(&mut directory, None, Some(config), warnings).await?;
+    let chosen = choose_scope_checked(&mut directory, None, Some(config), warnings).await?;
+    let (scope, description, vanished) = match chosen {
+        Ok((scope, description)) => (Ok(scope), description, None),
+        Err(Vanished { missing, description, error }) => (Err(error), description, Some(missing)),
+    };
     // Read before anything else, so changes made during the run are read again next time.
     let started_at = jiff::Timestamp::now();
     let tracking = directory.change_tracking().await?;
@@ -387,6 +394,7 @@ async fn pipeline(
         );
     }
     let mut report = SyncReport {
+        dry_run: args.dry_run,
         mode: mode.name(),
         fallback,
         source: info.source,
@@ -407,6 +415,22 @@ async fn pipeline(
         resources: Resources::default(),
         password_push: None,
         user: None,
+    };
+    // A selected OU is gone: stop before reading, with what its absence would have removed.
+    let scope = match scope {
+        Ok(scope) => scope,
+        Err(error) => {
+            let missing = vanished.unwrap_or_default();
+            let gone: Vec<crate::directory::Dn> =
+                missing.iter().filter_map(|d| crate::directory::Dn::parse(d).ok()).collect();
+            let anchors = store.anchors()?;
+            let under = anchors.values().filter(|a| {
+                crate::directory::Dn::parse(&a.dn).is_ok_and(|dn| gone.iter().any(|g| dn.is_descendant_of(g)))
+            });
+            report.plan = Some(Plan { removals: plan::removals(under, config.sync.on_remove), ..Plan::default() });
+            report.stop = Some(StopDetails::ScopeVanished { missing });
+            return Ok((report, ExitStatus::SafetyStop, Some(error)));
+        }
     };
     // A dry run goes through the same engine inside a savepoint that is rolled back.
     if args.dry_run {
@@ -565,7 +589,12 @@ async fn sync(
             ),
         )
         .with_hint(format!("check the plan in the report; if it is right, run again with --allow-deletes {removing}"));
+        if args.dry_run {
+            // A dry run counts what it would do; a real run what it did (nothing).
+            report.counts = planned_counts(&removals);
+        }
         report.plan = Some(removals);
+        report.counts.quarantined = report.quarantined.len() as u64;
         report.stop = Some(StopDetails::DeletionThreshold {
             removing,
             percent,
@@ -577,7 +606,10 @@ async fn sync(
     if args.strict && !report.quarantined.is_empty() {
         let error = AppError::new(
             ErrorKind::SafetyStop,
-            format!("--strict: {} users in scope are invalid, so nothing was written", report.quarantined.len()),
+            format!(
+                "--strict: {} in scope invalid, so nothing was written",
+                output::plural(report.quarantined.len() as u64, "user")
+            ),
         );
         report.counts.quarantined = report.quarantined.len() as u64;
         return Ok((ExitStatus::Findings, Some(error)));
@@ -611,7 +643,11 @@ async fn sync(
         gone.extend(removals.removals.iter().filter(|r| r.kind == plan::Kind::User).map(|r| r.guid.to_lowercase()));
         gone
     };
-    let progress = ctx.printer.progress("Writing to the tenant");
+    let progress = ctx.printer.progress(if args.dry_run {
+        "Planning (dry run: nothing is written)"
+    } else {
+        "Writing to the tenant"
+    });
     let show = |n: u64| progress.set(n);
     let applier = (!args.dry_run).then(|| {
         let options = WriteOptions {
@@ -721,10 +757,12 @@ async fn sync(
     }
     report.plan = Some(the_plan);
     // A run that had to stop (tenant gone, token revoked) still reports what it did.
-    let exit = match &applied {
-        Err(e) => e.exit_status(),
-        Ok(()) if report.failures.is_empty() && report.findings.is_empty() => findings,
-        Ok(()) => ExitStatus::Findings,
+    let exit = match (&applied, &report.user) {
+        (Err(e), _) => e.exit_status(),
+        // `--user X`: X's own result, whatever happens to the others in scope.
+        (Ok(()), Some(story)) => story.exit(&report.failures),
+        (Ok(()), None) if report.failures.is_empty() && report.findings.is_empty() => findings,
+        (Ok(()), None) => ExitStatus::Findings,
     };
     Ok((exit, applied.err()))
 }
@@ -794,6 +832,13 @@ fn story(store: &StateStore, query: &str, options: RuleOptions) -> Result<UserSt
 }
 
 impl UserStory {
+    /// Findings when this user is not in scope, is quarantined or failed; else ok.
+    fn exit(&self, failures: &[Failure]) -> ExitStatus {
+        let guid = self.rules.as_ref().and_then(|r| r.identity.object_guid.as_deref());
+        let failed = guid.is_some_and(|g| failures.iter().any(|f| f.guid == g));
+        if !self.in_scope || self.operation == "quarantine" || failed { ExitStatus::Findings } else { ExitStatus::Ok }
+    }
+
     fn locate(&mut self, plan: &Plan) {
         let Some(guid) = self.rules.as_ref().and_then(|r| r.identity.object_guid.clone()) else { return };
         if let Some(w) = plan.creates.iter().find(|w| w.guid == guid) {
@@ -835,30 +880,53 @@ fn planned_counts(plan: &Plan) -> Counts {
 impl SyncReport {
     pub fn table(&self) -> String {
         let c = &self.counts;
+        // A dry run says what a run would do; a real run what it did.
+        let said = |done: &str, would: &str| if self.dry_run { would.to_owned() } else { done.to_owned() };
         let mut t = output::table(&["", "Users and groups"]);
         for (k, v) in [
-            ("created", c.created),
-            ("adopted (already in the tenant)", c.adopted),
-            ("updated", c.updated),
-            ("unchanged", c.unchanged),
-            ("deactivated", c.deactivated),
-            ("deleted", c.deleted),
-            ("membership changes", c.membership_changes),
-            ("repaired users (drift in the tenant)", c.repaired_users),
-            ("repaired groups", c.repaired_groups),
-            ("repaired memberships", c.repaired_memberships),
-            ("quarantined", c.quarantined),
-            ("failed", c.failed),
+            (said("created", "would create"), c.created),
+            (said("adopted (already in the tenant)", "would adopt (already in the tenant)"), c.adopted),
+            (said("updated", "would update"), c.updated),
+            ("unchanged".to_owned(), c.unchanged),
+            (said("deactivated", "would deactivate"), c.deactivated),
+            (said("deleted", "would delete"), c.deleted),
+            (said("membership changes", "would change memberships"), c.membership_changes),
+            (
+                said("repaired users (drift in the tenant)", "would repair users (drift in the tenant)"),
+                c.repaired_users,
+            ),
+            (said("repaired groups", "would repair groups"), c.repaired_groups),
+            (said("repaired memberships", "would repair memberships"), c.repaired_memberships),
+            ("quarantined".to_owned(), c.quarantined),
+            ("failed".to_owned(), c.failed),
         ] {
-            t.add_row(vec![k.to_owned(), v.to_string()]);
+            t.add_row(vec![k, v.to_string()]);
+        }
+        let mut out = String::new();
+        if self.dry_run {
+            out.push_str("DRY RUN: nothing was written to the tenant; this is what a run would do.\n");
+        }
+        if let Some(stop) = &self.stop {
+            let reason = serde_json::to_value(stop).ok();
+            let reason = reason.as_ref().and_then(|v| v["reason"].as_str()).unwrap_or("safety stop");
+            out.push_str(&format!("stopped before writing: {reason} (exit 3; the error says why)\n"));
+        }
+        let mode = match self.mode {
+            "delta" => "delta (what changed since the last run)".to_owned(),
+            other => format!("{other} sync"),
+        };
+        match &self.fallback {
+            Some(f) => out.push_str(&format!("mode: {mode}, because {}\n", output::cell(&f.message))),
+            None => out.push_str(&format!("mode: {mode}\n")),
         }
         if let Some(story) = &self.user {
-            let mut out = format!(
-                "{}: {}; this run would: {}\n",
+            out.push_str(&format!(
+                "{}: {}; this run {}: {}\n",
                 output::cell(&story.query),
                 if story.in_scope { "in the selected scope" } else { "not found in the selected scope" },
+                if self.dry_run { "would" } else { "did" },
                 story.operation
-            );
+            ));
             if let Some(rules) = &story.rules {
                 for c in &rules.checks {
                     let verdict = if c.passed { "pass" } else { "FAIL" };
@@ -870,41 +938,44 @@ impl SyncReport {
             }
             return out;
         }
-        let mut out = format!(
-            "{}: {} users and {} groups read\n{t}\n",
+        out.push_str(&format!(
+            "{}: {} read\n{t}\n",
             output::cell(&self.source),
-            self.read.users,
-            self.read.groups
-        );
-        for skipped in &self.skipped_dcs {
-            out.push_str(&format!("skipped DC {}: {}\n", output::cell(&skipped.url), output::cell(&skipped.error)));
-        }
-        for q in self.quarantined.iter().take(20) {
+            counted(self.read.users, "user", self.read.groups, "group"),
+        ));
+        list(&mut out, &self.skipped_dcs, |skipped| {
+            format!("skipped DC {}: {}", output::cell(&skipped.url), output::cell(&skipped.error))
+        });
+        list(&mut out, &self.quarantined, |q| {
             let rules: Vec<&str> = q.reasons.iter().map(|r| r.rule.as_str()).collect();
-            out.push_str(&format!("quarantined: {} ({})\n", output::cell(&q.dn), rules.join(", ")));
-        }
-        for f in self.failures.iter().take(20) {
-            out.push_str(&format!("failed {}: {}: {}\n", f.operation, output::cell(&f.dn), output::cell(&f.error)));
-        }
+            format!("quarantined: {} ({})", output::cell(&q.dn), rules.join(", "))
+        });
+        list(&mut out, &self.failures, |f| {
+            format!("failed {}: {}: {}", f.operation, output::cell(&f.dn), output::cell(&f.error))
+        });
         if let Some(plan) = &self.plan {
-            for w in plan.creates.iter().take(20) {
-                out.push_str(&format!("plan: create {}\n", output::cell(&w.dn)));
-            }
-            for w in plan.updates.iter().take(20) {
-                out.push_str(&format!("plan: update {} ({})\n", output::cell(&w.dn), w.changed.join(", ")));
-            }
-            for r in plan.removals.iter().take(20) {
-                out.push_str(&format!("plan: {:?} {}\n", r.action, output::cell(&r.dn)));
-            }
-            for r in plan.repairs.iter().take(20) {
+            let verb = |action: &str| if self.dry_run { format!("would {action}") } else { format!("plan: {action}") };
+            list(&mut out, &plan.creates, |w| format!("{} {}", verb("create"), output::cell(&w.dn)));
+            list(&mut out, &plan.updates, |w| {
+                format!("{} {} ({})", verb("update"), output::cell(&w.dn), w.changed.join(", "))
+            });
+            list(&mut out, &plan.removals, |r| {
+                let action = match r.action {
+                    plan::RemoveAction::Deactivate => "deactivate",
+                    plan::RemoveAction::Delete => "delete",
+                    plan::RemoveAction::Retire => "retire (no tenant write)",
+                };
+                format!("{} {}", verb(action), output::cell(&r.dn))
+            });
+            list(&mut out, &plan.repairs, |r| {
                 let what = r.attributes.iter().chain(&r.members).cloned().collect::<Vec<_>>().join(", ");
-                out.push_str(&format!("plan: repair {} ({} {})\n", output::cell(&r.dn), r.drift, output::cell(&what)));
-            }
+                format!("{} {} ({} {})", verb("repair"), output::cell(&r.dn), r.drift, output::cell(&what))
+            });
         }
         if let Some(t) = self.tenant.as_ref().filter(|t| t.unknown.users + t.unknown.groups > 0) {
             out.push_str(&format!(
-                "the tenant holds {} users and {} groups ausi does not know (left alone)\n",
-                t.unknown.users, t.unknown.groups
+                "the tenant holds {} ausi does not know (left alone)\n",
+                counted(t.unknown.users, "user", t.unknown.groups, "group")
             ));
         }
         if let Some(push) = &self.password_push {
@@ -912,4 +983,23 @@ impl SyncReport {
         }
         out
     }
+}
+
+/// How many lines of each listing a table shows; the JSON has them all.
+pub const TABLE_LINES: usize = 20;
+
+/// The first [`TABLE_LINES`] items, one per line, and how many more there are.
+fn list<T>(out: &mut String, items: &[T], line: impl Fn(&T) -> String) {
+    for item in items.iter().take(TABLE_LINES) {
+        out.push_str(&line(item));
+        out.push('\n');
+    }
+    if items.len() > TABLE_LINES {
+        out.push_str(&format!("  … and {} more (the JSON report lists them all)\n", items.len() - TABLE_LINES));
+    }
+}
+
+/// "3 users and 1 group".
+fn counted(a: u64, a_name: &str, b: u64, b_name: &str) -> String {
+    format!("{} and {}", output::plural(a, a_name), output::plural(b, b_name))
 }

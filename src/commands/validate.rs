@@ -26,9 +26,23 @@ pub struct ValidateReport {
     /// With --user: that user, rule by rule (null when no such user is in the scope).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<Option<Explanation>>,
+    /// With --user for a user the scope leaves out: where the user is and what leaves it out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outside_scope: Option<OutsideScope>,
     /// The domain's password policy against the tenant's, when both can be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_policy: Option<PolicyAlignment>,
+}
+
+/// A `--user` that exists in the directory but not in the scope.
+#[derive(Debug, Serialize)]
+pub struct OutsideScope {
+    pub dn: String,
+    /// `excluded` (under an excluded sub-tree) or `not-selected` (under no selected OU).
+    pub reason: &'static str,
+    /// The exclusion that leaves the user out (`excluded`), or the selected OUs (`not-selected`).
+    pub by: Vec<String>,
+    pub message: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -100,16 +114,21 @@ pub async fn run(ctx: &Context<'_>, args: &ValidateArgs) -> Result<Outcome> {
     if validation.summary.users_checked == 0 {
         warnings.push(Warning::new("scope-empty", "no users were found in the scope"));
     }
+    let mut outside_scope = None;
     let exit = match (&args.user, &explanation) {
-        // Not in scope: a sync would not provision this user either.
+        // Not in scope: a sync would not provision this user either. Where is the user, then?
         (Some(user), None) => {
-            warnings.push(Warning::new(
-                "user-not-found",
-                format!(
-                    "no user with userPrincipalName or sAMAccountName {user:?} in the scope ({} users checked)",
-                    validation.summary.users_checked
-                ),
-            ));
+            outside_scope = find_outside(&mut directory, &info.naming_context, &description, user, ctx).await?;
+            match &outside_scope {
+                Some(o) => warnings.push(Warning::new("user-out-of-scope", o.message.clone())),
+                None => warnings.push(Warning::new(
+                    "user-not-found",
+                    format!(
+                        "no user with userPrincipalName or sAMAccountName {user:?} in the directory ({} users in scope checked)",
+                        validation.summary.users_checked
+                    ),
+                )),
+            }
             ExitStatus::Findings
         }
         (Some(_), Some(e)) if e.checks.iter().all(|c| c.passed) => ExitStatus::Ok,
@@ -128,21 +147,60 @@ pub async fn run(ctx: &Context<'_>, args: &ValidateArgs) -> Result<Outcome> {
         _ => exit,
     };
     let user = args.user.as_ref().map(|_| explanation);
-    let report = ValidateReport { source: info.source, scope: description, validation, user, password_policy };
+    let report =
+        ValidateReport { source: info.source, scope: description, validation, user, outside_scope, password_policy };
     let mut outcome = Outcome::new(Report::Validate(Box::new(report)), exit);
     outcome.warnings = warnings;
     Ok(outcome)
 }
 
-fn plural(n: u64, word: &str) -> String {
-    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+/// `--user` outside the scope: reads the users of the whole naming context (only on this path)
+/// and says which exclusion, or which missing selection, leaves the user out.
+async fn find_outside(
+    directory: &mut AnyDirectory,
+    naming_context: &crate::directory::Dn,
+    scope: &ScopeDescription,
+    user: &str,
+    ctx: &Context<'_>,
+) -> Result<Option<OutsideScope>> {
+    if scope.from == "export" {
+        return Ok(None); // the whole export was the scope
+    }
+    let target = user.trim().to_lowercase();
+    let mut found = None;
+    let everything = crate::sync::scope::Scope::new(vec![naming_context.clone()], vec![]);
+    read_scope(directory, &everything, ObjectQuery::USERS, ctx.printer, &mut |o| {
+        let matches = [&o.user_principal_name, &o.sam_account_name]
+            .iter()
+            .any(|v| v.as_deref().is_some_and(|v| v.trim().to_lowercase() == target));
+        if matches && found.is_none() {
+            found = Some(o.dn.clone());
+        }
+    })
+    .await?;
+    let Some(dn) = found else { return Ok(None) };
+    let parse = |d: &String| crate::directory::Dn::parse(d).ok();
+    let excluded: Vec<String> =
+        scope.excluded.iter().filter(|x| parse(x).is_some_and(|x| dn.is_descendant_of(&x))).cloned().collect();
+    let (reason, by, why) = if excluded.is_empty() {
+        let bases = scope.bases.join("; ");
+        ("not-selected", scope.bases.clone(), format!("it is under none of the selected OUs ({bases})"))
+    } else {
+        let x = excluded.join("; ");
+        ("excluded", excluded, format!("it is in the excluded sub-tree {x}"))
+    };
+    let message = format!("{user:?} exists ({dn}), but the scope leaves it out: {why}");
+    Ok(Some(OutsideScope { dn: dn.to_string(), reason, by, message }))
 }
 
 impl ValidateReport {
     pub fn table(&self) -> String {
         let mut out = String::new();
         if let Some(None) = &self.user {
-            return "The user is not in the scope.\n".to_owned();
+            return match &self.outside_scope {
+                Some(o) => format!("{}\n", output::cell(&o.message)),
+                None => "No such user in the directory.\n".to_owned(),
+            };
         }
         if let Some(Some(user)) = &self.user {
             let mut t = output::table(&["Rule", "Result", "Detail"]);
@@ -186,7 +244,7 @@ impl ValidateReport {
         let s = &self.validation.summary;
         out.push_str(&format!(
             "{} checked: {} valid, {} with problems, {} disabled (counted, not a problem).\n",
-            plural(s.users_checked, "user"),
+            output::plural(s.users_checked, "user"),
             s.valid,
             s.with_problems,
             s.disabled

@@ -71,6 +71,9 @@ pub struct Printer {
     progress: bool,
     started: Instant,
     started_at: jiff::Timestamp,
+    /// The command line asked for a dry run: the envelope says so even when the run failed
+    /// before it had a report.
+    dry_run: bool,
 }
 
 impl Printer {
@@ -83,7 +86,14 @@ impl Printer {
             progress: !quiet && std::io::stderr().is_terminal(),
             started: Instant::now(),
             started_at: jiff::Timestamp::now(),
+            dry_run: false,
         }
+    }
+
+    /// Marks every report of this process as a dry run's (`--dry-run` on the command line).
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
     }
 
     pub fn format(&self) -> OutputFormat {
@@ -95,7 +105,13 @@ impl Printer {
         let bar = if self.progress {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
             bar.set_style(
-                ProgressStyle::with_template("{spinner} {msg}: {pos} entries ({per_sec})")
+                ProgressStyle::with_template("{spinner} {msg}: {pos} entries ({rate}/s)")
+                    .map(|style| {
+                        // Whole entries per second: "459/s", not indicatif's "459.3704/s".
+                        style.with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                            let _ = write!(w, "{:.0}", state.per_sec());
+                        })
+                    })
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             bar.set_message(message);
@@ -131,7 +147,7 @@ impl Printer {
                 _ => "error",
             },
             exit_code: exit.code(),
-            dry_run: outcome.as_ref().is_some_and(|o| o.dry_run),
+            dry_run: self.dry_run || outcome.as_ref().is_some_and(|o| o.dry_run),
             started_at: self.started_at.to_string(),
             duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             data: outcome.as_ref().map(|o| &o.report),
@@ -214,12 +230,50 @@ pub fn json_line<T: Serialize + ?Sized>(value: &T, pretty: bool) -> String {
 }
 
 /// A table in the house style; every cell that holds directory text goes through [`cell`].
+///
+/// On a terminal it wraps to the terminal's width; a terminal that reports a width of zero (a
+/// 0×0 pseudo-terminal: `docker exec -t`, `script`, serial consoles) gets `COLUMNS`, else 80.
+/// Not on a terminal, it wraps only when `COLUMNS` is set (exported) explicitly.
+/// No column is squeezed below its header's width: a table wider than the terminal is easier
+/// to read than one letter per line.
 pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(presets::UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(header.to_vec());
+    if let Some(width) = wrap_width(t.width(), std::env::var("COLUMNS").ok().as_deref()) {
+        t.set_width(width);
+    }
+    for (column, title) in t.column_iter_mut().zip(header).filter(|(_, title)| !title.is_empty()) {
+        let least = u16::try_from(title.chars().count()).unwrap_or(u16::MAX);
+        column.set_constraint(comfy_table::ColumnConstraint::LowerBoundary(comfy_table::Width::Fixed(least)));
+    }
     t
+}
+
+/// The width tables wrap to, from what the terminal reported (`None`: not a terminal) and
+/// `COLUMNS`: a reported zero means the terminal does not know its size.
+pub fn wrap_width(reported: Option<u16>, columns: Option<&str>) -> Option<u16> {
+    let columns = columns.and_then(|c| c.trim().parse::<u16>().ok()).filter(|&c| c > 0);
+    match reported {
+        Some(0) => Some(columns.unwrap_or(80)),
+        None => columns,
+        known => known,
+    }
+}
+
+/// "1 group", "2 groups": a count and its noun (an English plural in -s).
+pub fn plural(n: u64, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
+/// A timestamp for a table: to the second, in UTC ("2026-12-03T10:11:39Z"); the JSON keeps
+/// full precision. Text that is not a timestamp is shown as it is (terminal-safe).
+pub fn time(text: &str) -> String {
+    match text.parse::<jiff::Timestamp>().ok().and_then(|t| t.round(jiff::Unit::Second).ok()) {
+        Some(t) => t.to_string(),
+        None => cell(text),
+    }
 }
 
 /// Terminal-safe cell text.
@@ -260,6 +314,24 @@ mod tests {
         assert!(text.contains("Zoë 王芳"));
         let back: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(back, value);
+    }
+
+    #[test]
+    fn a_terminal_of_zero_columns_wraps_at_columns_then_80() {
+        assert_eq!(wrap_width(Some(0), None), Some(80));
+        assert_eq!(wrap_width(Some(0), Some("132")), Some(132));
+        assert_eq!(wrap_width(Some(0), Some("0")), Some(80));
+        assert_eq!(wrap_width(Some(0), Some("wide")), Some(80));
+        assert_eq!(wrap_width(Some(100), Some("132")), Some(100), "a size the terminal knows wins");
+        assert_eq!(wrap_width(None, None), None, "not a terminal: no wrapping");
+        assert_eq!(wrap_width(None, Some("132")), Some(132), "unless COLUMNS says how wide");
+    }
+
+    #[test]
+    fn table_timestamps_are_to_the_second() {
+        assert_eq!(time("2026-12-03T10:11:39.564282633Z"), "2026-12-03T10:11:40Z");
+        assert_eq!(time("2026-12-03T10:11:39Z"), "2026-12-03T10:11:39Z");
+        assert_eq!(time("never"), "never");
     }
 
     #[test]

@@ -202,6 +202,9 @@ pub struct InstalledService {
     pub location: PathBuf,
     pub interval_minutes: Option<u32>,
     pub full_sync_at: Option<String>,
+    /// Whether the schedule runs: the systemd timer is enabled (its `timers.target.wants` link)
+    /// and systemd is running. `None` where that cannot be read from files (Task Scheduler).
+    pub enabled: Option<bool>,
 }
 
 /// Whether a schedule is installed for this platform (its timer unit, or its task definition
@@ -219,7 +222,16 @@ pub fn installed(config_path: &Path, root: Option<&Path>) -> Option<InstalledSer
         ServiceKind::TaskScheduler => task_scheduler::decode(&text)?,
     };
     let (interval_minutes, full_sync_at) = read_marker(&text);
-    Some(InstalledService { kind, location, interval_minutes, full_sync_at })
+    let enabled = match kind {
+        ServiceKind::Systemd => {
+            let wants = Path::new(systemd::UNIT_DIR).join("timers.target.wants").join(systemd::SYNC_TIMER);
+            let linked = under_root(root, &wants).symlink_metadata().is_ok();
+            // Under --root there is no running system to ask; on this machine systemd must run.
+            Some(linked && (root.is_some() || Path::new("/run/systemd/system").is_dir()))
+        }
+        ServiceKind::TaskScheduler => None,
+    };
+    Some(InstalledService { kind, location, interval_minutes, full_sync_at, enabled })
 }
 
 /// The marker line every rendered schedule carries, so the schedule can be read back.

@@ -170,6 +170,9 @@ pub enum StopDetails {
     /// more than `limit` (`max_deletions`, or `--allow-deletes`) or `limit_percent`
     /// (`max_deletion_percent`) allow.
     DeletionThreshold { removing: usize, percent: usize, limit: u32, limit_percent: u32 },
+    /// Selected OUs no longer exist (deleted, or moved where the bind account cannot see them);
+    /// the plan lists the provisioned objects under them that the run would have removed.
+    ScopeVanished { missing: Vec<String> },
 }
 
 /// How many unreadable entries a partial-read stop lists.

@@ -115,12 +115,17 @@ impl From<TenantError> for AppError {
             TenantError::InvalidUrl(_) => ErrorKind::Config,
             TenantError::Rejected(_) | TenantError::NotFound | TenantError::Protocol(_) => ErrorKind::Internal,
         };
-        let app = AppError::new(kind, format!("the tenant: {e}"));
+        // Every message but one already starts with "the tenant".
+        let message = e.to_string();
+        let message = if message.contains("tenant") { message } else { format!("the tenant: {message}") };
+        let app = AppError::new(kind, message);
         match kind {
             ErrorKind::Permission => app.with_hint(
                 "the tenant refused the token: create a new one (Directory Manager > Directory Sync) and run `ausi register` again",
             ),
-            ErrorKind::Temporary => app.with_hint("the tenant is unreachable or busy: the next scheduled run retries"),
+            ErrorKind::Temporary => {
+                app.with_hint("the tenant is unreachable or busy: try again later (a scheduled run retries by itself)")
+            }
             _ => app,
         }
     }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod django;
+pub mod example;
 pub mod http;
 pub mod report;
 pub mod testbed;
