@@ -256,6 +256,21 @@ impl LdapDirectory {
             },
         };
         let spn = format!("ldap/{host}");
+        self.gssapi_bind(host, spn).await
+    }
+
+    /// A build without Kerberos (Unix without the `kerberos` feature) says so plainly.
+    #[cfg(not(any(windows, feature = "kerberos")))]
+    async fn gssapi_bind(&mut self, _host: String, spn: String) -> Result<(), DirectoryError> {
+        Err(DirectoryError::Kerberos {
+            problem: KerberosProblem::NotBuiltIn,
+            spn,
+            detail: "this build of ausi has no Kerberos support: build it with `cargo build --release --features kerberos` (needs libkrb5-dev and libclang-dev)".into(),
+        })
+    }
+
+    #[cfg(any(windows, feature = "kerberos"))]
+    async fn gssapi_bind(&mut self, host: String, spn: String) -> Result<(), DirectoryError> {
         self.ldap.with_timeout(self.operation_timeout);
         let result = match self.ldap.sasl_gssapi_bind(&host).await {
             Ok(result) => result,

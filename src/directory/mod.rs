@@ -379,6 +379,8 @@ pub enum KerberosProblem {
     WrongSpn,
     /// No KDC of the realm answered.
     KdcUnreachable,
+    /// This build has no Kerberos (Unix without the `kerberos` feature).
+    NotBuiltIn,
     Other,
 }
 
@@ -394,6 +396,7 @@ impl KerberosProblem {
                 "the KDC does not know the DC's service principal (wrong host name for the SPN)"
             }
             KerberosProblem::KdcUnreachable => "no KDC of the realm could be reached",
+            KerberosProblem::NotBuiltIn => "this build of ausi has no Kerberos support",
             KerberosProblem::Other => "the Kerberos exchange failed",
         }
     }
@@ -414,6 +417,9 @@ impl KerberosProblem {
             }
             KerberosProblem::KdcUnreachable => {
                 "check that this machine reaches a KDC of the realm on port 88 (krb5.conf on Linux: [realms] kdc, or DNS SRV _kerberos._tcp)"
+            }
+            KerberosProblem::NotBuiltIn => {
+                "build ausi with `--features kerberos` (needs libkrb5-dev and libclang-dev), or use bind = \"simple\""
             }
             KerberosProblem::Other => "run with -v for the Kerberos library's message",
         }
@@ -445,6 +451,7 @@ impl DirectoryError {
                 KerberosProblem::NoCredentials
                 | KerberosProblem::ClockSkew
                 | KerberosProblem::WrongSpn
+                | KerberosProblem::NotBuiltIn
                 | KerberosProblem::Other => ErrorKind::Config,
             },
             DirectoryError::NoDcAnswered { kind, .. } | DirectoryError::Discovery { kind, .. } => *kind,
