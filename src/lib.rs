@@ -17,6 +17,7 @@ pub mod output;
 pub mod password;
 pub mod secrets;
 pub mod service;
+pub mod store;
 pub mod sync;
 pub mod tenant;
 

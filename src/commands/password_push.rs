@@ -18,9 +18,9 @@ use crate::output::{self, Outcome, Warning};
 use crate::password::PasswordPolicy;
 use crate::password::writer::{Applied, PasswordWriter, Target};
 use crate::secrets::SecretString;
+use crate::store::{RunEnd, StateStore};
 use crate::sync::health;
 use crate::sync::scope::Scope;
-use crate::sync::state::{RunEnd, StateStore};
 use crate::tenant::{self, agent::AgentApi};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -17,16 +17,16 @@ use crate::directory::Directory;
 use crate::error::{AppError, ErrorKind, Result};
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
+use crate::store::Watermark;
+use crate::store::{AnchorState, RUNS_KEPT, RunEnd, StateStore};
 use crate::sync::apply::{
     ALTERED_KEY, Applier, BulkLimits, Counts, FILTER_PROBED_KEY, Failure, Finding, REMOVE_FORM_KEY, Recreate,
     WriteOptions,
 };
 use crate::sync::engine::{self, Engine, Fallback, Mode, ModeInputs, ReadCounts, StopDetails};
 use crate::sync::health;
-use crate::sync::mirror::Watermark;
 use crate::sync::plan::{self, Plan, Quarantined};
 use crate::sync::repair::{self, Unknown};
-use crate::sync::state::{AnchorState, RUNS_KEPT, RunEnd, StateStore};
 use crate::sync::validate::RuleOptions;
 use crate::tenant::agent::{Heartbeat, LastSync};
 use crate::tenant::{self};

@@ -8,10 +8,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use serde::Serialize;
 
 use super::desired::{self, Candidate};
-use super::mirror::{Mirrored, Watermark, duplicate_key};
 use super::plan::{self, Kind, Known, Plan, Quarantined};
 use super::scope::Scope;
-use super::state::{AnchorState, Reason, StateStore};
 use super::validate::{self, DUPLICATE_RULES, Explanation, Identity, MAX_LISTED_CONFLICTS, RuleOptions};
 use crate::config::{OnRemove, ScopeConfig};
 use crate::directory::{
@@ -19,6 +17,8 @@ use crate::directory::{
 };
 use crate::error::{AppError, ErrorKind, Result};
 use crate::output::Printer;
+use crate::store::{AnchorState, Reason, StateStore};
+use crate::store::{Mirrored, Watermark, duplicate_key};
 use crate::sync::apply::Applier;
 
 /// Objects planned and applied together.
@@ -212,7 +212,7 @@ pub async fn refresh_full(
             later.entry(guid).or_default().push((o.dn.to_string(), object_problems(o, rules)));
         }
         page.clear();
-        Ok::<_, crate::sync::state::StateError>(())
+        Ok::<_, crate::store::StateError>(())
     };
     let summary = crate::commands::read_scope(directory, scope, ObjectQuery::SYNC, printer, &mut |o| {
         match o.kind {
@@ -499,8 +499,8 @@ pub fn explain(store: &StateStore, name: &str, rules: RuleOptions) -> Result<Opt
 struct Work<'a> {
     all: bool,
     verdicts: &'a Verdicts,
-    anchors: &'a HashMap<String, super::state::Anchor>,
-    quarantine: &'a [super::state::QuarantineEntry],
+    anchors: &'a HashMap<String, crate::store::Anchor>,
+    quarantine: &'a [crate::store::QuarantineEntry],
     /// Objects planned (or held) in this run.
     done: HashSet<String>,
     /// Plan users whose manager has no SCIM id yet too (without it).
@@ -536,7 +536,7 @@ impl Engine<'_, '_> {
         &mut self,
         all: bool,
         verdicts: &Verdicts,
-        anchors: &HashMap<String, super::state::Anchor>,
+        anchors: &HashMap<String, crate::store::Anchor>,
         removals: Vec<plan::Removal>,
     ) -> Result<()> {
         let quarantine = self.store.quarantine()?;
@@ -718,7 +718,7 @@ impl Engine<'_, '_> {
 fn want(
     store: &StateStore,
     m: &Mirrored,
-    anchors: &HashMap<String, super::state::Anchor>,
+    anchors: &HashMap<String, crate::store::Anchor>,
     id: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<(plan::Desired, bool)>> {
     if m.valid == Some(false) {
@@ -748,7 +748,7 @@ fn want(
 pub fn planned_removals(
     store: &StateStore,
     all: bool,
-    anchors: &HashMap<String, super::state::Anchor>,
+    anchors: &HashMap<String, crate::store::Anchor>,
     on_remove: OnRemove,
 ) -> Result<Vec<plan::Removal>> {
     let gone = store.anchors_gone(all)?;
