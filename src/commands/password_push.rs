@@ -172,7 +172,7 @@ fn record(
         finished_at: &finished_at,
         duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
     };
-    let path = super::sync::state_path(config, &ctx.config_path);
+    let path = config.state_path(&ctx.config_path);
     let recorded = StateStore::open(&path, started_at).and_then(|mut store| {
         warnings.extend(super::sync::state_permission_warnings(&store));
         store.record_run("password-push", args.dry_run, started_at, &end)

@@ -218,7 +218,7 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
     let d = &c.directory;
     let tenant = c.tenant.clone().unwrap_or_default();
     let agent_api = tenant.agent_api == Some(true);
-    let path = super::sync::state_path(&c, &ctx.config_path);
+    let path = c.state_path(&ctx.config_path);
     let store = StateStore::open_read_only(&path)?;
     // Every run kept (at most RUNS_KEPT) for the health rules, the newest few for the report.
     let history = match &store {

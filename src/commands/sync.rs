@@ -4,7 +4,6 @@
 //! heartbeat (after every real run, a failed one too), report. Every safety check runs before
 //! the first write.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -156,13 +155,6 @@ fn ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// `state.db` beside the configuration unless `[sync] state_path` says otherwise.
-pub fn state_path(config: &AgentConfig, config_path: &Path) -> PathBuf {
-    config.sync.state_path.clone().unwrap_or_else(|| {
-        config_path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("state.db")
-    })
-}
-
 /// What [`StateStore::open`] found about the store's permissions, for the run's report: files
 /// other users could read (each with the mode found), narrowed to 0600, or that could not be.
 pub(crate) fn state_permission_warnings(store: &StateStore) -> Vec<Warning> {
@@ -206,7 +198,7 @@ pub async fn run(ctx: &Context<'_>, args: &SyncArgs) -> Result<Outcome> {
         AppError::config("the agent is not registered with a tenant").with_hint("run `ausi register --home-realm URL`")
     })?;
     let timeout = Duration::from_secs(config.sync.request_timeout_secs.max(1));
-    let state_path = state_path(&config, &ctx.config_path);
+    let state_path = config.state_path(&ctx.config_path);
     let clock = Instant::now();
     let started_at = jiff::Timestamp::now().to_string();
     // A run that cannot open the store (locked by another run, unwritable) is neither recorded

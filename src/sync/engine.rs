@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::desired::{self, Candidate};
 use super::plan::{self, Kind, Known, Plan, Quarantined};
+use super::progress::Progress;
 use super::scope::Scope;
 use super::validate::{self, DUPLICATE_RULES, Explanation, Identity, MAX_LISTED_CONFLICTS, RuleOptions};
 use crate::config::{OnRemove, ScopeConfig};
@@ -16,7 +17,6 @@ use crate::directory::{
     AnyDirectory, Change, ChangeTracking, Defect, DirObject, Directory, Dn, ObjectKind, ObjectQuery, Unreadable,
 };
 use crate::error::{AppError, ErrorKind, Result};
-use crate::output::Printer;
 use crate::store::{AnchorState, Reason, StateStore};
 use crate::store::{Mirrored, Watermark, duplicate_key};
 use crate::sync::apply::Applier;
@@ -197,7 +197,7 @@ pub async fn refresh_full(
     store: &mut StateStore,
     run: i64,
     rules: RuleOptions,
-    printer: &Printer,
+    progress: &dyn Progress,
 ) -> Result<Refreshed> {
     store.begin_full()?;
     let mut refresh = Refresh::default();
@@ -214,7 +214,7 @@ pub async fn refresh_full(
         page.clear();
         Ok::<_, crate::store::StateError>(())
     };
-    let summary = crate::commands::read_scope(directory, scope, ObjectQuery::SYNC, printer, &mut |o| {
+    let summary = super::scope::read_scope(directory, scope, ObjectQuery::SYNC, progress, &mut |o| {
         match o.kind {
             ObjectKind::User => refresh.read.users += 1,
             ObjectKind::Group => refresh.read.groups += 1,
@@ -327,14 +327,14 @@ pub async fn refresh_delta<D: Directory>(
     store: &mut StateStore,
     run: i64,
     since: u64,
-    printer: &Printer,
+    progress: &dyn Progress,
 ) -> Result<Refresh> {
     let mut refresh = Refresh::default();
     let mut puts: BTreeMap<String, DirObject> = BTreeMap::new();
     let mut outs: BTreeSet<String> = BTreeSet::new();
     let mut ous_changed = Vec::new();
     let mut deleted = Vec::new();
-    let progress = printer.progress("Reading changes");
+    let progress = progress.begin("Reading changes");
     let summary = directory
         .changes(
             since,
@@ -1233,9 +1233,8 @@ mod tests {
         let scope = Scope::new(vec![Dn::parse("OU=In,DC=x").unwrap()], vec![]);
         let all_ous = changed.clone();
         let mut fake = Fake { changed_ous: changed, objects: now, ous: all_ous };
-        let printer = Printer::new(Some(crate::cli::OutputFormat::Json), true);
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        runtime.block_on(refresh_delta(&mut fake, &scope, &mut store, 2, 100, &printer)).unwrap();
+        runtime.block_on(refresh_delta(&mut fake, &scope, &mut store, 2, 100, &crate::sync::progress::Silent)).unwrap();
         (store, dir)
     }
 

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod health;
 pub mod map;
 pub mod plan;
+pub mod progress;
 pub mod repair;
 pub mod scope;
 pub mod validate;
