@@ -542,19 +542,7 @@ async fn sync(
     let planned = Instant::now();
     let all = mode == Mode::Full;
     let verdicts = engine::validate(store, all, rules)?;
-    // Everyone in scope who is held back: this run's verdicts, and earlier ones still standing
-    // (users this run did not validate, still invalid in the mirror).
-    let mut quarantined: Vec<Quarantined> = refresh.unanchored;
-    quarantined.extend(verdicts.quarantined.values().cloned());
-    for q in store.quarantine()? {
-        let standing = !verdicts.quarantined.contains_key(&q.guid)
-            && store.mirrored(&q.guid)?.is_some_and(|m| m.valid == Some(false));
-        if standing {
-            quarantined.push(Quarantined { guid: q.guid, dn: q.dn, reasons: q.reasons });
-        }
-    }
-    quarantined.sort_by(|a, b| a.dn.cmp(&b.dn));
-    report.quarantined = quarantined;
+    report.quarantined = engine::held_back(store, refresh.unanchored, &verdicts)?;
     let findings = if report.quarantined.is_empty() { ExitStatus::Ok } else { ExitStatus::Findings };
     if let Some(query) = &args.user {
         report.user = Some(story(store, query, rules)?);
@@ -566,33 +554,21 @@ async fn sync(
     let removals =
         Plan { removals: engine::planned_removals(store, all, &anchors, config.sync.on_remove)?, ..Plan::default() };
     let removing = removals.deprovisions();
-    let provisioned = store.active_anchors()?.max(1);
-    let limit = args.allow_deletes.unwrap_or(config.sync.max_deletions);
-    let percent = removing * 100 / provisioned;
-    let over_count = removing > limit as usize;
-    let over_percent =
-        args.allow_deletes.is_none() && removing > 0 && percent > config.sync.max_deletion_percent as usize;
-    if over_count || over_percent {
-        let error = AppError::new(
-            ErrorKind::SafetyStop,
-            format!(
-                "this run would deactivate or delete {removing} objects ({percent} % of those provisioned), above the threshold ({} objects, {} %); nothing was written",
-                limit, config.sync.max_deletion_percent
-            ),
-        )
-        .with_hint(format!("check the plan in the report; if it is right, run again with --allow-deletes {removing}"));
+    let threshold = engine::deletion_threshold(
+        removing,
+        store.active_anchors()?,
+        args.allow_deletes,
+        config.sync.max_deletions,
+        config.sync.max_deletion_percent,
+    );
+    if let Some((stop, error)) = threshold {
         if args.dry_run {
             // A dry run counts what it would do; a real run what it did (nothing).
             report.counts = planned_counts(&removals);
         }
         report.plan = Some(removals);
         report.counts.quarantined = report.quarantined.len() as u64;
-        report.stop = Some(StopDetails::DeletionThreshold {
-            removing,
-            percent,
-            limit,
-            limit_percent: config.sync.max_deletion_percent,
-        });
+        report.stop = Some(stop);
         return Ok((ExitStatus::SafetyStop, Some(error)));
     }
     if args.strict && !report.quarantined.is_empty() {

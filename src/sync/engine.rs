@@ -459,6 +459,52 @@ fn problems_of(
     Ok(problems)
 }
 
+/// Everyone in scope who is held back, ordered by DN: the objects read without an objectGUID,
+/// this run's verdicts, and earlier quarantine entries still standing (users this run did not
+/// validate, still invalid in the mirror).
+pub fn held_back(store: &StateStore, unanchored: Vec<Quarantined>, verdicts: &Verdicts) -> Result<Vec<Quarantined>> {
+    let mut quarantined: Vec<Quarantined> = unanchored;
+    quarantined.extend(verdicts.quarantined.values().cloned());
+    for q in store.quarantine()? {
+        let standing = !verdicts.quarantined.contains_key(&q.guid)
+            && store.mirrored(&q.guid)?.is_some_and(|m| m.valid == Some(false));
+        if standing {
+            quarantined.push(Quarantined { guid: q.guid, dn: q.dn, reasons: q.reasons });
+        }
+    }
+    quarantined.sort_by(|a, b| a.dn.cmp(&b.dn));
+    Ok(quarantined)
+}
+
+/// The deletion threshold: `removing` deprovisions out of `provisioned` active anchors, against
+/// `max_deletions` (or `--allow-deletes`, which also lifts the percentage) and
+/// `max_deletion_percent`. Returns the stop, with the error the run ends with, when it is crossed.
+pub fn deletion_threshold(
+    removing: usize,
+    provisioned: usize,
+    allow_deletes: Option<u32>,
+    max_deletions: u32,
+    max_deletion_percent: u32,
+) -> Option<(StopDetails, AppError)> {
+    let provisioned = provisioned.max(1);
+    let limit = allow_deletes.unwrap_or(max_deletions);
+    let percent = removing * 100 / provisioned;
+    let over_count = removing > limit as usize;
+    let over_percent = allow_deletes.is_none() && removing > 0 && percent > max_deletion_percent as usize;
+    if !(over_count || over_percent) {
+        return None;
+    }
+    let error = AppError::new(
+        ErrorKind::SafetyStop,
+        format!(
+            "this run would deactivate or delete {removing} objects ({percent} % of those provisioned), above the threshold ({} objects, {} %); nothing was written",
+            limit, max_deletion_percent
+        ),
+    )
+    .with_hint(format!("check the plan in the report; if it is right, run again with --allow-deletes {removing}"));
+    Some((StopDetails::DeletionThreshold { removing, percent, limit, limit_percent: max_deletion_percent }, error))
+}
+
 /// Validates the objects to look at (all of them in a full sync) against the whole mirror:
 /// users by every rule, groups by the rules that apply to them.
 pub fn validate(store: &mut StateStore, all: bool, rules: RuleOptions) -> Result<Verdicts> {
@@ -1287,5 +1333,83 @@ mod tests {
             assert_eq!(dn_of(&store, 1).as_deref(), Some("CN=u1,OU=Renamed,OU=In,DC=x"), "{sub}");
             assert_eq!(store.mirror_ous().unwrap()[&guid(11).to_string()], "OU=Renamed,OU=In,DC=x");
         }
+    }
+
+    #[test]
+    fn the_deletion_threshold_stops_over_the_count_or_the_percentage() {
+        // Within both limits: no stop.
+        assert!(deletion_threshold(5, 100, None, 10, 10).is_none());
+        assert!(deletion_threshold(0, 0, None, 0, 0).is_none());
+        // Over the count (6 > 5), under the percentage.
+        let (stop, error) = deletion_threshold(6, 1000, None, 5, 50).unwrap();
+        assert_eq!(stop, StopDetails::DeletionThreshold { removing: 6, percent: 0, limit: 5, limit_percent: 50 });
+        assert_eq!(error.kind, ErrorKind::SafetyStop);
+        assert_eq!(
+            error.message,
+            "this run would deactivate or delete 6 objects (0 % of those provisioned), above the threshold (5 objects, 50 %); nothing was written"
+        );
+        assert_eq!(error.hints, ["check the plan in the report; if it is right, run again with --allow-deletes 6"]);
+        // Over the percentage (3 of 10 = 30 % > 20 %), under the count.
+        let (stop, _) = deletion_threshold(3, 10, None, 500, 20).unwrap();
+        assert_eq!(stop, StopDetails::DeletionThreshold { removing: 3, percent: 30, limit: 500, limit_percent: 20 });
+        // Nothing provisioned counts as one (no division by zero): 1 removal is 100 %.
+        let (stop, _) = deletion_threshold(1, 0, None, 500, 50).unwrap();
+        assert_eq!(stop, StopDetails::DeletionThreshold { removing: 1, percent: 100, limit: 500, limit_percent: 50 });
+    }
+
+    #[test]
+    fn allow_deletes_replaces_the_count_and_lifts_the_percentage() {
+        assert!(deletion_threshold(30, 30, Some(30), 5, 10).is_none());
+        let (stop, error) = deletion_threshold(31, 31, Some(30), 5, 10).unwrap();
+        assert_eq!(stop, StopDetails::DeletionThreshold { removing: 31, percent: 100, limit: 30, limit_percent: 10 });
+        assert!(error.message.contains("above the threshold (30 objects, 10 %)"), "{}", error.message);
+    }
+
+    fn held(guid: &str, dn: &str, rule: &str) -> Quarantined {
+        Quarantined {
+            guid: guid.into(),
+            dn: dn.into(),
+            reasons: vec![Reason { rule: rule.into(), message: format!("{rule} broken") }],
+        }
+    }
+
+    /// The merge of who is held back: unanchored objects, this run's verdicts, and earlier
+    /// entries still standing (invalid in the mirror, not judged again this run); a user found
+    /// valid again or judged again this run is not listed from the old entry. Sorted by DN.
+    #[test]
+    fn held_back_merges_this_runs_verdicts_with_standing_quarantine() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(&dir.path().join("state.db"), "2026-11-28T00:00:00Z").unwrap();
+        let objects = [user_at(1, "CN=b,OU=In,DC=x"), user_at(2, "CN=c,OU=In,DC=x"), user_at(3, "CN=d,OU=In,DC=x")];
+        store.mirror_put(&objects, 1, false).unwrap();
+        let (g1, g2, g3) = (guid(1).to_string(), guid(2).to_string(), guid(3).to_string());
+        // u1 still invalid, u2 valid again, u3 invalid and judged again this run.
+        store.set_verdicts(&[(g1.clone(), false), (g2.clone(), true), (g3.clone(), false)], false).unwrap();
+        let mut batch = crate::store::Batch::default();
+        for (g, dn) in [(&g1, "CN=b,OU=In,DC=x"), (&g2, "CN=c,OU=In,DC=x"), (&g3, "CN=d,OU=In,DC=x")] {
+            let old = held(g, dn, "old-rule");
+            batch.quarantine(
+                crate::store::QuarantineEntry { guid: old.guid, dn: old.dn, reasons: old.reasons, since: "t0".into() },
+                1,
+            );
+        }
+        store.commit(&batch, "2026-11-28T00:00:00Z").unwrap();
+
+        let mut verdicts = Verdicts::default();
+        verdicts.quarantined.insert(g3.clone(), held(&g3, "CN=d,OU=In,DC=x", "new-rule"));
+        let unanchored = vec![held("", "CN=a,OU=In,DC=x", "objectguid-missing")];
+        let merged = held_back(&store, unanchored, &verdicts).unwrap();
+        assert_eq!(
+            merged,
+            vec![
+                held("", "CN=a,OU=In,DC=x", "objectguid-missing"),
+                held(&g1, "CN=b,OU=In,DC=x", "old-rule"),
+                held(&g3, "CN=d,OU=In,DC=x", "new-rule"),
+            ]
+        );
+        // Nothing held back: an empty list.
+        let dir = tempfile::tempdir().unwrap();
+        let empty = StateStore::open(&dir.path().join("state.db"), "2026-11-28T00:00:00Z").unwrap();
+        assert!(held_back(&empty, Vec::new(), &Verdicts::default()).unwrap().is_empty());
     }
 }
