@@ -24,6 +24,7 @@ use crate::sync::apply::{
 };
 use crate::sync::engine::{self, Engine, Fallback, Mode, ModeInputs, ReadCounts, StopDetails};
 use crate::sync::health;
+use crate::sync::history::{self, Ending};
 use crate::sync::plan::{self, Plan, Quarantined};
 use crate::sync::repair::{self, Unknown};
 use crate::sync::validate::RuleOptions;
@@ -218,21 +219,11 @@ pub async fn run(ctx: &Context<'_>, args: &SyncArgs) -> Result<Outcome> {
         Err(e) => (e.exit_status(), Counts::default(), Some(e.message.clone())),
     };
     let counts_json = serde_json::to_value(&counts).unwrap_or_default();
-    let finished_at = jiff::Timestamp::now().to_string();
-    let end = RunEnd {
-        kind,
-        outcome: health::outcome_name(exit),
-        exit_code: i64::from(exit.code()),
-        counts: &counts_json,
-        error: failure.as_deref(),
-        finished_at: &finished_at,
-        duration_ms: ms(clock),
-    };
+    let ending = Ending::now(kind, exit, counts_json, failure, clock);
+    let end = ending.run_end();
     // Notes for the report: warnings for a run that has one, hints on the error of one that failed.
     let mut notes = Vec::new();
-    if let Err(e) = store.finish_run(run, &end) {
-        notes.push(Warning::new("run-not-recorded", format!("this run could not be recorded in the history: {e}")));
-    }
+    notes.extend(history::record(&mut store, history::Run::Begun(run), &ending));
     if !args.dry_run && tenant_config.agent_api == Some(true) {
         notes.extend(heartbeat(&tenant_config, timeout, &mut store, &end, &started_at, &counts).await);
     }

@@ -5,6 +5,7 @@ pub mod apply;
 pub mod desired;
 pub mod engine;
 pub mod health;
+pub mod history;
 pub mod map;
 pub mod plan;
 pub mod progress;
