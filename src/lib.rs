@@ -220,7 +220,8 @@ fn init_logging(global: &GlobalArgs) {
 #[cfg(test)]
 mod layering {
     /// Layers call down: no module below `commands` imports from it (`output` renders its
-    /// reports and `main`/`lib` dispatch to it), and the engine and the store never hold a `Printer`.
+    /// reports and `main`/`lib` dispatch to it), the store, directory and tenant sides never
+    /// import `sync`, and the engine and the store never hold a `Printer`.
     #[test]
     fn no_module_below_commands_imports_it() {
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -243,6 +244,12 @@ mod layering {
                 let text = std::fs::read_to_string(&path).unwrap();
                 if text.contains("crate::commands") || text.contains("super::commands") {
                     offenders.push(format!("{rel}: imports commands"));
+                }
+                let below_sync =
+                    rel.starts_with("store/") || rel.starts_with("directory/") || rel.starts_with("tenant/");
+                let code = text.lines().filter(|l| !l.trim_start().starts_with("//"));
+                if below_sync && code.clone().any(|l| l.contains("crate::sync") || l.contains("super::sync")) {
+                    offenders.push(format!("{rel}: imports sync"));
                 }
                 let engine = rel.starts_with("sync/") || rel.starts_with("store/");
                 if engine && text.contains("Printer") {

@@ -53,7 +53,7 @@ struct Attrs {
 
 /// The value the duplicate rules compare (`None` for a blank value, which never collides).
 pub fn duplicate_key(value: Option<&str>) -> Option<String> {
-    value.filter(|v| !crate::sync::validate::is_blank(v)).map(|v| v.trim().to_lowercase())
+    value.filter(|v| !crate::directory::is_blank(v)).map(|v| v.trim().to_lowercase())
 }
 
 /// One user or group from the mirror.
