@@ -33,6 +33,15 @@ pub struct AgentConfig {
     pub validation: ValidationConfig,
 }
 
+impl AgentConfig {
+    /// `state.db` beside the configuration unless `[sync] state_path` says otherwise.
+    pub fn state_path(&self, config_path: &Path) -> PathBuf {
+        self.sync.state_path.clone().unwrap_or_else(|| {
+            config_path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("state.db")
+        })
+    }
+}
+
 /// `[validation]`: the switchable validation rules, which `validate` and `sync` both apply.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]

@@ -1,9 +1,9 @@
 //! ausi: a directory synchronisation agent that keeps a SCIM 2.0 identity tenant in step with
 //! Active Directory.
 //!
-//! Layers call down: `commands` → `sync` → `directory` and `tenant` (one exception left: the
-//! sync engine reads the directory through `commands::read_scope`). Domain modules never print,
-//! exit or read the process environment; [`output`] is the only writer of stdout and [`exit`]
+//! Layers call down: `commands` → `sync` → `store`, `directory` and `tenant` (a test below keeps
+//! every module under `commands` from importing it). Domain modules never print, exit or read the
+//! process environment (the engine's progress goes through [`sync::progress::Progress`]); [`output`] is the only writer of stdout and [`exit`]
 //! the only place exit codes are chosen.
 
 pub mod cli;
@@ -17,6 +17,7 @@ pub mod output;
 pub mod password;
 pub mod secrets;
 pub mod service;
+pub mod store;
 pub mod sync;
 pub mod tenant;
 
@@ -213,5 +214,49 @@ fn init_logging(global: &GlobalArgs) {
     let _ = tracing_subscriber::registry().with(layers).try_init();
     if let Some((path, e)) = failed {
         tracing::warn!("cannot open the log file {}: {e}; logging to stderr only", path.display());
+    }
+}
+
+#[cfg(test)]
+mod layering {
+    /// Layers call down: no module below `commands` imports from it (`output` renders its
+    /// reports and `main`/`lib` dispatch to it), the store, directory and tenant sides never
+    /// import `sync`, and the engine and the store never hold a `Printer`.
+    #[test]
+    fn no_module_below_commands_imports_it() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut offenders = Vec::new();
+        let mut stack = vec![src.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let rel = path.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/");
+                if !rel.ends_with(".rs") || rel.starts_with("commands/") || rel.starts_with("output/") {
+                    continue;
+                }
+                if ["main.rs", "lib.rs"].contains(&rel.as_str()) {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                if text.contains("crate::commands") || text.contains("super::commands") {
+                    offenders.push(format!("{rel}: imports commands"));
+                }
+                let below_sync =
+                    rel.starts_with("store/") || rel.starts_with("directory/") || rel.starts_with("tenant/");
+                let code = text.lines().filter(|l| !l.trim_start().starts_with("//"));
+                if below_sync && code.clone().any(|l| l.contains("crate::sync") || l.contains("super::sync")) {
+                    offenders.push(format!("{rel}: imports sync"));
+                }
+                let engine = rel.starts_with("sync/") || rel.starts_with("store/");
+                if engine && text.contains("Printer") {
+                    offenders.push(format!("{rel}: holds a Printer"));
+                }
+            }
+        }
+        assert!(offenders.is_empty(), "layering broken: {offenders:#?}");
     }
 }

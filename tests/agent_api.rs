@@ -592,7 +592,7 @@ fn status_follows_runs_and_heartbeats_through_a_tenant_outage() {
     // 2. A run that cannot open the state store (another run holds it) records nothing and
     //    sends nothing, and breaks nothing.
     {
-        let _held = ausi::sync::state::StateStore::open(&dir.path().join("state.db"), "2026-01-01T00:00:00Z").unwrap();
+        let _held = ausi::store::StateStore::open(&dir.path().join("state.db"), "2026-01-01T00:00:00Z").unwrap();
         let r = common::run(common::ausi().args(["--config", &c, "sync", "-o", "json"]));
         assert_eq!(r.code, 75, "a locked store: {}{}", r.stdout, r.stderr);
         assert!(r.json()["error"]["message"].as_str().unwrap().contains("another ausi run"), "{}", r.stdout);

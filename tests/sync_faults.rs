@@ -181,7 +181,7 @@ fn assert_settled(agent: &Agent, expected: &Expected, context: &str) {
 /// The state store knows each provisioned user by the id the tenant gave it, nothing pending,
 /// and exactly the invalid users as quarantined.
 fn assert_state_matches(agent: &Agent, expected: &Expected, context: &str) {
-    use ausi::sync::state::{AnchorState, StateStore};
+    use ausi::store::{AnchorState, StateStore};
     let path = agent.config.with_file_name("state.db");
     let store = StateStore::open_read_only(&path).unwrap().unwrap_or_else(|| panic!("{context}: no state store"));
     let anchors = store.anchors().unwrap();

@@ -375,7 +375,7 @@ fn settings(
     let exe = if cfg!(unix) { exe.canonicalize().unwrap_or(exe) } else { exe };
     let defaults = AgentConfig::default();
     let config = config.unwrap_or(&defaults);
-    let state = super::sync::state_path(config, config_path);
+    let state = config.state_path(config_path);
     let state = std::path::absolute(&state).unwrap_or(state);
     let state_dir = state.parent().map(Path::to_owned).unwrap_or_else(|| PathBuf::from("."));
     let log_file = state_dir.join("logs").join("ausi.log");

@@ -4,13 +4,14 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::{Context, open_directory, parse_dn_arg, read_scope, resolve_selection};
+use super::{Context, open_directory, parse_dn_arg, resolve_selection};
 use crate::cli::ListOusArgs;
 use crate::directory::{ContainerKind, Directory, DirectoryInfo, Dn, ObjectKind, ObjectQuery, serialize_display};
 use crate::error::Result;
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
 use crate::sync::scope::Scope;
+use crate::sync::scope::read_scope;
 
 #[derive(Debug, Serialize)]
 pub struct OuRow {

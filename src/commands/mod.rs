@@ -24,7 +24,7 @@ use crate::config::{self, AgentConfig, BindMethod, ConfigError, DirectoryConfig,
 use crate::directory::discovery;
 use crate::directory::ldap::{Bind, DEFAULT_RANGE_STEP, LdapDirectory, LdapSettings};
 use crate::directory::ldif_source::LdifDirectory;
-use crate::directory::{AnyDirectory, DirObject, Directory, Dn, ObjectQuery, ReadSummary, SourceSpec};
+use crate::directory::{AnyDirectory, Directory, Dn, SourceSpec};
 use crate::error::{AppError, ErrorKind, Result};
 use crate::output::{Outcome, Printer, Warning};
 use crate::secrets::{Purpose, SecretError, SecretRef, SecretString};
@@ -528,32 +528,6 @@ pub async fn choose_scope_checked(
 pub fn no_selection() -> AppError {
     AppError::config("no OUs are selected for sync")
         .with_hint("choose them with `ausi select-ous --add OU=…`, or validate one sub-tree with --base DN")
-}
-
-/// Reads the objects of `query` in `scope`, streaming them into `each`.
-pub async fn read_scope(
-    directory: &mut AnyDirectory,
-    scope: &Scope,
-    query: ObjectQuery,
-    printer: &Printer,
-    each: &mut dyn FnMut(DirObject),
-) -> Result<ReadSummary> {
-    let progress = printer.progress("Reading the directory");
-    let mut total = ReadSummary::default();
-    let mut offset = 0;
-    for base in scope.bases() {
-        let mut sink = |object: DirObject| {
-            if scope.contains(&object.dn) {
-                each(object);
-            }
-        };
-        let summary = directory.objects(base, query, &mut sink, &|n| progress.set(offset + n)).await?;
-        offset += summary.entries;
-        total.entries += summary.entries;
-        total.unreadable.extend(summary.unreadable);
-    }
-    progress.finish();
-    Ok(total)
 }
 
 /// Parses a DN given on the command line.

@@ -18,9 +18,9 @@ use crate::output::{self, Outcome, Warning};
 use crate::password::PasswordPolicy;
 use crate::password::writer::{Applied, PasswordWriter, Target};
 use crate::secrets::SecretString;
-use crate::sync::health;
+use crate::store::StateStore;
+use crate::sync::history::{self, Ending};
 use crate::sync::scope::Scope;
-use crate::sync::state::{RunEnd, StateStore};
 use crate::tenant::{self, agent::AgentApi};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -162,23 +162,15 @@ fn record(
         (false, Some(_)) => "user",
         (false, None) => "batch",
     };
-    let finished_at = jiff::Timestamp::now().to_string();
-    let end = RunEnd {
-        kind,
-        outcome: health::outcome_name(exit),
-        exit_code: i64::from(exit.code()),
-        counts: &counts,
-        error: error.as_deref(),
-        finished_at: &finished_at,
-        duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
-    };
-    let path = super::sync::state_path(config, &ctx.config_path);
-    let recorded = StateStore::open(&path, started_at).and_then(|mut store| {
-        warnings.extend(super::sync::state_permission_warnings(&store));
-        store.record_run("password-push", args.dry_run, started_at, &end)
-    });
-    if let Err(e) = recorded {
-        warnings.push(Warning::new("run-not-recorded", format!("this run could not be recorded in the history: {e}")));
+    let ending = Ending::now(kind, exit, counts, error, clock);
+    let path = config.state_path(&ctx.config_path);
+    match StateStore::open(&path, started_at) {
+        Ok(mut store) => {
+            warnings.extend(super::sync::state_permission_warnings(&store));
+            let run = history::Run::Whole { command: "password-push", dry_run: args.dry_run, started_at };
+            warnings.extend(history::record(&mut store, run, &ending));
+        }
+        Err(e) => warnings.push(history::not_recorded(&e)),
     }
 }
 

@@ -3,13 +3,14 @@
 
 use serde::Serialize;
 
-use super::{Context, Report, display_path, open_directory, read_scope};
+use super::{Context, Report, display_path, open_directory};
 use crate::cli::SelectOusArgs;
 use crate::config;
 use crate::directory::{Container, Directory, Dn, ObjectKind, ObjectQuery};
 use crate::error::{AppError, Result};
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
+use crate::sync::scope::read_scope;
 use crate::sync::scope::{self, MissingOu, Resolution, ResolvedOu, Scope};
 
 #[derive(Debug, Clone, Serialize)]

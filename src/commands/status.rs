@@ -13,9 +13,9 @@ use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
 use crate::secrets::SecretRef;
 use crate::service;
+use crate::store::Watermark;
+use crate::store::{HeartbeatRecord, RUNS_KEPT, RunRecord, StateStore};
 use crate::sync::health::{self, HealthReason};
-use crate::sync::mirror::Watermark;
-use crate::sync::state::{HeartbeatRecord, RUNS_KEPT, RunRecord, StateStore};
 
 /// The health reasons that are a setup step not done yet (see `setup_reasons`).
 pub const SETUP_CODES: [&str; 7] = [
@@ -82,7 +82,7 @@ pub struct StateStatus {
     pub failed: usize,
     /// Objects the tenant has refused in more than one run (each is tried once per run): the
     /// operation, the tenant's last answer, since when and how many runs.
-    pub failing: Vec<crate::sync::state::Failure>,
+    pub failing: Vec<crate::store::Failure>,
     /// Where the next delta starts: the last successful run's DC, USN and time.
     pub watermark: Option<Watermark>,
     pub watermark_age_secs: Option<i64>,
@@ -218,7 +218,7 @@ pub fn run(ctx: &Context<'_>) -> Result<Outcome> {
     let d = &c.directory;
     let tenant = c.tenant.clone().unwrap_or_default();
     let agent_api = tenant.agent_api == Some(true);
-    let path = super::sync::state_path(&c, &ctx.config_path);
+    let path = c.state_path(&ctx.config_path);
     let store = StateStore::open_read_only(&path)?;
     // Every run kept (at most RUNS_KEPT) for the health rules, the newest few for the report.
     let history = match &store {

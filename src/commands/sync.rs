@@ -4,7 +4,6 @@
 //! heartbeat (after every real run, a failed one too), report. Every safety check runs before
 //! the first write.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -17,16 +16,17 @@ use crate::directory::Directory;
 use crate::error::{AppError, ErrorKind, Result};
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
+use crate::store::Watermark;
+use crate::store::{AnchorState, RUNS_KEPT, RunEnd, StateStore};
 use crate::sync::apply::{
     ALTERED_KEY, Applier, BulkLimits, Counts, FILTER_PROBED_KEY, Failure, Finding, REMOVE_FORM_KEY, Recreate,
     WriteOptions,
 };
 use crate::sync::engine::{self, Engine, Fallback, Mode, ModeInputs, ReadCounts, StopDetails};
 use crate::sync::health;
-use crate::sync::mirror::Watermark;
+use crate::sync::history::{self, Ending};
 use crate::sync::plan::{self, Plan, Quarantined};
 use crate::sync::repair::{self, Unknown};
-use crate::sync::state::{AnchorState, RUNS_KEPT, RunEnd, StateStore};
 use crate::sync::validate::RuleOptions;
 use crate::tenant::agent::{Heartbeat, LastSync};
 use crate::tenant::{self};
@@ -156,13 +156,6 @@ fn ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// `state.db` beside the configuration unless `[sync] state_path` says otherwise.
-pub fn state_path(config: &AgentConfig, config_path: &Path) -> PathBuf {
-    config.sync.state_path.clone().unwrap_or_else(|| {
-        config_path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("state.db")
-    })
-}
-
 /// What [`StateStore::open`] found about the store's permissions, for the run's report: files
 /// other users could read (each with the mode found), narrowed to 0600, or that could not be.
 pub(crate) fn state_permission_warnings(store: &StateStore) -> Vec<Warning> {
@@ -206,7 +199,7 @@ pub async fn run(ctx: &Context<'_>, args: &SyncArgs) -> Result<Outcome> {
         AppError::config("the agent is not registered with a tenant").with_hint("run `ausi register --home-realm URL`")
     })?;
     let timeout = Duration::from_secs(config.sync.request_timeout_secs.max(1));
-    let state_path = state_path(&config, &ctx.config_path);
+    let state_path = config.state_path(&ctx.config_path);
     let clock = Instant::now();
     let started_at = jiff::Timestamp::now().to_string();
     // A run that cannot open the store (locked by another run, unwritable) is neither recorded
@@ -226,21 +219,11 @@ pub async fn run(ctx: &Context<'_>, args: &SyncArgs) -> Result<Outcome> {
         Err(e) => (e.exit_status(), Counts::default(), Some(e.message.clone())),
     };
     let counts_json = serde_json::to_value(&counts).unwrap_or_default();
-    let finished_at = jiff::Timestamp::now().to_string();
-    let end = RunEnd {
-        kind,
-        outcome: health::outcome_name(exit),
-        exit_code: i64::from(exit.code()),
-        counts: &counts_json,
-        error: failure.as_deref(),
-        finished_at: &finished_at,
-        duration_ms: ms(clock),
-    };
+    let ending = Ending::now(kind, exit, counts_json, failure, clock);
+    let end = ending.run_end();
     // Notes for the report: warnings for a run that has one, hints on the error of one that failed.
     let mut notes = Vec::new();
-    if let Err(e) = store.finish_run(run, &end) {
-        notes.push(Warning::new("run-not-recorded", format!("this run could not be recorded in the history: {e}")));
-    }
+    notes.extend(history::record(&mut store, history::Run::Begun(run), &ending));
     if !args.dry_run && tenant_config.agent_api == Some(true) {
         notes.extend(heartbeat(&tenant_config, timeout, &mut store, &end, &started_at, &counts).await);
     }
@@ -550,19 +533,7 @@ async fn sync(
     let planned = Instant::now();
     let all = mode == Mode::Full;
     let verdicts = engine::validate(store, all, rules)?;
-    // Everyone in scope who is held back: this run's verdicts, and earlier ones still standing
-    // (users this run did not validate, still invalid in the mirror).
-    let mut quarantined: Vec<Quarantined> = refresh.unanchored;
-    quarantined.extend(verdicts.quarantined.values().cloned());
-    for q in store.quarantine()? {
-        let standing = !verdicts.quarantined.contains_key(&q.guid)
-            && store.mirrored(&q.guid)?.is_some_and(|m| m.valid == Some(false));
-        if standing {
-            quarantined.push(Quarantined { guid: q.guid, dn: q.dn, reasons: q.reasons });
-        }
-    }
-    quarantined.sort_by(|a, b| a.dn.cmp(&b.dn));
-    report.quarantined = quarantined;
+    report.quarantined = engine::held_back(store, refresh.unanchored, &verdicts)?;
     let findings = if report.quarantined.is_empty() { ExitStatus::Ok } else { ExitStatus::Findings };
     if let Some(query) = &args.user {
         report.user = Some(story(store, query, rules)?);
@@ -574,33 +545,21 @@ async fn sync(
     let removals =
         Plan { removals: engine::planned_removals(store, all, &anchors, config.sync.on_remove)?, ..Plan::default() };
     let removing = removals.deprovisions();
-    let provisioned = store.active_anchors()?.max(1);
-    let limit = args.allow_deletes.unwrap_or(config.sync.max_deletions);
-    let percent = removing * 100 / provisioned;
-    let over_count = removing > limit as usize;
-    let over_percent =
-        args.allow_deletes.is_none() && removing > 0 && percent > config.sync.max_deletion_percent as usize;
-    if over_count || over_percent {
-        let error = AppError::new(
-            ErrorKind::SafetyStop,
-            format!(
-                "this run would deactivate or delete {removing} objects ({percent} % of those provisioned), above the threshold ({} objects, {} %); nothing was written",
-                limit, config.sync.max_deletion_percent
-            ),
-        )
-        .with_hint(format!("check the plan in the report; if it is right, run again with --allow-deletes {removing}"));
+    let threshold = engine::deletion_threshold(
+        removing,
+        store.active_anchors()?,
+        args.allow_deletes,
+        config.sync.max_deletions,
+        config.sync.max_deletion_percent,
+    );
+    if let Some((stop, error)) = threshold {
         if args.dry_run {
             // A dry run counts what it would do; a real run what it did (nothing).
             report.counts = planned_counts(&removals);
         }
         report.plan = Some(removals);
         report.counts.quarantined = report.quarantined.len() as u64;
-        report.stop = Some(StopDetails::DeletionThreshold {
-            removing,
-            percent,
-            limit,
-            limit_percent: config.sync.max_deletion_percent,
-        });
+        report.stop = Some(stop);
         return Ok((ExitStatus::SafetyStop, Some(error)));
     }
     if args.strict && !report.quarantined.is_empty() {

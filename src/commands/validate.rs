@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{Context, Report, ScopeDescription, choose_scope, no_selection, open_directory, read_scope};
+use super::{Context, Report, ScopeDescription, choose_scope, no_selection, open_directory};
 use crate::cli::ValidateArgs;
 use crate::config::AgentConfig;
 use crate::directory::{AnyDirectory, Directory, ObjectKind, ObjectQuery};
@@ -13,6 +13,7 @@ use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
 use crate::password::policy::{self, PolicyMismatch};
 use crate::password::{PasswordPolicy, writer};
+use crate::sync::scope::read_scope;
 use crate::sync::validate::{Explanation, RuleOptions, Validation, Validator};
 use crate::tenant::{self, agent::TenantPasswordPolicy};
 

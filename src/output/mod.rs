@@ -281,6 +281,22 @@ pub fn cell(text: &str) -> String {
     sanitize::for_terminal(text).into_owned()
 }
 
+impl crate::sync::progress::Progress for Printer {
+    fn begin(&self, step: &'static str) -> Box<dyn crate::sync::progress::Step + '_> {
+        Box::new(self.progress(step))
+    }
+}
+
+impl crate::sync::progress::Step for Progress {
+    fn set(&self, count: u64) {
+        Progress::set(self, count);
+    }
+
+    fn finish(&self) {
+        Progress::finish(self);
+    }
+}
+
 pub struct Progress {
     bar: ProgressBar,
 }

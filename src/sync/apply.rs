@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 
 use super::plan::{Kind, MembershipChange, Plan, Removal, RemoveAction, Write};
 use super::repair::{self, GROUP_ATTRIBUTES, Match, TenantView, USER_ATTRIBUTES};
-use super::state::{Anchor, AnchorKind, AnchorState, Batch, QuarantineEntry, StateError, StateStore};
 use crate::error::{AppError, ErrorKind};
+use crate::store::{Anchor, AnchorKind, AnchorState, Batch, QuarantineEntry, StateError, StateStore};
 use crate::tenant::Tenant;
 use crate::tenant::retry::{Disposition, disposition};
 use crate::tenant::scim::{self, BulkMethod, BulkOperation, RemoveForm, ResourceKind, TenantError};

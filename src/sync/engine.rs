@@ -8,17 +8,17 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use serde::Serialize;
 
 use super::desired::{self, Candidate};
-use super::mirror::{Mirrored, Watermark, duplicate_key};
 use super::plan::{self, Kind, Known, Plan, Quarantined};
+use super::progress::Progress;
 use super::scope::Scope;
-use super::state::{AnchorState, Reason, StateStore};
 use super::validate::{self, DUPLICATE_RULES, Explanation, Identity, MAX_LISTED_CONFLICTS, RuleOptions};
 use crate::config::{OnRemove, ScopeConfig};
 use crate::directory::{
     AnyDirectory, Change, ChangeTracking, Defect, DirObject, Directory, Dn, ObjectKind, ObjectQuery, Unreadable,
 };
 use crate::error::{AppError, ErrorKind, Result};
-use crate::output::Printer;
+use crate::store::{AnchorState, Reason, StateStore};
+use crate::store::{Mirrored, Watermark, duplicate_key};
 use crate::sync::apply::Applier;
 
 /// Objects planned and applied together.
@@ -197,7 +197,7 @@ pub async fn refresh_full(
     store: &mut StateStore,
     run: i64,
     rules: RuleOptions,
-    printer: &Printer,
+    progress: &dyn Progress,
 ) -> Result<Refreshed> {
     store.begin_full()?;
     let mut refresh = Refresh::default();
@@ -212,9 +212,9 @@ pub async fn refresh_full(
             later.entry(guid).or_default().push((o.dn.to_string(), object_problems(o, rules)));
         }
         page.clear();
-        Ok::<_, crate::sync::state::StateError>(())
+        Ok::<_, crate::store::StateError>(())
     };
-    let summary = crate::commands::read_scope(directory, scope, ObjectQuery::SYNC, printer, &mut |o| {
+    let summary = super::scope::read_scope(directory, scope, ObjectQuery::SYNC, progress, &mut |o| {
         match o.kind {
             ObjectKind::User => refresh.read.users += 1,
             ObjectKind::Group => refresh.read.groups += 1,
@@ -327,14 +327,14 @@ pub async fn refresh_delta<D: Directory>(
     store: &mut StateStore,
     run: i64,
     since: u64,
-    printer: &Printer,
+    progress: &dyn Progress,
 ) -> Result<Refresh> {
     let mut refresh = Refresh::default();
     let mut puts: BTreeMap<String, DirObject> = BTreeMap::new();
     let mut outs: BTreeSet<String> = BTreeSet::new();
     let mut ous_changed = Vec::new();
     let mut deleted = Vec::new();
-    let progress = printer.progress("Reading changes");
+    let progress = progress.begin("Reading changes");
     let summary = directory
         .changes(
             since,
@@ -459,6 +459,52 @@ fn problems_of(
     Ok(problems)
 }
 
+/// Everyone in scope who is held back, ordered by DN: the objects read without an objectGUID,
+/// this run's verdicts, and earlier quarantine entries still standing (users this run did not
+/// validate, still invalid in the mirror).
+pub fn held_back(store: &StateStore, unanchored: Vec<Quarantined>, verdicts: &Verdicts) -> Result<Vec<Quarantined>> {
+    let mut quarantined: Vec<Quarantined> = unanchored;
+    quarantined.extend(verdicts.quarantined.values().cloned());
+    for q in store.quarantine()? {
+        let standing = !verdicts.quarantined.contains_key(&q.guid)
+            && store.mirrored(&q.guid)?.is_some_and(|m| m.valid == Some(false));
+        if standing {
+            quarantined.push(Quarantined { guid: q.guid, dn: q.dn, reasons: q.reasons });
+        }
+    }
+    quarantined.sort_by(|a, b| a.dn.cmp(&b.dn));
+    Ok(quarantined)
+}
+
+/// The deletion threshold: `removing` deprovisions out of `provisioned` active anchors, against
+/// `max_deletions` (or `--allow-deletes`, which also lifts the percentage) and
+/// `max_deletion_percent`. Returns the stop, with the error the run ends with, when it is crossed.
+pub fn deletion_threshold(
+    removing: usize,
+    provisioned: usize,
+    allow_deletes: Option<u32>,
+    max_deletions: u32,
+    max_deletion_percent: u32,
+) -> Option<(StopDetails, AppError)> {
+    let provisioned = provisioned.max(1);
+    let limit = allow_deletes.unwrap_or(max_deletions);
+    let percent = removing * 100 / provisioned;
+    let over_count = removing > limit as usize;
+    let over_percent = allow_deletes.is_none() && removing > 0 && percent > max_deletion_percent as usize;
+    if !(over_count || over_percent) {
+        return None;
+    }
+    let error = AppError::new(
+        ErrorKind::SafetyStop,
+        format!(
+            "this run would deactivate or delete {removing} objects ({percent} % of those provisioned), above the threshold ({} objects, {} %); nothing was written",
+            limit, max_deletion_percent
+        ),
+    )
+    .with_hint(format!("check the plan in the report; if it is right, run again with --allow-deletes {removing}"));
+    Some((StopDetails::DeletionThreshold { removing, percent, limit, limit_percent: max_deletion_percent }, error))
+}
+
 /// Validates the objects to look at (all of them in a full sync) against the whole mirror:
 /// users by every rule, groups by the rules that apply to them.
 pub fn validate(store: &mut StateStore, all: bool, rules: RuleOptions) -> Result<Verdicts> {
@@ -499,8 +545,8 @@ pub fn explain(store: &StateStore, name: &str, rules: RuleOptions) -> Result<Opt
 struct Work<'a> {
     all: bool,
     verdicts: &'a Verdicts,
-    anchors: &'a HashMap<String, super::state::Anchor>,
-    quarantine: &'a [super::state::QuarantineEntry],
+    anchors: &'a HashMap<String, crate::store::Anchor>,
+    quarantine: &'a [crate::store::QuarantineEntry],
     /// Objects planned (or held) in this run.
     done: HashSet<String>,
     /// Plan users whose manager has no SCIM id yet too (without it).
@@ -536,7 +582,7 @@ impl Engine<'_, '_> {
         &mut self,
         all: bool,
         verdicts: &Verdicts,
-        anchors: &HashMap<String, super::state::Anchor>,
+        anchors: &HashMap<String, crate::store::Anchor>,
         removals: Vec<plan::Removal>,
     ) -> Result<()> {
         let quarantine = self.store.quarantine()?;
@@ -718,7 +764,7 @@ impl Engine<'_, '_> {
 fn want(
     store: &StateStore,
     m: &Mirrored,
-    anchors: &HashMap<String, super::state::Anchor>,
+    anchors: &HashMap<String, crate::store::Anchor>,
     id: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<(plan::Desired, bool)>> {
     if m.valid == Some(false) {
@@ -748,7 +794,7 @@ fn want(
 pub fn planned_removals(
     store: &StateStore,
     all: bool,
-    anchors: &HashMap<String, super::state::Anchor>,
+    anchors: &HashMap<String, crate::store::Anchor>,
     on_remove: OnRemove,
 ) -> Result<Vec<plan::Removal>> {
     let gone = store.anchors_gone(all)?;
@@ -1233,9 +1279,8 @@ mod tests {
         let scope = Scope::new(vec![Dn::parse("OU=In,DC=x").unwrap()], vec![]);
         let all_ous = changed.clone();
         let mut fake = Fake { changed_ous: changed, objects: now, ous: all_ous };
-        let printer = Printer::new(Some(crate::cli::OutputFormat::Json), true);
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        runtime.block_on(refresh_delta(&mut fake, &scope, &mut store, 2, 100, &printer)).unwrap();
+        runtime.block_on(refresh_delta(&mut fake, &scope, &mut store, 2, 100, &crate::sync::progress::Silent)).unwrap();
         (store, dir)
     }
 
@@ -1288,5 +1333,83 @@ mod tests {
             assert_eq!(dn_of(&store, 1).as_deref(), Some("CN=u1,OU=Renamed,OU=In,DC=x"), "{sub}");
             assert_eq!(store.mirror_ous().unwrap()[&guid(11).to_string()], "OU=Renamed,OU=In,DC=x");
         }
+    }
+
+    #[test]
+    fn the_deletion_threshold_stops_over_the_count_or_the_percentage() {
+        // Within both limits: no stop.
+        assert!(deletion_threshold(5, 100, None, 10, 10).is_none());
+        assert!(deletion_threshold(0, 0, None, 0, 0).is_none());
+        // Over the count (6 > 5), under the percentage.
+        let (stop, error) = deletion_threshold(6, 1000, None, 5, 50).unwrap();
+        assert_eq!(stop, StopDetails::DeletionThreshold { removing: 6, percent: 0, limit: 5, limit_percent: 50 });
+        assert_eq!(error.kind, ErrorKind::SafetyStop);
+        assert_eq!(
+            error.message,
+            "this run would deactivate or delete 6 objects (0 % of those provisioned), above the threshold (5 objects, 50 %); nothing was written"
+        );
+        assert_eq!(error.hints, ["check the plan in the report; if it is right, run again with --allow-deletes 6"]);
+        // Over the percentage (3 of 10 = 30 % > 20 %), under the count.
+        let (stop, _) = deletion_threshold(3, 10, None, 500, 20).unwrap();
+        assert_eq!(stop, StopDetails::DeletionThreshold { removing: 3, percent: 30, limit: 500, limit_percent: 20 });
+        // Nothing provisioned counts as one (no division by zero): 1 removal is 100 %.
+        let (stop, _) = deletion_threshold(1, 0, None, 500, 50).unwrap();
+        assert_eq!(stop, StopDetails::DeletionThreshold { removing: 1, percent: 100, limit: 500, limit_percent: 50 });
+    }
+
+    #[test]
+    fn allow_deletes_replaces_the_count_and_lifts_the_percentage() {
+        assert!(deletion_threshold(30, 30, Some(30), 5, 10).is_none());
+        let (stop, error) = deletion_threshold(31, 31, Some(30), 5, 10).unwrap();
+        assert_eq!(stop, StopDetails::DeletionThreshold { removing: 31, percent: 100, limit: 30, limit_percent: 10 });
+        assert!(error.message.contains("above the threshold (30 objects, 10 %)"), "{}", error.message);
+    }
+
+    fn held(guid: &str, dn: &str, rule: &str) -> Quarantined {
+        Quarantined {
+            guid: guid.into(),
+            dn: dn.into(),
+            reasons: vec![Reason { rule: rule.into(), message: format!("{rule} broken") }],
+        }
+    }
+
+    /// The merge of who is held back: unanchored objects, this run's verdicts, and earlier
+    /// entries still standing (invalid in the mirror, not judged again this run); a user found
+    /// valid again or judged again this run is not listed from the old entry. Sorted by DN.
+    #[test]
+    fn held_back_merges_this_runs_verdicts_with_standing_quarantine() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(&dir.path().join("state.db"), "2026-11-28T00:00:00Z").unwrap();
+        let objects = [user_at(1, "CN=b,OU=In,DC=x"), user_at(2, "CN=c,OU=In,DC=x"), user_at(3, "CN=d,OU=In,DC=x")];
+        store.mirror_put(&objects, 1, false).unwrap();
+        let (g1, g2, g3) = (guid(1).to_string(), guid(2).to_string(), guid(3).to_string());
+        // u1 still invalid, u2 valid again, u3 invalid and judged again this run.
+        store.set_verdicts(&[(g1.clone(), false), (g2.clone(), true), (g3.clone(), false)], false).unwrap();
+        let mut batch = crate::store::Batch::default();
+        for (g, dn) in [(&g1, "CN=b,OU=In,DC=x"), (&g2, "CN=c,OU=In,DC=x"), (&g3, "CN=d,OU=In,DC=x")] {
+            let old = held(g, dn, "old-rule");
+            batch.quarantine(
+                crate::store::QuarantineEntry { guid: old.guid, dn: old.dn, reasons: old.reasons, since: "t0".into() },
+                1,
+            );
+        }
+        store.commit(&batch, "2026-11-28T00:00:00Z").unwrap();
+
+        let mut verdicts = Verdicts::default();
+        verdicts.quarantined.insert(g3.clone(), held(&g3, "CN=d,OU=In,DC=x", "new-rule"));
+        let unanchored = vec![held("", "CN=a,OU=In,DC=x", "objectguid-missing")];
+        let merged = held_back(&store, unanchored, &verdicts).unwrap();
+        assert_eq!(
+            merged,
+            vec![
+                held("", "CN=a,OU=In,DC=x", "objectguid-missing"),
+                held(&g1, "CN=b,OU=In,DC=x", "old-rule"),
+                held(&g3, "CN=d,OU=In,DC=x", "new-rule"),
+            ]
+        );
+        // Nothing held back: an empty list.
+        let dir = tempfile::tempdir().unwrap();
+        let empty = StateStore::open(&dir.path().join("state.db"), "2026-11-28T00:00:00Z").unwrap();
+        assert!(held_back(&empty, Vec::new(), &Verdicts::default()).unwrap().is_empty());
     }
 }

@@ -17,7 +17,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 use crate::exit::ExitStatus;
-use crate::sync::state::{HeartbeatRecord, RunRecord};
+use crate::store::{HeartbeatRecord, RunRecord};
 
 /// A run's `outcome` in the history and the heartbeat: `ok`, `findings` or `error`.
 pub fn outcome_name(exit: ExitStatus) -> &'static str {

@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use super::map::changed_attributes;
 use super::repair::{self, Lookup, Match, TenantView};
-use super::state::{Anchor, AnchorKind, AnchorState, QuarantineEntry, Reason};
 pub use crate::config::OnRemove;
+use crate::store::{Anchor, AnchorKind, AnchorState, QuarantineEntry, Reason};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]

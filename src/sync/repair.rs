@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::map::ENTERPRISE_SCHEMA;
 use super::plan::Kind;
-use super::state::{Anchor, AnchorState};
+use crate::store::{Anchor, AnchorState};
 
 /// Attributes a user listing asks for (servers that ignore `attributes=` send everything).
 pub const USER_ATTRIBUTES: &str = "externalId,userName,name,displayName,emails,active,title,phoneNumbers,urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";

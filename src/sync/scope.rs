@@ -3,9 +3,40 @@
 
 use serde::Serialize;
 
+use super::progress::Progress;
 use crate::config::{OuRef, ScopeConfig};
-use crate::directory::{Container, ContainerKind, Dn, ObjectGuid, serialize_display};
+use crate::directory::{
+    AnyDirectory, Container, ContainerKind, DirObject, Directory, Dn, ObjectGuid, ObjectQuery, ReadSummary,
+    serialize_display,
+};
+use crate::error::Result;
 use crate::output::Warning;
+
+/// Reads the objects of `query` in `scope`, streaming them into `each`.
+pub async fn read_scope(
+    directory: &mut AnyDirectory,
+    scope: &Scope,
+    query: ObjectQuery,
+    progress: &dyn Progress,
+    each: &mut dyn FnMut(DirObject),
+) -> Result<ReadSummary> {
+    let progress = progress.begin("Reading the directory");
+    let mut total = ReadSummary::default();
+    let mut offset = 0;
+    for base in scope.bases() {
+        let mut sink = |object: DirObject| {
+            if scope.contains(&object.dn) {
+                each(object);
+            }
+        };
+        let summary = directory.objects(base, query, &mut sink, &|n| progress.set(offset + n)).await?;
+        offset += summary.entries;
+        total.entries += summary.entries;
+        total.unreadable.extend(summary.unreadable);
+    }
+    progress.finish();
+    Ok(total)
+}
 
 /// Which DNs are in scope. Pure; built from a [`Resolution`] or from `--base`.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -380,12 +380,7 @@ pub fn tidy(problems: &mut Vec<Problem>) {
     problems.dedup_by(|a, b| a.rule == b.rule && a.attribute == b.attribute);
 }
 
-/// Blank: nothing left after removing white space and invisible format characters.
-pub fn is_blank(value: &str) -> bool {
-    value.chars().all(|c| {
-        c.is_whitespace() || c.is_control() || matches!(c, '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}' | '\u{ad}')
-    })
-}
+pub use crate::directory::is_blank;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AddressKind {

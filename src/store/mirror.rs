@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, HashMap};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use super::state::{StateError, StateStore};
+use super::{StateError, StateStore};
 use crate::directory::{Defect, DirObject, Dn, ObjectGuid, ObjectKind};
 
 /// The attributes a mirror row keeps (the DN, GUID and links have columns of their own).
@@ -53,7 +53,7 @@ struct Attrs {
 
 /// The value the duplicate rules compare (`None` for a blank value, which never collides).
 pub fn duplicate_key(value: Option<&str>) -> Option<String> {
-    value.filter(|v| !super::validate::is_blank(v)).map(|v| v.trim().to_lowercase())
+    value.filter(|v| !crate::directory::is_blank(v)).map(|v| v.trim().to_lowercase())
 }
 
 /// One user or group from the mirror.
@@ -126,56 +126,9 @@ fn row_to_mirrored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Mirrored> {
     Ok(Mirrored { guid, object, manager: r.get(4)?, valid: status.map(|s| s == "valid") })
 }
 
-/// Per-connection scratch tables of [`StateStore::mirror_put`] and
-/// [`StateStore::mirror_resolve_links`] (created once, outside any dry-run savepoint).
-pub(super) const TEMP_TABLES: &str = "
-    CREATE TEMP TABLE IF NOT EXISTS links (from_guid TEXT NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL);
-    CREATE INDEX IF NOT EXISTS temp.links_from ON links (from_guid, kind);
-    CREATE INDEX IF NOT EXISTS temp.links_target ON links (kind, target);
-    CREATE TEMP TABLE IF NOT EXISTS old_members (group_guid TEXT, member_guid TEXT);";
-
 const SELECT: &str = "SELECT guid, kind, dn, data, manager, status FROM dir_objects";
 
 impl StateStore {
-    /// One savepoint (nested inside a dry run's): all of `f` or none of it.
-    pub(super) fn mirror_sql<T>(
-        &mut self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-    ) -> Result<T, StateError> {
-        let result = (|| {
-            let sp = self.conn.savepoint()?;
-            let out = f(&sp)?;
-            sp.commit()?;
-            Ok(out)
-        })();
-        result.map_err(|e| self.sql(e))
-    }
-
-    /// A dry run works in a savepoint that [`StateStore::end_dry_run`] rolls back: it runs the
-    /// same engine, and leaves the mirror, the dirty set and the watermark as they were.
-    pub fn begin_dry_run(&mut self) -> Result<(), StateError> {
-        self.conn.execute_batch("SAVEPOINT dry_run").map_err(|e| self.sql(e))
-    }
-
-    pub fn end_dry_run(&mut self) -> Result<(), StateError> {
-        self.conn.execute_batch("ROLLBACK TO dry_run; RELEASE dry_run").map_err(|e| self.sql(e))
-    }
-
-    pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
-        self.conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()
-            .map_err(|e| self.sql(e))
-    }
-
-    pub fn set_meta(&mut self, key: &str, value: Option<&str>) -> Result<(), StateError> {
-        let result = match value {
-            Some(v) => self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", [key, v]),
-            None => self.conn.execute("DELETE FROM meta WHERE key = ?1", [key]),
-        };
-        result.map(|_| ()).map_err(|e| self.sql(e))
-    }
-
     /// The watermark of the last successful run, whichever DC it was on.
     pub fn watermark(&self) -> Result<Option<Watermark>, StateError> {
         Ok(self.watermarks()?.into_iter().next())
@@ -465,15 +418,6 @@ impl StateStore {
             }
             Ok(())
         })
-    }
-
-    fn query_strings(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<String>, StateError> {
-        let read = || -> rusqlite::Result<Vec<String>> {
-            let mut stmt = self.conn.prepare_cached(sql)?;
-            let rows = stmt.query_map(params, |r| r.get(0))?;
-            rows.collect()
-        };
-        read().map_err(|e| self.sql(e))
     }
 
     pub fn mirror_contains(&self, guid: &str) -> Result<bool, StateError> {
