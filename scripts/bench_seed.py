@@ -3,8 +3,13 @@
 
     bench_seed.py --users N --groups G --out-dir DIR
 
+    bench_seed.py --users N --groups G --export FILE
+
 Writes DIR/0-ous.ldif, DIR/1-users-a.ldif, DIR/1-users-b.ldif, DIR/2-groups-a.ldif,
 DIR/2-groups-b.ldif (fed to ldapadd by scripts/bench, 2 parallel streams) and DIR/model.json.
+With --export: one LDIF export of the same directory instead, as `ldapsearch` or ldifde would
+write it (the domain object, the OUs, then every user and group with an objectGUID derived from
+its index and sAMAccountType), for `ausi ... --source ldif:FILE` (scripts/bench --source ldif).
 Deterministic (fixed random seed). Python 3 stdlib only.
 
 Layout: user i sits in OU=P<i % 5>,OU=Bench (so OU=P0 holds N/5 users); groups sit in
@@ -14,9 +19,11 @@ Users are valid for ausi (givenName, sn, mail, UPN present and unique), enabled,
 (userAccountControl 544).
 """
 import argparse
+import base64
 import json
 import os
 import random
+import uuid
 
 BASE_DN = "DC=example,DC=test"
 BENCH = "OU=Bench," + BASE_DN
@@ -51,12 +58,52 @@ def memberships(users, groups):
     return members
 
 
+def user_entry(i):
+    return (f"cn: Bench User {i:06d}\nsAMAccountName: bench{i}\nuserPrincipalName: bench{i}@example.test\n"
+            f"givenName: Given{i}\nsn: Surname{i}\nmail: bench{i}@example.test\n"
+            f"displayName: Given{i} Surname{i}\ntitle: Title {i % 37}\ndepartment: Dept {i % 11}\n"
+            f"employeeNumber: E{i:06d}\nuserAccountControl: 544\n")
+
+
+def guid(kind, k):
+    """A stable objectGUID (base64 of the little-endian bytes, as exported) for user/group k."""
+    return base64.b64encode(uuid.UUID(int=(kind << 64) | (k + 1)).bytes_le).decode()
+
+
+def write_export(path, users, groups):
+    """One LDIF export of the whole bench directory; returns the model (as model.json)."""
+    members = memberships(users, groups)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"version: 1\n\ndn: {BASE_DN}\nobjectClass: top\nobjectClass: domain\nobjectClass: domainDNS\n"
+                "dc: example\n\n")
+        for k, (dn, ou) in enumerate([(BENCH, "Bench"), (f"OU=Groups,{BENCH}", "Groups")]
+                                     + [(f"OU=P{k},{BENCH}", f"P{k}") for k in range(PARTS)]):
+            f.write(f"dn: {dn}\nobjectClass: top\nobjectClass: organizationalUnit\nou: {ou}\n"
+                    f"objectGUID:: {guid(3, k)}\n\n")
+        for i in range(users):
+            f.write(f"dn: {user_dn(i)}\nobjectClass: top\nobjectClass: person\nobjectClass: organizationalPerson\n"
+                    f"objectClass: user\nobjectGUID:: {guid(1, i)}\nsAMAccountType: 805306368\n"
+                    + user_entry(i) + "\n")
+        for j in range(groups):
+            cn = "Bench Big" if j == 0 else f"Bench Group {j:04d}"
+            f.write(f"dn: {group_dn(j)}\nobjectClass: top\nobjectClass: group\nobjectGUID:: {guid(2, j)}\n"
+                    f"sAMAccountType: 268435456\ncn: {cn}\nsAMAccountName: bench-g{j}\n"
+                    + "".join(f"member: {user_dn(i)}\n" for i in members[j]) + "\n")
+    return {"users": users, "groups": groups, "big": big_size(users),
+            "memberships": sum(len(m) for m in members)}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--users", type=int, required=True)
     p.add_argument("--groups", type=int, required=True)
-    p.add_argument("--out-dir", required=True)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out-dir", help="the ldapadd files for a DC (scripts/bench's default mode)")
+    where.add_argument("--export", metavar="FILE", help="one LDIF export of the same directory instead")
     a = p.parse_args()
+    if a.export:
+        print(json.dumps(write_export(a.export, a.users, a.groups)))
+        return
     os.makedirs(a.out_dir, exist_ok=True)
     out = lambda name: open(os.path.join(a.out_dir, name), "w", encoding="utf-8")  # noqa: E731
 
@@ -71,10 +118,7 @@ def main():
         streams[i % 2].write(
             f"dn: {user_dn(i)}\n"
             "objectClass: top\nobjectClass: person\nobjectClass: organizationalPerson\nobjectClass: user\n"
-            f"cn: Bench User {i:06d}\nsAMAccountName: bench{i}\nuserPrincipalName: bench{i}@example.test\n"
-            f"givenName: Given{i}\nsn: Surname{i}\nmail: bench{i}@example.test\n"
-            f"displayName: Given{i} Surname{i}\ntitle: Title {i % 37}\ndepartment: Dept {i % 11}\n"
-            f"employeeNumber: E{i:06d}\nuserAccountControl: 544\n\n"
+            + user_entry(i) + "\n"
         )
     for s in streams:
         s.close()
