@@ -747,6 +747,12 @@ impl<'a> Applier<'a> {
 
     /// Removes members in the form that worked last; a form the tenant refuses (400, 501: a
     /// permanent answer) is followed by the next one, and the form that works is remembered.
+    /// A member removal the tenant refused in every form (or could not be asked): its failure.
+    fn remove_failed(&mut self, store: &mut StateStore, p: &MemberPatch<'_>, e: TenantError) -> Result<(), AppError> {
+        let members = p.remove.iter().map(|(g, _)| g.clone()).collect();
+        self.settle_error(store, e, &p.change.group_guid, &p.change.group_dn, "remove-members", members)
+    }
+
     async fn remove_members(&mut self, store: &mut StateStore, p: &MemberPatch<'_>) -> Result<(), AppError> {
         let typed = self.typed(&p.remove);
         let mut form = self.remove_form;
@@ -756,17 +762,7 @@ impl<'a> Applier<'a> {
                     let current = match self.client.get(ResourceKind::Group, &p.group_id).await {
                         Ok(Some(group)) => group,
                         Ok(None) => Value::Null,
-                        Err(e) => {
-                            let members = p.remove.iter().map(|(g, _)| g.clone()).collect();
-                            return self.settle_error(
-                                store,
-                                e,
-                                &p.change.group_guid,
-                                &p.change.group_dn,
-                                "remove-members",
-                                members,
-                            );
-                        }
+                        Err(e) => return self.remove_failed(store, p, e),
                     };
                     let gone: HashSet<&str> = p.remove.iter().map(|(_, id)| id.as_str()).collect();
                     let remaining: Vec<(String, Option<ResourceKind>)> = current["members"]
@@ -801,17 +797,7 @@ impl<'a> Applier<'a> {
                 }
                 // Refused in this form (400, 501, …): the next form; only the last refusal is reported.
                 Err(TenantError::Rejected(_)) if form.next().is_some() => form = form.next().unwrap_or(form),
-                Err(e) => {
-                    let members = p.remove.iter().map(|(g, _)| g.clone()).collect();
-                    return self.settle_error(
-                        store,
-                        e,
-                        &p.change.group_guid,
-                        &p.change.group_dn,
-                        "remove-members",
-                        members,
-                    );
-                }
+                Err(e) => return self.remove_failed(store, p, e),
             }
         }
     }
