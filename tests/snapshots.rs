@@ -129,34 +129,24 @@ fn register_sync_and_status() {
     let filters: Vec<(&str, &str)> = filters.iter().map(|(p, r)| (p.as_str(), r.as_str())).collect();
     // Two agents with their own tenants: the table and the JSON of a first sync each.
     let agents: Vec<Example> = (0..2).map(|_| Example::new()).collect();
-    for (n, example) in agents.iter().enumerate() {
+    // `register` with agent n's own tenant (the token on stdin).
+    let register_args = |n: usize| -> Vec<String> {
         let tenant = format!("{scim}/snap{:07}x{n}", std::process::id());
-        let args = [
-            "register",
-            "--home-realm",
-            &tenant,
-            "--scim-url",
-            &format!("{tenant}/v2"),
-            "--agent-name",
-            "dc1",
-            "--token-stdin",
-        ];
-        let r = example.run_with(&[&args[..], &["-o", "json"]].concat(), Some(&format!("{token}\n")));
+        let scim_url = format!("{tenant}/v2");
+        ["register", "--home-realm", &tenant, "--scim-url", &scim_url, "--agent-name", "dc1", "--token-stdin"]
+            .map(str::to_owned)
+            .to_vec()
+    };
+    for (n, example) in agents.iter().enumerate() {
+        let args = register_args(n);
+        let args: Vec<&str> = args.iter().map(String::as_str).chain(["-o", "json"]).collect();
+        let r = example.run_with(&args, Some(&format!("{token}\n")));
         assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     }
     let (a, b) = (&agents[0], &agents[1]);
     // register again (the same tenant): its table and JSON.
-    let tenant = format!("{scim}/snap{:07}x0", std::process::id());
-    let register = [
-        "register",
-        "--home-realm",
-        &tenant,
-        "--scim-url",
-        &format!("{tenant}/v2"),
-        "--agent-name",
-        "dc1",
-        "--token-stdin",
-    ];
+    let register = register_args(0);
+    let register: Vec<&str> = register.iter().map(String::as_str).collect();
     both_with("register", a, &register, Some(&format!("{token}\n")), &secrets, &filters);
     both_with("sync-dry-run", a, &["sync", "--dry-run", "--source", SOURCE], None, &secrets, &filters);
     both_with(
