@@ -11,10 +11,15 @@
 mod eval;
 mod parse;
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+
+#[cfg(test)]
+use parse::FUNCTIONS;
 
 /// The longest expression accepted, in characters.
 pub const MAX_SOURCE_CHARS: usize = 4096;

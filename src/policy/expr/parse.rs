@@ -35,7 +35,7 @@ pub(super) enum Func {
 /// What a function's argument must be, checked at parse time as far as the argument's shape is
 /// known (constants and the results of other functions) and again at evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Want {
+pub(super) enum Want {
     /// One text value (an integer is taken as its decimal text).
     Text,
     /// One text value, or a list whose values are each processed.
@@ -52,9 +52,9 @@ enum Want {
 pub(super) struct FuncInfo {
     pub(super) func: Func,
     pub(super) name: &'static str,
-    min: usize,
+    pub(super) min: usize,
     /// None: any number from `min` on.
-    max: Option<usize>,
+    pub(super) max: Option<usize>,
 }
 
 const fn f(func: Func, name: &'static str, min: usize, max: Option<usize>) -> FuncInfo {
@@ -94,7 +94,7 @@ impl Func {
     }
 
     /// What argument `index` (0-based) must be.
-    fn want(self, index: usize) -> Want {
+    pub(super) fn want(self, index: usize) -> Want {
         use Func::*;
         match (self, index) {
             (Coalesce | IsPresent | IsNullOrEmpty | Equals, _) => Want::Any,
