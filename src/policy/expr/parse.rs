@@ -163,10 +163,11 @@ pub(super) struct Node {
 }
 
 impl Node {
-    pub(super) fn collect_attributes(&self, out: &mut Vec<String>) {
+    /// The attribute references under this node, in source order.
+    pub(super) fn collect_references(&self, out: &mut Vec<(String, usize)>) {
         match &self.kind {
-            Kind::Attr(name) => out.push(name.clone()),
-            Kind::Call { args, .. } => args.iter().for_each(|a| a.collect_attributes(out)),
+            Kind::Attr(name) => out.push((name.clone(), self.column)),
+            Kind::Call { args, .. } => args.iter().for_each(|a| a.collect_references(out)),
             Kind::Text(_) | Kind::Int(_) | Kind::Bool(_) => {}
         }
     }
@@ -236,8 +237,14 @@ struct Parser {
     depth: usize,
 }
 
+/// A character for an error message: invisible ones (controls, format characters, unusual
+/// spaces) by their code point.
 fn describe(c: char) -> String {
-    if c.is_control() { format!("character U+{:04X}", c as u32) } else { format!("'{c}'") }
+    if c == ' ' || c.is_ascii_graphic() || c.is_alphanumeric() {
+        format!("'{c}'")
+    } else {
+        format!("character U+{:04X}", c as u32)
+    }
 }
 
 impl Parser {

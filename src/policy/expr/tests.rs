@@ -84,6 +84,19 @@ fn attributes_lists_what_is_read_lower_case_sorted_once() {
 }
 
 #[test]
+fn attribute_references_carry_their_column_for_an_unknown_attribute_error() {
+    let e = Expr::parse("Coalesce([mail], ToLower([Mial]), [mail])").unwrap();
+    assert_eq!(
+        e.attribute_references(),
+        vec![("mail".to_string(), 10), ("mial".to_string(), 26), ("mail".to_string(), 35)]
+    );
+    let known = |name: &str| ["mail", "givenname"].contains(&name);
+    let err = e.check_attributes(known).unwrap_err();
+    assert_eq!(err.to_string(), "column 26: unknown attribute [mial]");
+    assert_eq!(Expr::parse("ToLower([GivenName])").unwrap().check_attributes(known), Ok(()));
+}
+
+#[test]
 fn function_names_are_case_insensitive() {
     assert_eq!(ok("tolower([givenName])"), text("anna"));
     assert_eq!(ok("TOUPPER([givenName])"), text("ANNA"));
@@ -126,6 +139,8 @@ fn syntax_errors_name_the_column_of_the_offending_character() {
     assert_parse_error("givenName", 1, "in brackets");
     assert_parse_error("ToLower", 8, "expected '('");
     assert_parse_error("@", 1, "'@'");
+    assert_parse_error("\u{feff}[mail]", 1, "unexpected character U+FEFF");
+    assert_parse_error("[mail\u{200b}]", 6, "unexpected character U+200B in an attribute name");
 }
 
 #[test]
