@@ -9,10 +9,10 @@ use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::plan::{Kind, MembershipChange, Plan, Removal, RemoveAction, Write};
+use super::plan::{self, Kind, MembershipChange, Plan, Removal, RemoveAction, Write};
 use super::repair::{self, GROUP_ATTRIBUTES, Match, TenantView, USER_ATTRIBUTES};
 use crate::error::{AppError, ErrorKind};
-use crate::store::{Anchor, AnchorKind, AnchorState, Batch, QuarantineEntry, StateError, StateStore};
+use crate::store::{AnchorKind, AnchorState, Batch, QuarantineEntry, Reason, StateError, StateStore};
 use crate::tenant::Tenant;
 use crate::tenant::retry::{Disposition, disposition};
 use crate::tenant::scim::{self, BulkMethod, BulkOperation, RemoveForm, ResourceKind, TenantError};
@@ -236,14 +236,14 @@ impl<'a> Applier<'a> {
         run: i64,
         options: WriteOptions,
         progress: &'a dyn Fn(u64),
-        anchors: &HashMap<String, Anchor>,
+        anchors: &HashMap<String, plan::Anchor>,
     ) -> Self {
         let ids = anchors
             .values()
-            .filter(|a| matches!(a.state, AnchorState::Active | AnchorState::Deactivated))
+            .filter(|a| matches!(a.state, plan::AnchorState::Active | plan::AnchorState::Deactivated))
             .filter_map(|a| a.scim_id.clone().map(|id| (a.guid.clone(), id)))
             .collect();
-        let kinds = anchors.values().map(|a| (a.guid.clone(), Kind::from(a.kind))).collect();
+        let kinds = anchors.values().map(|a| (a.guid.clone(), a.kind)).collect();
         Applier {
             client,
             run,
@@ -996,7 +996,11 @@ impl<'a> Applier<'a> {
             let entry = QuarantineEntry {
                 guid: q.guid.clone(),
                 dn: q.dn.clone(),
-                reasons: q.reasons.clone(),
+                reasons: q
+                    .reasons
+                    .iter()
+                    .map(|r| Reason { rule: r.rule.clone(), message: r.message.clone() })
+                    .collect(),
                 since: stamp.clone(),
             };
             self.batch.quarantine(entry, self.run);
@@ -1308,6 +1312,15 @@ impl From<StateError> for AppError {
             _ => ErrorKind::Internal,
         };
         AppError::new(kind, e.to_string())
+    }
+}
+
+impl From<Kind> for AnchorKind {
+    fn from(k: Kind) -> AnchorKind {
+        match k {
+            Kind::User => AnchorKind::User,
+            Kind::Group => AnchorKind::Group,
+        }
     }
 }
 

@@ -10,5 +10,6 @@ pub mod map;
 pub mod plan;
 pub mod progress;
 pub mod repair;
+pub mod run;
 pub mod scope;
 pub mod validate;
