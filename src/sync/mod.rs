@@ -4,6 +4,8 @@
 pub mod apply;
 pub mod desired;
 pub mod engine;
+#[cfg(test)]
+pub(crate) mod fake_tenant;
 pub mod health;
 pub mod history;
 pub mod map;

@@ -643,3 +643,186 @@ fn planned_counts(plan: &Plan) -> Counts {
         ..Counts::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The run end to end without a DC: an LDIF export as the directory, the in-memory tenant.
+
+    use std::path::Path;
+
+    use base64::Engine as _;
+
+    use super::*;
+    use crate::directory::ldif_source::LdifDirectory;
+    use crate::store::AnchorState;
+    use crate::sync::fake_tenant::Fake;
+    use crate::sync::progress::Silent;
+
+    const NOW: &str = "2026-12-03T10:00:00Z";
+    const OU: &str = "OU=P,DC=x,DC=y";
+
+    fn guid(n: u8) -> String {
+        base64::engine::general_purpose::STANDARD.encode([n; 16])
+    }
+
+    /// An export of users 1..=n in OU=P (user k's manager is user k-1) and one group holding
+    /// them all.
+    fn export(path: &Path, users: u8) {
+        let mut text = String::from("dn: DC=x,DC=y\nobjectClass: domainDNS\n\n");
+        text.push_str(&format!("dn: {OU}\nobjectClass: organizationalUnit\nou: P\nobjectGUID:: {}\n\n", guid(200)));
+        for k in 1..=users {
+            text.push_str(&format!(
+                "dn: CN=u{k},{OU}\nobjectClass: user\nobjectGUID:: {}\nsAMAccountType: 805306368\nsAMAccountName: u{k}\ngivenName: U\nsn: {k}\nmail: u{k}@x.test\nuserPrincipalName: u{k}@x.test\nuserAccountControl: 512\n",
+                guid(k)
+            ));
+            if k > 1 {
+                text.push_str(&format!("manager: CN=u{},{OU}\n", k - 1));
+            }
+            text.push('\n');
+        }
+        text.push_str(&format!("dn: CN=g,{OU}\nobjectClass: group\nobjectGUID:: {}\ncn: g\n", guid(100)));
+        for k in 1..=users {
+            text.push_str(&format!("member: CN=u{k},{OU}\n"));
+        }
+        std::fs::write(path, text).unwrap();
+    }
+
+    struct World {
+        dir: tempfile::TempDir,
+        store: StateStore,
+        config: AgentConfig,
+        tenant: Fake,
+        capabilities: Capabilities,
+    }
+
+    impl World {
+        fn new() -> World {
+            let dir = tempfile::tempdir().unwrap();
+            let store = StateStore::open(&dir.path().join("state.db"), NOW).unwrap();
+            let capabilities = Capabilities { patch: true, ..Capabilities::default() };
+            World { dir, store, config: AgentConfig::default(), tenant: Fake::default(), capabilities }
+        }
+
+        fn ldif(&self) -> std::path::PathBuf {
+            self.dir.path().join("export.ldif")
+        }
+
+        /// One run over the export as it is now.
+        fn sync(&mut self, options: SyncOptions<'_>, scope: Option<Selected<'_>>) -> SyncOutcome {
+            let mut directory = AnyDirectory::Ldif(LdifDirectory::open(&self.ldif()).unwrap());
+            let selected = Scope::new(vec![Dn::parse(OU).unwrap()], vec![]);
+            let run = self.store.begin_run("sync", options.dry_run, NOW).unwrap();
+            let request = SyncRequest {
+                config: &self.config,
+                tenant: &self.tenant,
+                capabilities: &self.capabilities,
+                store: &mut self.store,
+                run,
+                directory: &mut directory,
+                scope: scope.unwrap_or(Selected::Scope(&selected)),
+                options,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(super::run(request, &Silent)).unwrap()
+        }
+
+        /// The requests that changed the tenant.
+        fn writes(&self) -> Vec<String> {
+            self.tenant.log().into_iter().filter(|l| !l.starts_with("LIST") && !l.starts_with("GET")).collect()
+        }
+    }
+
+    fn counts(o: &SyncOutcome) -> serde_json::Value {
+        serde_json::to_value(&o.counts).unwrap()
+    }
+
+    #[test]
+    fn a_dry_run_writes_nothing_and_predicts_the_real_runs_counts() {
+        let mut w = World::new();
+        export(&w.ldif(), 5);
+        let dry = w.sync(SyncOptions { dry_run: true, ..SyncOptions::default() }, None);
+        assert_eq!((dry.mode, dry.exit, dry.error.is_none()), (Mode::Full, ExitStatus::Ok, true));
+        assert!(w.writes().is_empty(), "{:?}", w.writes());
+        assert!(w.store.anchors().unwrap().is_empty(), "a dry run leaves the store as it was");
+        assert_eq!(dry.plan.as_ref().unwrap().creates.len(), 6);
+        assert_eq!(dry.tenant.as_ref().map(|t| (t.users, t.groups, t.complete)), Some((0, 0, true)));
+
+        let real = w.sync(SyncOptions::default(), None);
+        assert_eq!((real.exit, real.error.is_none()), (ExitStatus::Ok, true));
+        assert_eq!(counts(&real), counts(&dry), "the dry run predicts the real run");
+        assert_eq!(real.counts.created, 6);
+        assert_eq!(w.tenant.all(crate::tenant::ResourceKind::User).len(), 5);
+        // Every manager was written before the user who points at it: each user has its
+        // manager's id, and the group its five members.
+        let g = &w.tenant.all(crate::tenant::ResourceKind::Group)[0];
+        assert_eq!(w.tenant.members(g["id"].as_str().unwrap()).len(), 5);
+        let u2 = w.tenant.by_name("u2@x.test");
+        let u1 = w.tenant.by_name("u1@x.test");
+        assert_eq!(u2[crate::sync::map::ENTERPRISE_SCHEMA]["manager"]["value"], u1["id"]);
+
+        // Nothing changed: a no-op, and its dry run says so too.
+        let before = w.writes().len();
+        let again = w.sync(SyncOptions { dry_run: true, ..SyncOptions::default() }, None);
+        assert_eq!((again.counts.created, again.counts.updated, again.counts.unchanged), (0, 0, 6));
+        let noop = w.sync(SyncOptions::default(), None);
+        assert_eq!(counts(&noop), counts(&again));
+        assert_eq!(w.writes().len(), before, "a no-op writes nothing");
+    }
+
+    #[test]
+    fn a_deletion_threshold_stop_returns_the_plan_and_writes_nothing() {
+        let mut w = World::new();
+        export(&w.ldif(), 5);
+        w.sync(SyncOptions::default(), None);
+        let before = w.writes().len();
+        w.config.sync.max_deletions = 1;
+        export(&w.ldif(), 2); // u3..u5 gone
+        for dry_run in [true, false] {
+            let stopped = w.sync(SyncOptions { dry_run, ..SyncOptions::default() }, None);
+            assert_eq!(stopped.exit, ExitStatus::SafetyStop);
+            assert_eq!(stopped.error.as_ref().map(|e| e.kind), Some(ErrorKind::SafetyStop));
+            assert!(matches!(stopped.stop, Some(StopDetails::DeletionThreshold { removing: 3, limit: 1, .. })));
+            let removed: Vec<&str> = stopped.plan.as_ref().unwrap().removals.iter().map(|r| r.dn.as_str()).collect();
+            assert_eq!(removed, [format!("CN=u3,{OU}"), format!("CN=u4,{OU}"), format!("CN=u5,{OU}")]);
+            // A dry run counts what it would do; a real run what it did: nothing.
+            assert_eq!(stopped.counts.deactivated, if dry_run { 3 } else { 0 });
+            assert_eq!(w.writes().len(), before, "nothing written");
+            let active = w.store.anchors().unwrap().values().filter(|a| a.state == AnchorState::Active).count();
+            assert_eq!(active, 6, "no anchor changed");
+        }
+        // --allow-deletes 3 lets the same run through.
+        let through = w.sync(SyncOptions { allow_deletes: Some(3), ..SyncOptions::default() }, None);
+        assert_eq!((through.exit, through.counts.deactivated), (ExitStatus::Ok, 3));
+    }
+
+    #[test]
+    fn a_vanished_selected_ou_stops_before_reading_with_what_it_would_remove() {
+        let mut w = World::new();
+        export(&w.ldif(), 3);
+        w.sync(SyncOptions::default(), None);
+        let before = w.writes().len();
+        let error = AppError::new(ErrorKind::SafetyStop, "OU=P is gone");
+        let vanished = Selected::Vanished { missing: vec![OU.to_owned()], error };
+        let stopped = w.sync(SyncOptions::default(), Some(vanished));
+        assert_eq!(stopped.exit, ExitStatus::SafetyStop);
+        assert_eq!(stopped.stop, Some(StopDetails::ScopeVanished { missing: vec![OU.to_owned()] }));
+        assert_eq!(stopped.plan.as_ref().unwrap().removals.len(), 4, "three users and the group");
+        assert_eq!(stopped.read.users, 0, "nothing read");
+        assert_eq!(w.writes().len(), before);
+    }
+
+    #[test]
+    fn strict_writes_nothing_when_a_user_is_invalid() {
+        let mut w = World::new();
+        export(&w.ldif(), 3);
+        let text = std::fs::read_to_string(w.ldif()).unwrap().replace("mail: u3@x.test", "mail: u2@x.test");
+        std::fs::write(w.ldif(), text).unwrap();
+        let stopped = w.sync(SyncOptions { strict: true, ..SyncOptions::default() }, None);
+        assert_eq!(stopped.exit, ExitStatus::Findings);
+        assert_eq!(stopped.error.as_ref().map(|e| e.kind), Some(ErrorKind::SafetyStop));
+        assert_eq!(stopped.counts.quarantined, 2, "both holders of the shared mail");
+        assert!(w.writes().is_empty());
+        let held = w.sync(SyncOptions::default(), None);
+        assert_eq!((held.exit, held.counts.created, held.counts.quarantined), (ExitStatus::Findings, 2, 2));
+    }
+}
