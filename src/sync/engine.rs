@@ -21,8 +21,14 @@ use crate::store::{self, StateStore};
 use crate::store::{Mirrored, Watermark, duplicate_key};
 use crate::sync::apply::Applier;
 
-/// Objects planned and applied together.
+/// Objects read from the store, validated and planned together.
 pub const PAGE: usize = 500;
+
+/// Creates and updates handed to the applier together: several pages, so that it can keep
+/// more than one `/Bulk` request (or `concurrency` single writes) in flight instead of one
+/// page's worth at a time. The planner waits while they are written (the back-pressure), so
+/// memory holds at most this many bodies.
+pub const WINDOW: usize = 4 * PAGE;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -651,11 +657,14 @@ impl Engine<'_, '_> {
         Ok(())
     }
 
-    /// One pass over the objects of `kind` to look at, page by page: plan, apply, record.
-    /// Returns how many were deferred (their manager has no SCIM id yet) and how many done.
+    /// One pass over the objects of `kind` to look at, page by page: plan, and apply and record
+    /// a [`WINDOW`] of planned writes at a time. Returns how many were deferred (their manager
+    /// has no SCIM id yet: it is in a window not yet written, or in a later page) and how many
+    /// done.
     async fn pass(&mut self, kind: ObjectKind, work: &mut Work<'_>) -> Result<(usize, usize)> {
         let (mut deferred, mut progressed) = (0, 0);
         let mut after = String::new();
+        let mut window = Plan::default();
         loop {
             let page = self.store.work_page(kind, work.all, &after, PAGE)?;
             let Some(last) = page.last() else { break };
@@ -704,13 +713,23 @@ impl Engine<'_, '_> {
                 work.patches_after.append(&mut later);
             }
             work.memberships.append(&mut page_plan.memberships);
-            if let Some(applier) = &mut self.applier {
-                applier.writes(self.store, &page_plan.creates, &page_plan.updates).await?;
-                applier.record(self.store, &page_plan)?;
+            window.append(page_plan);
+            if window.creates.len() + window.updates.len() >= WINDOW {
+                self.send(std::mem::take(&mut window)).await?;
             }
-            self.plan.absorb(page_plan);
         }
+        self.send(window).await?;
         Ok((deferred, progressed))
+    }
+
+    /// Applies and records a window of planned pages (a real run), and adds it to the run's plan.
+    async fn send(&mut self, window: Plan) -> Result<()> {
+        if let Some(applier) = &mut self.applier {
+            applier.writes(self.store, &window.creates, &window.updates).await?;
+            applier.record(self.store, &window)?;
+        }
+        self.plan.absorb(window);
+        Ok(())
     }
 
     /// A group written in this run carries its members: a PUT replaces the tenant's member list

@@ -413,14 +413,18 @@ pub fn removals<'a>(gone: impl IntoIterator<Item = &'a Anchor>, on_remove: OnRem
 
 impl Plan {
     /// Adds a page's plan to the run's (without the bodies: the report never shows them).
-    pub fn absorb(&mut self, page: Plan) {
-        let strip = |mut w: Write| {
+    pub fn absorb(&mut self, mut page: Plan) {
+        for w in page.creates.iter_mut().chain(page.updates.iter_mut()) {
             w.body = Value::Null;
             w.members = None;
-            w
-        };
-        self.creates.extend(page.creates.into_iter().map(strip));
-        self.updates.extend(page.updates.into_iter().map(strip));
+        }
+        self.append(page);
+    }
+
+    /// Adds a page's plan to this one, bodies included (a window of pages still to be written).
+    pub fn append(&mut self, page: Plan) {
+        self.creates.extend(page.creates);
+        self.updates.extend(page.updates);
         self.memberships.extend(page.memberships);
         self.removals.extend(page.removals);
         self.repairs.extend(page.repairs);
