@@ -534,7 +534,7 @@ impl<'a> Applier<'a> {
                 let answer = client.bulk(&mut ops).await;
                 (chunk, answer)
             })
-            .buffer_unordered(self.concurrency.min(2));
+            .buffer_unordered(self.concurrency);
         let mut redo = Vec::new();
         let mut conflicts = Vec::new();
         while let Some((chunk, answer)) = results.next().await {
