@@ -661,26 +661,36 @@ mod tests {
     const NOW: &str = "2026-12-03T10:00:00Z";
     const OU: &str = "OU=P,DC=x,DC=y";
 
-    fn guid(n: u8) -> String {
-        base64::engine::general_purpose::STANDARD.encode([n; 16])
+    fn guid(n: u32) -> String {
+        let mut bytes = [0xa5u8; 16];
+        bytes[..4].copy_from_slice(&n.to_be_bytes());
+        base64::engine::general_purpose::STANDARD.encode(bytes)
     }
 
     /// An export of users 1..=n in OU=P (user k's manager is user k-1) and one group holding
     /// them all.
-    fn export(path: &Path, users: u8) {
+    fn export(path: &Path, users: u32) {
+        export_with(path, users, |k| (k > 1).then(|| k - 1));
+    }
+
+    /// The same with each user's manager given (always an earlier user).
+    fn export_with(path: &Path, users: u32, manager: impl Fn(u32) -> Option<u32>) {
         let mut text = String::from("dn: DC=x,DC=y\nobjectClass: domainDNS\n\n");
-        text.push_str(&format!("dn: {OU}\nobjectClass: organizationalUnit\nou: P\nobjectGUID:: {}\n\n", guid(200)));
+        text.push_str(&format!(
+            "dn: {OU}\nobjectClass: organizationalUnit\nou: P\nobjectGUID:: {}\n\n",
+            guid(1_000_000)
+        ));
         for k in 1..=users {
             text.push_str(&format!(
                 "dn: CN=u{k},{OU}\nobjectClass: user\nobjectGUID:: {}\nsAMAccountType: 805306368\nsAMAccountName: u{k}\ngivenName: U\nsn: {k}\nmail: u{k}@x.test\nuserPrincipalName: u{k}@x.test\nuserAccountControl: 512\n",
                 guid(k)
             ));
-            if k > 1 {
-                text.push_str(&format!("manager: CN=u{},{OU}\n", k - 1));
+            if let Some(m) = manager(k) {
+                text.push_str(&format!("manager: CN=u{m},{OU}\n"));
             }
             text.push('\n');
         }
-        text.push_str(&format!("dn: CN=g,{OU}\nobjectClass: group\nobjectGUID:: {}\ncn: g\n", guid(100)));
+        text.push_str(&format!("dn: CN=g,{OU}\nobjectClass: group\nobjectGUID:: {}\ncn: g\n", guid(2_000_000)));
         for k in 1..=users {
             text.push_str(&format!("member: CN=u{k},{OU}\n"));
         }
@@ -767,6 +777,29 @@ mod tests {
         let noop = w.sync(SyncOptions::default(), None);
         assert_eq!(counts(&noop), counts(&again));
         assert_eq!(w.writes().len(), before, "a no-op writes nothing");
+    }
+
+    /// More users than one window of writes, each managed by an earlier one: every manager is
+    /// written before the users who point at it, so each user is written once, manager
+    /// included (no completing PUT after), and the dry run still predicts the counts.
+    #[test]
+    fn across_windows_every_manager_is_written_before_its_reports() {
+        let mut w = World::new();
+        let users = engine::WINDOW as u32 + 100;
+        export_with(&w.ldif(), users, |k| (k > 1).then(|| (k - 1) / 40 + 1));
+        let dry = w.sync(SyncOptions { dry_run: true, ..SyncOptions::default() }, None);
+        let real = w.sync(SyncOptions::default(), None);
+        assert_eq!((real.exit, real.error.is_none()), (ExitStatus::Ok, true));
+        assert_eq!(counts(&real), counts(&dry));
+        assert_eq!(real.counts.created, u64::from(users) + 1);
+        let writes = w.writes();
+        assert!(writes.iter().all(|l| l == "POST Users" || l == "POST Groups"), "{:?}", &writes[..5]);
+        assert_eq!(writes.len(), users as usize + 1, "one write per object");
+        for k in [2, 41, 42, 1700, users] {
+            let report = w.tenant.by_name(&format!("u{k}@x.test"));
+            let boss = w.tenant.by_name(&format!("u{}@x.test", (k - 1) / 40 + 1));
+            assert_eq!(report[crate::sync::map::ENTERPRISE_SCHEMA]["manager"]["value"], boss["id"], "u{k}");
+        }
     }
 
     #[test]
