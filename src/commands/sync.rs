@@ -1,8 +1,7 @@
-//! `ausi sync`: the tenant first, then the directory; a delta from the watermark when it can be
-//! trusted, else a full sync that says why; validate, plan and apply through the one engine
-//! ([`crate::sync::engine`]); commit, advance the watermark, record the run in the history,
-//! heartbeat (after every real run, a failed one too), report. Every safety check runs before
-//! the first write.
+//! `ausi sync`: the tenant first, then the directory and the selected scope; the run itself
+//! (mode, refresh, validate, safety checks, plan, apply, watermark) is the engine's
+//! ([`crate::sync::run`]); then the password writeback, the run in the history, the heartbeat
+//! (after every real run, a failed one too), and the report made of the run's outcome.
 
 use std::time::{Duration, Instant};
 
@@ -13,21 +12,17 @@ use super::{Context, Report, ScopeDescription, Vanished, choose_scope_checked, o
 use crate::cli::SyncArgs;
 use crate::config::AgentConfig;
 use crate::directory::Directory;
-use crate::error::{AppError, ErrorKind, Result};
+use crate::error::{AppError, Result};
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
-use crate::store::Watermark;
-use crate::store::{AnchorState, RUNS_KEPT, RunEnd, StateStore};
-use crate::sync::apply::{
-    ALTERED_KEY, Applier, BulkLimits, Counts, FILTER_PROBED_KEY, Failure, Finding, REMOVE_FORM_KEY, Recreate,
-    WriteOptions,
-};
-use crate::sync::engine::{self, Engine, Fallback, Mode, ModeInputs, ReadCounts, StopDetails};
+use crate::store::{RUNS_KEPT, RunEnd, StateStore};
+use crate::sync::apply::{Counts, Failure, Finding};
+use crate::sync::engine::{Fallback, ReadCounts, StopDetails};
 use crate::sync::health;
 use crate::sync::history::{self, Ending};
 use crate::sync::plan::{self, Plan, Quarantined};
-use crate::sync::repair::{self, Unknown};
-use crate::sync::validate::RuleOptions;
+use crate::sync::run::{Interrupted, Selected, SyncOptions, SyncRequest};
+pub use crate::sync::run::{TenantSeen, Timings, UserStory};
 use crate::tenant::agent::{Heartbeat, LastSync};
 use crate::tenant::{self};
 
@@ -86,19 +81,6 @@ pub struct SyncReport {
     pub user: Option<UserStory>,
 }
 
-/// What a full sync read of the tenant.
-#[derive(Debug, Default, Serialize)]
-pub struct TenantSeen {
-    pub users: u64,
-    pub groups: u64,
-    /// Listing requests (pages) it took.
-    pub pages: u64,
-    /// Every resource the tenant counted was listed; when not, nothing is taken as deleted there.
-    pub complete: bool,
-    /// Users and groups whose externalId ausi does not know: a count and the first few.
-    pub unknown: Unknown,
-}
-
 /// What this run cost the machine (measured at the end of the run).
 #[derive(Debug, Default, Serialize)]
 pub struct Resources {
@@ -126,34 +108,6 @@ impl Resources {
         let ticks = |i: usize| fields.get(i).and_then(|t| t.parse::<u64>().ok()).map(|t| t * 10);
         Resources { peak_rss_bytes: peak, cpu_user_ms: ticks(11), cpu_sys_ms: ticks(12) }
     }
-}
-
-/// `sync --user X --dry-run`: where the user stands and what this run would do to it.
-#[derive(Debug, Serialize)]
-pub struct UserStory {
-    pub query: String,
-    /// Found among the users of the selected scope.
-    pub in_scope: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rules: Option<crate::sync::validate::Explanation>,
-    /// The SCIM resource the provisioning policy makes of it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub scim: Option<serde_json::Value>,
-    /// `create`, `update`, `unchanged`, `quarantine`, `deactivate`, `delete` or `none`.
-    pub operation: &'static str,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub changed: Vec<String>,
-}
-
-#[derive(Debug, Default, Serialize)]
-pub struct Timings {
-    pub read: u64,
-    pub plan: u64,
-    pub apply: u64,
-}
-
-fn ms(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// What [`StateStore::open`] found about the store's permissions, for the run's report: files
@@ -211,9 +165,17 @@ pub async fn run(ctx: &Context<'_>, args: &SyncArgs) -> Result<Outcome> {
     let mut kind = if args.full { "full" } else { "sync" };
     let client = super::tenant_token(&tenant_config).and_then(|_| tenant::client(&tenant_config, timeout));
     let result = match &client {
-        Ok(client) => pipeline(ctx, args, &config, client, &mut store, run, &mut kind, &mut warnings).await,
+        Ok(client) => sync(ctx, args, &config, client, &mut store, run, &mut warnings).await.map_err(|stopped| {
+            if let Some(mode) = stopped.mode {
+                kind = mode.name();
+            }
+            stopped.error
+        }),
         Err(e) => Err(e.clone()),
     };
+    if let Ok((report, ..)) = &result {
+        kind = report.mode;
+    }
     let (exit, counts, failure) = match &result {
         Ok((report, exit, error)) => (*exit, report.counts.clone(), error.as_ref().map(|e| e.message.clone())),
         Err(e) => (e.exit_status(), Counts::default(), Some(e.message.clone())),
@@ -325,120 +287,80 @@ async fn heartbeat(
     notes
 }
 
-type PipelineResult = Result<(SyncReport, ExitStatus, Option<AppError>)>;
+type Synced = std::result::Result<(SyncReport, ExitStatus, Option<AppError>), Interrupted>;
 
-/// The run itself; `kind` becomes `full` or `delta` as soon as that is decided.
-#[allow(clippy::too_many_arguments)]
-async fn pipeline(
+/// The tenant first (a revoked token or an unreachable tenant stops the run before AD is read),
+/// then the directory and the scope; the run itself is [`crate::sync::run::run`]'s; then the
+/// password writeback. The report, its exit status and the error the run ended with.
+async fn sync(
     ctx: &Context<'_>,
     args: &SyncArgs,
     config: &AgentConfig,
     client: &tenant::ScimClient,
     store: &mut StateStore,
     run: i64,
-    kind: &mut &'static str,
     warnings: &mut Vec<Warning>,
-) -> PipelineResult {
-    // The tenant first: a revoked token or an unreachable tenant stops the run before AD is read.
+) -> Synced {
+    let early = |error: AppError| Interrupted { mode: None, error };
     // Some servers answer /ServiceProviderConfig without a token: one authenticated request
     // more, so that a no-op run with a revoked token fails too.
-    let capabilities = client.service_provider_config().await?;
-    client.check_token().await?;
-    let mut directory = open_directory(&args.directory, Some(config), warnings).await?;
-    let info = directory.info().await?;
-    let chosen = choose_scope_checked(&mut directory, None, Some(config), warnings).await?;
-    let (scope, description, vanished) = match chosen {
-        Ok((scope, description)) => (Ok(scope), description, None),
-        Err(Vanished { missing, description, error }) => (Err(error), description, Some(missing)),
+    let capabilities = client.service_provider_config().await.map_err(|e| early(e.into()))?;
+    client.check_token().await.map_err(|e| early(e.into()))?;
+    let mut directory = open_directory(&args.directory, Some(config), warnings).await.map_err(early)?;
+    let info = directory.info().await.map_err(|e| early(e.into()))?;
+    let chosen = choose_scope_checked(&mut directory, None, Some(config), warnings).await.map_err(early)?;
+    let (scope, description) = match chosen {
+        Ok((scope, description)) => (Ok(scope), description),
+        Err(Vanished { missing, description, error }) => (Err((missing, error)), description),
     };
-    // Read before anything else, so changes made during the run are read again next time.
-    let started_at = jiff::Timestamp::now();
-    let tracking = directory.change_tracking().await?;
-    let fingerprint = engine::scope_fingerprint(&config.scope);
-    let watermarks = store.watermarks()?;
-    let (mode, fallback) = engine::choose_mode(&ModeInputs {
-        full_asked: args.full,
-        tracking: tracking.as_ref(),
-        watermark: engine::pick_watermark(tracking.as_ref(), &watermarks),
-        scope: &fingerprint,
-        full_pending: store.meta("full_pending")?.is_some(),
-        tenant_requested: store.meta("full_sync_requested")?.is_some(),
-        now: started_at,
-    });
-    *kind = mode.name();
-    if let (Mode::Delta { .. }, Some(t)) = (mode, &tracking)
-        && !t.tombstones_visible
-    {
-        warnings.push(
-            Warning::new(
-                "deletions-not-visible",
-                "the bind account cannot read CN=Deleted Objects, so this delta cannot see objects deleted in AD since the last run; the next full sync deprovisions them (grant the account List Contents and Read Property on that container, see the README)",
-            ),
-        );
-    }
+    let selected = match &scope {
+        Ok(scope) => Selected::Scope(scope),
+        Err((missing, error)) => Selected::Vanished { missing: missing.clone(), error: error.clone() },
+    };
+    let request = SyncRequest {
+        config,
+        tenant: client,
+        capabilities: &capabilities,
+        store,
+        run,
+        directory: &mut directory,
+        scope: selected,
+        options: SyncOptions {
+            full: args.full,
+            dry_run: args.dry_run,
+            strict: args.strict,
+            allow_deletes: args.allow_deletes,
+            user: args.user.as_deref(),
+        },
+    };
+    let outcome = crate::sync::run::run(request, ctx.printer).await?;
+    warnings.extend(outcome.warnings);
     let mut report = SyncReport {
         dry_run: args.dry_run,
-        mode: mode.name(),
-        fallback,
+        mode: outcome.mode.name(),
+        fallback: outcome.fallback,
         source: info.source,
         dc: info.dns_host_name,
         skipped_dcs: info.skipped,
         scope: description,
         state_path: String::new(),
-        read: ReadCounts::default(),
-        stop: None,
-        counts: Counts::default(),
-        tenant: None,
-        plan: None,
-        quarantined: Vec::new(),
-        failures: Vec::new(),
-        findings: Vec::new(),
+        read: outcome.read,
+        stop: outcome.stop,
+        counts: outcome.counts,
+        tenant: outcome.tenant,
+        plan: outcome.plan,
+        quarantined: outcome.quarantined,
+        failures: outcome.failures,
+        findings: outcome.findings,
         write_requests: 0,
-        timings_ms: Timings::default(),
+        timings_ms: outcome.timings,
         resources: Resources::default(),
         password_push: None,
-        user: None,
+        user: outcome.user,
     };
-    // A selected OU is gone: stop before reading, with what its absence would have removed.
-    let scope = match scope {
-        Ok(scope) => scope,
-        Err(error) => {
-            let missing = vanished.unwrap_or_default();
-            let gone: Vec<crate::directory::Dn> =
-                missing.iter().filter_map(|d| crate::directory::Dn::parse(d).ok()).collect();
-            let anchors = store.anchors()?;
-            let under = anchors.values().filter(|a| {
-                crate::directory::Dn::parse(&a.dn).is_ok_and(|dn| gone.iter().any(|g| dn.is_descendant_of(g)))
-            });
-            report.plan = Some(Plan { removals: plan::removals(under, config.sync.on_remove), ..Plan::default() });
-            report.stop = Some(StopDetails::ScopeVanished { missing });
-            return Ok((report, ExitStatus::SafetyStop, Some(error)));
-        }
-    };
-    // A dry run goes through the same engine inside a savepoint that is rolled back.
-    if args.dry_run {
-        store.begin_dry_run()?;
-    }
-    let result =
-        sync(ctx, args, config, client, &capabilities, store, run, &mut directory, &scope, mode, &mut report, warnings)
-            .await;
-    if args.dry_run {
-        store.end_dry_run()?;
-    }
-    let (exit, error) = result?;
-    if error.is_none() && !args.dry_run {
-        let mark = tracking.map(|t| Watermark {
-            dc: t.dc,
-            invocation_id: t.invocation_id,
-            usn: t.highest_usn,
-            taken_at: started_at.to_string(),
-            scope: fingerprint,
-        });
-        store.settle(mark.as_ref())?;
-    }
-    let mut exit = exit;
+    let (mut exit, error) = (outcome.exit, outcome.error);
     let password_sync = config.tenant.as_ref().is_some_and(|t| t.password_sync);
-    if password_sync && error.is_none() && !args.dry_run {
+    if let (true, None, false, Ok(scope)) = (password_sync, &error, args.dry_run, scope) {
         let needs_a_look = push_passwords(&mut directory, &args.directory, scope, config, &mut report, warnings).await;
         if needs_a_look && exit == ExitStatus::Ok {
             exit = ExitStatus::Findings;
@@ -493,346 +415,6 @@ async fn push_passwords(
                 .push(Warning::new("password-push-failed", format!("password writeback did not run: {}", e.message)));
             true
         }
-    }
-}
-
-/// Refresh, validate, check, plan and (unless a dry run) apply. An error inside the apply is
-/// returned beside the report, which says what was done before it.
-#[allow(clippy::too_many_arguments)]
-async fn sync(
-    ctx: &Context<'_>,
-    args: &SyncArgs,
-    config: &AgentConfig,
-    client: &tenant::ScimClient,
-    capabilities: &tenant::scim::Capabilities,
-    store: &mut StateStore,
-    run: i64,
-    directory: &mut crate::directory::AnyDirectory,
-    scope: &crate::sync::scope::Scope,
-    mode: Mode,
-    report: &mut SyncReport,
-    warnings: &mut Vec<Warning>,
-) -> Result<(ExitStatus, Option<AppError>)> {
-    let started = Instant::now();
-    let rules = RuleOptions::of(Some(config));
-    let refresh = match mode {
-        Mode::Full => match engine::refresh_full(directory, scope, store, run, rules, ctx.printer).await? {
-            Ok(refresh) => refresh,
-            // An incomplete or empty read: the report says what was read and why it stopped.
-            Err(stopped) => {
-                report.read = stopped.read;
-                report.timings_ms.read = ms(started);
-                report.stop = Some(stopped.details);
-                return Ok((ExitStatus::SafetyStop, Some(stopped.error)));
-            }
-        },
-        Mode::Delta { since } => engine::refresh_delta(directory, scope, store, run, since, ctx.printer).await?,
-    };
-    report.read = refresh.read;
-    report.timings_ms.read = ms(started);
-    let planned = Instant::now();
-    let all = mode == Mode::Full;
-    let verdicts = engine::validate(store, all, rules)?;
-    report.quarantined = engine::held_back(store, refresh.unanchored, &verdicts)?;
-    let findings = if report.quarantined.is_empty() { ExitStatus::Ok } else { ExitStatus::Findings };
-    if let Some(query) = &args.user {
-        report.user = Some(story(store, query, rules)?);
-    }
-
-    // Deletion threshold: count and percentage, before anything is written.
-    // A full sync looks at every anchor; a delta only at those its changes can touch.
-    let anchors = if all { store.anchors()? } else { store.anchors_for_dirty()? };
-    let removals =
-        Plan { removals: engine::planned_removals(store, all, &anchors, config.sync.on_remove)?, ..Plan::default() };
-    let removing = removals.deprovisions();
-    let threshold = engine::deletion_threshold(
-        removing,
-        store.active_anchors()?,
-        args.allow_deletes,
-        config.sync.max_deletions,
-        config.sync.max_deletion_percent,
-    );
-    if let Some((stop, error)) = threshold {
-        if args.dry_run {
-            // A dry run counts what it would do; a real run what it did (nothing).
-            report.counts = planned_counts(&removals);
-        }
-        report.plan = Some(removals);
-        report.counts.quarantined = report.quarantined.len() as u64;
-        report.stop = Some(stop);
-        return Ok((ExitStatus::SafetyStop, Some(error)));
-    }
-    if args.strict && !report.quarantined.is_empty() {
-        let error = AppError::new(
-            ErrorKind::SafetyStop,
-            format!(
-                "--strict: {} in scope invalid, so nothing was written",
-                output::plural(report.quarantined.len() as u64, "user")
-            ),
-        );
-        report.counts.quarantined = report.quarantined.len() as u64;
-        return Ok((ExitStatus::Findings, Some(error)));
-    }
-
-    // A full sync reads what the tenant holds, to repair drift in what ausi owns there.
-    let mut tenant = if all { list_tenant(client, capabilities, warnings).await? } else { None };
-    // Owned attributes this tenant is known to rewrite or drop (learnt from its answers) are
-    // not drift: a full sync would otherwise rewrite them every time.
-    let altered: std::collections::BTreeSet<String> = store
-        .meta(ALTERED_KEY)?
-        .map(|v| v.split(',').filter(|a| !a.is_empty()).map(str::to_owned).collect())
-        .unwrap_or_default();
-    if let Some(view) = tenant.as_mut() {
-        view.altered = altered.clone();
-    }
-    // Objects deleted in the tenant are created again: their old ids are no one's now.
-    let missing = tenant.as_ref().map(|v| repair::missing(v, anchors.values())).unwrap_or_default();
-
-    // Filters only when announced and, if register probed them, found working.
-    let stored = config.tenant.as_ref().and_then(|t| t.capabilities.as_ref());
-    let probed_again = store.meta(FILTER_PROBED_KEY)?;
-    let filters_work = capabilities.filter
-        && stored.is_none_or(|c| c.filter_probed != Some(false))
-        && probed_again.as_deref() != Some("false");
-    // Users ausi provisioned that are gone from AD: a re-created account may meet one (README).
-    let gone: std::collections::HashSet<String> = if config.sync.on_remove == crate::config::OnRemove::Ignore {
-        Default::default()
-    } else {
-        let mut gone = store.retired_users()?;
-        gone.extend(removals.removals.iter().filter(|r| r.kind == plan::Kind::User).map(|r| r.guid.to_lowercase()));
-        gone
-    };
-    let progress = ctx.printer.progress(if args.dry_run {
-        "Planning (dry run: nothing is written)"
-    } else {
-        "Writing to the tenant"
-    });
-    let show = |n: u64| progress.set(n);
-    let applier = (!args.dry_run).then(|| {
-        let options = WriteOptions {
-            concurrency: config.sync.concurrency as usize,
-            patch: capabilities.patch,
-            bulk: if config.sync.bulk {
-                BulkLimits::announced(
-                    capabilities.bulk,
-                    capabilities.bulk_max_operations,
-                    capabilities.bulk_max_payload,
-                )
-            } else {
-                None
-            },
-            filters: filters_work,
-            remove_form: store
-                .meta(REMOVE_FORM_KEY)
-                .ok()
-                .flatten()
-                .and_then(|f| tenant::scim::RemoveForm::parse(&f))
-                .unwrap_or(tenant::scim::RemoveForm::Filter),
-            recreate: match config.sync.on_remove {
-                crate::config::OnRemove::Delete => Recreate::Delete,
-                _ => Recreate::Rename,
-            },
-        };
-        let mut applier = Applier::new(client, run, options, &show, &anchors);
-        applier.gone = gone;
-        applier.knows_altered(altered);
-        applier.ids.retain(|guid, _| !missing.contains(guid));
-        applier
-    });
-    let ids = if args.dry_run {
-        anchors
-            .values()
-            .filter(|a| a.state == AnchorState::Active && !missing.contains(&a.guid))
-            .filter_map(|a| a.scim_id.clone().map(|id| (a.guid.clone(), id)))
-            .collect()
-    } else {
-        Default::default()
-    };
-    let mut engine = Engine { store, applier, ids, plan: Plan::default(), tenant };
-    let applying = Instant::now();
-    let applied = engine.run(all, &verdicts, &anchors, removals.removals).await;
-    report.timings_ms.plan = u64::try_from(applying.duration_since(planned).as_millis()).unwrap_or(u64::MAX);
-    report.timings_ms.apply = ms(applying);
-    let the_plan = std::mem::take(&mut engine.plan);
-    if let Some(view) = &engine.tenant {
-        // Ours: the anchors' ids and what this run adopted or re-pointed.
-        let ours: std::collections::HashSet<&str> = anchors
-            .values()
-            .filter_map(|a| a.scim_id.as_deref())
-            .chain(the_plan.creates.iter().chain(&the_plan.updates).filter_map(|w| w.scim_id.as_deref()))
-            .collect();
-        let store = &engine.store;
-        let known = |guid: &str| anchors.contains_key(guid) || store.mirror_contains(guid).unwrap_or(true);
-        report.tenant = Some(TenantSeen {
-            users: view.count(plan::Kind::User),
-            groups: view.count(plan::Kind::Group),
-            pages: view.pages,
-            complete: view.complete,
-            unknown: view.unknown(&ours, &known),
-        });
-    }
-    match engine.applier.take() {
-        Some(applier) => {
-            report.counts = applier.counts.clone();
-            report.failures = applier.failures;
-            report.findings = applier.findings;
-            if applier.followed_up > 0 {
-                warnings.push(Warning::new(
-                    "tenant-dropped-members",
-                    format!(
-                        "the tenant answered {} group write(s) without members they carried; ausi added them with one PATCH each",
-                        applier.followed_up
-                    ),
-                ));
-            }
-            if applier.filters_refused {
-                // The tenant started refusing filters: probe them again; until a probe finds
-                // them working, runs use listings.
-                let again = client.probe_filters().await;
-                let works = again.as_ref().is_ok_and(|p| p.works);
-                engine.store.set_meta(FILTER_PROBED_KEY, Some(if works { "true" } else { "false" }))?;
-                warnings.push(Warning::new(
-                    "tenant-filter-refused",
-                    match &again {
-                        Ok(p) => format!(
-                            "the tenant answered a filter with 400 invalidFilter; probed again: {} ({})",
-                            if p.works {
-                                "filters work, later runs use them"
-                            } else {
-                                "later runs list the tenant instead"
-                            },
-                            p.how
-                        ),
-                        Err(e) => format!("the tenant answered a filter with 400 invalidFilter; the probe failed: {e}"),
-                    },
-                ));
-            }
-        }
-        None => report.counts = planned_counts(&the_plan),
-    }
-    report.counts.quarantined = report.quarantined.len() as u64;
-    if let Some(user) = &mut report.user {
-        user.locate(&the_plan);
-    }
-    report.plan = Some(the_plan);
-    // A run that had to stop (tenant gone, token revoked) still reports what it did.
-    let exit = match (&applied, &report.user) {
-        (Err(e), _) => e.exit_status(),
-        // `--user X`: X's own result, whatever happens to the others in scope.
-        (Ok(()), Some(story)) => story.exit(&report.failures),
-        (Ok(()), None) if report.failures.is_empty() && report.findings.is_empty() => findings,
-        (Ok(()), None) => ExitStatus::Findings,
-    };
-    Ok((exit, applied.err()))
-}
-
-/// The tenant's users and groups (a full sync). A listing the tenant cannot give (not a token
-/// or availability problem) leaves the run without repairs, with a warning.
-async fn list_tenant(
-    client: &tenant::ScimClient,
-    capabilities: &tenant::scim::Capabilities,
-    warnings: &mut Vec<Warning>,
-) -> Result<Option<repair::TenantView>> {
-    let page = match capabilities.filter_max_results {
-        0 => crate::sync::apply::LIST_PAGE,
-        n => n.min(crate::sync::apply::LIST_PAGE),
-    };
-    match crate::sync::apply::read_tenant(client, true, true, page).await {
-        Ok(view) => {
-            if !view.complete {
-                warnings.push(Warning::new(
-                    "tenant-listing-incomplete",
-                    "the tenant listed fewer resources than it counted (changed while read?): objects it did not list are not created again this run",
-                ));
-            }
-            Ok(Some(view))
-        }
-        Err(e @ (tenant::TenantError::Unauthorized { .. } | tenant::TenantError::Unavailable { .. })) => Err(e.into()),
-        Err(e) => {
-            warnings.push(Warning::new(
-                "tenant-not-listed",
-                format!(
-                    "the tenant's users and groups could not be listed, so drift there is not repaired this run: {e}"
-                ),
-            ));
-            Ok(None)
-        }
-    }
-}
-
-/// Where one user stands (before the plan says what this run does to it).
-fn story(store: &StateStore, query: &str, options: RuleOptions) -> Result<UserStory> {
-    let rules = engine::explain(store, query, options)?;
-    let mut story = UserStory {
-        query: query.to_owned(),
-        in_scope: rules.is_some(),
-        rules,
-        scim: None,
-        operation: "none",
-        changed: vec![],
-    };
-    let user = store.mirrored_user(query)?;
-    if user.as_ref().is_some_and(|m| m.valid == Some(false)) {
-        story.operation = "quarantine";
-    }
-    if let Some(m) = user.filter(|m| m.valid == Some(true)) {
-        // The manager as the tenant knows it (one created in this same run has no id yet).
-        let manager_id = match &m.manager {
-            Some(g) if store.is_valid_user(g)? => store.scim_id(g)?,
-            _ => None,
-        };
-        story.scim = Some(crate::sync::desired::user(&m.object, &m.guid, manager_id.as_deref()).body);
-        // What a run does to a user it does not plan for (a delta that did not touch it).
-        if store.scim_id(&m.guid)?.is_some() {
-            story.operation = "unchanged";
-        }
-    }
-    Ok(story)
-}
-
-impl UserStory {
-    /// Findings when this user is not in scope, is quarantined or failed; else ok.
-    fn exit(&self, failures: &[Failure]) -> ExitStatus {
-        let guid = self.rules.as_ref().and_then(|r| r.identity.object_guid.as_deref());
-        let failed = guid.is_some_and(|g| failures.iter().any(|f| f.guid == g));
-        if !self.in_scope || self.operation == "quarantine" || failed { ExitStatus::Findings } else { ExitStatus::Ok }
-    }
-
-    fn locate(&mut self, plan: &Plan) {
-        let Some(guid) = self.rules.as_ref().and_then(|r| r.identity.object_guid.clone()) else { return };
-        if let Some(w) = plan.creates.iter().find(|w| w.guid == guid) {
-            self.operation = if w.verify_first { "create (after a lookup by externalId)" } else { "create" };
-        } else if let Some(w) = plan.updates.iter().find(|w| w.guid == guid) {
-            self.operation = "update";
-            self.changed = w.changed.clone();
-        } else if plan.quarantine.iter().any(|q| q.guid == guid) {
-            self.operation = "quarantine";
-        } else if let Some(r) = plan.removals.iter().find(|r| r.guid == guid) {
-            self.operation = match r.action {
-                plan::RemoveAction::Delete => "delete",
-                _ => "deactivate",
-            };
-        }
-    }
-}
-
-fn planned_counts(plan: &Plan) -> Counts {
-    let repaired =
-        |kind: plan::Kind| plan.repairs.iter().filter(|r| r.kind == kind && r.drift != "members").count() as u64;
-    let creates = |adopt: bool| plan.creates.iter().filter(|w| !w.repair && w.scim_id.is_some() == adopt).count();
-    Counts {
-        created: creates(false) as u64,
-        adopted: creates(true) as u64,
-        updated: plan.updates.iter().filter(|w| !w.repair).count() as u64,
-        unchanged: plan.unchanged.len() as u64,
-        deactivated: plan.removals.iter().filter(|r| r.action != plan::RemoveAction::Delete).count() as u64,
-        deleted: plan.removals.iter().filter(|r| r.action == plan::RemoveAction::Delete).count() as u64,
-        membership_changes: plan.memberships.iter().filter(|m| m.changes_membership()).count() as u64,
-        repaired_users: repaired(plan::Kind::User),
-        repaired_groups: repaired(plan::Kind::Group),
-        repaired_memberships: plan.repairs.iter().map(|r| r.members.len() as u64).sum(),
-        quarantined: plan.quarantine.len() as u64,
-        ..Counts::default()
     }
 }
 

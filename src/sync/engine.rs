@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use serde::Serialize;
 
 use super::desired::{self, Candidate};
-use super::plan::{self, Kind, Known, Plan, Quarantined};
+use super::plan::{self, Kind, Known, Plan, Quarantined, Reason};
 use super::progress::Progress;
 use super::scope::Scope;
 use super::validate::{self, DUPLICATE_RULES, Explanation, Identity, MAX_LISTED_CONFLICTS, RuleOptions};
@@ -17,12 +17,18 @@ use crate::directory::{
     AnyDirectory, Change, ChangeTracking, Defect, DirObject, Directory, Dn, ObjectKind, ObjectQuery, Unreadable,
 };
 use crate::error::{AppError, ErrorKind, Result};
-use crate::store::{AnchorState, Reason, StateStore};
+use crate::store::{self, StateStore};
 use crate::store::{Mirrored, Watermark, duplicate_key};
 use crate::sync::apply::Applier;
 
-/// Objects planned and applied together.
+/// Objects read from the store, validated and planned together.
 pub const PAGE: usize = 500;
+
+/// Creates and updates handed to the applier together: several pages, so that it can keep
+/// more than one `/Bulk` request (or `concurrency` single writes) in flight instead of one
+/// page's worth at a time. The planner waits while they are written (the back-pressure), so
+/// memory holds at most this many bodies.
+pub const WINDOW: usize = 4 * PAGE;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -469,7 +475,8 @@ pub fn held_back(store: &StateStore, unanchored: Vec<Quarantined>, verdicts: &Ve
         let standing = !verdicts.quarantined.contains_key(&q.guid)
             && store.mirrored(&q.guid)?.is_some_and(|m| m.valid == Some(false));
         if standing {
-            quarantined.push(Quarantined { guid: q.guid, dn: q.dn, reasons: q.reasons });
+            let reasons = q.reasons.into_iter().map(|r| Reason { rule: r.rule, message: r.message }).collect();
+            quarantined.push(Quarantined { guid: q.guid, dn: q.dn, reasons });
         }
     }
     quarantined.sort_by(|a, b| a.dn.cmp(&b.dn));
@@ -545,8 +552,9 @@ pub fn explain(store: &StateStore, name: &str, rules: RuleOptions) -> Result<Opt
 struct Work<'a> {
     all: bool,
     verdicts: &'a Verdicts,
-    anchors: &'a HashMap<String, crate::store::Anchor>,
-    quarantine: &'a [crate::store::QuarantineEntry],
+    anchors: &'a HashMap<String, plan::Anchor>,
+    /// The objectGUIDs quarantined before this run.
+    quarantine: &'a [String],
     /// Objects planned (or held) in this run.
     done: HashSet<String>,
     /// Plan users whose manager has no SCIM id yet too (without it).
@@ -559,14 +567,32 @@ struct Work<'a> {
 
 /// Where plans go: applied (a real run) or only gathered (a dry run).
 pub struct Engine<'a, 'c> {
-    pub store: &'a mut StateStore,
-    pub applier: Option<Applier<'c>>,
+    store: &'a mut StateStore,
+    applier: Option<Applier<'c>>,
     /// guid → SCIM id for a dry run (a real run asks the applier, which learns new ids).
-    pub ids: HashMap<String, String>,
-    pub plan: Plan,
+    ids: HashMap<String, String>,
+    plan: Plan,
     /// The tenant's users and groups, when this run listed them (a full sync): the planner
     /// repairs drift from it.
-    pub tenant: Option<super::repair::TenantView>,
+    tenant: Option<super::repair::TenantView>,
+}
+
+impl<'a, 'c> Engine<'a, 'c> {
+    /// An engine that applies what it plans through `applier`, or (`None`, a dry run) only
+    /// gathers it, knowing the tenant's ids from `ids`.
+    pub fn new(
+        store: &'a mut StateStore,
+        applier: Option<Applier<'c>>,
+        ids: HashMap<String, String>,
+        tenant: Option<super::repair::TenantView>,
+    ) -> Self {
+        Engine { store, applier, ids, plan: Plan::default(), tenant }
+    }
+
+    /// The run's plan (without bodies), the applier (what it did) and the tenant's listing.
+    pub fn finish(self) -> (Plan, Option<Applier<'c>>, Option<super::repair::TenantView>) {
+        (self.plan, self.applier, self.tenant)
+    }
 }
 
 impl Engine<'_, '_> {
@@ -582,10 +608,10 @@ impl Engine<'_, '_> {
         &mut self,
         all: bool,
         verdicts: &Verdicts,
-        anchors: &HashMap<String, crate::store::Anchor>,
+        anchors: &HashMap<String, plan::Anchor>,
         removals: Vec<plan::Removal>,
     ) -> Result<()> {
-        let quarantine = self.store.quarantine()?;
+        let quarantine: Vec<String> = self.store.quarantine()?.into_iter().map(|q| q.guid).collect();
         let mut work = Work {
             all,
             verdicts,
@@ -631,11 +657,14 @@ impl Engine<'_, '_> {
         Ok(())
     }
 
-    /// One pass over the objects of `kind` to look at, page by page: plan, apply, record.
-    /// Returns how many were deferred (their manager has no SCIM id yet) and how many done.
+    /// One pass over the objects of `kind` to look at, page by page: plan, and apply and record
+    /// a [`WINDOW`] of planned writes at a time. Returns how many were deferred (their manager
+    /// has no SCIM id yet: it is in a window not yet written, or in a later page) and how many
+    /// done.
     async fn pass(&mut self, kind: ObjectKind, work: &mut Work<'_>) -> Result<(usize, usize)> {
         let (mut deferred, mut progressed) = (0, 0);
         let mut after = String::new();
+        let mut window = Plan::default();
         loop {
             let page = self.store.work_page(kind, work.all, &after, PAGE)?;
             let Some(last) = page.last() else { break };
@@ -684,13 +713,23 @@ impl Engine<'_, '_> {
                 work.patches_after.append(&mut later);
             }
             work.memberships.append(&mut page_plan.memberships);
-            if let Some(applier) = &mut self.applier {
-                applier.writes(self.store, &page_plan.creates, &page_plan.updates).await?;
-                applier.record(self.store, &page_plan)?;
+            window.append(page_plan);
+            if window.creates.len() + window.updates.len() >= WINDOW {
+                self.send(std::mem::take(&mut window)).await?;
             }
-            self.plan.absorb(page_plan);
         }
+        self.send(window).await?;
         Ok((deferred, progressed))
+    }
+
+    /// Applies and records a window of planned pages (a real run), and adds it to the run's plan.
+    async fn send(&mut self, window: Plan) -> Result<()> {
+        if let Some(applier) = &mut self.applier {
+            applier.writes(self.store, &window.creates, &window.updates).await?;
+            applier.record(self.store, &window)?;
+        }
+        self.plan.absorb(window);
+        Ok(())
     }
 
     /// A group written in this run carries its members: a PUT replaces the tenant's member list
@@ -764,7 +803,7 @@ impl Engine<'_, '_> {
 fn want(
     store: &StateStore,
     m: &Mirrored,
-    anchors: &HashMap<String, crate::store::Anchor>,
+    anchors: &HashMap<String, plan::Anchor>,
     id: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<(plan::Desired, bool)>> {
     if m.valid == Some(false) {
@@ -772,7 +811,7 @@ fn want(
     }
     if m.object.kind == ObjectKind::Group {
         let candidates = store.group_members(&m.guid)?.into_iter().map(|(guid, is_group, valid)| {
-            let held = !valid && anchors.get(&guid).is_some_and(|a| a.state == AnchorState::Active);
+            let held = !valid && anchors.get(&guid).is_some_and(|a| a.state == plan::AnchorState::Active);
             Candidate { guid, is_group, valid, held }
         });
         return Ok(Some((desired::group(&m.object, &m.guid, desired::members(&m.guid, candidates)), false)));
@@ -794,11 +833,29 @@ fn want(
 pub fn planned_removals(
     store: &StateStore,
     all: bool,
-    anchors: &HashMap<String, crate::store::Anchor>,
+    anchors: &HashMap<String, store::Anchor>,
     on_remove: OnRemove,
 ) -> Result<Vec<plan::Removal>> {
-    let gone = store.anchors_gone(all)?;
-    Ok(plan::removals(gone.iter().filter_map(|g| anchors.get(g)), on_remove))
+    let gone: Vec<plan::Anchor> =
+        store.anchors_gone(all)?.iter().filter_map(|g| anchors.get(g)).cloned().map(planner_anchor).collect();
+    Ok(plan::removals(&gone, on_remove))
+}
+
+/// The planner's view of a store anchor (the edge between the store's rows and the pure planner).
+pub fn planner_anchor(a: store::Anchor) -> plan::Anchor {
+    plan::Anchor {
+        guid: a.guid,
+        kind: a.kind.into(),
+        scim_id: a.scim_id,
+        dn: a.dn,
+        hash: a.hash,
+        state: match a.state {
+            store::AnchorState::Pending => plan::AnchorState::Pending,
+            store::AnchorState::Active => plan::AnchorState::Active,
+            store::AnchorState::Deactivated => plan::AnchorState::Deactivated,
+            store::AnchorState::Deleted => plan::AnchorState::Deleted,
+        },
+    }
 }
 
 #[cfg(test)]
@@ -1389,7 +1446,16 @@ mod tests {
         for (g, dn) in [(&g1, "CN=b,OU=In,DC=x"), (&g2, "CN=c,OU=In,DC=x"), (&g3, "CN=d,OU=In,DC=x")] {
             let old = held(g, dn, "old-rule");
             batch.quarantine(
-                crate::store::QuarantineEntry { guid: old.guid, dn: old.dn, reasons: old.reasons, since: "t0".into() },
+                crate::store::QuarantineEntry {
+                    guid: old.guid,
+                    dn: old.dn,
+                    reasons: old
+                        .reasons
+                        .into_iter()
+                        .map(|r| store::Reason { rule: r.rule, message: r.message })
+                        .collect(),
+                    since: "t0".into(),
+                },
                 1,
             );
         }

@@ -4,11 +4,14 @@
 pub mod apply;
 pub mod desired;
 pub mod engine;
+#[cfg(test)]
+pub(crate) mod fake_tenant;
 pub mod health;
 pub mod history;
 pub mod map;
 pub mod plan;
 pub mod progress;
 pub mod repair;
+pub mod run;
 pub mod scope;
 pub mod validate;

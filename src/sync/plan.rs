@@ -1,6 +1,7 @@
 //! The planner: what the tenant must be told so it matches the directory. Pure: the desired
-//! objects and the state store's anchors in, a [`Plan`] out. No I/O, so every decision is
-//! tested with plain values.
+//! objects and what ausi last sent (its own [`Anchor`]s, which the engine converts from the
+//! store's rows) in, a [`Plan`] out. No I/O and no store types, so every decision is tested
+//! with plain values.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -10,7 +11,6 @@ use serde_json::Value;
 use super::map::changed_attributes;
 use super::repair::{self, Lookup, Match, TenantView};
 pub use crate::config::OnRemove;
-use crate::store::{Anchor, AnchorKind, AnchorState, QuarantineEntry, Reason};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -19,13 +19,35 @@ pub enum Kind {
     Group,
 }
 
-impl From<Kind> for AnchorKind {
-    fn from(k: Kind) -> AnchorKind {
-        match k {
-            Kind::User => AnchorKind::User,
-            Kind::Group => AnchorKind::Group,
-        }
-    }
+/// What the planner needs to know of an object ausi wrote to the tenant before.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Anchor {
+    pub guid: String,
+    pub kind: Kind,
+    /// `None` exactly while the anchor is [`AnchorState::Pending`].
+    pub scim_id: Option<String>,
+    /// The DN it had when last written or seen.
+    pub dn: String,
+    /// The content hash of what was last sent.
+    pub hash: Option<String>,
+    pub state: AnchorState,
+}
+
+/// Where an anchored object stands in the tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnchorState {
+    /// A create was about to be sent: look the object up by externalId before creating it again.
+    Pending,
+    Active,
+    Deactivated,
+    Deleted,
+}
+
+/// Why an object is held back: the rule (its id, e.g. `mail-duplicate`) and what was found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reason {
+    pub rule: String,
+    pub message: String,
 }
 
 /// A valid, in-scope user or group as the tenant should hold it.
@@ -189,7 +211,9 @@ pub struct Known<'a> {
     /// The anchors' last sent bodies, for the changed-attribute lists (may be empty).
     pub bodies: &'a HashMap<String, Value>,
     pub members: &'a HashMap<String, BTreeSet<String>>,
-    pub quarantine: &'a [QuarantineEntry],
+    /// The objectGUIDs quarantined by earlier runs (their members are not removed from
+    /// groups; a valid one now is released).
+    pub quarantine: &'a [String],
     /// The tenant's users and groups (a full sync lists them): drift in what ausi owns is
     /// repaired, and creates adopt what the tenant holds. `None`: trust the anchors.
     pub tenant: Option<&'a TenantView>,
@@ -200,7 +224,7 @@ pub struct Known<'a> {
 pub fn plan_objects(desired: &[Desired], quarantined: Vec<Quarantined>, known: &Known<'_>) -> Plan {
     let mut plan = Plan::default();
     let held_back: BTreeSet<&str> =
-        quarantined.iter().map(|q| q.guid.as_str()).chain(known.quarantine.iter().map(|q| q.guid.as_str())).collect();
+        quarantined.iter().map(|q| q.guid.as_str()).chain(known.quarantine.iter().map(String::as_str)).collect();
 
     for d in desired {
         let write = |scim_id: Option<String>, verify_first: bool, changed: Vec<String>| Write {
@@ -317,8 +341,7 @@ pub fn plan_objects(desired: &[Desired], quarantined: Vec<Quarantined>, known: &
 
     // Quarantined users that are valid now.
     let valid: BTreeSet<&str> = desired.iter().map(|d| d.guid.as_str()).collect();
-    plan.released =
-        known.quarantine.iter().filter(|q| valid.contains(q.guid.as_str())).map(|q| q.guid.clone()).collect();
+    plan.released = known.quarantine.iter().filter(|q| valid.contains(q.as_str())).cloned().collect();
     plan.quarantine = quarantined;
     plan
 }
@@ -330,8 +353,16 @@ fn repair_of(d: &Desired, drift: &'static str, attributes: Vec<String>, members:
 /// Whether the tenant's group `t` lists member `guid` (under the id the tenant has it by).
 fn lists(t: &repair::TenantObject, guid: &str, known: &Known<'_>, view: &TenantView) -> bool {
     match known.anchors.get(guid) {
-        Some(a) => view.id_of(a).is_some_and(|id| t.members.contains(id)),
+        Some(a) => id_in(view, a).is_some_and(|id| t.members.contains(id)),
         None => true, // not anchored: nothing to say it was lost
+    }
+}
+
+/// The tenant id of an anchored object, if the listing holds it.
+fn id_in<'v>(view: &'v TenantView, a: &Anchor) -> Option<&'v str> {
+    match view.find(a.kind, &a.guid, a.scim_id.as_deref()) {
+        Lookup::Found(o) => Some(o.id.as_str()),
+        _ => None,
     }
 }
 
@@ -346,7 +377,7 @@ fn keep_members(d: &Desired, t: &repair::TenantObject, known: &Known<'_>) -> Vec
         .iter()
         .chain(d.members.iter())
         .filter_map(|m| known.anchors.get(m))
-        .flat_map(|a| a.scim_id.as_deref().into_iter().chain(known.tenant.and_then(|v| v.id_of(a))))
+        .flat_map(|a| a.scim_id.as_deref().into_iter().chain(known.tenant.and_then(|v| id_in(v, a))))
         .collect();
     let mut keep: Vec<String> = t.members.iter().filter(|id| !ours.contains(id.as_str())).cloned().collect();
     keep.sort();
@@ -361,10 +392,7 @@ pub fn removals<'a>(gone: impl IntoIterator<Item = &'a Anchor>, on_remove: OnRem
     gone.sort_by(|a, b| a.dn.cmp(&b.dn));
     let mut out = Vec::new();
     for a in gone {
-        let kind = match a.kind {
-            AnchorKind::User => Kind::User,
-            AnchorKind::Group => Kind::Group,
-        };
+        let kind = a.kind;
         let action = match (on_remove, kind) {
             (OnRemove::Ignore, _) => continue,
             (OnRemove::Delete, _) => RemoveAction::Delete,
@@ -385,14 +413,18 @@ pub fn removals<'a>(gone: impl IntoIterator<Item = &'a Anchor>, on_remove: OnRem
 
 impl Plan {
     /// Adds a page's plan to the run's (without the bodies: the report never shows them).
-    pub fn absorb(&mut self, page: Plan) {
-        let strip = |mut w: Write| {
+    pub fn absorb(&mut self, mut page: Plan) {
+        for w in page.creates.iter_mut().chain(page.updates.iter_mut()) {
             w.body = Value::Null;
             w.members = None;
-            w
-        };
-        self.creates.extend(page.creates.into_iter().map(strip));
-        self.updates.extend(page.updates.into_iter().map(strip));
+        }
+        self.append(page);
+    }
+
+    /// Adds a page's plan to this one, bodies included (a window of pages still to be written).
+    pub fn append(&mut self, page: Plan) {
+        self.creates.extend(page.creates);
+        self.updates.extend(page.updates);
         self.memberships.extend(page.memberships);
         self.removals.extend(page.removals);
         self.repairs.extend(page.repairs);
@@ -418,7 +450,7 @@ mod tests {
         }
     }
 
-    fn anchor(kind: AnchorKind, guid: &str, hash: &str, state: AnchorState) -> Anchor {
+    fn anchor(kind: Kind, guid: &str, hash: &str, state: AnchorState) -> Anchor {
         Anchor {
             guid: guid.into(),
             kind,
@@ -426,7 +458,6 @@ mod tests {
             dn: format!("CN={guid},DC=x"),
             hash: Some(hash.into()),
             state,
-            last_seen_run: Some(1),
         }
     }
 
@@ -434,7 +465,7 @@ mod tests {
         anchors: HashMap<String, Anchor>,
         bodies: HashMap<String, Value>,
         members: HashMap<String, BTreeSet<String>>,
-        quarantine: Vec<QuarantineEntry>,
+        quarantine: Vec<String>,
         tenant: Option<TenantView>,
     }
 
@@ -471,10 +502,10 @@ mod tests {
     #[test]
     fn creates_updates_and_unchanged() {
         let w = World::new(vec![
-            anchor(AnchorKind::User, "same", "h1", AnchorState::Active),
-            anchor(AnchorKind::User, "changed", "old", AnchorState::Active),
-            anchor(AnchorKind::User, "journaled", "h", AnchorState::Pending),
-            anchor(AnchorKind::User, "was-off", "h", AnchorState::Deactivated),
+            anchor(Kind::User, "same", "h1", AnchorState::Active),
+            anchor(Kind::User, "changed", "old", AnchorState::Active),
+            anchor(Kind::User, "journaled", "h", AnchorState::Pending),
+            anchor(Kind::User, "was-off", "h", AnchorState::Deactivated),
         ]);
         let d = [
             desired(Kind::User, "same", "h1"),
@@ -495,8 +526,8 @@ mod tests {
     #[test]
     fn nothing_changed_means_no_writes() {
         let mut w = World::new(vec![
-            anchor(AnchorKind::User, "u", "h", AnchorState::Active),
-            anchor(AnchorKind::Group, "g", "gh", AnchorState::Active),
+            anchor(Kind::User, "u", "h", AnchorState::Active),
+            anchor(Kind::Group, "g", "gh", AnchorState::Active),
         ]);
         w.members.insert("g".into(), ["u".to_string()].into());
         let mut g = desired(Kind::Group, "g", "gh");
@@ -507,7 +538,7 @@ mod tests {
 
     #[test]
     fn membership_is_a_difference() {
-        let mut w = World::new(vec![anchor(AnchorKind::Group, "g", "gh", AnchorState::Active)]);
+        let mut w = World::new(vec![anchor(Kind::Group, "g", "gh", AnchorState::Active)]);
         w.members.insert("g".into(), ["a", "b", "q"].iter().map(|s| s.to_string()).collect());
         let mut g = desired(Kind::Group, "g", "gh");
         g.members = ["a", "c"].iter().map(|s| s.to_string()).collect();
@@ -521,10 +552,10 @@ mod tests {
     #[test]
     fn removals_follow_the_policy_and_spare_the_quarantined() {
         let w = World::new(vec![
-            anchor(AnchorKind::User, "left", "h", AnchorState::Active),
-            anchor(AnchorKind::User, "invalid-now", "h", AnchorState::Active),
-            anchor(AnchorKind::Group, "old-group", "h", AnchorState::Active),
-            anchor(AnchorKind::User, "already-off", "h", AnchorState::Deactivated),
+            anchor(Kind::User, "left", "h", AnchorState::Active),
+            anchor(Kind::User, "invalid-now", "h", AnchorState::Active),
+            anchor(Kind::Group, "old-group", "h", AnchorState::Active),
+            anchor(Kind::User, "already-off", "h", AnchorState::Deactivated),
         ]);
         let q = vec![Quarantined { guid: "invalid-now".into(), dn: "CN=invalid-now".into(), reasons: vec![] }];
         let p = w.plan(&[], q.clone(), OnRemove::Deactivate);
@@ -540,8 +571,7 @@ mod tests {
     #[test]
     fn quarantine_release() {
         let mut w = World::new(vec![]);
-        w.quarantine =
-            vec![QuarantineEntry { guid: "fixed".into(), dn: "CN=fixed".into(), reasons: vec![], since: "t".into() }];
+        w.quarantine = vec!["fixed".into()];
         let p = w.plan(&[desired(Kind::User, "fixed", "h")], vec![], OnRemove::Deactivate);
         assert_eq!(p.released, ["fixed"]);
         assert_eq!(p.creates.len(), 1);
@@ -586,8 +616,8 @@ mod tests {
             guids
                 .iter()
                 .map(|g| {
-                    let kind = if g.starts_with('g') { AnchorKind::Group } else { AnchorKind::User };
-                    let hash = if kind == AnchorKind::User { wanted_user(g).hash } else { "gh".into() };
+                    let kind = if g.starts_with('g') { Kind::Group } else { Kind::User };
+                    let hash = if kind == Kind::User { wanted_user(g).hash } else { "gh".into() };
                     anchor(kind, g, &hash, AnchorState::Active)
                 })
                 .collect(),
@@ -634,8 +664,8 @@ mod tests {
     #[test]
     fn creates_adopt_from_the_listing_by_the_soft_match_rules() {
         let mut w = World::new(vec![
-            anchor(AnchorKind::User, "journaled", "h", AnchorState::Pending),
-            anchor(AnchorKind::User, "never-sent", "h", AnchorState::Pending),
+            anchor(Kind::User, "journaled", "h", AnchorState::Pending),
+            anchor(Kind::User, "never-sent", "h", AnchorState::Pending),
         ]);
         let mut by_name = listed(user_body("by-name", "G"), "id-by-name");
         by_name.as_object_mut().unwrap().remove("externalId");
