@@ -1,4 +1,5 @@
-//! Provisioning policies (issue 14). The policy struct and its loading belong to the policy
-//! module's owner; this file only declares the scoping part until then.
+//! Provisioning policies: how directory objects become tenant objects (mapping, scoping).
+//! Pure code, no I/O. [`expr`] is the expression language of a mapping's source.
 
+pub mod expr;
 pub mod scoping;
