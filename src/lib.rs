@@ -15,6 +15,7 @@ pub mod exit;
 pub mod logfile;
 pub mod output;
 pub mod password;
+pub mod policy;
 pub mod secrets;
 pub mod service;
 pub mod store;

@@ -84,6 +84,9 @@ pub struct DirObject {
     /// the groups this object is a member of (`memberOf`) and the users it manages; normalised.
     pub member_of: Vec<String>,
     pub direct_reports: Vec<String>,
+    /// Further attributes the active provisioning policy reads (lower-case name → text values),
+    /// beyond the fixed fields above.
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
     /// Values the decoder could not take as they are. Such a value is never repaired or
     /// guessed at (no U+FFFD, no "enabled" for an unreadable userAccountControl): the field
     /// stays empty and the validation rules quarantine the object, naming the defect.
@@ -631,6 +634,7 @@ pub fn decode(raw: &RawEntry, naming_context: &Dn) -> Result<Decoded, DirectoryE
         members,
         member_of: dns(raw.values("memberof")),
         direct_reports: dns(raw.values("directreports")),
+        extra: Default::default(),
         defects: Vec::new(),
     };
     if let Some(uac) = text("userAccountControl") {
