@@ -20,11 +20,11 @@ use serde::Deserialize;
 use crate::directory::ObjectGuid;
 use crate::directory::filter::{Filter, Substrings};
 
-/// Values of a directory attribute, by lower-case name; empty = absent. (The contract of
-/// `policy::expr::Attributes`, held here until that module lands.)
-pub trait Attributes {
-    fn values(&self, name: &str) -> Vec<String>;
-}
+pub use super::expr::Attributes;
+
+/// Attributes a scope filter may not name: the built-in selection decides the object class, and
+/// memberships are what `groups` (from the mirror's links) are for.
+const NOT_IN_FILTER: [&str; 4] = ["objectclass", "objectcategory", "samaccounttype", "memberof"];
 
 /// AD's bit tests, the only extensible matches a local source can answer alike.
 const BIT_AND: &str = "1.2.840.113556.1.4.803";
@@ -44,6 +44,14 @@ impl ScopeFilter {
     pub fn parse(text: &str) -> Result<ScopeFilter, String> {
         let filter = Filter::parse(text).map_err(|e| format!("filter {text:?}: {e}"))?;
         check_rules(&filter).map_err(|m| format!("filter {text:?}: {m}"))?;
+        if let Some(a) = filter.attributes().into_iter().find(|a| NOT_IN_FILTER.contains(&a.as_str())) {
+            let why = if a == "memberof" {
+                "scope by `groups` (with `transitive` for nested groups) instead"
+            } else {
+                "the built-in selection already takes users (sAMAccountType) and groups (objectClass)"
+            };
+            return Err(format!("filter {text:?}: {a} cannot be filtered on here; {why}"));
+        }
         Ok(ScopeFilter { filter })
     }
 
@@ -470,31 +478,6 @@ impl GroupOptions {
     }
 }
 
-/// The fixed fields of a directory object as attributes (until the policy module's reader
-/// table covers every attribute).
-impl Attributes for crate::directory::DirObject {
-    fn values(&self, name: &str) -> Vec<String> {
-        let one = |v: &Option<String>| v.iter().cloned().collect();
-        match name {
-            "samaccountname" => one(&self.sam_account_name),
-            "userprincipalname" => one(&self.user_principal_name),
-            "givenname" => one(&self.given_name),
-            "sn" => one(&self.sn),
-            "mail" => one(&self.mail),
-            "displayname" => one(&self.display_name),
-            "cn" => one(&self.cn),
-            "title" => one(&self.title),
-            "telephonenumber" => one(&self.telephone_number),
-            "department" => one(&self.department),
-            "employeenumber" => one(&self.employee_number),
-            "useraccountcontrol" => self.user_account_control.map(|u| (u as i32).to_string()).into_iter().collect(),
-            "manager" => self.manager.iter().map(ToString::to_string).collect(),
-            "distinguishedname" => vec![self.dn.to_string()],
-            _ => Vec::new(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -690,15 +673,10 @@ mod tests {
     }
 
     #[test]
-    fn a_directory_object_answers_its_fixed_fields() {
-        let o = crate::directory::DirObject {
-            department: Some("Sales".into()),
-            user_account_control: Some(0x8000_0202),
-            ..Default::default()
-        };
-        assert_eq!(o.values("department"), ["Sales"]);
-        assert_eq!(o.values("useraccountcontrol"), [(0x8000_0202u32 as i32).to_string()], "AD's signed form");
-        assert!(ScopeFilter::parse("(userAccountControl:1.2.840.113556.1.4.803:=2)").unwrap().matches(&o));
-        assert!(o.values("company").is_empty());
+    fn filters_on_the_object_class_or_memberships_are_refused() {
+        let err = |t: &str| ScopeFilter::parse(t).unwrap_err();
+        assert!(err("(&(objectClass=user)(mail=*))").contains("objectclass cannot be filtered on here"));
+        assert!(err("(objectCategory=person)").contains("built-in selection"));
+        assert!(err("(memberOf=CN=Staff,DC=x)").contains("scope by `groups`"));
     }
 }

@@ -49,6 +49,9 @@ struct Attrs {
     /// What the decoder found unusable (kept so a later run judges the object alike).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     defects: Vec<Defect>,
+    /// The further attributes the provisioning policy reads ([`DirObject::extra`]).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// The value the duplicate rules compare (`None` for a blank value, which never collides).
@@ -121,6 +124,7 @@ fn row_to_mirrored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Mirrored> {
         department: a.department,
         employee_number: a.employee,
         defects: a.defects,
+        extra: a.extra,
         ..DirObject::default()
     };
     Ok(Mirrored { guid, object, manager: r.get(4)?, valid: status.map(|s| s == "valid") })
@@ -239,6 +243,7 @@ impl StateStore {
                     department: o.department.clone(),
                     employee: o.employee_number.clone(),
                     defects: o.defects.clone(),
+                    extra: o.extra.clone(),
                 };
                 let data = serde_json::to_string(&attrs).unwrap_or_default();
                 let written = upsert.execute(params![
