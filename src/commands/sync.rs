@@ -532,7 +532,10 @@ async fn sync(
     report.timings_ms.read = ms(started);
     let planned = Instant::now();
     let all = mode == Mode::Full;
-    let verdicts = engine::validate(store, all, rules)?;
+    let policy_scope = crate::sync::scope::PolicyScope::of(
+        &config.policy().map_err(|e| AppError::new(crate::error::ErrorKind::Config, e.to_string()))?,
+    );
+    let verdicts = engine::validate(store, all, rules, &policy_scope)?;
     report.quarantined = engine::held_back(store, refresh.unanchored, &verdicts)?;
     let findings = if report.quarantined.is_empty() { ExitStatus::Ok } else { ExitStatus::Findings };
     if let Some(query) = &args.user {
@@ -648,7 +651,7 @@ async fn sync(
     } else {
         Default::default()
     };
-    let mut engine = Engine { store, applier, ids, plan: Plan::default(), tenant };
+    let mut engine = Engine { store, applier, ids, plan: Plan::default(), tenant, flattened: policy_scope.flattened() };
     let applying = Instant::now();
     let applied = engine.run(all, &verdicts, &anchors, removals.removals).await;
     report.timings_ms.plan = u64::try_from(applying.duration_since(planned).as_millis()).unwrap_or(u64::MAX);
