@@ -345,6 +345,11 @@ async fn pipeline(
     let capabilities = client.service_provider_config().await?;
     client.check_token().await?;
     let mut directory = open_directory(&args.directory, Some(config), warnings).await?;
+    // The attributes the policy's scope reads (until the policy's one table covers them).
+    if let Ok(policy) = config.policy() {
+        let scope = policy.scope.attributes().into_iter().chain(policy.groups.attributes()).collect::<Vec<_>>();
+        directory.read_extra_attributes(crate::directory::extra_attributes(&scope));
+    }
     let info = directory.info().await?;
     let chosen = choose_scope_checked(&mut directory, None, Some(config), warnings).await?;
     let (scope, description, vanished) = match chosen {
