@@ -247,15 +247,20 @@ impl PolicyScope {
     /// Before validation: the scoping groups' users from the mirror's links; in a delta, the
     /// users whose membership no longer agrees with their recorded scope become dirty.
     pub fn begin(&self, store: &mut StateStore, all: bool) -> Result<ScopeRun<'_>, StateError> {
+        let run = self.read(store)?;
+        if let (false, Some(users)) = (all, &run.in_groups) {
+            store.mark_scope_membership_dirty(users)?;
+        }
+        Ok(run)
+    }
+
+    /// The scoping groups' users from the mirror's links, to judge objects (`sync --user`).
+    pub fn read(&self, store: &StateStore) -> Result<ScopeRun<'_>, StateError> {
         let in_groups = if self.scoping.groups.is_empty() {
             None
         } else {
             let roots: Vec<String> = self.scoping.groups.iter().map(ToString::to_string).collect();
-            let users = store.users_in_groups(&roots, self.scoping.transitive)?;
-            if !all {
-                store.mark_scope_membership_dirty(&users)?;
-            }
-            Some(users)
+            Some(store.users_in_groups(&roots, self.scoping.transitive)?)
         };
         Ok(ScopeRun { scope: self, in_groups })
     }
