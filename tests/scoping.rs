@@ -270,6 +270,32 @@ fn a_scoping_change_deprovisions_exactly_those_users_in_a_delta_and_back_restore
     let inactive: BTreeSet<String> = now.iter().filter(|(_, on)| !**on).map(|(g, _)| g.clone()).collect();
     assert_eq!(inactive, [&b, &c, &e].iter().map(|n| t.guid(n)).collect(), "exactly those are deprovisioned");
     assert_eq!(report["data"]["counts"]["deactivated"], 3, "{}", excerpt(&report));
+    // Explain: which rule took each one out.
+    for (user, rule) in [(&b, "group"), (&c, "group"), (&e, "condition")] {
+        let (code, story) = agent.sync(&["--dry-run", "--user", &t.sam(user)]);
+        assert_eq!(code, 1, "a user out of scope is a finding:\n{}", excerpt(&story));
+        assert_eq!(story["data"]["user"]["in_scope"], false, "{}", excerpt(&story));
+        assert_eq!(story["data"]["user"]["excluded"]["rule"], rule, "{user}: {}", story["data"]["user"]);
+    }
+    let (_, story) = agent.sync(&["--dry-run", "--user", &t.sam(&a)]);
+    assert_eq!(story["data"]["user"]["in_scope"], true, "{}", story["data"]["user"]);
+    let text = common::run(common::ausi().args([
+        "--config",
+        agent.cfg(),
+        "sync",
+        "--dry-run",
+        "--user",
+        &t.sam(&e),
+        "-o",
+        "table",
+    ]));
+    assert!(
+        text.stdout.contains(
+            "out of the policy's scope (condition: fails scope condition 1: department not_equals \"Contractors\")"
+        ),
+        "{}",
+        text.stdout
+    );
 
     // Back: the memberships and the department are restored.
     let mut change = t.member(&scoping, &b, true);

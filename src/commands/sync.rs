@@ -139,6 +139,9 @@ pub struct UserStory {
     /// The SCIM resource the provisioning policy makes of it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scim: Option<serde_json::Value>,
+    /// In the selected OUs but left out by the policy's scope: the rule that excludes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub excluded: Option<crate::policy::scoping::Exclusion>,
     /// `create`, `update`, `unchanged`, `quarantine`, `deactivate`, `delete` or `none`.
     pub operation: &'static str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -544,7 +547,7 @@ async fn sync(
     report.quarantined = engine::held_back(store, refresh.unanchored, &verdicts)?;
     let findings = if report.quarantined.is_empty() { ExitStatus::Ok } else { ExitStatus::Findings };
     if let Some(query) = &args.user {
-        report.user = Some(story(store, query, rules)?);
+        report.user = Some(story(store, query, rules, &policy_scope)?);
     }
 
     // Deletion threshold: count and percentage, before anything is written.
@@ -769,17 +772,28 @@ async fn list_tenant(
 }
 
 /// Where one user stands (before the plan says what this run does to it).
-fn story(store: &StateStore, query: &str, options: RuleOptions) -> Result<UserStory> {
+fn story(
+    store: &StateStore,
+    query: &str,
+    options: RuleOptions,
+    scope: &crate::sync::scope::PolicyScope,
+) -> Result<UserStory> {
     let rules = engine::explain(store, query, options)?;
     let mut story = UserStory {
         query: query.to_owned(),
         in_scope: rules.is_some(),
         rules,
         scim: None,
+        excluded: None,
         operation: "none",
         changed: vec![],
     };
     let user = store.mirrored_user(query)?;
+    if let Some(m) = &user {
+        story.excluded = scope.read(store)?.exclusion(&m.guid, &m.object);
+        story.in_scope = story.excluded.is_none();
+    }
+    let user = user.filter(|_| story.in_scope);
     if user.as_ref().is_some_and(|m| m.valid == Some(false)) {
         story.operation = "quarantine";
     }
@@ -890,7 +904,11 @@ impl SyncReport {
             out.push_str(&format!(
                 "{}: {}; this run {}: {}\n",
                 output::cell(&story.query),
-                if story.in_scope { "in the selected scope" } else { "not found in the selected scope" },
+                match (&story.excluded, story.in_scope) {
+                    (Some(why), _) => format!("in the selected OUs, out of the policy's scope ({}: {why})", why.rule()),
+                    (None, true) => "in the selected scope".to_owned(),
+                    (None, false) => "not found in the selected scope".to_owned(),
+                },
                 if self.dry_run { "would" } else { "did" },
                 story.operation
             ));
