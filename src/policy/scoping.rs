@@ -672,6 +672,35 @@ mod tests {
         assert!(toml::from_str::<GroupOptions>(r#"members = "flat""#).is_err());
     }
 
+    /// The README's example under "Scoping and groups" loads as it is written.
+    #[test]
+    fn the_readme_example_loads() {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("### Scoping and groups").expect("the README section")..];
+        let start = section.find("```toml\n").unwrap() + 8;
+        let block = &section[start..start + section[start..].find("```").unwrap()];
+        let table: toml::Table = toml::from_str(block).unwrap();
+        let staff = &table["policies"]["Staff"];
+        let scope: Scoping = staff["scope"].clone().try_into().unwrap();
+        let groups: GroupOptions = staff["groups"].clone().try_into().unwrap();
+        assert_eq!((scope.check(), groups.check()), (Ok(()), Ok(())));
+        assert_eq!((scope.conditions.len(), scope.transitive, groups.members), (3, true, MemberMode::Flattened));
+        let user = attrs(&[
+            ("department", &["Sales"]),
+            ("title", &["Buyer"]),
+            ("company", &["northwind"]),
+            ("mail", &["ann@northwind.example"]),
+        ]);
+        assert_eq!(scope.exclusion(&user, &|| true), None);
+        let contractor = attrs(&[
+            ("department", &["Sales"]),
+            ("employeetype", &["contractor"]),
+            ("company", &["Northwind"]),
+            ("mail", &["bob@northwind.example"]),
+        ]);
+        assert_eq!(scope.exclusion(&contractor, &|| true).unwrap().rule(), "condition");
+    }
+
     #[test]
     fn filters_on_the_object_class_or_memberships_are_refused() {
         let err = |t: &str| ScopeFilter::parse(t).unwrap_err();
