@@ -328,9 +328,44 @@ fn flattened_groups_list_their_transitive_users() {
     t.create(&tb);
     let synced = [&p, &q, &r, &y];
     let only: Vec<String> = synced.iter().map(|g| format!("\"{}\"", t.guid(g))).collect();
-    let policy = format!("[policies.Scoped.groups]\nonly = [{}]\nmembers = \"flattened\"\n", only.join(", "));
+    let policy = format!("[policies.Scoped.groups]\nonly = [{}]\nmembers = \"nested\"\n", only.join(", "));
     let agent = agent(&tb, &t, &policy);
-    let report = sync(&agent, &["--full"], "full", "full sync");
+    let report = sync(&agent, &["--full"], "full", "full sync, nested");
+    // Nested: each synced group lists its users and its synced groups (X is not synced: no member).
+    let nested: BTreeMap<String, BTreeSet<String>> = synced
+        .iter()
+        .map(|g| {
+            let direct = &t.groups[g.as_str()].2;
+            (t.guid(g), direct.iter().filter(|m| *m != &x).map(|m| t.guid(m)).collect())
+        })
+        .collect();
+    assert_eq!(tenant_groups(&agent), nested, "{}", excerpt(&report));
+
+    // Switch to flattened: a dry run plans, per group, its nested groups out and their users in.
+    let text = std::fs::read_to_string(&agent.config).unwrap();
+    std::fs::write(&agent.config, text.replace("members = \"nested\"", "members = \"flattened\"")).unwrap();
+    let dry = sync(&agent, &["--full", "--dry-run"], "full", "dry run of the switch");
+    let planned: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = dry["data"]["plan"]["memberships"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let set = |k: &str| m[k].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+            (m["group_guid"].as_str().unwrap().to_owned(), (set("add"), set("remove")))
+        })
+        .collect();
+    let expected: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = synced
+        .iter()
+        .map(|g| {
+            let users: BTreeSet<String> = t.closure(g).iter().map(|u| t.guid(u)).collect();
+            let now = &nested[&t.guid(g)];
+            (t.guid(g), (users.difference(now).cloned().collect(), now.difference(&users).cloned().collect()))
+        })
+        .collect();
+    assert_eq!(planned, expected, "the switch's membership changes:\n{}", excerpt(&dry));
+    assert_eq!(common::report::writes(&dry), 0, "a dry run writes nothing");
+    assert_eq!(tenant_groups(&agent), nested, "the dry run left the tenant as it was");
+    let report = sync(&agent, &["--full"], "full", "full sync, flattened");
     let want: BTreeMap<String, BTreeSet<String>> =
         synced.iter().map(|g| (t.guid(g), t.closure(g).iter().map(|u| t.guid(u)).collect())).collect();
     assert_eq!(want[&t.guid(&p)].len(), 3, "the cycle gives each of P, Q, R all three users (fix the test)");
