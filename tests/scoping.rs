@@ -9,7 +9,8 @@
 //!   deprovisioned by a **delta**, and putting them back restores them (a full sync then writes
 //!   nothing);
 //! - flattened groups: each synced group lists exactly its transitive users (a cycle of groups,
-//!   and a group not synced in between).
+//!   and a group not synced in between); the switch from nested is one planned set of changes;
+//! - a scope filter gives the users the DC itself returns for it (ausi evaluates it locally).
 
 #![allow(clippy::print_stderr)]
 
@@ -376,4 +377,58 @@ fn flattened_groups_list_their_transitive_users() {
     let report = sync(&agent, &[], "delta", "delta");
     let want_y: BTreeSet<String> = t.closure(&y).iter().map(|u| t.guid(u)).collect();
     assert_eq!(tenant_groups(&agent)[&t.guid(&y)], want_y, "{}", excerpt(&report));
+}
+
+/// The sAMAccountNames (lower-case) of the users under `base` the DC returns for `filter`.
+fn dc_users(tb: &Testbed, base: &str, filter: &str) -> BTreeSet<String> {
+    let out = Process::new("ldapsearch")
+        .env("LDAPTLS_CACERT", &tb.ca)
+        .args(["-LLL", "-o", "ldif-wrap=no", "-x", "-H", &tb.ldaps, "-D", &tb.admin_dn, "-y", &tb.admin_pw_file])
+        .args(["-b", base, &format!("(&(sAMAccountType=805306368){filter})"), "sAMAccountName"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ldapsearch: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("sAMAccountName: ").map(|v| v.trim().to_lowercase()))
+        .collect()
+}
+
+#[test]
+fn a_scope_filter_takes_the_users_the_dc_returns_for_it() {
+    let Some(tb) = testbed() else { return };
+    let mut t = Tree::new("Filter");
+    let _sandbox = Sandbox { tb: &tb, root: t.root.clone() };
+    for (name, department) in
+        [("a", "Sales"), ("b", "sales"), ("c", "Sales Ops"), ("d", "Contractors"), ("e", "Research"), ("f", "R&D")]
+    {
+        t.user(name, department);
+    }
+    t.create(&tb);
+    // f disabled: the bit test must see it.
+    tb.ldap_modify(&format!(
+        "dn: {}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 546\n-\n\n",
+        t.dn("f")
+    ));
+    let filters = [
+        "(department=sales)",
+        "(|(department=Sales*)(department=*arch))",
+        "(!(department=Contractors))",
+        "(&(department>=R)(!(userAccountControl:1.2.840.113556.1.4.803:=2)))",
+        "(department=*s*o*)",
+    ];
+    for filter in filters {
+        let want = dc_users(&tb, &t.ou_in(), filter);
+        assert!(!want.is_empty() && want.len() < t.users.len(), "{filter}: a filter that selects some (fix the test)");
+        let policy = format!("[policies.Scoped.scope]\nfilter = \"{filter}\"\n");
+        let agent = agent(&tb, &t, &policy);
+        let report = sync(&agent, &["--full"], "full", filter);
+        let got: BTreeSet<String> = agent
+            .tenant(ResourceKind::User)
+            .iter()
+            .map(|u| u["userName"].as_str().unwrap().trim_end_matches("@example.test").to_lowercase())
+            .collect();
+        assert_eq!(got, want, "{filter}: ausi's local evaluation against the DC's:\n{}", excerpt(&report));
+    }
 }
