@@ -31,9 +31,20 @@ pub struct AgentConfig {
     pub schedule: ScheduleConfig,
     #[serde(default)]
     pub validation: ValidationConfig,
+    /// `[policies.NAME]`: the provisioning policies besides the built-in Default (checked when
+    /// loaded; never written back by ausi, so only read).
+    #[serde(default, skip_serializing)]
+    pub policies: std::collections::BTreeMap<String, crate::policy::PolicyConfig>,
 }
 
 impl AgentConfig {
+    /// The provisioning policy `[tenant] provisioning_policy` names (Default when none does).
+    pub fn policy(&self) -> Result<crate::policy::Policy, crate::policy::PolicyError> {
+        let name =
+            self.tenant.as_ref().and_then(|t| t.provisioning_policy.as_deref()).unwrap_or(crate::policy::DEFAULT);
+        crate::policy::Policy::resolve(name, &self.policies)
+    }
+
     /// `state.db` beside the configuration unless `[sync] state_path` says otherwise.
     pub fn state_path(&self, config_path: &Path) -> PathBuf {
         self.sync.state_path.clone().unwrap_or_else(|| {
@@ -394,6 +405,11 @@ pub fn parse(text: &str) -> Result<AgentConfig, String> {
         ));
     }
     check_directory(&config.directory)?;
+    // Every policy is checked, not only the active one: a typo is found before it is switched on.
+    for (name, policy) in &config.policies {
+        crate::policy::Policy::compile(name, policy).map_err(|e| e.to_string())?;
+    }
+    config.policy().map_err(|e| format!("tenant.provisioning_policy: {}", e.message))?;
     for (key, value) in [
         ("directory.bind_password", &config.directory.bind_password),
         ("tenant.token", &config.tenant.as_ref().and_then(|t| t.token.clone())),
@@ -738,6 +754,26 @@ mod tests {
         let fresh = dir.path().join("new.toml");
         save_directory_keys(&fresh, &[("bind_dn", "CN=svc,DC=x".into())]).unwrap();
         assert_eq!(load(&fresh).unwrap().config.directory.bind_dn.as_deref(), Some("CN=svc,DC=x"));
+    }
+
+    #[test]
+    fn policies_are_checked_when_loaded_and_a_bad_one_is_a_config_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        let good = "version = 1\n[tenant]\nprovisioning_policy = \"Rewrite\"\n\n[policies.Rewrite.user]\n\"userName\" = '[mail]'\n";
+        fs::write(&path, good).unwrap();
+        let config = load(&path).unwrap().config;
+        assert_eq!(config.policy().unwrap().name, "Rewrite");
+        // A policy that is not active is checked too.
+        let bad = format!("{good}\n[policies.Other.user]\n\"shoeSize\" = '[x]'\n");
+        fs::write(&path, bad).unwrap();
+        let e = AppError::from(load(&path).unwrap_err());
+        assert_eq!(e.exit_status(), crate::exit::ExitStatus::Config);
+        assert!(e.to_string().contains("policies.Other: user.\"shoeSize\""), "{e}");
+        // The active policy must exist.
+        let e = parse("version = 1\n[tenant]\nprovisioning_policy = \"Nope\"\n").unwrap_err();
+        assert!(e.starts_with("tenant.provisioning_policy: no provisioning policy \"Nope\""), "{e}");
+        assert!(parse("version = 1\n").unwrap().policy().unwrap().is_default());
     }
 
     #[test]

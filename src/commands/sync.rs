@@ -307,6 +307,11 @@ async fn sync(
     let capabilities = client.service_provider_config().await.map_err(|e| early(e.into()))?;
     client.check_token().await.map_err(|e| early(e.into()))?;
     let mut directory = open_directory(&args.directory, Some(config), warnings).await.map_err(early)?;
+    // The attributes the policy's scope reads (until the policy's one table covers them).
+    if let Ok(policy) = config.policy() {
+        let scope = policy.scope.attributes().into_iter().chain(policy.groups.attributes()).collect::<Vec<_>>();
+        directory.read_extra_attributes(crate::directory::extra_attributes(&scope));
+    }
     let info = directory.info().await.map_err(|e| early(e.into()))?;
     let chosen = choose_scope_checked(&mut directory, None, Some(config), warnings).await.map_err(early)?;
     let (scope, description) = match chosen {
@@ -464,7 +469,11 @@ impl SyncReport {
             out.push_str(&format!(
                 "{}: {}; this run {}: {}\n",
                 output::cell(&story.query),
-                if story.in_scope { "in the selected scope" } else { "not found in the selected scope" },
+                match (&story.excluded, story.in_scope) {
+                    (Some(why), _) => format!("in the selected OUs, out of the policy's scope ({}: {why})", why.rule()),
+                    (None, true) => "in the selected scope".to_owned(),
+                    (None, false) => "not found in the selected scope".to_owned(),
+                },
                 if self.dry_run { "would" } else { "did" },
                 story.operation
             ));

@@ -51,6 +51,24 @@ pub enum Filter {
     /// `(attr=\XX...)` matching 16 raw bytes, e.g. AD `objectGUID` in the
     /// byte order AD stores it.
     GuidEq(String, [u8; 16]),
+    /// `(attr=initial*any*...*final)`, each part escaped; at least one `*`.
+    Substrings(String, Substrings),
+    /// `(attr>=value)`.
+    Ge(String, String),
+    /// `(attr<=value)`.
+    Le(String, String),
+    /// `(attr~=value)`.
+    Approx(String, String),
+    /// `(attr:rule:=value)`, e.g. AD's bit tests `userAccountControl:1.2.840.113556.1.4.803:=2`.
+    Extensible { attr: String, rule: String, value: String },
+}
+
+/// The parts of a substring assertion (RFC 4515 `substring`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Substrings {
+    pub initial: Option<String>,
+    pub any: Vec<String>,
+    pub last: Option<String>,
 }
 
 impl Filter {
@@ -107,6 +125,266 @@ impl fmt::Display for Filter {
                 f.write_str("(")?;
                 write_attr(f, attr)?;
                 write!(f, "={})", escape_bytes(bytes))
+            }
+            Filter::Substrings(attr, parts) => {
+                f.write_str("(")?;
+                write_attr(f, attr)?;
+                f.write_str("=")?;
+                if let Some(initial) = &parts.initial {
+                    f.write_str(&escape_value(initial))?;
+                }
+                f.write_str("*")?;
+                for any in &parts.any {
+                    write!(f, "{}*", escape_value(any))?;
+                }
+                if let Some(last) = &parts.last {
+                    f.write_str(&escape_value(last))?;
+                }
+                f.write_str(")")
+            }
+            Filter::Ge(attr, value) | Filter::Le(attr, value) | Filter::Approx(attr, value) => {
+                f.write_str("(")?;
+                write_attr(f, attr)?;
+                let op = match self {
+                    Filter::Ge(..) => ">=",
+                    Filter::Le(..) => "<=",
+                    _ => "~=",
+                };
+                write!(f, "{op}{})", escape_value(value))
+            }
+            Filter::Extensible { attr, rule, value } => {
+                f.write_str("(")?;
+                write_attr(f, attr)?;
+                f.write_str(":")?;
+                write_attr(f, rule)?;
+                write!(f, ":={})", escape_value(value))
+            }
+        }
+    }
+}
+
+/// Why a filter text was refused: what, and where (1-based, in characters).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("column {column}: {message}")]
+pub struct FilterError {
+    pub message: String,
+    pub column: usize,
+}
+
+/// The longest filter text [`Filter::parse`] takes, in characters.
+pub const MAX_FILTER_LEN: usize = 4096;
+/// The deepest nesting of `&`, `|` and `!` [`Filter::parse`] takes.
+pub const MAX_FILTER_DEPTH: usize = 32;
+
+impl Filter {
+    /// Parses an RFC 4515 filter written by an administrator: `(&(department=Sales)(!(title=*Intern*)))`.
+    /// Attribute descriptions are names (letters, digits, `-`, options after `;`) or OIDs; values
+    /// take `\XX` escapes and must be UTF-8. The extensible form takes an attribute and a matching
+    /// rule (`attr:rule:=value`); `:dn` and a rule without an attribute are refused, since a
+    /// source that filters locally (an LDIF export) could not answer them alike.
+    pub fn parse(text: &str) -> Result<Filter, FilterError> {
+        let chars: Vec<char> = text.chars().collect();
+        if chars.len() > MAX_FILTER_LEN {
+            return Err(FilterError { message: format!("longer than {MAX_FILTER_LEN} characters"), column: 1 });
+        }
+        let mut p = Parser { chars: &chars, pos: 0 };
+        p.skip_space();
+        let filter = p.filter(0)?;
+        p.skip_space();
+        if p.pos < chars.len() {
+            return Err(p.error("text after the end of the filter"));
+        }
+        Ok(filter)
+    }
+
+    /// The attribute descriptions the filter reads, lower-case, without options; sorted, deduplicated.
+    pub fn attributes(&self) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        self.collect_attributes(&mut out);
+        out
+    }
+
+    fn collect_attributes(&self, out: &mut std::collections::BTreeSet<String>) {
+        let name = |a: &str| a.split(';').next().unwrap_or(a).to_ascii_lowercase();
+        match self {
+            Filter::And(items) | Filter::Or(items) => items.iter().for_each(|i| i.collect_attributes(out)),
+            Filter::Not(inner) => inner.collect_attributes(out),
+            Filter::Eq(a, _)
+            | Filter::Present(a)
+            | Filter::GuidEq(a, _)
+            | Filter::Substrings(a, _)
+            | Filter::Ge(a, _)
+            | Filter::Le(a, _)
+            | Filter::Approx(a, _)
+            | Filter::Extensible { attr: a, .. } => {
+                out.insert(name(a));
+            }
+            Filter::Raw(_) => {}
+        }
+    }
+}
+
+struct Parser<'a> {
+    chars: &'a [char],
+    pos: usize,
+}
+
+impl Parser<'_> {
+    fn error(&self, message: impl Into<String>) -> FilterError {
+        FilterError { message: message.into(), column: self.pos + 1 }
+    }
+
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.pos).copied()
+    }
+
+    fn skip_space(&mut self) {
+        while self.peek().is_some_and(|c| c == ' ') {
+            self.pos += 1;
+        }
+    }
+
+    fn expect(&mut self, c: char) -> Result<(), FilterError> {
+        if self.peek() == Some(c) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(self.error(match self.peek() {
+                Some(found) => format!("expected `{c}`, found `{found}`"),
+                None => format!("expected `{c}`, found the end of the filter"),
+            }))
+        }
+    }
+
+    fn filter(&mut self, depth: usize) -> Result<Filter, FilterError> {
+        if depth > MAX_FILTER_DEPTH {
+            return Err(self.error(format!("nested deeper than {MAX_FILTER_DEPTH} levels")));
+        }
+        self.expect('(')?;
+        let filter = match self.peek() {
+            Some('&') | Some('|') => {
+                let and = self.peek() == Some('&');
+                self.pos += 1;
+                let mut items = Vec::new();
+                while self.peek() == Some('(') {
+                    items.push(self.filter(depth + 1)?);
+                }
+                if items.is_empty() {
+                    return Err(self.error(format!("`{}` needs at least one filter", if and { '&' } else { '|' })));
+                }
+                if and { Filter::And(items) } else { Filter::Or(items) }
+            }
+            Some('!') => {
+                self.pos += 1;
+                Filter::Not(Box::new(self.filter(depth + 1)?))
+            }
+            _ => self.item()?,
+        };
+        self.expect(')')?;
+        Ok(filter)
+    }
+
+    fn attribute(&mut self, what: &str) -> Result<String, FilterError> {
+        let start = self.pos;
+        while self.peek().is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ';')) {
+            self.pos += 1;
+        }
+        let name: String = self.chars[start..self.pos].iter().collect();
+        let base = name.split(';').next().unwrap_or_default();
+        let is_name = base.starts_with(|c: char| c.is_ascii_alphabetic()) && !base.contains('.');
+        let is_oid = !base.is_empty()
+            && base.split('.').all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()));
+        if name.is_empty() || !(is_name || is_oid) || name.ends_with(';') {
+            self.pos = start;
+            return Err(self.error(format!("expected {what}")));
+        }
+        Ok(name)
+    }
+
+    fn item(&mut self) -> Result<Filter, FilterError> {
+        let attr = self.attribute("an attribute name")?;
+        match self.peek() {
+            Some('=') => {
+                self.pos += 1;
+                self.equality_or_substrings(attr)
+            }
+            Some(op @ ('>' | '<' | '~')) => {
+                self.pos += 1;
+                self.expect('=')?;
+                let value = self.value(false)?.unwrap_or_default();
+                Ok(match op {
+                    '>' => Filter::Ge(attr, value),
+                    '<' => Filter::Le(attr, value),
+                    _ => Filter::Approx(attr, value),
+                })
+            }
+            Some(':') => {
+                self.pos += 1;
+                if self.chars[self.pos..].starts_with(&['d', 'n', ':']) {
+                    return Err(self.error("`:dn` matching is not supported"));
+                }
+                let rule = self.attribute("a matching rule")?;
+                self.expect(':')?;
+                self.expect('=')?;
+                let value = self.value(false)?.unwrap_or_default();
+                Ok(Filter::Extensible { attr, rule, value })
+            }
+            _ => Err(self.error("expected `=`, `>=`, `<=`, `~=` or `:`")),
+        }
+    }
+
+    fn equality_or_substrings(&mut self, attr: String) -> Result<Filter, FilterError> {
+        // Parts separated by unescaped `*`.
+        let mut parts = vec![self.value(true)?.unwrap_or_default()];
+        while self.peek() == Some('*') {
+            self.pos += 1;
+            parts.push(self.value(true)?.unwrap_or_default());
+        }
+        if parts.len() == 1 {
+            return Ok(Filter::Eq(attr, parts.remove(0)));
+        }
+        if parts.len() == 2 && parts.iter().all(String::is_empty) {
+            return Ok(Filter::Present(attr));
+        }
+        let last = parts.pop().filter(|p| !p.is_empty());
+        let initial = Some(parts.remove(0)).filter(|p| !p.is_empty());
+        if parts.iter().any(String::is_empty) {
+            return Err(self.error("two `*` in a row"));
+        }
+        Ok(Filter::Substrings(attr, Substrings { initial, any: parts, last }))
+    }
+
+    /// An assertion value up to `)` (or `*` when `star_ends`), escapes decoded.
+    fn value(&mut self, star_ends: bool) -> Result<Option<String>, FilterError> {
+        let mut bytes = Vec::new();
+        let start = self.pos;
+        loop {
+            match self.peek() {
+                None | Some(')') => break,
+                Some('*') if star_ends => break,
+                Some(c @ ('(' | '*' | '\u{0}')) => {
+                    return Err(self.error(format!("`{}` must be escaped in a value", c.escape_default())));
+                }
+                Some('\\') => {
+                    let hex: String = self.chars.iter().skip(self.pos + 1).take(2).collect();
+                    match u8::from_str_radix(&hex, 16) {
+                        Ok(b) if hex.len() == 2 && hex.chars().all(|c| c.is_ascii_hexdigit()) => bytes.push(b),
+                        _ => return Err(self.error("`\\` must be followed by two hex digits")),
+                    }
+                    self.pos += 3;
+                }
+                Some(c) => {
+                    let mut buf = [0u8; 4];
+                    bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                    self.pos += 1;
+                }
+            }
+        }
+        match String::from_utf8(bytes) {
+            Ok(s) => Ok(Some(s)),
+            Err(_) => {
+                self.pos = start;
+                Err(self.error("the value's escapes are not UTF-8"))
             }
         }
     }
@@ -199,6 +477,66 @@ mod tests {
         assert_eq!(escape_bytes(b"a*"), r"\61\2a");
     }
 
+    #[test]
+    fn parse_reads_every_form_and_renders_back() {
+        for text in [
+            "(department=Sales)",
+            "(mail=*)",
+            "(&(objectCategory=person)(|(cn=a)(cn=b))(!(title=*intern*)))",
+            "(mail=*@example.com)",
+            "(cn=J*n*Doe)",
+            "(cn=Jo*)",
+            "(employeeNumber>=100)",
+            "(employeeNumber<=200)",
+            "(sn~=smith)",
+            "(userAccountControl:1.2.840.113556.1.4.803:=2)",
+            r"(cn=a\2ab\28c\29\5c)",
+            "(2.5.4.3=x)",
+            "(cn;lang-de=Zoë)",
+        ] {
+            let f = Filter::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(f.to_string(), text);
+        }
+        assert_eq!(Filter::parse("(cn=*)").unwrap(), Filter::present("cn"));
+        assert_eq!(Filter::parse(r"(cn=a\2a)").unwrap(), Filter::eq("cn", "a*"));
+        assert_eq!(Filter::parse(r"(cn=\c3\a9)").unwrap(), Filter::eq("cn", "é"));
+        assert_eq!(
+            Filter::parse("(cn=a*b*c)").unwrap(),
+            Filter::Substrings(
+                "cn".into(),
+                Substrings { initial: Some("a".into()), any: vec!["b".into()], last: Some("c".into()) }
+            )
+        );
+        assert_eq!(Filter::parse("  (cn=x) ").unwrap(), Filter::eq("cn", "x"));
+    }
+
+    #[test]
+    fn parse_errors_name_the_column() {
+        let err = |text: &str| Filter::parse(text).unwrap_err();
+        assert_eq!(err("department=Sales").column, 1);
+        assert_eq!(err("(department=Sales").to_string(), "column 18: expected `)`, found the end of the filter");
+        assert_eq!(err("(&)").to_string(), "column 3: `&` needs at least one filter");
+        assert_eq!(err("(=x)").to_string(), "column 2: expected an attribute name");
+        assert_eq!(err("(cn=a(b)").to_string(), "column 6: `(` must be escaped in a value");
+        assert_eq!(err(r"(cn=a\zz)").to_string(), r"column 6: `\` must be followed by two hex digits");
+        assert_eq!(err(r"(cn=\ff)").to_string(), "column 5: the value's escapes are not UTF-8");
+        assert_eq!(err("(cn=a**b)").to_string(), "column 9: two `*` in a row");
+        assert_eq!(err("(cn:dn:=x)").to_string(), "column 5: `:dn` matching is not supported");
+        assert_eq!(err("(cn=x))").to_string(), "column 7: text after the end of the filter");
+        assert_eq!(err("(cn!x)").column, 4);
+        assert_eq!(err("(1cn=x)").column, 2);
+        assert_eq!(err("(Zoë=x)").column, 4);
+        let deep = format!("{}(cn=x){}", "(!".repeat(40), ")".repeat(40));
+        assert!(err(&deep).message.contains("nested deeper"));
+        assert!(err(&format!("(cn={})", "x".repeat(5000))).message.contains("longer than"));
+    }
+
+    #[test]
+    fn attributes_are_lower_case_without_options() {
+        let f = Filter::parse("(&(Department=x)(!(cn;lang-de=*))(|(MAIL=*a)(department>=b)))").unwrap();
+        assert_eq!(f.attributes().into_iter().collect::<Vec<_>>(), ["cn", "department", "mail"]);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -212,6 +550,19 @@ mod tests {
             prop_assert_eq!(rendered.matches('(').count(), 1);
             prop_assert_eq!(rendered.matches(')').count(), 1);
             prop_assert!(rendered.starts_with("(cn=") && rendered.ends_with(')'));
+        }
+
+        #[test]
+        fn parse_never_panics_and_what_it_takes_renders_to_the_same_filter(text in "[()&|!=*~<>:a-c0-9.\\\\ ]{0,40}") {
+            if let Ok(f) = Filter::parse(&text) {
+                prop_assert_eq!(Filter::parse(&f.to_string()), Ok(f));
+            }
+        }
+
+        #[test]
+        fn a_value_survives_render_and_parse(v in any::<String>()) {
+            let v: String = v.chars().filter(|c| *c != '\0').collect();
+            prop_assert_eq!(Filter::parse(&Filter::eq("cn", v.clone()).to_string()), Ok(Filter::eq("cn", v)));
         }
 
         #[test]

@@ -14,7 +14,7 @@ use super::filter::Filter;
 use super::{
     Change, ChangeTracking, Container, Decoded, DirObject, Directory, DirectoryError, DirectoryInfo, Dn,
     KerberosProblem, OBJECT_ATTRIBUTES, ObjectGuid, ObjectKind, ObjectQuery, RawEntry, ReadSummary, SAM_USER_ACCOUNT,
-    SkippedDc, decode,
+    SkippedDc, decode, decode_with,
 };
 use crate::error::ErrorKind;
 use crate::password::SecretBytes;
@@ -82,6 +82,8 @@ pub struct LdapDirectory {
     encrypted: bool,
     /// DCs tried before this one that did not answer.
     skipped: Vec<SkippedDc>,
+    /// Attributes read besides the fixed ones (what the provisioning policy reads).
+    pub(super) extra_attributes: Vec<String>,
 }
 
 /// Whether a failed connection to one DC is a reason to try the next: it did not answer, or
@@ -165,6 +167,7 @@ impl LdapDirectory {
             info: None,
             encrypted,
             skipped: Vec::new(),
+            extra_attributes: Vec::new(),
         };
         match &settings.bind {
             Bind::Anonymous => {}
@@ -631,6 +634,8 @@ impl LdapDirectory {
         if query.backlinks {
             attrs.extend(["memberOf", "directReports", "ou"]);
         }
+        let extra = self.extra_attributes.clone();
+        attrs.extend(extra.iter().map(String::as_str));
         let mut summary = ReadSummary::default();
         // Groups whose member list continues past the first range are finished after the scan.
         let mut unfinished: Vec<DirObject> = Vec::new();
@@ -638,7 +643,7 @@ impl LdapDirectory {
             summary.entries += 1;
             progress(summary.entries);
             let ranged_more = query.members && matches!(raw.ranged("member").1, Some(Some(_)));
-            match decode(&raw, &nc)? {
+            match decode_with(&raw, &nc, &extra)? {
                 Decoded::Object(object) if object.kind == ObjectKind::Group && ranged_more => unfinished.push(*object),
                 Decoded::Object(object) => sink(Change::Object(object)),
                 Decoded::Container(c) => sink(Change::Container(c)),

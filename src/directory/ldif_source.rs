@@ -8,13 +8,15 @@ use std::path::{Path, PathBuf};
 use super::ldif::{LdifError, LdifReader, LdifRecord};
 use super::{
     Change, ChangeTracking, Container, Decoded, DirObject, Directory, DirectoryError, DirectoryInfo, Dn, ObjectKind,
-    ObjectQuery, RawEntry, ReadSummary, Unreadable, decode,
+    ObjectQuery, RawEntry, ReadSummary, Unreadable, decode, decode_with,
 };
 
 pub struct LdifDirectory {
     path: PathBuf,
     info: DirectoryInfo,
     containers: Vec<Container>,
+    /// Attributes read besides the fixed ones (what the provisioning policy reads).
+    pub(super) extra_attributes: Vec<String>,
 }
 
 impl LdifDirectory {
@@ -58,6 +60,7 @@ impl LdifDirectory {
                 skipped: Vec::new(),
             },
             containers,
+            extra_attributes: Vec::new(),
         })
     }
 }
@@ -97,7 +100,7 @@ impl Directory for LdifDirectory {
             progress(summary.entries);
             let line = record.line;
             let raw = raw_entry(record);
-            match decode(&raw, &self.info.naming_context) {
+            match decode_with(&raw, &self.info.naming_context, &self.extra_attributes) {
                 Ok(Decoded::Object(object)) => {
                     let wanted = match object.kind {
                         ObjectKind::User => query.users,

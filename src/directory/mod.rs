@@ -29,7 +29,9 @@ pub const UAC_ACCOUNT_DISABLE: u32 = 0x2;
 /// Default containers directly under the naming context that never hold synchronised objects.
 const HIDDEN_CONTAINERS: [&str; 4] = ["system", "lostandfound", "infrastructure", "ntds quotas"];
 
-/// The attributes every source reads for users and groups.
+/// The attributes every source reads for users and groups: the one table of synced attributes
+/// (each has a field of [`DirObject`], see [`DirObject::field`]); a provisioning policy's further
+/// attributes are read besides them into [`DirObject::extra`] (see [`extra_attributes`]).
 pub const OBJECT_ATTRIBUTES: [&str; 16] = [
     "objectClass",
     "objectGUID",
@@ -84,6 +86,9 @@ pub struct DirObject {
     /// the groups this object is a member of (`memberOf`) and the users it manages; normalised.
     pub member_of: Vec<String>,
     pub direct_reports: Vec<String>,
+    /// Further attributes the active provisioning policy reads (lower-case name → text values),
+    /// beyond the fixed fields above.
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
     /// Values the decoder could not take as they are. Such a value is never repaired or
     /// guessed at (no U+FFFD, no "enabled" for an unreadable userAccountControl): the field
     /// stays empty and the validation rules quarantine the object, naming the defect.
@@ -109,6 +114,50 @@ impl DirObject {
     pub fn is_disabled(&self) -> bool {
         self.user_account_control.is_some_and(|uac| uac & UAC_ACCOUNT_DISABLE != 0)
     }
+
+    /// The values of a directory attribute (lower-case name): a field of the one table
+    /// ([`OBJECT_ATTRIBUTES`]) or an extra one; empty when absent.
+    pub fn values(&self, name: &str) -> Vec<String> {
+        let one = |v: &Option<String>| v.iter().cloned().collect::<Vec<_>>();
+        match name {
+            "samaccountname" => one(&self.sam_account_name),
+            "userprincipalname" => one(&self.user_principal_name),
+            "givenname" => one(&self.given_name),
+            "sn" => one(&self.sn),
+            "mail" => one(&self.mail),
+            "displayname" => one(&self.display_name),
+            "useraccountcontrol" => self.user_account_control.iter().map(u32::to_string).collect(),
+            "cn" => one(&self.cn),
+            "title" => one(&self.title),
+            "telephonenumber" => one(&self.telephone_number),
+            "department" => one(&self.department),
+            "employeenumber" => one(&self.employee_number),
+            "manager" => self.manager.iter().map(Dn::to_string).collect(),
+            "objectguid" => self.guid.iter().map(ObjectGuid::to_string).collect(),
+            "distinguishedname" | "dn" => vec![self.dn.to_string()],
+            // The RDN's value: a group's name when it has no cn.
+            "name" => self.dn.rdn_value().map(str::to_owned).into_iter().collect(),
+            _ => self.extra.get(name).cloned().unwrap_or_default(),
+        }
+    }
+}
+
+/// Attributes every read has whatever is asked: the table's, and the names [`DirObject::values`]
+/// derives (`dn`, `name`).
+pub fn is_fixed_attribute(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    OBJECT_ATTRIBUTES.iter().any(|a| a.eq_ignore_ascii_case(&name))
+        || ["distinguishedname", "dn", "name", "objectclass", "samaccounttype"].contains(&name.as_str())
+}
+
+/// The attributes a read must ask for besides [`OBJECT_ATTRIBUTES`] to give a policy reading
+/// `wanted` what it reads: lower-case, sorted, without the fixed ones.
+pub fn extra_attributes<'a>(wanted: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    let mut extra: Vec<String> =
+        wanted.into_iter().map(|a| a.to_ascii_lowercase()).filter(|a| !is_fixed_attribute(a)).collect();
+    extra.sort();
+    extra.dedup();
+    extra
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -257,6 +306,17 @@ pub trait Directory {
 pub enum AnyDirectory {
     Ldap(Box<ldap::LdapDirectory>),
     Ldif(ldif_source::LdifDirectory),
+}
+
+impl AnyDirectory {
+    /// Also read these attributes (lower-case, beyond [`OBJECT_ATTRIBUTES`]) into
+    /// [`DirObject::extra`]: what the active provisioning policy reads.
+    pub fn read_extra_attributes(&mut self, names: Vec<String>) {
+        match self {
+            AnyDirectory::Ldap(d) => d.extra_attributes = names,
+            AnyDirectory::Ldif(d) => d.extra_attributes = names,
+        }
+    }
 }
 
 impl Directory for AnyDirectory {
@@ -570,6 +630,12 @@ pub enum Decoded {
 /// Classifies and decodes one entry. `naming_context` decides which `container` objects are
 /// default containers worth listing (those directly under it).
 pub fn decode(raw: &RawEntry, naming_context: &Dn) -> Result<Decoded, DirectoryError> {
+    decode_with(raw, naming_context, &[])
+}
+
+/// [`decode`], also taking the `extra` attributes (lower-case) into [`DirObject::extra`]. A value
+/// that is not UTF-8 (a binary attribute) is a [`Defect::NotUtf8`], never a lossy copy.
+pub fn decode_with(raw: &RawEntry, naming_context: &Dn, extra: &[String]) -> Result<Decoded, DirectoryError> {
     let dn = Dn::parse(&raw.dn).map_err(|e| DirectoryError::BadDn { dn: raw.dn.clone(), detail: e.message })?;
     let mut defects = Vec::new();
     let guid = match raw.values("objectguid").first() {
@@ -631,6 +697,7 @@ pub fn decode(raw: &RawEntry, naming_context: &Dn) -> Result<Decoded, DirectoryE
         members,
         member_of: dns(raw.values("memberof")),
         direct_reports: dns(raw.values("directreports")),
+        extra: Default::default(),
         defects: Vec::new(),
     };
     if let Some(uac) = text("userAccountControl") {
@@ -640,6 +707,18 @@ pub fn decode(raw: &RawEntry, naming_context: &Dn) -> Result<Decoded, DirectoryE
                 let shown: String = format!("{uac:?}").chars().take(40).collect();
                 defects.push(Defect::UacSyntax { value: shown });
             }
+        }
+    }
+    for name in extra {
+        let mut values = Vec::new();
+        for value in raw.values(name) {
+            match std::str::from_utf8(value) {
+                Ok(text) => values.push(text.to_owned()),
+                Err(e) => defects.push(Defect::NotUtf8 { attribute: name.clone(), offset: e.valid_up_to() }),
+            }
+        }
+        if !values.is_empty() {
+            object.extra.insert(name.clone(), values);
         }
     }
     object.defects = defects;
@@ -781,6 +860,31 @@ mod tests {
         assert_eq!(end, Some(Some(1)));
         let Decoded::Object(o) = decode(&raw, &nc()).unwrap() else { panic!() };
         assert_eq!(o.members.len(), 2);
+    }
+
+    #[test]
+    fn extra_attributes_are_read_into_extra_and_binary_ones_are_defects() {
+        let mut raw = entry(
+            "CN=U,DC=example,DC=test",
+            &[("objectClass", "user"), ("proxyAddresses", "SMTP:a@x.y"), ("proxyAddresses", "smtp:b@x.y")],
+        );
+        raw.push("extensionAttribute1", vec![0xff, 0x00]);
+        let wanted = extra_attributes(&[
+            "proxyAddresses".to_owned(),
+            "mail".to_owned(),
+            "extensionattribute1".to_owned(),
+            "dn".to_owned(),
+        ]);
+        assert_eq!(wanted, ["extensionattribute1", "proxyaddresses"]);
+        let Decoded::Object(o) = decode_with(&raw, &nc(), &wanted).unwrap() else { panic!() };
+        assert_eq!(o.values("proxyaddresses"), ["SMTP:a@x.y", "smtp:b@x.y"]);
+        assert!(!o.extra.contains_key("extensionattribute1"));
+        assert_eq!(o.defects, [Defect::NotUtf8 { attribute: "extensionattribute1".into(), offset: 0 }]);
+        // Not asked for: not kept (an export holds everything).
+        let Decoded::Object(plain) = decode(&raw, &nc()).unwrap() else { panic!() };
+        assert!(plain.extra.is_empty() && plain.defects.is_empty());
+        assert_eq!(plain.values("name"), ["U"]);
+        assert!(plain.values("mail").is_empty());
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! killed at any point leaves the same work for the next one, even though the next delta reads
 //! fewer changes (the mirror already holds them).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -49,6 +49,9 @@ struct Attrs {
     /// What the decoder found unusable (kept so a later run judges the object alike).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     defects: Vec<Defect>,
+    /// The further attributes the provisioning policy reads ([`DirObject::extra`]).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// The value the duplicate rules compare (`None` for a blank value, which never collides).
@@ -79,6 +82,10 @@ pub struct Watermark {
 }
 
 pub const KEY_COLUMNS: [&str; 3] = ["mail_key", "upn_key", "sam_key"];
+
+/// A mirror row `o` the policy's scope takes (status `out`: in the OUs, but excluded by the
+/// policy's scope or group options; kept in the mirror for its links, treated as gone).
+const IN_SCOPE: &str = "COALESCE(o.status, '') <> 'out'";
 
 fn kind_text(kind: ObjectKind) -> &'static str {
     match kind {
@@ -121,6 +128,7 @@ fn row_to_mirrored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Mirrored> {
         department: a.department,
         employee_number: a.employee,
         defects: a.defects,
+        extra: a.extra,
         ..DirObject::default()
     };
     Ok(Mirrored { guid, object, manager: r.get(4)?, valid: status.map(|s| s == "valid") })
@@ -239,6 +247,7 @@ impl StateStore {
                     department: o.department.clone(),
                     employee: o.employee_number.clone(),
                     defects: o.defects.clone(),
+                    extra: o.extra.clone(),
                 };
                 let data = serde_json::to_string(&attrs).unwrap_or_default();
                 let written = upsert.execute(params![
@@ -548,7 +557,7 @@ impl StateStore {
                 "SELECT o.guid, o.kind = 'group',
                    CASE o.kind WHEN 'group' THEN COALESCE(o.status, 'valid') = 'valid' ELSE COALESCE(o.status = 'valid', 0) END
                  FROM dir_members m
-                 JOIN dir_objects o ON o.guid = m.member_guid WHERE m.group_guid = ?1",
+                 JOIN dir_objects o ON o.guid = m.member_guid WHERE m.group_guid = ?1 AND COALESCE(o.status, '') <> 'out'",
             )?;
             let rows = stmt.query_map([group], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect()
@@ -566,14 +575,14 @@ impl StateStore {
             .map_err(|e| self.sql(e))
     }
 
-    /// Anchors (active or pending) with no mirror row: deprovisioned per policy. A full sync
+    /// Anchors (active or pending) with no mirror row, or whose row the policy scope took out: deprovisioned per policy. A full sync
     /// looks at every anchor; a delta only at the dirty ones (a mirror row leaves only through
     /// [`StateStore::mirror_remove`], which marks it dirty).
     pub fn anchors_gone(&self, all: bool) -> Result<BTreeSet<String>, StateError> {
         let rows = self.query_strings(
             &format!(
                 "SELECT guid FROM anchors WHERE state IN ('active', 'pending')
-                   AND NOT EXISTS (SELECT 1 FROM dir_objects o WHERE o.guid = anchors.guid) {}",
+                   AND NOT EXISTS (SELECT 1 FROM dir_objects o WHERE o.guid = anchors.guid AND {IN_SCOPE}) {}",
                 if all { "" } else { "AND guid IN (SELECT guid FROM dirty)" }
             ),
             [],
@@ -594,7 +603,7 @@ impl StateStore {
     /// Quarantined users that left the mirror (deleted or moved out): released.
     pub fn quarantine_gone(&self) -> Result<Vec<String>, StateError> {
         self.query_strings(
-            "SELECT guid FROM quarantine WHERE NOT EXISTS (SELECT 1 FROM dir_objects o WHERE o.guid = quarantine.guid)",
+            &format!("SELECT guid FROM quarantine WHERE NOT EXISTS (SELECT 1 FROM dir_objects o WHERE o.guid = quarantine.guid AND {IN_SCOPE})"),
             [],
         )
     }
@@ -646,7 +655,111 @@ impl StateStore {
         read(&mut out).map_err(|e| self.sql(e))?;
         Ok(out)
     }
+
+    /// The users that are members of any of `groups` (objectGUIDs), directly or, with
+    /// `transitive`, through any chain of groups of the mirror; cycles end (each group once).
+    pub fn users_in_groups(&self, groups: &[String], transitive: bool) -> Result<HashSet<String>, StateError> {
+        let mut out = HashSet::new();
+        let read = |out: &mut HashSet<String>| -> rusqlite::Result<()> {
+            let mut stmt = self.conn.prepare_cached(if transitive { CLOSURE_USERS } else { DIRECT_USERS })?;
+            for g in groups {
+                for row in stmt.query_map([g], |r| r.get::<_, String>(0))? {
+                    out.insert(row?);
+                }
+            }
+            Ok(())
+        };
+        read(&mut out).map_err(|e| self.sql(e))?;
+        Ok(out)
+    }
+
+    /// A group's users for a flattened group: every user reached from `group` through any chain
+    /// of groups (synced or not; each group once, so a cycle ends), in the policy's scope, with
+    /// whether it is valid — the shape of [`StateStore::group_members`], never a group.
+    pub fn flattened_members(&self, group: &str) -> Result<Vec<(String, bool, bool)>, StateError> {
+        let read = || -> rusqlite::Result<Vec<(String, bool, bool)>> {
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "WITH RECURSIVE reached(guid) AS (
+                   SELECT ?1 UNION
+                   SELECT m.member_guid FROM dir_members m JOIN reached r ON m.group_guid = r.guid
+                     JOIN dir_objects g ON g.guid = m.member_guid AND g.kind = 'group')
+                 SELECT DISTINCT o.guid, 0, COALESCE(o.status = 'valid', 0)
+                 FROM reached r JOIN dir_members m ON m.group_guid = r.guid
+                 JOIN dir_objects o ON o.guid = m.member_guid AND o.kind = 'user' WHERE {IN_SCOPE}"
+            ))?;
+            let rows = stmt.query_map([group], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
+        };
+        read().map_err(|e| self.sql(e))
+    }
+
+    /// Records the objects the policy's scope takes out (status `out`); like a verdict, a change
+    /// in a delta makes the groups holding it, its reports and its duplicate peers dirty.
+    pub fn set_out_of_scope(&mut self, guids: &[String], delta: bool) -> Result<(), StateError> {
+        self.mirror_sql(|tx| {
+            let mut old = tx.prepare_cached("SELECT status FROM dir_objects WHERE guid = ?1")?;
+            let mut set = tx.prepare_cached("UPDATE dir_objects SET status = 'out' WHERE guid = ?1")?;
+            for guid in guids {
+                if delta {
+                    let was: Option<Option<String>> = old.query_row([guid], |r| r.get(0)).optional()?;
+                    if was.flatten().as_deref() != Some("out") {
+                        dirty_neighbours(tx, guid)?;
+                    }
+                }
+                set.execute([guid])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Delta, scope by group: the users whose membership of the scoping groups no longer agrees
+    /// with their recorded scope (`in_groups`: the members now) become dirty, so a user removed
+    /// from a scoping group (or from a group nested in it) leaves, and one added comes back,
+    /// although AD changed only the group.
+    pub fn mark_scope_membership_dirty(&mut self, in_groups: &HashSet<String>) -> Result<(), StateError> {
+        let rows = {
+            let read = || -> rusqlite::Result<Vec<(String, String)>> {
+                let mut stmt = self.conn.prepare_cached(
+                    "SELECT guid, status FROM dir_objects WHERE kind = 'user' AND status IS NOT NULL",
+                )?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect()
+            };
+            read().map_err(|e| self.sql(e))?
+        };
+        let changed: Vec<String> = rows
+            .into_iter()
+            .filter(|(guid, status)| (status == "out") == in_groups.contains(guid))
+            .map(|(guid, _)| guid)
+            .collect();
+        self.mirror_sql(|tx| changed.iter().try_for_each(|g| mark_dirty(tx, g)))
+    }
+
+    /// Flattened groups, delta: the groups that hold a dirty group, directly or through others,
+    /// become dirty too (their users are the dirty group's).
+    pub fn mark_parent_groups_dirty(&mut self) -> Result<(), StateError> {
+        self.mirror_sql(|tx| {
+            tx.execute_batch(
+                "WITH RECURSIVE up(guid) AS (
+                   SELECT d.guid FROM dirty d JOIN dir_objects o ON o.guid = d.guid AND o.kind = 'group'
+                   UNION SELECT m.group_guid FROM dir_members m JOIN up ON m.member_guid = up.guid)
+                 INSERT OR IGNORE INTO dirty (guid) SELECT guid FROM up;",
+            )
+        })
+    }
 }
+
+/// The users listed by a group (the group's guid is the parameter).
+const DIRECT_USERS: &str = "SELECT m.member_guid FROM dir_members m
+     JOIN dir_objects o ON o.guid = m.member_guid AND o.kind = 'user' WHERE m.group_guid = ?1";
+/// The users reached from a group through any chain of groups; UNION (not UNION ALL) visits each
+/// group once, so a cycle of groups ends.
+const CLOSURE_USERS: &str = "WITH RECURSIVE reached(guid) AS (
+       SELECT ?1 UNION
+       SELECT m.member_guid FROM dir_members m JOIN reached r ON m.group_guid = r.guid
+         JOIN dir_objects g ON g.guid = m.member_guid AND g.kind = 'group')
+     SELECT DISTINCT m.member_guid FROM reached r JOIN dir_members m ON m.group_guid = r.guid
+     JOIN dir_objects o ON o.guid = m.member_guid AND o.kind = 'user'";
 
 fn mark_dirty(tx: &Connection, guid: &str) -> rusqlite::Result<()> {
     tx.prepare_cached("INSERT OR IGNORE INTO dirty (guid) VALUES (?1)")?.execute([guid]).map(|_| ())
@@ -668,4 +781,135 @@ fn dirty_neighbours(tx: &Connection, guid: &str) -> rusqlite::Result<()> {
         .execute([guid])?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::*;
+
+    fn guid(id: u8) -> String {
+        ObjectGuid([id; 16]).to_string()
+    }
+
+    fn dn(id: u8) -> Dn {
+        Dn::parse(&format!("CN=o{id},OU=In,DC=x")).unwrap()
+    }
+
+    fn object(id: u8, kind: ObjectKind, members: &[u8]) -> DirObject {
+        DirObject {
+            kind,
+            dn: dn(id),
+            guid: Some(ObjectGuid([id; 16])),
+            sam_account_name: Some(format!("o{id}")),
+            members: members.iter().map(|m| dn(*m).normalized()).collect(),
+            ..DirObject::default()
+        }
+    }
+
+    /// Users 1..=5; groups: 10 = {1, 11}, 11 = {2, 12}, 12 = {3, 10} (a cycle 10 → 11 → 12 → 10),
+    /// 13 = {4}, 14 = {13} (13 is not synced: status `out`).
+    fn mirror() -> (tempfile::TempDir, StateStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(&dir.path().join("state.db"), "2026-05-01T10:00:00Z").unwrap();
+        let mut objects: Vec<DirObject> = (1..=5).map(|u| object(u, ObjectKind::User, &[])).collect();
+        for (g, members) in [(10, &[1, 11][..]), (11, &[2, 12]), (12, &[3, 10]), (13, &[4]), (14, &[13])] {
+            objects.push(object(g, ObjectKind::Group, members));
+        }
+        store.mirror_put(&objects, 1, false).unwrap();
+        store.mirror_resolve_links(false).unwrap();
+        let verdicts: Vec<(String, bool)> = [1, 2, 3, 4, 5, 10, 11, 12, 14].iter().map(|i| (guid(*i), true)).collect();
+        store.set_verdicts(&verdicts, false).unwrap();
+        store.set_out_of_scope(&[guid(13)], false).unwrap();
+        (dir, store)
+    }
+
+    fn guids(ids: &[u8]) -> HashSet<String> {
+        ids.iter().map(|i| guid(*i)).collect()
+    }
+
+    #[test]
+    fn scoping_groups_direct_or_transitive_and_a_cycle_ends() {
+        let (_dir, store) = mirror();
+        assert_eq!(store.users_in_groups(&[guid(10)], false).unwrap(), guids(&[1]));
+        assert_eq!(store.users_in_groups(&[guid(10)], true).unwrap(), guids(&[1, 2, 3]));
+        assert_eq!(store.users_in_groups(&[guid(12)], true).unwrap(), guids(&[1, 2, 3]), "from anywhere in the cycle");
+        assert_eq!(store.users_in_groups(&[guid(14)], true).unwrap(), guids(&[4]), "through a group not synced");
+        assert_eq!(store.users_in_groups(&[guid(14)], false).unwrap(), guids(&[]));
+        assert_eq!(store.users_in_groups(&[guid(13), guid(11)], false).unwrap(), guids(&[2, 4]));
+        assert_eq!(store.users_in_groups(&[guid(99)], true).unwrap(), guids(&[]));
+    }
+
+    fn flat(store: &StateStore, g: u8) -> Vec<(String, bool, bool)> {
+        let mut m = store.flattened_members(&guid(g)).unwrap();
+        m.sort();
+        m
+    }
+
+    #[test]
+    fn flattened_members_are_the_transitive_users_in_scope() {
+        let (_dir, mut store) = mirror();
+        let all: Vec<(String, bool, bool)> = {
+            let mut v: Vec<_> = [1, 2, 3].iter().map(|i| (guid(*i), false, true)).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(flat(&store, 10), all, "a cycle of groups ends, and every group in it has the same users");
+        assert_eq!(flat(&store, 11), all);
+        assert_eq!(flat(&store, 14), vec![(guid(4), false, true)], "a group not synced still gives its users");
+        // A user the scope takes out is no member; an invalid one is listed as such.
+        store.set_out_of_scope(&[guid(2)], false).unwrap();
+        store.set_verdicts(&[(guid(3), false)], false).unwrap();
+        assert_eq!(flat(&store, 10), {
+            let mut v = vec![(guid(1), false, true), (guid(3), false, false)];
+            v.sort();
+            v
+        });
+    }
+
+    #[test]
+    fn an_object_out_of_scope_is_no_member_and_its_anchor_is_gone() {
+        let (_dir, mut store) = mirror();
+        let members = |store: &StateStore, g: u8| {
+            let mut m: Vec<String> = store.group_members(&guid(g)).unwrap().into_iter().map(|r| r.0).collect();
+            m.sort();
+            m
+        };
+        assert!(members(&store, 14).is_empty(), "the group not synced is no nested member");
+        assert_eq!(members(&store, 10).len(), 2);
+        let mut batch = crate::store::Batch::default();
+        for u in [1, 2] {
+            batch.anchor(&guid(u), crate::store::AnchorKind::User, &format!("scim-{u}"), &dn(u).to_string(), "", 1);
+        }
+        store.commit(&batch, "2026-05-01T10:00:00Z").unwrap();
+        assert!(store.anchors_gone(true).unwrap().is_empty());
+        store.mirror_sql(|tx| tx.execute_batch("DELETE FROM dirty")).unwrap();
+        store.set_out_of_scope(&[guid(1)], true).unwrap();
+        assert_eq!(members(&store, 10), [guid(11)]);
+        assert_eq!(store.anchors_gone(false).unwrap(), [guid(1)].into_iter().collect(), "a delta sees it leave");
+        let dirty = store.query_strings("SELECT guid FROM dirty", []).unwrap();
+        assert!(dirty.contains(&guid(10)), "the group that held it is planned again");
+        // Back in scope: valid again, and nothing is gone.
+        store.set_verdicts(&[(guid(1), true)], true).unwrap();
+        assert!(store.anchors_gone(true).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_delta_marks_users_whose_group_scope_changed_and_the_groups_above_a_changed_group() {
+        let (_dir, mut store) = mirror();
+        store.set_out_of_scope(&[guid(5)], false).unwrap();
+        store.mirror_sql(|tx| tx.execute_batch("DELETE FROM dirty")).unwrap();
+        // In the groups now: 1, 2 and 5 (user 3 left, user 5 joined).
+        store.mark_scope_membership_dirty(&guids(&[1, 2, 5])).unwrap();
+        let dirty: HashSet<String> = store.query_strings("SELECT guid FROM dirty", []).unwrap().into_iter().collect();
+        assert_eq!(dirty, guids(&[3, 4, 5]), "3 and 4 must leave, 5 may come back");
+        store.mirror_sql(|tx| tx.execute_batch("DELETE FROM dirty")).unwrap();
+        store.mirror_sql(|tx| mark_dirty(tx, &guid(13))).unwrap();
+        store.mark_parent_groups_dirty().unwrap();
+        let dirty: HashSet<String> = store.query_strings("SELECT guid FROM dirty", []).unwrap().into_iter().collect();
+        assert_eq!(dirty, guids(&[13, 14]));
+        store.mirror_sql(|tx| mark_dirty(tx, &guid(12))).unwrap();
+        store.mark_parent_groups_dirty().unwrap();
+        let dirty: HashSet<String> = store.query_strings("SELECT guid FROM dirty", []).unwrap().into_iter().collect();
+        assert_eq!(dirty, guids(&[10, 11, 12, 13, 14]), "up through a cycle, which ends");
+    }
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::desired::{self, Candidate};
 use super::plan::{self, Kind, Known, Plan, Quarantined, Reason};
 use super::progress::Progress;
-use super::scope::Scope;
+use super::scope::{PolicyScope, Scope};
 use super::validate::{self, DUPLICATE_RULES, Explanation, Identity, MAX_LISTED_CONFLICTS, RuleOptions};
 use crate::config::{OnRemove, ScopeConfig};
 use crate::directory::{
@@ -514,7 +514,10 @@ pub fn deletion_threshold(
 
 /// Validates the objects to look at (all of them in a full sync) against the whole mirror:
 /// users by every rule, groups by the rules that apply to them.
-pub fn validate(store: &mut StateStore, all: bool, rules: RuleOptions) -> Result<Verdicts> {
+/// Objects the policy's scope leaves out are not validated: they are recorded `out` (see
+/// [`PolicyScope`]) and leave the tenant like objects moved out of the OUs.
+pub fn validate(store: &mut StateStore, all: bool, rules: RuleOptions, scope: &PolicyScope) -> Result<Verdicts> {
+    let run = scope.begin(store, all)?;
     let mut verdicts = Verdicts::default();
     // All users: one pass finds the shared values; a few users: one indexed look-up each.
     let shared = if all { Some(store.shared_keys()?) } else { None };
@@ -525,7 +528,12 @@ pub fn validate(store: &mut StateStore, all: bool, rules: RuleOptions) -> Result
             let Some(last) = page.last() else { break };
             after = last.guid.clone();
             let mut found = Vec::with_capacity(page.len());
+            let mut out = Vec::new();
             for m in &page {
+                if run.exclusion(&m.guid, &m.object).is_some() {
+                    out.push(m.guid.clone());
+                    continue;
+                }
                 let problems = problems_of(store, m, &shared, rules)?;
                 if !problems.is_empty() {
                     verdicts.quarantined.insert(
@@ -536,8 +544,10 @@ pub fn validate(store: &mut StateStore, all: bool, rules: RuleOptions) -> Result
                 found.push((m.guid.clone(), problems.is_empty()));
             }
             store.set_verdicts(&found, !all)?;
+            store.set_out_of_scope(&out, !all)?;
         }
     }
+    scope.finish(store, all)?;
     Ok(verdicts)
 }
 
@@ -575,6 +585,8 @@ pub struct Engine<'a, 'c> {
     /// The tenant's users and groups, when this run listed them (a full sync): the planner
     /// repairs drift from it.
     tenant: Option<super::repair::TenantView>,
+    /// Groups list their transitive users instead of nested groups (the policy's `members`).
+    flattened: bool,
 }
 
 impl<'a, 'c> Engine<'a, 'c> {
@@ -585,8 +597,9 @@ impl<'a, 'c> Engine<'a, 'c> {
         applier: Option<Applier<'c>>,
         ids: HashMap<String, String>,
         tenant: Option<super::repair::TenantView>,
+        flattened: bool,
     ) -> Self {
-        Engine { store, applier, ids, plan: Plan::default(), tenant }
+        Engine { store, applier, ids, plan: Plan::default(), tenant, flattened }
     }
 
     /// The run's plan (without bodies), the applier (what it did) and the tenant's listing.
@@ -680,7 +693,7 @@ impl Engine<'_, '_> {
                 } else {
                     // An invalid user not validated in this run is already quarantined.
                     let id = |g: &str| self.id(g);
-                    match want(self.store, m, work.anchors, &id)? {
+                    match want(self.store, m, work.anchors, &id, self.flattened)? {
                         Some((_, true)) if !work.take_all => {
                             deferred += 1;
                             continue;
@@ -805,12 +818,14 @@ fn want(
     m: &Mirrored,
     anchors: &HashMap<String, plan::Anchor>,
     id: &dyn Fn(&str) -> Option<String>,
+    flattened: bool,
 ) -> Result<Option<(plan::Desired, bool)>> {
     if m.valid == Some(false) {
         return Ok(None); // quarantined (a group too: its name, its objectGUID)
     }
     if m.object.kind == ObjectKind::Group {
-        let candidates = store.group_members(&m.guid)?.into_iter().map(|(guid, is_group, valid)| {
+        let listed = if flattened { store.flattened_members(&m.guid)? } else { store.group_members(&m.guid)? };
+        let candidates = listed.into_iter().map(|(guid, is_group, valid)| {
             let held = !valid && anchors.get(&guid).is_some_and(|a| a.state == plan::AnchorState::Active);
             Candidate { guid, is_group, valid, held }
         });
@@ -1080,7 +1095,7 @@ mod tests {
         for kind in [ObjectKind::User, ObjectKind::Group] {
             for m in store.work_page(kind, true, "", 10_000).unwrap() {
                 let id = |g: &str| Some(g.to_owned());
-                let form = match want(store, &m, &anchors, &id).unwrap() {
+                let form = match want(store, &m, &anchors, &id, false).unwrap() {
                     Some((d, _)) => format!("{} {:?}", d.hash, d.members),
                     None => "invalid".into(),
                 };
@@ -1096,7 +1111,7 @@ mod tests {
         let unseen = store.mirror_unseen(run).unwrap();
         store.mirror_remove(&unseen).unwrap();
         store.mirror_resolve_links(false).unwrap();
-        validate(store, true, RuleOptions::default()).unwrap();
+        validate(store, true, RuleOptions::default(), &PolicyScope::default()).unwrap();
     }
 
     fn mirror_rows(store: &StateStore) -> Vec<String> {
@@ -1200,7 +1215,7 @@ mod tests {
                 store.mirror_remove(&gone).unwrap();
                 store.mirror_resolve_links(true).unwrap();
                 store.mark_unsettled_dirty().unwrap();
-                validate(&mut store, false, RuleOptions::default()).unwrap();
+                validate(&mut store, false, RuleOptions::default(), &PolicyScope::default()).unwrap();
                 let after = observe(&store);
                 let dirty: BTreeSet<String> = store
                     .mirror_sql(|tx| {

@@ -180,6 +180,9 @@ pub struct UserStory {
     /// The SCIM resource the provisioning policy makes of it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scim: Option<serde_json::Value>,
+    /// In the selected OUs but left out by the policy's scope: the rule that excludes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub excluded: Option<crate::policy::scoping::Exclusion>,
     /// `create`, `update`, `unchanged`, `quarantine`, `deactivate`, `delete` or `none`.
     pub operation: &'static str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -320,11 +323,13 @@ impl Run<'_, '_> {
         out.read = refresh.read;
         out.timings.read = ms(started);
         let planned = Instant::now();
-        let verdicts = engine::validate(self.store, all, rules)?;
+        let policy = self.config.policy().map_err(|e| AppError::new(crate::error::ErrorKind::Config, e.to_string()))?;
+        let policy_scope = super::scope::PolicyScope::of(&policy);
+        let verdicts = engine::validate(self.store, all, rules, &policy_scope)?;
         out.quarantined = engine::held_back(self.store, refresh.unanchored, &verdicts)?;
         let findings = if out.quarantined.is_empty() { ExitStatus::Ok } else { ExitStatus::Findings };
         if let Some(query) = self.options.user {
-            out.user = Some(story(self.store, query, rules)?);
+            out.user = Some(story(self.store, query, rules, &policy_scope)?);
         }
 
         // Deletion threshold: count and percentage, before anything is written.
@@ -417,7 +422,7 @@ impl Run<'_, '_> {
                 .collect(),
             false => HashMap::new(),
         };
-        let mut engine = Engine::new(&mut *self.store, applier, ids, tenant);
+        let mut engine = Engine::new(&mut *self.store, applier, ids, tenant, policy_scope.flattened());
         let applying = Instant::now();
         let applied = engine.run(all, &verdicts, &anchors, removals.removals).await;
         out.timings.plan = u64::try_from(applying.duration_since(planned).as_millis()).unwrap_or(u64::MAX);
@@ -568,17 +573,28 @@ impl Run<'_, '_> {
 }
 
 /// Where one user stands (before the plan says what this run does to it).
-fn story(store: &StateStore, query: &str, options: RuleOptions) -> Result<UserStory> {
+fn story(
+    store: &StateStore,
+    query: &str,
+    options: RuleOptions,
+    scope: &super::scope::PolicyScope,
+) -> Result<UserStory> {
     let rules = engine::explain(store, query, options)?;
     let mut story = UserStory {
         query: query.to_owned(),
         in_scope: rules.is_some(),
         rules,
         scim: None,
+        excluded: None,
         operation: "none",
         changed: vec![],
     };
     let user = store.mirrored_user(query)?;
+    if let Some(m) = &user {
+        story.excluded = scope.read(store)?.exclusion(&m.guid, &m.object);
+        story.in_scope = story.excluded.is_none();
+    }
+    let user = user.filter(|_| story.in_scope);
     if user.as_ref().is_some_and(|m| m.valid == Some(false)) {
         story.operation = "quarantine";
     }

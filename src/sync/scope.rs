@@ -1,16 +1,21 @@
 //! The sync scope: the selected OUs minus the excluded sub-trees, resolved against the
 //! directory by objectGUID first (a renamed or moved OU is followed) and DN second.
 
+use std::collections::HashSet;
+
 use serde::Serialize;
 
 use super::progress::Progress;
 use crate::config::{OuRef, ScopeConfig};
+use crate::directory::ObjectKind;
 use crate::directory::{
     AnyDirectory, Container, ContainerKind, DirObject, Directory, Dn, ObjectGuid, ObjectQuery, ReadSummary,
     serialize_display,
 };
 use crate::error::Result;
 use crate::output::Warning;
+use crate::policy::scoping::{Attributes, Exclusion, GroupOptions, MemberMode, Scoping};
+use crate::store::{StateError, StateStore};
 
 /// Reads the objects of `query` in `scope`, streaming them into `each`.
 pub async fn read_scope(
@@ -204,6 +209,82 @@ pub fn lookup<'a>(text: &str, containers: &'a [Container]) -> Option<&'a Contain
     }
     let dn = Dn::parse(text).ok()?;
     containers.iter().find(|c| c.dn == dn)
+}
+
+/// The active policy's scope beyond the OUs and its group options, as a run applies them to
+/// the mirror: an object in the OUs that the policy leaves out gets status `out` (kept for its
+/// links, treated as gone: deprovisioned per `on_remove`, counted by the deletion threshold).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicyScope {
+    pub scoping: Scoping,
+    pub groups: GroupOptions,
+}
+
+/// A directory object as the policy's rules read it.
+struct Object<'a>(&'a DirObject);
+
+impl Attributes for Object<'_> {
+    fn values(&self, name: &str) -> Vec<String> {
+        self.0.values(name)
+    }
+}
+
+/// What one run knows to decide the scope: the users in the scoping groups (when set).
+pub struct ScopeRun<'a> {
+    scope: &'a PolicyScope,
+    in_groups: Option<HashSet<String>>,
+}
+
+impl PolicyScope {
+    pub fn of(policy: &crate::policy::Policy) -> PolicyScope {
+        PolicyScope { scoping: policy.scope.clone(), groups: policy.groups.clone() }
+    }
+
+    pub fn flattened(&self) -> bool {
+        self.groups.members == MemberMode::Flattened
+    }
+
+    /// Before validation: the scoping groups' users from the mirror's links; in a delta, the
+    /// users whose membership no longer agrees with their recorded scope become dirty.
+    pub fn begin(&self, store: &mut StateStore, all: bool) -> Result<ScopeRun<'_>, StateError> {
+        let run = self.read(store)?;
+        if let (false, Some(users)) = (all, &run.in_groups) {
+            store.mark_scope_membership_dirty(users)?;
+        }
+        Ok(run)
+    }
+
+    /// The scoping groups' users from the mirror's links, to judge objects (`sync --user`).
+    pub fn read(&self, store: &StateStore) -> Result<ScopeRun<'_>, StateError> {
+        let in_groups = if self.scoping.groups.is_empty() {
+            None
+        } else {
+            let roots: Vec<String> = self.scoping.groups.iter().map(ToString::to_string).collect();
+            Some(store.users_in_groups(&roots, self.scoping.transitive)?)
+        };
+        Ok(ScopeRun { scope: self, in_groups })
+    }
+
+    /// After validation, in a delta with flattened groups: the groups above a changed group change too.
+    pub fn finish(&self, store: &mut StateStore, all: bool) -> Result<(), StateError> {
+        if !all && self.flattened() {
+            store.mark_parent_groups_dirty()?;
+        }
+        Ok(())
+    }
+}
+
+impl ScopeRun<'_> {
+    /// `None`: the policy takes the object (in the OUs, as every mirrored object is); else why not.
+    pub fn exclusion(&self, guid: &str, o: &DirObject) -> Option<Exclusion> {
+        match o.kind {
+            ObjectKind::User => {
+                let in_groups = || self.in_groups.as_ref().is_some_and(|users| users.contains(guid));
+                self.scope.scoping.exclusion(&Object(o), &in_groups)
+            }
+            ObjectKind::Group => self.scope.groups.exclusion(o.guid, &Object(o)),
+        }
+    }
 }
 
 #[cfg(test)]
