@@ -84,6 +84,14 @@ pub struct SyncReport {
     /// With `--user`: that user, end to end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<UserStory>,
+    /// Per SCIM attribute, how many provisioned users and groups this run gives another value
+    /// (what a changed policy would rewrite; `userName` is what the rename guard counts).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub changes_by_attribute: std::collections::BTreeMap<String, u64>,
+    /// The provisioning policy this run mapped with, when it is not Default from the
+    /// configuration (a configured policy, or the tenant's choice).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyNote>,
 }
 
 /// What a full sync read of the tenant.
@@ -307,6 +315,16 @@ async fn heartbeat(
         notes
             .push(Warning::new("heartbeat-not-recorded", format!("the heartbeat's result could not be recorded: {e}")));
     }
+    if let Ok(answer) = &sent {
+        // The tenant's choice of policy (or its withdrawal) applies from the next run on.
+        let policy = answer.provisioning_policy.as_deref().filter(|p| !p.trim().is_empty());
+        if let Err(e) = store.set_meta(TENANT_POLICY_KEY, policy) {
+            notes.push(Warning::new(
+                "heartbeat-not-recorded",
+                format!("the provisioning policy the tenant assigned could not be recorded: {e}"),
+            ));
+        }
+    }
     match sent {
         Ok(answer) if answer.full_sync_requested => match store.set_meta("full_sync_requested", Some("1")) {
             Ok(()) => notes
@@ -327,6 +345,56 @@ async fn heartbeat(
 
 type PipelineResult = Result<(SyncReport, ExitStatus, Option<AppError>)>;
 
+/// Where the store keeps the provisioning policy the tenant assigned (its last heartbeat answer).
+const TENANT_POLICY_KEY: &str = "tenant_provisioning_policy";
+
+/// Which provisioning policy a run maps with, and why (in the report unless it is Default from
+/// the configuration).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PolicyNote {
+    pub name: String,
+    /// `tenant` (the tenant's agent API assigned it; it wins over the configuration) or `config`.
+    pub source: &'static str,
+    /// The configuration's `[tenant] provisioning_policy`, when the tenant's choice overrides it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub configured: Option<String>,
+}
+
+/// The rules of this run: the configuration's, with the policy the tenant assigned (its last
+/// heartbeat answer) when it assigned one, else the configured one. A policy the tenant names
+/// but the configuration does not define is a configuration error: nothing is mapped on a guess.
+fn run_rules(
+    config: &AgentConfig,
+    store: &StateStore,
+    warnings: &mut Vec<Warning>,
+) -> Result<(RuleOptions, Option<PolicyNote>)> {
+    let rules = RuleOptions::of(Some(config))?;
+    let configured = rules.policy.name.clone();
+    let Some(assigned) = store.meta(TENANT_POLICY_KEY)? else {
+        let note =
+            (!rules.policy.is_default()).then_some(PolicyNote { name: configured, source: "config", configured: None });
+        return Ok((rules, note));
+    };
+    let policy = crate::policy::Policy::resolve(&assigned, &config.policies).map_err(|e| {
+        AppError::config(format!("the tenant assigned the provisioning policy {assigned:?}, but {}", e.message))
+            .with_hint(format!("define [policies.{assigned}] in agent.toml, or assign another policy in the tenant"))
+    })?;
+    if assigned != configured {
+        warnings.push(Warning::new(
+            "tenant-policy",
+            format!(
+                "the tenant assigned the provisioning policy {assigned:?}, which wins over [tenant] provisioning_policy = {configured:?}"
+            ),
+        ));
+    }
+    let note = PolicyNote {
+        name: assigned.clone(),
+        source: "tenant",
+        configured: (assigned != configured).then_some(configured),
+    };
+    Ok((rules.with_policy(policy), Some(note)))
+}
+
 /// The run itself; `kind` becomes `full` or `delta` as soon as that is decided.
 #[allow(clippy::too_many_arguments)]
 async fn pipeline(
@@ -344,7 +412,9 @@ async fn pipeline(
     // more, so that a no-op run with a revoked token fails too.
     let capabilities = client.service_provider_config().await?;
     client.check_token().await?;
+    let (rules, policy_note) = run_rules(config, store, warnings)?;
     let mut directory = open_directory(&args.directory, Some(config), warnings).await?;
+    directory.read_extra_attributes(crate::directory::extra_attributes(&rules.policy.attributes()));
     let info = directory.info().await?;
     let chosen = choose_scope_checked(&mut directory, None, Some(config), warnings).await?;
     let (scope, description, vanished) = match chosen {
@@ -354,7 +424,7 @@ async fn pipeline(
     // Read before anything else, so changes made during the run are read again next time.
     let started_at = jiff::Timestamp::now();
     let tracking = directory.change_tracking().await?;
-    let fingerprint = engine::scope_fingerprint(&config.scope);
+    let fingerprint = engine::watermark_fingerprint(&config.scope, &rules.policy.fingerprint());
     let watermarks = store.watermarks()?;
     let (mode, fallback) = engine::choose_mode(&ModeInputs {
         full_asked: args.full,
@@ -398,6 +468,8 @@ async fn pipeline(
         resources: Resources::default(),
         password_push: None,
         user: None,
+        changes_by_attribute: Default::default(),
+        policy: policy_note,
     };
     // A selected OU is gone: stop before reading, with what its absence would have removed.
     let scope = match scope {
@@ -419,9 +491,22 @@ async fn pipeline(
     if args.dry_run {
         store.begin_dry_run()?;
     }
-    let result =
-        sync(ctx, args, config, client, &capabilities, store, run, &mut directory, &scope, mode, &mut report, warnings)
-            .await;
+    let result = sync(
+        ctx,
+        args,
+        config,
+        &rules,
+        client,
+        &capabilities,
+        store,
+        run,
+        &mut directory,
+        &scope,
+        mode,
+        &mut report,
+        warnings,
+    )
+    .await;
     if args.dry_run {
         store.end_dry_run()?;
     }
@@ -503,6 +588,7 @@ async fn sync(
     ctx: &Context<'_>,
     args: &SyncArgs,
     config: &AgentConfig,
+    rules: &RuleOptions,
     client: &tenant::ScimClient,
     capabilities: &tenant::scim::Capabilities,
     store: &mut StateStore,
@@ -514,7 +600,6 @@ async fn sync(
     warnings: &mut Vec<Warning>,
 ) -> Result<(ExitStatus, Option<AppError>)> {
     let started = Instant::now();
-    let rules = RuleOptions::of(Some(config));
     let refresh = match mode {
         Mode::Full => match engine::refresh_full(directory, scope, store, run, rules, ctx.printer).await? {
             Ok(refresh) => refresh,
@@ -552,6 +637,19 @@ async fn sync(
         config.sync.max_deletions,
         config.sync.max_deletion_percent,
     );
+    // The rename guard: userName changes of provisioned users (a changed policy, a mass UPN change).
+    report.changes_by_attribute = engine::planned_attribute_changes(store, all, &rules.policy)?;
+    let renaming = report.changes_by_attribute.get("userName").copied().unwrap_or(0) as usize;
+    let provisioned_users = store.active_users()?;
+    let threshold = threshold.or_else(|| {
+        engine::rename_threshold(
+            renaming,
+            provisioned_users,
+            args.allow_renames,
+            config.sync.max_renames,
+            config.sync.max_rename_percent,
+        )
+    });
     if let Some((stop, error)) = threshold {
         if args.dry_run {
             // A dry run counts what it would do; a real run what it did (nothing).
@@ -648,7 +746,8 @@ async fn sync(
     } else {
         Default::default()
     };
-    let mut engine = Engine { store, applier, ids, plan: Plan::default(), tenant };
+    let policy = rules.policy.clone();
+    let mut engine = Engine { store, applier, ids, plan: Plan::default(), tenant, policy };
     let applying = Instant::now();
     let applied = engine.run(all, &verdicts, &anchors, removals.removals).await;
     report.timings_ms.plan = u64::try_from(applying.duration_since(planned).as_millis()).unwrap_or(u64::MAX);
@@ -761,7 +860,7 @@ async fn list_tenant(
 }
 
 /// Where one user stands (before the plan says what this run does to it).
-fn story(store: &StateStore, query: &str, options: RuleOptions) -> Result<UserStory> {
+fn story(store: &StateStore, query: &str, options: &RuleOptions) -> Result<UserStory> {
     let rules = engine::explain(store, query, options)?;
     let mut story = UserStory {
         query: query.to_owned(),
@@ -781,7 +880,8 @@ fn story(store: &StateStore, query: &str, options: RuleOptions) -> Result<UserSt
             Some(g) if store.is_valid_user(g)? => store.scim_id(g)?,
             _ => None,
         };
-        story.scim = Some(crate::sync::desired::user(&m.object, &m.guid, manager_id.as_deref()).body);
+        let desired = crate::sync::desired::user(&options.policy, &m.object, &m.guid, manager_id.as_deref());
+        story.scim = desired.ok().map(|d| d.body);
         // What a run does to a user it does not plan for (a delta that did not touch it).
         if store.scim_id(&m.guid)?.is_some() {
             story.operation = "unchanged";
@@ -891,6 +991,17 @@ impl SyncReport {
                     let verdict = if c.passed { "pass" } else { "FAIL" };
                     out.push_str(&format!("  {verdict} {}: {}\n", c.rule.id(), c.description));
                 }
+                if !rules.mapped.is_empty() {
+                    out.push_str("mapped attributes (target = value <- mapping):\n");
+                    for [target, value, mapping] in crate::sync::validate::mapped_rows(&rules.mapped) {
+                        out.push_str(&format!(
+                            "  {} = {} <- {}\n",
+                            output::cell(&target),
+                            output::cell(&value),
+                            output::cell(&mapping)
+                        ));
+                    }
+                }
             }
             if let Some(scim) = &story.scim {
                 out.push_str(&format!("SCIM resource:\n{}", output::json_line(scim, true)));
@@ -902,6 +1013,15 @@ impl SyncReport {
             output::cell(&self.source),
             counted(self.read.users, "user", self.read.groups, "group"),
         ));
+        if let Some(p) = &self.policy {
+            let source = if p.source == "tenant" { "assigned by the tenant" } else { "from the configuration" };
+            out.push_str(&format!("provisioning policy: {} ({source})\n", output::cell(&p.name)));
+        }
+        if !self.changes_by_attribute.is_empty() {
+            let counts: Vec<String> =
+                self.changes_by_attribute.iter().map(|(a, n)| format!("{} {n}", output::cell(a))).collect();
+            out.push_str(&format!("objects changing, by attribute: {}\n", counts.join(", ")));
+        }
         list(&mut out, &self.skipped_dcs, |skipped| {
             format!("skipped DC {}: {}", output::cell(&skipped.url), output::cell(&skipped.error))
         });
