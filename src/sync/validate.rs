@@ -56,7 +56,7 @@ impl Rule {
 
     /// The rules of a configured policy: the required and duplicate rules judge mapped values
     /// (userName, the targets in `required`, the primary email) instead of AD attributes.
-    pub const MAPPED: [Rule; 14] = [
+    pub const MAPPED: [Rule; 15] = [
         Rule::GuidRequired,
         Rule::GuidSyntax,
         Rule::GuidDuplicate,
@@ -64,6 +64,7 @@ impl Rule {
         Rule::UserNameRequired,
         Rule::MappedRequired,
         Rule::MailSyntax,
+        Rule::UpnSyntax,
         Rule::UacSyntax,
         Rule::TextUtf8,
         Rule::TextControl,
@@ -370,8 +371,8 @@ pub fn check_attributes(user: &DirObject, options: &RuleOptions) -> Vec<Problem>
 
 /// The per-user rules of a configured policy, on what it maps: every mapping evaluates
 /// (`mapping.error`), the required targets have values (`userName.required`, `mapped.required`),
-/// every mapped email is an address (`mail.syntax`), and no mapped text holds a control
-/// character (`text.control`).
+/// every mapped email is an address (`mail.syntax`), no mapped text holds a control character
+/// (`text.control`); and, as under Default, a present userPrincipalName is well-formed.
 fn check_mapped(user: &DirObject, options: &RuleOptions) -> Vec<Problem> {
     let mut problems = object_problems(user);
     let values = crate::policy::map::user_values(&options.policy, user);
@@ -422,6 +423,17 @@ fn check_mapped(user: &DirObject, options: &RuleOptions) -> Vec<Problem> {
             p.attribute = v.target.name();
             problems.push(p);
         }
+    }
+    // A malformed logon name stays quarantined whatever the policy sends as userName: switching
+    // policies never provisions a user Default held back for its AD data.
+    if let Some(upn) = user.user_principal_name.as_deref().filter(|u| !is_blank(u))
+        && let Err(reason) = check_address(upn, AddressKind::Upn)
+    {
+        problems.push(Problem::new(
+            Rule::UpnSyntax,
+            Some(upn),
+            format!("userPrincipalName {upn:?} is not a valid logon name: {reason}"),
+        ));
     }
     if options.reject_control_characters {
         let named: Vec<(&str, Option<&str>)> = texts.iter().map(|(n, t)| (n.as_str(), Some(t.as_str()))).collect();
