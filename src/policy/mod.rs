@@ -536,4 +536,24 @@ mod tests {
         let required: Vec<String> = p.required.iter().map(Target::name).collect();
         assert_eq!(required, ["userName", "enterprise.department"]);
     }
+
+    /// The README's policy section shows Default's mapping and a worked example: both are what
+    /// this code has (the table is Default's expressions, the example loads).
+    #[test]
+    fn the_readme_shows_defaults_mapping_and_a_policy_that_loads() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        for (target, source) in DEFAULT_USER_MAPPING {
+            let row = format!("| `{target}` | `{source}` |");
+            assert!(readme.contains(&row), "README lacks {row}");
+        }
+        let section = readme.split("## Provisioning policies").nth(1).unwrap();
+        let example = section.split("```toml\n").nth(1).unwrap().split("```").next().unwrap();
+        let config = crate::config::parse(&format!("version = 1\n{example}")).unwrap();
+        assert_eq!(config.policy().unwrap().name, "Rewrite");
+        let mailboxes = config.policies.keys().map(String::as_str).collect::<Vec<_>>();
+        assert_eq!(mailboxes, ["Mailboxes", "Rewrite"]);
+        let p = Policy::resolve("Mailboxes", &config.policies).unwrap();
+        assert!(p.attributes().contains("proxyaddresses"));
+        assert!(!p.user_mappings().iter().any(|m| m.target.name() == "title"));
+    }
 }
