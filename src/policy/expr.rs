@@ -11,10 +11,15 @@
 mod eval;
 mod parse;
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+
+#[cfg(test)]
+use parse::FUNCTIONS;
 
 /// The longest expression accepted, in characters.
 pub const MAX_SOURCE_CHARS: usize = 4096;
@@ -100,8 +105,9 @@ impl Expr {
     /// Parses and checks `text`: syntax, unknown function, wrong arity or argument type.
     pub fn parse(text: &str) -> Result<Expr, ExprError> {
         let root = parse::parse(text)?;
-        let mut attributes = Vec::new();
-        root.collect_attributes(&mut attributes);
+        let mut references = Vec::new();
+        root.collect_references(&mut references);
+        let mut attributes: Vec<String> = references.into_iter().map(|(name, _)| name).collect();
         attributes.sort();
         attributes.dedup();
         Ok(Expr { source: text.to_string(), root, attributes })
@@ -110,6 +116,22 @@ impl Expr {
     /// The directory attributes it reads: lower-case, sorted, deduplicated.
     pub fn attributes(&self) -> Vec<String> {
         self.attributes.clone()
+    }
+
+    /// Every attribute reference in source order: the lower-case name and its 1-based column.
+    pub fn attribute_references(&self) -> Vec<(String, usize)> {
+        let mut out = Vec::new();
+        self.root.collect_references(&mut out);
+        out
+    }
+
+    /// Checks that every attribute it reads is one the directory has (`known` answers for a
+    /// lower-case name): the first that is not is an error at its column.
+    pub fn check_attributes(&self, known: impl Fn(&str) -> bool) -> Result<(), ExprError> {
+        match self.attribute_references().into_iter().find(|(name, _)| !known(name)) {
+            Some((name, column)) => Err(ExprError { message: format!("unknown attribute [{name}]"), column }),
+            None => Ok(()),
+        }
     }
 
     /// Evaluates it against one object's attributes: bounded cost, never panics.

@@ -461,6 +461,9 @@ pub(super) const FOLDS: &[(char, &str)] = &[
 
 /// NFD, then drops the nonspacing marks (accents) and spells [`FOLDS`]'s letters plainly.
 fn normalize_diacritics(s: &str) -> String {
+    if s.is_ascii() {
+        return s.to_string();
+    }
     let categories = CodePointMapData::<GeneralCategory>::new();
     let mut out = String::with_capacity(s.len());
     for c in DecomposingNormalizerBorrowed::new_nfd().normalize_iter(s.chars()) {

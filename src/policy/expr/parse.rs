@@ -35,7 +35,7 @@ pub(super) enum Func {
 /// What a function's argument must be, checked at parse time as far as the argument's shape is
 /// known (constants and the results of other functions) and again at evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Want {
+pub(super) enum Want {
     /// One text value (an integer is taken as its decimal text).
     Text,
     /// One text value, or a list whose values are each processed.
@@ -52,9 +52,9 @@ enum Want {
 pub(super) struct FuncInfo {
     pub(super) func: Func,
     pub(super) name: &'static str,
-    min: usize,
+    pub(super) min: usize,
     /// None: any number from `min` on.
-    max: Option<usize>,
+    pub(super) max: Option<usize>,
 }
 
 const fn f(func: Func, name: &'static str, min: usize, max: Option<usize>) -> FuncInfo {
@@ -94,7 +94,7 @@ impl Func {
     }
 
     /// What argument `index` (0-based) must be.
-    fn want(self, index: usize) -> Want {
+    pub(super) fn want(self, index: usize) -> Want {
         use Func::*;
         match (self, index) {
             (Coalesce | IsPresent | IsNullOrEmpty | Equals, _) => Want::Any,
@@ -163,10 +163,11 @@ pub(super) struct Node {
 }
 
 impl Node {
-    pub(super) fn collect_attributes(&self, out: &mut Vec<String>) {
+    /// The attribute references under this node, in source order.
+    pub(super) fn collect_references(&self, out: &mut Vec<(String, usize)>) {
         match &self.kind {
-            Kind::Attr(name) => out.push(name.clone()),
-            Kind::Call { args, .. } => args.iter().for_each(|a| a.collect_attributes(out)),
+            Kind::Attr(name) => out.push((name.clone(), self.column)),
+            Kind::Call { args, .. } => args.iter().for_each(|a| a.collect_references(out)),
             Kind::Text(_) | Kind::Int(_) | Kind::Bool(_) => {}
         }
     }
@@ -236,8 +237,14 @@ struct Parser {
     depth: usize,
 }
 
+/// A character for an error message: invisible ones (controls, format characters, unusual
+/// spaces) by their code point.
 fn describe(c: char) -> String {
-    if c.is_control() { format!("character U+{:04X}", c as u32) } else { format!("'{c}'") }
+    if c == ' ' || c.is_ascii_graphic() || c.is_alphanumeric() {
+        format!("'{c}'")
+    } else {
+        format!("character U+{:04X}", c as u32)
+    }
 }
 
 impl Parser {

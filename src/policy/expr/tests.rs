@@ -84,6 +84,19 @@ fn attributes_lists_what_is_read_lower_case_sorted_once() {
 }
 
 #[test]
+fn attribute_references_carry_their_column_for_an_unknown_attribute_error() {
+    let e = Expr::parse("Coalesce([mail], ToLower([Mial]), [mail])").unwrap();
+    assert_eq!(
+        e.attribute_references(),
+        vec![("mail".to_string(), 10), ("mial".to_string(), 26), ("mail".to_string(), 35)]
+    );
+    let known = |name: &str| ["mail", "givenname"].contains(&name);
+    let err = e.check_attributes(known).unwrap_err();
+    assert_eq!(err.to_string(), "column 26: unknown attribute [mial]");
+    assert_eq!(Expr::parse("ToLower([GivenName])").unwrap().check_attributes(known), Ok(()));
+}
+
+#[test]
 fn function_names_are_case_insensitive() {
     assert_eq!(ok("tolower([givenName])"), text("anna"));
     assert_eq!(ok("TOUPPER([givenName])"), text("ANNA"));
@@ -126,6 +139,8 @@ fn syntax_errors_name_the_column_of_the_offending_character() {
     assert_parse_error("givenName", 1, "in brackets");
     assert_parse_error("ToLower", 8, "expected '('");
     assert_parse_error("@", 1, "'@'");
+    assert_parse_error("\u{feff}[mail]", 1, "unexpected character U+FEFF");
+    assert_parse_error("[mail\u{200b}]", 6, "unexpected character U+200B in an attribute name");
 }
 
 #[test]
@@ -415,4 +430,83 @@ fn doubling_text_stops_at_the_size_cap_not_the_memory() {
     let data = attrs(&[("a", &["a"])]);
     let e = Expr::parse(&nested).unwrap();
     assert!(e.eval(&data).unwrap_err().message.contains("grows past"));
+}
+
+// --- docs/expressions.md: every example gives the result shown ---
+
+const REFERENCE: &str = include_str!("../../../docs/expressions.md");
+
+/// The fenced blocks whose info string is `text <kind>`, as lists of lines.
+fn blocks(kind: &str) -> Vec<Vec<&'static str>> {
+    let mut out = Vec::new();
+    let mut current: Option<Vec<&str>> = None;
+    let opening = format!("```text {kind}");
+    for line in REFERENCE.lines() {
+        match current.as_mut() {
+            Some(lines) if line == "```" => out.push(std::mem::take(lines)),
+            Some(lines) => lines.push(line),
+            None => {}
+        }
+        if line == "```" {
+            current = None;
+        } else if line == opening {
+            current = Some(Vec::new());
+        }
+    }
+    out
+}
+
+fn reference_user() -> BTreeMap<String, Vec<String>> {
+    let mut user: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let [block] = blocks("attributes").try_into().expect("one attributes block");
+    for line in block {
+        let (name, value) = line.split_once(": ").unwrap_or_else(|| panic!("not `name: value`: {line}"));
+        user.entry(name.to_lowercase()).or_default().push(value.to_string());
+    }
+    user
+}
+
+/// A result as the reference writes it.
+fn render(result: Result<Value, String>) -> String {
+    match result {
+        Ok(Value::Null) => "Null".to_string(),
+        Ok(Value::Text(s)) => serde_json::to_string(&s).unwrap(),
+        Ok(Value::List(items)) => {
+            format!("[{}]", items.iter().map(|s| serde_json::to_string(s).unwrap()).collect::<Vec<_>>().join(", "))
+        }
+        Ok(Value::Bool(b)) => b.to_string(),
+        Ok(Value::Int(n)) => n.to_string(),
+        Err(message) => message,
+    }
+}
+
+#[test]
+fn every_example_in_the_reference_gives_the_result_it_shows() {
+    let user = reference_user();
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for line in blocks("example").into_iter().flatten() {
+        let (text, shown) = line.split_once(" → ").unwrap_or_else(|| panic!("no ` → ` in {line}"));
+        let got = match Expr::parse(text) {
+            Ok(expr) => render(expr.eval(&user).map_err(|e| format!("error: {e}"))),
+            Err(e) => render(Err(e.to_string())),
+        };
+        if got != shown {
+            wrong.push(format!("{text}\n  shown: {shown}\n  got:   {got}"));
+        }
+        checked += 1;
+    }
+    assert!(wrong.is_empty(), "examples that do not give what the reference shows:\n{}", wrong.join("\n"));
+    assert!(checked >= 2 * FUNCTIONS.len(), "only {checked} examples");
+}
+
+#[test]
+fn the_reference_has_a_section_with_examples_for_every_function() {
+    for name in function_names() {
+        let heading = format!("\n### {name}\n");
+        let start = REFERENCE.find(&heading).unwrap_or_else(|| panic!("no section {name}"));
+        let section = &REFERENCE[start + heading.len()..];
+        let section = &section[..section.find("\n#").unwrap_or(section.len())];
+        assert!(section.contains(&format!("\n{name}(")), "no example of {name} in its section");
+    }
 }
