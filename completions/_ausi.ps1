@@ -167,6 +167,7 @@ Register-ArgumentCompleter -Native -CommandName 'ausi' -ScriptBlock {
         'ausi;validate' {
             [CompletionResult]::new('--base', '--base', [CompletionResultType]::ParameterName, 'Validate every user under this DN instead of the selected OUs')
             [CompletionResult]::new('--user', '--user', [CompletionResultType]::ParameterName, 'Explain one user rule by rule (userPrincipalName or sAMAccountName)')
+            [CompletionResult]::new('--policy', '--policy', [CompletionResultType]::ParameterName, 'Judge by this provisioning policy (Default or one of [policies.NAME]) instead of the active one')
             [CompletionResult]::new('--source', '--source', [CompletionResultType]::ParameterName, 'Read from here instead of the configured directory: ldif:PATH (an ldifde or ldapsearch export; no domain controller needed), ldaps://HOST[:PORT] or ldap://HOST[:PORT]')
             [CompletionResult]::new('--bind-dn', '--bind-dn', [CompletionResultType]::ParameterName, 'Bind as this account (DN, user@domain or DOMAIN\user) instead of the configured one')
             [CompletionResult]::new('--ca-file', '--ca-file', [CompletionResultType]::ParameterName, 'Trust this PEM file of CA certificates for LDAPS/StartTLS (a private enterprise CA)')
@@ -191,6 +192,7 @@ Register-ArgumentCompleter -Native -CommandName 'ausi' -ScriptBlock {
         }
         'ausi;sync' {
             [CompletionResult]::new('--allow-deletes', '--allow-deletes', [CompletionResultType]::ParameterName, 'Allow this run to deactivate or delete up to N objects, above the configured threshold')
+            [CompletionResult]::new('--allow-renames', '--allow-renames', [CompletionResultType]::ParameterName, 'Allow this run to change the userName of up to N users, above [sync] max_renames')
             [CompletionResult]::new('--user', '--user', [CompletionResultType]::ParameterName, 'With --dry-run: explain one user end to end (scope, rules, the SCIM resource, the operation)')
             [CompletionResult]::new('--source', '--source', [CompletionResultType]::ParameterName, 'Read from here instead of the configured directory: ldif:PATH (an ldifde or ldapsearch export; no domain controller needed), ldaps://HOST[:PORT] or ldap://HOST[:PORT]')
             [CompletionResult]::new('--bind-dn', '--bind-dn', [CompletionResultType]::ParameterName, 'Bind as this account (DN, user@domain or DOMAIN\user) instead of the configured one')

@@ -141,6 +141,7 @@ complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -s h -l help -d 'P
 complete -c ausi -n "__fish_ausi_using_subcommand select-ous" -s V -l version -d 'Print version'
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -l base -d 'Validate every user under this DN instead of the selected OUs' -r
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -l user -d 'Explain one user rule by rule (userPrincipalName or sAMAccountName)' -r
+complete -c ausi -n "__fish_ausi_using_subcommand validate" -l policy -d 'Judge by this provisioning policy (Default or one of [policies.NAME]) instead of the active one' -r
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -l source -d 'Read from here instead of the configured directory: ldif:PATH (an ldifde or ldapsearch export; no domain controller needed), ldaps://HOST[:PORT] or ldap://HOST[:PORT]' -r
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -l bind-dn -d 'Bind as this account (DN, user@domain or DOMAIN\\user) instead of the configured one' -r
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -l ca-file -d 'Trust this PEM file of CA certificates for LDAPS/StartTLS (a private enterprise CA)' -r -F
@@ -159,6 +160,7 @@ complete -c ausi -n "__fish_ausi_using_subcommand validate" -s q -l quiet -d 'On
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ausi -n "__fish_ausi_using_subcommand validate" -s V -l version -d 'Print version'
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l allow-deletes -d 'Allow this run to deactivate or delete up to N objects, above the configured threshold' -r
+complete -c ausi -n "__fish_ausi_using_subcommand sync" -l allow-renames -d 'Allow this run to change the userName of up to N users, above [sync] max_renames' -r
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l user -d 'With --dry-run: explain one user end to end (scope, rules, the SCIM resource, the operation)' -r
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l source -d 'Read from here instead of the configured directory: ldif:PATH (an ldifde or ldapsearch export; no domain controller needed), ldaps://HOST[:PORT] or ldap://HOST[:PORT]' -r
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l bind-dn -d 'Bind as this account (DN, user@domain or DOMAIN\\user) instead of the configured one' -r

@@ -324,6 +324,10 @@ pub struct ValidateArgs {
     #[arg(long, value_name = "UPN|SAM")]
     pub user: Option<String>,
 
+    /// Judge by this provisioning policy (Default or one of [policies.NAME]) instead of the active one
+    #[arg(long, value_name = "NAME")]
+    pub policy: Option<String>,
+
     #[command(flatten)]
     pub directory: DirectoryArgs,
 }
@@ -345,6 +349,10 @@ pub struct SyncArgs {
     /// Allow this run to deactivate or delete up to N objects, above the configured threshold
     #[arg(long, value_name = "N")]
     pub allow_deletes: Option<u32>,
+
+    /// Allow this run to change the userName of up to N users, above [sync] max_renames
+    #[arg(long, value_name = "N")]
+    pub allow_renames: Option<u32>,
 
     /// With --dry-run: explain one user end to end (scope, rules, the SCIM resource, the operation)
     #[arg(long, value_name = "UPN|SAM", requires = "dry_run")]

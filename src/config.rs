@@ -266,6 +266,11 @@ pub struct SyncConfig {
     pub max_deletions: u32,
     /// … or more than this percentage of the objects provisioned so far.
     pub max_deletion_percent: u32,
+    /// A run that would change the userName of more than this many provisioned users stops
+    /// (exit 3; a changed policy or a mass UPN change), until run with `--allow-renames N`.
+    pub max_renames: u32,
+    /// … or of more than this percentage of the users provisioned so far.
+    pub max_rename_percent: u32,
     /// Tenant writes in flight at once.
     pub concurrency: u32,
     /// Use `/Bulk` when the tenant announces it.
@@ -281,6 +286,8 @@ impl Default for SyncConfig {
             on_remove: OnRemove::Deactivate,
             max_deletions: 500,
             max_deletion_percent: 10,
+            max_renames: 500,
+            max_rename_percent: 10,
             concurrency: 4,
             bulk: true,
             request_timeout_secs: 60,

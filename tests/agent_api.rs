@@ -61,6 +61,8 @@ struct Shared {
     token: String,
     /// What the next heartbeat answers as `full_sync_requested`.
     full_sync_requested: AtomicBool,
+    /// The provisioning policy the heartbeat assigns (`provisioning_policy`), when set.
+    policy: Mutex<Option<String>>,
     /// An outage: every request (agent API and SCIM) is answered 503; agent API calls are
     /// still recorded (`answered_full` stays `None`).
     down: AtomicBool,
@@ -98,6 +100,7 @@ impl Tenant {
             scim_path: rest[slash..].trim_end_matches('/').to_owned(),
             token: token.to_owned(),
             full_sync_requested: AtomicBool::new(false),
+            policy: Mutex::new(None),
             down: AtomicBool::new(false),
             calls: Mutex::new(Vec::new()),
             forwarded: AtomicU64::new(0),
@@ -120,6 +123,10 @@ impl Tenant {
 
     fn request_full_sync(&self, on: bool) {
         self.shared.full_sync_requested.store(on, Ordering::SeqCst);
+    }
+
+    fn assign_policy(&self, policy: Option<&str>) {
+        *self.shared.policy.lock().unwrap_or_else(PoisonError::into_inner) = policy.map(str::to_owned);
     }
 
     fn set_down(&self, down: bool) {
@@ -199,7 +206,11 @@ async fn agent_api(client: &mut TcpStream, shared: &Shared, request: &RawRequest
         (true, "POST", "heartbeat") => {
             let full = shared.full_sync_requested.load(Ordering::SeqCst);
             call.answered_full = Some(full);
-            ("200 OK", json!({"status": "Active", "full_sync_requested": full}))
+            let mut answer = json!({"status": "Active", "full_sync_requested": full});
+            if let Some(policy) = shared.policy.lock().unwrap_or_else(PoisonError::into_inner).clone() {
+                answer["provisioning_policy"] = json!(policy);
+            }
+            ("200 OK", answer)
         }
         _ => ("404 Not Found", json!({"detail": "not part of this test's agent API"})),
     };
@@ -665,4 +676,41 @@ fn status_follows_runs_and_heartbeats_through_a_tenant_outage() {
     assert_eq!(runs.len(), 4, "{st}");
     assert_eq!(runs[0]["exit_code"], 75, "{st}");
     assert!(tenant.errors().is_empty(), "the test's tenant saw: {:?}", tenant.errors());
+}
+
+/// The tenant assigns a provisioning policy in its heartbeat answer: the next run maps with it
+/// (the tenant's choice wins over the configuration, and the report says so); withdrawn, the
+/// configured one is back.
+#[test]
+fn the_policy_the_tenant_assigns_wins_from_the_next_run() {
+    let Some(tb) = testbed() else { return };
+    let tag = unique_tag();
+    let (_sandbox, root) = seed(&tb, "AgentPol", "ap", "Agent", &tag, 2);
+    let (tenant, token, _) = start_tenant(&tb, &format!("p{tag}"), &format!("/realm{tag}"));
+    let (_dir, config) = tb.config(
+        "[policies.Rewrite.user]\n\"userName\" = 'Replace([userPrincipalName], \"@example.test\", \"@assigned.example\")'\n",
+    );
+    let c = cfg(&config).to_owned();
+    register(&c, &tenant, &token);
+    let r = common::run(common::ausi().args(["--config", &c, "select-ous", "-o", "json", "--add", &root]));
+    assert_eq!(r.code, 0, "select-ous: {}{}", r.stdout, r.stderr);
+
+    let first = sync(&c, &[], "first run");
+    assert!(first["data"].get("policy").is_none(), "Default from the configuration: {}", excerpt(&first));
+    tenant.assign_policy(Some("Rewrite"));
+    sync(&c, &["--dry-run"], "a dry run sends no heartbeat"); // the answer comes with the next real run
+    let beat = sync(&c, &[], "the run whose heartbeat assigns the policy");
+    assert!(beat["data"].get("policy").is_none(), "the assignment applies from the next run on");
+    let (code, assigned) = common::json_with(&mut common::ausi(), &["--config", &c, "sync", "--allow-renames", "2"]);
+    assert_eq!(code, 0, "{}", excerpt(&assigned));
+    assert_eq!(assigned["data"]["policy"], json!({"name": "Rewrite", "source": "tenant", "configured": "Default"}));
+    assert!(warning_codes(&assigned).iter().any(|w| w == "tenant-policy"), "{}", excerpt(&assigned));
+    assert_eq!(assigned["data"]["changes_by_attribute"]["userName"], 2, "{}", excerpt(&assigned));
+    // Withdrawn: the configured policy again, and a policy it does not define stops the run.
+    tenant.assign_policy(Some("Unknown"));
+    sync(&c, &[], "the run whose heartbeat assigns an unknown policy");
+    let (code, refused) = common::json_with(&mut common::ausi(), &["--config", &c, "sync"]);
+    assert_eq!(code, 78, "{}", excerpt(&refused));
+    assert!(refused["error"]["message"].as_str().unwrap().contains("\"Unknown\""), "{}", excerpt(&refused));
+    assert!(tenant.errors().is_empty(), "{:?}", tenant.errors());
 }

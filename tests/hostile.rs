@@ -277,7 +277,8 @@ fn a_hostile_export_quarantines_every_bad_user_by_the_same_rules_in_validate_and
     let model = generate();
     let hostile = model.expected.values().filter(|r| !r.is_empty()).count();
     assert!(hostile * 100 / USERS >= 30, "{hostile} hostile users");
-    let agent = tb.agent(&[], "");
+    // A configured policy too, for the parity under mapped rules at the end.
+    let agent = tb.agent(&[], MAPPED_POLICY);
     let export = agent.dir.path().join("hostile.ldif");
     write(&model, &export);
     let source = format!("ldif:{}", export.display());
@@ -362,4 +363,33 @@ fn a_hostile_export_quarantines_every_bad_user_by_the_same_rules_in_validate_and
     assert_eq!(code, 1);
     assert_eq!(again["data"]["write_requests"], 0, "{}", again["data"]["counts"]);
     assert_eq!(common::rules_by_dn(&again["data"]["quarantined"], "reasons").len(), want.len() + held_groups.len());
+
+    // Under a configured policy (mapped userName and required targets), validate --policy and a
+    // sync with that policy still judge every user alike.
+    let (code, validated) =
+        common::json(&["--config", agent.cfg(), "validate", "--policy", "Hostile", "--source", &source]);
+    assert_eq!(code, 1, "{}", validated["data"]["summary"]);
+    let text = std::fs::read_to_string(&agent.config).unwrap();
+    std::fs::write(
+        &agent.config,
+        text.replace("provisioning_policy = \"Default\"", "provisioning_policy = \"Hostile\""),
+    )
+    .unwrap();
+    let (code, synced) = agent.sync(&["--full", "--allow-renames", "100000", "--source", &source]);
+    assert_eq!(code, 1, "{}", synced["error"]);
+    assert_eq!(synced["data"]["policy"]["name"], "Hostile");
+    let by_validate = common::rules_by_dn(&validated["data"]["users"], "problems");
+    let mut by_sync = common::rules_by_dn(&synced["data"]["quarantined"], "reasons");
+    by_sync.retain(|d, _| !d.contains("ou=groups"));
+    assert_eq!(by_sync, by_validate, "validate --policy and sync agree user by user");
+    let mapped: BTreeSet<&String> = by_validate.values().flatten().filter(|r| r.starts_with("userName.")).collect();
+    assert!(!mapped.is_empty(), "the mapped rules fired: {by_validate:?}");
 }
+
+/// userName from sAMAccountName (so missing or shared ones collide), a work email required.
+const MAPPED_POLICY: &str = r#"
+[policies.Hostile]
+required = ["userName", "emails[work,primary]"]
+[policies.Hostile.user]
+"userName" = 'Join("@", Trim([sAMAccountName]), "hostile.example")'
+"#;

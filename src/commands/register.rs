@@ -13,7 +13,6 @@ use crate::error::{AppError, Result};
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
 use crate::secrets::{SecretRef, SecretString};
-use crate::sync::map::POLICIES;
 use crate::tenant::agent::AgentApi;
 use crate::tenant::{self, ClientOptions, ScimClient};
 
@@ -42,12 +41,14 @@ pub struct RegisterReport {
 pub async fn run(ctx: &Context<'_>, args: &RegisterArgs) -> Result<Outcome> {
     let mut warnings = Vec::new();
     // An existing configuration must be valid before anything is sent or stored.
-    ctx.config_or_none(&mut warnings)?;
-    if !POLICIES.contains(&args.provisioning_policy.as_str()) {
-        return Err(AppError::usage(format!(
-            "unknown provisioning policy {:?}: this release knows {}",
+    let existing = ctx.config_or_none(&mut warnings)?;
+    // Default, or a policy defined in the configuration ([policies.NAME]).
+    let policies = existing.map(|c| c.policies).unwrap_or_default();
+    if let Err(e) = crate::policy::Policy::resolve(&args.provisioning_policy, &policies) {
+        return Err(AppError::usage(e.message).with_hint(format!(
+            "define [policies.{}] in the configuration first, or pass one of {}",
             args.provisioning_policy,
-            POLICIES.join(", ")
+            crate::policy::names(&policies).join(", ")
         )));
     }
     let home_realm = args.home_realm.trim_end_matches('/').to_owned();

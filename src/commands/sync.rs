@@ -23,6 +23,7 @@ use crate::sync::history::{self, Ending};
 use crate::sync::plan::{self, Plan, Quarantined};
 use crate::sync::run::{Interrupted, Selected, SyncOptions, SyncRequest};
 pub use crate::sync::run::{TenantSeen, Timings, UserStory};
+use crate::sync::validate::RuleOptions;
 use crate::tenant::agent::{Heartbeat, LastSync};
 use crate::tenant::{self};
 
@@ -79,6 +80,14 @@ pub struct SyncReport {
     /// With `--user`: that user, end to end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<UserStory>,
+    /// Per SCIM attribute, how many provisioned users and groups this run gives another value
+    /// (what a changed policy would rewrite; `userName` is what the rename guard counts).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub changes_by_attribute: std::collections::BTreeMap<String, u64>,
+    /// The provisioning policy this run mapped with, when it is not Default from the
+    /// configuration (a configured policy, or the tenant's choice).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyNote>,
 }
 
 /// What this run cost the machine (measured at the end of the run).
@@ -269,6 +278,16 @@ async fn heartbeat(
         notes
             .push(Warning::new("heartbeat-not-recorded", format!("the heartbeat's result could not be recorded: {e}")));
     }
+    if let Ok(answer) = &sent {
+        // The tenant's choice of policy (or its withdrawal) applies from the next run on.
+        let policy = answer.provisioning_policy.as_deref().filter(|p| !p.trim().is_empty());
+        if let Err(e) = store.set_meta(TENANT_POLICY_KEY, policy) {
+            notes.push(Warning::new(
+                "heartbeat-not-recorded",
+                format!("the provisioning policy the tenant assigned could not be recorded: {e}"),
+            ));
+        }
+    }
     match sent {
         Ok(answer) if answer.full_sync_requested => match store.set_meta("full_sync_requested", Some("1")) {
             Ok(()) => notes
@@ -289,6 +308,56 @@ async fn heartbeat(
 
 type Synced = std::result::Result<(SyncReport, ExitStatus, Option<AppError>), Interrupted>;
 
+/// Where the store keeps the provisioning policy the tenant assigned (its last heartbeat answer).
+const TENANT_POLICY_KEY: &str = "tenant_provisioning_policy";
+
+/// Which provisioning policy a run maps with, and why (in the report unless it is Default from
+/// the configuration).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PolicyNote {
+    pub name: String,
+    /// `tenant` (the tenant's agent API assigned it; it wins over the configuration) or `config`.
+    pub source: &'static str,
+    /// The configuration's `[tenant] provisioning_policy`, when the tenant's choice overrides it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub configured: Option<String>,
+}
+
+/// The rules of this run: the configuration's, with the policy the tenant assigned (its last
+/// heartbeat answer) when it assigned one, else the configured one. A policy the tenant names
+/// but the configuration does not define is a configuration error: nothing is mapped on a guess.
+fn run_rules(
+    config: &AgentConfig,
+    store: &StateStore,
+    warnings: &mut Vec<Warning>,
+) -> Result<(RuleOptions, Option<PolicyNote>)> {
+    let rules = RuleOptions::of(Some(config))?;
+    let configured = rules.policy.name.clone();
+    let Some(assigned) = store.meta(TENANT_POLICY_KEY)? else {
+        let note =
+            (!rules.policy.is_default()).then_some(PolicyNote { name: configured, source: "config", configured: None });
+        return Ok((rules, note));
+    };
+    let policy = crate::policy::Policy::resolve(&assigned, &config.policies).map_err(|e| {
+        AppError::config(format!("the tenant assigned the provisioning policy {assigned:?}, but {}", e.message))
+            .with_hint(format!("define [policies.{assigned}] in agent.toml, or assign another policy in the tenant"))
+    })?;
+    if assigned != configured {
+        warnings.push(Warning::new(
+            "tenant-policy",
+            format!(
+                "the tenant assigned the provisioning policy {assigned:?}, which wins over [tenant] provisioning_policy = {configured:?}"
+            ),
+        ));
+    }
+    let note = PolicyNote {
+        name: assigned.clone(),
+        source: "tenant",
+        configured: (assigned != configured).then_some(configured),
+    };
+    Ok((rules.with_policy(policy), Some(note)))
+}
+
 /// The tenant first (a revoked token or an unreachable tenant stops the run before AD is read),
 /// then the directory and the scope; the run itself is [`crate::sync::run::run`]'s; then the
 /// password writeback. The report, its exit status and the error the run ended with.
@@ -306,12 +375,9 @@ async fn sync(
     // more, so that a no-op run with a revoked token fails too.
     let capabilities = client.service_provider_config().await.map_err(|e| early(e.into()))?;
     client.check_token().await.map_err(|e| early(e.into()))?;
+    let (rules, policy_note) = run_rules(config, store, warnings).map_err(early)?;
     let mut directory = open_directory(&args.directory, Some(config), warnings).await.map_err(early)?;
-    // The attributes the policy's scope reads (until the policy's one table covers them).
-    if let Ok(policy) = config.policy() {
-        let scope = policy.scope.attributes().into_iter().chain(policy.groups.attributes()).collect::<Vec<_>>();
-        directory.read_extra_attributes(crate::directory::extra_attributes(&scope));
-    }
+    directory.read_extra_attributes(crate::directory::extra_attributes(&rules.policy.attributes()));
     let info = directory.info().await.map_err(|e| early(e.into()))?;
     let chosen = choose_scope_checked(&mut directory, None, Some(config), warnings).await.map_err(early)?;
     let (scope, description) = match chosen {
@@ -324,6 +390,7 @@ async fn sync(
     };
     let request = SyncRequest {
         config,
+        rules,
         tenant: client,
         capabilities: &capabilities,
         store,
@@ -335,6 +402,7 @@ async fn sync(
             dry_run: args.dry_run,
             strict: args.strict,
             allow_deletes: args.allow_deletes,
+            allow_renames: args.allow_renames,
             user: args.user.as_deref(),
         },
     };
@@ -362,6 +430,8 @@ async fn sync(
         resources: Resources::default(),
         password_push: None,
         user: outcome.user,
+        changes_by_attribute: outcome.changes_by_attribute,
+        policy: policy_note,
     };
     let (mut exit, error) = (outcome.exit, outcome.error);
     let password_sync = config.tenant.as_ref().is_some_and(|t| t.password_sync);
@@ -482,6 +552,17 @@ impl SyncReport {
                     let verdict = if c.passed { "pass" } else { "FAIL" };
                     out.push_str(&format!("  {verdict} {}: {}\n", c.rule.id(), c.description));
                 }
+                if !rules.mapped.is_empty() {
+                    out.push_str("mapped attributes (target = value <- mapping):\n");
+                    for [target, value, mapping] in crate::sync::validate::mapped_rows(&rules.mapped) {
+                        out.push_str(&format!(
+                            "  {} = {} <- {}\n",
+                            output::cell(&target),
+                            output::cell(&value),
+                            output::cell(&mapping)
+                        ));
+                    }
+                }
             }
             if let Some(scim) = &story.scim {
                 out.push_str(&format!("SCIM resource:\n{}", output::json_line(scim, true)));
@@ -493,6 +574,15 @@ impl SyncReport {
             output::cell(&self.source),
             counted(self.read.users, "user", self.read.groups, "group"),
         ));
+        if let Some(p) = &self.policy {
+            let source = if p.source == "tenant" { "assigned by the tenant" } else { "from the configuration" };
+            out.push_str(&format!("provisioning policy: {} ({source})\n", output::cell(&p.name)));
+        }
+        if !self.changes_by_attribute.is_empty() {
+            let counts: Vec<String> =
+                self.changes_by_attribute.iter().map(|(a, n)| format!("{} {n}", output::cell(a))).collect();
+            out.push_str(&format!("objects changing, by attribute: {}\n", counts.join(", ")));
+        }
         list(&mut out, &self.skipped_dcs, |skipped| {
             format!("skipped DC {}: {}", output::cell(&skipped.url), output::cell(&skipped.error))
         });

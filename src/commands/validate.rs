@@ -22,6 +22,9 @@ pub struct ValidateReport {
     pub source: String,
     /// The sub-trees that were read.
     pub scope: ScopeDescription,
+    /// The provisioning policy the users were judged by, when it is not Default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
     #[serde(flatten)]
     pub validation: Validation,
     /// With --user: that user, rule by rule (null when no such user is in the scope).
@@ -94,15 +97,24 @@ pub async fn run(ctx: &Context<'_>, args: &ValidateArgs) -> Result<Outcome> {
     if args.base.is_none() && nothing_selected && !super::reads_ldif(&args.directory)? {
         return Err(no_selection());
     }
+    let mut rules = RuleOptions::of(config.as_ref())?;
+    if let Some(name) = &args.policy {
+        let configured = config.as_ref().map(|c| c.policies.clone()).unwrap_or_default();
+        let policy = crate::policy::Policy::resolve(name, &configured).map_err(|e| {
+            crate::error::AppError::usage(e.message).with_hint("define it as [policies.NAME] in the configuration")
+        })?;
+        rules = rules.with_policy(policy);
+    }
     let mut directory = open_directory(&args.directory, config.as_ref(), &mut warnings).await?;
+    directory.read_extra_attributes(crate::directory::extra_attributes(&rules.policy.attributes()));
     let info = directory.info().await?;
     let (scope, description) =
         choose_scope(&mut directory, args.base.as_deref(), config.as_ref(), &mut warnings).await?;
+    let policy = (!rules.policy.is_default()).then(|| rules.policy.name.clone());
 
-    let rules = RuleOptions::of(config.as_ref());
     let mut validator = match &args.user {
-        Some(user) => Validator::explaining(rules, user),
-        None => Validator::new(rules),
+        Some(user) => Validator::explaining(rules.clone(), user),
+        None => Validator::new(rules.clone()),
     };
     // Groups too: an objectGUID a user shares with a group is a duplicate as well.
     let summary =
@@ -148,8 +160,15 @@ pub async fn run(ctx: &Context<'_>, args: &ValidateArgs) -> Result<Outcome> {
         _ => exit,
     };
     let user = args.user.as_ref().map(|_| explanation);
-    let report =
-        ValidateReport { source: info.source, scope: description, validation, user, outside_scope, password_policy };
+    let report = ValidateReport {
+        source: info.source,
+        scope: description,
+        policy,
+        validation,
+        user,
+        outside_scope,
+        password_policy,
+    };
     let mut outcome = Outcome::new(Report::Validate(Box::new(report)), exit);
     outcome.warnings = warnings;
     Ok(outcome)
@@ -218,6 +237,14 @@ impl ValidateReport {
                 output::cell(user.identity.sam_account_name.as_deref().unwrap_or("-")),
                 user.identity.object_guid.as_deref().unwrap_or("-"),
             ));
+            if !user.mapped.is_empty() {
+                let mut m = output::table(&["SCIM attribute", "Value", "Mapping"]);
+                for row in crate::sync::validate::mapped_rows(&user.mapped) {
+                    m.add_row(row.iter().map(|c| output::cell(c)).collect::<Vec<_>>());
+                }
+                let policy = self.policy.as_deref().unwrap_or(crate::policy::DEFAULT);
+                out.push_str(&format!("Mapped by the {policy} policy:\n{m}\n"));
+            }
             return out;
         }
         if !self.validation.users.is_empty() {

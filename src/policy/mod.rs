@@ -7,11 +7,14 @@
 //! the UPN suffix is one line.
 
 pub mod expr;
+pub mod map;
 pub mod scoping;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
+
+use expr::Expr;
 
 /// The built-in policy: today's fixed mapping, byte for byte.
 pub const DEFAULT: &str = "Default";
@@ -98,8 +101,9 @@ const MULTI: [(&str, &[&str]); 8] = [
     ("roles", &["value", "display"]),
     ("x509Certificates", &["value", "display"]),
 ];
-/// Enterprise extension attributes a policy may map; `manager` is built in (from AD's
-/// `manager`, resolved to the manager's SCIM id when the manager is provisioned).
+/// Enterprise extension attributes a policy may map, in the order a resource lists them;
+/// `manager` is built in (from AD's `manager`, resolved to the manager's SCIM id when the manager
+/// is provisioned).
 const ENTERPRISE: [&str; 5] = ["employeeNumber", "costCenter", "organization", "division", "department"];
 
 impl Target {
@@ -209,10 +213,30 @@ impl Target {
 }
 
 /// One mapping: a target and the expression that produces its value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Mapping {
     pub target: Target,
-    pub source: String,
+    pub expr: Expr,
+}
+
+impl PartialEq for Mapping {
+    fn eq(&self, other: &Mapping) -> bool {
+        self.target == other.target && self.expr.source() == other.expr.source()
+    }
+}
+
+impl Mapping {
+    /// Parses a mapping; `place` names it in the error (`user."userName"`).
+    fn parse(target: Target, source: &str, place: &str) -> Result<Mapping, String> {
+        let expr = Expr::parse(source).map_err(|e| format!("{place}: {e}"))?;
+        Ok(Mapping { target, expr })
+    }
+
+    /// One of Default's built-in mappings (checked by a test).
+    fn builtin(target: &str, source: &str) -> Mapping {
+        let target = Target::parse(target).expect("Default's targets parse");
+        Mapping::parse(target, source, "Default").expect("Default's expressions parse")
+    }
 }
 
 /// How users are mapped.
@@ -272,23 +296,21 @@ impl Policy {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
             return Err(err("a policy name is letters, digits, '-', '_' and '.'".to_owned()));
         }
-        let mut mappings: Vec<Mapping> = DEFAULT_USER_MAPPING
-            .iter()
-            .map(|(t, s)| Mapping {
-                target: Target::parse(t).expect("Default's targets parse"),
-                source: (*s).to_owned(),
-            })
-            .collect();
+        let mut mappings: Vec<Mapping> = DEFAULT_USER_MAPPING.iter().map(|(t, s)| Mapping::builtin(t, s)).collect();
         for (text, source) in &config.user {
-            let target = Target::parse(text).map_err(|m| err(format!("user.\"{text}\": {m}")))?;
+            let place = format!("user.\"{text}\"");
+            let target = Target::parse(text).map_err(|m| err(format!("{place}: {m}")))?;
             let position = mappings.iter().position(|m| m.target.slot() == target.slot());
-            match (position, source.trim().is_empty()) {
-                (Some(i), true) => {
+            if source.trim().is_empty() {
+                if let Some(i) = position {
                     mappings.remove(i);
                 }
-                (None, true) => {}
-                (Some(i), false) => mappings[i] = Mapping { target, source: source.clone() },
-                (None, false) => mappings.push(Mapping { target, source: source.clone() }),
+                continue;
+            }
+            let mapping = Mapping::parse(target, source, &place).map_err(err)?;
+            match position {
+                Some(i) => mappings[i] = mapping,
+                None => mappings.push(mapping),
             }
         }
         let user_name = Target::Core { attr: "userName".to_owned(), sub: None };
@@ -311,10 +333,8 @@ impl Policy {
                 return Err(err(format!("group.\"{text}\": a group mapping has only displayName")));
             }
             if !source.trim().is_empty() {
-                group_name = Some(Mapping {
-                    target: Target::Core { attr: "displayName".to_owned(), sub: None },
-                    source: source.clone(),
-                });
+                let target = Target::Core { attr: "displayName".to_owned(), sub: None };
+                group_name = Some(Mapping::parse(target, source, "group.\"displayName\"").map_err(err)?);
             }
         }
         let required = match &config.required {
@@ -361,18 +381,45 @@ impl Policy {
         }
     }
 
-    /// The user mapping as (target, expression source), Default's written as expressions.
+    /// The user mapping, Default's written as expressions.
     pub fn user_mappings(&self) -> Vec<Mapping> {
         match &self.user {
-            UserMapping::Default => DEFAULT_USER_MAPPING
-                .iter()
-                .map(|(t, s)| Mapping {
-                    target: Target::parse(t).expect("Default's targets parse"),
-                    source: (*s).to_owned(),
-                })
-                .collect(),
+            UserMapping::Default => DEFAULT_USER_MAPPING.iter().map(|(t, s)| Mapping::builtin(t, s)).collect(),
             UserMapping::Mapped(m) => m.clone(),
         }
+    }
+
+    /// Every directory attribute the policy reads (lower-case): its mappings', its scoping
+    /// rules' and its group options'. Default's are the fixed table's.
+    pub fn attributes(&self) -> BTreeSet<String> {
+        let mut attributes: BTreeSet<String> = match &self.user {
+            UserMapping::Default => BTreeSet::new(),
+            UserMapping::Mapped(m) => m.iter().flat_map(|m| m.expr.attributes()).collect(),
+        };
+        attributes.extend(self.group_name.iter().flat_map(|m| m.expr.attributes()));
+        attributes.extend(self.scope.attributes());
+        attributes.extend(self.groups.attributes());
+        attributes
+    }
+
+    /// What the watermark keeps of the policy, so that a changed policy makes the next run a
+    /// full re-read and re-evaluation: empty for Default (an upgrade keeps its watermark), else a
+    /// digest of everything that shapes what is read and sent.
+    pub fn fingerprint(&self) -> String {
+        if *self == Policy::default_policy() {
+            return String::new();
+        }
+        let mappings: Vec<String> =
+            self.user_mappings().iter().map(|m| format!("{}={}", m.target.name(), m.expr.source())).collect();
+        let group = self.group_name.as_ref().map(|m| m.expr.source().to_owned()).unwrap_or_default();
+        let required: Vec<String> = self.required.iter().map(Target::name).collect();
+        let text = format!("{mappings:?}|{group}|{required:?}|{:?}|{:?}", self.scope, self.groups);
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in text.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{hash:016x}")
     }
 }
 
@@ -448,7 +495,7 @@ mod tests {
         .unwrap();
         let names: Vec<String> = p.user_mappings().iter().map(|m| m.target.name()).collect();
         assert_eq!(names[0], "userName");
-        assert!(p.user_mappings()[0].source.starts_with("Replace("));
+        assert!(p.user_mappings()[0].expr.source().starts_with("Replace("));
         assert!(!names.contains(&"title".to_owned()));
         assert_eq!(names.last().unwrap(), "enterprise.costCenter");
         let required: Vec<String> = p.required.iter().map(Target::name).collect();
@@ -488,5 +535,25 @@ mod tests {
         let p = Policy::compile("P", &config("required = [\"enterprise.department\"]")).unwrap();
         let required: Vec<String> = p.required.iter().map(Target::name).collect();
         assert_eq!(required, ["userName", "enterprise.department"]);
+    }
+
+    /// The README's policy section shows Default's mapping and a worked example: both are what
+    /// this code has (the table is Default's expressions, the example loads).
+    #[test]
+    fn the_readme_shows_defaults_mapping_and_a_policy_that_loads() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        for (target, source) in DEFAULT_USER_MAPPING {
+            let row = format!("| `{target}` | `{source}` |");
+            assert!(readme.contains(&row), "README lacks {row}");
+        }
+        let section = readme.split("## Provisioning policies").nth(1).unwrap();
+        let example = section.split("```toml\n").nth(1).unwrap().split("```").next().unwrap();
+        let config = crate::config::parse(&format!("version = 1\n{example}")).unwrap();
+        assert_eq!(config.policy().unwrap().name, "Rewrite");
+        let mailboxes = config.policies.keys().map(String::as_str).collect::<Vec<_>>();
+        assert_eq!(mailboxes, ["Mailboxes", "Rewrite"]);
+        let p = Policy::resolve("Mailboxes", &config.policies).unwrap();
+        assert!(p.attributes().contains("proxyaddresses"));
+        assert!(!p.user_mappings().iter().any(|m| m.target.name() == "title"));
     }
 }

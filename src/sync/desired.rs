@@ -6,15 +6,20 @@ use std::collections::BTreeSet;
 use super::map;
 use super::plan::{Desired, Kind};
 use crate::directory::DirObject;
+use crate::policy::Policy;
+use crate::policy::map::MapError;
 
-/// A valid user; `manager_id` is its manager's SCIM id when the manager is provisioned.
-pub fn user(o: &DirObject, guid: &str, manager_id: Option<&str>) -> Desired {
-    desired(Kind::User, o, guid, map::user(o, manager_id), BTreeSet::new())
+/// A valid user, as `policy` maps it; `manager_id` is its manager's SCIM id when the manager is
+/// provisioned. An error only for an expression that fails for this user (which the rules
+/// quarantine as `mapping.error` before anything is planned).
+pub fn user(policy: &Policy, o: &DirObject, guid: &str, manager_id: Option<&str>) -> Result<Desired, MapError> {
+    let body = crate::policy::map::user(policy, o, manager_id)?;
+    Ok(desired(Kind::User, o, guid, body, BTreeSet::new()))
 }
 
 /// A group with the members the tenant should list.
-pub fn group(o: &DirObject, guid: &str, members: BTreeSet<String>) -> Desired {
-    desired(Kind::Group, o, guid, map::group(o), members)
+pub fn group(policy: &Policy, o: &DirObject, guid: &str, members: BTreeSet<String>) -> Result<Desired, MapError> {
+    Ok(desired(Kind::Group, o, guid, crate::policy::map::group(policy, o)?, members))
 }
 
 fn desired(kind: Kind, o: &DirObject, guid: &str, body: serde_json::Value, members: BTreeSet<String>) -> Desired {
@@ -78,9 +83,21 @@ mod tests {
             mail: Some("w@x.y".into()),
             ..Default::default()
         };
-        let d = user(&o, "g2", Some("scim-boss"));
+        let default = Policy::default_policy();
+        let d = user(&default, &o, "g2", Some("scim-boss")).unwrap();
         assert_eq!(d.body[map::ENTERPRISE_SCHEMA]["manager"]["value"], "scim-boss");
         assert_eq!(d.hash, map::content_hash(&d.body));
-        assert_ne!(user(&o, "g2", None).hash, d.hash);
+        assert_ne!(user(&default, &o, "g2", None).unwrap().hash, d.hash);
+        // A configured policy's mapping error is the user's, named by target.
+        let config = toml::from_str(r#"user."enterprise.costCenter" = 'Item([proxyAddresses], 1)'"#).unwrap();
+        let mut policy = Policy::compile("P", &config).unwrap();
+        let ok = user(&policy, &o, "g2", None).unwrap();
+        assert!(ok.body.get(map::ENTERPRISE_SCHEMA).is_none(), "an absent value is left out");
+        policy = Policy::compile("P", &toml::from_str(r#"user."title" = '[otherMobile]'"#).unwrap()).unwrap();
+        let mut many = o.clone();
+        many.extra.insert("othermobile".into(), vec!["1".into(), "2".into()]);
+        let e = user(&policy, &many, "g2", None).unwrap_err();
+        assert_eq!(e.target, "title");
+        assert!(e.message.contains("gives 2 values"), "{e}");
     }
 }

@@ -94,6 +94,10 @@ pub fn choose_mode(i: &ModeInputs<'_>) -> (Mode, Option<Fallback>) {
                 w.invocation_id, t.invocation_id
             ),
         ),
+        (_, Some(w)) if w.scope.split('+').next() == i.scope.split('+').next() && w.scope != i.scope => fallback(
+            "policy-changed",
+            "the provisioning policy changed since the last sync: everything is read and mapped again",
+        ),
         (_, Some(w)) if w.scope != i.scope => fallback("scope-changed", "the selected OUs changed since the last sync"),
         _ if i.full_pending => fallback("previous-full-unfinished", "the previous full sync did not finish"),
         (Some(t), Some(w)) if t.highest_usn < w.usn => fallback(
@@ -131,6 +135,13 @@ pub fn scope_fingerprint(scope: &ScopeConfig) -> String {
     ous.sort();
     excluded.sort();
     super::map::content_hash(&serde_json::json!([ous, excluded]))
+}
+
+/// What the watermark keeps of the configuration: the scope's fingerprint and, after a `+`, the
+/// provisioning policy's (none for Default, so an upgrade keeps its watermark).
+pub fn watermark_fingerprint(scope: &ScopeConfig, policy: &str) -> String {
+    let scope = scope_fingerprint(scope);
+    if policy.is_empty() { scope } else { format!("{scope}+{policy}") }
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -176,6 +187,10 @@ pub enum StopDetails {
     /// more than `limit` (`max_deletions`, or `--allow-deletes`) or `limit_percent`
     /// (`max_deletion_percent`) allow.
     DeletionThreshold { removing: usize, percent: usize, limit: u32, limit_percent: u32 },
+    /// The run would change the userName of `renaming` provisioned users (`percent` of those
+    /// provisioned), more than `limit` (`max_renames`, or `--allow-renames`) or `limit_percent`
+    /// (`max_rename_percent`) allow: a changed policy, or a mass UPN change in AD.
+    RenameThreshold { renaming: usize, percent: usize, limit: u32, limit_percent: u32 },
     /// Selected OUs no longer exist (deleted, or moved where the bind account cannot see them);
     /// the plan lists the provisioned objects under them that the run would have removed.
     ScopeVanished { missing: Vec<String> },
@@ -202,7 +217,7 @@ pub async fn refresh_full(
     scope: &Scope,
     store: &mut StateStore,
     run: i64,
-    rules: RuleOptions,
+    rules: &RuleOptions,
     progress: &dyn Progress,
 ) -> Result<Refreshed> {
     store.begin_full()?;
@@ -277,7 +292,7 @@ pub async fn refresh_full(
 }
 
 /// The rules that need no other object, for a user or a group.
-fn object_problems(o: &DirObject, rules: RuleOptions) -> Vec<validate::Problem> {
+fn object_problems(o: &DirObject, rules: &RuleOptions) -> Vec<validate::Problem> {
     let mut problems = match o.kind {
         ObjectKind::User => validate::check_attributes(o, rules),
         ObjectKind::Group => validate::check_group(o, rules),
@@ -439,11 +454,39 @@ pub struct Verdicts {
 /// Which values are held more than once, per duplicate rule (`None`: look each value up).
 type Shared = Option<[BTreeSet<String>; 3]>;
 
+/// A configured policy's duplicate keys over every user of the mirror: per slot (mapped email,
+/// mapped userName), key → holders (objectGUID, DN). `None` for Default, whose keys are columns
+/// of the mirror. Computed by mapping every user, in a delta too: a mapped value is not a column.
+type MappedHolders = Option<[HashMap<String, Vec<(String, String)>>; 2]>;
+
+fn mapped_holders(store: &StateStore, rules: &RuleOptions) -> Result<MappedHolders> {
+    if rules.policy.is_default() {
+        return Ok(None);
+    }
+    let mut holders: [HashMap<String, Vec<(String, String)>>; 2] = Default::default();
+    let mut after = String::new();
+    loop {
+        let page = store.work_page(ObjectKind::User, true, &after, PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = last.guid.clone();
+        for m in &page {
+            let Some(keys) = validate::mapped_keys(&rules.policy, &m.object) else { continue };
+            for (slot, key) in keys.into_iter().take(2).enumerate() {
+                if let Some(key) = key {
+                    holders[slot].entry(key).or_default().push((m.guid.clone(), m.object.dn.to_string()));
+                }
+            }
+        }
+    }
+    Ok(Some(holders))
+}
+
 fn problems_of(
     store: &StateStore,
     m: &Mirrored,
     shared: &Shared,
-    rules: RuleOptions,
+    mapped: &MappedHolders,
+    rules: &RuleOptions,
 ) -> Result<Vec<validate::Problem>> {
     if m.object.kind == ObjectKind::Group {
         return Ok(object_problems(&m.object, rules));
@@ -451,8 +494,20 @@ fn problems_of(
     let mut problems = validate::check_attributes(&m.object, rules);
     let o = &m.object;
     let values = [o.mail.as_deref(), o.user_principal_name.as_deref(), o.sam_account_name.as_deref()];
-    for (slot, value) in values.into_iter().enumerate() {
-        let Some(key) = duplicate_key(value) else { continue };
+    let keys = validate::mapped_keys(&rules.policy, o).unwrap_or_else(|| values.map(duplicate_key));
+    for (slot, key) in keys.into_iter().enumerate() {
+        let Some(key) = key else { continue };
+        if let Some(holders) = mapped.as_ref().filter(|_| slot < 2) {
+            let mut others: Vec<&(String, String)> =
+                holders[slot].get(&key).map(|h| h.iter().filter(|(g, _)| *g != m.guid).collect()).unwrap_or_default();
+            others.sort_by_cached_key(|(_, dn)| dn.to_lowercase());
+            if !others.is_empty() {
+                let listed = others.iter().take(MAX_LISTED_CONFLICTS).map(|(_, dn)| dn.clone()).collect();
+                let rule = validate::duplicate_rule(&rules.policy, slot);
+                problems.push(validate::duplicate_problem(rule, &key, listed, others.len()));
+            }
+            continue;
+        }
         if shared.as_ref().is_some_and(|s| !s[slot].contains(&key)) {
             continue;
         }
@@ -512,15 +567,86 @@ pub fn deletion_threshold(
     Some((StopDetails::DeletionThreshold { removing, percent, limit, limit_percent: max_deletion_percent }, error))
 }
 
+/// The rename guard, like [`deletion_threshold`]: `renaming` userName changes of provisioned
+/// users out of `provisioned` active anchors, against `max_renames` (or `--allow-renames`, which
+/// also lifts the percentage) and `max_rename_percent`. Returns the stop when it is crossed.
+pub fn rename_threshold(
+    renaming: usize,
+    provisioned: usize,
+    allow_renames: Option<u32>,
+    max_renames: u32,
+    max_rename_percent: u32,
+) -> Option<(StopDetails, AppError)> {
+    let percent = renaming * 100 / provisioned.max(1);
+    let limit = allow_renames.unwrap_or(max_renames);
+    let over_count = renaming > limit as usize;
+    let over_percent = allow_renames.is_none() && renaming > 0 && percent > max_rename_percent as usize;
+    if !(over_count || over_percent) {
+        return None;
+    }
+    let error = AppError::new(
+        ErrorKind::SafetyStop,
+        format!(
+            "this run would change the userName of {renaming} provisioned users ({percent} % of those provisioned), above the threshold ({limit} users, {max_rename_percent} %); nothing was written"
+        ),
+    )
+    .with_hint(format!(
+        "check the plan (changes_by_attribute) with --dry-run; if it is right, run again with --allow-renames {renaming}"
+    ));
+    Some((StopDetails::RenameThreshold { renaming, percent, limit, limit_percent: max_rename_percent }, error))
+}
+
+/// What the run's writes would change in the tenant, per SCIM attribute: how many provisioned
+/// users and groups (by the body the tenant was last sent) get another value. Pure mapping over
+/// the objects to look at; `userName` among the users' is what the rename guard counts.
+pub fn planned_attribute_changes(
+    store: &StateStore,
+    all: bool,
+    policy: &crate::policy::Policy,
+) -> Result<BTreeMap<String, u64>> {
+    let mut changes: BTreeMap<String, u64> = BTreeMap::new();
+    for kind in [ObjectKind::User, ObjectKind::Group] {
+        let mut after = String::new();
+        loop {
+            let page = store.work_page(kind, all, &after, PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = last.guid.clone();
+            let valid: Vec<&Mirrored> = page.iter().filter(|m| m.valid != Some(false)).collect();
+            let guids: Vec<&str> = valid.iter().map(|m| m.guid.as_str()).collect();
+            let bodies = store.bodies_for(&guids)?;
+            for m in valid {
+                let Some(old) = bodies.get(&m.guid) else { continue };
+                let new = match kind {
+                    ObjectKind::Group => crate::policy::map::group(policy, &m.object),
+                    ObjectKind::User if m.valid.is_none() => continue,
+                    ObjectKind::User => {
+                        let manager_id = match &m.manager {
+                            Some(g) if store.is_valid_user(g)? => store.scim_id(g)?,
+                            _ => None,
+                        };
+                        crate::policy::map::user(policy, &m.object, manager_id.as_deref())
+                    }
+                };
+                let Ok(new) = new else { continue };
+                for attribute in super::map::changed_attributes(old, &new) {
+                    *changes.entry(attribute).or_default() += 1;
+                }
+            }
+        }
+    }
+    Ok(changes)
+}
+
 /// Validates the objects to look at (all of them in a full sync) against the whole mirror:
 /// users by every rule, groups by the rules that apply to them.
 /// Objects the policy's scope leaves out are not validated: they are recorded `out` (see
 /// [`PolicyScope`]) and leave the tenant like objects moved out of the OUs.
-pub fn validate(store: &mut StateStore, all: bool, rules: RuleOptions, scope: &PolicyScope) -> Result<Verdicts> {
+pub fn validate(store: &mut StateStore, all: bool, rules: &RuleOptions, scope: &PolicyScope) -> Result<Verdicts> {
     let run = scope.begin(store, all)?;
     let mut verdicts = Verdicts::default();
     // All users: one pass finds the shared values; a few users: one indexed look-up each.
     let shared = if all { Some(store.shared_keys()?) } else { None };
+    let mapped = mapped_holders(store, rules)?;
     for kind in [ObjectKind::User, ObjectKind::Group] {
         let mut after = String::new();
         loop {
@@ -534,7 +660,7 @@ pub fn validate(store: &mut StateStore, all: bool, rules: RuleOptions, scope: &P
                     out.push(m.guid.clone());
                     continue;
                 }
-                let problems = problems_of(store, m, &shared, rules)?;
+                let problems = problems_of(store, m, &shared, &mapped, rules)?;
                 if !problems.is_empty() {
                     verdicts.quarantined.insert(
                         m.guid.clone(),
@@ -552,10 +678,12 @@ pub fn validate(store: &mut StateStore, all: bool, rules: RuleOptions, scope: &P
 }
 
 /// `sync --user`: the rules for one user of the mirror.
-pub fn explain(store: &StateStore, name: &str, rules: RuleOptions) -> Result<Option<Explanation>> {
+pub fn explain(store: &StateStore, name: &str, rules: &RuleOptions) -> Result<Option<Explanation>> {
     let Some(m) = store.mirrored_user(name)? else { return Ok(None) };
-    let problems = problems_of(store, &m, &None, rules)?;
-    Ok(Some(validate::explain(Identity::of(&m.object), &problems)))
+    let problems = problems_of(store, &m, &None, &mapped_holders(store, rules)?, rules)?;
+    let mut explanation = validate::explain(Identity::of(&m.object), &problems, validate::Rule::of(&rules.policy));
+    explanation.mapped = validate::mapped_view(&rules.policy, &m.object);
+    Ok(Some(explanation))
 }
 
 /// What the passes of one run share.
@@ -587,6 +715,8 @@ pub struct Engine<'a, 'c> {
     tenant: Option<super::repair::TenantView>,
     /// Groups list their transitive users instead of nested groups (the policy's `members`).
     flattened: bool,
+    /// The provisioning policy that maps users and groups.
+    policy: std::sync::Arc<crate::policy::Policy>,
 }
 
 impl<'a, 'c> Engine<'a, 'c> {
@@ -598,8 +728,9 @@ impl<'a, 'c> Engine<'a, 'c> {
         ids: HashMap<String, String>,
         tenant: Option<super::repair::TenantView>,
         flattened: bool,
+        policy: std::sync::Arc<crate::policy::Policy>,
     ) -> Self {
-        Engine { store, applier, ids, plan: Plan::default(), tenant, flattened }
+        Engine { store, applier, ids, plan: Plan::default(), tenant, flattened, policy }
     }
 
     /// The run's plan (without bodies), the applier (what it did) and the tenant's listing.
@@ -693,7 +824,7 @@ impl Engine<'_, '_> {
                 } else {
                     // An invalid user not validated in this run is already quarantined.
                     let id = |g: &str| self.id(g);
-                    match want(self.store, m, work.anchors, &id, self.flattened)? {
+                    match want(self.store, &self.policy, m, work.anchors, &id, self.flattened)? {
                         Some((_, true)) if !work.take_all => {
                             deferred += 1;
                             continue;
@@ -788,7 +919,7 @@ impl Engine<'_, '_> {
             else {
                 continue;
             };
-            let d = desired::user(&m.object, guid, Some(manager_id));
+            let Ok(d) = desired::user(&self.policy, &m.object, guid, Some(manager_id)) else { continue };
             updates.push(plan::Write {
                 kind: Kind::User,
                 scim_id: Some(user_id.clone()),
@@ -815,6 +946,7 @@ impl Engine<'_, '_> {
 /// whether its manager is valid but has no SCIM id yet (it is created in this run).
 fn want(
     store: &StateStore,
+    policy: &crate::policy::Policy,
     m: &Mirrored,
     anchors: &HashMap<String, plan::Anchor>,
     id: &dyn Fn(&str) -> Option<String>,
@@ -829,7 +961,8 @@ fn want(
             let held = !valid && anchors.get(&guid).is_some_and(|a| a.state == plan::AnchorState::Active);
             Candidate { guid, is_group, valid, held }
         });
-        return Ok(Some((desired::group(&m.object, &m.guid, desired::members(&m.guid, candidates)), false)));
+        let members = desired::members(&m.guid, candidates);
+        return Ok(desired::group(policy, &m.object, &m.guid, members).ok().map(|d| (d, false)));
     }
     if m.valid.is_none() {
         return Ok(None); // a user no run has validated yet is never provisioned
@@ -840,7 +973,8 @@ fn want(
     };
     let manager_id = manager.and_then(id);
     let pending = manager.is_some() && manager_id.is_none();
-    Ok(Some((desired::user(&m.object, &m.guid, manager_id.as_deref()), pending)))
+    // A mapping that fails is a quarantined user (rule mapping.error): never planned.
+    Ok(desired::user(policy, &m.object, &m.guid, manager_id.as_deref()).ok().map(|d| (d, pending)))
 }
 
 /// The anchors the tenant holds for objects the mirror no longer has (deleted in AD, moved
@@ -1017,6 +1151,20 @@ mod tests {
         assert_ne!(scope_fingerprint(&a), scope_fingerprint(&other));
     }
 
+    #[test]
+    fn the_rename_guard_stops_above_the_count_or_the_percentage_until_allowed() {
+        assert!(rename_threshold(0, 0, None, 500, 10).is_none());
+        assert!(rename_threshold(5, 100, None, 500, 10).is_none());
+        let (details, error) = rename_threshold(11, 100, None, 500, 10).unwrap();
+        assert_eq!(details, StopDetails::RenameThreshold { renaming: 11, percent: 11, limit: 500, limit_percent: 10 });
+        assert_eq!(error.exit_status(), crate::exit::ExitStatus::SafetyStop);
+        assert!(error.hints.iter().any(|h| h.contains("--allow-renames 11")), "{error:?}");
+        assert!(rename_threshold(501, 10_000, None, 500, 10).is_some(), "the count alone stops");
+        // The flag lifts the percentage and sets the count.
+        assert!(rename_threshold(11, 100, Some(11), 500, 10).is_none());
+        assert!(rename_threshold(12, 100, Some(11), 500, 10).is_some());
+    }
+
     // ------------------------------------------------------------------ delta ≡ full, by model
 
     /// A small directory: users (mail may be missing or shared), groups (members: users and
@@ -1095,10 +1243,11 @@ mod tests {
         for kind in [ObjectKind::User, ObjectKind::Group] {
             for m in store.work_page(kind, true, "", 10_000).unwrap() {
                 let id = |g: &str| Some(g.to_owned());
-                let form = match want(store, &m, &anchors, &id, false).unwrap() {
-                    Some((d, _)) => format!("{} {:?}", d.hash, d.members),
-                    None => "invalid".into(),
-                };
+                let form =
+                    match want(store, &crate::policy::Policy::default_policy(), &m, &anchors, &id, false).unwrap() {
+                        Some((d, _)) => format!("{} {:?}", d.hash, d.members),
+                        None => "invalid".into(),
+                    };
                 out.insert(m.guid, form);
             }
         }
@@ -1111,7 +1260,7 @@ mod tests {
         let unseen = store.mirror_unseen(run).unwrap();
         store.mirror_remove(&unseen).unwrap();
         store.mirror_resolve_links(false).unwrap();
-        validate(store, true, RuleOptions::default(), &PolicyScope::default()).unwrap();
+        validate(store, true, &RuleOptions::default(), &PolicyScope::default()).unwrap();
     }
 
     fn mirror_rows(store: &StateStore) -> Vec<String> {
@@ -1215,7 +1364,7 @@ mod tests {
                 store.mirror_remove(&gone).unwrap();
                 store.mirror_resolve_links(true).unwrap();
                 store.mark_unsettled_dirty().unwrap();
-                validate(&mut store, false, RuleOptions::default(), &PolicyScope::default()).unwrap();
+                validate(&mut store, false, &RuleOptions::default(), &PolicyScope::default()).unwrap();
                 let after = observe(&store);
                 let dirty: BTreeSet<String> = store
                     .mirror_sql(|tx| {

@@ -1,70 +1,11 @@
-//! The provisioning policy: how an AD user or group becomes a SCIM resource
-//! (`../shared/design/tenant-api.md`, "Default provisioning policy"). Pure.
+//! What the sync keeps of a SCIM resource: its content hash and which attributes changed. The
+//! mapping itself is the provisioning policy's ([`crate::policy::map`]). Pure.
 
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use crate::directory::DirObject;
 
-pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
-pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
-pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-
-/// The provisioning policies this release knows.
-pub const POLICIES: [&str; 1] = ["Default"];
-
-/// The SCIM User for a valid AD user. `manager_id` is the manager's SCIM id when the manager is
-/// provisioned. Empty optional attributes are left out, so clearing one in AD clears it in the
-/// tenant on the next replace.
-pub fn user(user: &DirObject, manager_id: Option<&str>) -> Value {
-    let text = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
-    let given = text(&user.given_name).unwrap_or_default();
-    let family = text(&user.sn).unwrap_or_default();
-    let mut body = Map::new();
-    let mut schemas = vec![json!(USER_SCHEMA)];
-    body.insert("externalId".into(), json!(user.guid.map(|g| g.to_string())));
-    body.insert("userName".into(), json!(text(&user.user_principal_name)));
-    body.insert("name".into(), json!({"givenName": given, "familyName": family}));
-    let display = text(&user.display_name).unwrap_or_else(|| format!("{given} {family}"));
-    body.insert("displayName".into(), json!(display));
-    body.insert("emails".into(), json!([{"value": text(&user.mail), "type": "work", "primary": true}]));
-    body.insert("active".into(), json!(!user.is_disabled()));
-    if let Some(title) = text(&user.title) {
-        body.insert("title".into(), json!(title));
-    }
-    if let Some(phone) = text(&user.telephone_number) {
-        body.insert("phoneNumbers".into(), json!([{"value": phone, "type": "work"}]));
-    }
-    let mut enterprise = Map::new();
-    if let Some(n) = text(&user.employee_number) {
-        enterprise.insert("employeeNumber".into(), json!(n));
-    }
-    if let Some(d) = text(&user.department) {
-        enterprise.insert("department".into(), json!(d));
-    }
-    if let Some(id) = manager_id {
-        enterprise.insert("manager".into(), json!({"value": id}));
-    }
-    if !enterprise.is_empty() {
-        schemas.push(json!(ENTERPRISE_SCHEMA));
-        body.insert(ENTERPRISE_SCHEMA.into(), Value::Object(enterprise));
-    }
-    body.insert("schemas".into(), Value::Array(schemas));
-    Value::Object(body)
-}
-
-/// The SCIM Group for an AD group, without members (they are sent as PATCH differences).
-pub fn group(group: &DirObject) -> Value {
-    let name = group
-        .cn
-        .clone()
-        .or_else(|| group.dn.rdn_value().map(str::to_owned))
-        .unwrap_or_else(|| group.sam_account_name.clone().unwrap_or_default());
-    json!({
-        "schemas": [GROUP_SCHEMA],
-        "externalId": group.guid.map(|g| g.to_string()),
-        "displayName": name,
-    })
-}
+pub use crate::policy::{ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA};
 
 /// The directory text a user's SCIM resource is made of, by attribute (what the
 /// control-character rule looks at).
@@ -114,8 +55,11 @@ pub fn changed_attributes(old: &Value, new: &Value) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
-    use crate::directory::{Dn, ObjectGuid};
+    use crate::directory::{Dn, ObjectGuid, ObjectKind};
+    use crate::policy::{Policy, PolicyConfig, map};
 
     fn alice() -> DirObject {
         DirObject {
@@ -130,9 +74,33 @@ mod tests {
         }
     }
 
+    /// Seeded-like users: plain, disabled with enterprise fields and a manager, a display name,
+    /// white space and empty optional attributes.
+    fn seeded() -> Vec<(DirObject, Option<&'static str>)> {
+        let mut rich = alice();
+        rich.user_account_control = Some(514);
+        rich.department = Some("Sales".into());
+        rich.employee_number = Some(" 42 ".into());
+        rich.title = Some("Rep".into());
+        rich.telephone_number = Some("+1 555".into());
+        let mut shown = alice();
+        shown.display_name = Some("Alice S. (Sales)".into());
+        shown.title = Some("  ".into());
+        shown.department = Some(String::new());
+        shown.guid = Some(ObjectGuid([7; 16]));
+        let mut managed = alice();
+        managed.user_account_control = None;
+        managed.given_name = Some(" Zoë ".into());
+        (vec![(alice(), None), (rich, Some("mgr-id")), (shown, None), (managed, Some("boss"))]).into_iter().collect()
+    }
+
+    fn default_user(o: &DirObject, manager: Option<&str>) -> Value {
+        map::user(&Policy::default_policy(), o, manager).unwrap()
+    }
+
     #[test]
     fn default_policy_maps_the_required_attributes() {
-        let body = user(&alice(), None);
+        let body = default_user(&alice(), None);
         assert_eq!(body["externalId"], "33221100-5544-7766-8899-aabbccddeeff");
         assert_eq!(body["userName"], "asmith@example.test");
         assert_eq!(body["name"], json!({"givenName": "Alice", "familyName": "Smith"}));
@@ -144,13 +112,8 @@ mod tests {
 
     #[test]
     fn enterprise_extension_and_disabled() {
-        let mut a = alice();
-        a.user_account_control = Some(514);
-        a.department = Some("Sales".into());
-        a.employee_number = Some(" 42 ".into());
-        a.title = Some("Rep".into());
-        a.telephone_number = Some("+1 555".into());
-        let body = user(&a, Some("mgr-id"));
+        let (rich, manager) = seeded().remove(1);
+        let body = default_user(&rich, manager);
         assert_eq!(body["active"], false);
         assert_eq!(
             body[ENTERPRISE_SCHEMA],
@@ -158,27 +121,83 @@ mod tests {
         );
         assert_eq!(body["schemas"], json!([USER_SCHEMA, ENTERPRISE_SCHEMA]));
         assert_eq!(body["phoneNumbers"], json!([{"value": "+1 555", "type": "work"}]));
-        assert_eq!(changed_attributes(&user(&alice(), None), &body).len(), 5);
+        assert_eq!(changed_attributes(&default_user(&alice(), None), &body).len(), 5);
+    }
+
+    /// The Default policy's bodies and hashes, pinned byte for byte: they are what every tenant
+    /// holds, so a change here would rewrite every user on the first run after an upgrade.
+    #[test]
+    fn default_bodies_and_hashes_are_pinned() {
+        let pinned = [
+            (
+                r#"{"externalId":"33221100-5544-7766-8899-aabbccddeeff","userName":"asmith@example.test","name":{"givenName":"Alice","familyName":"Smith"},"displayName":"Alice Smith","emails":[{"value":"alice.smith@example.test","type":"work","primary":true}],"active":true,"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"]}"#,
+                "33af06de9f7f4dff",
+            ),
+            (
+                r#"{"externalId":"33221100-5544-7766-8899-aabbccddeeff","userName":"asmith@example.test","name":{"givenName":"Alice","familyName":"Smith"},"displayName":"Alice Smith","emails":[{"value":"alice.smith@example.test","type":"work","primary":true}],"active":false,"title":"Rep","phoneNumbers":[{"value":"+1 555","type":"work"}],"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"employeeNumber":"42","department":"Sales","manager":{"value":"mgr-id"}},"schemas":["urn:ietf:params:scim:schemas:core:2.0:User","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]}"#,
+                "b419cbb4069c27ff",
+            ),
+            (
+                r#"{"externalId":"07070707-0707-0707-0707-070707070707","userName":"asmith@example.test","name":{"givenName":"Alice","familyName":"Smith"},"displayName":"Alice S. (Sales)","emails":[{"value":"alice.smith@example.test","type":"work","primary":true}],"active":true,"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"]}"#,
+                "101c4b50c2bdfcea",
+            ),
+            (
+                r#"{"externalId":"33221100-5544-7766-8899-aabbccddeeff","userName":"asmith@example.test","name":{"givenName":"Zoë","familyName":"Smith"},"displayName":"Zoë Smith","emails":[{"value":"alice.smith@example.test","type":"work","primary":true}],"active":true,"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"manager":{"value":"boss"}},"schemas":["urn:ietf:params:scim:schemas:core:2.0:User","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]}"#,
+                "dc54969d9eec1b34",
+            ),
+        ];
+        for ((o, manager), (text, hash)) in seeded().iter().zip(pinned) {
+            let body = default_user(o, *manager);
+            assert_eq!(body.to_string(), text);
+            assert_eq!(content_hash(&body), hash, "{text}");
+        }
+        let g = DirObject {
+            kind: ObjectKind::Group,
+            guid: Some(ObjectGuid([9; 16])),
+            dn: Dn::parse("CN=R&D Staff\\, All,OU=Groups,DC=x").unwrap(),
+            ..Default::default()
+        };
+        let body = map::group(&Policy::default_policy(), &g).unwrap();
+        assert_eq!(
+            body.to_string(),
+            r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"externalId":"09090909-0909-0909-0909-090909090909","displayName":"R&D Staff, All"}"#
+        );
+        assert_eq!(content_hash(&body), "f62ca18f4248cece");
+    }
+
+    /// A policy that changes nothing but starts from Default's expressions sends what Default
+    /// sends to every user Default provisions: switching to it writes nothing.
+    #[test]
+    fn defaults_expressions_give_defaults_bodies() {
+        let copy = Policy::compile("Copy", &PolicyConfig::default()).unwrap();
+        for (o, manager) in seeded() {
+            assert_eq!(map::user(&copy, &o, manager).unwrap(), default_user(&o, manager), "{}", o.dn);
+        }
+    }
+
+    /// The UPN-suffix rewrite changes userName only.
+    #[test]
+    fn a_rewrite_policy_changes_only_user_name() {
+        let config: PolicyConfig =
+            toml::from_str(r#"user."userName" = 'Replace([userPrincipalName], "@example.test", "@example.com")'"#)
+                .unwrap();
+        let rewrite = Policy::compile("Rewrite", &config).unwrap();
+        for (o, manager) in seeded() {
+            let old = default_user(&o, manager);
+            let new = map::user(&rewrite, &o, manager).unwrap();
+            assert_eq!(new["userName"], "asmith@example.com");
+            assert_eq!(changed_attributes(&old, &new), ["userName"]);
+        }
     }
 
     #[test]
     fn hash_changes_with_content_only() {
-        let a = user(&alice(), None);
-        assert_eq!(content_hash(&a), content_hash(&user(&alice(), None)));
+        let a = default_user(&alice(), None);
+        assert_eq!(content_hash(&a), content_hash(&default_user(&alice(), None)));
         let mut b = alice();
         b.sn = Some("Jones".into());
-        assert_ne!(content_hash(&a), content_hash(&user(&b, None)));
+        assert_ne!(content_hash(&a), content_hash(&default_user(&b, None)));
         // Pinned, so a release that changes hashing (and would rewrite every user) is noticed.
         assert_eq!(content_hash(&json!({"a": 1})), "9c3e82dd6fcae8b1");
-    }
-
-    #[test]
-    fn group_name_from_cn() {
-        let g = DirObject {
-            kind: crate::directory::ObjectKind::Group,
-            dn: Dn::parse("CN=R&D Staff\\, All,OU=Groups,DC=x").unwrap(),
-            ..Default::default()
-        };
-        assert_eq!(group(&g)["displayName"], "R&D Staff, All");
     }
 }

@@ -5,7 +5,7 @@
 //! turns its arguments into a [`SyncRequest`] and the [`SyncOutcome`] into its report; progress
 //! reaches the terminal only through the [`Progress`] it passes.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use futures_util::future::BoxFuture;
@@ -45,6 +45,8 @@ impl RunTenant for ScimClient {
 /// What the command asks of a run.
 pub struct SyncRequest<'a> {
     pub config: &'a AgentConfig,
+    /// The rules and the provisioning policy of this run (the tenant's choice, if it made one).
+    pub rules: RuleOptions,
     pub tenant: &'a dyn RunTenant,
     /// What the tenant announced (its /ServiceProviderConfig, read before the directory).
     pub capabilities: &'a Capabilities,
@@ -78,6 +80,8 @@ pub struct SyncOptions<'a> {
     pub strict: bool,
     /// Replaces `max_deletions` (and lifts `max_deletion_percent`) for this run.
     pub allow_deletes: Option<u32>,
+    /// Replaces `max_renames` (and lifts `max_rename_percent`) for this run.
+    pub allow_renames: Option<u32>,
     /// `--user X`: that user, end to end.
     pub user: Option<&'a str>,
 }
@@ -99,6 +103,8 @@ pub struct SyncOutcome {
     pub findings: Vec<Finding>,
     pub timings: Timings,
     pub user: Option<UserStory>,
+    /// Per SCIM attribute, how many provisioned objects this run gives another value.
+    pub changes_by_attribute: BTreeMap<String, u64>,
     /// What the report should warn about, in the order found.
     pub warnings: Vec<Warning>,
     pub exit: ExitStatus,
@@ -122,6 +128,7 @@ impl SyncOutcome {
             findings: Vec::new(),
             timings: Timings::default(),
             user: None,
+            changes_by_attribute: BTreeMap::new(),
             warnings: Vec::new(),
             exit: ExitStatus::Ok,
             error: None,
@@ -198,11 +205,11 @@ pub async fn run(request: SyncRequest<'_>, progress: &dyn Progress) -> std::resu
 }
 
 async fn sync(request: SyncRequest<'_>, progress: &dyn Progress, chosen: &mut Option<Mode>) -> Result<SyncOutcome> {
-    let SyncRequest { config, tenant, capabilities, store, run, directory, scope, options } = request;
+    let SyncRequest { config, rules, tenant, capabilities, store, run, directory, scope, options } = request;
     // Read before anything else, so changes made during the run are read again next time.
     let started_at = jiff::Timestamp::now();
     let tracking = directory.change_tracking().await?;
-    let fingerprint = engine::scope_fingerprint(&config.scope);
+    let fingerprint = engine::watermark_fingerprint(&config.scope, &rules.policy.fingerprint());
     let watermarks = store.watermarks()?;
     let (mode, fallback) = engine::choose_mode(&ModeInputs {
         full_asked: options.full,
@@ -245,7 +252,7 @@ async fn sync(request: SyncRequest<'_>, progress: &dyn Progress, chosen: &mut Op
         store.begin_dry_run()?;
     }
     let mut one =
-        Run { config, tenant, capabilities, store: &mut *store, run, directory, scope, mode, options, progress };
+        Run { config, rules, tenant, capabilities, store: &mut *store, run, directory, scope, mode, options, progress };
     let result = one.sync(&mut out).await;
     if options.dry_run {
         store.end_dry_run()?;
@@ -267,6 +274,7 @@ async fn sync(request: SyncRequest<'_>, progress: &dyn Progress, chosen: &mut Op
 /// What one run works with.
 struct Run<'a, 'r> {
     config: &'a AgentConfig,
+    rules: RuleOptions,
     tenant: &'a dyn RunTenant,
     capabilities: &'a Capabilities,
     store: &'r mut StateStore,
@@ -287,7 +295,7 @@ impl Run<'_, '_> {
     /// applying is the outcome's, beside what was done before it.
     async fn sync(&mut self, out: &mut SyncOutcome) -> Result<()> {
         let started = Instant::now();
-        let rules = RuleOptions::of(Some(self.config));
+        let rules = &self.rules;
         let all = self.mode == Mode::Full;
         // A full sync lists the tenant while the directory is read: one task, two futures, so
         // the listing's requests are in flight whenever the read waits for the directory.
@@ -323,8 +331,7 @@ impl Run<'_, '_> {
         out.read = refresh.read;
         out.timings.read = ms(started);
         let planned = Instant::now();
-        let policy = self.config.policy().map_err(|e| AppError::new(crate::error::ErrorKind::Config, e.to_string()))?;
-        let policy_scope = super::scope::PolicyScope::of(&policy);
+        let policy_scope = super::scope::PolicyScope::of(&rules.policy);
         let verdicts = engine::validate(self.store, all, rules, &policy_scope)?;
         out.quarantined = engine::held_back(self.store, refresh.unanchored, &verdicts)?;
         let findings = if out.quarantined.is_empty() { ExitStatus::Ok } else { ExitStatus::Findings };
@@ -345,6 +352,19 @@ impl Run<'_, '_> {
             self.config.sync.max_deletions,
             self.config.sync.max_deletion_percent,
         );
+        // The rename guard: userName changes of provisioned users (a changed policy, a mass UPN change).
+        out.changes_by_attribute = engine::planned_attribute_changes(self.store, all, &rules.policy)?;
+        let renaming = out.changes_by_attribute.get("userName").copied().unwrap_or(0) as usize;
+        let provisioned_users = self.store.active_users()?;
+        let threshold = threshold.or_else(|| {
+            engine::rename_threshold(
+                renaming,
+                provisioned_users,
+                self.options.allow_renames,
+                self.config.sync.max_renames,
+                self.config.sync.max_rename_percent,
+            )
+        });
         if let Some((stop, error)) = threshold {
             if self.options.dry_run {
                 // A dry run counts what it would do; a real run what it did (nothing).
@@ -422,7 +442,8 @@ impl Run<'_, '_> {
                 .collect(),
             false => HashMap::new(),
         };
-        let mut engine = Engine::new(&mut *self.store, applier, ids, tenant, policy_scope.flattened());
+        let mut engine =
+            Engine::new(&mut *self.store, applier, ids, tenant, policy_scope.flattened(), rules.policy.clone());
         let applying = Instant::now();
         let applied = engine.run(all, &verdicts, &anchors, removals.removals).await;
         out.timings.plan = u64::try_from(applying.duration_since(planned).as_millis()).unwrap_or(u64::MAX);
@@ -576,7 +597,7 @@ impl Run<'_, '_> {
 fn story(
     store: &StateStore,
     query: &str,
-    options: RuleOptions,
+    options: &RuleOptions,
     scope: &super::scope::PolicyScope,
 ) -> Result<UserStory> {
     let rules = engine::explain(store, query, options)?;
@@ -604,7 +625,8 @@ fn story(
             Some(g) if store.is_valid_user(g)? => store.scim_id(g)?,
             _ => None,
         };
-        story.scim = Some(super::desired::user(&m.object, &m.guid, manager_id.as_deref()).body);
+        let desired = super::desired::user(&options.policy, &m.object, &m.guid, manager_id.as_deref());
+        story.scim = desired.ok().map(|d| d.body);
         // What a run does to a user it does not plan for (a delta that did not touch it).
         if store.scim_id(&m.guid)?.is_some() {
             story.operation = "unchanged";
@@ -740,6 +762,7 @@ mod tests {
             let run = self.store.begin_run("sync", options.dry_run, NOW).unwrap();
             let request = SyncRequest {
                 config: &self.config,
+                rules: RuleOptions::of(Some(&self.config)).unwrap(),
                 tenant: &self.tenant,
                 capabilities: &self.capabilities,
                 store: &mut self.store,

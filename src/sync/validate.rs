@@ -8,6 +8,8 @@ use serde::Serialize;
 
 use super::map;
 use crate::directory::{Defect, DirObject, ObjectGuid, Unreadable};
+use crate::error::AppError;
+use crate::policy::Policy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Rule {
@@ -26,9 +28,14 @@ pub enum Rule {
     MailDuplicate,
     UpnDuplicate,
     SamDuplicate,
+    UserNameRequired,
+    MappedRequired,
+    UserNameDuplicate,
+    MappingError,
 }
 
 impl Rule {
+    /// The rules of the Default policy (the historic fifteen, in their order).
     pub const ALL: [Rule; 15] = [
         Rule::GuidRequired,
         Rule::GuidSyntax,
@@ -46,6 +53,31 @@ impl Rule {
         Rule::UpnDuplicate,
         Rule::SamDuplicate,
     ];
+
+    /// The rules of a configured policy: the required and duplicate rules judge mapped values
+    /// (userName, the targets in `required`, the primary email) instead of AD attributes.
+    pub const MAPPED: [Rule; 15] = [
+        Rule::GuidRequired,
+        Rule::GuidSyntax,
+        Rule::GuidDuplicate,
+        Rule::MappingError,
+        Rule::UserNameRequired,
+        Rule::MappedRequired,
+        Rule::MailSyntax,
+        Rule::UpnSyntax,
+        Rule::UacSyntax,
+        Rule::TextUtf8,
+        Rule::TextControl,
+        Rule::UserNameDuplicate,
+        Rule::MailDuplicate,
+        Rule::SamDuplicate,
+        Rule::UpnDuplicate,
+    ];
+
+    /// The rules a policy applies.
+    pub fn of(policy: &Policy) -> &'static [Rule] {
+        if policy.is_default() { &Rule::ALL } else { &Rule::MAPPED }
+    }
 
     /// Stable identifier used in reports and scripts.
     pub fn id(self) -> &'static str {
@@ -65,6 +97,10 @@ impl Rule {
             Rule::MailDuplicate => "mail.duplicate",
             Rule::UpnDuplicate => "userPrincipalName.duplicate",
             Rule::SamDuplicate => "sAMAccountName.duplicate",
+            Rule::UserNameRequired => "userName.required",
+            Rule::MappedRequired => "mapped.required",
+            Rule::UserNameDuplicate => "userName.duplicate",
+            Rule::MappingError => "mapping.error",
         }
     }
 
@@ -79,6 +115,8 @@ impl Rule {
             Rule::UacSyntax => "userAccountControl",
             Rule::TextUtf8 | Rule::TextControl => "*",
             Rule::SamDuplicate => "sAMAccountName",
+            Rule::UserNameRequired | Rule::UserNameDuplicate => "userName",
+            Rule::MappedRequired | Rule::MappingError => "*",
         }
     }
 
@@ -99,30 +137,42 @@ impl Rule {
             Rule::MailDuplicate => "no other user in scope has the same mail (case-insensitive)",
             Rule::UpnDuplicate => "no other user in scope has the same userPrincipalName (case-insensitive)",
             Rule::SamDuplicate => "no other user in scope has the same sAMAccountName (case-insensitive)",
+            Rule::UserNameRequired => "the mapped userName is present and not blank",
+            Rule::MappedRequired => "every target the policy requires has a value",
+            Rule::UserNameDuplicate => "no other user in scope maps to the same userName (case-insensitive)",
+            Rule::MappingError => "every mapping of the policy evaluates for this user",
         }
     }
 }
 
 /// The switchable parts of the rules (`[validation]` in the configuration). `validate` and
 /// `sync` take them from the same configuration, so they judge every user alike.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RuleOptions {
     /// [`Rule::TextControl`]: on unless the configuration turns it off.
     pub reject_control_characters: bool,
+    /// The provisioning policy whose mapped values the rules judge.
+    pub policy: std::sync::Arc<Policy>,
 }
 
 impl Default for RuleOptions {
     fn default() -> Self {
-        RuleOptions { reject_control_characters: true }
+        RuleOptions { reject_control_characters: true, policy: std::sync::Arc::new(Policy::default_policy()) }
     }
 }
 
 impl RuleOptions {
-    /// From the configuration's `[validation]`; the defaults without a configuration.
-    pub fn of(config: Option<&crate::config::AgentConfig>) -> RuleOptions {
-        config.map_or_else(RuleOptions::default, |c| RuleOptions {
-            reject_control_characters: c.validation.reject_control_characters,
-        })
+    /// From the configuration's `[validation]` and its active policy; the defaults without a
+    /// configuration.
+    pub fn of(config: Option<&crate::config::AgentConfig>) -> Result<RuleOptions, AppError> {
+        let Some(c) = config else { return Ok(RuleOptions::default()) };
+        let policy = c.policy().map_err(|e| AppError::config(e.to_string()))?;
+        Ok(RuleOptions { reject_control_characters: c.validation.reject_control_characters, policy: policy.into() })
+    }
+
+    /// The same rules under another policy.
+    pub fn with_policy(&self, policy: Policy) -> RuleOptions {
+        RuleOptions { policy: policy.into(), ..self.clone() }
     }
 }
 
@@ -208,6 +258,54 @@ pub struct Explanation {
     #[serde(flatten)]
     pub identity: Identity,
     pub checks: Vec<RuleCheck>,
+    /// Every mapped attribute: its value for this user and the mapping that produced it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mapped: Vec<MappedAttribute>,
+}
+
+/// One target of the policy's mapping for one user (the explain view).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MappedAttribute {
+    /// The SCIM target (`userName`, `emails[work,primary]`, `enterprise.department`).
+    pub target: String,
+    /// The expression that produces it (Default's written as expressions).
+    pub mapping: String,
+    /// The value sent; absent when the mapping gives nothing (the target is left out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Value>,
+    /// Why the mapping failed for this user (rule `mapping.error`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The explain view as table rows: target, value (or the error), mapping.
+pub fn mapped_rows(mapped: &[MappedAttribute]) -> Vec<[String; 3]> {
+    mapped
+        .iter()
+        .map(|m| {
+            let value = match (&m.value, &m.error) {
+                (_, Some(e)) => format!("ERROR: {e}"),
+                (Some(serde_json::Value::String(s)), None) => s.clone(),
+                (Some(v), None) => v.to_string(),
+                (None, None) => "(none: left out)".to_owned(),
+            };
+            [m.target.clone(), value, m.mapping.clone()]
+        })
+        .collect()
+}
+
+/// The explain view of a user's mapping under `policy`.
+pub fn mapped_view(policy: &Policy, user: &DirObject) -> Vec<MappedAttribute> {
+    crate::policy::map::user_values(policy, user)
+        .into_iter()
+        .map(|v| {
+            let (value, error) = match v.value {
+                Ok(value) => (value, None),
+                Err(e) => (None, Some(e)),
+            };
+            MappedAttribute { target: v.target.name(), mapping: v.source, value, error }
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -221,7 +319,10 @@ pub struct Validation {
 
 /// Per-user rules that need no other user: the anchor, what the decoder found unusable,
 /// presence, syntax and control characters.
-pub fn check_attributes(user: &DirObject, options: RuleOptions) -> Vec<Problem> {
+pub fn check_attributes(user: &DirObject, options: &RuleOptions) -> Vec<Problem> {
+    if !options.policy.is_default() {
+        return check_mapped(user, options);
+    }
     let mut problems = object_problems(user);
     let unreadable = |attribute: &str| {
         user.defects.iter().any(|d| matches!(d, Defect::NotUtf8 { attribute: a, .. } if a == attribute))
@@ -268,9 +369,111 @@ pub fn check_attributes(user: &DirObject, options: RuleOptions) -> Vec<Problem> 
     problems
 }
 
+/// The per-user rules of a configured policy, on what it maps: every mapping evaluates
+/// (`mapping.error`), the required targets have values (`userName.required`, `mapped.required`),
+/// every mapped email is an address (`mail.syntax`), no mapped text holds a control character
+/// (`text.control`); and, as under Default, a present userPrincipalName is well-formed.
+fn check_mapped(user: &DirObject, options: &RuleOptions) -> Vec<Problem> {
+    let mut problems = object_problems(user);
+    let values = crate::policy::map::user_values(&options.policy, user);
+    let mut texts: Vec<(String, String)> = Vec::new();
+    for v in &values {
+        let name = v.target.name();
+        match &v.value {
+            Err(message) => {
+                let mut p = Problem::new(
+                    Rule::MappingError,
+                    None,
+                    format!("the mapping {name} = {} failed: {message}", v.source),
+                );
+                p.attribute = name;
+                problems.push(p);
+            }
+            Ok(Some(serde_json::Value::String(text))) => texts.push((name, text.clone())),
+            Ok(_) => {}
+        }
+    }
+    let failed = |name: &str| problems.iter().any(|p| p.rule == Rule::MappingError && p.attribute == name);
+    let mut missing = Vec::new();
+    for target in &options.policy.required {
+        let name = target.name();
+        let present = values.iter().any(|v| v.target.name() == name && matches!(v.value, Ok(Some(_))));
+        if !present && !failed(&name) {
+            missing.push(name);
+        }
+    }
+    for name in missing {
+        let source = values.iter().find(|v| v.target.name() == name).map(|v| v.source.clone()).unwrap_or_default();
+        let rule = if name == "userName" { Rule::UserNameRequired } else { Rule::MappedRequired };
+        let mut p = Problem::new(rule, None, format!("{name} (mapped from {source}) has no value for this user"));
+        p.attribute = name;
+        problems.push(p);
+    }
+    for v in &values {
+        if let (crate::policy::Target::Multi { attr, .. }, Ok(Some(serde_json::Value::String(mail)))) =
+            (&v.target, &v.value)
+            && attr == "emails"
+            && let Err(reason) = check_address(mail, AddressKind::Mail)
+        {
+            let mut p = Problem::new(
+                Rule::MailSyntax,
+                Some(mail),
+                format!("{} {mail:?} is not a valid address: {reason}", v.target.name()),
+            );
+            p.attribute = v.target.name();
+            problems.push(p);
+        }
+    }
+    // A malformed logon name stays quarantined whatever the policy sends as userName: switching
+    // policies never provisions a user Default held back for its AD data.
+    if let Some(upn) = user.user_principal_name.as_deref().filter(|u| !is_blank(u))
+        && let Err(reason) = check_address(upn, AddressKind::Upn)
+    {
+        problems.push(Problem::new(
+            Rule::UpnSyntax,
+            Some(upn),
+            format!("userPrincipalName {upn:?} is not a valid logon name: {reason}"),
+        ));
+    }
+    if options.reject_control_characters {
+        let named: Vec<(&str, Option<&str>)> = texts.iter().map(|(n, t)| (n.as_str(), Some(t.as_str()))).collect();
+        problems.extend(control_problems(&named));
+    }
+    problems
+}
+
+/// The keys a configured policy's duplicate rules compare, in [`DUPLICATE_RULES`] order: the
+/// primary (else first) mapped email, the mapped userName, the sAMAccountName. `None` for Default,
+/// whose rules compare mail, userPrincipalName and sAMAccountName as read.
+pub fn mapped_keys(policy: &Policy, user: &DirObject) -> Option<[Option<String>; 3]> {
+    if policy.is_default() {
+        return None;
+    }
+    let values = crate::policy::map::user_values(policy, user);
+    let text = |v: &crate::policy::map::MappedValue| match &v.value {
+        Ok(Some(serde_json::Value::String(t))) => Some(t.clone()),
+        _ => None,
+    };
+    let emails =
+        values.iter().filter(|v| matches!(&v.target, crate::policy::Target::Multi { attr, .. } if attr == "emails"));
+    let primary = emails
+        .clone()
+        .filter(|v| matches!(&v.target, crate::policy::Target::Multi { primary: true, .. }))
+        .chain(emails)
+        .find_map(text);
+    let user_name = values.iter().find(|v| v.target.name() == "userName").and_then(text);
+    let key = |v: Option<&str>| crate::store::duplicate_key(v);
+    Some([key(primary.as_deref()), key(user_name.as_deref()), key(user.sam_account_name.as_deref())])
+}
+
+/// The rule a duplicate key slot stands for under `policy`.
+pub fn duplicate_rule(policy: &Policy, slot: usize) -> Rule {
+    if !policy.is_default() && slot == 1 { Rule::UserNameDuplicate } else { DUPLICATE_RULES[slot] }
+}
+
 /// The rules for a group (groups have no required attributes): the anchor, what the decoder
 /// found unusable, and control characters in what the tenant shows of it.
-pub fn check_group(group: &DirObject, options: RuleOptions) -> Vec<Problem> {
+pub fn check_group(group: &DirObject, options: &RuleOptions) -> Vec<Problem> {
     let mut problems = object_problems(group);
     if options.reject_control_characters {
         problems.extend(control_problems(&map::group_text(group)));
@@ -351,7 +554,7 @@ pub fn forbidden_character(c: char) -> Option<&'static str> {
     }
 }
 
-fn control_problems(values: &[(&'static str, Option<&str>)]) -> Vec<Problem> {
+fn control_problems(values: &[(&str, Option<&str>)]) -> Vec<Problem> {
     let mut problems = Vec::new();
     for (attribute, value) in values {
         let Some(value) = value else { continue };
@@ -503,11 +706,12 @@ pub fn duplicate_problem(rule: Rule, key: &str, others: Vec<String>, total: usiz
     problem
 }
 
-/// Every rule for one user, passed or failed.
-pub fn explain(identity: Identity, found: &[Problem]) -> Explanation {
+/// Every rule for one user (`rules`: the policy's, [`Rule::of`]), passed or failed.
+pub fn explain(identity: Identity, found: &[Problem], rules: &[Rule]) -> Explanation {
     Explanation {
         identity,
-        checks: Rule::ALL
+        mapped: Vec::new(),
+        checks: rules
             .iter()
             .map(|&rule| {
                 let problem = found.iter().find(|p| p.rule == rule).cloned();
@@ -553,6 +757,7 @@ pub struct Validator {
     disabled: u64,
     target: Option<String>,
     target_index: Option<u32>,
+    target_mapped: Vec<MappedAttribute>,
 }
 
 impl Validator {
@@ -607,15 +812,18 @@ impl Validator {
         if user.is_disabled() {
             self.disabled += 1;
         }
-        let problems = check_attributes(user, self.options);
+        let problems = check_attributes(user, &self.options);
         if !problems.is_empty() {
             self.problems.insert(index, problems);
         }
         let mirrored = user.guid.is_some() && !self.holds_guid_again(user, index);
-        let values = [&user.mail, &user.user_principal_name, &user.sam_account_name];
-        for (slot, value) in values.into_iter().enumerate().filter(|_| mirrored) {
-            if let Some(v) = value.as_deref().filter(|v| !is_blank(v)) {
-                match self.keys[slot].entry(v.trim().to_lowercase().into_boxed_str()) {
+        let keys = mapped_keys(&self.options.policy, user).unwrap_or_else(|| {
+            [&user.mail, &user.user_principal_name, &user.sam_account_name]
+                .map(|v| v.as_deref().filter(|v| !is_blank(v)).map(|v| v.trim().to_lowercase()))
+        });
+        for (slot, key) in keys.into_iter().enumerate().filter(|_| mirrored) {
+            if let Some(key) = key {
+                match self.keys[slot].entry(key.into_boxed_str()) {
                     Entry::Vacant(e) => {
                         e.insert(index);
                     }
@@ -634,6 +842,7 @@ impl Validator {
                 .any(|v| v.as_deref().is_some_and(|v| v.trim().to_lowercase() == *target))
         {
             self.target_index = Some(index);
+            self.target_mapped = mapped_view(&self.options.policy, user);
         }
         self.seen.push(Seen {
             dn: user.dn.to_string().into_boxed_str(),
@@ -650,7 +859,7 @@ impl Validator {
         self.guids = Default::default();
         let duplicates = std::mem::take(&mut self.duplicates);
         for (slot, groups) in duplicates.into_iter().enumerate() {
-            let rule = DUPLICATE_RULES[slot];
+            let rule = duplicate_rule(&self.options.policy, slot);
             for (first, (key, later)) in groups {
                 let holders: Vec<u32> = std::iter::once(first).chain(later).collect();
                 // A value shared by thousands (a team mailbox in every user's mail) must not
@@ -673,9 +882,12 @@ impl Validator {
         let explanation = self.target_index.map(|i| {
             let mut problems = self.problems.get(&i).cloned().unwrap_or_default();
             tidy(&mut problems);
-            explain(self.seen[i as usize].identity(), &problems)
+            let mut explanation = explain(self.seen[i as usize].identity(), &problems, Rule::of(&self.options.policy));
+            explanation.mapped = std::mem::take(&mut self.target_mapped);
+            explanation
         });
-        let mut by_rule: BTreeMap<&'static str, u64> = Rule::ALL.iter().map(|r| (r.id(), 0)).collect();
+        let mut by_rule: BTreeMap<&'static str, u64> =
+            Rule::of(&self.options.policy).iter().map(|r| (r.id(), 0)).collect();
         let mut users: Vec<UserFindings> = Vec::with_capacity(self.problems.len());
         for (i, mut problems) in self.problems {
             tidy(&mut problems);
@@ -739,7 +951,7 @@ mod tests {
     }
 
     fn rules(u: &DirObject) -> Vec<&'static str> {
-        check_attributes(u, RuleOptions::default()).iter().map(|p| p.rule.id()).collect()
+        check_attributes(u, &RuleOptions::default()).iter().map(|p| p.rule.id()).collect()
     }
 
     fn ok(cn: &str) -> DirObject {
@@ -879,7 +1091,7 @@ mod tests {
     }
 
     fn problems(o: &DirObject) -> Vec<(String, String)> {
-        let mut p = check_attributes(o, RuleOptions::default());
+        let mut p = check_attributes(o, &RuleOptions::default());
         tidy(&mut p);
         p.into_iter().map(|p| (p.rule.id().to_owned(), p.attribute)).collect()
     }
@@ -897,7 +1109,7 @@ mod tests {
             let bytes = vec![1u8; length];
             let o = with(&[("objectGUID", &bytes)]);
             assert_eq!(o.guid, None);
-            let p = check_attributes(&o, RuleOptions::default());
+            let p = check_attributes(&o, &RuleOptions::default());
             assert_eq!(p.len(), 1, "{p:?}");
             assert_eq!(p[0].rule, Rule::GuidSyntax);
             assert!(p[0].message.contains(&format!("{length} bytes long, not the 16")), "{}", p[0].message);
@@ -909,12 +1121,12 @@ mod tests {
         // givenName:: //5HcsMoIHRh from the issue: 0xFF 0xFE at offset 0.
         let o = with(&[("givenName", b"\xff\xfeGr\xc3(ta")]);
         assert_eq!(o.given_name, None, "no lossy copy is kept");
-        let p = check_attributes(&o, RuleOptions::default());
+        let p = check_attributes(&o, &RuleOptions::default());
         assert_eq!(p.len(), 1, "present but unreadable is not also 'missing': {p:?}");
         assert_eq!((p[0].rule, p[0].attribute.as_str()), (Rule::TextUtf8, "givenName"));
         assert!(p[0].message.contains("offset 0"), "{}", p[0].message);
         let later = with(&[("sn", b"Ok\xc3(")]);
-        assert!(check_attributes(&later, RuleOptions::default())[0].message.contains("offset 2"));
+        assert!(check_attributes(&later, &RuleOptions::default())[0].message.contains("offset 2"));
         let title = with(&[("title", b"\x80")]);
         assert_eq!(problems(&title), [pair("text.utf8", "title")]);
     }
@@ -946,17 +1158,17 @@ mod tests {
         ];
         for (attribute, value, code) in cases {
             let o = with(&[(attribute, value.as_bytes())]);
-            let p = check_attributes(&o, RuleOptions::default());
+            let p = check_attributes(&o, &RuleOptions::default());
             assert_eq!(p.len(), 1, "{attribute}: {p:?}");
             assert_eq!((p[0].rule, p[0].attribute.as_str()), (Rule::TextControl, attribute));
             assert!(p[0].message.contains(&format!("U+{code:04X}")), "{}", p[0].message);
-            let off = RuleOptions { reject_control_characters: false };
-            assert!(check_attributes(&o, off).is_empty(), "the rule can be turned off");
+            let off = RuleOptions { reject_control_characters: false, ..RuleOptions::default() };
+            assert!(check_attributes(&o, &off).is_empty(), "the rule can be turned off");
         }
         // Not sent to the tenant: not this rule's business. Ordinary Unicode passes.
-        assert!(check_attributes(&with(&[("cn", b"x\x1by")]), RuleOptions::default()).is_empty());
+        assert!(check_attributes(&with(&[("cn", b"x\x1by")]), &RuleOptions::default()).is_empty());
         assert!(
-            check_attributes(&with(&[("givenName", "Zoë \u{200f}אבי".as_bytes())]), RuleOptions::default()).is_empty()
+            check_attributes(&with(&[("givenName", "Zoë \u{200f}אבי".as_bytes())]), &RuleOptions::default()).is_empty()
         );
     }
 
@@ -1003,5 +1215,93 @@ mod tests {
         assert_eq!(first.conflicts_total, 2);
         assert_eq!(first.conflicts_with, ["CN=B,OU=Corp,DC=example,DC=test", "CN=C,OU=Corp,DC=example,DC=test"]);
         assert_eq!(result.users[3].problems[0].conflicts_with, ["CN=G,DC=x"]);
+    }
+
+    fn rewrite(extra: &str) -> RuleOptions {
+        let text =
+            format!("user.\"userName\" = 'Replace([userPrincipalName], \"@corp.local\", \"@example.test\")'\n{extra}");
+        let policy = Policy::compile("Rewrite", &toml::from_str(&text).unwrap()).unwrap();
+        RuleOptions::default().with_policy(policy)
+    }
+
+    fn ids(problems: &[Problem]) -> Vec<(String, String)> {
+        let mut p = problems.to_vec();
+        tidy(&mut p);
+        p.into_iter().map(|p| (p.rule.id().to_owned(), p.attribute)).collect()
+    }
+
+    #[test]
+    fn a_configured_policy_judges_mapped_values_by_target() {
+        let rules = rewrite("required = [\"enterprise.department\"]\nuser.\"enterprise.department\" = '[department]'");
+        let mut u = user("A", Some("Ann"), None, Some("a@x.example"), None);
+        // No sn: Default's sn.required does not apply (not required by this policy); no UPN:
+        // userName.required; no department: mapped.required naming the target.
+        assert_eq!(
+            ids(&check_attributes(&u, &rules)),
+            [
+                ("userName.required".to_owned(), "userName".to_owned()),
+                ("mapped.required".into(), "enterprise.department".into())
+            ]
+        );
+        u.user_principal_name = Some("a@corp.local".into());
+        u.department = Some("Sales".into());
+        assert!(check_attributes(&u, &rules).is_empty());
+        // A control character in a mapped value is named by its target.
+        u.department = Some("Sa\u{202e}les".into());
+        assert_eq!(
+            ids(&check_attributes(&u, &rules)),
+            [("text.control".to_owned(), "enterprise.department".to_owned())]
+        );
+    }
+
+    #[test]
+    fn an_evaluation_error_quarantines_with_mapping_error() {
+        let rules = rewrite("user.\"title\" = '[otherMobile]'");
+        let mut u = user("A", Some("Ann"), Some("B"), Some("a@x.example"), Some("a@corp.local"));
+        u.extra.insert("othermobile".into(), vec!["1".into(), "2".into()]);
+        let problems = check_attributes(&u, &rules);
+        assert_eq!(ids(&problems), [("mapping.error".to_owned(), "title".to_owned())]);
+        assert!(
+            problems[0].message.contains("title = [otherMobile] failed: the expression gives 2 values"),
+            "{}",
+            problems[0].message
+        );
+    }
+
+    #[test]
+    fn user_names_that_collide_after_mapping_are_duplicates() {
+        let rules = rewrite("");
+        let mut v = Validator::new(rules);
+        v.add(&user("A", Some("A"), Some("A"), Some("a1@x.example"), Some("ann@corp.local")));
+        v.add(&user("B", Some("B"), Some("B"), Some("a2@x.example"), Some("ann@example.test")));
+        v.add(&user("C", Some("C"), Some("C"), Some("c@x.example"), Some("c@corp.local")));
+        let (validation, _) = v.finish(vec![]);
+        let found: Vec<(String, Vec<(String, String)>)> =
+            validation.users.iter().map(|u| (u.identity.dn.clone(), ids(&u.problems))).collect();
+        let dup = vec![("userName.duplicate".to_owned(), "userName".to_owned())];
+        assert_eq!(
+            found,
+            [
+                ("CN=A,OU=Corp,DC=example,DC=test".to_owned(), dup.clone()),
+                ("CN=B,OU=Corp,DC=example,DC=test".to_owned(), dup)
+            ]
+        );
+        assert_eq!(validation.summary.by_rule["userName.duplicate"], 2);
+        assert!(!validation.summary.by_rule.contains_key("givenName.required"), "Default's rules are not listed");
+    }
+
+    #[test]
+    fn explain_shows_each_mapped_value_and_its_mapping() {
+        let rules = rewrite("");
+        let mut v = Validator::explaining(rules, "ann@corp.local");
+        v.add(&user("A", Some("Ann"), Some("B"), Some("a@x.example"), Some("ann@corp.local")));
+        let (_, explanation) = v.finish(vec![]);
+        let e = explanation.unwrap();
+        let user_name = e.mapped.iter().find(|m| m.target == "userName").unwrap();
+        assert_eq!(user_name.value, Some(serde_json::json!("ann@example.test")));
+        assert!(user_name.mapping.starts_with("Replace([userPrincipalName]"));
+        let title = e.mapped.iter().find(|m| m.target == "title").unwrap();
+        assert_eq!((title.value.clone(), title.error.clone()), (None, None), "absent: left out");
+        assert_eq!(e.checks.len(), Rule::MAPPED.len());
     }
 }

@@ -64,6 +64,10 @@ pub struct HeartbeatAnswer {
     pub status: String,
     #[serde(default)]
     pub full_sync_requested: bool,
+    /// The provisioning policy the tenant assigns this agent (optional; absent: the agent's
+    /// `[tenant] provisioning_policy`). It wins over the configuration from the next run on.
+    #[serde(default, alias = "provisioningPolicy")]
+    pub provisioning_policy: Option<String>,
 }
 
 /// A password change queued in the tenant. The password is only ever in a [`SecretString`].
