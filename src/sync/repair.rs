@@ -127,7 +127,12 @@ impl ViewBuilder {
         let view = &mut self.view;
         let n = u32::try_from(view.objects.len()).expect("fewer than 2^32 tenant objects");
         let same = |p: &TenantObject| p.kind == o.kind && p.id == o.id;
-        match self.ids.entry((view.hash)(&o.id)) {
+        // Kinds apart: tenants that number users and groups separately reuse ids across them.
+        let salt = match o.kind {
+            Kind::User => 0,
+            Kind::Group => 0x9e37_79b9_7f4a_7c15,
+        };
+        match self.ids.entry((view.hash)(&o.id) ^ salt) {
             std::collections::hash_map::Entry::Occupied(first) => {
                 // Listed twice, or (rarely) another id with the same hash: look at every object.
                 if same(&view.objects[*first.get() as usize]) || view.objects.iter().any(same) {
@@ -814,10 +819,14 @@ mod tests {
             user("5", Some("dup"), "d2@x"),
             user("1", Some("listed-twice"), "z@x"),
         ];
-        let groups = [json!({"id": "g1", "externalId": "aaa", "displayName": "G", "members": [{"value": "1"}]})];
+        let groups = [
+            json!({"id": "g1", "externalId": "aaa", "displayName": "G", "members": [{"value": "1"}]}),
+            json!({"id": "1", "externalId": "numbered", "displayName": "A group under a user's id"}),
+        ];
         let (exact, collided) = (TenantView::new(&users, &groups, true, 1), colliding(&users, &groups));
         for view in [&exact, &collided] {
-            assert_eq!((view.count(Kind::User), view.count(Kind::Group)), (5, 1), "the first listing of id 1 counts");
+            assert_eq!((view.count(Kind::User), view.count(Kind::Group)), (5, 2), "the first listing of user 1 counts");
+            assert_eq!(view.soft_match(Kind::Group, "numbered", None), Match::Adopt("1".into()));
             assert_eq!(view.soft_match(Kind::User, "aaa", None), Match::Adopt("1".into()));
             assert_eq!(view.soft_match(Kind::Group, "AAA", None), Match::Adopt("g1".into()), "kinds apart");
             assert_eq!(view.soft_match(Kind::User, "bbb", Some("B@x")), Match::Adopt("2".into()));
@@ -827,7 +836,7 @@ mod tests {
             assert_eq!(view.find(Kind::User, "gone", None), Lookup::Missing);
             assert!(matches!(view.find(Kind::User, "dup", Some("5")), Lookup::Found(o) if o.id == "5"));
             assert_eq!(view.holders("D1@x").iter().map(|o| o.id.as_str()).collect::<Vec<_>>(), ["4"]);
-            let unknown = view.unknown(&HashSet::new(), &|g| g == "aaa");
+            let unknown = view.unknown(&HashSet::new(), &|g| g == "aaa" || g == "numbered");
             assert_eq!((unknown.users, unknown.groups), (4, 0));
         }
     }
