@@ -6,19 +6,22 @@ use serde::Serialize;
 use super::{Context, Report, display_path, open_directory};
 use crate::cli::SelectOusArgs;
 use crate::config;
-use crate::directory::{Container, Directory, Dn, ObjectKind, ObjectQuery};
+use crate::directory::{Container, Directory, Dn, ObjectGuid, ObjectKind, ObjectQuery};
 use crate::error::{AppError, Result};
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
 use crate::sync::scope::read_scope;
 use crate::sync::scope::{self, MissingOu, Resolution, ResolvedOu, Scope};
 
+/// One object entering or leaving the scope. A preview of a million users holds a million of
+/// these, so they are kept compact: no spare capacity, the objectGUID as its 16 bytes.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScopeObject {
     pub kind: ObjectKind,
-    pub dn: String,
-    pub object_guid: Option<String>,
-    pub sam_account_name: Option<String>,
+    pub dn: Box<str>,
+    #[serde(serialize_with = "guid_text")]
+    pub object_guid: Option<ObjectGuid>,
+    pub sam_account_name: Option<Box<str>>,
     /// `entering` or `leaving`.
     pub change: &'static str,
 }
@@ -90,9 +93,9 @@ pub async fn run(ctx: &Context<'_>, args: &SelectOusArgs) -> Result<Outcome> {
         }
         let item = ScopeObject {
             kind: object.kind,
-            dn: object.dn.to_string(),
-            object_guid: object.guid.map(|g| g.to_string()),
-            sam_account_name: object.sam_account_name,
+            dn: object.dn.to_string().into_boxed_str(),
+            object_guid: object.guid,
+            sam_account_name: object.sam_account_name.map(String::into_boxed_str),
             change: if is { "entering" } else { "leaving" },
         };
         match (is, user) {
@@ -116,7 +119,9 @@ pub async fn run(ctx: &Context<'_>, args: &SelectOusArgs) -> Result<Outcome> {
         ));
     }
     for list in [&mut changes.entering, &mut changes.leaving] {
-        list.sort_by_cached_key(|a| a.dn.to_lowercase());
+        // In place: a key per object (or a stable sort's buffer) would double the memory, and
+        // DNs in one directory differ case-insensitively, so no order between equals is lost.
+        list.sort_unstable_by(|a, b| lower(&a.dn).cmp(lower(&b.dn)));
     }
 
     let new_config = after.to_config();
@@ -197,6 +202,19 @@ fn apply(current: &Resolution, args: &SelectOusArgs, containers: &[Container]) -
     // Exclusions that no selected OU contains any more mean nothing: drop them.
     next.excluded.retain(|x| next.selected.iter().any(|s| x.dn.is_descendant_of(&s.dn)));
     Ok(next)
+}
+
+/// A DN's characters in lower case, for ordering without allocating.
+fn lower(text: &str) -> impl Iterator<Item = char> + '_ {
+    text.chars().flat_map(char::to_lowercase)
+}
+
+/// The objectGUID in its text form, as every report writes it.
+fn guid_text<S: serde::Serializer>(guid: &Option<ObjectGuid>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match guid {
+        Some(g) => s.collect_str(g),
+        None => s.serialize_none(),
+    }
 }
 
 fn push_unique(list: &mut Vec<ResolvedOu>, ou: ResolvedOu) {

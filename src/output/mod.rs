@@ -155,7 +155,13 @@ impl Printer {
             error: error.as_ref(),
         };
         let text = match self.format {
-            OutputFormat::Json => json_line(&envelope, true),
+            OutputFormat::Json => {
+                let mut stdout = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+                // A closed pipe (`ausi list-ous | head`) is not an error worth a second report.
+                write_json(&mut stdout, &envelope, true);
+                let _ = stdout.flush();
+                return exit;
+            }
             OutputFormat::Jsonl => {
                 let mut envelope = serde_json::to_value(&envelope).unwrap_or_default();
                 let mut text = String::new();
@@ -212,21 +218,84 @@ pub fn render_error(error: &AppError) -> String {
 /// controls, zero-width characters) are written as `\uXXXX` escapes, which keeps the data
 /// identical for any JSON parser while making it safe to `cat`.
 pub fn json_line<T: Serialize + ?Sized>(value: &T, pretty: bool) -> String {
-    let raw = if pretty { serde_json::to_string_pretty(value) } else { serde_json::to_string(value) }
-        .unwrap_or_else(|e| format!("{{\"error\":\"report serialisation failed: {e}\"}}"));
-    let mut out = String::with_capacity(raw.len() + 1);
-    for c in raw.chars() {
-        if sanitize::is_deceptive(c) && !c.is_ascii() {
-            // ASCII controls are already escaped by serde_json; the rest as UTF-16 escapes.
-            for unit in c.encode_utf16(&mut [0; 2]) {
-                out.push_str(&format!("\\u{unit:04x}"));
+    let mut out = Vec::new();
+    write_json(&mut out, value, pretty);
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// [`json_line`] written straight to `out`: a long report (a dry run's plan, a scope preview
+/// of a million users) is never held as text, let alone twice.
+pub fn write_json<T: Serialize + ?Sized>(out: &mut dyn Write, value: &T, pretty: bool) {
+    let mut escaping = Escaping { out, pending: Vec::new() };
+    let written = if pretty {
+        serde_json::to_writer_pretty(&mut escaping, value)
+    } else {
+        serde_json::to_writer(&mut escaping, value)
+    };
+    let _ = match written {
+        Ok(()) => escaping.finish().and_then(|()| escaping.out.write_all(b"\n")),
+        Err(e) if e.is_io() => Ok(()),
+        Err(e) => escaping.out.write_all(format!("{{\"error\":\"report serialisation failed: {e}\"}}\n").as_bytes()),
+    };
+}
+
+/// Passes JSON text through, deceptive characters as UTF-16 `\uXXXX` escapes (ASCII controls
+/// are already escaped by serde_json). A character split between two writes waits in
+/// `pending` for its end.
+struct Escaping<'w> {
+    out: &'w mut dyn Write,
+    pending: Vec<u8>,
+}
+
+impl Escaping<'_> {
+    fn escape(&mut self, text: &str) -> std::io::Result<()> {
+        let mut clean = 0;
+        for (at, c) in text.char_indices() {
+            if sanitize::is_deceptive(c) && !c.is_ascii() {
+                self.out.write_all(&text.as_bytes()[clean..at])?;
+                for unit in c.encode_utf16(&mut [0; 2]) {
+                    write!(self.out, "\\u{unit:04x}")?;
+                }
+                clean = at + c.len_utf8();
             }
-        } else {
-            out.push(c);
         }
+        self.out.write_all(&text.as_bytes()[clean..])
     }
-    out.push('\n');
-    out
+
+    fn finish(&mut self) -> std::io::Result<()> {
+        let rest = std::mem::take(&mut self.pending);
+        self.out.write_all(&rest)
+    }
+}
+
+impl Write for Escaping<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bytes: std::borrow::Cow<'_, [u8]> = if self.pending.is_empty() {
+            buf.into()
+        } else {
+            let mut joined = std::mem::take(&mut self.pending);
+            joined.extend_from_slice(buf);
+            joined.into()
+        };
+        let (text, rest) = match std::str::from_utf8(&bytes) {
+            Ok(text) => (text, &[][..]),
+            Err(e) => {
+                let (valid, rest) = bytes.split_at(e.valid_up_to());
+                (std::str::from_utf8(valid).unwrap_or_default(), rest)
+            }
+        };
+        self.escape(text)?;
+        match std::str::from_utf8(rest) {
+            // Not UTF-8 at all (serde_json never writes that): as it is.
+            Err(e) if e.error_len().is_some() => self.out.write_all(rest)?,
+            _ => self.pending.extend_from_slice(rest),
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// A table in the house style; every cell that holds directory text goes through [`cell`].
@@ -330,6 +399,19 @@ mod tests {
         assert!(text.contains("Zoë 王芳"));
         let back: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(back, value);
+    }
+
+    #[test]
+    fn characters_split_between_writes_are_escaped_whole() {
+        let text = "{\"name\":\"evil\u{202e}gnp \u{200b}Zoë 王芳\"}";
+        let mut out = Vec::new();
+        let mut escaping = Escaping { out: &mut out, pending: Vec::new() };
+        for byte in text.as_bytes() {
+            escaping.write_all(std::slice::from_ref(byte)).unwrap();
+        }
+        escaping.finish().unwrap();
+        let value: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), json_line(&value, false).trim_end());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::plan::{self, Kind, MembershipChange, Plan, Removal, RemoveAction, Write};
-use super::repair::{self, GROUP_ATTRIBUTES, Match, TenantView, USER_ATTRIBUTES};
+use super::repair::{self, GROUP_ATTRIBUTES, Match, TenantView, USER_ATTRIBUTES, ViewBuilder};
 use crate::error::{AppError, ErrorKind};
 use crate::store::{AnchorKind, AnchorState, Batch, QuarantineEntry, Reason, StateError, StateStore};
 use crate::tenant::Tenant;
@@ -1273,28 +1273,30 @@ async fn find_one(
     }
 }
 
-/// The tenant's users and/or groups, paged (`page_size` a page), as one view.
+/// The tenant's users and/or groups, paged (`page_size` a page), as one view: each resource
+/// is reduced to what ausi compares as its page is read, so memory holds one page of JSON.
 pub async fn read_tenant(
     client: &dyn Tenant,
     users: bool,
     groups: bool,
     page_size: u32,
 ) -> Result<TenantView, TenantError> {
-    let mut complete = true;
-    let mut pages = 0;
-    let mut read = |listing: scim::Listing| {
+    let (mut complete, mut pages) = (true, 0);
+    let mut view = ViewBuilder::default();
+    for (wanted, kind, attributes) in [(users, Kind::User, USER_ATTRIBUTES), (groups, Kind::Group, GROUP_ATTRIBUTES)] {
+        if !wanted {
+            continue;
+        }
+        let resource_kind = match kind {
+            Kind::User => ResourceKind::User,
+            Kind::Group => ResourceKind::Group,
+        };
+        let listing =
+            client.listing_each(resource_kind, page_size, Some(attributes), &mut |r| view.push(kind, &r)).await?;
         complete &= listing.complete;
         pages += listing.pages;
-        listing.resources
-    };
-    let u =
-        if users { read(client.listing(ResourceKind::User, page_size, Some(USER_ATTRIBUTES)).await?) } else { vec![] };
-    let g = if groups {
-        read(client.listing(ResourceKind::Group, page_size, Some(GROUP_ATTRIBUTES)).await?)
-    } else {
-        vec![]
-    };
-    Ok(TenantView::new(&u, &g, complete, pages))
+    }
+    Ok(view.finish(complete, pages))
 }
 
 fn id_of(resource: &Value) -> Result<String, TenantError> {

@@ -26,16 +26,19 @@ pub const GROUP_ATTRIBUTES: &str = "externalId,displayName,members";
 /// Tenant objects without an externalId ausi knows, listed in a report at most this many.
 pub const MAX_LISTED_UNKNOWN: usize = 20;
 
-/// One resource as listed, reduced to what ausi compares.
+/// One resource as listed, reduced to what ausi compares: its keys, its owned attributes in
+/// their compared form ([`OwnedValues`], not the JSON) and a group's member ids. A listing of
+/// 100,000 users held as JSON took a gigabyte; this takes a few hundred bytes an object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TenantObject {
     pub kind: Kind,
     pub id: String,
     pub external_id: Option<String>,
     pub user_name: Option<String>,
+    /// Kept where it names the object in a report: groups, and users without a userName.
     pub display_name: Option<String>,
-    /// The owned attributes only (no `meta`, no members).
-    pub resource: Value,
+    /// The owned attributes (no `meta`, no members), as [`drift`] compares them.
+    pub resource: OwnedValues,
     /// Groups: the member ids.
     pub members: HashSet<String>,
 }
@@ -45,26 +48,6 @@ impl TenantObject {
     pub fn from_resource(kind: Kind, resource: &Value) -> Option<TenantObject> {
         let id = resource.get("id")?.as_str().filter(|s| !s.is_empty())?.to_owned();
         let text = |k: &str| resource.get(k).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
-        let owned: &[&str] = match kind {
-            Kind::User => &[
-                "externalId",
-                "userName",
-                "name",
-                "displayName",
-                "emails",
-                "active",
-                "title",
-                "phoneNumbers",
-                ENTERPRISE_SCHEMA,
-            ],
-            Kind::Group => &["externalId", "displayName"],
-        };
-        let mut kept = serde_json::Map::new();
-        for key in owned {
-            if let Some(v) = resource.get(*key) {
-                kept.insert((*key).to_owned(), v.clone());
-            }
-        }
         let members = match kind {
             Kind::Group => resource
                 .get("members")
@@ -73,25 +56,126 @@ impl TenantObject {
                 .unwrap_or_default(),
             Kind::User => HashSet::new(),
         };
+        let user_name = text("userName").map(str::to_lowercase);
+        let named = kind == Kind::Group || user_name.is_none();
         Some(TenantObject {
             kind,
             id,
             external_id: text("externalId").map(str::to_lowercase),
-            user_name: text("userName").map(str::to_lowercase),
-            display_name: text("displayName").map(str::to_owned),
-            resource: Value::Object(kept),
+            user_name,
+            display_name: text("displayName").filter(|_| named).map(str::to_owned),
+            resource: OwnedValues::of(kind, resource),
             members,
         })
     }
 }
 
-/// The tenant's users and groups, indexed by externalId and userName (both lower case).
+/// The hash the view's indexes use (FNV-1a: fast, stable, and every lookup compares the key
+/// itself, so its quality only decides how often that comparison fails).
+fn key_hash(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Positions of listed objects by a 64-bit hash of a key, sorted once the listing is read. A
+/// lookup yields every position with the key's hash, in listing order, and the caller compares
+/// the key itself: a collision costs a comparison, never a wrong answer. Sixteen bytes a key
+/// where a map of owned strings took over a hundred.
 #[derive(Debug, Clone, Default)]
+struct KeyIndex {
+    entries: Vec<(u64, u32)>,
+}
+
+impl KeyIndex {
+    fn push(&mut self, hash: u64, at: u32) {
+        self.entries.push((hash, at));
+    }
+
+    fn seal(&mut self) {
+        self.entries.sort_unstable();
+        self.entries.shrink_to_fit();
+    }
+
+    fn candidates(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
+        let from = self.entries.partition_point(|(h, _)| *h < hash);
+        self.entries[from..].iter().take_while(move |(h, _)| *h == hash).map(|(_, at)| *at as usize)
+    }
+}
+
+/// Reads a listing resource by resource into a [`TenantView`], keeping only what ausi compares
+/// (see [`TenantObject`]), so the listing never sits in memory as JSON.
+#[derive(Debug)]
+pub struct ViewBuilder {
+    view: TenantView,
+    /// Listed ids by hash: a resource listed twice counts once (the first).
+    ids: HashMap<u64, u32>,
+}
+
+impl Default for ViewBuilder {
+    fn default() -> ViewBuilder {
+        ViewBuilder::hashing(key_hash)
+    }
+}
+
+impl ViewBuilder {
+    /// With another key hash (tests force collisions with a constant one).
+    fn hashing(hash: fn(&str) -> u64) -> ViewBuilder {
+        ViewBuilder { view: TenantView { hash, ..TenantView::default() }, ids: HashMap::new() }
+    }
+
+    pub fn push(&mut self, kind: Kind, resource: &Value) {
+        let Some(o) = TenantObject::from_resource(kind, resource) else { return };
+        let view = &mut self.view;
+        let n = u32::try_from(view.objects.len()).expect("fewer than 2^32 tenant objects");
+        let same = |p: &TenantObject| p.kind == o.kind && p.id == o.id;
+        // Kinds apart: tenants that number users and groups separately reuse ids across them.
+        let salt = match o.kind {
+            Kind::User => 0,
+            Kind::Group => 0x9e37_79b9_7f4a_7c15,
+        };
+        match self.ids.entry((view.hash)(&o.id) ^ salt) {
+            std::collections::hash_map::Entry::Occupied(first) => {
+                // Listed twice, or (rarely) another id with the same hash: look at every object.
+                if same(&view.objects[*first.get() as usize]) || view.objects.iter().any(same) {
+                    return;
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(n);
+            }
+        }
+        if let Some(x) = &o.external_id {
+            view.by_external.push((view.hash)(x), n);
+        }
+        if let Some(u) = o.user_name.as_deref().filter(|_| o.kind == Kind::User) {
+            view.by_user_name.push((view.hash)(u), n);
+        }
+        match o.kind {
+            Kind::User => view.users += 1,
+            Kind::Group => view.groups += 1,
+        }
+        view.objects.push(o);
+    }
+
+    pub fn finish(self, complete: bool, pages: u64) -> TenantView {
+        let mut view = self.view;
+        view.by_external.seal();
+        view.by_user_name.seal();
+        view.objects.shrink_to_fit();
+        view.complete = complete;
+        view.pages = pages;
+        view
+    }
+}
+
+/// The tenant's users and groups, indexed by externalId and userName (both lower case).
+#[derive(Debug, Clone)]
 pub struct TenantView {
     objects: Vec<TenantObject>,
-    by_external: HashMap<(Kind, String), Vec<usize>>,
-    by_user_name: HashMap<String, Vec<usize>>,
-    by_id: HashMap<(Kind, String), usize>,
+    by_external: KeyIndex,
+    by_user_name: KeyIndex,
+    hash: fn(&str) -> u64,
+    users: u64,
+    groups: u64,
     /// Every resource the tenant counted was listed: only then is an absent object missing.
     pub complete: bool,
     /// Requests the listing took.
@@ -99,6 +183,22 @@ pub struct TenantView {
     /// Attributes this tenant is known to rewrite or drop (learnt from write answers, see
     /// [`altered`]): not drift, so a tenant that keeps changing them costs no write.
     pub altered: BTreeSet<String>,
+}
+
+impl Default for TenantView {
+    fn default() -> TenantView {
+        TenantView {
+            objects: Vec::new(),
+            by_external: KeyIndex::default(),
+            by_user_name: KeyIndex::default(),
+            hash: key_hash,
+            users: 0,
+            groups: 0,
+            complete: false,
+            pages: 0,
+            altered: BTreeSet::new(),
+        }
+    }
 }
 
 /// Where an anchored object is in the tenant.
@@ -123,30 +223,18 @@ pub enum Match {
 
 impl TenantView {
     pub fn new(users: &[Value], groups: &[Value], complete: bool, pages: u64) -> TenantView {
-        let mut view = TenantView { complete, pages, ..TenantView::default() };
-        let objects = users
-            .iter()
-            .filter_map(|r| TenantObject::from_resource(Kind::User, r))
-            .chain(groups.iter().filter_map(|r| TenantObject::from_resource(Kind::Group, r)));
-        for o in objects {
-            let n = view.objects.len();
-            if view.by_id.insert((o.kind, o.id.clone()), n).is_some() {
-                continue; // listed twice: the first counts
-            }
-            if let Some(x) = &o.external_id {
-                view.by_external.entry((o.kind, x.clone())).or_default().push(n);
-            }
-            if let Some(u) = o.user_name.clone().filter(|_| o.kind == Kind::User) {
-                view.by_user_name.entry(u).or_default().push(n);
-            }
-            view.objects.push(o);
-        }
-        view
+        let mut builder = ViewBuilder::default();
+        users.iter().for_each(|r| builder.push(Kind::User, r));
+        groups.iter().for_each(|r| builder.push(Kind::Group, r));
+        builder.finish(complete, pages)
     }
 
     /// Listed objects of one kind.
     pub fn count(&self, kind: Kind) -> u64 {
-        self.objects.iter().filter(|o| o.kind == kind).count() as u64
+        match kind {
+            Kind::User => self.users,
+            Kind::Group => self.groups,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -158,10 +246,12 @@ impl TenantView {
     }
 
     fn with_external_id(&self, kind: Kind, guid: &str) -> Vec<&TenantObject> {
+        let guid = guid.to_lowercase();
         self.by_external
-            .get(&(kind, guid.to_lowercase()))
-            .map(|ns| ns.iter().map(|n| &self.objects[*n]).collect())
-            .unwrap_or_default()
+            .candidates((self.hash)(&guid))
+            .map(|n| &self.objects[n])
+            .filter(|o| o.kind == kind && o.external_id.as_deref() == Some(guid.as_str()))
+            .collect()
     }
 
     /// An anchored object: by its externalId, preferring the resource with the anchor's id.
@@ -191,10 +281,12 @@ impl TenantView {
 
     /// The users that hold `user_name` (any case).
     pub fn holders(&self, user_name: &str) -> Vec<&TenantObject> {
+        let name = user_name.trim().to_lowercase();
         self.by_user_name
-            .get(&user_name.trim().to_lowercase())
-            .map(|ns| ns.iter().map(|n| &self.objects[*n]).collect())
-            .unwrap_or_default()
+            .candidates((self.hash)(&name))
+            .map(|n| &self.objects[n])
+            .filter(|o| o.user_name.as_deref() == Some(name.as_str()))
+            .collect()
     }
 
     /// A create's soft match (`user_name` only for users; `None`: by externalId only, as a
@@ -209,9 +301,7 @@ impl TenantView {
         else {
             return Match::Absent;
         };
-        let holders: Vec<&TenantObject> =
-            self.by_user_name.get(&name).map(|ns| ns.iter().map(|n| &self.objects[*n]).collect()).unwrap_or_default();
-        match holders.as_slice() {
+        match self.holders(&name).as_slice() {
             [] => Match::Absent,
             [one] if one.external_id.as_deref().is_none_or(|x| x == guid.to_lowercase()) => {
                 Match::Adopt(one.id.clone())
@@ -317,30 +407,137 @@ const USER_OWNED: &[Owned] = &[
 const GROUP_OWNED: &[Owned] =
     &[owned(&["externalId"], Need::Required, false), owned(&["displayName"], Need::Required, false)];
 
-/// The owned attributes in which the tenant's resource differs from what ausi sent (`sent`),
-/// as SCIM paths (`name.givenName`, `urn:…:User:department`); empty when it holds what ausi
-/// sent, give or take what servers may do (see the module).
-pub fn drift(kind: Kind, sent: &Value, tenant: &Value) -> Vec<String> {
-    let table = match kind {
+fn owned_table(kind: Kind) -> &'static [Owned] {
+    match kind {
         Kind::User => USER_OWNED,
         Kind::Group => GROUP_OWNED,
-    };
-    let mut out = Vec::new();
-    for attr in table {
-        let s = meaningful(get(sent, attr.path));
-        let t = meaningful(get(tenant, attr.path));
-        let drifted = match (s, t) {
-            (None, None) => false,
-            (None, Some(_)) => true,
-            (Some(_), None) => attr.need == Need::Required,
-            (Some(s), Some(t)) if attr.multi => !same_values(s, t),
-            (Some(s), Some(t)) => !same_scalar(s, t),
-        };
-        if drifted {
-            out.push(path_name(attr.path));
+    }
+}
+
+/// An owned attribute's value as [`drift`] compares it, hashed: what a listed object keeps
+/// instead of its JSON. Hashes are 64-bit SipHash: two different values compare equal only if
+/// they collide (about 2^-64 a comparison), and then a drifted value waits for its next change.
+#[derive(Debug, Clone, PartialEq)]
+enum Compared {
+    /// No meaningful value (absent, null, "", [], {}).
+    Absent,
+    /// A scalar by its compared text ([`scalar`]: trimmed, lower case).
+    Scalar(u64),
+    /// A multi-valued attribute whose every item has a scalar value: (value, type) per item,
+    /// type [`NO_TYPE`] when the item has none.
+    Entries(Box<[(u64, u64)]>),
+    /// Anything else, compared whole (JSON equality: object keys in any order).
+    Other(u64),
+}
+
+/// The type of an item without one (a type's hash has its low bit set, so it is never this).
+const NO_TYPE: u64 = 0;
+
+impl Compared {
+    fn of(attr: &Owned, value: Option<&Value>) -> Compared {
+        let Some(v) = meaningful(value) else { return Compared::Absent };
+        let whole = || Compared::Other(value_hash(v));
+        if attr.multi {
+            let entries: Option<Box<[(u64, u64)]>> = v.as_array().and_then(|items| {
+                items
+                    .iter()
+                    .map(|i| {
+                        let value = text_hash(&scalar(i.get("value")?)?);
+                        let kind = i.get("type").and_then(scalar).map_or(NO_TYPE, |t| text_hash(&t) | 1);
+                        Some((value, kind))
+                    })
+                    .collect()
+            });
+            entries.map_or_else(whole, Compared::Entries)
+        } else {
+            scalar(v).map_or_else(whole, |s| Compared::Scalar(text_hash(&s)))
         }
     }
-    out
+
+    /// Whether the tenant's value (`self` being what ausi sent) is drift.
+    fn drifted(&self, tenant: &Compared, need: Need) -> bool {
+        match (self, tenant) {
+            (Compared::Absent, Compared::Absent) => false,
+            (Compared::Absent, _) => true,
+            (_, Compared::Absent) => need == Need::Required,
+            (Compared::Entries(s), Compared::Entries(t)) => !same_entries(s, t),
+            (Compared::Scalar(s), Compared::Scalar(t)) | (Compared::Other(s), Compared::Other(t)) => s != t,
+            _ => true,
+        }
+    }
+}
+
+/// Multi-valued attributes (emails, phoneNumbers): the same set of values in any order, and
+/// where both sides give a value a `type`, the same type.
+fn same_entries(sent: &[(u64, u64)], there: &[(u64, u64)]) -> bool {
+    let values = |e: &[(u64, u64)]| e.iter().map(|(v, _)| *v).collect::<BTreeSet<_>>();
+    if values(sent) != values(there) {
+        return false;
+    }
+    sent.iter().all(|(value, kind)| {
+        there.iter().filter(|(v, _)| v == value).all(|(_, k)| *kind == NO_TYPE || *k == NO_TYPE || kind == k)
+    })
+}
+
+fn text_hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// A JSON value's hash, equal for equal values (object keys in any order).
+fn value_hash(value: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    fn feed(v: &Value, h: &mut std::hash::DefaultHasher) {
+        match v {
+            Value::Null => 0u8.hash(h),
+            Value::Bool(b) => (1u8, b).hash(h),
+            Value::Number(n) => (2u8, n.to_string()).hash(h),
+            Value::String(s) => (3u8, s).hash(h),
+            Value::Array(items) => {
+                (4u8, items.len()).hash(h);
+                items.iter().for_each(|i| feed(i, h));
+            }
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                (5u8, keys.len()).hash(h);
+                for k in keys {
+                    k.hash(h);
+                    feed(&map[k], h);
+                }
+            }
+        }
+    }
+    let mut h = std::hash::DefaultHasher::new();
+    feed(value, &mut h);
+    h.finish()
+}
+
+/// A resource's owned attributes as [`drift`] compares them (see [`Compared`]): what a listed
+/// object keeps of its resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnedValues(Box<[Compared]>);
+
+impl OwnedValues {
+    pub fn of(kind: Kind, resource: &Value) -> OwnedValues {
+        OwnedValues(owned_table(kind).iter().map(|a| Compared::of(a, get(resource, a.path))).collect())
+    }
+}
+
+/// The owned attributes in which the tenant's resource (`tenant`, see [`OwnedValues::of`])
+/// differs from what ausi sent (`sent`), as SCIM paths (`name.givenName`,
+/// `urn:…:User:department`); empty when it holds what ausi sent, give or take what servers may
+/// do (see the module).
+pub fn drift(kind: Kind, sent: &Value, tenant: &OwnedValues) -> Vec<String> {
+    let sent = OwnedValues::of(kind, sent);
+    owned_table(kind)
+        .iter()
+        .zip(sent.0.iter().zip(tenant.0.iter()))
+        .filter(|(attr, (s, t))| s.drifted(t, attr.need))
+        .map(|(attr, _)| path_name(attr.path))
+        .collect()
 }
 
 /// The attributes ausi verifies in a write's answer (README, "Verified writes"): the ones a
@@ -385,7 +582,7 @@ pub fn altered(kind: Kind, sent: &Value, answer: &Value) -> Vec<String> {
     .iter()
     .map(|p| path_name(p))
     .collect();
-    drift(kind, sent, answer).into_iter().filter(|a| !verified.contains(a)).collect()
+    drift(kind, sent, &OwnedValues::of(kind, answer)).into_iter().filter(|a| !verified.contains(a)).collect()
 }
 
 /// The member ids a group write sent that its answer does not list.
@@ -431,29 +628,6 @@ fn same_scalar(s: &Value, t: &Value) -> bool {
     }
 }
 
-/// Multi-valued attributes (emails, phoneNumbers): the same set of values in any order, and
-/// where both sides give a value a `type`, the same type.
-fn same_values(s: &Value, t: &Value) -> bool {
-    let entries = |v: &Value| -> Option<Vec<(String, Option<String>)>> {
-        let items = v.as_array()?;
-        items
-            .iter()
-            .map(|i| {
-                let value = scalar(i.get("value")?)?;
-                Some((value, i.get("type").and_then(scalar)))
-            })
-            .collect()
-    };
-    let (Some(sent), Some(there)) = (entries(s), entries(t)) else { return s == t };
-    let values = |e: &[(String, Option<String>)]| e.iter().map(|(v, _)| v.clone()).collect::<BTreeSet<_>>();
-    if values(&sent) != values(&there) {
-        return false;
-    }
-    sent.iter().all(|(value, kind)| {
-        there.iter().filter(|(v, _)| v == value).all(|(_, k)| kind.is_none() || k.is_none() || kind == k)
-    })
-}
-
 fn path_name(path: &[&str]) -> String {
     match path {
         [schema, rest @ ..] if schema.starts_with("urn:") => format!("{schema}:{}", rest.join(".")),
@@ -496,7 +670,7 @@ mod tests {
             "groups": [{"value": "g"}],
         });
         // phoneNumbers dropped: a server that does not keep an optional attribute.
-        assert_eq!(drift(Kind::User, &sent_user(), &tenant), Vec::<String>::new());
+        assert_eq!(drift(Kind::User, &sent_user(), &OwnedValues::of(Kind::User, &tenant)), Vec::<String>::new());
     }
 
     #[test]
@@ -509,7 +683,7 @@ mod tests {
         tenant[ENTERPRISE_SCHEMA]["manager"]["value"] = json!("m-2");
         tenant.as_object_mut().unwrap().remove("displayName");
         assert_eq!(
-            drift(Kind::User, &sent_user(), &tenant),
+            drift(Kind::User, &sent_user(), &OwnedValues::of(Kind::User, &tenant)),
             [
                 "name.familyName",
                 "displayName",
@@ -520,11 +694,18 @@ mod tests {
             ]
         );
         let g = json!({"externalId": "g", "displayName": "Sales"});
-        assert_eq!(drift(Kind::Group, &g, &json!({"id": "1", "externalId": "g", "displayName": "SALES"})).len(), 0);
         assert_eq!(
-            drift(Kind::Group, &g, &json!({"id": "1", "externalId": "g", "displayName": "Other"})),
+            drift(Kind::Group, &g, &owned_group(json!({"id": "1", "externalId": "g", "displayName": "SALES"}))).len(),
+            0
+        );
+        assert_eq!(
+            drift(Kind::Group, &g, &owned_group(json!({"id": "1", "externalId": "g", "displayName": "Other"}))),
             ["displayName"]
         );
+    }
+
+    fn owned_group(resource: Value) -> OwnedValues {
+        OwnedValues::of(Kind::Group, &resource)
     }
 
     fn user(id: &str, external: Option<&str>, name: &str) -> Value {
@@ -618,5 +799,78 @@ mod tests {
         );
         assert_eq!(view.holders("a@X.test").iter().map(|o| o.id.as_str()).collect::<Vec<_>>(), ["1"]);
         assert!(view.holders("c@x.test").is_empty());
+    }
+
+    /// Every key hashes alike: each lookup must still find exactly its own objects.
+    fn colliding(users: &[Value], groups: &[Value]) -> TenantView {
+        let mut builder = ViewBuilder::hashing(|_| 7);
+        users.iter().for_each(|r| builder.push(Kind::User, r));
+        groups.iter().for_each(|r| builder.push(Kind::Group, r));
+        builder.finish(true, 1)
+    }
+
+    #[test]
+    fn lookups_compare_keys_so_hash_collisions_change_no_answer() {
+        let users = [
+            user("1", Some("AAA"), "a@x"),
+            user("2", None, "b@x"),
+            user("3", Some("other"), "c@x"),
+            user("4", Some("dup"), "d1@x"),
+            user("5", Some("dup"), "d2@x"),
+            user("1", Some("listed-twice"), "z@x"),
+        ];
+        let groups = [
+            json!({"id": "g1", "externalId": "aaa", "displayName": "G", "members": [{"value": "1"}]}),
+            json!({"id": "1", "externalId": "numbered", "displayName": "A group under a user's id"}),
+        ];
+        let (exact, collided) = (TenantView::new(&users, &groups, true, 1), colliding(&users, &groups));
+        for view in [&exact, &collided] {
+            assert_eq!((view.count(Kind::User), view.count(Kind::Group)), (5, 2), "the first listing of user 1 counts");
+            assert_eq!(view.soft_match(Kind::Group, "numbered", None), Match::Adopt("1".into()));
+            assert_eq!(view.soft_match(Kind::User, "aaa", None), Match::Adopt("1".into()));
+            assert_eq!(view.soft_match(Kind::Group, "AAA", None), Match::Adopt("g1".into()), "kinds apart");
+            assert_eq!(view.soft_match(Kind::User, "bbb", Some("B@x")), Match::Adopt("2".into()));
+            assert!(matches!(view.soft_match(Kind::User, "ccc", Some("c@x")), Match::Conflict(_)));
+            assert!(matches!(view.soft_match(Kind::User, "dup", None), Match::Conflict(_)));
+            assert_eq!(view.soft_match(Kind::User, "listed-twice", None), Match::Absent);
+            assert_eq!(view.find(Kind::User, "gone", None), Lookup::Missing);
+            assert!(matches!(view.find(Kind::User, "dup", Some("5")), Lookup::Found(o) if o.id == "5"));
+            assert_eq!(view.holders("D1@x").iter().map(|o| o.id.as_str()).collect::<Vec<_>>(), ["4"]);
+            let unknown = view.unknown(&HashSet::new(), &|g| g == "aaa" || g == "numbered");
+            assert_eq!((unknown.users, unknown.groups), (4, 0));
+        }
+    }
+
+    #[test]
+    fn a_listed_object_keeps_its_owned_values_not_its_json() {
+        let mut tenant = sent_user();
+        tenant["id"] = json!("u-1");
+        tenant["meta"] = json!({"version": "W/\"1\""});
+        let o = TenantObject::from_resource(Kind::User, &tenant).unwrap();
+        assert_eq!(o.resource, OwnedValues::of(Kind::User, &sent_user()), "meta and id are not owned");
+        assert_eq!(o.display_name, None, "a user is named by its userName");
+        assert!(drift(Kind::User, &sent_user(), &o.resource).is_empty());
+    }
+
+    #[test]
+    fn compared_values_follow_the_json_rules() {
+        let sent =
+            json!({"emails": [{"value": "a@x", "type": "work"}, {"value": "b@x"}], "title": {"b": 1, "a": [1, 2]}});
+        let same =
+            json!({"emails": [{"value": "B@x", "type": "home"}, {"value": "A@x"}], "title": {"a": [1, 2], "b": 1}});
+        let changed = |path: &str, v: Value| {
+            let mut t = same.clone();
+            t[path] = v;
+            drift(Kind::User, &sent, &OwnedValues::of(Kind::User, &t))
+        };
+        let drifted = drift(Kind::User, &sent, &OwnedValues::of(Kind::User, &same));
+        assert!(!drifted.contains(&"emails".to_string()) && !drifted.contains(&"title".to_string()), "{drifted:?}");
+        assert!(
+            changed("emails", json!([{"value": "a@x", "type": "home"}, {"value": "b@x"}])).contains(&"emails".into())
+        );
+        assert!(changed("emails", json!([{"value": "a@x"}])).contains(&"emails".into()));
+        assert!(changed("emails", json!("a@x")).contains(&"emails".into()), "not a list of values");
+        assert!(changed("title", json!({"a": [2, 1], "b": 1})).contains(&"title".into()), "arrays keep their order");
+        assert!(changed("title", json!("x")).contains(&"title".into()));
     }
 }

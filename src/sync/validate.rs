@@ -1,7 +1,6 @@
 //! The user rules: what a user needs before it can be provisioned into the tenant. Pure:
 //! objects in, findings out; streaming, so 100,000 users need only their identities in memory.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
@@ -663,29 +662,106 @@ fn check_domain(domain: &str) -> Result<(), String> {
 
 /// Identity of one user, compact: kept for every user so duplicates can name both sides.
 /// Groups are kept too (as holders an objectGUID may collide with), but never judged here.
+/// Its texts live in the validator's [`Texts`]: one allocation for all users, not four each.
 struct Seen {
-    dn: Box<str>,
-    sam: Option<Box<str>>,
+    /// Where its texts start in [`Texts::arena`]: the DN up to its first comma, then
+    /// sAMAccountName, userPrincipalName and mail as read.
+    at: usize,
+    /// Their lengths in bytes ([`NONE`]: the attribute is absent); then, under a configured
+    /// policy, the mapped primary email and userName as compared.
+    lens: [u32; 6],
+    /// The rest of the DN (from its first comma), one of [`Texts::parents`].
+    parent: u32,
     guid: Option<ObjectGuid>,
-    upn: Option<Box<str>>,
     disabled: bool,
     group: bool,
+    /// In what a sync mirrors: a user with an objectGUID no earlier object holds (see
+    /// [`Validator`]); decided by [`Validator::finish`].
+    mirrored: bool,
 }
 
-impl Seen {
-    fn identity(&self) -> Identity {
+const NONE: u32 = u32::MAX;
+const RDN: usize = 0;
+/// The duplicate rules' attributes (in [`DUPLICATE_RULES`]' order: mail, UPN, sAMAccountName)
+/// in [`Seen::lens`].
+const KEY_SLOTS: [usize; 3] = [3, 2, 1];
+/// Under a configured policy: the mapped primary email and userName (as compared) and
+/// sAMAccountName, in [`duplicate_rule`]'s order.
+const MAPPED_KEY_SLOTS: [usize; 3] = [4, 5, 1];
+
+/// Every user's texts end to end, and the DNs' parents once each (a directory has far fewer
+/// OUs than users).
+#[derive(Default)]
+struct Texts {
+    arena: String,
+    parents: Vec<Box<str>>,
+    parent_ids: HashMap<Box<str>, u32>,
+}
+
+impl Texts {
+    fn add(
+        &mut self,
+        dn: &str,
+        values: [Option<&str>; 5],
+        guid: Option<ObjectGuid>,
+        disabled: bool,
+        group: bool,
+    ) -> Seen {
+        let (rdn, parent) = dn.find(',').map_or((dn, ""), |k| dn.split_at(k));
+        let next = u32::try_from(self.parents.len()).unwrap_or(u32::MAX);
+        let parent = match self.parent_ids.get(parent) {
+            Some(id) => *id,
+            None => {
+                self.parents.push(parent.into());
+                self.parent_ids.insert(parent.into(), next);
+                next
+            }
+        };
+        let at = self.arena.len();
+        let mut lens = [NONE; 6];
+        for (slot, text) in std::iter::once(Some(rdn)).chain(values).enumerate() {
+            if let Some(t) = text {
+                self.arena.push_str(t);
+                lens[slot] = u32::try_from(t.len()).unwrap_or(NONE - 1);
+            }
+        }
+        Seen { at, lens, parent, guid, disabled, group, mirrored: false }
+    }
+
+    fn text(&self, seen: &Seen, slot: usize) -> Option<&str> {
+        if seen.lens[slot] == NONE {
+            return None;
+        }
+        let from = seen.at + seen.lens[..slot].iter().filter(|l| **l != NONE).map(|l| *l as usize).sum::<usize>();
+        Some(&self.arena[from..from + seen.lens[slot] as usize])
+    }
+
+    fn dn(&self, seen: &Seen) -> String {
+        let rdn = self.text(seen, RDN).unwrap_or_default();
+        format!("{rdn}{}", self.parents[seen.parent as usize])
+    }
+
+    fn identity(&self, seen: &Seen) -> Identity {
         Identity {
-            dn: self.dn.to_string(),
-            sam_account_name: self.sam.as_deref().map(str::to_owned),
-            object_guid: self.guid.map(|g| g.to_string()),
-            user_principal_name: self.upn.as_deref().map(str::to_owned),
-            disabled: self.disabled,
+            dn: self.dn(seen),
+            sam_account_name: self.text(seen, 1).map(str::to_owned),
+            object_guid: seen.guid.map(|g| g.to_string()),
+            user_principal_name: self.text(seen, 2).map(str::to_owned),
+            disabled: seen.disabled,
         }
     }
 }
 
-/// A value held by more than one user: the value, and every holder after the first.
-type DuplicateGroup = (Box<str>, Vec<u32>);
+/// The hash duplicate detection sorts by (FNV-1a): equal hashes are only candidates, their
+/// values are compared before anything is reported.
+fn key_hash(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// A duplicate rule's key: the value as compared (trimmed, lower case), `None` when blank.
+fn duplicate_key(value: Option<&str>) -> Option<String> {
+    value.filter(|v| !is_blank(v)).map(|v| v.trim().to_lowercase())
+}
 
 /// How many of the other holders of a duplicate value a finding names.
 pub const MAX_LISTED_CONFLICTS: usize = 10;
@@ -741,23 +817,23 @@ pub const DUPLICATE_RULES: [Rule; 3] = [Rule::MailDuplicate, Rule::UpnDuplicate,
 /// The cross-object rules see exactly what a sync's mirror holds: a user without a usable
 /// objectGUID, or whose objectGUID an earlier object of the read already holds, never enters
 /// the mirror, so its values do not count as duplicates of anyone's.
+///
+/// Memory: each object's texts once ([`Texts`]), about 130 bytes a user; duplicates are found
+/// at the end by sorting (hash, user) pairs, one rule at a time, and comparing the values of
+/// equal hashes, instead of a map of every value (which took ~430 bytes a user).
 #[derive(Default)]
 pub struct Validator {
     options: RuleOptions,
     seen: Vec<Seen>,
+    texts: Texts,
     users: u64,
     problems: HashMap<u32, Vec<Problem>>,
-    /// Per duplicate rule: normalised value → the first user holding it.
-    keys: [HashMap<Box<str>, u32>; 3],
-    /// Per duplicate rule, only for values held more than once: first holder → (value, later holders).
-    duplicates: [HashMap<u32, DuplicateGroup>; 3],
-    /// objectGUID → its first holder, and first holder → later holders for those held twice.
-    guids: HashMap<ObjectGuid, u32>,
-    guid_duplicates: HashMap<u32, Vec<u32>>,
     disabled: u64,
     target: Option<String>,
     target_index: Option<u32>,
     target_mapped: Vec<MappedAttribute>,
+    /// The duplicate keys' hash (`None`: [`key_hash`]; tests force collisions).
+    hash: Option<fn(&str) -> u64>,
 }
 
 impl Validator {
@@ -770,21 +846,6 @@ impl Validator {
         Validator { options, target: Some(user.to_lowercase()), ..Validator::default() }
     }
 
-    /// Registers the object's objectGUID; true when an earlier object already holds it.
-    fn holds_guid_again(&mut self, o: &DirObject, index: u32) -> bool {
-        let Some(guid) = o.guid else { return false };
-        match self.guids.entry(guid) {
-            Entry::Vacant(e) => {
-                e.insert(index);
-                false
-            }
-            Entry::Occupied(e) => {
-                self.guid_duplicates.entry(*e.get()).or_default().push(index);
-                true
-            }
-        }
-    }
-
     fn index(&self) -> u32 {
         u32::try_from(self.seen.len()).unwrap_or(u32::MAX)
     }
@@ -794,16 +855,8 @@ impl Validator {
         if group.guid.is_none() {
             return;
         }
-        let index = self.index();
-        self.holds_guid_again(group, index);
-        self.seen.push(Seen {
-            dn: group.dn.to_string().into_boxed_str(),
-            sam: None,
-            guid: group.guid,
-            upn: None,
-            disabled: false,
-            group: true,
-        });
+        let seen = self.texts.add(&group.dn.to_string(), [None; 5], group.guid, false, true);
+        self.seen.push(seen);
     }
 
     pub fn add(&mut self, user: &DirObject) {
@@ -816,25 +869,6 @@ impl Validator {
         if !problems.is_empty() {
             self.problems.insert(index, problems);
         }
-        let mirrored = user.guid.is_some() && !self.holds_guid_again(user, index);
-        let keys = mapped_keys(&self.options.policy, user).unwrap_or_else(|| {
-            [&user.mail, &user.user_principal_name, &user.sam_account_name]
-                .map(|v| v.as_deref().filter(|v| !is_blank(v)).map(|v| v.trim().to_lowercase()))
-        });
-        for (slot, key) in keys.into_iter().enumerate().filter(|_| mirrored) {
-            if let Some(key) = key {
-                match self.keys[slot].entry(key.into_boxed_str()) {
-                    Entry::Vacant(e) => {
-                        e.insert(index);
-                    }
-                    Entry::Occupied(e) => {
-                        let (_, later) =
-                            self.duplicates[slot].entry(*e.get()).or_insert_with(|| (e.key().clone(), Vec::new()));
-                        later.push(index);
-                    }
-                }
-            }
-        }
         if let Some(target) = &self.target
             && self.target_index.is_none()
             && [&user.user_principal_name, &user.sam_account_name]
@@ -844,24 +878,69 @@ impl Validator {
             self.target_index = Some(index);
             self.target_mapped = mapped_view(&self.options.policy, user);
         }
-        self.seen.push(Seen {
-            dn: user.dn.to_string().into_boxed_str(),
-            sam: user.sam_account_name.as_deref().map(Into::into),
-            guid: user.guid,
-            upn: user.user_principal_name.as_deref().map(Into::into),
-            disabled: user.is_disabled(),
-            group: false,
-        });
+        let mapped = mapped_keys(&self.options.policy, user);
+        let (mail, user_name) = mapped.as_ref().map_or((None, None), |[m, u, _]| (m.as_deref(), u.as_deref()));
+        let values = [
+            user.sam_account_name.as_deref(),
+            user.user_principal_name.as_deref(),
+            user.mail.as_deref(),
+            mail,
+            user_name,
+        ];
+        let seen = self.texts.add(&user.dn.to_string(), values, user.guid, user.is_disabled(), false);
+        self.seen.push(seen);
+    }
+
+    /// Holders of one objectGUID, in read order, for every objectGUID held more than once; and
+    /// every user that enters the mirror (the first holder of its objectGUID) marked so.
+    fn guid_duplicates(&mut self) -> Vec<Vec<u32>> {
+        let mut order: Vec<u32> = (0..self.index()).filter(|&i| self.seen[i as usize].guid.is_some()).collect();
+        order.sort_unstable_by_key(|&i| (self.seen[i as usize].guid, i));
+        let seen = &self.seen;
+        let runs: Vec<&[u32]> = order.chunk_by(|a, b| seen[*a as usize].guid == seen[*b as usize].guid).collect();
+        let firsts: Vec<u32> = runs.iter().map(|run| run[0]).collect();
+        let out = runs.into_iter().filter(|run| run.len() > 1).map(<[u32]>::to_vec).collect();
+        for i in firsts {
+            let first = &mut self.seen[i as usize];
+            first.mirrored = !first.group;
+        }
+        out
+    }
+
+    /// For one duplicate rule: (value, holders in read order) for every value that mirrored
+    /// users hold more than once.
+    fn duplicates(&self, slot: usize) -> Vec<(String, Vec<u32>)> {
+        let hash = self.hash.unwrap_or(key_hash);
+        let key = |i: u32| duplicate_key(self.texts.text(&self.seen[i as usize], slot));
+        let mut keyed: Vec<(u64, u32)> = (0..self.index())
+            .filter(|&i| self.seen[i as usize].mirrored)
+            .filter_map(|i| key(i).map(|k| (hash(&k), i)))
+            .collect();
+        keyed.sort_unstable();
+        let mut out = Vec::new();
+        for run in keyed.chunk_by(|a, b| a.0 == b.0).filter(|run| run.len() > 1) {
+            // Equal hashes are candidates: their values decide (a collision splits the run).
+            let mut values: Vec<(String, u32)> = run.iter().filter_map(|&(_, i)| key(i).map(|k| (k, i))).collect();
+            values.sort_unstable();
+            for same in values.chunk_by(|a, b| a.0 == b.0).filter(|same| same.len() > 1) {
+                out.push((same[0].0.clone(), same.iter().map(|(_, i)| *i).collect()));
+            }
+        }
+        out
     }
 
     pub fn finish(mut self, unreadable: Vec<Unreadable>) -> (Validation, Option<Explanation>) {
-        self.keys = Default::default(); // no longer needed: free it before building the report
-        self.guids = Default::default();
-        let duplicates = std::mem::take(&mut self.duplicates);
-        for (slot, groups) in duplicates.into_iter().enumerate() {
-            let rule = duplicate_rule(&self.options.policy, slot);
-            for (first, (key, later)) in groups {
-                let holders: Vec<u32> = std::iter::once(first).chain(later).collect();
+        self.texts.parent_ids = HashMap::new(); // no longer needed: free it before building the report
+        for holders in self.guid_duplicates() {
+            for &i in holders.iter().filter(|&&i| !self.seen[i as usize].group) {
+                let problem = duplicate_guid_problem(self.others(&holders, i), holders.len() - 1);
+                self.problems.entry(i).or_default().push(problem);
+            }
+        }
+        let slots = if self.options.policy.is_default() { KEY_SLOTS } else { MAPPED_KEY_SLOTS };
+        for (index, slot) in slots.into_iter().enumerate() {
+            let rule = duplicate_rule(&self.options.policy, index);
+            for (key, holders) in self.duplicates(slot) {
                 // A value shared by thousands (a team mailbox in every user's mail) must not
                 // make the report quadratic: each holder names a few of the others.
                 let total = holders.len() - 1;
@@ -872,30 +951,25 @@ impl Validator {
                 }
             }
         }
-        for (first, later) in std::mem::take(&mut self.guid_duplicates) {
-            let holders: Vec<u32> = std::iter::once(first).chain(later).collect();
-            for &i in holders.iter().filter(|&&i| !self.seen[i as usize].group) {
-                let problem = duplicate_guid_problem(self.others(&holders, i), holders.len() - 1);
-                self.problems.entry(i).or_default().push(problem);
-            }
-        }
+        let mut target_mapped = std::mem::take(&mut self.target_mapped);
         let explanation = self.target_index.map(|i| {
             let mut problems = self.problems.get(&i).cloned().unwrap_or_default();
             tidy(&mut problems);
-            let mut explanation = explain(self.seen[i as usize].identity(), &problems, Rule::of(&self.options.policy));
-            explanation.mapped = std::mem::take(&mut self.target_mapped);
+            let mut explanation =
+                explain(self.texts.identity(&self.seen[i as usize]), &problems, Rule::of(&self.options.policy));
+            explanation.mapped = std::mem::take(&mut target_mapped);
             explanation
         });
         let mut by_rule: BTreeMap<&'static str, u64> =
             Rule::of(&self.options.policy).iter().map(|r| (r.id(), 0)).collect();
         let mut users: Vec<UserFindings> = Vec::with_capacity(self.problems.len());
-        for (i, mut problems) in self.problems {
+        for (i, mut problems) in std::mem::take(&mut self.problems) {
             tidy(&mut problems);
             let rules: BTreeSet<Rule> = problems.iter().map(|p| p.rule).collect();
             for rule in rules {
                 *by_rule.entry(rule.id()).or_default() += 1;
             }
-            users.push(UserFindings { identity: self.seen[i as usize].identity(), problems });
+            users.push(UserFindings { identity: self.texts.identity(&self.seen[i as usize]), problems });
         }
         users.sort_by_cached_key(|u| u.identity.dn.to_lowercase());
         let checked = self.users;
@@ -916,7 +990,7 @@ impl Validator {
             .iter()
             .filter(|&&j| j != i)
             .take(MAX_LISTED_CONFLICTS)
-            .map(|&j| self.seen[j as usize].dn.to_string())
+            .map(|&j| self.texts.dn(&self.seen[j as usize]))
             .collect()
     }
 }
@@ -1303,5 +1377,57 @@ mod tests {
         let title = e.mapped.iter().find(|m| m.target == "title").unwrap();
         assert_eq!((title.value.clone(), title.error.clone()), (None, None), "absent: left out");
         assert_eq!(e.checks.len(), Rule::MAPPED.len());
+    }
+
+    /// The same users, with the real key hash and with one under which every key collides.
+    fn both_hashes(users: &[DirObject]) -> [Validation; 2] {
+        [None, Some((|_| 42) as fn(&str) -> u64)].map(|hash| {
+            let mut v = Validator { hash, ..Validator::new(RuleOptions::default()) };
+            users.iter().for_each(|u| v.add(u));
+            v.finish(vec![]).0
+        })
+    }
+
+    #[test]
+    fn colliding_key_hashes_change_no_verdict() {
+        let mut users: Vec<DirObject> = (0..40).map(|n| ok(&format!("U{n}"))).collect();
+        users[3].mail = Some("Team@example.test".into());
+        users[7].mail = Some(" team@EXAMPLE.test ".into());
+        users[9].user_principal_name = users[1].user_principal_name.clone();
+        users[12].sam_account_name = Some("U0".into());
+        users[20].mail = Some("  ".into()); // blank: no key
+        users[21].mail = Some("  ".into());
+        let [exact, collided] = both_hashes(&users);
+        let verdicts = |v: &Validation| serde_json::to_value(v).unwrap();
+        assert_eq!(verdicts(&exact), verdicts(&collided));
+        let flagged: Vec<(&str, Vec<&str>)> = exact
+            .users
+            .iter()
+            .map(|u| (u.identity.dn.as_str(), u.problems.iter().map(|p| p.rule.id()).collect()))
+            .collect();
+        let dn = |n: u32| format!("CN=U{n},OU=Corp,DC=example,DC=test");
+        let expected = [(0, "sAMAccountName.duplicate"), (1, "userPrincipalName.duplicate")];
+        for (n, rule) in expected {
+            assert!(flagged.iter().any(|(d, r)| *d == dn(n) && r.contains(&rule)), "{flagged:?}");
+        }
+        assert_eq!(exact.summary.by_rule["mail.duplicate"], 2);
+        assert_eq!(exact.summary.with_problems, 8, "blank mails are required, not duplicates: {flagged:?}");
+    }
+
+    #[test]
+    fn an_identity_is_given_back_as_read() {
+        let mut u = ok("Smith");
+        u.dn = Dn::parse(r"CN=Smith\, John,OU=Sales\, EMEA,DC=example,DC=test").unwrap();
+        u.mail = Some("not an address".into());
+        let mut bare = ok("Bare");
+        bare.sam_account_name = None;
+        bare.user_principal_name = None;
+        let mut v = Validator::new(RuleOptions::default());
+        v.add(&u);
+        v.add(&bare);
+        let (result, _) = v.finish(vec![]);
+        let ids: Vec<&Identity> = result.users.iter().map(|f| &f.identity).collect();
+        assert!(ids.contains(&&Identity::of(&u)), "{ids:?}");
+        assert!(ids.contains(&&Identity::of(&bare)), "{ids:?}");
     }
 }

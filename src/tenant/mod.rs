@@ -56,6 +56,21 @@ pub trait Tenant: Sync {
         page_size: u32,
         attributes: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Listing, TenantError>>;
+    /// Every resource of a kind, paged, handed to `each` as it is read (the answer's
+    /// `resources` stay empty): a long listing never sits in memory whole.
+    fn listing_each<'a>(
+        &'a self,
+        kind: ResourceKind,
+        page_size: u32,
+        attributes: Option<&'a str>,
+        each: &'a mut (dyn FnMut(Value) + Send),
+    ) -> BoxFuture<'a, Result<Listing, TenantError>> {
+        Box::pin(async move {
+            let mut listing = self.listing(kind, page_size, attributes).await?;
+            std::mem::take(&mut listing.resources).into_iter().for_each(each);
+            Ok(listing)
+        })
+    }
     /// One `/Bulk` request: an outcome per operation.
     fn bulk<'a>(&'a self, operations: &'a mut [BulkOperation]) -> BoxFuture<'a, Result<Vec<BulkOutcome>, TenantError>>;
 }
@@ -101,6 +116,15 @@ impl Tenant for ScimClient {
         attributes: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Listing, TenantError>> {
         Box::pin(ScimClient::listing(self, kind, page_size, attributes))
+    }
+    fn listing_each<'a>(
+        &'a self,
+        kind: ResourceKind,
+        page_size: u32,
+        attributes: Option<&'a str>,
+        each: &'a mut (dyn FnMut(Value) + Send),
+    ) -> BoxFuture<'a, Result<Listing, TenantError>> {
+        Box::pin(ScimClient::listing_each(self, kind, page_size, attributes, each))
     }
     fn bulk<'a>(&'a self, operations: &'a mut [BulkOperation]) -> BoxFuture<'a, Result<Vec<BulkOutcome>, TenantError>> {
         Box::pin(ScimClient::bulk(self, operations))

@@ -509,9 +509,23 @@ impl ScimClient {
         page_size: u32,
         attributes: Option<&str>,
     ) -> Result<Listing, TenantError> {
+        let mut all = Vec::new();
+        let listing = self.listing_each(kind, page_size, attributes, &mut |r| all.push(r)).await?;
+        Ok(Listing { resources: all, ..listing })
+    }
+
+    /// [`ScimClient::listing`], each resource handed to `each` as its page is read (the
+    /// answer's `resources` stay empty).
+    pub async fn listing_each(
+        &self,
+        kind: ResourceKind,
+        page_size: u32,
+        attributes: Option<&str>,
+        each: &mut (dyn FnMut(Value) + Send),
+    ) -> Result<Listing, TenantError> {
         let count = page_size.max(1);
         let only = attributes.map(|a| format!("&attributes={}", percent_encode(a))).unwrap_or_default();
-        let mut all: Vec<Value> = Vec::new();
+        let mut listed = 0u64;
         let mut seen_ids: HashSet<String> = HashSet::new();
         let mut start_index: u64 = 1;
         let mut pages = 0u64;
@@ -520,27 +534,22 @@ impl ScimClient {
             let body = self.send(Method::GET, &url, None, Target::Collection).await?;
             pages += 1;
             let (resources, total) = parse_list_response(&parse_json(&body)?)?;
+            drop(body);
             let total = total.ok_or_else(|| TenantError::Protocol("a ListResponse without \"totalResults\"".into()))?;
             let returned = resources.len() as u64;
             let mut new = 0u64;
             for r in resources {
                 // A resource that moved between pages (concurrent change) is listed once.
-                match r.get("id").and_then(Value::as_str) {
-                    Some(id) => {
-                        if seen_ids.insert(id.to_string()) {
-                            all.push(r);
-                            new += 1;
-                        }
-                    }
-                    None => {
-                        all.push(r);
-                        new += 1;
-                    }
+                let again = r.get("id").and_then(Value::as_str).is_some_and(|id| !seen_ids.insert(id.to_string()));
+                if !again {
+                    each(r);
+                    new += 1;
                 }
             }
+            listed += new;
             if start_index + returned > total {
-                let complete = all.len() as u64 >= total;
-                return Ok(Listing { resources: all, pages, total, complete });
+                let complete = listed >= total;
+                return Ok(Listing { resources: Vec::new(), pages, total, complete });
             }
             if returned == 0 || new == 0 {
                 return Err(TenantError::Protocol(format!(
