@@ -548,14 +548,7 @@ pub fn deletion_threshold(
     max_deletions: u32,
     max_deletion_percent: u32,
 ) -> Option<(StopDetails, AppError)> {
-    let provisioned = provisioned.max(1);
-    let limit = allow_deletes.unwrap_or(max_deletions);
-    let percent = removing * 100 / provisioned;
-    let over_count = removing > limit as usize;
-    let over_percent = allow_deletes.is_none() && removing > 0 && percent > max_deletion_percent as usize;
-    if !(over_count || over_percent) {
-        return None;
-    }
+    let (percent, limit) = crossed(removing, provisioned, allow_deletes, max_deletions, max_deletion_percent)?;
     let error = AppError::new(
         ErrorKind::SafetyStop,
         format!(
@@ -565,6 +558,17 @@ pub fn deletion_threshold(
     )
     .with_hint(format!("check the plan in the report; if it is right, run again with --allow-deletes {removing}"));
     Some((StopDetails::DeletionThreshold { removing, percent, limit, limit_percent: max_deletion_percent }, error))
+}
+
+/// Whether `count` of `provisioned` crosses a threshold of `max` objects or `max_percent` %
+/// (`allow`, given on the command line, replaces `max` and lifts the percentage): the
+/// percentage and the limit applied when it does.
+fn crossed(count: usize, provisioned: usize, allow: Option<u32>, max: u32, max_percent: u32) -> Option<(usize, u32)> {
+    let percent = count * 100 / provisioned.max(1);
+    let limit = allow.unwrap_or(max);
+    let over_count = count > limit as usize;
+    let over_percent = allow.is_none() && count > 0 && percent > max_percent as usize;
+    (over_count || over_percent).then_some((percent, limit))
 }
 
 /// The rename guard, like [`deletion_threshold`]: `renaming` userName changes of provisioned
@@ -577,13 +581,7 @@ pub fn rename_threshold(
     max_renames: u32,
     max_rename_percent: u32,
 ) -> Option<(StopDetails, AppError)> {
-    let percent = renaming * 100 / provisioned.max(1);
-    let limit = allow_renames.unwrap_or(max_renames);
-    let over_count = renaming > limit as usize;
-    let over_percent = allow_renames.is_none() && renaming > 0 && percent > max_rename_percent as usize;
-    if !(over_count || over_percent) {
-        return None;
-    }
+    let (percent, limit) = crossed(renaming, provisioned, allow_renames, max_renames, max_rename_percent)?;
     let error = AppError::new(
         ErrorKind::SafetyStop,
         format!(

@@ -353,15 +353,7 @@ pub fn check_attributes(user: &DirObject, options: &RuleOptions) -> Vec<Problem>
             format!("mail {mail:?} is not a valid address: {reason}"),
         ));
     }
-    if let Some(upn) = user.user_principal_name.as_deref().filter(|u| !is_blank(u))
-        && let Err(reason) = check_address(upn, AddressKind::Upn)
-    {
-        problems.push(Problem::new(
-            Rule::UpnSyntax,
-            Some(upn),
-            format!("userPrincipalName {upn:?} is not a valid logon name: {reason}"),
-        ));
-    }
+    problems.extend(upn_syntax(user));
     if options.reject_control_characters {
         problems.extend(control_problems(&map::user_text(user)));
     }
@@ -425,15 +417,7 @@ fn check_mapped(user: &DirObject, options: &RuleOptions) -> Vec<Problem> {
     }
     // A malformed logon name stays quarantined whatever the policy sends as userName: switching
     // policies never provisions a user Default held back for its AD data.
-    if let Some(upn) = user.user_principal_name.as_deref().filter(|u| !is_blank(u))
-        && let Err(reason) = check_address(upn, AddressKind::Upn)
-    {
-        problems.push(Problem::new(
-            Rule::UpnSyntax,
-            Some(upn),
-            format!("userPrincipalName {upn:?} is not a valid logon name: {reason}"),
-        ));
-    }
+    problems.extend(upn_syntax(user));
     if options.reject_control_characters {
         let named: Vec<(&str, Option<&str>)> = texts.iter().map(|(n, t)| (n.as_str(), Some(t.as_str()))).collect();
         problems.extend(control_problems(&named));
@@ -468,6 +452,18 @@ pub fn mapped_keys(policy: &Policy, user: &DirObject) -> Option<[Option<String>;
 /// The rule a duplicate key slot stands for under `policy`.
 pub fn duplicate_rule(policy: &Policy, slot: usize) -> Rule {
     if !policy.is_default() && slot == 1 { Rule::UserNameDuplicate } else { DUPLICATE_RULES[slot] }
+}
+
+/// `userPrincipalName.syntax`, under every policy: a malformed logon name is AD data no mapping
+/// repairs.
+fn upn_syntax(user: &DirObject) -> Option<Problem> {
+    let upn = user.user_principal_name.as_deref().filter(|u| !is_blank(u))?;
+    let reason = check_address(upn, AddressKind::Upn).err()?;
+    Some(Problem::new(
+        Rule::UpnSyntax,
+        Some(upn),
+        format!("userPrincipalName {upn:?} is not a valid logon name: {reason}"),
+    ))
 }
 
 /// The rules for a group (groups have no required attributes): the anchor, what the decoder
