@@ -34,7 +34,6 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use ausi::tenant::ResourceKind;
-use base64::Engine as _;
 use common::report::{count, excerpt, mode, writes};
 use common::testbed::{Agent, Sandbox, Testbed, testbed};
 use common::wait_until;
@@ -288,7 +287,7 @@ impl Model {
     /// Creates the subtree in AD and learns the objectGUIDs AD gave each object.
     fn create(&mut self, tb: &Testbed) {
         tb.ldap_modify(&self.creation_ldif());
-        let guids = object_guids(tb, &self.root);
+        let guids = tb.object_guids(&self.root);
         for u in self.users.values_mut() {
             u.guid = guids.get(&u.sam.to_lowercase()).unwrap_or_else(|| panic!("no objectGUID for {}", u.sam)).clone();
         }
@@ -432,35 +431,6 @@ fn writes_between(before: &Snapshot, after: &Snapshot) -> u64 {
 }
 
 // ------------------------------------------------------------------------------------ AD helpers
-
-/// Lower-cased sAMAccountName → objectGUID (canonical text) of every user and group under `base`.
-fn object_guids(tb: &Testbed, base: &str) -> BTreeMap<String, String> {
-    let out = Process::new("ldapsearch")
-        .env("LDAPTLS_CACERT", &tb.ca)
-        .args(["-LLL", "-o", "ldif-wrap=no", "-x", "-H", &tb.ldaps, "-D", &tb.admin_dn, "-y", &tb.admin_pw_file])
-        .args(["-b", base, "(|(objectClass=user)(objectClass=group))", "sAMAccountName", "objectGUID"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "ldapsearch: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut guids = BTreeMap::new();
-    for entry in text.split("\n\n") {
-        let mut sam = None;
-        let mut guid = None;
-        for line in entry.lines() {
-            if let Some(v) = line.strip_prefix("sAMAccountName: ") {
-                sam = Some(v.trim().to_lowercase());
-            } else if let Some(v) = line.strip_prefix("objectGUID:: ") {
-                let bytes = base64::engine::general_purpose::STANDARD.decode(v.trim()).unwrap();
-                guid = Some(ausi::directory::ObjectGuid::from_bytes(&bytes).unwrap().to_string());
-            }
-        }
-        if let (Some(s), Some(g)) = (sam, guid) {
-            guids.insert(s, g);
-        }
-    }
-    guids
-}
 
 // --------------------------------------------------------------------------------- tenant checks
 

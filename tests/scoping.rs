@@ -21,7 +21,6 @@ use std::process::Command as Process;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use ausi::tenant::ResourceKind;
-use base64::Engine as _;
 use common::report::{excerpt, mode};
 use common::testbed::{Agent, Sandbox, Testbed, testbed};
 use serde_json::Value;
@@ -109,7 +108,7 @@ impl Tree {
             ldif += "-\n\n";
         }
         tb.ldap_modify(&ldif);
-        let guids = object_guids(tb, &self.root);
+        let guids = tb.object_guids(&self.root);
         for (name, (guid, _)) in self.users.iter_mut() {
             *guid = guids[&format!("s{}{name}", self.tag).to_lowercase()].clone();
         }
@@ -157,32 +156,6 @@ impl Tree {
         }
         users
     }
-}
-
-fn object_guids(tb: &Testbed, base: &str) -> BTreeMap<String, String> {
-    let out = Process::new("ldapsearch")
-        .env("LDAPTLS_CACERT", &tb.ca)
-        .args(["-LLL", "-o", "ldif-wrap=no", "-x", "-H", &tb.ldaps, "-D", &tb.admin_dn, "-y", &tb.admin_pw_file])
-        .args(["-b", base, "(|(objectClass=user)(objectClass=group))", "sAMAccountName", "objectGUID"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "ldapsearch: {}", String::from_utf8_lossy(&out.stderr));
-    let mut guids = BTreeMap::new();
-    for entry in String::from_utf8(out.stdout).unwrap().split("\n\n") {
-        let (mut sam, mut guid) = (None, None);
-        for line in entry.lines() {
-            if let Some(v) = line.strip_prefix("sAMAccountName: ") {
-                sam = Some(v.trim().to_lowercase());
-            } else if let Some(v) = line.strip_prefix("objectGUID:: ") {
-                let bytes = base64::engine::general_purpose::STANDARD.decode(v.trim()).unwrap();
-                guid = Some(ausi::directory::ObjectGuid::from_bytes(&bytes).unwrap().to_string());
-            }
-        }
-        if let (Some(s), Some(g)) = (sam, guid) {
-            guids.insert(s, g);
-        }
-    }
-    guids
 }
 
 /// An agent for `OU=In` whose active policy is `Scoped`, with `policy` as its tables.

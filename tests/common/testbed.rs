@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use ausi::directory::Dn;
+use base64::Engine as _;
 use serde_json::Value;
 
 pub struct Testbed {
@@ -218,5 +219,47 @@ impl Drop for Sandbox<'_> {
             .env("LDAPTLS_CACERT", &self.tb.ca)
             .args(["-x", "-r", "-H", &self.tb.ldaps, "-D", &self.tb.admin_dn, "-y", &self.tb.admin_pw_file, &self.root])
             .output();
+    }
+}
+
+impl Testbed {
+    /// Lower-cased sAMAccountName → objectGUID (canonical text) of every user and group under `base`.
+    pub fn object_guids(&self, base: &str) -> std::collections::BTreeMap<String, String> {
+        let out = std::process::Command::new("ldapsearch")
+            .env("LDAPTLS_CACERT", &self.ca)
+            .args([
+                "-LLL",
+                "-o",
+                "ldif-wrap=no",
+                "-x",
+                "-H",
+                &self.ldaps,
+                "-D",
+                &self.admin_dn,
+                "-y",
+                &self.admin_pw_file,
+            ])
+            .args(["-b", base, "(|(objectClass=user)(objectClass=group))", "sAMAccountName", "objectGUID"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ldapsearch: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut guids = std::collections::BTreeMap::new();
+        for entry in text.split("\n\n") {
+            let mut sam = None;
+            let mut guid = None;
+            for line in entry.lines() {
+                if let Some(v) = line.strip_prefix("sAMAccountName: ") {
+                    sam = Some(v.trim().to_lowercase());
+                } else if let Some(v) = line.strip_prefix("objectGUID:: ") {
+                    let bytes = base64::engine::general_purpose::STANDARD.decode(v.trim()).unwrap();
+                    guid = Some(ausi::directory::ObjectGuid::from_bytes(&bytes).unwrap().to_string());
+                }
+            }
+            if let (Some(s), Some(g)) = (sam, guid) {
+                guids.insert(s, g);
+            }
+        }
+        guids
     }
 }
