@@ -377,7 +377,7 @@ async fn sync(
     client.check_token().await.map_err(|e| early(e.into()))?;
     let (rules, policy_note) = run_rules(config, store, warnings).map_err(early)?;
     let mut directory = open_directory(&args.directory, Some(config), warnings).await.map_err(early)?;
-    directory.read_extra_attributes(crate::directory::extra_attributes(&rules.policy.attributes()));
+    directory.read_attributes(crate::directory::ReadAttributes::for_policy(&rules.policy.attributes()));
     let info = directory.info().await.map_err(|e| early(e.into()))?;
     let chosen = choose_scope_checked(&mut directory, None, Some(config), warnings).await.map_err(early)?;
     let (scope, description) = match chosen {

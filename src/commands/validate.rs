@@ -106,7 +106,7 @@ pub async fn run(ctx: &Context<'_>, args: &ValidateArgs) -> Result<Outcome> {
         rules = rules.with_policy(policy);
     }
     let mut directory = open_directory(&args.directory, config.as_ref(), &mut warnings).await?;
-    directory.read_extra_attributes(crate::directory::extra_attributes(&rules.policy.attributes()));
+    directory.read_attributes(crate::directory::ReadAttributes::for_policy(&rules.policy.attributes()));
     let info = directory.info().await?;
     let (scope, description) =
         choose_scope(&mut directory, args.base.as_deref(), config.as_ref(), &mut warnings).await?;

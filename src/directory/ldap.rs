@@ -13,7 +13,7 @@ use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, Search
 use super::filter::Filter;
 use super::{
     Change, ChangeTracking, Container, Decoded, DirObject, Directory, DirectoryError, DirectoryInfo, Dn,
-    KerberosProblem, OBJECT_ATTRIBUTES, ObjectGuid, ObjectKind, ObjectQuery, RawEntry, ReadSummary, SAM_USER_ACCOUNT,
+    KerberosProblem, ObjectGuid, ObjectKind, ObjectQuery, RawEntry, ReadAttributes, ReadSummary, SAM_USER_ACCOUNT,
     SkippedDc, decode, decode_with,
 };
 use crate::error::ErrorKind;
@@ -83,7 +83,8 @@ pub struct LdapDirectory {
     /// DCs tried before this one that did not answer.
     skipped: Vec<SkippedDc>,
     /// Attributes read besides the fixed ones (what the provisioning policy reads).
-    pub(super) extra_attributes: Vec<String>,
+    /// The attributes of users and groups a read asks for (the active policy's and ausi's own).
+    pub(super) attributes: ReadAttributes,
 }
 
 /// Whether a failed connection to one DC is a reason to try the next: it did not answer, or
@@ -167,7 +168,7 @@ impl LdapDirectory {
             info: None,
             encrypted,
             skipped: Vec::new(),
-            extra_attributes: Vec::new(),
+            attributes: ReadAttributes::default(),
         };
         match &settings.bind {
             Bind::Anonymous => {}
@@ -626,16 +627,9 @@ impl LdapDirectory {
         progress: &dyn Fn(u64),
     ) -> Result<ReadSummary, DirectoryError> {
         let nc = self.info().await?.naming_context;
-        let range_attr = format!("member;range=0-{}", self.range_step - 1);
-        let mut attrs: Vec<&str> = OBJECT_ATTRIBUTES.to_vec();
-        if query.members {
-            attrs.push(&range_attr);
-        }
-        if query.backlinks {
-            attrs.extend(["memberOf", "directReports", "ou"]);
-        }
-        let extra = self.extra_attributes.clone();
-        attrs.extend(extra.iter().map(String::as_str));
+        let requested = object_request(&self.attributes, query, self.range_step);
+        let attrs: Vec<&str> = requested.iter().map(String::as_str).collect();
+        let extra = self.attributes.extra().to_vec();
         let mut summary = ReadSummary::default();
         // Groups whose member list continues past the first range are finished after the scan.
         let mut unfinished: Vec<DirObject> = Vec::new();
@@ -658,6 +652,20 @@ impl LdapDirectory {
         }
         Ok(summary)
     }
+}
+
+/// The attributes a search for users and groups requests: `attributes` (the structural ones, the
+/// table's the policy reads, its further ones), the first range of `member` when the query reads
+/// members, and the back-links when it reads them.
+pub fn object_request(attributes: &ReadAttributes, query: ObjectQuery, range_step: u32) -> Vec<String> {
+    let mut request: Vec<String> = attributes.names().into_iter().map(str::to_owned).collect();
+    if query.members {
+        request.push(format!("member;range=0-{}", range_step.saturating_sub(1)));
+    }
+    if query.backlinks {
+        request.extend(["memberOf", "directReports", "ou"].map(str::to_owned));
+    }
+    request
 }
 
 /// LDAP_CAP_ACTIVE_DIRECTORY_PARTIAL_SECRETS_OID: announced by read-only DCs only ([MS-ADTS] 3.1.1.3.4.3).
