@@ -358,6 +358,38 @@ fn run_rules(
     Ok((rules.with_policy(policy), Some(note)))
 }
 
+/// A policy mapping into custom schemas: the tenant's `/Schemas` must list each schema and
+/// attribute (fetched once per run, and only then), else a configuration error before anything
+/// is read or written; a tenant that does not serve `/Schemas` gets a warning and the run goes on.
+async fn check_custom_schemas(
+    client: &tenant::ScimClient,
+    policy: &crate::policy::Policy,
+    warnings: &mut Vec<Warning>,
+) -> Result<()> {
+    let custom = tenant::schemas::custom_targets(policy);
+    if custom.is_empty() {
+        return Ok(());
+    }
+    match client.schemas().await? {
+        Some(schemas) => tenant::schemas::check(policy, &schemas).map_err(|message| {
+            AppError::config(message)
+                .with_hint("add the schema extension to the tenant, or change the mapping in agent.toml")
+        }),
+        None => {
+            let urns: std::collections::BTreeSet<&str> = custom.iter().map(|t| t.schema.as_str()).collect();
+            warnings.push(Warning::new(
+                "schemas-unavailable",
+                format!(
+                    "the tenant does not serve /Schemas: the policy {:?} maps into {} unchecked",
+                    policy.name,
+                    urns.into_iter().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+            Ok(())
+        }
+    }
+}
+
 /// The tenant first (a revoked token or an unreachable tenant stops the run before AD is read),
 /// then the directory and the scope; the run itself is [`crate::sync::run::run`]'s; then the
 /// password writeback. The report, its exit status and the error the run ended with.
@@ -376,6 +408,7 @@ async fn sync(
     let capabilities = client.service_provider_config().await.map_err(|e| early(e.into()))?;
     client.check_token().await.map_err(|e| early(e.into()))?;
     let (rules, policy_note) = run_rules(config, store, warnings).map_err(early)?;
+    check_custom_schemas(client, &rules.policy, warnings).await.map_err(early)?;
     let mut directory = open_directory(&args.directory, Some(config), warnings).await.map_err(early)?;
     directory.read_attributes(crate::directory::ReadAttributes::for_policy(&rules.policy.attributes()));
     let info = directory.info().await.map_err(|e| early(e.into()))?;

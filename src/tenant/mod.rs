@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod protocol;
 pub mod retry;
+pub mod schemas;
 pub mod scim;
 
 use std::time::Duration;

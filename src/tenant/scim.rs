@@ -264,6 +264,19 @@ impl ScimClient {
         Ok(parse_capabilities(&v))
     }
 
+    /// `GET /Schemas` (RFC 7644 §4): the schemas the tenant serves, or `None` when it does not
+    /// serve the endpoint (404 or 501: mandatory in the RFC, but real providers omit it).
+    pub async fn schemas(&self) -> Result<Option<super::schemas::TenantSchemas>, TenantError> {
+        let url = format!("{}/Schemas", self.base_url);
+        match self.send(Method::GET, &url, None, Target::Collection).await {
+            Ok(body) => {
+                super::schemas::TenantSchemas::parse(&parse_json(&body)?).map(Some).map_err(TenantError::Protocol)
+            }
+            Err(TenantError::Rejected(info)) if matches!(info.status, 404 | 501) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// An authenticated cheap call (`GET /Users?count=1`): some servers answer
     /// `/ServiceProviderConfig` without a token.
     pub async fn check_token(&self) -> Result<(), TenantError> {
