@@ -23,6 +23,7 @@ use crate::sync::history::{self, Ending};
 use crate::sync::plan::{self, Plan, Quarantined};
 use crate::sync::run::{Interrupted, Selected, SyncOptions, SyncRequest};
 pub use crate::sync::run::{TenantSeen, Timings, UserStory};
+use crate::sync::scope::{PolicyScope, ScopeChanges};
 use crate::sync::validate::RuleOptions;
 use crate::tenant::agent::{Heartbeat, LastSync};
 use crate::tenant::{self};
@@ -88,6 +89,18 @@ pub struct SyncReport {
     /// configuration (a configured policy, or the tenant's choice).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyNote>,
+    /// `sync --dry-run --policy NAME`: the policy the previewed one is compared with, and who
+    /// enters and leaves the scope (judged on the same mirror, after this run's read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview: Option<PolicyPreview>,
+}
+
+/// What switching to the previewed policy does to the scope.
+#[derive(Debug, Serialize)]
+pub struct PolicyPreview {
+    /// The active policy (the tenant's choice or the configuration's).
+    pub active: String,
+    pub scope: ScopeChanges,
 }
 
 /// What this run cost the machine (measured at the end of the run).
@@ -316,7 +329,8 @@ const TENANT_POLICY_KEY: &str = "tenant_provisioning_policy";
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct PolicyNote {
     pub name: String,
-    /// `tenant` (the tenant's agent API assigned it; it wins over the configuration) or `config`.
+    /// `tenant` (the tenant's agent API assigned it; it wins over the configuration), `config`,
+    /// or `preview` (`sync --dry-run --policy NAME`).
     pub source: &'static str,
     /// The configuration's `[tenant] provisioning_policy`, when the tenant's choice overrides it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -408,6 +422,18 @@ async fn sync(
     let capabilities = client.service_provider_config().await.map_err(|e| early(e.into()))?;
     client.check_token().await.map_err(|e| early(e.into()))?;
     let (rules, policy_note) = run_rules(config, store, warnings).map_err(early)?;
+    // `--policy NAME`: the same dry run under NAME, compared with the active policy.
+    let active_scope = PolicyScope::of(&rules.policy);
+    let (rules, policy_note, preview) = match &args.policy {
+        None => (rules, policy_note, None),
+        Some(name) => {
+            let policy = crate::policy::Policy::resolve(name, &config.policies).map_err(|e| {
+                early(AppError::usage(e.message).with_hint("define it as [policies.NAME] in the configuration"))
+            })?;
+            let note = PolicyNote { name: policy.name.clone(), source: "preview", configured: None };
+            (rules.with_policy(policy), Some(note), Some(active_scope.policy.clone()))
+        }
+    };
     check_custom_schemas(client, &rules.policy, warnings).await.map_err(early)?;
     let mut directory = open_directory(&args.directory, Some(config), warnings).await.map_err(early)?;
     directory.read_attributes(crate::directory::ReadAttributes::for_policy(&rules.policy.attributes()));
@@ -437,6 +463,7 @@ async fn sync(
             allow_deletes: args.allow_deletes,
             allow_renames: args.allow_renames,
             user: args.user.as_deref(),
+            compare_scope: preview.as_ref().map(|_| &active_scope),
         },
     };
     let outcome = crate::sync::run::run(request, ctx.printer).await?;
@@ -465,6 +492,10 @@ async fn sync(
         user: outcome.user,
         changes_by_attribute: outcome.changes_by_attribute,
         policy: policy_note,
+        preview: match (preview, outcome.scope_changes) {
+            (Some(active), Some(scope)) => Some(PolicyPreview { active, scope }),
+            _ => None,
+        },
     };
     let (mut exit, error) = (outcome.exit, outcome.error);
     let password_sync = config.tenant.as_ref().is_some_and(|t| t.password_sync);
@@ -573,9 +604,8 @@ impl SyncReport {
                 "{}: {}; this run {}: {}\n",
                 output::cell(&story.query),
                 match (&story.excluded, story.in_scope) {
-                    (Some(why), _) => format!("in the selected OUs, out of the policy's scope ({}: {why})", why.rule()),
-                    (None, true) => "in the selected scope".to_owned(),
                     (None, false) => "not found in the selected scope".to_owned(),
+                    (excluded, _) => crate::sync::scope::verdict(excluded.as_ref()),
                 },
                 if self.dry_run { "would" } else { "did" },
                 story.operation
@@ -608,8 +638,23 @@ impl SyncReport {
             counted(self.read.users, "user", self.read.groups, "group"),
         ));
         if let Some(p) = &self.policy {
-            let source = if p.source == "tenant" { "assigned by the tenant" } else { "from the configuration" };
+            let source = match (p.source, &self.preview) {
+                ("tenant", _) => "assigned by the tenant".to_owned(),
+                ("preview", Some(preview)) => {
+                    format!("previewed with --policy; the active one is {}", output::cell(&preview.active))
+                }
+                ("preview", None) => "previewed with --policy".to_owned(),
+                _ => "from the configuration".to_owned(),
+            };
             out.push_str(&format!("provisioning policy: {} ({source})\n", output::cell(&p.name)));
+        }
+        if let Some(preview) = &self.preview {
+            out.push_str(&format!(
+                "compared with {}, under {}:\n{}",
+                output::cell(&preview.active),
+                self.policy.as_ref().map(|p| output::cell(&p.name)).unwrap_or_default(),
+                preview.scope.lines()
+            ));
         }
         if !self.changes_by_attribute.is_empty() {
             let counts: Vec<String> =

@@ -84,6 +84,9 @@ pub struct SyncOptions<'a> {
     pub allow_renames: Option<u32>,
     /// `--user X`: that user, end to end.
     pub user: Option<&'a str>,
+    /// A policy preview (`sync --dry-run --policy NAME`): the active policy's scope, to say who
+    /// the previewed policy takes in and leaves out compared with it.
+    pub compare_scope: Option<&'a super::scope::PolicyScope>,
 }
 
 /// What a run did (or, a dry run, would do), for the report.
@@ -105,6 +108,8 @@ pub struct SyncOutcome {
     pub user: Option<UserStory>,
     /// Per SCIM attribute, how many provisioned objects this run gives another value.
     pub changes_by_attribute: BTreeMap<String, u64>,
+    /// A policy preview: who enters and leaves the scope compared with the active policy.
+    pub scope_changes: Option<super::scope::ScopeChanges>,
     /// What the report should warn about, in the order found.
     pub warnings: Vec<Warning>,
     pub exit: ExitStatus,
@@ -129,6 +134,7 @@ impl SyncOutcome {
             timings: Timings::default(),
             user: None,
             changes_by_attribute: BTreeMap::new(),
+            scope_changes: None,
             warnings: Vec::new(),
             exit: ExitStatus::Ok,
             error: None,
@@ -332,6 +338,9 @@ impl Run<'_, '_> {
         out.timings.read = ms(started);
         let planned = Instant::now();
         let policy_scope = super::scope::PolicyScope::of(&rules.policy);
+        if let Some(active) = self.options.compare_scope {
+            out.scope_changes = Some(super::scope::policy_changes(self.store, active, &policy_scope)?);
+        }
         let verdicts = engine::validate(self.store, all, rules, &policy_scope)?;
         out.quarantined = engine::held_back(self.store, refresh.unanchored, &verdicts)?;
         let findings = if out.quarantined.is_empty() { ExitStatus::Ok } else { ExitStatus::Findings };
