@@ -10,6 +10,7 @@ pub mod expr;
 pub mod map;
 pub mod scoping;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
@@ -387,11 +388,13 @@ impl Policy {
         }
     }
 
-    /// The user mapping, Default's written as expressions.
-    pub fn user_mappings(&self) -> Vec<Mapping> {
+    /// The user mapping, Default's written as expressions. A configured policy's is borrowed:
+    /// the sync evaluates it several times per user, and a copy per call (parse trees, compiled
+    /// regexes with fresh caches) cost more than the evaluation itself.
+    pub fn user_mappings(&self) -> Cow<'_, [Mapping]> {
         match &self.user {
             UserMapping::Default => DEFAULT_USER_MAPPING.iter().map(|(t, s)| Mapping::builtin(t, s)).collect(),
-            UserMapping::Mapped(m) => m.clone(),
+            UserMapping::Mapped(m) => Cow::Borrowed(m),
         }
     }
 
