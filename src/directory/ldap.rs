@@ -450,13 +450,43 @@ impl LdapDirectory {
             .streaming_search_with(adapters, &base_text, scope, &filter_text, attrs.to_vec())
             .await
             .map_err(|e| op_error(&url, "search", timeout, e))?;
-        loop {
-            match stream.next().await {
-                Ok(Some(entry)) => each(raw_entry(SearchEntry::construct(entry)))?,
-                Ok(None) => break,
-                Err(e) => return Err(op_error(&url, "search", timeout, e)),
+        // The reader runs ahead of `each` by up to READ_AHEAD pages: it reaches a page's end (and
+        // the paging adapter puts the next page's request on the wire) while the entries before
+        // it are still decoded and mirrored, so the DC works on page k+1 while page k is stored.
+        let buffer = usize::try_from(self.page_size).unwrap_or(1000).clamp(1, 10_000) * READ_AHEAD;
+        let (tx, rx) = tokio::sync::mpsc::channel(buffer);
+        let read = async {
+            let tx = tx; // dropped when the read ends: the consumer then sees the end
+            loop {
+                match stream.next().await {
+                    Ok(Some(entry)) => {
+                        if tx.send(entry).await.is_err() {
+                            return Ok(()); // the consumer stopped: its error is returned below
+                        }
+                    }
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(op_error(&url, "search", timeout, e)),
+                }
             }
-        }
+        };
+        let consume = async {
+            let mut rx = rx; // dropped when `each` fails: the reader then stops
+            let mut n = 0usize;
+            while let Some(entry) = rx.recv().await {
+                each(raw_entry(SearchEntry::construct(entry)))?;
+                n += 1;
+                // Let the connection's driver (a task of this thread) send the next page's
+                // request and take in its answer while a long page is consumed.
+                if n.is_multiple_of(YIELD_EVERY) {
+                    tokio::task::yield_now().await;
+                }
+            }
+            Ok::<(), DirectoryError>(())
+        };
+        let (read, consumed) = tokio::join!(read, consume);
+        // Any failure, on any page, fails the whole read (the consumer's first).
+        consumed?;
+        read?;
         let res = stream.finish().await;
         if res.rc == 32 {
             return Err(DirectoryError::NoSuchObject { dn: base_text });
@@ -464,6 +494,12 @@ impl LdapDirectory {
         check_rc("search", &base_text, res.rc, &res.text)
     }
 }
+
+/// Pages a paged search reads ahead of the entries being consumed (see `paged_search`).
+const READ_AHEAD: usize = 2;
+
+/// Entries consumed between two yields to the connection's driver.
+const YIELD_EVERY: usize = 100;
 
 impl Directory for LdapDirectory {
     async fn info(&mut self) -> Result<DirectoryInfo, DirectoryError> {

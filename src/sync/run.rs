@@ -438,7 +438,7 @@ impl Run<'_, '_> {
                 let mut applier = Applier::new(self.tenant, self.run, self.write_options()?, &show, &anchors);
                 applier.gone = gone;
                 applier.knows_altered(altered);
-                applier.ids.retain(|guid, _| !missing.contains(guid));
+                applier.forget_ids(&missing);
                 Some(applier)
             }
         };
@@ -766,6 +766,19 @@ mod tests {
 
         /// One run over the export as it is now.
         fn sync(&mut self, options: SyncOptions<'_>, scope: Option<Selected<'_>>) -> SyncOutcome {
+            self.sync_or_kill(options, scope, None).expect("not killed")
+        }
+
+        /// One run, killed (`None`) when `kill_at_create` is given: its future is dropped once
+        /// that create has reached the tenant and is left unanswered, as SIGKILL drops the
+        /// process: what was committed stays, nothing else does.
+        fn sync_or_kill(
+            &mut self,
+            options: SyncOptions<'_>,
+            scope: Option<Selected<'_>>,
+            kill_at_create: Option<u64>,
+        ) -> Option<SyncOutcome> {
+            self.tenant.freeze_at_create = kill_at_create;
             let mut directory = AnyDirectory::Ldif(LdifDirectory::open(&self.ldif()).unwrap());
             let selected = Scope::new(vec![Dn::parse(OU).unwrap()], vec![]);
             let run = self.store.begin_run("sync", options.dry_run, NOW).unwrap();
@@ -781,7 +794,22 @@ mod tests {
                 options,
             };
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(super::run(request, &Silent)).unwrap()
+            let tenant = &self.tenant;
+            let outcome = runtime.block_on(async {
+                let frozen = async {
+                    while !tenant.state.lock().unwrap().frozen {
+                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    }
+                };
+                tokio::select! {
+                    outcome = super::run(request, &Silent) => Some(outcome.unwrap()),
+                    () = frozen, if kill_at_create.is_some() => None,
+                }
+            });
+            assert_eq!(outcome.is_none(), kill_at_create.is_some(), "killed if and only if asked");
+            self.tenant.freeze_at_create = None;
+            self.tenant.state.lock().unwrap().frozen = false;
+            outcome
         }
 
         /// The requests that changed the tenant.
@@ -847,6 +875,49 @@ mod tests {
             let report = w.tenant.by_name(&format!("u{k}@x.test"));
             let boss = w.tenant.by_name(&format!("u{}@x.test", (k - 1) / 40 + 1));
             assert_eq!(report[crate::sync::map::ENTERPRISE_SCHEMA]["manager"]["value"], boss["id"], "u{k}");
+        }
+    }
+
+    /// A run killed while one window is written and the next one planned (the k-th create
+    /// reached the tenant, its answer never came back), in the first window and in the second:
+    /// the windows not yet handed over were neither journaled nor sent, and the next run
+    /// finishes the sync: every object once, the lost answer adopted, managers and members set.
+    #[test]
+    fn a_run_killed_while_a_window_is_written_and_the_next_planned_is_finished_by_the_next() {
+        let users = 2 * engine::WINDOW as u32 + 100;
+        for (k, windows) in [(engine::WINDOW as u64 / 2, 1), (engine::WINDOW as u64 * 3 / 2, 2)] {
+            let mut w = World::new();
+            export_with(&w.ldif(), users, |k| (k > 1).then(|| (k - 1) / 40 + 1));
+            assert!(w.sync_or_kill(SyncOptions::default(), None, Some(k)).is_none());
+            let in_tenant = w.tenant.all(crate::tenant::ResourceKind::User).len();
+            let anchors = w.store.anchors().unwrap();
+            assert!(in_tenant as u64 >= k, "k {k}: {in_tenant} users in the tenant");
+            assert!(anchors.len() >= in_tenant, "k {k}: every create was journaled before it was sent");
+            assert!(
+                anchors.len() < windows * (engine::WINDOW + engine::PAGE),
+                "k {k}: {} journaled, more than the windows handed over",
+                anchors.len()
+            );
+            assert!(anchors.values().any(|a| a.state == AnchorState::Pending), "k {k}: the lost answer is pending");
+
+            let rerun = w.sync(SyncOptions::default(), None);
+            assert!(rerun.error.is_none(), "k {k}: {:?}", rerun.error);
+            assert_eq!(w.tenant.all(crate::tenant::ResourceKind::User).len(), users as usize, "k {k}: each user once");
+            let groups = w.tenant.all(crate::tenant::ResourceKind::Group);
+            assert_eq!(groups.len(), 1, "k {k}");
+            assert_eq!(w.tenant.members(groups[0]["id"].as_str().unwrap()).len(), users as usize, "k {k}");
+            let c = &rerun.counts;
+            assert_eq!(c.created, u64::from(users) + 1 - in_tenant as u64, "k {k}: {c:?}");
+            assert_eq!(c.adopted + c.unchanged, in_tenant as u64, "k {k}: {c:?}");
+            assert!(c.adopted >= 1, "k {k}: the create whose answer was lost is adopted: {c:?}");
+            for j in [2, 41, 42, 1700, users] {
+                let report = w.tenant.by_name(&format!("u{j}@x.test"));
+                let boss = w.tenant.by_name(&format!("u{}@x.test", (j - 1) / 40 + 1));
+                assert_eq!(report[crate::sync::map::ENTERPRISE_SCHEMA]["manager"]["value"], boss["id"], "k {k}: u{j}");
+            }
+            let before = w.writes().len();
+            w.sync(SyncOptions::default(), None);
+            assert_eq!(w.writes().len(), before, "k {k}: then a no-op");
         }
     }
 
