@@ -443,7 +443,7 @@ impl<'a> Applier<'a> {
     /// The tenant's users and/or groups, or `None` when the listing failed in a way that only
     /// makes the run fall back to lookups one by one.
     async fn listing(&self, users: bool, groups: bool) -> Result<Option<TenantView>, AppError> {
-        match read_tenant(self.client, users, groups, LIST_PAGE).await {
+        match read_tenant(self.client, users, groups, LIST_PAGE, self.concurrency).await {
             Ok(view) => Ok(Some(view)),
             Err(e) if is_fatal(&e) => Err(e.into()),
             Err(_) => Ok(None),
@@ -1310,13 +1310,15 @@ async fn find_one(
     }
 }
 
-/// The tenant's users and/or groups, paged (`page_size` a page), as one view: each resource
-/// is reduced to what ausi compares as its page is read, so memory holds one page of JSON.
+/// The tenant's users and/or groups, paged (`page_size` a page, `concurrency` pages in
+/// flight), as one view: each resource is reduced to what ausi compares as its page is read,
+/// so memory holds the pages in flight, not the listing.
 pub async fn read_tenant(
     client: &dyn Tenant,
     users: bool,
     groups: bool,
     page_size: u32,
+    concurrency: usize,
 ) -> Result<TenantView, TenantError> {
     let (mut complete, mut pages) = (true, 0);
     let mut view = ViewBuilder::default();
@@ -1328,8 +1330,9 @@ pub async fn read_tenant(
             Kind::User => ResourceKind::User,
             Kind::Group => ResourceKind::Group,
         };
-        let listing =
-            client.listing_each(resource_kind, page_size, Some(attributes), &mut |r| view.push(kind, &r)).await?;
+        let listing = client
+            .listing_each(resource_kind, page_size, Some(attributes), concurrency, &mut |r| view.push(kind, &r))
+            .await?;
         complete &= listing.complete;
         pages += listing.pages;
     }

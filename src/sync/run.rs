@@ -28,7 +28,7 @@ use crate::exit::ExitStatus;
 use crate::output::{self, Warning};
 use crate::store::{StateStore, Watermark};
 use crate::tenant::scim::{Capabilities, FilterProbe, RemoveForm};
-use crate::tenant::{ScimClient, Tenant, TenantError};
+use crate::tenant::{ResourceKind, ScimClient, Tenant, TenantError};
 
 /// The tenant as a run uses it: SCIM reads and writes, and the filter probe a run repeats when
 /// the tenant starts refusing filters.
@@ -292,6 +292,48 @@ struct Run<'a, 'r> {
     progress: &'r dyn Progress,
 }
 
+/// Asks the tenant by id for each anchored object a complete listing did not hold
+/// ([`repair::unconfirmed`]), `concurrency` at a time: one that is there after all joins the
+/// view, so only what the tenant really lost is created again. A token or availability problem
+/// ends the run; any other failure leaves the listing proving no absence this run.
+async fn confirm_missing<'a>(
+    tenant: &dyn RunTenant,
+    view: &mut TenantView,
+    anchors: impl IntoIterator<Item = &'a crate::store::Anchor>,
+    concurrency: usize,
+) -> Result<()> {
+    use futures_util::stream::{self, StreamExt};
+    let asked = repair::unconfirmed(view, anchors);
+    if asked.is_empty() {
+        return Ok(());
+    }
+    let answers: Vec<_> = stream::iter(asked)
+        .map(|(kind, id)| async move {
+            let resource_kind = match kind {
+                plan::Kind::User => ResourceKind::User,
+                plan::Kind::Group => ResourceKind::Group,
+            };
+            (kind, tenant.get(resource_kind, &id).await)
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let mut found = Vec::new();
+    for (kind, answer) in answers {
+        match answer {
+            Ok(Some(resource)) => found.push((kind, resource)),
+            Ok(None) => {}
+            Err(e @ (TenantError::Unauthorized { .. } | TenantError::Unavailable { .. })) => return Err(e.into()),
+            Err(_) => {
+                view.complete = false;
+                return Ok(());
+            }
+        }
+    }
+    view.confirm(found);
+    Ok(())
+}
+
 /// A full sync's listing of the tenant: the view, or why there is none (a listing the tenant
 /// cannot give, which leaves the run without repairs: never taken as deletions).
 type Listed = std::result::Result<TenantView, TenantError>;
@@ -305,10 +347,10 @@ impl Run<'_, '_> {
         let all = self.mode == Mode::Full;
         // A full sync lists the tenant while the directory is read: one task, two futures, so
         // the listing's requests are in flight whenever the read waits for the directory.
-        let (tenant, page) = (self.tenant, self.list_page());
+        let (tenant, page, pages_at_once) = (self.tenant, self.list_page(), self.config.sync.concurrency as usize);
         let listing = async move {
             match all {
-                true => Some(read_tenant(tenant, true, true, page).await),
+                true => Some(read_tenant(tenant, true, true, page, pages_at_once).await),
                 false => None,
             }
         };
@@ -412,6 +454,11 @@ impl Run<'_, '_> {
             .unwrap_or_default();
         if let Some(view) = tenant.as_mut() {
             view.altered = altered.clone();
+        }
+        // A complete listing can still miss an object that moved while its pages were read:
+        // each one it misses is asked for by its id before it counts as deleted in the tenant.
+        if let Some(view) = tenant.as_mut() {
+            confirm_missing(self.tenant, view, rows.values(), self.config.sync.concurrency as usize).await?;
         }
         // Objects deleted in the tenant are created again: their old ids are no one's now.
         let missing = tenant.as_ref().map(|v| repair::missing(v, rows.values())).unwrap_or_default();
@@ -529,7 +576,7 @@ impl Run<'_, '_> {
                 if !view.complete {
                     warnings.push(Warning::new(
                         "tenant-listing-incomplete",
-                        "the tenant listed fewer resources than it counted (changed while read?): objects it did not list are not created again this run",
+                        "the tenant's count changed while it was listed, or it listed fewer resources than it counted: objects it did not list are not created again this run",
                     ));
                 }
                 Ok(Some(view))
