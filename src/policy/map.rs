@@ -36,21 +36,41 @@ impl std::fmt::Display for MapError {
 /// One mapped value, for the explain view and the rules: `None` when the mapping gives nothing
 /// (the target is left out).
 #[derive(Debug, Clone, PartialEq)]
-pub struct MappedValue {
-    pub target: Target,
-    pub source: String,
+pub struct MappedValue<'a> {
+    pub mapping: &'a Mapping,
     pub value: Result<Option<Json>, String>,
+}
+
+impl MappedValue<'_> {
+    /// The target's canonical spelling.
+    pub fn name(&self) -> &str {
+        &self.mapping.name
+    }
+
+    /// The expression's source.
+    pub fn source(&self) -> &str {
+        self.mapping.expr.source()
+    }
 }
 
 /// Every mapping of the policy evaluated for `user` (Default's written as expressions, which give
 /// Default's values), in the policy's order.
-pub fn user_values(policy: &Policy, user: &DirObject) -> Vec<MappedValue> {
-    policy.user_mappings().iter().map(|m| evaluate(m, user)).collect()
+pub fn user_values<'a>(policy: &'a Policy, user: &DirObject) -> Vec<MappedValue<'a>> {
+    values_where(policy, user, |_| true)
 }
 
-fn evaluate(m: &Mapping, o: &DirObject) -> MappedValue {
-    let value = m.expr.eval(o).map_err(|e| e.message).and_then(|v| to_json(&m.target, v));
-    MappedValue { target: m.target.clone(), source: m.expr.source().to_owned(), value }
+/// The mappings of the policy whose target `wanted` takes, evaluated for `user`.
+pub fn values_where<'a>(
+    policy: &'a Policy,
+    user: &DirObject,
+    wanted: impl Fn(&Target) -> bool,
+) -> Vec<MappedValue<'a>> {
+    let mappings = policy.user_mappings().iter().filter(|m| wanted(&m.target));
+    mappings.map(|mapping| MappedValue { mapping, value: evaluate(mapping, user) }).collect()
+}
+
+fn evaluate(m: &Mapping, o: &DirObject) -> Result<Option<Json>, String> {
+    m.expr.eval(o).map_err(|e| e.message).and_then(|v| to_json(&m.target, v))
 }
 
 /// An expression's value as the JSON a target takes: text trimmed, and nothing for an empty one;
@@ -99,11 +119,10 @@ pub fn user(policy: &Policy, user: &DirObject, manager_id: Option<&str>) -> Resu
         UserMapping::Mapped(mappings) => {
             let values = mappings
                 .iter()
-                .map(|m| {
-                    let v = evaluate(m, user);
-                    match v.value {
-                        Ok(value) => Ok((v.target, value)),
-                        Err(message) => Err(MapError { target: v.target.name(), source: v.source, message }),
+                .map(|m| match evaluate(m, user) {
+                    Ok(value) => Ok((&m.target, value)),
+                    Err(message) => {
+                        Err(MapError { target: m.name.clone(), source: m.expr.source().to_owned(), message })
                     }
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -138,7 +157,7 @@ const NAME_ORDER: [&str; 6] =
     ["formatted", "givenName", "familyName", "middleName", "honorificPrefix", "honorificSuffix"];
 
 /// The resource from evaluated mappings, in the canonical order.
-fn assemble(user: &DirObject, values: &[(Target, Option<Json>)], manager_id: Option<&str>) -> Json {
+fn assemble(user: &DirObject, values: &[(&Target, Option<Json>)], manager_id: Option<&str>) -> Json {
     let mut body = Map::new();
     body.insert("externalId".into(), json!(user.guid.map(|g| g.to_string())));
     for attr in CORE_ORDER {
@@ -231,8 +250,11 @@ fn assemble(user: &DirObject, values: &[(Target, Option<Json>)], manager_id: Opt
 /// The SCIM Group for an AD group, without members (they are sent as PATCH differences).
 pub fn group(policy: &Policy, group: &DirObject) -> Result<Json, MapError> {
     let Some(m) = &policy.group_name else { return Ok(default_group(group)) };
-    let v = evaluate(m, group);
-    let name = v.value.map_err(|message| MapError { target: "group.displayName".into(), source: v.source, message })?;
+    let name = evaluate(m, group).map_err(|message| MapError {
+        target: "group.displayName".into(),
+        source: m.expr.source().to_owned(),
+        message,
+    })?;
     Ok(json!({
         "schemas": [GROUP_SCHEMA],
         "externalId": group.guid.map(|g| g.to_string()),

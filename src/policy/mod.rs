@@ -10,8 +10,8 @@ pub mod expr;
 pub mod map;
 pub mod scoping;
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::LazyLock;
 
 use serde::Deserialize;
 
@@ -218,6 +218,8 @@ impl Target {
 pub struct Mapping {
     pub target: Target,
     pub expr: Expr,
+    /// The target's canonical spelling ([`Target::name`]), made once: the rules name it per user.
+    pub name: String,
 }
 
 impl PartialEq for Mapping {
@@ -230,7 +232,7 @@ impl Mapping {
     /// Parses a mapping; `place` names it in the error (`user."userName"`).
     fn parse(target: Target, source: &str, place: &str) -> Result<Mapping, String> {
         let expr = Expr::parse(source).map_err(|e| format!("{place}: {e}"))?;
-        Ok(Mapping { target, expr })
+        Ok(Mapping { name: target.name(), target, expr })
     }
 
     /// One of Default's built-in mappings (checked by a test).
@@ -388,13 +390,15 @@ impl Policy {
         }
     }
 
-    /// The user mapping, Default's written as expressions. A configured policy's is borrowed:
+    /// The user mapping, Default's written as expressions (parsed once). Borrowed, never copied:
     /// the sync evaluates it several times per user, and a copy per call (parse trees, compiled
     /// regexes with fresh caches) cost more than the evaluation itself.
-    pub fn user_mappings(&self) -> Cow<'_, [Mapping]> {
+    pub fn user_mappings(&self) -> &[Mapping] {
+        static DEFAULT_MAPPINGS: LazyLock<Vec<Mapping>> =
+            LazyLock::new(|| DEFAULT_USER_MAPPING.iter().map(|(t, s)| Mapping::builtin(t, s)).collect());
         match &self.user {
-            UserMapping::Default => DEFAULT_USER_MAPPING.iter().map(|(t, s)| Mapping::builtin(t, s)).collect(),
-            UserMapping::Mapped(m) => Cow::Borrowed(m),
+            UserMapping::Default => &DEFAULT_MAPPINGS,
+            UserMapping::Mapped(m) => m,
         }
     }
 

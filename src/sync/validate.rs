@@ -298,11 +298,12 @@ pub fn mapped_view(policy: &Policy, user: &DirObject) -> Vec<MappedAttribute> {
     crate::policy::map::user_values(policy, user)
         .into_iter()
         .map(|v| {
+            let (target, mapping) = (v.name().to_owned(), v.source().to_owned());
             let (value, error) = match v.value {
                 Ok(value) => (value, None),
                 Err(e) => (None, Some(e)),
             };
-            MappedAttribute { target: v.target.name(), mapping: v.source, value, error }
+            MappedAttribute { target, mapping, value, error }
         })
         .collect()
 }
@@ -367,34 +368,29 @@ pub fn check_attributes(user: &DirObject, options: &RuleOptions) -> Vec<Problem>
 fn check_mapped(user: &DirObject, options: &RuleOptions) -> Vec<Problem> {
     let mut problems = object_problems(user);
     let values = crate::policy::map::user_values(&options.policy, user);
-    let mut texts: Vec<(String, String)> = Vec::new();
+    let mut texts: Vec<(&str, &str)> = Vec::new();
     for v in &values {
-        let name = v.target.name();
         match &v.value {
             Err(message) => {
                 let mut p = Problem::new(
                     Rule::MappingError,
                     None,
-                    format!("the mapping {name} = {} failed: {message}", v.source),
+                    format!("the mapping {} = {} failed: {message}", v.name(), v.source()),
                 );
-                p.attribute = name;
+                p.attribute = v.name().to_owned();
                 problems.push(p);
             }
-            Ok(Some(serde_json::Value::String(text))) => texts.push((name, text.clone())),
+            Ok(Some(serde_json::Value::String(text))) => texts.push((v.name(), text)),
             Ok(_) => {}
         }
     }
-    let failed = |name: &str| problems.iter().any(|p| p.rule == Rule::MappingError && p.attribute == name);
-    let mut missing = Vec::new();
     for target in &options.policy.required {
-        let name = target.name();
-        let present = values.iter().any(|v| v.target.name() == name && matches!(v.value, Ok(Some(_))));
-        if !present && !failed(&name) {
-            missing.push(name);
+        let of_target = || values.iter().filter(|v| v.mapping.target == *target);
+        if of_target().any(|v| v.value.is_err()) || of_target().any(|v| matches!(v.value, Ok(Some(_)))) {
+            continue;
         }
-    }
-    for name in missing {
-        let source = values.iter().find(|v| v.target.name() == name).map(|v| v.source.clone()).unwrap_or_default();
+        let name = target.name();
+        let source = of_target().next().map(|v| v.source()).unwrap_or_default();
         let rule = if name == "userName" { Rule::UserNameRequired } else { Rule::MappedRequired };
         let mut p = Problem::new(rule, None, format!("{name} (mapped from {source}) has no value for this user"));
         p.attribute = name;
@@ -402,16 +398,16 @@ fn check_mapped(user: &DirObject, options: &RuleOptions) -> Vec<Problem> {
     }
     for v in &values {
         if let (crate::policy::Target::Multi { attr, .. }, Ok(Some(serde_json::Value::String(mail)))) =
-            (&v.target, &v.value)
+            (&v.mapping.target, &v.value)
             && attr == "emails"
             && let Err(reason) = check_address(mail, AddressKind::Mail)
         {
             let mut p = Problem::new(
                 Rule::MailSyntax,
                 Some(mail),
-                format!("{} {mail:?} is not a valid address: {reason}", v.target.name()),
+                format!("{} {mail:?} is not a valid address: {reason}", v.name()),
             );
-            p.attribute = v.target.name();
+            p.attribute = v.name().to_owned();
             problems.push(p);
         }
     }
@@ -419,7 +415,7 @@ fn check_mapped(user: &DirObject, options: &RuleOptions) -> Vec<Problem> {
     // policies never provisions a user Default held back for its AD data.
     problems.extend(upn_syntax(user));
     if options.reject_control_characters {
-        let named: Vec<(&str, Option<&str>)> = texts.iter().map(|(n, t)| (n.as_str(), Some(t.as_str()))).collect();
+        let named: Vec<(&str, Option<&str>)> = texts.iter().map(|(n, t)| (*n, Some(*t))).collect();
         problems.extend(control_problems(&named));
     }
     problems
@@ -432,19 +428,26 @@ pub fn mapped_keys(policy: &Policy, user: &DirObject) -> Option<[Option<String>;
     if policy.is_default() {
         return None;
     }
-    let values = crate::policy::map::user_values(policy, user);
+    // Only the mappings the keys read: the rules evaluate every mapping already.
+    let is_key = |t: &crate::policy::Target| match t {
+        crate::policy::Target::Multi { attr, .. } => attr == "emails",
+        crate::policy::Target::Core { attr, sub: None } => attr == "userName",
+        _ => false,
+    };
+    let values = crate::policy::map::values_where(policy, user, is_key);
     let text = |v: &crate::policy::map::MappedValue| match &v.value {
         Ok(Some(serde_json::Value::String(t))) => Some(t.clone()),
         _ => None,
     };
-    let emails =
-        values.iter().filter(|v| matches!(&v.target, crate::policy::Target::Multi { attr, .. } if attr == "emails"));
+    let emails = values
+        .iter()
+        .filter(|v| matches!(&v.mapping.target, crate::policy::Target::Multi { attr, .. } if attr == "emails"));
     let primary = emails
         .clone()
-        .filter(|v| matches!(&v.target, crate::policy::Target::Multi { primary: true, .. }))
+        .filter(|v| matches!(&v.mapping.target, crate::policy::Target::Multi { primary: true, .. }))
         .chain(emails)
         .find_map(text);
-    let user_name = values.iter().find(|v| v.target.name() == "userName").and_then(text);
+    let user_name = values.iter().find(|v| v.name() == "userName").and_then(text);
     let key = |v: Option<&str>| crate::store::duplicate_key(v);
     Some([key(primary.as_deref()), key(user_name.as_deref()), key(user.sam_account_name.as_deref())])
 }
