@@ -94,7 +94,10 @@ fn kind_text(kind: ObjectKind) -> &'static str {
     }
 }
 
-fn keys_of(o: &DirObject) -> [Option<String>; 3] {
+/// The duplicate keys of an object as read ([`KEY_COLUMNS`] order): Default's, whose rules compare
+/// mail, userPrincipalName and sAMAccountName. A configured policy's compare what it maps
+/// (`sync::validate::duplicate_keys`), and [`StateStore::mirror_put`] stores whichever it is given.
+pub fn directory_keys(o: &DirObject) -> [Option<String>; 3] {
     [
         duplicate_key(o.mail.as_deref()),
         duplicate_key(o.user_principal_name.as_deref()),
@@ -203,7 +206,17 @@ impl StateStore {
     /// Returns the positions in `objects` of those whose objectGUID an object written earlier
     /// in the same run already holds (a corrupt export): they are not written, and the first
     /// holder's row stays as it was, so the caller can quarantine every holder.
-    pub fn mirror_put(&mut self, objects: &[DirObject], run: i64, delta: bool) -> Result<Vec<usize>, StateError> {
+    ///
+    /// `keys` gives an object's duplicate keys under the run's policy: the key columns hold what
+    /// the policy's duplicate rules compare, so that finding the holders of a key is one indexed
+    /// query whatever the policy (a changed policy re-reads, and so re-keys, every object).
+    pub fn mirror_put(
+        &mut self,
+        objects: &[DirObject],
+        run: i64,
+        delta: bool,
+        keys: &dyn Fn(&DirObject) -> [Option<String>; 3],
+    ) -> Result<Vec<usize>, StateError> {
         self.mirror_sql(|tx| {
             let mut upsert = tx.prepare_cached(
                 "INSERT INTO dir_objects (guid, kind, dn, dn_key, data, mail_key, upn_key, sam_key, seen_run)
@@ -216,7 +229,7 @@ impl StateStore {
             let mut again = Vec::new();
             for (position, o) in objects.iter().enumerate() {
                 let Some(guid) = o.guid.map(|g| g.to_string()) else { continue };
-                let keys = keys_of(o);
+                let keys = keys(o);
                 if delta {
                     mark_dirty(tx, &guid)?;
                     let old: Option<[Option<String>; 3]> = tx
@@ -815,7 +828,7 @@ mod scope_tests {
         for (g, members) in [(10, &[1, 11][..]), (11, &[2, 12]), (12, &[3, 10]), (13, &[4]), (14, &[13])] {
             objects.push(object(g, ObjectKind::Group, members));
         }
-        store.mirror_put(&objects, 1, false).unwrap();
+        store.mirror_put(&objects, 1, false, &directory_keys).unwrap();
         store.mirror_resolve_links(false).unwrap();
         let verdicts: Vec<(String, bool)> = [1, 2, 3, 4, 5, 10, 11, 12, 14].iter().map(|i| (guid(*i), true)).collect();
         store.set_verdicts(&verdicts, false).unwrap();

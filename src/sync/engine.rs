@@ -14,14 +14,14 @@ use super::desired::{self, Candidate};
 use super::plan::{self, Kind, Known, Plan, Quarantined, Reason};
 use super::progress::Progress;
 use super::scope::{PolicyScope, Scope};
-use super::validate::{self, DUPLICATE_RULES, Explanation, Identity, MAX_LISTED_CONFLICTS, RuleOptions};
+use super::validate::{self, Explanation, Identity, MAX_LISTED_CONFLICTS, RuleOptions};
 use crate::config::{OnRemove, ScopeConfig};
 use crate::directory::{
     AnyDirectory, Change, ChangeTracking, Defect, DirObject, Directory, Dn, ObjectKind, ObjectQuery, Unreadable,
 };
 use crate::error::{AppError, ErrorKind, Result};
 use crate::store::{self, StateStore};
-use crate::store::{Mirrored, Watermark, duplicate_key};
+use crate::store::{Mirrored, Watermark};
 use crate::sync::apply::{Applier, Ids};
 
 /// Objects read from the store, validated and planned together.
@@ -229,7 +229,7 @@ pub async fn refresh_full(
     let mut later_holders = LaterHolders::new();
     let mut failed = None;
     let flush = |store: &mut StateStore, page: &mut Vec<DirObject>, later: &mut LaterHolders| {
-        let again = store.mirror_put(page, run, false)?;
+        let again = store.mirror_put(page, run, false, &|o| validate::duplicate_keys(&rules.policy, o))?;
         for i in again {
             let o = &page[i];
             let guid = o.guid.map(|g| g.to_string()).unwrap_or_default();
@@ -351,6 +351,7 @@ pub async fn refresh_delta<D: Directory>(
     store: &mut StateStore,
     run: i64,
     since: u64,
+    rules: &RuleOptions,
     progress: &dyn Progress,
 ) -> Result<Refresh> {
     let mut refresh = Refresh::default();
@@ -438,7 +439,7 @@ pub async fn refresh_delta<D: Directory>(
         }
     }
     let puts: Vec<DirObject> = puts.into_values().collect();
-    store.mirror_put(&puts, run, true)?;
+    store.mirror_put(&puts, run, true, &|o| validate::duplicate_keys(&rules.policy, o))?;
     refresh.read.removed = store.mirror_remove(&removed)? as u64;
     store.mirror_resolve_links(true)?;
     ous_gone.retain(|g| !ous_now.iter().any(|(n, _)| n == g));
@@ -457,66 +458,29 @@ pub struct Verdicts {
 /// Which values are held more than once, per duplicate rule (`None`: look each value up).
 type Shared = Option<[BTreeSet<String>; 3]>;
 
-/// A configured policy's duplicate keys over every user of the mirror: per slot (mapped email,
-/// mapped userName), key → holders (objectGUID, DN). `None` for Default, whose keys are columns
-/// of the mirror. Computed by mapping every user, in a delta too: a mapped value is not a column.
-type MappedHolders = Option<[HashMap<String, Vec<(String, String)>>; 2]>;
-
-fn mapped_holders(store: &StateStore, rules: &RuleOptions) -> Result<MappedHolders> {
-    if rules.policy.is_default() {
-        return Ok(None);
-    }
-    let mut holders: [HashMap<String, Vec<(String, String)>>; 2] = Default::default();
-    let mut after = String::new();
-    loop {
-        let page = store.work_page(ObjectKind::User, true, &after, PAGE)?;
-        let Some(last) = page.last() else { break };
-        after = last.guid.clone();
-        for m in &page {
-            let Some(keys) = validate::mapped_keys(&rules.policy, &m.object) else { continue };
-            for (slot, key) in keys.into_iter().take(2).enumerate() {
-                if let Some(key) = key {
-                    holders[slot].entry(key).or_default().push((m.guid.clone(), m.object.dn.to_string()));
-                }
-            }
-        }
-    }
-    Ok(Some(holders))
-}
-
 fn problems_of(
     store: &StateStore,
     m: &Mirrored,
     shared: &Shared,
-    mapped: &MappedHolders,
     rules: &RuleOptions,
 ) -> Result<Vec<validate::Problem>> {
     if m.object.kind == ObjectKind::Group {
         return Ok(object_problems(&m.object, rules));
     }
     let mut problems = validate::check_attributes(&m.object, rules);
-    let o = &m.object;
-    let values = [o.mail.as_deref(), o.user_principal_name.as_deref(), o.sam_account_name.as_deref()];
-    let keys = validate::mapped_keys(&rules.policy, o).unwrap_or_else(|| values.map(duplicate_key));
-    for (slot, key) in keys.into_iter().enumerate() {
+    for (slot, key) in validate::duplicate_keys(&rules.policy, &m.object).into_iter().enumerate() {
         let Some(key) = key else { continue };
-        if let Some(holders) = mapped.as_ref().filter(|_| slot < 2) {
-            let mut others: Vec<&(String, String)> =
-                holders[slot].get(&key).map(|h| h.iter().filter(|(g, _)| *g != m.guid).collect()).unwrap_or_default();
-            others.sort_by_cached_key(|(_, dn)| dn.to_lowercase());
-            if !others.is_empty() {
-                let listed = others.iter().take(MAX_LISTED_CONFLICTS).map(|(_, dn)| dn.clone()).collect();
-                let rule = validate::duplicate_rule(&rules.policy, slot);
-                problems.push(validate::duplicate_problem(rule, &key, listed, others.len()));
-            }
-            continue;
-        }
         if shared.as_ref().is_some_and(|s| !s[slot].contains(&key)) {
             continue;
         }
         let (holders, total) = store.holders(slot, &key, &m.guid, MAX_LISTED_CONFLICTS)?;
         if total > 0 {
-            problems.push(validate::duplicate_problem(DUPLICATE_RULES[slot], &key, holders, total));
+            problems.push(validate::duplicate_problem(
+                validate::duplicate_rule(&rules.policy, slot),
+                &key,
+                holders,
+                total,
+            ));
         }
     }
     validate::tidy(&mut problems);
@@ -647,7 +611,6 @@ pub fn validate(store: &mut StateStore, all: bool, rules: &RuleOptions, scope: &
     let mut verdicts = Verdicts::default();
     // All users: one pass finds the shared values; a few users: one indexed look-up each.
     let shared = if all { Some(store.shared_keys()?) } else { None };
-    let mapped = mapped_holders(store, rules)?;
     for kind in [ObjectKind::User, ObjectKind::Group] {
         let mut after = String::new();
         loop {
@@ -661,7 +624,7 @@ pub fn validate(store: &mut StateStore, all: bool, rules: &RuleOptions, scope: &
                     out.push(m.guid.clone());
                     continue;
                 }
-                let problems = problems_of(store, m, &shared, &mapped, rules)?;
+                let problems = problems_of(store, m, &shared, rules)?;
                 if !problems.is_empty() {
                     verdicts.quarantined.insert(
                         m.guid.clone(),
@@ -681,7 +644,7 @@ pub fn validate(store: &mut StateStore, all: bool, rules: &RuleOptions, scope: &
 /// `sync --user`: the rules for one user of the mirror.
 pub fn explain(store: &StateStore, name: &str, rules: &RuleOptions) -> Result<Option<Explanation>> {
     let Some(m) = store.mirrored_user(name)? else { return Ok(None) };
-    let problems = problems_of(store, &m, &None, &mapped_holders(store, rules)?, rules)?;
+    let problems = problems_of(store, &m, &None, rules)?;
     let mut explanation = validate::explain(Identity::of(&m.object), &problems, validate::Rule::of(&rules.policy));
     explanation.mapped = validate::mapped_view(&rules.policy, &m.object);
     Ok(Some(explanation))
@@ -1350,7 +1313,7 @@ mod tests {
 
     fn full(store: &mut StateStore, model: &Model, run: i64) {
         let objects: Vec<DirObject> = model.ids().into_iter().filter_map(|id| model.object(id)).collect();
-        store.mirror_put(&objects, run, false).unwrap();
+        store.mirror_put(&objects, run, false, &crate::store::directory_keys).unwrap();
         let unseen = store.mirror_unseen(run).unwrap();
         store.mirror_remove(&unseen).unwrap();
         store.mirror_resolve_links(false).unwrap();
@@ -1453,7 +1416,7 @@ mod tests {
                 }
                 let run = step + 2;
                 let puts: Vec<DirObject> = changed.iter().filter_map(|id| model.object(*id)).collect();
-                store.mirror_put(&puts, run, true).unwrap();
+                store.mirror_put(&puts, run, true, &crate::store::directory_keys).unwrap();
                 let gone: Vec<String> = removed.iter().map(|id| guid(*id).to_string()).collect();
                 store.mirror_remove(&gone).unwrap();
                 store.mirror_resolve_links(true).unwrap();
@@ -1486,6 +1449,49 @@ mod tests {
                 store.mirror_sql(|tx| tx.execute("DELETE FROM dirty", []).map(|_| ())).unwrap();
             }
         }
+    }
+
+    /// Under a configured policy the duplicate rules compare mapped values, and a delta finds
+    /// them like Default's: the user whose mapped userName becomes another's is judged with every
+    /// holder of it, including the one that did not change (a key column, not a full pass), and
+    /// both are held back; the change undone, both are valid again.
+    #[test]
+    fn a_delta_judges_every_holder_of_a_mapped_duplicate() {
+        let config: crate::policy::PolicyConfig = toml::from_str("[user]\nuserName = '[title]'").unwrap();
+        let policy = crate::policy::Policy::compile("UserNameFromTitle", &config).unwrap();
+        let rules = RuleOptions { policy: policy.into(), ..RuleOptions::default() };
+        let keys = |o: &DirObject| validate::duplicate_keys(&rules.policy, o);
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(&dir.path().join("state.db"), "2026-11-28T00:00:00Z").unwrap();
+        let mut model = Model::default();
+        for id in 0..3u8 {
+            model.users.insert(id, (Some(format!("m{id}@x.y")), format!("t{id}"), None));
+        }
+        let objects: Vec<DirObject> = model.ids().into_iter().filter_map(|id| model.object(id)).collect();
+        store.mirror_put(&objects, 1, false, &keys).unwrap();
+        store.mirror_resolve_links(false).unwrap();
+        let verdicts = validate(&mut store, true, &rules, &PolicyScope::default()).unwrap();
+        assert!(verdicts.quarantined.is_empty(), "{verdicts:?}");
+        store.mirror_sql(|tx| tx.execute("DELETE FROM dirty", []).map(|_| ())).unwrap();
+
+        // Only the title changes: no key Default compares (mail, UPN, sAMAccountName) does.
+        let delta = |store: &mut StateStore, model: &mut Model, title: &str, run: i64| {
+            model.users.get_mut(&0).unwrap().1 = title.to_owned();
+            store.mirror_put(&[model.object(0).unwrap()], run, true, &keys).unwrap();
+            store.mirror_resolve_links(true).unwrap();
+            let verdicts = validate(store, false, &rules, &PolicyScope::default()).unwrap();
+            store.mirror_sql(|tx| tx.execute("DELETE FROM dirty", []).map(|_| ())).unwrap();
+            verdicts
+        };
+        let verdicts = delta(&mut store, &mut model, "T1", 2);
+        let held: Vec<&String> = verdicts.quarantined.keys().collect();
+        assert_eq!(held, [&guid(0).to_string(), &guid(1).to_string()], "{verdicts:?}");
+        for q in verdicts.quarantined.values() {
+            assert!(q.reasons.iter().any(|r| r.rule == "userName.duplicate"), "{q:?}");
+        }
+        let verdicts = delta(&mut store, &mut model, "t0", 3);
+        assert!(verdicts.quarantined.is_empty(), "{verdicts:?}");
+        assert!(store.mirrored(&guid(1).to_string()).unwrap().unwrap().valid == Some(true));
     }
 
     fn model_has(model: &Model, id: u8) -> bool {
@@ -1586,7 +1592,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = StateStore::open(&dir.path().join("state.db"), "2026-11-28T00:00:00Z").unwrap();
         let before = [user_at(1, &format!("CN=u1,{sub},OU=In,DC=x")), user_at(2, "CN=u2,OU=In,DC=x")];
-        store.mirror_put(&before, 1, false).unwrap();
+        store.mirror_put(&before, 1, false, &crate::store::directory_keys).unwrap();
         store.mirror_resolve_links(false).unwrap();
         let ous =
             [(guid(10).to_string(), "OU=In,DC=x".to_owned()), (guid(11).to_string(), format!("{sub},OU=In,DC=x"))];
@@ -1595,7 +1601,17 @@ mod tests {
         let all_ous = changed.clone();
         let mut fake = Fake { changed_ous: changed, objects: now, ous: all_ous };
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        runtime.block_on(refresh_delta(&mut fake, &scope, &mut store, 2, 100, &crate::sync::progress::Silent)).unwrap();
+        runtime
+            .block_on(refresh_delta(
+                &mut fake,
+                &scope,
+                &mut store,
+                2,
+                100,
+                &RuleOptions::default(),
+                &crate::sync::progress::Silent,
+            ))
+            .unwrap();
         (store, dir)
     }
 
@@ -1696,7 +1712,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = StateStore::open(&dir.path().join("state.db"), "2026-11-28T00:00:00Z").unwrap();
         let objects = [user_at(1, "CN=b,OU=In,DC=x"), user_at(2, "CN=c,OU=In,DC=x"), user_at(3, "CN=d,OU=In,DC=x")];
-        store.mirror_put(&objects, 1, false).unwrap();
+        store.mirror_put(&objects, 1, false, &crate::store::directory_keys).unwrap();
         let (g1, g2, g3) = (guid(1).to_string(), guid(2).to_string(), guid(3).to_string());
         // u1 still invalid, u2 valid again, u3 invalid and judged again this run.
         store.set_verdicts(&[(g1.clone(), false), (g2.clone(), true), (g3.clone(), false)], false).unwrap();

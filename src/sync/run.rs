@@ -360,7 +360,7 @@ impl Run<'_, '_> {
             match mode {
                 Mode::Full => engine::refresh_full(directory, scope, store, run, rules, progress).await,
                 Mode::Delta { since } => {
-                    engine::refresh_delta(directory, scope, store, run, since, progress).await.map(Ok)
+                    engine::refresh_delta(directory, scope, store, run, since, rules, progress).await.map(Ok)
                 }
             }
         };

@@ -601,7 +601,7 @@ mod tests {
             ..DirObject::default()
         };
         let objects = [user(1, "Sales"), user(2, "Engineering"), user(3, "Sales"), group];
-        store.mirror_put(&objects, 1, false).unwrap();
+        store.mirror_put(&objects, 1, false, &crate::store::directory_keys).unwrap();
         store.mirror_resolve_links(false).unwrap();
         (dir, store)
     }

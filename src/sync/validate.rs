@@ -452,6 +452,13 @@ pub fn mapped_keys(policy: &Policy, user: &DirObject) -> Option<[Option<String>;
     Some([key(primary.as_deref()), key(user_name.as_deref()), key(user.sam_account_name.as_deref())])
 }
 
+/// The keys `policy`'s duplicate rules compare, in [`DUPLICATE_RULES`] order: [`mapped_keys`]
+/// under a configured policy, mail, userPrincipalName and sAMAccountName as read under Default.
+/// What the mirror's key columns hold.
+pub fn duplicate_keys(policy: &Policy, user: &DirObject) -> [Option<String>; 3] {
+    mapped_keys(policy, user).unwrap_or_else(|| crate::store::directory_keys(user))
+}
+
 /// The rule a duplicate key slot stands for under `policy`.
 pub fn duplicate_rule(policy: &Policy, slot: usize) -> Rule {
     if !policy.is_default() && slot == 1 { Rule::UserNameDuplicate } else { DUPLICATE_RULES[slot] }
