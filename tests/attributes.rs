@@ -61,21 +61,8 @@ fn tag() -> String {
 
 /// The users under `base`, read from the DC asking for `attributes`.
 fn read_users(tb: &Testbed, base: &str, attributes: ReadAttributes) -> Vec<DirObject> {
-    use ausi::directory::ldap::{Bind, LdapDirectory, LdapSettings};
-    use ausi::secrets::SecretString;
-    let settings = LdapSettings {
-        url: tb.ldaps.clone(),
-        starttls: false,
-        bind: Bind::Simple { account: tb.bind_dn.clone(), password: SecretString::from(tb.password()) },
-        ca_file: Some(tb.ca.clone().into()),
-        tls_verify: true,
-        allow_plaintext_bind: false,
-        connect_timeout: std::time::Duration::from_secs(10),
-        operation_timeout: std::time::Duration::from_secs(60),
-        page_size: 300,
-        base_dn: None,
-        range_step: 1500,
-    };
+    use ausi::directory::ldap::LdapDirectory;
+    let settings = tb.ldap_settings(1500);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let mut d = AnyDirectory::Ldap(Box::new(LdapDirectory::connect(settings).await.unwrap()));

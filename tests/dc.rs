@@ -300,8 +300,7 @@ fn unreachable_dc_is_temporary() {
 #[test]
 fn big_group_members_are_read_in_ranges() {
     use ausi::directory::Directory;
-    use ausi::directory::ldap::{Bind, LdapDirectory, LdapSettings};
-    use ausi::secrets::SecretString;
+    use ausi::directory::ldap::LdapDirectory;
     let Some(tb) = testbed() else { return };
     let big = tb.expected["groups"]
         .as_array()
@@ -313,19 +312,7 @@ fn big_group_members_are_read_in_ranges() {
         big["members"].as_array().unwrap().iter().map(|m| dn(m.as_str().unwrap()).normalized()).collect();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     for step in [1500, 700] {
-        let settings = LdapSettings {
-            url: tb.ldaps.clone(),
-            starttls: false,
-            bind: Bind::Simple { account: tb.bind_dn.clone(), password: SecretString::from(tb.password()) },
-            ca_file: Some(tb.ca.clone().into()),
-            tls_verify: true,
-            allow_plaintext_bind: false,
-            connect_timeout: std::time::Duration::from_secs(10),
-            operation_timeout: std::time::Duration::from_secs(60),
-            page_size: 300,
-            base_dn: None,
-            range_step: step,
-        };
+        let settings = tb.ldap_settings(step);
         let (members, from_scan) = runtime.block_on(async {
             let mut d = LdapDirectory::connect(settings).await.unwrap();
             let group = dn(big["dn"].as_str().unwrap());

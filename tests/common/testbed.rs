@@ -78,6 +78,28 @@ impl Testbed {
         std::fs::read_to_string(&self.bind_pw_file).unwrap().trim_end().to_owned()
     }
 
+    /// How a test reads the DC itself, as svc-ausi over LDAPS, with `range_step` values of a
+    /// ranged attribute a request.
+    pub fn ldap_settings(&self, range_step: u32) -> ausi::directory::ldap::LdapSettings {
+        use ausi::directory::ldap::{Bind, LdapSettings};
+        LdapSettings {
+            url: self.ldaps.clone(),
+            starttls: false,
+            bind: Bind::Simple {
+                account: self.bind_dn.clone(),
+                password: ausi::secrets::SecretString::from(self.password()),
+            },
+            ca_file: Some(self.ca.clone().into()),
+            tls_verify: true,
+            allow_plaintext_bind: false,
+            connect_timeout: std::time::Duration::from_secs(10),
+            operation_timeout: std::time::Duration::from_secs(60),
+            page_size: 300,
+            base_dn: None,
+            range_step,
+        }
+    }
+
     pub fn users(&self) -> &Vec<Value> {
         self.expected["users"].as_array().unwrap()
     }
