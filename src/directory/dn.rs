@@ -65,8 +65,9 @@ impl Dn {
         if p.peek().is_none() {
             return Ok(Dn { rdns: Vec::new() });
         }
-        let mut rdns = Vec::new();
-        let mut rdn = Vec::new();
+        // At most one RDN per comma (escaped ones included), so the list is allocated once.
+        let mut rdns = Vec::with_capacity(s.bytes().filter(|b| *b == b',').count() + 1);
+        let mut rdn = Vec::with_capacity(1);
         loop {
             p.skip_spaces();
             let ty = p.attr_type()?;
@@ -90,7 +91,7 @@ impl Dn {
                 Some(b'+') => p.pos += 1,
                 Some(b',') => {
                     p.pos += 1;
-                    rdns.push(std::mem::take(&mut rdn));
+                    rdns.push(std::mem::replace(&mut rdn, Vec::with_capacity(1)));
                 }
                 Some(_) => {
                     // Value parsers only stop at ',', '+' or end; stay total anyway.
@@ -413,7 +414,7 @@ impl Parser<'_> {
 
     fn string_value(&mut self, ty: String) -> Result<Ava, DnError> {
         let start = self.pos;
-        let mut out: Vec<u8> = Vec::new();
+        let mut out: Vec<u8> = Vec::with_capacity(16);
         // Unescaped spaces at the end of `out`; they are not significant.
         let mut trailing_spaces = 0usize;
         loop {
@@ -463,10 +464,16 @@ impl Parser<'_> {
                     trailing_spaces += 1;
                     self.pos += 1;
                 }
-                Some(c) => {
-                    out.push(c);
+                Some(_) => {
+                    // A run of plain bytes (this one included) is copied at once.
+                    let rest = &self.bytes[self.pos..];
+                    let run = rest
+                        .iter()
+                        .position(|b| matches!(b, b',' | b'+' | b'\\' | b'"' | b';' | b'<' | b'>' | 0 | b' '))
+                        .unwrap_or(rest.len());
+                    out.extend_from_slice(&rest[..run]);
                     trailing_spaces = 0;
-                    self.pos += 1;
+                    self.pos += run;
                 }
             }
         }
