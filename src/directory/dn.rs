@@ -152,7 +152,9 @@ impl Dn {
     /// [`escape_rdn_value`] (hex BER values: hex lowercased), AVAs of a
     /// multi-valued RDN sorted, RDNs joined with `,` without spaces.
     pub fn normalized(&self) -> String {
-        let mut out = String::with_capacity(self.rdns.iter().flatten().map(|a| a.ty.len() + a.value.len() + 2).sum());
+        // Exact when nothing needs escaping (`ty=value` per AVA, one separator between).
+        let len: usize = self.rdns.iter().flatten().map(|a| a.ty.len() + a.value.len() + 2).sum();
+        let mut out = String::with_capacity(len.saturating_sub(1));
         for (i, rdn) in self.rdns.iter().enumerate() {
             if i > 0 {
                 out.push(',');
