@@ -65,8 +65,9 @@ impl Dn {
         if p.peek().is_none() {
             return Ok(Dn { rdns: Vec::new() });
         }
-        let mut rdns = Vec::new();
-        let mut rdn = Vec::new();
+        // At most one RDN per comma (escaped ones included), so the list is allocated once.
+        let mut rdns = Vec::with_capacity(s.bytes().filter(|b| *b == b',').count() + 1);
+        let mut rdn = Vec::with_capacity(1);
         loop {
             p.skip_spaces();
             let ty = p.attr_type()?;
@@ -90,7 +91,7 @@ impl Dn {
                 Some(b'+') => p.pos += 1,
                 Some(b',') => {
                     p.pos += 1;
-                    rdns.push(std::mem::take(&mut rdn));
+                    rdns.push(std::mem::replace(&mut rdn, Vec::with_capacity(1)));
                 }
                 Some(_) => {
                     // Value parsers only stop at ',', '+' or end; stay total anyway.
@@ -142,7 +143,7 @@ impl Dn {
     /// `None` when `self` is not below `ancestor`.
     pub fn depth_below(&self, ancestor: &Dn) -> Option<usize> {
         let extra = self.rdns.len().checked_sub(ancestor.rdns.len())?;
-        let same = self.rdns[extra..].iter().zip(&ancestor.rdns).all(|(a, b)| rdn_normalized(a) == rdn_normalized(b));
+        let same = self.rdns[extra..].iter().zip(&ancestor.rdns).all(|(a, b)| rdn_eq(a, b));
         same.then_some(extra)
     }
 
@@ -151,7 +152,16 @@ impl Dn {
     /// [`escape_rdn_value`] (hex BER values: hex lowercased), AVAs of a
     /// multi-valued RDN sorted, RDNs joined with `,` without spaces.
     pub fn normalized(&self) -> String {
-        self.rdns.iter().map(|r| rdn_normalized(r)).collect::<Vec<_>>().join(",")
+        // Exact when nothing needs escaping (`ty=value` per AVA, one separator between).
+        let len: usize = self.rdns.iter().flatten().map(|a| a.ty.len() + a.value.len() + 2).sum();
+        let mut out = String::with_capacity(len.saturating_sub(1));
+        for (i, rdn) in self.rdns.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_rdn_normalized(&mut out, rdn);
+        }
+        out
     }
 
     /// A child of `self` whose single-valued RDN is `rdn_type=value`.
@@ -166,27 +176,71 @@ impl Dn {
     }
 }
 
-fn ava_normalized(a: &Ava) -> String {
-    let ty = a.ty.to_ascii_lowercase();
+/// Appends the canonical form of one AVA (see [`Dn::normalized`]) to `out`.
+fn push_ava_normalized(out: &mut String, a: &Ava) {
+    let start = out.len();
+    out.push_str(&a.ty);
+    out[start..].make_ascii_lowercase();
+    out.push('=');
     if a.hex {
-        format!("{ty}={}", a.value.to_ascii_lowercase())
+        let start = out.len();
+        out.push_str(&a.value);
+        out[start..].make_ascii_lowercase();
+    } else if a.value.is_ascii() {
+        // ASCII lowercases char for char (no expansion), so escape as we go.
+        push_escaped(out, a.value.chars().map(|c| c.to_ascii_lowercase()), a.value.len());
     } else {
         // Per-char lowercasing (not `str::to_lowercase`) so the result does
         // not depend on context such as word-final sigma.
         let lower: String = a.value.chars().flat_map(char::to_lowercase).collect();
-        format!("{ty}={}", escape_rdn_value(&lower))
+        push_escaped(out, lower.chars(), lower.chars().count());
     }
 }
 
-fn rdn_normalized(rdn: &[Ava]) -> String {
-    let mut avas: Vec<String> = rdn.iter().map(ava_normalized).collect();
-    avas.sort();
-    avas.join("+")
+fn ava_normalized(a: &Ava) -> String {
+    let mut out = String::with_capacity(a.ty.len() + a.value.len() + 2);
+    push_ava_normalized(&mut out, a);
+    out
+}
+
+/// Appends the canonical form of one RDN: its AVAs normalized, sorted and joined with `+`.
+fn push_rdn_normalized(out: &mut String, rdn: &[Ava]) {
+    if let [ava] = rdn {
+        push_ava_normalized(out, ava);
+    } else {
+        let mut avas: Vec<String> = rdn.iter().map(ava_normalized).collect();
+        avas.sort();
+        out.push_str(&avas.join("+"));
+    }
+}
+
+/// `rdn_normalized(a) == rdn_normalized(b)` without building either: escaping is injective
+/// and a hex value never normalizes like a string value (whose leading `#` is escaped), so
+/// two single AVAs are equal when their kinds, types (ASCII case folded) and values (hex:
+/// ASCII case folded, else lowercased per char) are.
+fn rdn_eq(a: &[Ava], b: &[Ava]) -> bool {
+    match (a, b) {
+        ([x], [y]) => {
+            x.hex == y.hex
+                && x.ty.eq_ignore_ascii_case(&y.ty)
+                && if x.hex || (x.value.is_ascii() && y.value.is_ascii()) {
+                    x.value.eq_ignore_ascii_case(&y.value)
+                } else {
+                    x.value.chars().flat_map(char::to_lowercase).eq(y.value.chars().flat_map(char::to_lowercase))
+                }
+        }
+        _ => {
+            let (mut x, mut y) = (String::new(), String::new());
+            push_rdn_normalized(&mut x, a);
+            push_rdn_normalized(&mut y, b);
+            x == y
+        }
+    }
 }
 
 impl PartialEq for Dn {
     fn eq(&self, other: &Dn) -> bool {
-        self.rdns.len() == other.rdns.len() && self.normalized() == other.normalized()
+        self.rdns.len() == other.rdns.len() && self.rdns.iter().zip(&other.rdns).all(|(a, b)| rdn_eq(a, b))
     }
 }
 
@@ -215,10 +269,12 @@ impl fmt::Display for Dn {
                 if j > 0 {
                     f.write_str("+")?;
                 }
-                if ava.hex {
-                    write!(f, "{}={}", ava.ty, ava.value)?;
+                f.write_str(&ava.ty)?;
+                f.write_str("=")?;
+                if ava.hex || !needs_escape(&ava.value) {
+                    f.write_str(&ava.value)?;
                 } else {
-                    write!(f, "{}={}", ava.ty, escape_rdn_value(&ava.value))?;
+                    f.write_str(&escape_rdn_value(&ava.value))?;
                 }
             }
         }
@@ -232,8 +288,15 @@ impl fmt::Display for Dn {
 /// byte. Everything else, including non-ASCII text, is kept as is.
 pub fn escape_rdn_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 4);
-    let last = value.chars().count().saturating_sub(1);
-    for (i, c) in value.chars().enumerate() {
+    push_escaped(&mut out, value.chars(), value.chars().count());
+    out
+}
+
+/// [`escape_rdn_value`] of the `count` characters `chars`, appended to `out`.
+fn push_escaped(out: &mut String, chars: impl Iterator<Item = char>, count: usize) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let last = count.saturating_sub(1);
+    for (i, c) in chars.enumerate() {
         match c {
             ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=' => {
                 out.push('\\');
@@ -244,13 +307,21 @@ pub fn escape_rdn_value(value: &str) -> String {
             c if c.is_control() => {
                 let mut buf = [0u8; 4];
                 for b in c.encode_utf8(&mut buf).bytes() {
-                    out.push_str(&format!("\\{b:02X}"));
+                    out.push('\\');
+                    out.push(char::from(HEX[usize::from(b >> 4)]));
+                    out.push(char::from(HEX[usize::from(b & 15)]));
                 }
             }
             c => out.push(c),
         }
     }
-    out
+}
+
+/// True when [`escape_rdn_value`] would change `value`.
+fn needs_escape(value: &str) -> bool {
+    value.starts_with(['#', ' '])
+        || value.ends_with(' ')
+        || value.chars().any(|c| matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=') || c.is_control())
 }
 
 struct Parser<'a> {
@@ -345,7 +416,7 @@ impl Parser<'_> {
 
     fn string_value(&mut self, ty: String) -> Result<Ava, DnError> {
         let start = self.pos;
-        let mut out: Vec<u8> = Vec::new();
+        let mut out: Vec<u8> = Vec::with_capacity(16);
         // Unescaped spaces at the end of `out`; they are not significant.
         let mut trailing_spaces = 0usize;
         loop {
@@ -395,10 +466,16 @@ impl Parser<'_> {
                     trailing_spaces += 1;
                     self.pos += 1;
                 }
-                Some(c) => {
-                    out.push(c);
+                Some(_) => {
+                    // A run of plain bytes (this one included) is copied at once.
+                    let rest = &self.bytes[self.pos..];
+                    let run = rest
+                        .iter()
+                        .position(|b| matches!(b, b',' | b'+' | b'\\' | b'"' | b';' | b'<' | b'>' | 0 | b' '))
+                        .unwrap_or(rest.len());
+                    out.extend_from_slice(&rest[..run]);
                     trailing_spaces = 0;
-                    self.pos += 1;
+                    self.pos += run;
                 }
             }
         }
@@ -685,8 +762,75 @@ mod tests {
         prop::collection::vec(prop::collection::vec(ava(), 1..3), 0..5).prop_map(|rdns| Dn { rdns })
     }
 
+    /// The straightforward forms the faster ones must equal: every AVA normalized on its own,
+    /// RDNs compared by their normalized text, values escaped through `escape_rdn_value`.
+    fn reference_ava(a: &Ava) -> String {
+        let ty = a.ty.to_ascii_lowercase();
+        if a.hex {
+            format!("{ty}={}", a.value.to_ascii_lowercase())
+        } else {
+            let lower: String = a.value.chars().flat_map(char::to_lowercase).collect();
+            format!("{ty}={}", escape_rdn_value(&lower))
+        }
+    }
+
+    fn reference_rdn(rdn: &[Ava]) -> String {
+        let mut avas: Vec<String> = rdn.iter().map(reference_ava).collect();
+        avas.sort();
+        avas.join("+")
+    }
+
+    fn reference_normalized(d: &Dn) -> String {
+        d.rdns.iter().map(|r| reference_rdn(r)).collect::<Vec<_>>().join(",")
+    }
+
+    fn reference_display(d: &Dn) -> String {
+        let rdn = |r: &Vec<Ava>| {
+            let shown =
+                |a: &Ava| format!("{}={}", a.ty, if a.hex { a.value.clone() } else { escape_rdn_value(&a.value) });
+            r.iter().map(shown).collect::<Vec<_>>().join("+")
+        };
+        d.rdns.iter().map(rdn).collect::<Vec<_>>().join(",")
+    }
+
+    /// `d` with its types and values upper-cased (hex digits included): normalizes like `d`
+    /// unless the value holds characters whose cases do not round-trip (ß, the Kelvin sign).
+    fn shouted(d: &Dn) -> Dn {
+        let ava = |a: &Ava| Ava { ty: a.ty.to_uppercase(), value: a.value.to_uppercase(), hex: a.hex };
+        Dn { rdns: d.rdns.iter().map(|r| r.iter().map(ava).collect()).collect() }
+    }
+
+    #[test]
+    fn fast_comparison_agrees_on_unicode_case() {
+        // The Kelvin sign lowercases to an ASCII 'k'; U+0130 to two characters.
+        assert_eq!(dn("CN=\u{212a}x,DC=a"), dn("cn=kX,dc=A"));
+        assert!(dn("CN=k,CN=\u{130},DC=a").is_descendant_of(&dn("CN=i\u{307},DC=A")));
+        assert_ne!(dn("CN=#6162,DC=a"), dn("CN=\\#6162,DC=a"));
+        assert_ne!(dn("CN=a+CN=b,DC=a"), dn("CN=a\\+CN\\=b,DC=a"));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn normalized_and_comparisons_match_the_reference(d in arb_dn(), e in arb_dn()) {
+            prop_assert_eq!(d.normalized(), reference_normalized(&d));
+            prop_assert_eq!(d.to_string(), reference_display(&d));
+            for other in [e, shouted(&d), d.clone()] {
+                prop_assert_eq!(other.normalized(), reference_normalized(&other));
+                prop_assert_eq!(d == other, reference_normalized(&d) == reference_normalized(&other));
+                for (x, y) in d.rdns.iter().zip(&other.rdns) {
+                    prop_assert_eq!(rdn_eq(x, y), reference_rdn(x) == reference_rdn(y));
+                }
+                let below = |a: &Dn, b: &Dn| {
+                    let extra = a.rdns.len().checked_sub(b.rdns.len())?;
+                    let same = a.rdns[extra..].iter().zip(&b.rdns).all(|(x, y)| reference_rdn(x) == reference_rdn(y));
+                    same.then_some(extra)
+                };
+                prop_assert_eq!(d.depth_below(&other), below(&d, &other));
+                prop_assert_eq!(other.depth_below(&d), below(&other, &d));
+            }
+        }
 
         #[test]
         fn display_parse_round_trip(d in arb_dn()) {

@@ -72,6 +72,8 @@ pub struct LdifReader<R: BufRead> {
     skipping: bool,
     /// EOF reached or I/O failed: yield nothing more.
     done: bool,
+    /// The previous line's buffer, reused for the next one.
+    spare: Vec<u8>,
 }
 
 enum Block {
@@ -114,6 +116,7 @@ impl<R: BufRead> LdifReader<R> {
             block: Block::Empty,
             skipping: false,
             done: false,
+            spare: Vec::new(),
         }
     }
 
@@ -178,7 +181,8 @@ impl<R: BufRead> LdifReader<R> {
 
     /// Reads one logical line (a physical line plus its continuation lines). None at EOF.
     fn read_logical(&mut self) -> io::Result<Option<Logical>> {
-        let mut bytes = Vec::new();
+        let mut bytes = std::mem::take(&mut self.spare);
+        bytes.clear();
         let mut overflow = false;
         if !self.read_physical(&mut bytes, &mut overflow)? {
             return Ok(None);
@@ -207,11 +211,11 @@ impl<R: BufRead> LdifReader<R> {
     }
 
     /// Handles one non-blank logical line; Err(message) is a syntax error for that line.
-    fn process(&mut self, logical: Logical) -> Result<(), String> {
+    fn process(&mut self, logical: &Logical) -> Result<(), String> {
         if logical.overflow {
             return Err(format!("line longer than {} bytes (after unfolding)", self.max_line));
         }
-        let bytes = logical.bytes;
+        let bytes = &logical.bytes[..];
         match bytes.first() {
             Some(b'#') => return Ok(()),
             Some(b' ') => {
@@ -221,7 +225,7 @@ impl<R: BufRead> LdifReader<R> {
         }
         let version_allowed = std::mem::replace(&mut self.version_allowed, false);
         let Some(colon) = bytes.iter().position(|&b| b == b':') else {
-            return Err(format!("line has no ':' (expected \"attribute: value\"): {}", show(&bytes)));
+            return Err(format!("line has no ':' (expected \"attribute: value\"): {}", show(bytes)));
         };
         let key_bytes = &bytes[..colon];
         if !valid_attr_desc(key_bytes) {
@@ -317,6 +321,7 @@ impl<R: BufRead> Iterator for LdifReader<R> {
                 }
             };
             if logical.bytes.is_empty() && !logical.overflow {
+                self.spare = logical.bytes;
                 match self.end_block() {
                     Some(record) => return Some(Ok(record)),
                     None => continue,
@@ -326,7 +331,9 @@ impl<R: BufRead> Iterator for LdifReader<R> {
                 continue;
             }
             let line = logical.line;
-            if let Err(message) = self.process(logical) {
+            let processed = self.process(&logical);
+            self.spare = logical.bytes;
+            if let Err(message) = processed {
                 self.skipping = true;
                 self.block = Block::Empty;
                 return Some(Err(LdifError::Syntax { line, message }));

@@ -32,16 +32,21 @@ impl LdifDirectory {
                 Err(LdifError::Io(source)) => return Err(file_error(path, source)),
             };
             let Ok(dn) = Dn::parse(&record.dn) else { continue };
-            suffix = Some(match suffix {
-                None => dn.clone(),
-                Some(s) => common_suffix(&s, &dn),
-            });
-            let raw = raw_entry(record);
-            let has = |class: &str| raw.values("objectclass").iter().any(|v| v.eq_ignore_ascii_case(class.as_bytes()));
+            suffix = match suffix {
+                None => Some(dn.clone()),
+                Some(s) if dn.is_descendant_of(&s) => Some(s),
+                Some(s) => Some(common_suffix(&s, &dn)),
+            };
+            // Only containers are kept: the class test reads the record as it is.
+            let has = |class: &str| {
+                record.attrs.iter().any(|(name, value)| {
+                    name.eq_ignore_ascii_case("objectclass") && value.eq_ignore_ascii_case(class.as_bytes())
+                })
+            };
             if has("domainDNS") && domain.is_none() {
                 domain = Some(dn);
             } else if has("organizationalUnit") || has("container") || has("builtinDomain") {
-                candidates.push(raw);
+                candidates.push(raw_entry(record));
             }
         }
         let naming_context = domain.unwrap_or_else(|| domain_part(suffix.unwrap_or_default()));
@@ -148,7 +153,7 @@ fn file_error(path: &Path, source: std::io::Error) -> DirectoryError {
 fn raw_entry(record: LdifRecord) -> RawEntry {
     let mut raw = RawEntry { dn: record.dn, attrs: Vec::new() };
     for (name, value) in record.attrs {
-        raw.push(&name, value);
+        raw.push_named(name, value);
     }
     raw
 }

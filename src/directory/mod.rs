@@ -673,7 +673,15 @@ pub struct RawEntry {
 
 impl RawEntry {
     pub fn push(&mut self, name: &str, value: Vec<u8>) {
-        let name = name.to_ascii_lowercase();
+        match self.attrs.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            Some((_, values)) => values.push(value),
+            None => self.attrs.push((name.to_ascii_lowercase(), vec![value])),
+        }
+    }
+
+    /// [`RawEntry::push`] of an owned name (lower-cased in place, not copied).
+    pub fn push_named(&mut self, mut name: String, value: Vec<u8>) {
+        name.make_ascii_lowercase();
         match self.attrs.iter_mut().find(|(n, _)| *n == name) {
             Some((_, values)) => values.push(value),
             None => self.attrs.push((name, vec![value])),

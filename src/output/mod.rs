@@ -270,6 +270,11 @@ impl Escaping<'_> {
 
 impl Write for Escaping<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // ASCII cannot be deceptive here (serde_json escapes the controls): the common case.
+        if self.pending.is_empty() && buf.is_ascii() {
+            self.out.write_all(buf)?;
+            return Ok(buf.len());
+        }
         let bytes: std::borrow::Cow<'_, [u8]> = if self.pending.is_empty() {
             buf.into()
         } else {

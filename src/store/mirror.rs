@@ -54,6 +54,61 @@ struct Attrs {
     extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
+/// [`Attrs`] borrowed from the object being written, serialised to the same text without
+/// copying every value first.
+#[derive(Serialize)]
+struct AttrsRef<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sam: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upn: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    given: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sn: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mail: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uac: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cn: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    title: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phone: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    department: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    employee: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[Defect]>::is_empty")]
+    defects: &'a [Defect],
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    extra: &'a std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl<'a> AttrsRef<'a> {
+    fn of(o: &'a DirObject) -> AttrsRef<'a> {
+        AttrsRef {
+            sam: o.sam_account_name.as_deref(),
+            upn: o.user_principal_name.as_deref(),
+            given: o.given_name.as_deref(),
+            sn: o.sn.as_deref(),
+            mail: o.mail.as_deref(),
+            display: o.display_name.as_deref(),
+            uac: o.user_account_control,
+            cn: o.cn.as_deref(),
+            title: o.title.as_deref(),
+            phone: o.telephone_number.as_deref(),
+            department: o.department.as_deref(),
+            employee: o.employee_number.as_deref(),
+            defects: &o.defects,
+            extra: &o.extra,
+        }
+    }
+}
+
 /// The value the duplicate rules compare (`None` for a blank value, which never collides).
 pub fn duplicate_key(value: Option<&str>) -> Option<String> {
     value.filter(|v| !crate::directory::is_blank(v)).map(|v| v.trim().to_lowercase())
@@ -106,16 +161,24 @@ pub fn directory_keys(o: &DirObject) -> [Option<String>; 3] {
 }
 
 fn row_to_mirrored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Mirrored> {
+    // Borrowed from the row where they are only read (kind, DN text, the JSON).
+    let text = |i: usize| -> rusqlite::Result<&str> {
+        r.get_ref(i)?
+            .as_str()
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+    };
     let guid: String = r.get(0)?;
-    let kind: String = r.get(1)?;
-    let dn: String = r.get(2)?;
-    let data: String = r.get(3)?;
-    let a: Attrs = serde_json::from_str(&data)
+    let kind = text(1)?;
+    let dn = text(2)?;
+    let a: Attrs = serde_json::from_str(text(3)?)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e)))?;
-    let status: Option<String> = r.get(5)?;
+    let valid = match r.get_ref(5)? {
+        rusqlite::types::ValueRef::Null => None,
+        _ => Some(text(5)? == "valid"),
+    };
     let object = DirObject {
         kind: if kind == "group" { ObjectKind::Group } else { ObjectKind::User },
-        dn: Dn::parse(&dn)
+        dn: Dn::parse(dn)
             .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.message.into()))?,
         guid: ObjectGuid::parse(&guid),
         sam_account_name: a.sam,
@@ -134,7 +197,7 @@ fn row_to_mirrored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Mirrored> {
         extra: a.extra,
         ..DirObject::default()
     };
-    Ok(Mirrored { guid, object, manager: r.get(4)?, valid: status.map(|s| s == "valid") })
+    Ok(Mirrored { guid, object, manager: r.get(4)?, valid })
 }
 
 const SELECT: &str = "SELECT guid, kind, dn, data, manager, status FROM dir_objects";
@@ -246,23 +309,7 @@ impl StateStore {
                         }
                     }
                 }
-                let attrs = Attrs {
-                    sam: o.sam_account_name.clone(),
-                    upn: o.user_principal_name.clone(),
-                    given: o.given_name.clone(),
-                    sn: o.sn.clone(),
-                    mail: o.mail.clone(),
-                    display: o.display_name.clone(),
-                    uac: o.user_account_control,
-                    cn: o.cn.clone(),
-                    title: o.title.clone(),
-                    phone: o.telephone_number.clone(),
-                    department: o.department.clone(),
-                    employee: o.employee_number.clone(),
-                    defects: o.defects.clone(),
-                    extra: o.extra.clone(),
-                };
-                let data = serde_json::to_string(&attrs).unwrap_or_default();
+                let data = serde_json::to_string(&AttrsRef::of(o)).unwrap_or_default();
                 let written = upsert.execute(params![
                     guid,
                     kind_text(o.kind),
@@ -834,6 +881,50 @@ mod scope_tests {
         store.set_verdicts(&verdicts, false).unwrap();
         store.set_out_of_scope(&[guid(13)], false).unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn borrowed_attributes_serialise_as_the_owned_ones() {
+        let full = DirObject {
+            sam_account_name: Some("jdoe".into()),
+            user_principal_name: Some("jdoe@x".into()),
+            given_name: Some("J\u{f6}rg \"J\"".into()),
+            sn: Some("Doe".into()),
+            mail: Some("j@x".into()),
+            display_name: Some("D".into()),
+            user_account_control: Some(512),
+            cn: Some("cn".into()),
+            title: Some("t".into()),
+            telephone_number: Some("1".into()),
+            department: Some("d".into()),
+            employee_number: Some("7".into()),
+            defects: vec![Defect::UacSyntax { value: "x".into() }],
+            extra: [("employeeType".to_owned(), vec!["a".to_owned(), "b".to_owned()])].into(),
+            ..object(1, ObjectKind::User, &[])
+        };
+        let sparse = DirObject { sam_account_name: None, ..object(2, ObjectKind::Group, &[1]) };
+        for o in [full, sparse] {
+            let owned = Attrs {
+                sam: o.sam_account_name.clone(),
+                upn: o.user_principal_name.clone(),
+                given: o.given_name.clone(),
+                sn: o.sn.clone(),
+                mail: o.mail.clone(),
+                display: o.display_name.clone(),
+                uac: o.user_account_control,
+                cn: o.cn.clone(),
+                title: o.title.clone(),
+                phone: o.telephone_number.clone(),
+                department: o.department.clone(),
+                employee: o.employee_number.clone(),
+                defects: o.defects.clone(),
+                extra: o.extra.clone(),
+            };
+            let text = serde_json::to_string(&AttrsRef::of(&o)).unwrap();
+            assert_eq!(text, serde_json::to_string(&owned).unwrap());
+            let back: Attrs = serde_json::from_str(&text).unwrap();
+            assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        }
     }
 
     fn guids(ids: &[u8]) -> HashSet<String> {

@@ -34,12 +34,24 @@ pub fn group_text(group: &DirObject) -> [(&'static str, Option<&str>); 1] {
 /// A stable fingerprint of what was sent (FNV-1a over the JSON text): an unchanged object
 /// costs no write. Stable across releases and platforms, unlike std's hasher.
 pub fn content_hash(body: &Value) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in body.to_string().bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    /// FNV-1a fed by the serialiser as it writes: the text is never built.
+    struct Fnv(u64);
+    impl std::io::Write for Fnv {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            for byte in buf {
+                self.0 ^= u64::from(*byte);
+                self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
-    format!("{hash:016x}")
+    let mut hash = Fnv(0xcbf2_9ce4_8422_2325);
+    // The same compact text as `body.to_string()`; writing to `Fnv` cannot fail.
+    let _ = serde_json::to_writer(&mut hash, body);
+    format!("{:016x}", hash.0)
 }
 
 /// The attributes whose values differ between two bodies (for the dry-run plan).

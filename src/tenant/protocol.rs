@@ -203,14 +203,21 @@ pub fn bulk_request(operations: &mut [BulkOperation]) -> Value {
                 Some(id) => format!("/{}/{}", op.kind.endpoint(), percent_encode(id)),
                 None => format!("/{}", op.kind.endpoint()),
             };
-            let mut v = json!({"method": op.method.as_str(), "path": path, "bulkId": op.bulk_id});
+            let mut v = serde_json::Map::with_capacity(4);
+            v.insert("method".into(), op.method.as_str().into());
+            v.insert("path".into(), path.into());
+            v.insert("bulkId".into(), op.bulk_id.clone().into());
             if let Some(data) = op.data.take() {
-                v["data"] = data;
+                v.insert("data".into(), data);
             }
-            v
+            Value::Object(v)
         })
         .collect();
-    json!({"schemas": [BULK_REQUEST_SCHEMA], "Operations": ops})
+    // Built, not `json!`: the macro would serialise `ops` into a copy of every body.
+    let mut request = serde_json::Map::with_capacity(2);
+    request.insert("schemas".into(), json!([BULK_REQUEST_SCHEMA]));
+    request.insert("Operations".into(), Value::Array(ops));
+    Value::Object(request)
 }
 
 /// One outcome per operation of a `/Bulk` answer, in the order of the request (status 0: the
@@ -323,6 +330,32 @@ pub fn patch_remove_members(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bulk_request_text_and_data_moved() {
+        let mut ops = vec![
+            BulkOperation {
+                method: BulkMethod::Post,
+                kind: ResourceKind::User,
+                id: None,
+                bulk_id: "u1".into(),
+                data: Some(json!({"userName": "a", "active": true})),
+            },
+            BulkOperation {
+                method: BulkMethod::Put,
+                kind: ResourceKind::Group,
+                id: Some("g/1".into()),
+                bulk_id: "g1".into(),
+                data: Some(json!({"displayName": "G"})),
+            },
+        ];
+        let request = bulk_request(&mut ops);
+        assert_eq!(
+            request.to_string(),
+            r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],"Operations":[{"method":"POST","path":"/Users","bulkId":"u1","data":{"userName":"a","active":true}},{"method":"PUT","path":"/Groups/g%2F1","bulkId":"g1","data":{"displayName":"G"}}]}"#
+        );
+        assert!(ops.iter().all(|op| op.data.is_none()), "the data is moved into the request");
+    }
 
     #[test]
     fn filter_values_and_urls_are_escaped() {
