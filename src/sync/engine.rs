@@ -11,6 +11,7 @@ use super::desired::{self, Candidate};
 use super::plan::{self, Kind, Known, Plan, Quarantined, Reason};
 use super::progress::Progress;
 use super::scope::{PolicyScope, Scope};
+use super::spill::PlanLog;
 use super::validate::{self, DUPLICATE_RULES, Explanation, Identity, MAX_LISTED_CONFLICTS, RuleOptions};
 use crate::config::{OnRemove, ScopeConfig};
 use crate::directory::{
@@ -707,7 +708,8 @@ pub struct Engine<'a, 'c> {
     applier: Option<Applier<'c>>,
     /// guid → SCIM id for a dry run (a real run asks the applier, which learns new ids).
     ids: HashMap<String, String>,
-    plan: Plan,
+    /// The run's plan for the report, spilled as it is made.
+    plan: PlanLog,
     /// The tenant's users and groups, when this run listed them (a full sync): the planner
     /// repairs drift from it.
     tenant: Option<super::repair::TenantView>,
@@ -728,11 +730,12 @@ impl<'a, 'c> Engine<'a, 'c> {
         flattened: bool,
         policy: std::sync::Arc<crate::policy::Policy>,
     ) -> Self {
-        Engine { store, applier, ids, plan: Plan::default(), tenant, flattened, policy }
+        let plan = PlanLog::new(store.folder().as_deref());
+        Engine { store, applier, ids, plan, tenant, flattened, policy }
     }
 
     /// The run's plan (without bodies), the applier (what it did) and the tenant's listing.
-    pub fn finish(self) -> (Plan, Option<Applier<'c>>, Option<super::repair::TenantView>) {
+    pub fn finish(self) -> (PlanLog, Option<Applier<'c>>, Option<super::repair::TenantView>) {
         (self.plan, self.applier, self.tenant)
     }
 }
@@ -786,7 +789,7 @@ impl Engine<'_, '_> {
             patches.append(&mut work.patches_after);
             applier.memberships(self.store, &patches).await?;
         }
-        self.plan.memberships = memberships;
+        self.plan.absorb(Plan { memberships, ..Plan::default() });
         if let Some(applier) = &mut self.applier {
             applier.removals(self.store, &removals).await?;
         }

@@ -412,15 +412,6 @@ pub fn removals<'a>(gone: impl IntoIterator<Item = &'a Anchor>, on_remove: OnRem
 }
 
 impl Plan {
-    /// Adds a page's plan to the run's (without the bodies: the report never shows them).
-    pub fn absorb(&mut self, mut page: Plan) {
-        for w in page.creates.iter_mut().chain(page.updates.iter_mut()) {
-            w.body = Value::Null;
-            w.members = None;
-        }
-        self.append(page);
-    }
-
     /// Adds a page's plan to this one, bodies included (a window of pages still to be written).
     pub fn append(&mut self, page: Plan) {
         self.creates.extend(page.creates);

@@ -20,6 +20,7 @@ use super::plan::{self, Plan, Quarantined};
 use super::progress::Progress;
 use super::repair::{self, TenantView, Unknown};
 use super::scope::Scope;
+use super::spill::PlanLog;
 use super::validate::{Explanation, RuleOptions};
 use crate::config::{AgentConfig, OnRemove};
 use crate::directory::{AnyDirectory, Directory, Dn};
@@ -97,7 +98,7 @@ pub struct SyncOutcome {
     pub counts: Counts,
     pub tenant: Option<TenantSeen>,
     /// Absent only when the run stopped before planning.
-    pub plan: Option<Plan>,
+    pub plan: Option<PlanLog>,
     pub quarantined: Vec<Quarantined>,
     pub failures: Vec<Failure>,
     pub findings: Vec<Finding>,
@@ -241,7 +242,8 @@ async fn sync(request: SyncRequest<'_>, progress: &dyn Progress, chosen: &mut Op
                 .filter(|a| Dn::parse(&a.dn).is_ok_and(|dn| gone.iter().any(|g| dn.is_descendant_of(g))))
                 .map(engine::planner_anchor)
                 .collect();
-            out.plan = Some(Plan { removals: plan::removals(&under, config.sync.on_remove), ..Plan::default() });
+            let removals = Plan { removals: plan::removals(&under, config.sync.on_remove), ..Plan::default() };
+            out.plan = Some(logged(store, removals));
             out.stop = Some(StopDetails::ScopeVanished { missing });
             out.ends(ExitStatus::SafetyStop, error);
             return Ok(out);
@@ -366,6 +368,7 @@ impl Run<'_, '_> {
             )
         });
         if let Some((stop, error)) = threshold {
+            let removals = logged(self.store, removals);
             if self.options.dry_run {
                 // A dry run counts what it would do; a real run what it did (nothing).
                 out.counts = planned_counts(&removals);
@@ -455,7 +458,7 @@ impl Run<'_, '_> {
             let ours: HashSet<&str> = anchors
                 .values()
                 .filter_map(|a| a.scim_id.as_deref())
-                .chain(the_plan.creates.iter().chain(&the_plan.updates).filter_map(|w| w.scim_id.as_deref()))
+                .chain(the_plan.write_ids.iter().map(String::as_str))
                 .collect();
             let store = &*self.store;
             let known = |guid: &str| anchors.contains_key(guid) || store.mirror_contains(guid).unwrap_or(true);
@@ -489,7 +492,7 @@ impl Run<'_, '_> {
         }
         out.counts.quarantined = out.quarantined.len() as u64;
         if let Some(user) = &mut out.user {
-            user.locate(&the_plan);
+            user.locate(&the_plan, &out.quarantined);
         }
         out.plan = Some(the_plan);
         // A run that had to stop (tenant gone, token revoked) still reports what it did.
@@ -643,18 +646,22 @@ impl UserStory {
         if !self.in_scope || self.operation == "quarantine" || failed { ExitStatus::Findings } else { ExitStatus::Ok }
     }
 
-    fn locate(&mut self, plan: &Plan) {
+    /// What the plan does to this user: one scan of the spilled lists (`--user` runs are rare).
+    fn locate(&mut self, plan: &PlanLog, quarantined: &[Quarantined]) {
         let Some(guid) = self.rules.as_ref().and_then(|r| r.identity.object_guid.clone()) else { return };
-        if let Some(w) = plan.creates.iter().find(|w| w.guid == guid) {
-            self.operation = if w.verify_first { "create (after a lookup by externalId)" } else { "create" };
-        } else if let Some(w) = plan.updates.iter().find(|w| w.guid == guid) {
+        let of_user = |v: &serde_json::Value| v["guid"].as_str() == Some(guid.as_str());
+        if let Some(w) = plan.creates.find(of_user) {
+            let verify_first = w["verify_first"].as_bool().unwrap_or(false);
+            self.operation = if verify_first { "create (after a lookup by externalId)" } else { "create" };
+        } else if let Some(w) = plan.updates.find(of_user) {
             self.operation = "update";
-            self.changed = w.changed.clone();
-        } else if plan.quarantine.iter().any(|q| q.guid == guid) {
+            let changed = w["changed"].as_array().map(|a| a.iter().filter_map(|c| c.as_str()).map(str::to_owned));
+            self.changed = changed.map(Iterator::collect).unwrap_or_default();
+        } else if quarantined.iter().any(|q| q.guid == guid) {
             self.operation = "quarantine";
-        } else if let Some(r) = plan.removals.iter().find(|r| r.guid == guid) {
-            self.operation = match r.action {
-                plan::RemoveAction::Delete => "delete",
+        } else if let Some(r) = plan.removals.find(of_user) {
+            self.operation = match r["action"].as_str() {
+                Some("delete") => "delete",
                 _ => "deactivate",
             };
         }
@@ -662,24 +669,29 @@ impl UserStory {
 }
 
 /// What a dry run counts: the plan's writes, as a real run would count them.
-fn planned_counts(plan: &Plan) -> Counts {
-    let repaired =
-        |kind: plan::Kind| plan.repairs.iter().filter(|r| r.kind == kind && r.drift != "members").count() as u64;
-    let creates = |adopt: bool| plan.creates.iter().filter(|w| !w.repair && w.scim_id.is_some() == adopt).count();
+fn planned_counts(plan: &PlanLog) -> Counts {
+    let t = plan.tally;
     Counts {
-        created: creates(false) as u64,
-        adopted: creates(true) as u64,
-        updated: plan.updates.iter().filter(|w| !w.repair).count() as u64,
-        unchanged: plan.unchanged.len() as u64,
-        deactivated: plan.removals.iter().filter(|r| r.action != plan::RemoveAction::Delete).count() as u64,
-        deleted: plan.removals.iter().filter(|r| r.action == plan::RemoveAction::Delete).count() as u64,
-        membership_changes: plan.memberships.iter().filter(|m| m.changes_membership()).count() as u64,
-        repaired_users: repaired(plan::Kind::User),
-        repaired_groups: repaired(plan::Kind::Group),
-        repaired_memberships: plan.repairs.iter().map(|r| r.members.len() as u64).sum(),
-        quarantined: plan.quarantine.len() as u64,
-        ..Counts::default()
+        created: t.created,
+        adopted: t.adopted,
+        updated: t.updated,
+        unchanged: t.unchanged,
+        deactivated: t.deactivated,
+        deleted: t.deleted,
+        membership_changes: t.membership_changes,
+        repaired_users: t.repaired_users,
+        repaired_groups: t.repaired_groups,
+        repaired_memberships: t.repaired_memberships,
+        quarantined: t.quarantined,
+        failed: 0,
     }
+}
+
+/// A plan that stopped before the engine ran (only removals), as the report's plan.
+fn logged(store: &StateStore, plan: Plan) -> PlanLog {
+    let mut log = PlanLog::new(store.folder().as_deref());
+    log.absorb(plan);
+    log
 }
 
 #[cfg(test)]
@@ -854,7 +866,8 @@ mod tests {
             assert_eq!(stopped.exit, ExitStatus::SafetyStop);
             assert_eq!(stopped.error.as_ref().map(|e| e.kind), Some(ErrorKind::SafetyStop));
             assert!(matches!(stopped.stop, Some(StopDetails::DeletionThreshold { removing: 3, limit: 1, .. })));
-            let removed: Vec<&str> = stopped.plan.as_ref().unwrap().removals.iter().map(|r| r.dn.as_str()).collect();
+            let removed: Vec<&str> =
+                stopped.plan.as_ref().unwrap().removals.head().iter().map(|r| r.dn.as_str()).collect();
             assert_eq!(removed, [format!("CN=u3,{OU}"), format!("CN=u4,{OU}"), format!("CN=u5,{OU}")]);
             // A dry run counts what it would do; a real run what it did: nothing.
             assert_eq!(stopped.counts.deactivated, if dry_run { 3 } else { 0 });
