@@ -98,6 +98,9 @@ impl StateStore {
         }
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(sql)?;
+        if let Ok(extra) = std::env::var("AUSI_EXPERIMENT_PRAGMAS") {
+            conn.execute_batch(&extra).map_err(sql)?;
+        }
 
         // Creation is one transaction: a kill leaves either no tables or all of them.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;

@@ -236,7 +236,7 @@ impl<'a> Applier<'a> {
         run: i64,
         options: WriteOptions,
         progress: &'a dyn Fn(u64),
-        anchors: &HashMap<String, plan::Anchor>,
+        anchors: &plan::Anchors,
     ) -> Self {
         let ids = anchors
             .values()

@@ -689,7 +689,7 @@ pub fn explain(store: &StateStore, name: &str, rules: &RuleOptions) -> Result<Op
 struct Work<'a> {
     all: bool,
     verdicts: &'a Verdicts,
-    anchors: &'a HashMap<String, plan::Anchor>,
+    anchors: &'a plan::Anchors,
     /// The objectGUIDs quarantined before this run.
     quarantine: &'a [String],
     /// Objects planned (or held) in this run.
@@ -753,7 +753,7 @@ impl Engine<'_, '_> {
         &mut self,
         all: bool,
         verdicts: &Verdicts,
-        anchors: &HashMap<String, plan::Anchor>,
+        anchors: &plan::Anchors,
         removals: Vec<plan::Removal>,
     ) -> Result<()> {
         let quarantine: Vec<String> = self.store.quarantine()?.into_iter().map(|q| q.guid).collect();
@@ -949,7 +949,7 @@ fn want(
     store: &StateStore,
     policy: &crate::policy::Policy,
     m: &Mirrored,
-    anchors: &HashMap<String, plan::Anchor>,
+    anchors: &plan::Anchors,
     id: &dyn Fn(&str) -> Option<String>,
     flattened: bool,
 ) -> Result<Option<(plan::Desired, bool)>> {
@@ -983,12 +983,20 @@ fn want(
 pub fn planned_removals(
     store: &StateStore,
     all: bool,
-    anchors: &HashMap<String, store::Anchor>,
+    anchors: &plan::Anchors,
     on_remove: OnRemove,
 ) -> Result<Vec<plan::Removal>> {
-    let gone: Vec<plan::Anchor> =
-        store.anchors_gone(all)?.iter().filter_map(|g| anchors.get(g)).cloned().map(planner_anchor).collect();
+    let gone: Vec<plan::Anchor> = store.anchors_gone(all)?.iter().filter_map(|g| anchors.get(g)).collect();
     Ok(plan::removals(&gone, on_remove))
+}
+
+/// The anchors a run looks at, in the planner's compact form: every one (a full sync), or those
+/// a delta can touch.
+pub fn planner_anchors(store: &StateStore, all: bool) -> Result<plan::Anchors> {
+    let mut anchors = plan::AnchorsBuilder::default();
+    // Converted a row at a time: the store's rows are never all held as such.
+    store.each_anchor(!all, &mut |a| anchors.push(planner_anchor(a)))?;
+    Ok(anchors.finish())
 }
 
 /// The planner's view of a store anchor (the edge between the store's rows and the pure planner).

@@ -15,8 +15,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::map::ENTERPRISE_SCHEMA;
-use super::plan::Kind;
-use crate::store::{Anchor, AnchorState};
+use super::plan::{self, Kind};
+use crate::store::Anchor;
 
 /// Attributes a user listing asks for (servers that ignore `attributes=` send everything).
 pub const USER_ATTRIBUTES: &str = "externalId,userName,name,displayName,emails,active,title,phoneNumbers,urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
@@ -361,12 +361,12 @@ pub struct UnknownObject {
 
 /// Anchored, active objects the (complete) listing does not hold: they are created again, so
 /// their old SCIM ids must not be used (as a member, as a manager).
-pub fn missing<'a>(view: &TenantView, anchors: impl IntoIterator<Item = &'a Anchor>) -> HashSet<String> {
+pub fn missing(view: &TenantView, anchors: impl IntoIterator<Item = plan::Anchor>) -> HashSet<String> {
     anchors
         .into_iter()
-        .filter(|a| a.state == AnchorState::Active)
-        .filter(|a| view.find(a.kind.into(), &a.guid, a.scim_id.as_deref()) == Lookup::Missing)
-        .map(|a| a.guid.clone())
+        .filter(|a| a.state == plan::AnchorState::Active)
+        .filter(|a| view.find(a.kind, &a.guid, a.scim_id.as_deref()) == Lookup::Missing)
+        .map(|a| a.guid)
         .collect()
 }
 

@@ -343,10 +343,10 @@ impl Run<'_, '_> {
 
         // Deletion threshold: count and percentage, before anything is written.
         // A full sync looks at every anchor; a delta only at those its changes can touch.
-        let rows = if all { self.store.anchors()? } else { self.store.anchors_for_dirty()? };
+        let anchors = engine::planner_anchors(self.store, all)?;
         let on_remove = self.config.sync.on_remove;
         let removals =
-            Plan { removals: engine::planned_removals(self.store, all, &rows, on_remove)?, ..Plan::default() };
+            Plan { removals: engine::planned_removals(self.store, all, &anchors, on_remove)?, ..Plan::default() };
         let threshold = engine::deletion_threshold(
             removals.deprovisions(),
             self.store.active_anchors()?,
@@ -408,9 +408,7 @@ impl Run<'_, '_> {
             view.altered = altered.clone();
         }
         // Objects deleted in the tenant are created again: their old ids are no one's now.
-        let missing = tenant.as_ref().map(|v| repair::missing(v, rows.values())).unwrap_or_default();
-        let anchors: HashMap<String, plan::Anchor> =
-            rows.into_iter().map(|(guid, a)| (guid, engine::planner_anchor(a))).collect();
+        let missing = tenant.as_ref().map(|v| repair::missing(v, anchors.values())).unwrap_or_default();
 
         // Users ausi provisioned that are gone from AD: a re-created account may meet one (README).
         let gone: HashSet<String> = if on_remove == OnRemove::Ignore {
@@ -455,11 +453,9 @@ impl Run<'_, '_> {
         step.finish();
         if let Some(view) = &view {
             // Ours: the anchors' ids and what this run adopted or re-pointed.
-            let ours: HashSet<&str> = anchors
-                .values()
-                .filter_map(|a| a.scim_id.as_deref())
-                .chain(the_plan.write_ids.iter().map(String::as_str))
-                .collect();
+            let anchored: Vec<String> = anchors.values().filter_map(|a| a.scim_id).collect();
+            let ours: HashSet<&str> =
+                anchored.iter().chain(&the_plan.write_ids).map(String::as_str).collect();
             let store = &*self.store;
             let known = |guid: &str| anchors.contains_key(guid) || store.mirror_contains(guid).unwrap_or(true);
             out.tenant = Some(TenantSeen {
