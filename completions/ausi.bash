@@ -681,7 +681,7 @@ _ausi() {
             return 0
             ;;
         ausi__subcmd__sync)
-            opts="-c -o -v -q -h -V --full --dry-run --strict --allow-deletes --allow-renames --user --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --log-file --help --version"
+            opts="-c -o -v -q -h -V --full --dry-run --strict --allow-deletes --allow-renames --user --policy --source --bind-dn --bind-password-stdin --save-bind-password --ca-file --starttls --config --output --verbose --quiet --log-format --log-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -696,6 +696,10 @@ _ausi() {
                     return 0
                     ;;
                 --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --policy)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -162,6 +162,7 @@ complete -c ausi -n "__fish_ausi_using_subcommand validate" -s V -l version -d '
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l allow-deletes -d 'Allow this run to deactivate or delete up to N objects, above the configured threshold' -r
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l allow-renames -d 'Allow this run to change the userName of up to N users, above [sync] max_renames' -r
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l user -d 'With --dry-run: explain one user end to end (scope, rules, the SCIM resource, the operation)' -r
+complete -c ausi -n "__fish_ausi_using_subcommand sync" -l policy -d 'With --dry-run: preview the run under this provisioning policy (Default or one of [policies.NAME]) instead of the active one: who enters and leaves the scope, how many objects change per attribute, and whether the rename guard would stop it' -r
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l source -d 'Read from here instead of the configured directory: ldif:PATH (an ldifde or ldapsearch export; no domain controller needed), ldaps://HOST[:PORT] or ldap://HOST[:PORT]' -r
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l bind-dn -d 'Bind as this account (DN, user@domain or DOMAIN\\user) instead of the configured one' -r
 complete -c ausi -n "__fish_ausi_using_subcommand sync" -l ca-file -d 'Trust this PEM file of CA certificates for LDAPS/StartTLS (a private enterprise CA)' -r -F

@@ -3,13 +3,15 @@
 
     bench_seed.py --users N --groups G --out-dir DIR
 
-    bench_seed.py --users N --groups G --export FILE
+    bench_seed.py --users N --groups G --export FILE [--policy-attributes]
 
 Writes DIR/0-ous.ldif, DIR/1-users-a.ldif, DIR/1-users-b.ldif, DIR/2-groups-a.ldif,
 DIR/2-groups-b.ldif (fed to ldapadd by scripts/bench, 2 parallel streams) and DIR/model.json.
 With --export: one LDIF export of the same directory instead, as `ldapsearch` or ldifde would
 write it (the domain object, the OUs, then every user and group with an objectGUID derived from
 its index and sAMAccountType), for `ausi ... --source ldif:FILE` (scripts/bench --source ldif).
+--policy-attributes adds the attributes the example policies in examples/policies/ read (see
+policy_entry), so that `scripts/bench --policy` maps real values.
 Deterministic (fixed random seed). Python 3 stdlib only.
 
 Layout: user i sits in OU=P<i % 5>,OU=Bench (so OU=P0 holds N/5 users); groups sit in
@@ -65,13 +67,33 @@ def user_entry(i):
             f"employeeNumber: E{i:06d}\nuserAccountControl: 544\n")
 
 
+def policy_entry(i):
+    """The attributes the example policies read, beyond Default's: proxyAddresses with an `SMTP:`
+    primary address that differs from mail (none for every 10th user, who falls back to mail),
+    two `smtp:` secondaries and an X500 address; a cost centre in extensionAttribute1 for 3
+    users in 4; employeeType, "Contractor" for every 20th user. Every user stays valid under
+    each example (no duplicate primary address, no user with two)."""
+    text = f"proxyAddresses: SMTP:Given{i}.Surname{i}@mail.example.test\n" if i % 10 != 9 else ""
+    text += (f"proxyAddresses: smtp:bench{i}@example.test\nproxyAddresses: smtp:b{i}@old.example.test\n"
+             f"proxyAddresses: X500:/o=Bench/ou=Exchange/cn=Recipients/cn=bench{i}\n")
+    if i % 4:
+        text += f"extensionAttribute1: CC-{i % 97:04d}\n"
+    return text + f"employeeType: {'Contractor' if i % 20 == 0 else 'Employee'}\n"
+
+
 def guid(kind, k):
     """A stable objectGUID (base64 of the little-endian bytes, as exported) for user/group k."""
     return base64.b64encode(uuid.UUID(int=(kind << 64) | (k + 1)).bytes_le).decode()
 
 
-def write_export(path, users, groups):
-    """One LDIF export of the whole bench directory; returns the model (as model.json)."""
+def group_guid_text(j):
+    """Group j's objectGUID as ausi prints it (the text form of the little-endian bytes)."""
+    return str(uuid.UUID(int=(2 << 64) | (j + 1)))
+
+
+def write_export(path, users, groups, policy_attributes=False):
+    """One LDIF export of the whole bench directory; returns the model (as model.json).
+    policy_attributes: each user also carries policy_entry's attributes."""
     members = memberships(users, groups)
     with open(path, "w", encoding="utf-8") as f:
         f.write(f"version: 1\n\ndn: {BASE_DN}\nobjectClass: top\nobjectClass: domain\nobjectClass: domainDNS\n"
@@ -83,7 +105,7 @@ def write_export(path, users, groups):
         for i in range(users):
             f.write(f"dn: {user_dn(i)}\nobjectClass: top\nobjectClass: person\nobjectClass: organizationalPerson\n"
                     f"objectClass: user\nobjectGUID:: {guid(1, i)}\nsAMAccountType: 805306368\n"
-                    + user_entry(i) + "\n")
+                    + user_entry(i) + (policy_entry(i) if policy_attributes else "") + "\n")
         for j in range(groups):
             cn = "Bench Big" if j == 0 else f"Bench Group {j:04d}"
             f.write(f"dn: {group_dn(j)}\nobjectClass: top\nobjectClass: group\nobjectGUID:: {guid(2, j)}\n"
@@ -100,10 +122,14 @@ def main():
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--out-dir", help="the ldapadd files for a DC (scripts/bench's default mode)")
     where.add_argument("--export", metavar="FILE", help="one LDIF export of the same directory instead")
+    p.add_argument("--policy-attributes", action="store_true",
+                   help="--export: add the attributes the example policies read (proxyAddresses, ...)")
     a = p.parse_args()
     if a.export:
-        print(json.dumps(write_export(a.export, a.users, a.groups)))
+        print(json.dumps(write_export(a.export, a.users, a.groups, a.policy_attributes)))
         return
+    if a.policy_attributes:
+        p.error("--policy-attributes goes with --export (Samba's schema has no extensionAttribute1)")
     os.makedirs(a.out_dir, exist_ok=True)
     out = lambda name: open(os.path.join(a.out_dir, name), "w", encoding="utf-8")  # noqa: E731
 

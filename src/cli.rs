@@ -358,6 +358,12 @@ pub struct SyncArgs {
     #[arg(long, value_name = "UPN|SAM", requires = "dry_run")]
     pub user: Option<String>,
 
+    /// With --dry-run: preview the run under this provisioning policy (Default or one of
+    /// [policies.NAME]) instead of the active one: who enters and leaves the scope, how many
+    /// objects change per attribute, and whether the rename guard would stop it
+    #[arg(long, value_name = "NAME", requires = "dry_run")]
+    pub policy: Option<String>,
+
     #[command(flatten)]
     pub directory: DirectoryArgs,
 }

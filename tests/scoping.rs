@@ -10,7 +10,11 @@
 //!   nothing);
 //! - flattened groups: each synced group lists exactly its transitive users (a cycle of groups,
 //!   and a group not synced in between); the switch from nested is one planned set of changes;
-//! - a scope filter gives the users the DC itself returns for it (ausi evaluates it locally).
+//! - a scope filter gives the users the DC itself returns for it (ausi evaluates it locally);
+//! - previews: `sync --dry-run --policy NAME` lists who a policy switch takes out (and writes
+//!   nothing), `validate --policy NAME --user X` names the rule, `select-ous --dry-run` lists who
+//!   enters and leaves with their names, and a scoping group ausi does not hold (a placeholder, a
+//!   group outside the selected OUs) stops `sync` and `validate` with a configuration error.
 
 #![allow(clippy::print_stderr)]
 
@@ -404,4 +408,172 @@ fn a_scope_filter_takes_the_users_the_dc_returns_for_it() {
             .collect();
         assert_eq!(got, want, "{filter}: ausi's local evaluation against the DC's:\n{}", excerpt(&report));
     }
+}
+
+/// `args` after `--config` as JSON: the exit code and the report.
+fn command(agent: &Agent, args: &[&str]) -> (i32, Value) {
+    let mut full = vec!["--config", agent.cfg()];
+    full.extend(args);
+    common::json_with(&mut common::ausi(), &full)
+}
+
+/// The DNs (lower-case) of a preview list (`entering` or `leaving`) of users and groups.
+fn listed(list: &Value) -> BTreeSet<String> {
+    list.as_array().unwrap().iter().map(|o| o["dn"].as_str().unwrap().to_lowercase()).collect()
+}
+
+#[test]
+fn previews_name_who_enters_and_leaves_and_a_missing_scoping_group_stops() {
+    let Some(tb) = testbed() else { return };
+    let mut t = Tree::new("Preview");
+    let _sandbox = Sandbox { tb: &tb, root: t.root.clone() };
+    let [a, b, c, d] = ["a", "b", "c", "d"].map(|n| t.user(n, "Ops"));
+    let e = t.user("e", "Contractors");
+    let nested = t.group("Nested", &[&b]);
+    let staff = t.group("Staff", &[&a, &e, &nested]);
+    t.create(&tb);
+    // A group outside the selected OU=In (beside it, under the test's root).
+    let outside_dn = format!("CN=Outside {},{}", t.tag, t.root);
+    let outside_sam = format!("o{}", t.tag);
+    tb.ldap_modify(&format!(
+        "dn: {outside_dn}\nchangetype: add\nobjectClass: group\nsAMAccountName: {outside_sam}\n\n"
+    ));
+    let outside = tb.object_guids(&t.root)[&outside_sam.to_lowercase()].clone();
+    let placeholder = "00000000-0000-0000-0000-000000000000";
+    // Active: `Scoped`, everyone in the OU. Previewed: `Narrow`, the Staff group's closure minus
+    // contractors; `Ghost` and `Beside` scope by groups ausi does not hold.
+    let policies = format!(
+        "[policies.Narrow.scope]\ngroups = [\"{}\"]\ntransitive = true\nconditions = [{{ attribute = \"department\", not_equals = \"Contractors\" }}]\n\
+         [policies.Ghost.scope]\ngroups = [\"{placeholder}\"]\n\
+         [policies.Beside.scope]\ngroups = [\"{outside}\"]\n",
+        t.guid(&staff)
+    );
+    let agent = agent(&tb, &t, &format!("\n{policies}"));
+    sync(&agent, &["--full"], "full", "first sync, everyone");
+    let before = tenant_users(&agent);
+    assert_eq!(before.len(), 5);
+
+    // The preview of Narrow: who leaves (computed here: not in Staff's closure, or a contractor).
+    let inside = t.closure(&staff);
+    let leaving: BTreeSet<String> = t
+        .users
+        .iter()
+        .filter(|(name, (_, dept))| !inside.contains(*name) || dept == "Contractors")
+        .map(|(name, _)| t.dn(name).to_lowercase())
+        .collect();
+    assert_eq!(leaving.len(), 3, "c, d and e leave (fix the test)");
+    let (code, preview) = agent.sync(&["--dry-run", "--policy", "Narrow"]);
+    assert_eq!(code, 0, "{}", excerpt(&preview));
+    let data = &preview["data"];
+    assert_eq!((data["policy"]["name"].as_str(), data["policy"]["source"].as_str()), (Some("Narrow"), Some("preview")));
+    assert_eq!(data["preview"]["active"], "Scoped", "{}", excerpt(&preview));
+    let scope = &data["preview"]["scope"];
+    assert_eq!(listed(&scope["leaving"]), leaving, "{}", excerpt(&preview));
+    assert_eq!(listed(&scope["entering"]), BTreeSet::new());
+    assert_eq!((scope["users_leaving"].as_u64(), scope["after"]["users"].as_u64()), (Some(3), Some(2)));
+    for o in scope["leaving"].as_array().unwrap() {
+        let sam = o["sam_account_name"].as_str().unwrap();
+        assert_eq!(o["user_principal_name"].as_str(), Some(format!("{sam}@example.test").as_str()), "{o}");
+    }
+    assert_eq!(data["counts"]["deactivated"], 3, "the plan deprovisions exactly them:\n{}", excerpt(&preview));
+    assert_eq!(common::report::writes(&preview), 0);
+    assert_eq!(tenant_users(&agent), before, "a preview writes nothing");
+    let text = common::run(common::ausi().args([
+        "--config",
+        agent.cfg(),
+        "sync",
+        "--dry-run",
+        "--policy",
+        "Narrow",
+        "-o",
+        "table",
+    ]));
+    assert!(
+        text.stdout.contains("provisioning policy: Narrow (previewed with --policy; the active one is Scoped)"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains(&format!("  leaving: user {}@example.test, {}", t.sam(&c), t.dn(&c))),
+        "{}",
+        text.stdout
+    );
+    // The active policy previewed against itself: nobody enters or leaves.
+    let (_, same) = agent.sync(&["--dry-run", "--policy", "Scoped"]);
+    assert_eq!(same["data"]["preview"]["scope"]["leaving"], serde_json::json!([]), "{}", excerpt(&same));
+
+    // validate --policy Narrow --user: the same verdicts, with the rule.
+    for (user, rule) in [(&b, None), (&c, Some("group")), (&e, Some("condition"))] {
+        let (code, v) = command(&agent, &["validate", "--policy", "Narrow", "--user", &t.sam(user)]);
+        assert_eq!(v["data"]["in_policy_scope"], rule.is_none(), "{user}: {}", v["data"]);
+        assert_eq!(v["data"]["excluded"]["rule"].as_str(), rule, "{user}: {}", v["data"]);
+        assert_eq!(code, if rule.is_some() { 1 } else { 0 }, "{user}: {}", v["data"]);
+    }
+    let text = common::run(common::ausi().args([
+        "--config",
+        agent.cfg(),
+        "validate",
+        "--policy",
+        "Narrow",
+        "--user",
+        &t.sam(&d),
+        "-o",
+        "table",
+    ]));
+    assert!(
+        text.stdout
+            .contains("Scope: in the selected OUs, out of the policy's scope (group: not a direct or nested member"),
+        "{}",
+        text.stdout
+    );
+
+    // A scoping group ausi does not hold: a configuration error naming the policy and the GUID.
+    for (policy, guid) in [("Ghost", placeholder), ("Beside", outside.as_str())] {
+        let (code, r) = agent.sync(&["--dry-run", "--policy", policy]);
+        let message = r["error"]["message"].as_str().unwrap_or_default().to_owned();
+        assert_eq!(code, 78, "{policy}: {}", excerpt(&r));
+        assert!(message.contains(&format!("{policy:?}")) && message.contains(guid), "{message}");
+        let (code, v) = command(&agent, &["validate", "--policy", policy]);
+        assert_eq!(code, 78, "{policy}: validate {}", v["error"]);
+        assert!(v["error"]["message"].as_str().unwrap().contains(guid), "{}", v["error"]);
+    }
+    // Active, it stops the real run before anything is planned or written.
+    let text = std::fs::read_to_string(&agent.config).unwrap();
+    std::fs::write(
+        &agent.config,
+        text.replacen("provisioning_policy = \"Scoped\"", "provisioning_policy = \"Ghost\"", 1),
+    )
+    .unwrap();
+    let (code, r) = agent.sync(&[]);
+    assert_eq!(code, 78, "{}", excerpt(&r));
+    assert_eq!(tenant_users(&agent), before, "nothing was written");
+
+    // select-ous: the whole test root instead of OU=In brings the outside group in, with its name.
+    let (code, s) = command(&agent, &["select-ous", "--set", &t.root, "--dry-run"]);
+    assert_eq!(code, 0, "{}", s);
+    let changes = &s["data"]["changes"];
+    assert_eq!(listed(&changes["entering"]), [outside_dn.to_lowercase()].into(), "{changes}");
+    assert_eq!(changes["entering"][0]["display_name"], format!("Outside {}", t.tag));
+    assert_eq!(changes["entering"][0]["kind"], "group");
+    // Removing OU=In: every user and group leaves, users with their logon names.
+    let (_, s) = command(&agent, &["select-ous", "--remove", &t.ou_in(), "--dry-run"]);
+    let changes = &s["data"]["changes"];
+    let everyone: BTreeSet<String> = t.users.keys().chain(t.groups.keys()).map(|n| t.dn(n).to_lowercase()).collect();
+    assert_eq!(listed(&changes["leaving"]), everyone, "{changes}");
+    assert_eq!((changes["users_leaving"].as_u64(), changes["groups_leaving"].as_u64()), (Some(5), Some(2)));
+    let text = common::run(common::ausi().args([
+        "--config",
+        agent.cfg(),
+        "select-ous",
+        "--remove",
+        &t.ou_in(),
+        "--dry-run",
+        "-o",
+        "table",
+    ]));
+    assert!(
+        text.stdout.contains(&format!("  leaving: user {}@example.test, {}", t.sam(&a), t.dn(&a))),
+        "{}",
+        text.stdout
+    );
 }

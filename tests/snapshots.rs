@@ -170,6 +170,36 @@ fn register_sync_and_status() {
         );
     });
     both_with("status-after-sync", a, &["status"], None, &secrets, &filters);
+    // A policy preview on b's provisioned tenant: only users with a title, and no title sent.
+    let config = std::fs::read_to_string(b.config()).unwrap();
+    let policy = "[policies.Titled.scope]\nfilter = \"(title=*)\"\n[policies.Titled.user]\n\"title\" = \"\"\n";
+    std::fs::write(b.config(), format!("{config}\n{policy}")).unwrap();
+    both_with(
+        "sync-dry-run-policy",
+        b,
+        &["sync", "--dry-run", "--source", SOURCE, "--policy", "Titled"],
+        None,
+        &secrets,
+        &filters,
+    );
+}
+
+/// The README's excerpt of a policy preview is the reviewed snapshot's output: every line but
+/// the `…` elisions appears there, in the same order.
+#[test]
+fn the_readme_policy_preview_is_the_snapshots() {
+    let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
+    let start = readme.find("$ ausi sync --dry-run --policy Titled -o table\n").expect("the README's preview");
+    let block = &readme[start..start + readme[start..].find("```").unwrap()];
+    let snapshot =
+        std::fs::read_to_string(common::root().join("tests/snapshots/sync-dry-run-policy.table.snap")).unwrap();
+    let mut rest = snapshot.as_str();
+    for line in block.lines().skip(1).filter(|l| l.trim() != "…") {
+        let at = rest
+            .find(&format!("{line}\n"))
+            .unwrap_or_else(|| panic!("README line not in the snapshot (in order): {line}"));
+        rest = &rest[at + line.len()..];
+    }
 }
 
 /// No snapshot holds a secret of the testbed (token, bind or administrator password).

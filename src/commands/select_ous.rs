@@ -6,43 +6,12 @@ use serde::Serialize;
 use super::{Context, Report, display_path, open_directory};
 use crate::cli::SelectOusArgs;
 use crate::config;
-use crate::directory::{Container, Directory, Dn, ObjectGuid, ObjectKind, ObjectQuery};
+use crate::directory::{Container, Directory, Dn, ObjectQuery};
 use crate::error::{AppError, Result};
 use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
 use crate::sync::scope::read_scope;
-use crate::sync::scope::{self, MissingOu, Resolution, ResolvedOu, Scope};
-
-/// One object entering or leaving the scope. A preview of a million users holds a million of
-/// these, so they are kept compact: no spare capacity, the objectGUID as its 16 bytes.
-#[derive(Debug, Clone, Serialize)]
-pub struct ScopeObject {
-    pub kind: ObjectKind,
-    pub dn: Box<str>,
-    #[serde(serialize_with = "guid_text")]
-    pub object_guid: Option<ObjectGuid>,
-    pub sam_account_name: Option<Box<str>>,
-    /// `entering` or `leaving`.
-    pub change: &'static str,
-}
-
-#[derive(Debug, Default, Serialize)]
-pub struct Counts {
-    pub users: u64,
-    pub groups: u64,
-}
-
-#[derive(Debug, Default, Serialize)]
-pub struct ScopeChanges {
-    pub before: Counts,
-    pub after: Counts,
-    pub users_entering: u64,
-    pub users_leaving: u64,
-    pub groups_entering: u64,
-    pub groups_leaving: u64,
-    pub entering: Vec<ScopeObject>,
-    pub leaving: Vec<ScopeObject>,
-}
+use crate::sync::scope::{self, MissingOu, Resolution, ResolvedOu, Scope, ScopeChanges};
 
 #[derive(Debug, Serialize)]
 pub struct SelectOusReport {
@@ -81,30 +50,7 @@ pub async fn run(ctx: &Context<'_>, args: &SelectOusArgs) -> Result<Outcome> {
     let union = Scope::new(old_scope.bases().iter().chain(new_scope.bases()).cloned().collect(), vec![]);
     let mut changes = ScopeChanges::default();
     let summary = read_scope(&mut directory, &union, ObjectQuery::USERS_AND_GROUPS, ctx.printer, &mut |object| {
-        let (was, is) = (old_scope.contains(&object.dn), new_scope.contains(&object.dn));
-        let user = object.kind == ObjectKind::User;
-        for (inside, counts) in [(was, &mut changes.before), (is, &mut changes.after)] {
-            if inside {
-                *(if user { &mut counts.users } else { &mut counts.groups }) += 1;
-            }
-        }
-        if was == is {
-            return;
-        }
-        let item = ScopeObject {
-            kind: object.kind,
-            dn: object.dn.to_string().into_boxed_str(),
-            object_guid: object.guid,
-            sam_account_name: object.sam_account_name.map(String::into_boxed_str),
-            change: if is { "entering" } else { "leaving" },
-        };
-        match (is, user) {
-            (true, true) => changes.users_entering += 1,
-            (true, false) => changes.groups_entering += 1,
-            (false, true) => changes.users_leaving += 1,
-            (false, false) => changes.groups_leaving += 1,
-        }
-        if is { changes.entering.push(item) } else { changes.leaving.push(item) }
+        changes.add(&object, old_scope.contains(&object.dn), new_scope.contains(&object.dn));
     })
     .await?;
     if !summary.unreadable.is_empty() {
@@ -118,11 +64,7 @@ pub async fn run(ctx: &Context<'_>, args: &SelectOusArgs) -> Result<Outcome> {
             ),
         ));
     }
-    for list in [&mut changes.entering, &mut changes.leaving] {
-        // In place: a key per object (or a stable sort's buffer) would double the memory, and
-        // DNs in one directory differ case-insensitively, so no order between equals is lost.
-        list.sort_unstable_by(|a, b| lower(&a.dn).cmp(lower(&b.dn)));
-    }
+    changes.sort();
 
     let new_config = after.to_config();
     let changed = new_config != stored;
@@ -204,19 +146,6 @@ fn apply(current: &Resolution, args: &SelectOusArgs, containers: &[Container]) -
     Ok(next)
 }
 
-/// A DN's characters in lower case, for ordering without allocating.
-fn lower(text: &str) -> impl Iterator<Item = char> + '_ {
-    text.chars().flat_map(char::to_lowercase)
-}
-
-/// The objectGUID in its text form, as every report writes it.
-fn guid_text<S: serde::Serializer>(guid: &Option<ObjectGuid>, s: S) -> std::result::Result<S::Ok, S::Error> {
-    match guid {
-        Some(g) => s.collect_str(g),
-        None => s.serialize_none(),
-    }
-}
-
 fn push_unique(list: &mut Vec<ResolvedOu>, ou: ResolvedOu) {
     if !list.iter().any(|o| o.dn == ou.dn) {
         list.push(ou);
@@ -245,25 +174,7 @@ impl SelectOusReport {
         for m in &self.missing {
             t.add_row(vec![format!("{} (MISSING)", m.role), output::cell(&m.dn), m.guid.clone().unwrap_or_default()]);
         }
-        let c = &self.changes;
-        let n = |users: u64, groups: u64| {
-            format!("{} and {}", output::plural(users, "user"), output::plural(groups, "group"))
-        };
-        let mut out = format!(
-            "{t}\nScope: {} before, {} after.\n{} enter, {} leave.\n",
-            n(c.before.users, c.before.groups),
-            n(c.after.users, c.after.groups),
-            n(c.users_entering, c.groups_entering),
-            n(c.users_leaving, c.groups_leaving),
-        );
-        for (label, list) in [("entering", &c.entering), ("leaving", &c.leaving)] {
-            for o in list.iter().take(10) {
-                out.push_str(&format!("  {label}: {}\n", output::cell(&o.dn)));
-            }
-            if list.len() > 10 {
-                out.push_str(&format!("  … and {} more {label} (see --output json)\n", list.len() - 10));
-            }
-        }
+        let mut out = format!("{t}\n{}", self.changes.lines());
         out.push_str(&match (self.changed, self.saved) {
             (false, _) => "The selection is unchanged.\n".to_owned(),
             (true, true) => format!("Saved to {}.\n", output::cell(&self.config_path)),

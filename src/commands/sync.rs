@@ -23,6 +23,7 @@ use crate::sync::history::{self, Ending};
 use crate::sync::plan::{self, Quarantined};
 use crate::sync::run::{Interrupted, Selected, SyncOptions, SyncRequest};
 pub use crate::sync::run::{TenantSeen, Timings, UserStory};
+use crate::sync::scope::{PolicyScope, ScopeChanges};
 use crate::sync::spill::{KEPT, PlanLog, Spill};
 use crate::sync::validate::RuleOptions;
 use crate::tenant::agent::{Heartbeat, LastSync};
@@ -89,6 +90,18 @@ pub struct SyncReport {
     /// configuration (a configured policy, or the tenant's choice).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyNote>,
+    /// `sync --dry-run --policy NAME`: the policy the previewed one is compared with, and who
+    /// enters and leaves the scope (judged on the same mirror, after this run's read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview: Option<PolicyPreview>,
+}
+
+/// What switching to the previewed policy does to the scope.
+#[derive(Debug, Serialize)]
+pub struct PolicyPreview {
+    /// The active policy (the tenant's choice or the configuration's).
+    pub active: String,
+    pub scope: ScopeChanges,
 }
 
 /// What this run cost the machine (measured at the end of the run).
@@ -317,7 +330,8 @@ const TENANT_POLICY_KEY: &str = "tenant_provisioning_policy";
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct PolicyNote {
     pub name: String,
-    /// `tenant` (the tenant's agent API assigned it; it wins over the configuration) or `config`.
+    /// `tenant` (the tenant's agent API assigned it; it wins over the configuration), `config`,
+    /// or `preview` (`sync --dry-run --policy NAME`).
     pub source: &'static str,
     /// The configuration's `[tenant] provisioning_policy`, when the tenant's choice overrides it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -359,6 +373,38 @@ fn run_rules(
     Ok((rules.with_policy(policy), Some(note)))
 }
 
+/// A policy mapping into custom schemas: the tenant's `/Schemas` must list each schema and
+/// attribute (fetched once per run, and only then), else a configuration error before anything
+/// is read or written; a tenant that does not serve `/Schemas` gets a warning and the run goes on.
+async fn check_custom_schemas(
+    client: &tenant::ScimClient,
+    policy: &crate::policy::Policy,
+    warnings: &mut Vec<Warning>,
+) -> Result<()> {
+    let custom = tenant::schemas::custom_targets(policy);
+    if custom.is_empty() {
+        return Ok(());
+    }
+    match client.schemas().await? {
+        Some(schemas) => tenant::schemas::check(policy, &schemas).map_err(|message| {
+            AppError::config(message)
+                .with_hint("add the schema extension to the tenant, or change the mapping in agent.toml")
+        }),
+        None => {
+            let urns: std::collections::BTreeSet<&str> = custom.iter().map(|t| t.schema.as_str()).collect();
+            warnings.push(Warning::new(
+                "schemas-unavailable",
+                format!(
+                    "the tenant does not serve /Schemas: the policy {:?} maps into {} unchecked",
+                    policy.name,
+                    urns.into_iter().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+            Ok(())
+        }
+    }
+}
+
 /// The tenant first (a revoked token or an unreachable tenant stops the run before AD is read),
 /// then the directory and the scope; the run itself is [`crate::sync::run::run`]'s; then the
 /// password writeback. The report, its exit status and the error the run ended with.
@@ -377,8 +423,21 @@ async fn sync(
     let capabilities = client.service_provider_config().await.map_err(|e| early(e.into()))?;
     client.check_token().await.map_err(|e| early(e.into()))?;
     let (rules, policy_note) = run_rules(config, store, warnings).map_err(early)?;
+    // `--policy NAME`: the same dry run under NAME, compared with the active policy.
+    let active_scope = PolicyScope::of(&rules.policy);
+    let (rules, policy_note, preview) = match &args.policy {
+        None => (rules, policy_note, None),
+        Some(name) => {
+            let policy = crate::policy::Policy::resolve(name, &config.policies).map_err(|e| {
+                early(AppError::usage(e.message).with_hint("define it as [policies.NAME] in the configuration"))
+            })?;
+            let note = PolicyNote { name: policy.name.clone(), source: "preview", configured: None };
+            (rules.with_policy(policy), Some(note), Some(active_scope.policy.clone()))
+        }
+    };
+    check_custom_schemas(client, &rules.policy, warnings).await.map_err(early)?;
     let mut directory = open_directory(&args.directory, Some(config), warnings).await.map_err(early)?;
-    directory.read_extra_attributes(crate::directory::extra_attributes(&rules.policy.attributes()));
+    directory.read_attributes(crate::directory::ReadAttributes::for_policy(&rules.policy.attributes()));
     let info = directory.info().await.map_err(|e| early(e.into()))?;
     let chosen = choose_scope_checked(&mut directory, None, Some(config), warnings).await.map_err(early)?;
     let (scope, description) = match chosen {
@@ -405,6 +464,7 @@ async fn sync(
             allow_deletes: args.allow_deletes,
             allow_renames: args.allow_renames,
             user: args.user.as_deref(),
+            compare_scope: preview.as_ref().map(|_| &active_scope),
         },
     };
     let outcome = crate::sync::run::run(request, ctx.printer).await?;
@@ -433,6 +493,10 @@ async fn sync(
         user: outcome.user,
         changes_by_attribute: outcome.changes_by_attribute,
         policy: policy_note,
+        preview: match (preview, outcome.scope_changes) {
+            (Some(active), Some(scope)) => Some(PolicyPreview { active, scope }),
+            _ => None,
+        },
     };
     let (mut exit, error) = (outcome.exit, outcome.error);
     let password_sync = config.tenant.as_ref().is_some_and(|t| t.password_sync);
@@ -541,9 +605,8 @@ impl SyncReport {
                 "{}: {}; this run {}: {}\n",
                 output::cell(&story.query),
                 match (&story.excluded, story.in_scope) {
-                    (Some(why), _) => format!("in the selected OUs, out of the policy's scope ({}: {why})", why.rule()),
-                    (None, true) => "in the selected scope".to_owned(),
                     (None, false) => "not found in the selected scope".to_owned(),
+                    (excluded, _) => crate::sync::scope::verdict(excluded.as_ref()),
                 },
                 if self.dry_run { "would" } else { "did" },
                 story.operation
@@ -576,8 +639,23 @@ impl SyncReport {
             counted(self.read.users, "user", self.read.groups, "group"),
         ));
         if let Some(p) = &self.policy {
-            let source = if p.source == "tenant" { "assigned by the tenant" } else { "from the configuration" };
+            let source = match (p.source, &self.preview) {
+                ("tenant", _) => "assigned by the tenant".to_owned(),
+                ("preview", Some(preview)) => {
+                    format!("previewed with --policy; the active one is {}", output::cell(&preview.active))
+                }
+                ("preview", None) => "previewed with --policy".to_owned(),
+                _ => "from the configuration".to_owned(),
+            };
             out.push_str(&format!("provisioning policy: {} ({source})\n", output::cell(&p.name)));
+        }
+        if let Some(preview) = &self.preview {
+            out.push_str(&format!(
+                "compared with {}, under {}:\n{}",
+                output::cell(&preview.active),
+                self.policy.as_ref().map(|p| output::cell(&p.name)).unwrap_or_default(),
+                preview.scope.lines()
+            ));
         }
         if !self.changes_by_attribute.is_empty() {
             let counts: Vec<String> =

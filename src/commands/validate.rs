@@ -13,7 +13,11 @@ use crate::exit::ExitStatus;
 use crate::output::{self, Outcome, Warning};
 use crate::password::policy::{self, PolicyMismatch};
 use crate::password::{PasswordPolicy, writer};
-use crate::sync::scope::read_scope;
+use std::collections::HashMap;
+
+use crate::directory::{DirObject, ObjectGuid};
+use crate::policy::scoping::{self, Exclusion, GroupRef};
+use crate::sync::scope::{self, GroupLookup, PolicyScope, read_scope};
 use crate::sync::validate::{Explanation, RuleOptions, Validation, Validator};
 use crate::tenant::{self, agent::TenantPasswordPolicy};
 
@@ -33,6 +37,14 @@ pub struct ValidateReport {
     /// With --user for a user the scope leaves out: where the user is and what leaves it out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outside_scope: Option<OutsideScope>,
+    /// With --user for a user of the selected OUs: the policy's scope verdict (`true`: a sync
+    /// provisions the user if valid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_policy_scope: Option<bool>,
+    /// With --user, for a user of the selected OUs that the policy's scope leaves out: the rule
+    /// (`filter`, `condition`, `group`), as `sync --dry-run --user` names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub excluded: Option<Exclusion>,
     /// The domain's password policy against the tenant's, when both can be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_policy: Option<PolicyAlignment>,
@@ -106,7 +118,7 @@ pub async fn run(ctx: &Context<'_>, args: &ValidateArgs) -> Result<Outcome> {
         rules = rules.with_policy(policy);
     }
     let mut directory = open_directory(&args.directory, config.as_ref(), &mut warnings).await?;
-    directory.read_extra_attributes(crate::directory::extra_attributes(&rules.policy.attributes()));
+    directory.read_attributes(crate::directory::ReadAttributes::for_policy(&rules.policy.attributes()));
     let info = directory.info().await?;
     let (scope, description) =
         choose_scope(&mut directory, args.base.as_deref(), config.as_ref(), &mut warnings).await?;
@@ -116,14 +128,23 @@ pub async fn run(ctx: &Context<'_>, args: &ValidateArgs) -> Result<Outcome> {
         Some(user) => Validator::explaining(rules.clone(), user),
         None => Validator::new(rules.clone()),
     };
-    // Groups too: an objectGUID a user shares with a group is a duplicate as well.
-    let summary =
-        read_scope(&mut directory, &scope, ObjectQuery::USERS_AND_GROUPS, ctx.printer, &mut |o| match o.kind {
+    let policy_scope = PolicyScope::of(&rules.policy);
+    let mut groups = ScopingGroups::new(&policy_scope, args.user.as_deref());
+    // Groups too: an objectGUID a user shares with a group is a duplicate as well; with their
+    // members only to judge a `--user`'s membership of the scoping groups.
+    let query = ObjectQuery { members: groups.members.is_some(), ..ObjectQuery::USERS_AND_GROUPS };
+    let summary = read_scope(&mut directory, &scope, query, ctx.printer, &mut |o| {
+        groups.add(&o);
+        match o.kind {
             ObjectKind::User => validator.add(&o),
             ObjectKind::Group => validator.add_group(&o),
-        })
-        .await?;
+        }
+    })
+    .await?;
+    // A scoping group the scope does not hold stops here, as it stops a sync.
+    groups.check()?;
     let (validation, explanation) = validator.finish(summary.unreadable);
+    let excluded = groups.user.as_ref().and_then(|user| groups.exclusion(user));
     if validation.summary.users_checked == 0 {
         warnings.push(Warning::new("scope-empty", "no users were found in the scope"));
     }
@@ -144,6 +165,8 @@ pub async fn run(ctx: &Context<'_>, args: &ValidateArgs) -> Result<Outcome> {
             }
             ExitStatus::Findings
         }
+        // In the OUs, but the policy's scope leaves the user out: a sync would not provision it.
+        (Some(_), Some(_)) if excluded.is_some() => ExitStatus::Findings,
         (Some(_), Some(e)) if e.checks.iter().all(|c| c.passed) => ExitStatus::Ok,
         (Some(_), Some(_)) => ExitStatus::Findings,
         (None, _) if validation.summary.with_problems > 0 || validation.summary.unreadable_entries > 0 => {
@@ -159,6 +182,13 @@ pub async fn run(ctx: &Context<'_>, args: &ValidateArgs) -> Result<Outcome> {
         Some(alignment) if !alignment.mismatches.is_empty() => ExitStatus::Findings,
         _ => exit,
     };
+    let in_policy_scope = explanation.as_ref().map(|_| excluded.is_none());
+    if let (Some(user), Some(why)) = (&args.user, &excluded) {
+        warnings.push(Warning::new(
+            "user-out-of-scope",
+            format!("{user:?} is {}: a sync does not provision it", scope::verdict(Some(why))),
+        ));
+    }
     let user = args.user.as_ref().map(|_| explanation);
     let report = ValidateReport {
         source: info.source,
@@ -167,11 +197,99 @@ pub async fn run(ctx: &Context<'_>, args: &ValidateArgs) -> Result<Outcome> {
         validation,
         user,
         outside_scope,
+        in_policy_scope,
+        excluded,
         password_policy,
     };
     let mut outcome = Outcome::new(Report::Validate(Box::new(report)), exit);
     outcome.warnings = warnings;
     Ok(outcome)
+}
+
+/// What a validation reads of the policy's scoping groups: whether each is among the groups of
+/// the scope and, with `--user`, the groups' members (to judge that user's membership the way a
+/// sync judges it from the mirror).
+struct ScopingGroups<'a> {
+    scope: &'a PolicyScope,
+    /// The scoping groups' objectGUIDs read: `None` a group, else the DN of the other object.
+    found: HashMap<ObjectGuid, Option<String>>,
+    /// With --user and scoping groups: every group's normalised DN → its members (normalised).
+    members: Option<HashMap<String, Vec<String>>>,
+    /// The scoping groups' normalised DNs.
+    roots: Vec<String>,
+    /// `--user` (lower-case) and, once read, that user.
+    target: Option<String>,
+    user: Option<DirObject>,
+}
+
+impl<'a> ScopingGroups<'a> {
+    fn new(scope: &'a PolicyScope, user: Option<&str>) -> ScopingGroups<'a> {
+        let with_groups = !scope.scoping.groups.is_empty();
+        ScopingGroups {
+            scope,
+            found: HashMap::new(),
+            members: (with_groups && user.is_some()).then(HashMap::new),
+            roots: Vec::new(),
+            target: user.map(str::to_lowercase),
+            user: None,
+        }
+    }
+
+    fn add(&mut self, o: &DirObject) {
+        if let Some(guid) = o.guid
+            && self.scope.scoping.groups.contains(&GroupRef(guid))
+        {
+            let other = match o.kind {
+                ObjectKind::Group => {
+                    self.roots.push(o.dn.normalized());
+                    None
+                }
+                ObjectKind::User => Some(o.dn.to_string()),
+            };
+            self.found.insert(guid, other);
+        }
+        match o.kind {
+            ObjectKind::Group => {
+                if let Some(members) = &mut self.members {
+                    members.insert(o.dn.normalized(), o.members.clone());
+                }
+            }
+            ObjectKind::User => {
+                let is_target = self.target.as_ref().is_some_and(|t| {
+                    [&o.user_principal_name, &o.sam_account_name]
+                        .iter()
+                        .any(|v| v.as_deref().is_some_and(|v| v.trim().to_lowercase() == *t))
+                });
+                if is_target && self.user.is_none() {
+                    self.user = Some(o.clone());
+                }
+            }
+        }
+    }
+
+    /// Every scoping group must be a group of the scope, as in a sync (exit 78 otherwise).
+    fn check(&self) -> Result<()> {
+        for group in &self.scope.scoping.groups {
+            let found = match self.found.get(&group.0) {
+                Some(None) => continue,
+                Some(Some(dn)) => GroupLookup::NotAGroup(dn.clone()),
+                None => GroupLookup::NotMirrored,
+            };
+            return Err(scope::missing_group(&self.scope.policy, *group, &found));
+        }
+        Ok(())
+    }
+
+    /// The policy's verdict on the `--user` read.
+    fn exclusion(&self, user: &DirObject) -> Option<Exclusion> {
+        let dn = user.dn.normalized();
+        let in_groups = || {
+            let roots: Vec<&str> = self.roots.iter().map(String::as_str).collect();
+            let members = self.members.as_ref().map(|m| scoping::reached(&roots, m, self.scope.scoping.transitive));
+            members.is_some_and(|m| m.contains(&dn))
+        };
+        scope::exclusion(self.scope, user, &in_groups)
+    }
 }
 
 /// `--user` outside the scope: reads the users of the whole naming context (only on this path)
@@ -237,6 +355,10 @@ impl ValidateReport {
                 output::cell(user.identity.sam_account_name.as_deref().unwrap_or("-")),
                 user.identity.object_guid.as_deref().unwrap_or("-"),
             ));
+            if let Some(in_scope) = self.in_policy_scope {
+                let verdict = scope::verdict(self.excluded.as_ref().filter(|_| !in_scope));
+                out.push_str(&format!("Scope: {}\n", output::cell(&verdict)));
+            }
             if !user.mapped.is_empty() {
                 let mut m = output::table(&["SCIM attribute", "Value", "Mapping"]);
                 for row in crate::sync::validate::mapped_rows(&user.mapped) {

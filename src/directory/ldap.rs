@@ -13,7 +13,7 @@ use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, Search
 use super::filter::Filter;
 use super::{
     Change, ChangeTracking, Container, Decoded, DirObject, Directory, DirectoryError, DirectoryInfo, Dn,
-    KerberosProblem, OBJECT_ATTRIBUTES, ObjectGuid, ObjectKind, ObjectQuery, RawEntry, ReadSummary, SAM_USER_ACCOUNT,
+    KerberosProblem, ObjectGuid, ObjectKind, ObjectQuery, RawEntry, ReadAttributes, ReadSummary, SAM_USER_ACCOUNT,
     SkippedDc, decode, decode_with,
 };
 use crate::error::ErrorKind;
@@ -83,7 +83,8 @@ pub struct LdapDirectory {
     /// DCs tried before this one that did not answer.
     skipped: Vec<SkippedDc>,
     /// Attributes read besides the fixed ones (what the provisioning policy reads).
-    pub(super) extra_attributes: Vec<String>,
+    /// The attributes of users and groups a read asks for (the active policy's and ausi's own).
+    pub(super) attributes: ReadAttributes,
 }
 
 /// Whether a failed connection to one DC is a reason to try the next: it did not answer, or
@@ -167,7 +168,7 @@ impl LdapDirectory {
             info: None,
             encrypted,
             skipped: Vec::new(),
-            extra_attributes: Vec::new(),
+            attributes: ReadAttributes::default(),
         };
         match &settings.bind {
             Bind::Anonymous => {}
@@ -449,13 +450,43 @@ impl LdapDirectory {
             .streaming_search_with(adapters, &base_text, scope, &filter_text, attrs.to_vec())
             .await
             .map_err(|e| op_error(&url, "search", timeout, e))?;
-        loop {
-            match stream.next().await {
-                Ok(Some(entry)) => each(raw_entry(SearchEntry::construct(entry)))?,
-                Ok(None) => break,
-                Err(e) => return Err(op_error(&url, "search", timeout, e)),
+        // The reader runs ahead of `each` by up to READ_AHEAD pages: it reaches a page's end (and
+        // the paging adapter puts the next page's request on the wire) while the entries before
+        // it are still decoded and mirrored, so the DC works on page k+1 while page k is stored.
+        let buffer = usize::try_from(self.page_size).unwrap_or(1000).clamp(1, 10_000) * READ_AHEAD;
+        let (tx, rx) = tokio::sync::mpsc::channel(buffer);
+        let read = async {
+            let tx = tx; // dropped when the read ends: the consumer then sees the end
+            loop {
+                match stream.next().await {
+                    Ok(Some(entry)) => {
+                        if tx.send(entry).await.is_err() {
+                            return Ok(()); // the consumer stopped: its error is returned below
+                        }
+                    }
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(op_error(&url, "search", timeout, e)),
+                }
             }
-        }
+        };
+        let consume = async {
+            let mut rx = rx; // dropped when `each` fails: the reader then stops
+            let mut n = 0usize;
+            while let Some(entry) = rx.recv().await {
+                each(raw_entry(SearchEntry::construct(entry)))?;
+                n += 1;
+                // Let the connection's driver (a task of this thread) send the next page's
+                // request and take in its answer while a long page is consumed.
+                if n.is_multiple_of(YIELD_EVERY) {
+                    tokio::task::yield_now().await;
+                }
+            }
+            Ok::<(), DirectoryError>(())
+        };
+        let (read, consumed) = tokio::join!(read, consume);
+        // Any failure, on any page, fails the whole read (the consumer's first).
+        consumed?;
+        read?;
         let res = stream.finish().await;
         if res.rc == 32 {
             return Err(DirectoryError::NoSuchObject { dn: base_text });
@@ -463,6 +494,12 @@ impl LdapDirectory {
         check_rc("search", &base_text, res.rc, &res.text)
     }
 }
+
+/// Pages a paged search reads ahead of the entries being consumed (see `paged_search`).
+const READ_AHEAD: usize = 2;
+
+/// Entries consumed between two yields to the connection's driver.
+const YIELD_EVERY: usize = 100;
 
 impl Directory for LdapDirectory {
     async fn info(&mut self) -> Result<DirectoryInfo, DirectoryError> {
@@ -626,16 +663,9 @@ impl LdapDirectory {
         progress: &dyn Fn(u64),
     ) -> Result<ReadSummary, DirectoryError> {
         let nc = self.info().await?.naming_context;
-        let range_attr = format!("member;range=0-{}", self.range_step - 1);
-        let mut attrs: Vec<&str> = OBJECT_ATTRIBUTES.to_vec();
-        if query.members {
-            attrs.push(&range_attr);
-        }
-        if query.backlinks {
-            attrs.extend(["memberOf", "directReports", "ou"]);
-        }
-        let extra = self.extra_attributes.clone();
-        attrs.extend(extra.iter().map(String::as_str));
+        let requested = object_request(&self.attributes, query, self.range_step);
+        let attrs: Vec<&str> = requested.iter().map(String::as_str).collect();
+        let extra = self.attributes.extra().to_vec();
         let mut summary = ReadSummary::default();
         // Groups whose member list continues past the first range are finished after the scan.
         let mut unfinished: Vec<DirObject> = Vec::new();
@@ -658,6 +688,20 @@ impl LdapDirectory {
         }
         Ok(summary)
     }
+}
+
+/// The attributes a search for users and groups requests: `attributes` (the structural ones, the
+/// table's the policy reads, its further ones), the first range of `member` when the query reads
+/// members, and the back-links when it reads them.
+pub fn object_request(attributes: &ReadAttributes, query: ObjectQuery, range_step: u32) -> Vec<String> {
+    let mut request: Vec<String> = attributes.names().into_iter().map(str::to_owned).collect();
+    if query.members {
+        request.push(format!("member;range=0-{}", range_step.saturating_sub(1)));
+    }
+    if query.backlinks {
+        request.extend(["memberOf", "directReports", "ou"].map(str::to_owned));
+    }
+    request
 }
 
 /// LDAP_CAP_ACTIVE_DIRECTORY_PARTIAL_SECRETS_OID: announced by read-only DCs only ([MS-ADTS] 3.1.1.3.4.3).

@@ -8,15 +8,16 @@ use std::path::{Path, PathBuf};
 use super::ldif::{LdifError, LdifReader, LdifRecord};
 use super::{
     Change, ChangeTracking, Container, Decoded, DirObject, Directory, DirectoryError, DirectoryInfo, Dn, ObjectKind,
-    ObjectQuery, RawEntry, ReadSummary, Unreadable, decode, decode_with,
+    ObjectQuery, RawEntry, ReadAttributes, ReadSummary, Unreadable, decode, decode_with,
 };
 
 pub struct LdifDirectory {
     path: PathBuf,
     info: DirectoryInfo,
     containers: Vec<Container>,
-    /// Attributes read besides the fixed ones (what the provisioning policy reads).
-    pub(super) extra_attributes: Vec<String>,
+    /// What a DC would be asked for (the active policy's attributes and ausi's own): the rest of
+    /// an entry is dropped, so an export and a DC give the mirror the same.
+    pub(super) attributes: ReadAttributes,
 }
 
 impl LdifDirectory {
@@ -60,7 +61,7 @@ impl LdifDirectory {
                 skipped: Vec::new(),
             },
             containers,
-            extra_attributes: Vec::new(),
+            attributes: ReadAttributes::default(),
         })
     }
 }
@@ -99,8 +100,9 @@ impl Directory for LdifDirectory {
             summary.entries += 1;
             progress(summary.entries);
             let line = record.line;
-            let raw = raw_entry(record);
-            match decode_with(&raw, &self.info.naming_context, &self.extra_attributes) {
+            let mut raw = raw_entry(record);
+            self.attributes.cut(&mut raw);
+            match decode_with(&raw, &self.info.naming_context, self.attributes.extra()) {
                 Ok(Decoded::Object(object)) => {
                     let wanted = match object.kind {
                         ObjectKind::User => query.users,

@@ -29,9 +29,10 @@ pub const UAC_ACCOUNT_DISABLE: u32 = 0x2;
 /// Default containers directly under the naming context that never hold synchronised objects.
 const HIDDEN_CONTAINERS: [&str; 4] = ["system", "lostandfound", "infrastructure", "ntds quotas"];
 
-/// The attributes every source reads for users and groups: the one table of synced attributes
-/// (each has a field of [`DirObject`], see [`DirObject::field`]); a provisioning policy's further
-/// attributes are read besides them into [`DirObject::extra`] (see [`extra_attributes`]).
+/// The one table of synced attributes: each has a field of [`DirObject`] (see
+/// [`DirObject::values`]). A read asks for the [`STRUCTURAL_ATTRIBUTES`] and those of the others
+/// the active policy reads ([`ReadAttributes`]); a policy's further attributes are read besides
+/// them into [`DirObject::extra`] (see [`extra_attributes`]). Default reads the whole table.
 pub const OBJECT_ATTRIBUTES: [&str; 16] = [
     "objectClass",
     "objectGUID",
@@ -50,6 +51,99 @@ pub const OBJECT_ATTRIBUTES: [&str; 16] = [
     "employeeNumber",
     "manager",
 ];
+
+/// The attributes of the table every read asks for, whatever the policy maps, because ausi itself
+/// needs them:
+/// - `objectClass`, `sAMAccountType`: what an entry is (user, group, OU; a computer is no user);
+/// - `objectGUID`: the anchor (externalId, the mirror's key);
+/// - `sAMAccountName`: the `sAMAccountName.duplicate` rule of every policy, `--user NAME`, the
+///   identity in reports, a group's name when it has no cn;
+/// - `userPrincipalName`: the `userPrincipalName.syntax` rule of every policy, `--user NAME`,
+///   the identity in reports;
+/// - `userAccountControl`: enabled or disabled (the `active` of Default, the disabled count of
+///   `validate`, the `userAccountControl.syntax` rule);
+/// - `cn`: a group's displayName when the group mapping gives none;
+/// - `manager`: `enterprise.manager` is built in (not mappable) under every policy.
+///
+/// Group members (`member`, by range) and, in a delta, the back-links (`memberOf`,
+/// `directReports`, `ou`) are asked for by the query ([`ObjectQuery`]); `uSNChanged` and
+/// `isDeleted` are only in the delta's filters, never read.
+pub const STRUCTURAL_ATTRIBUTES: [&str; 8] = [
+    "objectClass",
+    "objectGUID",
+    "sAMAccountType",
+    "sAMAccountName",
+    "userPrincipalName",
+    "userAccountControl",
+    "cn",
+    "manager",
+];
+
+/// What a read of users and groups asks the directory for (and what an export's entries are cut
+/// down to, so both sources keep the same in the mirror): the [`STRUCTURAL_ATTRIBUTES`], the other
+/// attributes of the table ([`OBJECT_ATTRIBUTES`]) the policy reads, and its further attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadAttributes {
+    /// Table attributes as the schema spells them, in the table's order.
+    table: Vec<&'static str>,
+    /// Further attributes, lower-case, sorted.
+    extra: Vec<String>,
+}
+
+impl Default for ReadAttributes {
+    /// The whole table and nothing more: what Default reads, and what a read not told otherwise asks for.
+    fn default() -> Self {
+        ReadAttributes { table: OBJECT_ATTRIBUTES.to_vec(), extra: Vec::new() }
+    }
+}
+
+impl ReadAttributes {
+    /// What a read must ask for to give a policy reading `wanted` (its
+    /// [`Policy::attributes`](crate::policy::Policy::attributes)) what it reads.
+    pub fn for_policy<'a>(wanted: impl IntoIterator<Item = &'a String>) -> ReadAttributes {
+        let wanted: Vec<String> = wanted.into_iter().map(|a| a.to_ascii_lowercase()).collect();
+        let table = OBJECT_ATTRIBUTES
+            .iter()
+            .copied()
+            .filter(|a| STRUCTURAL_ATTRIBUTES.contains(a) || wanted.iter().any(|w| w.eq_ignore_ascii_case(a)))
+            .collect();
+        ReadAttributes { table, extra: extra_attributes(&wanted) }
+    }
+
+    /// The attributes to request, in a stable order: the table's, then the further ones.
+    pub fn names(&self) -> Vec<&str> {
+        self.table.iter().copied().chain(self.extra.iter().map(String::as_str)).collect()
+    }
+
+    /// The further attributes (lower-case), read into [`DirObject::extra`].
+    pub fn extra(&self) -> &[String] {
+        &self.extra
+    }
+
+    /// Whether the whole table is read (Default, and any policy mapping all of it).
+    pub fn whole_table(&self) -> bool {
+        self.table.len() == OBJECT_ATTRIBUTES.len()
+    }
+
+    /// Whether an entry's attribute `name` (lower-case, as in [`RawEntry`]) is kept: one asked
+    /// for, or the members and back-links a query asks for besides.
+    fn keeps(&self, name: &str) -> bool {
+        let base = name.split(';').next().unwrap_or(name);
+        ["member", "memberof", "directreports", "ou"].contains(&base)
+            || self.table.iter().any(|a| a.eq_ignore_ascii_case(base))
+            || self.extra.iter().any(|a| a == base)
+    }
+
+    /// Drops what a DC asked for these attributes would not have sent (an export has
+    /// everything its writer put in it).
+    pub fn cut(&self, raw: &mut RawEntry) {
+        if self.whole_table() && self.extra.is_empty() {
+            // Default: decoding reads nothing beyond the table anyway.
+            return;
+        }
+        raw.attrs.retain(|(name, _)| self.keeps(name));
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -309,12 +403,12 @@ pub enum AnyDirectory {
 }
 
 impl AnyDirectory {
-    /// Also read these attributes (lower-case, beyond [`OBJECT_ATTRIBUTES`]) into
-    /// [`DirObject::extra`]: what the active provisioning policy reads.
-    pub fn read_extra_attributes(&mut self, names: Vec<String>) {
+    /// Read exactly these attributes of users and groups: what the active provisioning policy
+    /// and ausi itself need ([`ReadAttributes::for_policy`]).
+    pub fn read_attributes(&mut self, attributes: ReadAttributes) {
         match self {
-            AnyDirectory::Ldap(d) => d.extra_attributes = names,
-            AnyDirectory::Ldif(d) => d.extra_attributes = names,
+            AnyDirectory::Ldap(d) => d.attributes = attributes,
+            AnyDirectory::Ldif(d) => d.attributes = attributes,
         }
     }
 }
@@ -885,6 +979,109 @@ mod tests {
         assert!(plain.extra.is_empty() && plain.defects.is_empty());
         assert_eq!(plain.values("name"), ["U"]);
         assert!(plain.values("mail").is_empty());
+    }
+
+    fn owned(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    /// Default asks for today's list, byte for byte; a policy reading only department asks for the
+    /// structural attributes and department; a policy's further attributes come last, once.
+    #[test]
+    fn the_request_is_the_structural_attributes_and_what_the_policy_reads() {
+        let default = ldap::object_request(&ReadAttributes::default(), ObjectQuery::SYNC, 1500);
+        let mut today = owned(&OBJECT_ATTRIBUTES);
+        today.push("member;range=0-1499".into());
+        assert_eq!(default, today);
+        let department = ReadAttributes::for_policy(&owned(&["department", "userprincipalname", "dn", "name"]));
+        assert!(!department.whole_table());
+        let delta = ObjectQuery { users: true, groups: true, members: true, backlinks: true };
+        assert_eq!(
+            ldap::object_request(&department, delta, 700),
+            [
+                "objectClass",
+                "objectGUID",
+                "sAMAccountType",
+                "sAMAccountName",
+                "userPrincipalName",
+                "userAccountControl",
+                "cn",
+                "department",
+                "manager",
+                "member;range=0-699",
+                "memberOf",
+                "directReports",
+                "ou",
+            ]
+        );
+        let users = ldap::object_request(&ReadAttributes::for_policy(&[]), ObjectQuery::USERS, 1500);
+        assert_eq!(users, owned(&STRUCTURAL_ATTRIBUTES));
+        let mixed = ReadAttributes::for_policy(&owned(&["ProxyAddresses", "mail", "company", "proxyaddresses"]));
+        assert_eq!(
+            mixed.names(),
+            [
+                "objectClass",
+                "objectGUID",
+                "sAMAccountType",
+                "sAMAccountName",
+                "userPrincipalName",
+                "mail",
+                "userAccountControl",
+                "cn",
+                "manager",
+                "company",
+                "proxyaddresses",
+            ],
+            "the table's in its order, then the others sorted, once"
+        );
+        assert_eq!(mixed.extra(), ["company", "proxyaddresses"]);
+    }
+
+    /// An export's entry is cut to what a DC would have sent: an attribute the policy does not
+    /// read is neither kept nor judged (an undecodable one is no defect), structural ones stay.
+    #[test]
+    fn an_export_keeps_only_what_the_policy_reads() {
+        let mut raw = entry(
+            "CN=G,OU=Corp,DC=example,DC=test",
+            &[
+                ("objectClass", "user"),
+                ("sAMAccountType", "805306368"),
+                ("sAMAccountName", "g"),
+                ("userPrincipalName", "g@example.test"),
+                ("userAccountControl", "512"),
+                ("givenName", "G"),
+                ("mail", "g@example.test"),
+                ("department", "Sales"),
+                ("company", "Acme"),
+                ("memberOf", "CN=X,DC=example,DC=test"),
+            ],
+        );
+        raw.push("title", vec![0xff]);
+        let full = match decode(&raw, &nc()).unwrap() {
+            Decoded::Object(o) => o,
+            _ => panic!(),
+        };
+        assert_eq!(full.defects.len(), 1, "Default reads title: {:?}", full.defects);
+        let only = ReadAttributes::for_policy(&owned(&["department"]));
+        let mut cut = RawEntry { dn: raw.dn.clone(), attrs: raw.attrs.clone() };
+        only.cut(&mut cut);
+        let Decoded::Object(o) = decode_with(&cut, &nc(), only.extra()).unwrap() else { panic!() };
+        assert_eq!(o.department.as_deref(), Some("Sales"));
+        assert_eq!((o.given_name.as_deref(), o.mail.as_deref()), (None, None));
+        assert!(o.defects.is_empty() && o.extra.is_empty());
+        assert_eq!(o.user_principal_name.as_deref(), Some("g@example.test"));
+        assert_eq!(o.sam_account_name.as_deref(), Some("g"));
+        assert!(!o.is_disabled() && o.user_account_control.is_some());
+        assert_eq!(o.member_of.len(), 1, "back-links stay: a delta asks for them");
+        let with_company = ReadAttributes::for_policy(&owned(&["company"]));
+        let mut cut = RawEntry { dn: raw.dn.clone(), attrs: raw.attrs.clone() };
+        with_company.cut(&mut cut);
+        let Decoded::Object(o) = decode_with(&cut, &nc(), with_company.extra()).unwrap() else { panic!() };
+        assert_eq!((o.values("company"), o.department), (vec!["Acme".to_owned()], None));
+        // Default: nothing is cut.
+        let mut same = RawEntry { dn: raw.dn.clone(), attrs: raw.attrs.clone() };
+        ReadAttributes::default().cut(&mut same);
+        assert_eq!(same.attrs, raw.attrs);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod expr;
 pub mod map;
 pub mod scoping;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
@@ -237,6 +238,12 @@ impl Mapping {
         let target = Target::parse(target).expect("Default's targets parse");
         Mapping::parse(target, source, "Default").expect("Default's expressions parse")
     }
+
+    /// Default's group mapping (only `displayName`, which is no User target).
+    fn builtin_group(target: &str, source: &str) -> Mapping {
+        let target = Target::Core { attr: target.to_owned(), sub: None };
+        Mapping::parse(target, source, "Default").expect("Default's expressions parse")
+    }
 }
 
 /// How users are mapped.
@@ -381,22 +388,28 @@ impl Policy {
         }
     }
 
-    /// The user mapping, Default's written as expressions.
-    pub fn user_mappings(&self) -> Vec<Mapping> {
+    /// The user mapping, Default's written as expressions. A configured policy's is borrowed:
+    /// the sync evaluates it several times per user, and a copy per call (parse trees, compiled
+    /// regexes with fresh caches) cost more than the evaluation itself.
+    pub fn user_mappings(&self) -> Cow<'_, [Mapping]> {
         match &self.user {
             UserMapping::Default => DEFAULT_USER_MAPPING.iter().map(|(t, s)| Mapping::builtin(t, s)).collect(),
-            UserMapping::Mapped(m) => m.clone(),
+            UserMapping::Mapped(m) => Cow::Borrowed(m),
         }
     }
 
-    /// Every directory attribute the policy reads (lower-case): its mappings', its scoping
-    /// rules' and its group options'. Default's are the fixed table's.
+    /// Every directory attribute the policy reads (lower-case): its user mappings' (Default's
+    /// written as expressions, which read what its fixed code reads), and so what its required
+    /// and duplicate rules judge (the mapped values); its group name's (Default's: cn, the RDN);
+    /// its scoping rules' and its group options'. What the directory is asked for adds the
+    /// attributes ausi itself needs ([`crate::directory::STRUCTURAL_ATTRIBUTES`]).
     pub fn attributes(&self) -> BTreeSet<String> {
-        let mut attributes: BTreeSet<String> = match &self.user {
-            UserMapping::Default => BTreeSet::new(),
-            UserMapping::Mapped(m) => m.iter().flat_map(|m| m.expr.attributes()).collect(),
-        };
-        attributes.extend(self.group_name.iter().flat_map(|m| m.expr.attributes()));
+        let mut attributes: BTreeSet<String> = self.user_mappings().iter().flat_map(|m| m.expr.attributes()).collect();
+        match &self.group_name {
+            Some(m) => attributes.extend(m.expr.attributes()),
+            None => attributes
+                .extend(DEFAULT_GROUP_MAPPING.iter().flat_map(|(t, s)| Mapping::builtin_group(t, s).expr.attributes())),
+        }
         attributes.extend(self.scope.attributes());
         attributes.extend(self.groups.attributes());
         attributes
@@ -535,6 +548,36 @@ mod tests {
         let p = Policy::compile("P", &config("required = [\"enterprise.department\"]")).unwrap();
         let required: Vec<String> = p.required.iter().map(Target::name).collect();
         assert_eq!(required, ["userName", "enterprise.department"]);
+    }
+
+    /// Default reads the whole table and nothing more (its request is today's); a policy reads
+    /// what its mappings, scoping and group options read, and only that.
+    #[test]
+    fn a_policy_reads_what_it_maps_and_scopes_on() {
+        use crate::directory::{OBJECT_ATTRIBUTES, ReadAttributes};
+        let default = Policy::default_policy();
+        assert_eq!(ReadAttributes::for_policy(&default.attributes()), ReadAttributes::default());
+        assert_eq!(ReadAttributes::default().names(), OBJECT_ATTRIBUTES);
+        let p = Policy::compile(
+            "Dept",
+            &config(
+                r#"
+                user."name.givenName" = ""
+                user."name.familyName" = ""
+                user."displayName" = ""
+                user."emails[work,primary]" = ""
+                user."title" = ""
+                user."phoneNumbers[work]" = ""
+                user."enterprise.employeeNumber" = ""
+                user."active" = ""
+                group."displayName" = '[sAMAccountName]'
+                scope.conditions = [{ attribute = "company", equals = "Acme" }]
+                "#,
+            ),
+        )
+        .unwrap();
+        let read: Vec<String> = p.attributes().into_iter().collect();
+        assert_eq!(read, ["company", "department", "samaccountname", "userprincipalname"]);
     }
 
     /// The README's policy section shows Default's mapping and a worked example: both are what

@@ -182,6 +182,58 @@ impl<'de> Deserialize<'de> for GroupRef {
     }
 }
 
+/// What the mirror (or a validation's read of the selected OUs) holds under a scoping group's
+/// objectGUID, when it is not a group there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupLookup {
+    /// Nothing: no such group (a placeholder, a deleted group) or one outside the selected OUs.
+    NotMirrored,
+    /// Another kind of object (its DN).
+    NotAGroup(String),
+}
+
+/// Why a policy's scoping group cannot be evaluated. Membership comes from the groups ausi reads
+/// in the selected OUs, so a group it does not hold would take every user out of the scope.
+pub fn missing_group_message(policy: &str, group: GroupRef, found: &GroupLookup) -> String {
+    match found {
+        GroupLookup::NotMirrored => format!(
+            "the provisioning policy {policy:?} scopes by the group {group}, which is not among the groups of the selected OUs (no such objectGUID, a deleted group, or a group outside the selected OUs): its members cannot be known, and every user would leave the scope"
+        ),
+        GroupLookup::NotAGroup(dn) => format!(
+            "the provisioning policy {policy:?} scopes by the group {group}, but that objectGUID is {dn}, which is not a group"
+        ),
+    }
+}
+
+/// The users reached from `roots` through the groups' `members` (the group's DN → its member
+/// DNs, normalised; a member that is itself a key is a group): direct members only, or with
+/// `transitive` through any chain of groups (each group once, so a cycle ends). What the mirror's
+/// link table answers for a sync, for a read that has no mirror (`validate --user`).
+pub fn reached(
+    roots: &[&str],
+    members: &std::collections::HashMap<String, Vec<String>>,
+    transitive: bool,
+) -> BTreeSet<String> {
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    let mut queue: Vec<&str> = roots.to_vec();
+    let mut users = BTreeSet::new();
+    while let Some(group) = queue.pop() {
+        if !seen.insert(group) {
+            continue;
+        }
+        for m in members.get(group).into_iter().flatten() {
+            match members.contains_key(m) {
+                true if transitive => queue.push(m),
+                true => {}
+                false => {
+                    users.insert(m.clone());
+                }
+            }
+        }
+    }
+    users
+}
+
 /// A regular expression compared by its text.
 #[derive(Debug, Clone)]
 pub struct Pattern(regex::Regex);
@@ -670,6 +722,33 @@ mod tests {
         .unwrap();
         assert!(both.check().unwrap_err().contains("not both"));
         assert!(toml::from_str::<GroupOptions>(r#"members = "flat""#).is_err());
+    }
+
+    #[test]
+    fn reached_follows_groups_once_and_only_when_transitive() {
+        // g1 = {u1, g2}, g2 = {u2, g3}, g3 = {u3, g1} (a cycle), g4 = {u4}.
+        let members: std::collections::HashMap<String, Vec<String>> =
+            [("g1", vec!["u1", "g2"]), ("g2", vec!["u2", "g3"]), ("g3", vec!["u3", "g1"]), ("g4", vec!["u4"])]
+                .into_iter()
+                .map(|(g, m)| (g.to_owned(), m.into_iter().map(str::to_owned).collect()))
+                .collect();
+        let got = |roots: &[&str], transitive| reached(roots, &members, transitive).into_iter().collect::<Vec<_>>();
+        assert_eq!(got(&["g1"], false), ["u1"]);
+        assert_eq!(got(&["g1"], true), ["u1", "u2", "u3"]);
+        assert_eq!(got(&["g2", "g4"], false), ["u2", "u4"]);
+        assert_eq!(got(&["unknown"], true), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_missing_scoping_group_is_named_with_its_policy() {
+        let g = GroupRef(ObjectGuid::parse(G1).unwrap());
+        let absent = missing_group_message("Staff", g, &GroupLookup::NotMirrored);
+        assert!(
+            absent.starts_with(&format!("the provisioning policy \"Staff\" scopes by the group {G1}, which is not"))
+        );
+        assert!(absent.contains("outside the selected OUs"));
+        let user = missing_group_message("Staff", g, &GroupLookup::NotAGroup("CN=Ann,DC=x".into()));
+        assert!(user.ends_with("that objectGUID is CN=Ann,DC=x, which is not a group"), "{user}");
     }
 
     /// The README's example under "Scoping and groups" loads as it is written.

@@ -98,9 +98,6 @@ impl StateStore {
         }
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(sql)?;
-        if let Ok(extra) = std::env::var("AUSI_EXPERIMENT_PRAGMAS") {
-            conn.execute_batch(&extra).map_err(sql)?;
-        }
 
         // Creation is one transaction: a kill leaves either no tables or all of them.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
@@ -116,6 +113,32 @@ impl StateStore {
         conn.execute_batch(TEMP_TABLES).map_err(sql)?;
 
         Ok(StateStore { conn, _lock: Some(lock), loose, path: display, first_own_run: None, schema: SCHEMA_VERSION })
+    }
+
+    /// A second connection to this store's file, for the run's writer: the applier commits its
+    /// journal and results through it while the planner reads the mirror through `self` (WAL:
+    /// readers and the one writer do not wait for each other). It takes no lock (this store
+    /// holds it) and has no temporary tables (the applier writes none). Only for a store
+    /// opened with [`StateStore::open`], outside a dry run's savepoint.
+    pub fn writer(&self) -> Result<StateStore, StateError> {
+        let sql = |source| StateError::Sqlite { path: self.path.clone(), source };
+        let path = self.conn.path().filter(|p| !p.is_empty()).ok_or_else(|| {
+            sql(rusqlite::Error::InvalidParameterName("the store has no file for a second connection".into()))
+        })?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(sql)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+        // journal_mode is the file's (WAL, set by `open`); these two are per connection.
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(sql)?;
+        Ok(StateStore {
+            conn,
+            _lock: None,
+            loose: Vec::new(),
+            path: self.path.clone(),
+            first_own_run: self.first_own_run,
+            schema: self.schema,
+        })
     }
 
     /// The files [`StateStore::open`] found readable by other users, and whether it fixed them.

@@ -1,9 +1,13 @@
 //! Applying a [`Plan`] to the tenant: the I/O edge of the engine. Writes go out with bounded
 //! concurrency; every result is recorded in the state store, committed in batches, and a create
 //! is journaled before it is sent, so a run killed at any instant is finished by the next one
-//! without duplicates.
+//! without duplicates. The engine hands the applier its own connection to the store
+//! ([`StateStore::writer`]): a window's journal, results and bookkeeping are committed through
+//! it while the planner reads the mirror through the run's, planning the next window.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
@@ -95,6 +99,9 @@ impl Done {
         Done { id, adopted, answer: None, moved: None }
     }
 }
+
+/// guid → SCIM id, shared by the applier and the planner (see [`Applier::known_ids`]).
+pub type Ids = Rc<RefCell<HashMap<String, String>>>;
 
 /// A group to complete: (guid, dn, tenant id, members missing as (guid, id)).
 type FollowUp = (String, String, String, Vec<(String, String)>);
@@ -207,8 +214,13 @@ pub struct Applier<'a> {
     /// Told the number of objects written so far (a progress display).
     progress: &'a dyn Fn(u64),
     done: u64,
-    /// guid → SCIM id, as known now (anchors, plus what this run created or adopted).
-    pub ids: HashMap<String, String>,
+    /// guid → SCIM id: the anchors', plus what this run's completed windows created or adopted
+    /// ([`Applier::publish`]). Shared with the planner, which reads it while a window is sent;
+    /// borrowed only between awaits (one thread), mutably only by `publish`.
+    ids: Ids,
+    /// Ids learnt by the writes not yet published: the applier's own lookups see them at once,
+    /// the planner only once the window that learnt them is written.
+    learned: HashMap<String, String>,
     batch: Batch,
     pub counts: Counts,
     pub failures: Vec<Failure>,
@@ -265,11 +277,36 @@ impl<'a> Applier<'a> {
             counted: HashSet::new(),
             progress,
             done: 0,
-            ids,
+            ids: Rc::new(RefCell::new(ids)),
+            learned: HashMap::new(),
             batch: Batch::default(),
             counts: Counts::default(),
             failures: Vec::new(),
         }
+    }
+
+    /// The SCIM id of `guid` as the applier knows it now (published or just learnt).
+    pub fn id(&self, guid: &str) -> Option<String> {
+        self.learned.get(guid).cloned().or_else(|| self.ids.borrow().get(guid).cloned())
+    }
+
+    /// The ids the planner reads: the anchors' and those of the windows written so far.
+    pub fn known_ids(&self) -> Ids {
+        Rc::clone(&self.ids)
+    }
+
+    /// Makes the ids learnt since the last call known to the planner: called once a window's
+    /// writes are done, never while the planner holds a borrow (between two awaits).
+    pub fn publish(&mut self) {
+        if !self.learned.is_empty() {
+            self.ids.borrow_mut().extend(self.learned.drain());
+        }
+    }
+
+    /// Forgets the ids of objects deleted in the tenant (they are created again).
+    pub fn forget_ids(&mut self, gone: &HashSet<String>) {
+        self.ids.borrow_mut().retain(|guid, _| !gone.contains(guid));
+        self.learned.retain(|guid, _| !gone.contains(guid));
     }
 
     /// Creates and updates of one kind. Creates are journaled (committed) before any is sent.
@@ -358,7 +395,7 @@ impl<'a> Applier<'a> {
     ) -> Result<Vec<(&'w Write, TenantError)>, AppError> {
         let client = self.client;
         let jobs: Vec<_> =
-            jobs.into_iter().map(|(w, create)| (w, create, with_members(w, &self.ids, &self.kinds))).collect();
+            jobs.into_iter().map(|(w, create)| (w, create, with_members(w, &|g| self.id(g), &self.kinds))).collect();
         let lookup = !defer_conflicts;
         // Lent to the writes in flight; given back below.
         let (view, gone) = (self.view.take(), std::mem::take(&mut self.gone));
@@ -406,7 +443,7 @@ impl<'a> Applier<'a> {
     /// The tenant's users and/or groups, or `None` when the listing failed in a way that only
     /// makes the run fall back to lookups one by one.
     async fn listing(&self, users: bool, groups: bool) -> Result<Option<TenantView>, AppError> {
-        match read_tenant(self.client, users, groups, LIST_PAGE).await {
+        match read_tenant(self.client, users, groups, LIST_PAGE, self.concurrency).await {
             Ok(view) => Ok(Some(view)),
             Err(e) if is_fatal(&e) => Err(e.into()),
             Err(_) => Ok(None),
@@ -523,7 +560,7 @@ impl<'a> Applier<'a> {
                         kind: resource(w.kind),
                         id: w.scim_id.clone(),
                         bulk_id: format!("op{n}"),
-                        data: Some(with_members(w, &self.ids, &self.kinds).unwrap_or_else(|| w.body.clone())),
+                        data: Some(with_members(w, &|g| self.id(g), &self.kinds).unwrap_or_else(|| w.body.clone())),
                     })
                     .collect();
                 (chunk, ops)
@@ -603,7 +640,7 @@ impl<'a> Applier<'a> {
                 }
                 if let Some(members) = &w.members {
                     let sent: Vec<(String, String)> =
-                        members.guids.iter().filter_map(|g| self.ids.get(g).map(|i| (g.clone(), i.clone()))).collect();
+                        members.guids.iter().filter_map(|g| self.id(g).map(|i| (g.clone(), i))).collect();
                     let missing: Vec<(String, String)> = match &done.answer {
                         Some(answer) => {
                             let lost: HashSet<String> =
@@ -623,7 +660,7 @@ impl<'a> Applier<'a> {
                     }
                     self.counts.repaired_memberships += members.restored;
                 }
-                self.ids.insert(w.guid.clone(), id);
+                self.learned.insert(w.guid.clone(), id);
                 self.kinds.insert(w.guid.clone(), w.kind);
                 match (w.repair, w.kind, create, done.adopted) {
                     (true, Kind::User, ..) => self.counts.repaired_users += 1,
@@ -697,11 +734,11 @@ impl<'a> Applier<'a> {
         let mut adds = Vec::new();
         let mut removes = Vec::new();
         for change in changes {
-            let Some(group_id) = self.ids.get(&change.group_guid).cloned() else {
+            let Some(group_id) = self.id(&change.group_guid) else {
                 continue; // the group's own create failed: recorded already, retried next run
             };
             let resolve = |guids: &[String]| -> Vec<(String, String)> {
-                guids.iter().filter_map(|g| self.ids.get(g).map(|id| (g.clone(), id.clone()))).collect()
+                guids.iter().filter_map(|g| self.id(g).map(|id| (g.clone(), id))).collect()
             };
             let (add, remove) = (resolve(&change.add), resolve(&change.remove));
             if !add.is_empty() {
@@ -1048,7 +1085,7 @@ impl<'a> Applier<'a> {
         self.failures.push(Failure {
             guid: guid.to_owned(),
             dn: dn.to_owned(),
-            tenant_id: self.ids.get(guid).cloned(),
+            tenant_id: self.id(guid),
             operation,
             error,
             scim,
@@ -1086,17 +1123,17 @@ impl<'a> Applier<'a> {
 /// A group's resource with the members its write sets (`None`: send the body as it is).
 /// The members ausi sets, with their `type`, plus those the tenant lists that ausi did not set
 /// (`keep_members`).
-fn with_members(w: &Write, ids: &HashMap<String, String>, kinds: &HashMap<String, Kind>) -> Option<Value> {
+fn with_members(w: &Write, ids: &dyn Fn(&str) -> Option<String>, kinds: &HashMap<String, Kind>) -> Option<Value> {
     let members = w.members.as_ref()?;
     let mut body = w.body.clone();
     let mut seen = HashSet::new();
     let list: Vec<Value> = members
         .guids
         .iter()
-        .filter_map(|g| ids.get(g).map(|id| (id, kinds.get(g).map(|k| resource(*k)))))
-        .chain(w.keep_members.iter().map(|id| (id, None)))
-        .filter(|(id, _)| seen.insert(id.as_str()))
-        .map(|(id, kind)| scim::member(id, kind))
+        .filter_map(|g| ids(g).map(|id| (id, kinds.get(g).map(|k| resource(*k)))))
+        .chain(w.keep_members.iter().map(|id| (id.clone(), None)))
+        .filter(|(id, _)| seen.insert(id.clone()))
+        .map(|(id, kind)| scim::member(&id, kind))
         .collect();
     body["members"] = Value::Array(list);
     Some(body)
@@ -1273,13 +1310,15 @@ async fn find_one(
     }
 }
 
-/// The tenant's users and/or groups, paged (`page_size` a page), as one view: each resource
-/// is reduced to what ausi compares as its page is read, so memory holds one page of JSON.
+/// The tenant's users and/or groups, paged (`page_size` a page, `concurrency` pages in
+/// flight), as one view: each resource is reduced to what ausi compares as its page is read,
+/// so memory holds the pages in flight, not the listing.
 pub async fn read_tenant(
     client: &dyn Tenant,
     users: bool,
     groups: bool,
     page_size: u32,
+    concurrency: usize,
 ) -> Result<TenantView, TenantError> {
     let (mut complete, mut pages) = (true, 0);
     let mut view = ViewBuilder::default();
@@ -1291,8 +1330,9 @@ pub async fn read_tenant(
             Kind::User => ResourceKind::User,
             Kind::Group => ResourceKind::Group,
         };
-        let listing =
-            client.listing_each(resource_kind, page_size, Some(attributes), &mut |r| view.push(kind, &r)).await?;
+        let listing = client
+            .listing_each(resource_kind, page_size, Some(attributes), concurrency, &mut |r| view.push(kind, &r))
+            .await?;
         complete &= listing.complete;
         pages += listing.pages;
     }
@@ -1415,7 +1455,7 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let progress = |_: u64| {};
-            let mut applier = Applier::new(fake, run, options(filters), &progress, &HashMap::new());
+            let mut applier = Applier::new(fake, run, options(filters), &progress, &plan::Anchors::default());
             applier.writes(&mut store, users, &[]).await.unwrap();
             applier.writes(&mut store, std::slice::from_ref(&g), &[]).await.unwrap();
             test(&mut applier, &mut store).await;
@@ -1467,7 +1507,7 @@ mod tests {
                 kind: Kind::User,
                 guid: users[0].guid.clone(),
                 dn: users[0].dn.clone(),
-                scim_id: applier.ids.get(&users[0].guid).cloned(),
+                scim_id: applier.id(&users[0].guid),
                 action: RemoveAction::Deactivate,
                 reason: "deleted",
             };
@@ -1538,7 +1578,7 @@ mod tests {
         let run = store.begin_run("sync", false, NOW).unwrap();
         let users = vec![user(1), user(2)];
         let progress = |_: u64| {};
-        let mut applier = Applier::new(&fake, run, options(false), &progress, &HashMap::new());
+        let mut applier = Applier::new(&fake, run, options(false), &progress, &plan::Anchors::default());
         applier.gone = HashSet::from(["aaaaaaaa-0000-0000-0000-000000000000".to_owned()]);
         runtime.block_on(applier.writes(&mut store, &users, &[])).unwrap();
         assert!(!fake.log().iter().any(|l| l.starts_with("FILTER")), "no filter is sent: {:?}", fake.log());

@@ -1,9 +1,12 @@
 //! The sync engine, one for full and delta runs: refresh the directory mirror (a complete read,
 //! or the changes since the watermark), validate the dirty users, then plan and apply page by
-//! page — users, managers, groups, memberships, removals — and advance the watermark only once
-//! everything is committed. Memory grows with the page size and the state, not with the scope.
+//! page — users, managers, groups, memberships, removals; the next window planned while the
+//! last is written — and advance the watermark only once everything is committed. Memory grows
+//! with the page size and the state, not with the scope.
 
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::rc::Rc;
 
 use serde::Serialize;
 
@@ -20,15 +23,15 @@ use crate::directory::{
 use crate::error::{AppError, ErrorKind, Result};
 use crate::store::{self, StateStore};
 use crate::store::{Mirrored, Watermark, duplicate_key};
-use crate::sync::apply::Applier;
+use crate::sync::apply::{Applier, Ids};
 
 /// Objects read from the store, validated and planned together.
 pub const PAGE: usize = 500;
 
 /// Creates and updates handed to the applier together: several pages, so that it can keep
 /// more than one `/Bulk` request (or `concurrency` single writes) in flight instead of one
-/// page's worth at a time. The planner waits while they are written (the back-pressure), so
-/// memory holds at most this many bodies.
+/// page's worth at a time. The next window is planned while one is written, and waits for it
+/// before it is handed over (the back-pressure), so memory holds at most two windows of bodies.
 pub const WINDOW: usize = 4 * PAGE;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -706,8 +709,12 @@ struct Work<'a> {
 pub struct Engine<'a, 'c> {
     store: &'a mut StateStore,
     applier: Option<Applier<'c>>,
-    /// guid → SCIM id for a dry run (a real run asks the applier, which learns new ids).
-    ids: HashMap<String, String>,
+    /// The applier's own connection to the store (a real run, opened by [`Engine::run`]): it
+    /// commits a window's journal and results while the planner reads the mirror through `store`.
+    writer: Option<StateStore>,
+    /// guid → SCIM id as the planner knows it: the applier's published ids (a real run: the ids
+    /// of the anchors and of the windows written so far), or the anchors' for a dry run.
+    ids: Ids,
     /// The run's plan for the report, spilled as it is made.
     plan: PlanLog,
     /// The tenant's users and groups, when this run listed them (a full sync): the planner
@@ -730,8 +737,12 @@ impl<'a, 'c> Engine<'a, 'c> {
         flattened: bool,
         policy: std::sync::Arc<crate::policy::Policy>,
     ) -> Self {
+        let ids = match &applier {
+            Some(applier) => applier.known_ids(),
+            None => Rc::new(RefCell::new(ids)),
+        };
         let plan = PlanLog::new(store.folder().as_deref());
-        Engine { store, applier, ids, plan, tenant, flattened, policy }
+        Engine { store, applier, writer: None, ids, plan, tenant, flattened, policy }
     }
 
     /// The run's plan (without bodies), the applier (what it did) and the tenant's listing.
@@ -740,14 +751,150 @@ impl<'a, 'c> Engine<'a, 'c> {
     }
 }
 
-impl Engine<'_, '_> {
+/// Where a pass over the objects of one kind is: the last objectGUID planned from, whether the
+/// pages are done, and how many objects were deferred and done.
+#[derive(Default)]
+struct Cursor {
+    after: String,
+    end: bool,
+    deferred: usize,
+    progressed: usize,
+}
+
+/// What planning reads: the store (the mirror, recorded bodies and members), the policy, the
+/// tenant's listing and the ids known so far. Never the applier, so a window is planned while
+/// the previous one is written.
+struct Planner<'p> {
+    store: &'p StateStore,
+    policy: &'p crate::policy::Policy,
+    tenant: Option<&'p super::repair::TenantView>,
+    flattened: bool,
+    ids: &'p RefCell<HashMap<String, String>>,
+}
+
+impl Planner<'_> {
+    /// Borrowed only for this lookup: the applier publishes between windows.
     fn id(&self, guid: &str) -> Option<String> {
-        match &self.applier {
-            Some(a) => a.ids.get(guid).cloned(),
-            None => self.ids.get(guid).cloned(),
-        }
+        self.ids.borrow().get(guid).cloned()
     }
 
+    /// Plans pages from `cursor` on until the window holds [`WINDOW`] writes, the pages are
+    /// done, or `stop` is set (the window being written failed). Yields after each page, so that
+    /// the requests of the window being written are polled (one thread runs both).
+    async fn window(
+        &self,
+        kind: ObjectKind,
+        work: &mut Work<'_>,
+        cursor: &mut Cursor,
+        stop: &Cell<bool>,
+    ) -> Result<Plan> {
+        let mut window = Plan::default();
+        while !cursor.end && !stop.get() && window.creates.len() + window.updates.len() < WINDOW {
+            self.page(kind, work, cursor, &mut window)?;
+            tokio::task::yield_now().await;
+        }
+        Ok(window)
+    }
+
+    /// Plans the next page of objects of `kind` into `window`.
+    fn page(&self, kind: ObjectKind, work: &mut Work<'_>, cursor: &mut Cursor, window: &mut Plan) -> Result<()> {
+        let page = self.store.work_page(kind, work.all, &cursor.after, PAGE)?;
+        let Some(last) = page.last() else {
+            cursor.end = true;
+            return Ok(());
+        };
+        cursor.after = last.guid.clone();
+        let mut wanted = Vec::with_capacity(page.len());
+        let mut held = Vec::new();
+        for m in &page {
+            if work.done.contains(&m.guid) {
+                continue;
+            }
+            if let Some(q) = work.verdicts.quarantined.get(&m.guid) {
+                held.push(q.clone());
+            } else {
+                // An invalid user not validated in this run is already quarantined.
+                let id = |g: &str| self.id(g);
+                match want(self.store, self.policy, m, work.anchors, &id, self.flattened)? {
+                    Some((_, true)) if !work.take_all => {
+                        cursor.deferred += 1;
+                        continue;
+                    }
+                    Some((d, manager_pending)) => {
+                        if manager_pending {
+                            work.pending_managers.push(m.guid.clone());
+                        }
+                        wanted.push(d);
+                    }
+                    None => {}
+                }
+            }
+            work.done.insert(m.guid.clone());
+            cursor.progressed += 1;
+        }
+        let guids: Vec<&str> = wanted.iter().map(|d| d.guid.as_str()).collect();
+        let bodies = self.store.bodies_for(&guids)?;
+        let members = if kind == ObjectKind::Group { self.store.members_for(&guids)? } else { HashMap::new() };
+        let known = Known {
+            anchors: work.anchors,
+            bodies: &bodies,
+            members: &members,
+            quarantine: work.quarantine,
+            tenant: self.tenant,
+        };
+        let mut page_plan = plan::plan_objects(&wanted, held, &known);
+        if kind == ObjectKind::Group {
+            let mut later = self.inline_members(&wanted, &mut page_plan);
+            work.patches_after.append(&mut later);
+        }
+        work.memberships.append(&mut page_plan.memberships);
+        window.append(page_plan);
+        Ok(())
+    }
+
+    /// A group written in this run carries its members: a PUT replaces the tenant's member list
+    /// (one left out would be dropped), and a new group needs no PATCH after its POST. Members
+    /// without a SCIM id yet (groups created later in the run, or in the window being written)
+    /// are added by a PATCH after. Returns those PATCHes (the page's plan lists each change
+    /// once, as the write's).
+    fn inline_members(&self, wanted: &[plan::Desired], page: &mut Plan) -> Vec<plan::MembershipChange> {
+        let desired: HashMap<&str, &BTreeSet<String>> = wanted.iter().map(|d| (d.guid.as_str(), &d.members)).collect();
+        let mut later = Vec::new();
+        for w in page.creates.iter_mut().chain(page.updates.iter_mut()) {
+            let Some(members) = desired.get(w.guid.as_str()) else { continue };
+            let (now, missing): (BTreeSet<String>, BTreeSet<String>) =
+                members.iter().cloned().partition(|g| self.id(g).is_some());
+            let change = page.memberships.iter_mut().find(|c| c.group_guid == w.guid);
+            let changed = change.as_ref().is_some_and(|c| c.changes_membership());
+            let restored = change.as_ref().map_or(0, |c| c.restore.len() as u64);
+            if let Some(change) = change {
+                change.inline = true;
+            }
+            if !missing.is_empty() {
+                later.push(plan::MembershipChange {
+                    group_guid: w.guid.clone(),
+                    group_dn: w.dn.clone(),
+                    add: missing.into_iter().collect(),
+                    remove: vec![],
+                    restore: vec![],
+                    inline: false,
+                });
+            }
+            w.members = Some(plan::InlineMembers { guids: now, changed, restored });
+        }
+        later
+    }
+}
+
+/// Applies and records one window through the applier's own connection (a real run).
+async fn write(applier: &mut Applier<'_>, writer: &mut StateStore, window: &Plan) -> Result<()> {
+    if !window.creates.is_empty() || !window.updates.is_empty() {
+        applier.writes(writer, &window.creates, &window.updates).await?;
+    }
+    applier.record(writer, window)
+}
+
+impl Engine<'_, '_> {
     /// Users, the manager pass, groups, memberships, removals: in that order, page by page.
     pub async fn run(
         &mut self,
@@ -756,6 +903,9 @@ impl Engine<'_, '_> {
         anchors: &plan::Anchors,
         removals: Vec<plan::Removal>,
     ) -> Result<()> {
+        if self.applier.is_some() && self.writer.is_none() {
+            self.writer = Some(self.store.writer()?);
+        }
         let quarantine: Vec<String> = self.store.quarantine()?.into_iter().map(|q| q.guid).collect();
         let mut work = Work {
             all,
@@ -784,146 +934,91 @@ impl Engine<'_, '_> {
         work.take_all = true;
         self.pass(ObjectKind::Group, &mut work).await?;
         let memberships = std::mem::take(&mut work.memberships);
-        if let Some(applier) = &mut self.applier {
+        if let (Some(applier), Some(writer)) = (&mut self.applier, &mut self.writer) {
             let mut patches: Vec<plan::MembershipChange> = memberships.iter().filter(|c| !c.inline).cloned().collect();
             patches.append(&mut work.patches_after);
-            applier.memberships(self.store, &patches).await?;
+            applier.memberships(writer, &patches).await?;
         }
         self.plan.absorb(Plan { memberships, ..Plan::default() });
-        if let Some(applier) = &mut self.applier {
-            applier.removals(self.store, &removals).await?;
+        if let (Some(applier), Some(writer)) = (&mut self.applier, &mut self.writer) {
+            applier.removals(writer, &removals).await?;
         }
         let mut gone = Plan { released: self.store.quarantine_gone()?, ..Plan::default() };
-        if let Some(applier) = &mut self.applier {
-            applier.record(self.store, &gone)?;
+        if let (Some(applier), Some(writer)) = (&mut self.applier, &mut self.writer) {
+            applier.record(writer, &gone)?;
         }
         gone.removals = removals;
         self.plan.absorb(gone);
         Ok(())
     }
 
-    /// One pass over the objects of `kind` to look at, page by page: plan, and apply and record
-    /// a [`WINDOW`] of planned writes at a time. Returns how many were deferred (their manager
-    /// has no SCIM id yet: it is in a window not yet written, or in a later page) and how many
-    /// done.
+    /// One pass over the objects of `kind` to look at, a [`WINDOW`] of planned writes at a time:
+    /// window N+1 is planned while window N is written and recorded (one window in flight
+    /// beyond the one being planned: the back-pressure, so memory holds at most two windows of
+    /// bodies). The planner learns window N's ids once it is written: a user whose manager is
+    /// in it is deferred like one whose manager comes in a later page. Returns how many were
+    /// deferred (their manager has no SCIM id yet) and how many done; every window is written
+    /// when it returns.
     async fn pass(&mut self, kind: ObjectKind, work: &mut Work<'_>) -> Result<(usize, usize)> {
-        let (mut deferred, mut progressed) = (0, 0);
-        let mut after = String::new();
-        let mut window = Plan::default();
-        loop {
-            let page = self.store.work_page(kind, work.all, &after, PAGE)?;
-            let Some(last) = page.last() else { break };
-            after = last.guid.clone();
-            let mut wanted = Vec::with_capacity(page.len());
-            let mut held = Vec::new();
-            for m in &page {
-                if work.done.contains(&m.guid) {
-                    continue;
-                }
-                if let Some(q) = work.verdicts.quarantined.get(&m.guid) {
-                    held.push(q.clone());
-                } else {
-                    // An invalid user not validated in this run is already quarantined.
-                    let id = |g: &str| self.id(g);
-                    match want(self.store, &self.policy, m, work.anchors, &id, self.flattened)? {
-                        Some((_, true)) if !work.take_all => {
-                            deferred += 1;
-                            continue;
-                        }
-                        Some((d, manager_pending)) => {
-                            if manager_pending {
-                                work.pending_managers.push(m.guid.clone());
-                            }
-                            wanted.push(d);
-                        }
-                        None => {}
+        let mut cursor = Cursor::default();
+        let mut writing: Option<Plan> = None;
+        while writing.is_some() || !cursor.end {
+            let stop = Cell::new(false);
+            let (written, planned) = {
+                let planner = Planner {
+                    store: &*self.store,
+                    policy: &self.policy,
+                    tenant: self.tenant.as_ref(),
+                    flattened: self.flattened,
+                    ids: &self.ids,
+                };
+                let (applier, writer) = (&mut self.applier, &mut self.writer);
+                let cursor = &mut cursor;
+                let work = &mut *work;
+                let stop = &stop;
+                let next = async move {
+                    match cursor.end {
+                        true => Ok(None),
+                        false => planner.window(kind, work, cursor, stop).await.map(Some),
                     }
-                }
-                work.done.insert(m.guid.clone());
-                progressed += 1;
-            }
-            let guids: Vec<&str> = wanted.iter().map(|d| d.guid.as_str()).collect();
-            let bodies = self.store.bodies_for(&guids)?;
-            let members = if kind == ObjectKind::Group { self.store.members_for(&guids)? } else { HashMap::new() };
-            let known = Known {
-                anchors: work.anchors,
-                bodies: &bodies,
-                members: &members,
-                quarantine: work.quarantine,
-                tenant: self.tenant.as_ref(),
+                };
+                let window = writing.take();
+                let send = async move {
+                    let result = match (window.as_ref(), applier, writer) {
+                        (Some(window), Some(applier), Some(writer)) => write(applier, writer, window).await,
+                        _ => Ok(()),
+                    };
+                    stop.set(result.is_err());
+                    result.map(|()| window)
+                };
+                tokio::join!(send, next)
             };
-            let mut page_plan = plan::plan_objects(&wanted, held, &known);
-            if kind == ObjectKind::Group {
-                let mut later = self.inline_members(&wanted, &mut page_plan);
-                work.patches_after.append(&mut later);
+            if let Some(applier) = &mut self.applier {
+                applier.publish();
             }
-            work.memberships.append(&mut page_plan.memberships);
-            window.append(page_plan);
-            if window.creates.len() + window.updates.len() >= WINDOW {
-                self.send(std::mem::take(&mut window)).await?;
+            if let Some(window) = written? {
+                self.plan.absorb(window);
             }
+            writing = planned?;
         }
-        self.send(window).await?;
-        Ok((deferred, progressed))
-    }
-
-    /// Applies and records a window of planned pages (a real run), and adds it to the run's plan.
-    async fn send(&mut self, window: Plan) -> Result<()> {
-        if let Some(applier) = &mut self.applier {
-            applier.writes(self.store, &window.creates, &window.updates).await?;
-            applier.record(self.store, &window)?;
-        }
-        self.plan.absorb(window);
-        Ok(())
-    }
-
-    /// A group written in this run carries its members: a PUT replaces the tenant's member list
-    /// (one left out would be dropped), and a new group needs no PATCH after its POST. Members
-    /// without a SCIM id yet (groups created later in the run) are added by a PATCH after.
-    /// Returns those PATCHes (the page's plan lists each change once, as the write's).
-    fn inline_members(&self, wanted: &[plan::Desired], page: &mut Plan) -> Vec<plan::MembershipChange> {
-        let desired: HashMap<&str, &BTreeSet<String>> = wanted.iter().map(|d| (d.guid.as_str(), &d.members)).collect();
-        let mut later = Vec::new();
-        for w in page.creates.iter_mut().chain(page.updates.iter_mut()) {
-            let Some(members) = desired.get(w.guid.as_str()) else { continue };
-            let (now, missing): (BTreeSet<String>, BTreeSet<String>) =
-                members.iter().cloned().partition(|g| self.id(g).is_some());
-            let change = page.memberships.iter_mut().find(|c| c.group_guid == w.guid);
-            let changed = change.as_ref().is_some_and(|c| c.changes_membership());
-            let restored = change.as_ref().map_or(0, |c| c.restore.len() as u64);
-            if let Some(change) = change {
-                change.inline = true;
-            }
-            if !missing.is_empty() {
-                later.push(plan::MembershipChange {
-                    group_guid: w.guid.clone(),
-                    group_dn: w.dn.clone(),
-                    add: missing.into_iter().collect(),
-                    remove: vec![],
-                    restore: vec![],
-                    inline: false,
-                });
-            }
-            w.members = Some(plan::InlineMembers { guids: now, changed, restored });
-        }
-        later
+        Ok((cursor.deferred, cursor.progressed))
     }
 
     /// Users whose manager was created in this run get the manager's SCIM id.
     async fn manager_pass(&mut self, pending: &[String]) -> Result<()> {
-        let Some(applier) = &mut self.applier else { return Ok(()) };
+        let (Some(applier), Some(writer)) = (&mut self.applier, &mut self.writer) else { return Ok(()) };
         let mut updates = Vec::new();
         for guid in pending {
             let Some(m) = self.store.mirrored(guid)? else { continue };
             let (Some(user_id), Some(manager_id)) =
-                (applier.ids.get(guid), m.manager.as_deref().and_then(|g| applier.ids.get(g)))
+                (applier.id(guid), m.manager.as_deref().and_then(|g| applier.id(g)))
             else {
                 continue;
             };
-            let Ok(d) = desired::user(&self.policy, &m.object, guid, Some(manager_id)) else { continue };
+            let Ok(d) = desired::user(&self.policy, &m.object, guid, Some(&manager_id)) else { continue };
             updates.push(plan::Write {
                 kind: Kind::User,
-                scim_id: Some(user_id.clone()),
+                scim_id: Some(user_id),
                 guid: d.guid,
                 dn: d.dn,
                 body: d.body,
@@ -937,8 +1032,9 @@ impl Engine<'_, '_> {
             });
         }
         let before = applier.counts.updated;
-        applier.writes(self.store, &[], &updates).await?;
+        applier.writes(writer, &[], &updates).await?;
         applier.counts.updated = before; // the same users, completed: not counted twice
+        applier.publish();
         Ok(())
     }
 }
@@ -1247,7 +1343,7 @@ mod tests {
 
     /// Every object's tenant form (a valid user's body, a group's body and members; "invalid").
     fn observe(store: &StateStore) -> BTreeMap<String, String> {
-        let anchors = HashMap::new();
+        let anchors = plan::Anchors::default();
         let mut out = BTreeMap::new();
         for kind in [ObjectKind::User, ObjectKind::Group] {
             for m in store.work_page(kind, true, "", 10_000).unwrap() {

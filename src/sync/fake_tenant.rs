@@ -24,6 +24,9 @@ pub(crate) struct Fake {
     pub(crate) drop_family_name: bool,
     /// Filters answer `400 invalidFilter` when false.
     pub(crate) filters: bool,
+    /// The n-th create (from 1) is kept but never answered: the instant a run is killed at in
+    /// the crash tests (see [`FakeState::frozen`]).
+    pub(crate) freeze_at_create: Option<u64>,
     pub(crate) state: Mutex<FakeState>,
 }
 
@@ -32,6 +35,9 @@ pub(crate) struct FakeState {
     pub(crate) next: u64,
     pub(crate) resources: BTreeMap<(&'static str, String), Value>,
     pub(crate) log: Vec<String>,
+    pub(crate) creates: u64,
+    /// The create [`Fake::freeze_at_create`] names has reached the tenant.
+    pub(crate) frozen: bool,
 }
 
 pub(crate) fn rejected(status: u16, scim_type: Option<&str>, detail: &str) -> TenantError {
@@ -98,11 +104,20 @@ fn ids_of(value: &Value) -> Vec<String> {
 impl Tenant for Fake {
     fn create<'a>(&'a self, kind: ResourceKind, body: &'a Value) -> BoxFuture<'a, Result<Value, TenantError>> {
         Box::pin(async move {
-            let mut st = self.state.lock().unwrap();
-            st.log.push(format!("POST {}", kind.endpoint()));
-            st.next += 1;
-            let id = format!("{}", st.next);
-            self.store(&mut st, kind, &id, body)
+            let (stored, freeze) = {
+                let mut st = self.state.lock().unwrap();
+                st.log.push(format!("POST {}", kind.endpoint()));
+                st.next += 1;
+                st.creates += 1;
+                let id = format!("{}", st.next);
+                let stored = self.store(&mut st, kind, &id, body);
+                st.frozen |= self.freeze_at_create == Some(st.creates);
+                (stored, self.freeze_at_create == Some(st.creates))
+            };
+            if freeze {
+                return std::future::pending().await;
+            }
+            stored
         })
     }
 

@@ -112,7 +112,11 @@ impl AnchorsBuilder {
         let mut put = |s: Option<&str>| match s {
             // A text of 4 GiB is no anchor's: cut rather than wrap.
             Some(s) => {
-                let s = &s[..s.floor_char_boundary((ABSENT - 1) as usize)];
+                let mut end = s.len().min((ABSENT - 1) as usize);
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let s = &s[..end];
                 all.text.push_str(s);
                 s.len() as u32
             }
@@ -606,9 +610,10 @@ mod tests {
         let mut put: Vec<Anchor> = (0..300)
             .map(|i| {
                 let state = [AnchorState::Pending, AnchorState::Active, AnchorState::Deactivated][i % 3];
-                let mut a = anchor(if i % 2 == 0 { Kind::User } else { Kind::Group }, &format!("g{i:03}"), "h", state);
+                let mut a =
+                    anchor(if i.is_multiple_of(2) { Kind::User } else { Kind::Group }, &format!("g{i:03}"), "h", state);
                 a.dn = format!("CN=Ünïcode {i},OU=\\, x,DC=x");
-                a.hash = (i % 5 != 0).then(|| format!("hash{i}"));
+                a.hash = (!i.is_multiple_of(5)).then(|| format!("hash{i}"));
                 a
             })
             .collect();

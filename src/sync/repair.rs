@@ -101,6 +101,16 @@ impl KeyIndex {
     }
 }
 
+/// A listed id's key in [`ViewBuilder::ids`]. Kinds apart: tenants that number users and
+/// groups separately reuse ids across them.
+fn id_key(hash: fn(&str) -> u64, kind: Kind, id: &str) -> u64 {
+    let salt = match kind {
+        Kind::User => 0,
+        Kind::Group => 0x9e37_79b9_7f4a_7c15,
+    };
+    hash(id) ^ salt
+}
+
 /// Reads a listing resource by resource into a [`TenantView`], keeping only what ausi compares
 /// (see [`TenantObject`]), so the listing never sits in memory as JSON.
 #[derive(Debug)]
@@ -127,12 +137,7 @@ impl ViewBuilder {
         let view = &mut self.view;
         let n = u32::try_from(view.objects.len()).expect("fewer than 2^32 tenant objects");
         let same = |p: &TenantObject| p.kind == o.kind && p.id == o.id;
-        // Kinds apart: tenants that number users and groups separately reuse ids across them.
-        let salt = match o.kind {
-            Kind::User => 0,
-            Kind::Group => 0x9e37_79b9_7f4a_7c15,
-        };
-        match self.ids.entry((view.hash)(&o.id) ^ salt) {
+        match self.ids.entry(id_key(view.hash, o.kind, &o.id)) {
             std::collections::hash_map::Entry::Occupied(first) => {
                 // Listed twice, or (rarely) another id with the same hash: look at every object.
                 if same(&view.objects[*first.get() as usize]) || view.objects.iter().any(same) {
@@ -357,6 +362,38 @@ pub struct UnknownObject {
     /// userName of a user, displayName of a group.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+}
+
+/// Anchored, active objects a complete listing does not hold, as (kind, SCIM id): to be asked
+/// for by id before they count as missing. A listing can be complete by its count and still
+/// miss a resource (one deleted and one created while the pages were read shift a resource off
+/// every page, see [`crate::tenant::paging`]); a `GET` by id tells. Empty for an incomplete
+/// listing, which proves no absence anyway.
+pub fn unconfirmed(view: &TenantView, anchors: impl IntoIterator<Item = plan::Anchor>) -> Vec<(Kind, String)> {
+    anchors
+        .into_iter()
+        .filter(|a| a.state == plan::AnchorState::Active)
+        .filter(|a| view.find(a.kind, &a.guid, a.scim_id.as_deref()) == Lookup::Missing)
+        .filter_map(|a| Some((a.kind, a.scim_id?)))
+        .collect()
+}
+
+impl TenantView {
+    /// Resources found by id after the listing (see [`unconfirmed`]): listed as if their page
+    /// had held them. One the listing already holds is not added twice.
+    pub fn confirm(&mut self, found: impl IntoIterator<Item = (Kind, Value)>) {
+        let mut builder = ViewBuilder { view: std::mem::take(self), ids: HashMap::new() };
+        for (n, o) in builder.view.objects.iter().enumerate() {
+            builder.ids.entry(id_key(builder.view.hash, o.kind, &o.id)).or_insert(n as u32);
+        }
+        for (kind, resource) in found {
+            builder.push(kind, &resource);
+        }
+        let (complete, pages, altered) =
+            (builder.view.complete, builder.view.pages, std::mem::take(&mut builder.view.altered));
+        *self = builder.finish(complete, pages);
+        self.altered = altered;
+    }
 }
 
 /// Anchored, active objects the (complete) listing does not hold: they are created again, so
@@ -784,6 +821,30 @@ mod tests {
         let members = ["a".to_string(), "b".to_string()];
         assert_eq!(dropped_members(&members, &json!({"members": []})), ["a", "b"]);
         assert_eq!(dropped_members(&members, &json!({"members": [{"value": "b"}]})), ["a"]);
+    }
+
+    #[test]
+    fn a_missing_object_found_by_its_id_is_not_missing() {
+        let anchor = |guid: &str, id: &str| plan::Anchor {
+            guid: guid.into(),
+            kind: Kind::User,
+            scim_id: Some(id.into()),
+            dn: format!("CN={guid}"),
+            hash: None,
+            state: plan::AnchorState::Active,
+        };
+        let anchors = [anchor("a", "1"), anchor("b", "2"), anchor("c", "3")];
+        let mut view = TenantView::new(&[user("1", Some("a"), "a@x")], &[], true, 1);
+        view.altered = ["displayName".to_string()].into();
+        assert_eq!(unconfirmed(&view, anchors.clone()), [(Kind::User, "2".into()), (Kind::User, "3".into())]);
+        // "2" moved between two pages while the tenant was listed: asked for by id, it is there.
+        view.confirm([(Kind::User, user("2", Some("B"), "b@x")), (Kind::User, user("1", Some("a"), "a@x"))]);
+        assert!(matches!(view.find(Kind::User, "b", Some("2")), Lookup::Found(o) if o.id == "2"));
+        assert_eq!(view.count(Kind::User), 2, "an object listed already is not added twice");
+        assert_eq!(missing(&view, anchors.clone()), ["c".to_string()].into());
+        assert!(view.complete && view.altered.contains("displayName"), "the view keeps what it knew");
+        let partial = TenantView::new(&[], &[], false, 1);
+        assert!(unconfirmed(&partial, anchors.clone()).is_empty(), "an incomplete listing proves no absence");
     }
 
     #[test]

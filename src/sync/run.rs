@@ -29,7 +29,7 @@ use crate::exit::ExitStatus;
 use crate::output::{self, Warning};
 use crate::store::{StateStore, Watermark};
 use crate::tenant::scim::{Capabilities, FilterProbe, RemoveForm};
-use crate::tenant::{ScimClient, Tenant, TenantError};
+use crate::tenant::{ResourceKind, ScimClient, Tenant, TenantError};
 
 /// The tenant as a run uses it: SCIM reads and writes, and the filter probe a run repeats when
 /// the tenant starts refusing filters.
@@ -85,6 +85,9 @@ pub struct SyncOptions<'a> {
     pub allow_renames: Option<u32>,
     /// `--user X`: that user, end to end.
     pub user: Option<&'a str>,
+    /// A policy preview (`sync --dry-run --policy NAME`): the active policy's scope, to say who
+    /// the previewed policy takes in and leaves out compared with it.
+    pub compare_scope: Option<&'a super::scope::PolicyScope>,
 }
 
 /// What a run did (or, a dry run, would do), for the report.
@@ -106,6 +109,8 @@ pub struct SyncOutcome {
     pub user: Option<UserStory>,
     /// Per SCIM attribute, how many provisioned objects this run gives another value.
     pub changes_by_attribute: BTreeMap<String, u64>,
+    /// A policy preview: who enters and leaves the scope compared with the active policy.
+    pub scope_changes: Option<super::scope::ScopeChanges>,
     /// What the report should warn about, in the order found.
     pub warnings: Vec<Warning>,
     pub exit: ExitStatus,
@@ -130,6 +135,7 @@ impl SyncOutcome {
             timings: Timings::default(),
             user: None,
             changes_by_attribute: BTreeMap::new(),
+            scope_changes: None,
             warnings: Vec::new(),
             exit: ExitStatus::Ok,
             error: None,
@@ -288,6 +294,48 @@ struct Run<'a, 'r> {
     progress: &'r dyn Progress,
 }
 
+/// Asks the tenant by id for each anchored object a complete listing did not hold
+/// ([`repair::unconfirmed`]), `concurrency` at a time: one that is there after all joins the
+/// view, so only what the tenant really lost is created again. A token or availability problem
+/// ends the run; any other failure leaves the listing proving no absence this run.
+async fn confirm_missing(
+    tenant: &dyn RunTenant,
+    view: &mut TenantView,
+    anchors: impl IntoIterator<Item = plan::Anchor>,
+    concurrency: usize,
+) -> Result<()> {
+    use futures_util::stream::{self, StreamExt};
+    let asked = repair::unconfirmed(view, anchors);
+    if asked.is_empty() {
+        return Ok(());
+    }
+    let answers: Vec<_> = stream::iter(asked)
+        .map(|(kind, id)| async move {
+            let resource_kind = match kind {
+                plan::Kind::User => ResourceKind::User,
+                plan::Kind::Group => ResourceKind::Group,
+            };
+            (kind, tenant.get(resource_kind, &id).await)
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let mut found = Vec::new();
+    for (kind, answer) in answers {
+        match answer {
+            Ok(Some(resource)) => found.push((kind, resource)),
+            Ok(None) => {}
+            Err(e @ (TenantError::Unauthorized { .. } | TenantError::Unavailable { .. })) => return Err(e.into()),
+            Err(_) => {
+                view.complete = false;
+                return Ok(());
+            }
+        }
+    }
+    view.confirm(found);
+    Ok(())
+}
+
 /// A full sync's listing of the tenant: the view, or why there is none (a listing the tenant
 /// cannot give, which leaves the run without repairs: never taken as deletions).
 type Listed = std::result::Result<TenantView, TenantError>;
@@ -301,10 +349,10 @@ impl Run<'_, '_> {
         let all = self.mode == Mode::Full;
         // A full sync lists the tenant while the directory is read: one task, two futures, so
         // the listing's requests are in flight whenever the read waits for the directory.
-        let (tenant, page) = (self.tenant, self.list_page());
+        let (tenant, page, pages_at_once) = (self.tenant, self.list_page(), self.config.sync.concurrency as usize);
         let listing = async move {
             match all {
-                true => Some(read_tenant(tenant, true, true, page).await),
+                true => Some(read_tenant(tenant, true, true, page, pages_at_once).await),
                 false => None,
             }
         };
@@ -334,6 +382,9 @@ impl Run<'_, '_> {
         out.timings.read = ms(started);
         let planned = Instant::now();
         let policy_scope = super::scope::PolicyScope::of(&rules.policy);
+        if let Some(active) = self.options.compare_scope {
+            out.scope_changes = Some(super::scope::policy_changes(self.store, active, &policy_scope)?);
+        }
         let verdicts = engine::validate(self.store, all, rules, &policy_scope)?;
         out.quarantined = engine::held_back(self.store, refresh.unanchored, &verdicts)?;
         let findings = if out.quarantined.is_empty() { ExitStatus::Ok } else { ExitStatus::Findings };
@@ -407,6 +458,11 @@ impl Run<'_, '_> {
         if let Some(view) = tenant.as_mut() {
             view.altered = altered.clone();
         }
+        // A complete listing can still miss an object that moved while its pages were read:
+        // each one it misses is asked for by its id before it counts as deleted in the tenant.
+        if let Some(view) = tenant.as_mut() {
+            confirm_missing(self.tenant, view, anchors.values(), self.config.sync.concurrency as usize).await?;
+        }
         // Objects deleted in the tenant are created again: their old ids are no one's now.
         let missing = tenant.as_ref().map(|v| repair::missing(v, anchors.values())).unwrap_or_default();
 
@@ -430,7 +486,7 @@ impl Run<'_, '_> {
                 let mut applier = Applier::new(self.tenant, self.run, self.write_options()?, &show, &anchors);
                 applier.gone = gone;
                 applier.knows_altered(altered);
-                applier.ids.retain(|guid, _| !missing.contains(guid));
+                applier.forget_ids(&missing);
                 Some(applier)
             }
         };
@@ -454,8 +510,7 @@ impl Run<'_, '_> {
         if let Some(view) = &view {
             // Ours: the anchors' ids and what this run adopted or re-pointed.
             let anchored: Vec<String> = anchors.values().filter_map(|a| a.scim_id).collect();
-            let ours: HashSet<&str> =
-                anchored.iter().chain(&the_plan.write_ids).map(String::as_str).collect();
+            let ours: HashSet<&str> = anchored.iter().chain(&the_plan.write_ids).map(String::as_str).collect();
             let store = &*self.store;
             let known = |guid: &str| anchors.contains_key(guid) || store.mirror_contains(guid).unwrap_or(true);
             out.tenant = Some(TenantSeen {
@@ -519,7 +574,7 @@ impl Run<'_, '_> {
                 if !view.complete {
                     warnings.push(Warning::new(
                         "tenant-listing-incomplete",
-                        "the tenant listed fewer resources than it counted (changed while read?): objects it did not list are not created again this run",
+                        "the tenant's count changed while it was listed, or it listed fewer resources than it counted: objects it did not list are not created again this run",
                     ));
                 }
                 Ok(Some(view))
@@ -765,6 +820,19 @@ mod tests {
 
         /// One run over the export as it is now.
         fn sync(&mut self, options: SyncOptions<'_>, scope: Option<Selected<'_>>) -> SyncOutcome {
+            self.sync_or_kill(options, scope, None).expect("not killed")
+        }
+
+        /// One run, killed (`None`) when `kill_at_create` is given: its future is dropped once
+        /// that create has reached the tenant and is left unanswered, as SIGKILL drops the
+        /// process: what was committed stays, nothing else does.
+        fn sync_or_kill(
+            &mut self,
+            options: SyncOptions<'_>,
+            scope: Option<Selected<'_>>,
+            kill_at_create: Option<u64>,
+        ) -> Option<SyncOutcome> {
+            self.tenant.freeze_at_create = kill_at_create;
             let mut directory = AnyDirectory::Ldif(LdifDirectory::open(&self.ldif()).unwrap());
             let selected = Scope::new(vec![Dn::parse(OU).unwrap()], vec![]);
             let run = self.store.begin_run("sync", options.dry_run, NOW).unwrap();
@@ -780,7 +848,22 @@ mod tests {
                 options,
             };
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(super::run(request, &Silent)).unwrap()
+            let tenant = &self.tenant;
+            let outcome = runtime.block_on(async {
+                let frozen = async {
+                    while !tenant.state.lock().unwrap().frozen {
+                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    }
+                };
+                tokio::select! {
+                    outcome = super::run(request, &Silent) => Some(outcome.unwrap()),
+                    () = frozen, if kill_at_create.is_some() => None,
+                }
+            });
+            assert_eq!(outcome.is_none(), kill_at_create.is_some(), "killed if and only if asked");
+            self.tenant.freeze_at_create = None;
+            self.tenant.state.lock().unwrap().frozen = false;
+            outcome
         }
 
         /// The requests that changed the tenant.
@@ -846,6 +929,49 @@ mod tests {
             let report = w.tenant.by_name(&format!("u{k}@x.test"));
             let boss = w.tenant.by_name(&format!("u{}@x.test", (k - 1) / 40 + 1));
             assert_eq!(report[crate::sync::map::ENTERPRISE_SCHEMA]["manager"]["value"], boss["id"], "u{k}");
+        }
+    }
+
+    /// A run killed while one window is written and the next one planned (the k-th create
+    /// reached the tenant, its answer never came back), in the first window and in the second:
+    /// the windows not yet handed over were neither journaled nor sent, and the next run
+    /// finishes the sync: every object once, the lost answer adopted, managers and members set.
+    #[test]
+    fn a_run_killed_while_a_window_is_written_and_the_next_planned_is_finished_by_the_next() {
+        let users = 2 * engine::WINDOW as u32 + 100;
+        for (k, windows) in [(engine::WINDOW as u64 / 2, 1), (engine::WINDOW as u64 * 3 / 2, 2)] {
+            let mut w = World::new();
+            export_with(&w.ldif(), users, |k| (k > 1).then(|| (k - 1) / 40 + 1));
+            assert!(w.sync_or_kill(SyncOptions::default(), None, Some(k)).is_none());
+            let in_tenant = w.tenant.all(crate::tenant::ResourceKind::User).len();
+            let anchors = w.store.anchors().unwrap();
+            assert!(in_tenant as u64 >= k, "k {k}: {in_tenant} users in the tenant");
+            assert!(anchors.len() >= in_tenant, "k {k}: every create was journaled before it was sent");
+            assert!(
+                anchors.len() < windows * (engine::WINDOW + engine::PAGE),
+                "k {k}: {} journaled, more than the windows handed over",
+                anchors.len()
+            );
+            assert!(anchors.values().any(|a| a.state == AnchorState::Pending), "k {k}: the lost answer is pending");
+
+            let rerun = w.sync(SyncOptions::default(), None);
+            assert!(rerun.error.is_none(), "k {k}: {:?}", rerun.error);
+            assert_eq!(w.tenant.all(crate::tenant::ResourceKind::User).len(), users as usize, "k {k}: each user once");
+            let groups = w.tenant.all(crate::tenant::ResourceKind::Group);
+            assert_eq!(groups.len(), 1, "k {k}");
+            assert_eq!(w.tenant.members(groups[0]["id"].as_str().unwrap()).len(), users as usize, "k {k}");
+            let c = &rerun.counts;
+            assert_eq!(c.created, u64::from(users) + 1 - in_tenant as u64, "k {k}: {c:?}");
+            assert_eq!(c.adopted + c.unchanged, in_tenant as u64, "k {k}: {c:?}");
+            assert!(c.adopted >= 1, "k {k}: the create whose answer was lost is adopted: {c:?}");
+            for j in [2, 41, 42, 1700, users] {
+                let report = w.tenant.by_name(&format!("u{j}@x.test"));
+                let boss = w.tenant.by_name(&format!("u{}@x.test", (j - 1) / 40 + 1));
+                assert_eq!(report[crate::sync::map::ENTERPRISE_SCHEMA]["manager"]["value"], boss["id"], "k {k}: u{j}");
+            }
+            let before = w.writes().len();
+            w.sync(SyncOptions::default(), None);
+            assert_eq!(w.writes().len(), before, "k {k}: then a no-op");
         }
     }
 

@@ -290,10 +290,10 @@ mod tests {
             scim_id,
             body: serde_json::json!({"userName": format!("u{i}")}),
             hash: format!("h{i}"),
-            verify_first: i % 7 == 0,
-            absent: i % 3 == 0,
+            verify_first: i.is_multiple_of(7),
+            absent: i.is_multiple_of(3),
             repair,
-            changed: if i % 2 == 0 { vec!["title".into()] } else { vec![] },
+            changed: if i.is_multiple_of(2) { vec!["title".into()] } else { vec![] },
             members: Some(InlineMembers { guids: BTreeSet::from(["m".to_string()]), changed: true, restored: 1 }),
             keep_members: vec!["k".into()],
         }

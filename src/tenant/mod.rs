@@ -1,8 +1,10 @@
 //! The target side: the tenant's SCIM 2.0 service and its optional agent API.
 
 pub mod agent;
+pub mod paging;
 pub mod protocol;
 pub mod retry;
+pub mod schemas;
 pub mod scim;
 
 use std::time::Duration;
@@ -57,12 +59,14 @@ pub trait Tenant: Sync {
         attributes: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Listing, TenantError>>;
     /// Every resource of a kind, paged, handed to `each` as it is read (the answer's
-    /// `resources` stay empty): a long listing never sits in memory whole.
+    /// `resources` stay empty): a long listing never sits in memory whole. Up to
+    /// `concurrency` pages are asked for at once ([`paging`]).
     fn listing_each<'a>(
         &'a self,
         kind: ResourceKind,
         page_size: u32,
         attributes: Option<&'a str>,
+        _concurrency: usize,
         each: &'a mut (dyn FnMut(Value) + Send),
     ) -> BoxFuture<'a, Result<Listing, TenantError>> {
         Box::pin(async move {
@@ -122,9 +126,10 @@ impl Tenant for ScimClient {
         kind: ResourceKind,
         page_size: u32,
         attributes: Option<&'a str>,
+        concurrency: usize,
         each: &'a mut (dyn FnMut(Value) + Send),
     ) -> BoxFuture<'a, Result<Listing, TenantError>> {
-        Box::pin(ScimClient::listing_each(self, kind, page_size, attributes, each))
+        Box::pin(ScimClient::listing_each(self, kind, page_size, attributes, concurrency, each))
     }
     fn bulk<'a>(&'a self, operations: &'a mut [BulkOperation]) -> BoxFuture<'a, Result<Vec<BulkOutcome>, TenantError>> {
         Box::pin(ScimClient::bulk(self, operations))

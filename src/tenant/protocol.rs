@@ -138,6 +138,30 @@ pub(crate) fn parse_list_response(v: &Value) -> Result<(Vec<Value>, Option<u64>)
     Ok((resources, v.get("totalResults").and_then(as_u64_lenient)))
 }
 
+/// A ListResponse page (`Resources`, missing = none, and `totalResults`), read straight from
+/// the body: the resources are moved out, never copied.
+pub(crate) fn parse_list_page(body: &[u8]) -> Result<super::paging::Page, TenantError> {
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        #[serde(rename = "Resources", default)]
+        resources: Option<Value>,
+        #[serde(rename = "totalResults", default)]
+        total: Option<Value>,
+    }
+    let raw: Raw = serde_json::from_slice(body).map_err(|e| {
+        TenantError::Protocol(match serde_json::from_slice::<Value>(body) {
+            Ok(_) => "a ListResponse is not a JSON object".to_owned(),
+            Err(_) => format!("the answer is not valid JSON: {e}"),
+        })
+    })?;
+    let resources = match raw.resources {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(TenantError::Protocol("\"Resources\" of a ListResponse is not an array".into())),
+    };
+    Ok(super::paging::Page { resources, total: raw.total.as_ref().and_then(as_u64_lenient) })
+}
+
 pub(crate) fn as_u64_lenient(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64(),

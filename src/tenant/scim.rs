@@ -8,16 +8,17 @@
 //!
 //! Self-contained: no `crate::` paths, no logging.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
+use futures_util::future::BoxFuture;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
+use super::paging::Page;
 pub use super::protocol::*;
 pub use super::retry::RetryPolicy;
 use super::retry::{Disposition, Next, parse_retry_after};
@@ -264,6 +265,19 @@ impl ScimClient {
         Ok(parse_capabilities(&v))
     }
 
+    /// `GET /Schemas` (RFC 7644 §4): the schemas the tenant serves, or `None` when it does not
+    /// serve the endpoint (404 or 501: mandatory in the RFC, but real providers omit it).
+    pub async fn schemas(&self) -> Result<Option<super::schemas::TenantSchemas>, TenantError> {
+        let url = format!("{}/Schemas", self.base_url);
+        match self.send(Method::GET, &url, None, Target::Collection).await {
+            Ok(body) => {
+                super::schemas::TenantSchemas::parse(&parse_json(&body)?).map(Some).map_err(TenantError::Protocol)
+            }
+            Err(TenantError::Rejected(info)) if matches!(info.status, 404 | 501) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// An authenticated cheap call (`GET /Users?count=1`): some servers answer
     /// `/ServiceProviderConfig` without a token.
     pub async fn check_token(&self) -> Result<(), TenantError> {
@@ -498,11 +512,10 @@ impl ScimClient {
         self.listing(kind, page_size, attributes).await.map(|l| l.resources)
     }
 
-    /// Every resource of a kind, paged with `startIndex`/`count` (RFC 7644 §3.4.2.4), with the
-    /// number of pages it took and whether it is complete. A server may cap `count` (the next
-    /// page starts after what came back) or ignore it (one page holds everything). A page that
-    /// comes back empty, or with nothing new, before `totalResults` is reached is a protocol
-    /// error (a server that ignores `startIndex` would otherwise look like a short list).
+    /// Every resource of a kind, paged with `startIndex`/`count` (RFC 7644 §3.4.2.4), one page
+    /// after the other, with the number of pages it took and whether it is complete (see
+    /// [`super::paging`]: a server may cap `count` or ignore it; one that ignores `startIndex` is
+    /// a protocol error).
     pub async fn listing(
         &self,
         kind: ResourceKind,
@@ -510,55 +523,27 @@ impl ScimClient {
         attributes: Option<&str>,
     ) -> Result<Listing, TenantError> {
         let mut all = Vec::new();
-        let listing = self.listing_each(kind, page_size, attributes, &mut |r| all.push(r)).await?;
+        let listing = self.listing_each(kind, page_size, attributes, 1, &mut |r| all.push(r)).await?;
         Ok(Listing { resources: all, ..listing })
     }
 
-    /// [`ScimClient::listing`], each resource handed to `each` as its page is read (the
-    /// answer's `resources` stay empty).
+    /// [`ScimClient::listing`] with up to `concurrency` pages in flight, each resource handed to
+    /// `each` as its page is read (the answer's `resources` stay empty).
     pub async fn listing_each(
         &self,
         kind: ResourceKind,
         page_size: u32,
         attributes: Option<&str>,
+        concurrency: usize,
         each: &mut (dyn FnMut(Value) + Send),
     ) -> Result<Listing, TenantError> {
-        let count = page_size.max(1);
         let only = attributes.map(|a| format!("&attributes={}", percent_encode(a))).unwrap_or_default();
-        let mut listed = 0u64;
-        let mut seen_ids: HashSet<String> = HashSet::new();
-        let mut start_index: u64 = 1;
-        let mut pages = 0u64;
-        loop {
-            let url = format!("{}/{}?startIndex={start_index}&count={count}{only}", self.base_url, kind.endpoint());
-            let body = self.send(Method::GET, &url, None, Target::Collection).await?;
-            pages += 1;
-            let (resources, total) = parse_list_response(&parse_json(&body)?)?;
-            drop(body);
-            let total = total.ok_or_else(|| TenantError::Protocol("a ListResponse without \"totalResults\"".into()))?;
-            let returned = resources.len() as u64;
-            let mut new = 0u64;
-            for r in resources {
-                // A resource that moved between pages (concurrent change) is listed once.
-                let again = r.get("id").and_then(Value::as_str).is_some_and(|id| !seen_ids.insert(id.to_string()));
-                if !again {
-                    each(r);
-                    new += 1;
-                }
-            }
-            listed += new;
-            if start_index + returned > total {
-                let complete = listed >= total;
-                return Ok(Listing { resources: Vec::new(), pages, total, complete });
-            }
-            if returned == 0 || new == 0 {
-                return Err(TenantError::Protocol(format!(
-                    "{} page at startIndex {start_index} brought nothing new but totalResults is {total}",
-                    kind.endpoint()
-                )));
-            }
-            start_index += returned;
-        }
+        let only = only.as_str();
+        let mut fetch = |start: u64, count: u32| -> BoxFuture<'_, Result<Page, TenantError>> {
+            let url = format!("{}/{}?startIndex={start}&count={count}{only}", self.base_url, kind.endpoint());
+            Box::pin(async move { parse_list_page(&self.send(Method::GET, &url, None, Target::Collection).await?) })
+        };
+        super::paging::read_pages(kind.endpoint(), page_size, concurrency, &mut fetch, each).await
     }
 
     /// Write requests (POST/PUT/PATCH/DELETE) actually sent, retries included.
