@@ -14,7 +14,7 @@ use super::desired::{self, Candidate};
 use super::plan::{self, Kind, Known, Plan, Quarantined, Reason};
 use super::progress::Progress;
 use super::scope::{PolicyScope, Scope};
-use super::spill::PlanLog;
+use super::spill::{PlanLog, Spill};
 use super::validate::{self, DUPLICATE_RULES, Explanation, Identity, MAX_LISTED_CONFLICTS, RuleOptions};
 use crate::config::{OnRemove, ScopeConfig};
 use crate::directory::{
@@ -33,6 +33,11 @@ pub const PAGE: usize = 500;
 /// page's worth at a time. The next window is planned while one is written, and waits for it
 /// before it is handed over (the back-pressure), so memory holds at most two windows of bodies.
 pub const WINDOW: usize = 4 * PAGE;
+
+/// A window also ends once its groups carry this many members (the page that crosses it is the
+/// last): a group's write holds its member list, so a window of big groups is bounded by what
+/// it carries, not only by how many writes it holds.
+pub const WINDOW_MEMBERS: usize = 20 * PAGE;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -695,13 +700,24 @@ struct Work<'a> {
     anchors: &'a plan::Anchors,
     /// The objectGUIDs quarantined before this run.
     quarantine: &'a [String],
-    /// Objects planned (or held) in this run.
-    done: HashSet<String>,
+    /// The objects a later pass of users looks at: those the pass before deferred (`None`: every
+    /// one). Only the deferred are held, not every object planned: a pass over a million users
+    /// holds no set of a million objectGUIDs.
+    only: Option<HashSet<String>>,
+    /// Deferred in this pass (their manager has no SCIM id yet): the next pass's `only`.
+    deferred: HashSet<String>,
     /// Plan users whose manager has no SCIM id yet too (without it).
     take_all: bool,
     pending_managers: Vec<String>,
-    memberships: Vec<plan::MembershipChange>,
-    /// Members of groups written in this run that had no SCIM id then: added by PATCH after.
+    /// The membership changes planned, for the report: spilled as they are planned (a million
+    /// users' memberships are a file, not a list in memory), with how many change a membership.
+    memberships: Spill<plan::MembershipChange>,
+    membership_changes: u64,
+    /// The changes sent by PATCH after the groups (a real run; a dry run sends none): those not
+    /// carried inline by their group's write.
+    patches: Option<Vec<plan::MembershipChange>>,
+    /// Members of groups written in this run that had no SCIM id then: added by PATCH after (a
+    /// real run).
     patches_after: Vec<plan::MembershipChange>,
 }
 
@@ -778,9 +794,10 @@ impl Planner<'_> {
         self.ids.borrow().get(guid).cloned()
     }
 
-    /// Plans pages from `cursor` on until the window holds [`WINDOW`] writes, the pages are
-    /// done, or `stop` is set (the window being written failed). Yields after each page, so that
-    /// the requests of the window being written are polled (one thread runs both).
+    /// Plans pages from `cursor` on until the window holds [`WINDOW`] writes (or its groups
+    /// [`WINDOW_MEMBERS`] members), the pages are done, or `stop` is set (the window being
+    /// written failed). Yields after each page, so that the requests of the window being written
+    /// are polled (one thread runs both).
     async fn window(
         &self,
         kind: ObjectKind,
@@ -789,7 +806,14 @@ impl Planner<'_> {
         stop: &Cell<bool>,
     ) -> Result<Plan> {
         let mut window = Plan::default();
-        while !cursor.end && !stop.get() && window.creates.len() + window.updates.len() < WINDOW {
+        let members = |w: &Plan| -> usize {
+            w.creates.iter().chain(&w.updates).filter_map(|w| w.members.as_ref()).map(|m| m.guids.len()).sum()
+        };
+        while !cursor.end
+            && !stop.get()
+            && window.creates.len() + window.updates.len() < WINDOW
+            && members(&window) < WINDOW_MEMBERS
+        {
             self.page(kind, work, cursor, &mut window)?;
             tokio::task::yield_now().await;
         }
@@ -807,7 +831,7 @@ impl Planner<'_> {
         let mut wanted = Vec::with_capacity(page.len());
         let mut held = Vec::new();
         for m in &page {
-            if work.done.contains(&m.guid) {
+            if work.only.as_ref().is_some_and(|only| !only.contains(&m.guid)) {
                 continue;
             }
             if let Some(q) = work.verdicts.quarantined.get(&m.guid) {
@@ -818,6 +842,7 @@ impl Planner<'_> {
                 match want(self.store, self.policy, m, work.anchors, &id, self.flattened)? {
                     Some((_, true)) if !work.take_all => {
                         cursor.deferred += 1;
+                        work.deferred.insert(m.guid.clone());
                         continue;
                     }
                     Some((d, manager_pending)) => {
@@ -829,7 +854,6 @@ impl Planner<'_> {
                     None => {}
                 }
             }
-            work.done.insert(m.guid.clone());
             cursor.progressed += 1;
         }
         let guids: Vec<&str> = wanted.iter().map(|d| d.guid.as_str()).collect();
@@ -845,9 +869,17 @@ impl Planner<'_> {
         let mut page_plan = plan::plan_objects(&wanted, held, &known);
         if kind == ObjectKind::Group {
             let mut later = self.inline_members(&wanted, &mut page_plan);
-            work.patches_after.append(&mut later);
+            if work.patches.is_some() {
+                work.patches_after.append(&mut later);
+            }
         }
-        work.memberships.append(&mut page_plan.memberships);
+        for change in std::mem::take(&mut page_plan.memberships) {
+            if let Some(patches) = work.patches.as_mut().filter(|_| !change.inline) {
+                patches.push(change.clone());
+            }
+            work.membership_changes += u64::from(change.changes_membership());
+            work.memberships.push(change);
+        }
         window.append(page_plan);
         Ok(())
     }
@@ -912,10 +944,13 @@ impl Engine<'_, '_> {
             verdicts,
             anchors,
             quarantine: &quarantine,
-            done: HashSet::new(),
+            only: None,
+            deferred: HashSet::new(),
             take_all: false,
             pending_managers: Vec::new(),
-            memberships: Vec::new(),
+            memberships: Spill::new(self.store.folder().as_deref()),
+            membership_changes: 0,
+            patches: self.applier.is_some().then(Vec::new),
             patches_after: Vec::new(),
         };
         // A user whose manager is created in this run waits for a later pass, so that it is
@@ -927,19 +962,20 @@ impl Engine<'_, '_> {
                 break;
             }
             work.take_all = progressed == 0;
+            work.only = Some(std::mem::take(&mut work.deferred));
         }
         let pending = std::mem::take(&mut work.pending_managers);
         self.manager_pass(&pending).await?;
-        work.done.clear();
+        work.only = None;
         work.take_all = true;
         self.pass(ObjectKind::Group, &mut work).await?;
-        let memberships = std::mem::take(&mut work.memberships);
-        if let (Some(applier), Some(writer)) = (&mut self.applier, &mut self.writer) {
-            let mut patches: Vec<plan::MembershipChange> = memberships.iter().filter(|c| !c.inline).cloned().collect();
+        if let (Some(applier), Some(writer), Some(mut patches)) =
+            (&mut self.applier, &mut self.writer, work.patches.take())
+        {
             patches.append(&mut work.patches_after);
             applier.memberships(writer, &patches).await?;
         }
-        self.plan.absorb(Plan { memberships, ..Plan::default() });
+        self.plan.set_memberships(work.memberships, work.membership_changes);
         if let (Some(applier), Some(writer)) = (&mut self.applier, &mut self.writer) {
             applier.removals(writer, &removals).await?;
         }

@@ -932,6 +932,55 @@ mod tests {
         }
     }
 
+    /// More groups than a page, carrying more members than a window takes
+    /// ([`engine::WINDOW_MEMBERS`]): the groups are planned over several windows, each written
+    /// once with its members (no PATCH after), the dry run predicts the counts, and both reports
+    /// list every group's membership change (spilled as planned, not held).
+    #[test]
+    fn groups_carrying_more_members_than_a_window_are_each_written_once_with_them() {
+        let mut w = World::new();
+        let (users, groups, each) = (1000u32, engine::PAGE as u32 + 100, 40u32);
+        assert!((groups * each) as usize > 2 * engine::WINDOW_MEMBERS, "several windows of members");
+        export_with(&w.ldif(), users, |_| None);
+        let mut text = std::fs::read_to_string(w.ldif()).unwrap();
+        for g in 0..groups {
+            text.push_str(&format!(
+                "\ndn: CN=t{g},{OU}\nobjectClass: group\nobjectGUID:: {}\ncn: t{g}\n",
+                guid(3_000_000 + g)
+            ));
+            for k in 0..each {
+                text.push_str(&format!("member: CN=u{},{OU}\n", (g * 7 + k * 13) % users + 1));
+            }
+        }
+        std::fs::write(w.ldif(), text).unwrap();
+        let dry = w.sync(SyncOptions { dry_run: true, ..SyncOptions::default() }, None);
+        let real = w.sync(SyncOptions::default(), None);
+        assert_eq!((real.exit, real.error.is_none()), (ExitStatus::Ok, true), "{:?}", real.error);
+        assert_eq!(counts(&real), counts(&dry), "the dry run predicts the real run");
+        assert_eq!(real.counts.created, u64::from(users + groups + 1));
+        let all_groups = u64::from(groups + 1);
+        assert_eq!(real.counts.membership_changes, all_groups);
+        for outcome in [&dry, &real] {
+            let plan = outcome.plan.as_ref().unwrap();
+            assert_eq!(plan.memberships.len() as u64, all_groups);
+            assert_eq!(plan.tally.membership_changes, all_groups);
+            let listed = serde_json::to_value(plan).unwrap()["memberships"].as_array().unwrap().len();
+            assert_eq!(listed as u64, all_groups, "the report streams every change back");
+        }
+        let writes = w.writes();
+        assert_eq!(writes.iter().filter(|l| *l == "POST Groups").count() as u64, all_groups);
+        assert!(!writes.iter().any(|l| l.starts_with("PATCH")), "members go inline: {:?}", &writes[..3]);
+        for g in [0, engine::PAGE as u32, groups - 1] {
+            let group = w
+                .tenant
+                .all(crate::tenant::ResourceKind::Group)
+                .into_iter()
+                .find(|x| x["displayName"] == format!("t{g}"))
+                .unwrap();
+            assert_eq!(w.tenant.members(group["id"].as_str().unwrap()).len(), each as usize, "t{g}");
+        }
+    }
+
     /// A run killed while one window is written and the next one planned (the k-th create
     /// reached the tenant, its answer never came back), in the first window and in the second:
     /// the windows not yet handed over were neither journaled nor sent, and the next run

@@ -254,6 +254,16 @@ impl PlanLog {
     }
 }
 
+impl PlanLog {
+    /// The run's membership changes, spilled as they were planned (see [`Spill`]), with how
+    /// many of them change a membership: they replace any the plan held (a run plans its
+    /// memberships in one place, [`super::engine::Engine::run`]).
+    pub fn set_memberships(&mut self, memberships: Spill<MembershipChange>, changed: u64) {
+        self.memberships = memberships;
+        self.tally.membership_changes = changed;
+    }
+}
+
 /// What the report never shows of a write.
 fn strip(w: &mut Write) {
     w.body = Value::Null;
