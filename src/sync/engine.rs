@@ -39,6 +39,11 @@ pub const WINDOW: usize = 4 * PAGE;
 /// it carries, not only by how many writes it holds.
 pub const WINDOW_MEMBERS: usize = 20 * PAGE;
 
+/// A window also ends once it holds this many unchanged objects: they cost no write, but each is
+/// recorded as seen when the window is written, so a full sync in which nothing changed would
+/// otherwise be one window holding every object of the scope.
+pub const WINDOW_UNCHANGED: usize = 10 * WINDOW;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Full,
@@ -795,9 +800,9 @@ impl Planner<'_> {
     }
 
     /// Plans pages from `cursor` on until the window holds [`WINDOW`] writes (or its groups
-    /// [`WINDOW_MEMBERS`] members), the pages are done, or `stop` is set (the window being
-    /// written failed). Yields after each page, so that the requests of the window being written
-    /// are polled (one thread runs both).
+    /// [`WINDOW_MEMBERS`] members, or [`WINDOW_UNCHANGED`] unchanged objects), the pages are
+    /// done, or `stop` is set (the window being written failed). Yields after each page, so
+    /// that the requests of the window being written are polled (one thread runs both).
     async fn window(
         &self,
         kind: ObjectKind,
@@ -813,6 +818,7 @@ impl Planner<'_> {
             && !stop.get()
             && window.creates.len() + window.updates.len() < WINDOW
             && members(&window) < WINDOW_MEMBERS
+            && window.unchanged.len() < WINDOW_UNCHANGED
         {
             self.page(kind, work, cursor, &mut window)?;
             tokio::task::yield_now().await;
