@@ -20,10 +20,11 @@ use crate::sync::apply::{Counts, Failure, Finding};
 use crate::sync::engine::{Fallback, ReadCounts, StopDetails};
 use crate::sync::health;
 use crate::sync::history::{self, Ending};
-use crate::sync::plan::{self, Plan, Quarantined};
+use crate::sync::plan::{self, Quarantined};
 use crate::sync::run::{Interrupted, Selected, SyncOptions, SyncRequest};
 pub use crate::sync::run::{TenantSeen, Timings, UserStory};
 use crate::sync::scope::{PolicyScope, ScopeChanges};
+use crate::sync::spill::{KEPT, PlanLog, Spill};
 use crate::sync::validate::RuleOptions;
 use crate::tenant::agent::{Heartbeat, LastSync};
 use crate::tenant::{self};
@@ -60,7 +61,7 @@ pub struct SyncReport {
     /// deprovisioning, each with the object's DN (its OU path); what was not done is in
     /// `failures`. Absent only when the run stopped before planning.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub plan: Option<Plan>,
+    pub plan: Option<PlanLog>,
     /// Every user in scope that is not provisioned because of its data.
     pub quarantined: Vec<Quarantined>,
     /// Objects and operations the tenant refused for good (RFC 7644 §3.12: 400, 403, 404, 409,
@@ -673,11 +674,11 @@ impl SyncReport {
         });
         if let Some(plan) = &self.plan {
             let verb = |action: &str| if self.dry_run { format!("would {action}") } else { format!("plan: {action}") };
-            list(&mut out, &plan.creates, |w| format!("{} {}", verb("create"), output::cell(&w.dn)));
-            list(&mut out, &plan.updates, |w| {
+            spilled(&mut out, &plan.creates, |w| format!("{} {}", verb("create"), output::cell(&w.dn)));
+            spilled(&mut out, &plan.updates, |w| {
                 format!("{} {} ({})", verb("update"), output::cell(&w.dn), w.changed.join(", "))
             });
-            list(&mut out, &plan.removals, |r| {
+            spilled(&mut out, &plan.removals, |r| {
                 let action = match r.action {
                     plan::RemoveAction::Deactivate => "deactivate",
                     plan::RemoveAction::Delete => "delete",
@@ -685,7 +686,7 @@ impl SyncReport {
                 };
                 format!("{} {}", verb(action), output::cell(&r.dn))
             });
-            list(&mut out, &plan.repairs, |r| {
+            spilled(&mut out, &plan.repairs, |r| {
                 let what = r.attributes.iter().chain(&r.members).cloned().collect::<Vec<_>>().join(", ");
                 format!("{} {} ({} {})", verb("repair"), output::cell(&r.dn), r.drift, output::cell(&what))
             });
@@ -708,12 +709,23 @@ pub const TABLE_LINES: usize = 20;
 
 /// The first [`TABLE_LINES`] items, one per line, and how many more there are.
 fn list<T>(out: &mut String, items: &[T], line: impl Fn(&T) -> String) {
-    for item in items.iter().take(TABLE_LINES) {
+    first_of(out, items, items.len(), line);
+}
+
+/// [`list`] for a plan's list, which keeps only its first items in memory.
+fn spilled<T: serde::Serialize>(out: &mut String, items: &Spill<T>, line: impl Fn(&T) -> String) {
+    const { assert!(TABLE_LINES <= KEPT, "the table shows only what the plan keeps in memory") };
+    first_of(out, items.head(), items.len(), line);
+}
+
+/// The first [`TABLE_LINES`] of `total` items (`head` holds at least them), and how many more.
+fn first_of<T>(out: &mut String, head: &[T], total: usize, line: impl Fn(&T) -> String) {
+    for item in head.iter().take(TABLE_LINES) {
         out.push_str(&line(item));
         out.push('\n');
     }
-    if items.len() > TABLE_LINES {
-        out.push_str(&format!("  … and {} more (the JSON report lists them all)\n", items.len() - TABLE_LINES));
+    if total > TABLE_LINES {
+        out.push_str(&format!("  … and {} more (the JSON report lists them all)\n", total - TABLE_LINES));
     }
 }
 

@@ -96,6 +96,13 @@ pub struct Failure {
     pub since: String,
     pub attempts: i64,
 }
+/// The anchors a delta can touch (see [`StateStore::anchors_for_dirty`]).
+const DIRTY_ANCHORS: &str = "WHERE guid IN (SELECT guid FROM dirty)
+    OR guid IN (SELECT member_guid FROM dir_members WHERE group_guid IN (SELECT guid FROM dirty))
+    OR guid IN (SELECT manager FROM dir_objects WHERE guid IN (SELECT guid FROM dirty))
+    OR guid IN (SELECT member_guid FROM members WHERE group_guid IN (SELECT guid FROM dirty))
+    OR (guid IN (SELECT guid FROM dirty) AND guid NOT IN (SELECT guid FROM dir_objects))";
+
 impl StateStore {
     /// All anchors, keyed by guid.
     pub fn anchors(&self) -> Result<HashMap<String, Anchor>, StateError> {
@@ -106,13 +113,7 @@ impl StateStore {
     /// their members and managers (for SCIM ids) and the tenant members of dirty groups (for
     /// removals). A delta then costs what changed, not the number of anchors.
     pub fn anchors_for_dirty(&self) -> Result<HashMap<String, Anchor>, StateError> {
-        self.anchors_where(
-            "WHERE guid IN (SELECT guid FROM dirty)
-                OR guid IN (SELECT member_guid FROM dir_members WHERE group_guid IN (SELECT guid FROM dirty))
-                OR guid IN (SELECT manager FROM dir_objects WHERE guid IN (SELECT guid FROM dirty))
-                OR guid IN (SELECT member_guid FROM members WHERE group_guid IN (SELECT guid FROM dirty))
-                OR (guid IN (SELECT guid FROM dirty) AND guid NOT IN (SELECT guid FROM dir_objects))",
-        )
+        self.anchors_where(DIRTY_ANCHORS)
     }
 
     /// objectGUIDs of the users ausi provisioned and then deactivated or deleted (gone from AD
@@ -142,8 +143,24 @@ impl StateStore {
             .map_err(|e| self.sql(e))
     }
 
+    /// Every anchor ([`StateStore::anchors`]) or those a delta can touch
+    /// ([`StateStore::anchors_for_dirty`]), one at a time: a run keeps them in its own compact
+    /// form instead of a map of rows.
+    pub fn each_anchor(&self, dirty_only: bool, f: &mut dyn FnMut(Anchor)) -> Result<(), StateError> {
+        let condition = if dirty_only { DIRTY_ANCHORS } else { "" };
+        self.anchors_each(condition, f)
+    }
+
     fn anchors_where(&self, condition: &str) -> Result<HashMap<String, Anchor>, StateError> {
-        let read = || -> rusqlite::Result<HashMap<String, Anchor>> {
+        let mut all = HashMap::new();
+        self.anchors_each(condition, &mut |a| {
+            all.insert(a.guid.clone(), a);
+        })?;
+        Ok(all)
+    }
+
+    fn anchors_each(&self, condition: &str, f: &mut dyn FnMut(Anchor)) -> Result<(), StateError> {
+        let mut read = || -> rusqlite::Result<()> {
             let mut stmt = self.conn.prepare(&format!(
                 "SELECT guid, kind, scim_id, dn, hash, state, last_seen_run FROM anchors {condition}"
             ))?;
@@ -160,7 +177,10 @@ impl StateStore {
                     last_seen_run: r.get(6)?,
                 })
             })?;
-            rows.map(|a| a.map(|a| (a.guid.clone(), a))).collect()
+            for a in rows {
+                f(a?);
+            }
+            Ok(())
         };
         read().map_err(|e| self.sql(e))
     }

@@ -163,6 +163,11 @@ impl StateStore {
         Ok(Some(StateStore { conn, _lock: None, loose: Vec::new(), path: display, first_own_run: None, schema }))
     }
 
+    /// The folder of the store's files (private to their owner): where a run's scratch files go.
+    pub fn folder(&self) -> Option<PathBuf> {
+        Path::new(&self.path).parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_owned)
+    }
+
     pub(super) fn sql(&self, source: rusqlite::Error) -> StateError {
         StateError::Sqlite { path: self.path.clone(), source }
     }

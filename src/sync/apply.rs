@@ -248,7 +248,7 @@ impl<'a> Applier<'a> {
         run: i64,
         options: WriteOptions,
         progress: &'a dyn Fn(u64),
-        anchors: &HashMap<String, plan::Anchor>,
+        anchors: &plan::Anchors,
     ) -> Self {
         let ids = anchors
             .values()
@@ -549,68 +549,78 @@ impl<'a> Applier<'a> {
             chunks.last_mut().expect("one chunk").push(*job);
         }
         let client = self.client;
-        let chunks: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| {
-                let ops: Vec<BulkOperation> = chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(n, (w, create))| BulkOperation {
-                        method: if *create && w.scim_id.is_none() { BulkMethod::Post } else { BulkMethod::Put },
-                        kind: resource(w.kind),
-                        id: w.scim_id.clone(),
-                        bulk_id: format!("op{n}"),
-                        data: Some(with_members(w, &|g| self.id(g), &self.kinds).unwrap_or_else(|| w.body.clone())),
-                    })
-                    .collect();
-                (chunk, ops)
-            })
-            .collect();
-        let mut results = stream::iter(chunks)
-            .map(|(chunk, mut ops)| async move {
-                let answer = client.bulk(&mut ops).await;
-                (chunk, answer)
-            })
-            .buffer_unordered(self.concurrency);
         let mut redo = Vec::new();
         let mut conflicts = Vec::new();
-        while let Some((chunk, answer)) = results.next().await {
-            match answer {
-                Ok(outcomes) => {
-                    for ((w, create), outcome) in chunk.into_iter().zip(outcomes) {
-                        let adopting = create && w.scim_id.is_some();
-                        match (outcome.status, outcome.id, outcome.error) {
-                            (200..=299, Some(id), _) => self.written(w, create, Ok(Done::new(id, adopting))),
-                            // Already there: adopted by soft match.
-                            (409, _, info) if create && !adopting => conflicts.push((
-                                w,
-                                TenantError::Rejected(info.unwrap_or(scim::ScimErrorInfo {
-                                    status: 409,
-                                    scim_type: None,
-                                    detail: None,
-                                })),
-                            )),
-                            // Not answered, or an adoption whose resource went since: one by one.
-                            (409 | 0, _, _) | (404, _, _) if adopting || outcome.status != 404 => {
-                                redo.push((w, create))
+        // The requests' bodies (a group's carries its members) are built `concurrency` chunks at
+        // a time, as they are sent: a window of large groups is never all in memory as JSON.
+        let mut chunks = chunks.into_iter().peekable();
+        while chunks.peek().is_some() {
+            let batch: Vec<_> = chunks
+                .by_ref()
+                .take(self.concurrency)
+                .map(|chunk| {
+                    let ops: Vec<BulkOperation> = chunk
+                        .iter()
+                        .enumerate()
+                        .map(|(n, (w, create))| BulkOperation {
+                            method: if *create && w.scim_id.is_none() { BulkMethod::Post } else { BulkMethod::Put },
+                            kind: resource(w.kind),
+                            id: w.scim_id.clone(),
+                            bulk_id: format!("op{n}"),
+                            data: Some(with_members(w, &|g| self.id(g), &self.kinds).unwrap_or_else(|| w.body.clone())),
+                        })
+                        .collect();
+                    (chunk, ops)
+                })
+                .collect();
+            let mut results = stream::iter(batch)
+                .map(|(chunk, mut ops)| async move {
+                    let answer = client.bulk(&mut ops).await;
+                    (chunk, answer)
+                })
+                .buffer_unordered(self.concurrency);
+            while let Some((chunk, answer)) = results.next().await {
+                match answer {
+                    Ok(outcomes) => {
+                        for ((w, create), outcome) in chunk.into_iter().zip(outcomes) {
+                            let adopting = create && w.scim_id.is_some();
+                            match (outcome.status, outcome.id, outcome.error) {
+                                (200..=299, Some(id), _) => self.written(w, create, Ok(Done::new(id, adopting))),
+                                // Already there: adopted by soft match.
+                                (409, _, info) if create && !adopting => conflicts.push((
+                                    w,
+                                    TenantError::Rejected(info.unwrap_or(scim::ScimErrorInfo {
+                                        status: 409,
+                                        scim_type: None,
+                                        detail: None,
+                                    })),
+                                )),
+                                // Not answered, or an adoption whose resource went since: one by one.
+                                (409 | 0, _, _) | (404, _, _) if adopting || outcome.status != 404 => {
+                                    redo.push((w, create))
+                                }
+                                (_, _, Some(info)) if info.status >= 500 || info.status == 429 => {
+                                    redo.push((w, create))
+                                }
+                                (_, _, Some(info)) => self.written(w, create, Err(TenantError::Rejected(info))),
+                                (status, _, None) => self.written(
+                                    w,
+                                    create,
+                                    Err(TenantError::Protocol(format!(
+                                        "bulk operation answered {status} without an id"
+                                    ))),
+                                ),
                             }
-                            (_, _, Some(info)) if info.status >= 500 || info.status == 429 => redo.push((w, create)),
-                            (_, _, Some(info)) => self.written(w, create, Err(TenantError::Rejected(info))),
-                            (status, _, None) => self.written(
-                                w,
-                                create,
-                                Err(TenantError::Protocol(format!("bulk operation answered {status} without an id"))),
-                            ),
+                            self.maybe_commit(store)?;
                         }
-                        self.maybe_commit(store)?;
                     }
+                    Err(e) if is_fatal(&e) => {
+                        self.flush(store)?;
+                        return Err(e.into());
+                    }
+                    // The tenant refused the request as a whole (too large, not supported after all).
+                    Err(_) => redo.extend(chunk),
                 }
-                Err(e) if is_fatal(&e) => {
-                    self.flush(store)?;
-                    return Err(e.into());
-                }
-                // The tenant refused the request as a whole (too large, not supported after all).
-                Err(_) => redo.extend(chunk),
             }
         }
         self.flush(store)?;
@@ -1455,7 +1465,7 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let progress = |_: u64| {};
-            let mut applier = Applier::new(fake, run, options(filters), &progress, &HashMap::new());
+            let mut applier = Applier::new(fake, run, options(filters), &progress, &plan::Anchors::default());
             applier.writes(&mut store, users, &[]).await.unwrap();
             applier.writes(&mut store, std::slice::from_ref(&g), &[]).await.unwrap();
             test(&mut applier, &mut store).await;
@@ -1578,7 +1588,7 @@ mod tests {
         let run = store.begin_run("sync", false, NOW).unwrap();
         let users = vec![user(1), user(2)];
         let progress = |_: u64| {};
-        let mut applier = Applier::new(&fake, run, options(false), &progress, &HashMap::new());
+        let mut applier = Applier::new(&fake, run, options(false), &progress, &plan::Anchors::default());
         applier.gone = HashSet::from(["aaaaaaaa-0000-0000-0000-000000000000".to_owned()]);
         runtime.block_on(applier.writes(&mut store, &users, &[])).unwrap();
         assert!(!fake.log().iter().any(|l| l.starts_with("FILTER")), "no filter is sent: {:?}", fake.log());

@@ -14,6 +14,7 @@ use super::desired::{self, Candidate};
 use super::plan::{self, Kind, Known, Plan, Quarantined, Reason};
 use super::progress::Progress;
 use super::scope::{PolicyScope, Scope};
+use super::spill::{PlanLog, Spill};
 use super::validate::{self, Explanation, Identity, MAX_LISTED_CONFLICTS, RuleOptions};
 use crate::config::{OnRemove, ScopeConfig};
 use crate::directory::{
@@ -32,6 +33,16 @@ pub const PAGE: usize = 500;
 /// page's worth at a time. The next window is planned while one is written, and waits for it
 /// before it is handed over (the back-pressure), so memory holds at most two windows of bodies.
 pub const WINDOW: usize = 4 * PAGE;
+
+/// A window also ends once its groups carry this many members (the page that crosses it is the
+/// last): a group's write holds its member list, so a window of big groups is bounded by what
+/// it carries, not only by how many writes it holds.
+pub const WINDOW_MEMBERS: usize = 20 * PAGE;
+
+/// A window also ends once it holds this many unchanged objects: they cost no write, but each is
+/// recorded as seen when the window is written, so a full sync in which nothing changed would
+/// otherwise be one window holding every object of the scope.
+pub const WINDOW_UNCHANGED: usize = 10 * WINDOW;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -654,16 +665,27 @@ pub fn explain(store: &StateStore, name: &str, rules: &RuleOptions) -> Result<Op
 struct Work<'a> {
     all: bool,
     verdicts: &'a Verdicts,
-    anchors: &'a HashMap<String, plan::Anchor>,
+    anchors: &'a plan::Anchors,
     /// The objectGUIDs quarantined before this run.
     quarantine: &'a [String],
-    /// Objects planned (or held) in this run.
-    done: HashSet<String>,
+    /// The objects a later pass of users looks at: those the pass before deferred (`None`: every
+    /// one). Only the deferred are held, not every object planned: a pass over a million users
+    /// holds no set of a million objectGUIDs.
+    only: Option<HashSet<String>>,
+    /// Deferred in this pass (their manager has no SCIM id yet): the next pass's `only`.
+    deferred: HashSet<String>,
     /// Plan users whose manager has no SCIM id yet too (without it).
     take_all: bool,
     pending_managers: Vec<String>,
-    memberships: Vec<plan::MembershipChange>,
-    /// Members of groups written in this run that had no SCIM id then: added by PATCH after.
+    /// The membership changes planned, for the report: spilled as they are planned (a million
+    /// users' memberships are a file, not a list in memory), with how many change a membership.
+    memberships: Spill<plan::MembershipChange>,
+    membership_changes: u64,
+    /// The changes sent by PATCH after the groups (a real run; a dry run sends none): those not
+    /// carried inline by their group's write.
+    patches: Option<Vec<plan::MembershipChange>>,
+    /// Members of groups written in this run that had no SCIM id then: added by PATCH after (a
+    /// real run).
     patches_after: Vec<plan::MembershipChange>,
 }
 
@@ -677,7 +699,8 @@ pub struct Engine<'a, 'c> {
     /// guid → SCIM id as the planner knows it: the applier's published ids (a real run: the ids
     /// of the anchors and of the windows written so far), or the anchors' for a dry run.
     ids: Ids,
-    plan: Plan,
+    /// The run's plan for the report, spilled as it is made.
+    plan: PlanLog,
     /// The tenant's users and groups, when this run listed them (a full sync): the planner
     /// repairs drift from it.
     tenant: Option<super::repair::TenantView>,
@@ -702,11 +725,12 @@ impl<'a, 'c> Engine<'a, 'c> {
             Some(applier) => applier.known_ids(),
             None => Rc::new(RefCell::new(ids)),
         };
-        Engine { store, applier, writer: None, ids, plan: Plan::default(), tenant, flattened, policy }
+        let plan = PlanLog::new(store.folder().as_deref());
+        Engine { store, applier, writer: None, ids, plan, tenant, flattened, policy }
     }
 
     /// The run's plan (without bodies), the applier (what it did) and the tenant's listing.
-    pub fn finish(self) -> (Plan, Option<Applier<'c>>, Option<super::repair::TenantView>) {
+    pub fn finish(self) -> (PlanLog, Option<Applier<'c>>, Option<super::repair::TenantView>) {
         (self.plan, self.applier, self.tenant)
     }
 }
@@ -738,9 +762,10 @@ impl Planner<'_> {
         self.ids.borrow().get(guid).cloned()
     }
 
-    /// Plans pages from `cursor` on until the window holds [`WINDOW`] writes, the pages are
-    /// done, or `stop` is set (the window being written failed). Yields after each page, so that
-    /// the requests of the window being written are polled (one thread runs both).
+    /// Plans pages from `cursor` on until the window holds [`WINDOW`] writes (or its groups
+    /// [`WINDOW_MEMBERS`] members, or [`WINDOW_UNCHANGED`] unchanged objects), the pages are
+    /// done, or `stop` is set (the window being written failed). Yields after each page, so
+    /// that the requests of the window being written are polled (one thread runs both).
     async fn window(
         &self,
         kind: ObjectKind,
@@ -749,7 +774,15 @@ impl Planner<'_> {
         stop: &Cell<bool>,
     ) -> Result<Plan> {
         let mut window = Plan::default();
-        while !cursor.end && !stop.get() && window.creates.len() + window.updates.len() < WINDOW {
+        let members = |w: &Plan| -> usize {
+            w.creates.iter().chain(&w.updates).filter_map(|w| w.members.as_ref()).map(|m| m.guids.len()).sum()
+        };
+        while !cursor.end
+            && !stop.get()
+            && window.creates.len() + window.updates.len() < WINDOW
+            && members(&window) < WINDOW_MEMBERS
+            && window.unchanged.len() < WINDOW_UNCHANGED
+        {
             self.page(kind, work, cursor, &mut window)?;
             tokio::task::yield_now().await;
         }
@@ -767,7 +800,7 @@ impl Planner<'_> {
         let mut wanted = Vec::with_capacity(page.len());
         let mut held = Vec::new();
         for m in &page {
-            if work.done.contains(&m.guid) {
+            if work.only.as_ref().is_some_and(|only| !only.contains(&m.guid)) {
                 continue;
             }
             if let Some(q) = work.verdicts.quarantined.get(&m.guid) {
@@ -778,6 +811,7 @@ impl Planner<'_> {
                 match want(self.store, self.policy, m, work.anchors, &id, self.flattened)? {
                     Some((_, true)) if !work.take_all => {
                         cursor.deferred += 1;
+                        work.deferred.insert(m.guid.clone());
                         continue;
                     }
                     Some((d, manager_pending)) => {
@@ -789,7 +823,6 @@ impl Planner<'_> {
                     None => {}
                 }
             }
-            work.done.insert(m.guid.clone());
             cursor.progressed += 1;
         }
         let guids: Vec<&str> = wanted.iter().map(|d| d.guid.as_str()).collect();
@@ -805,9 +838,17 @@ impl Planner<'_> {
         let mut page_plan = plan::plan_objects(&wanted, held, &known);
         if kind == ObjectKind::Group {
             let mut later = self.inline_members(&wanted, &mut page_plan);
-            work.patches_after.append(&mut later);
+            if work.patches.is_some() {
+                work.patches_after.append(&mut later);
+            }
         }
-        work.memberships.append(&mut page_plan.memberships);
+        for change in std::mem::take(&mut page_plan.memberships) {
+            if let Some(patches) = work.patches.as_mut().filter(|_| !change.inline) {
+                patches.push(change.clone());
+            }
+            work.membership_changes += u64::from(change.changes_membership());
+            work.memberships.push(change);
+        }
         window.append(page_plan);
         Ok(())
     }
@@ -860,7 +901,7 @@ impl Engine<'_, '_> {
         &mut self,
         all: bool,
         verdicts: &Verdicts,
-        anchors: &HashMap<String, plan::Anchor>,
+        anchors: &plan::Anchors,
         removals: Vec<plan::Removal>,
     ) -> Result<()> {
         if self.applier.is_some() && self.writer.is_none() {
@@ -872,10 +913,13 @@ impl Engine<'_, '_> {
             verdicts,
             anchors,
             quarantine: &quarantine,
-            done: HashSet::new(),
+            only: None,
+            deferred: HashSet::new(),
             take_all: false,
             pending_managers: Vec::new(),
-            memberships: Vec::new(),
+            memberships: Spill::new(self.store.folder().as_deref()),
+            membership_changes: 0,
+            patches: self.applier.is_some().then(Vec::new),
             patches_after: Vec::new(),
         };
         // A user whose manager is created in this run waits for a later pass, so that it is
@@ -887,19 +931,20 @@ impl Engine<'_, '_> {
                 break;
             }
             work.take_all = progressed == 0;
+            work.only = Some(std::mem::take(&mut work.deferred));
         }
         let pending = std::mem::take(&mut work.pending_managers);
         self.manager_pass(&pending).await?;
-        work.done.clear();
+        work.only = None;
         work.take_all = true;
         self.pass(ObjectKind::Group, &mut work).await?;
-        let memberships = std::mem::take(&mut work.memberships);
-        if let (Some(applier), Some(writer)) = (&mut self.applier, &mut self.writer) {
-            let mut patches: Vec<plan::MembershipChange> = memberships.iter().filter(|c| !c.inline).cloned().collect();
+        if let (Some(applier), Some(writer), Some(mut patches)) =
+            (&mut self.applier, &mut self.writer, work.patches.take())
+        {
             patches.append(&mut work.patches_after);
             applier.memberships(writer, &patches).await?;
         }
-        self.plan.memberships = memberships;
+        self.plan.set_memberships(work.memberships, work.membership_changes);
         if let (Some(applier), Some(writer)) = (&mut self.applier, &mut self.writer) {
             applier.removals(writer, &removals).await?;
         }
@@ -1005,7 +1050,7 @@ fn want(
     store: &StateStore,
     policy: &crate::policy::Policy,
     m: &Mirrored,
-    anchors: &HashMap<String, plan::Anchor>,
+    anchors: &plan::Anchors,
     id: &dyn Fn(&str) -> Option<String>,
     flattened: bool,
 ) -> Result<Option<(plan::Desired, bool)>> {
@@ -1039,12 +1084,20 @@ fn want(
 pub fn planned_removals(
     store: &StateStore,
     all: bool,
-    anchors: &HashMap<String, store::Anchor>,
+    anchors: &plan::Anchors,
     on_remove: OnRemove,
 ) -> Result<Vec<plan::Removal>> {
-    let gone: Vec<plan::Anchor> =
-        store.anchors_gone(all)?.iter().filter_map(|g| anchors.get(g)).cloned().map(planner_anchor).collect();
+    let gone: Vec<plan::Anchor> = store.anchors_gone(all)?.iter().filter_map(|g| anchors.get(g)).collect();
     Ok(plan::removals(&gone, on_remove))
+}
+
+/// The anchors a run looks at, in the planner's compact form: every one (a full sync), or those
+/// a delta can touch.
+pub fn planner_anchors(store: &StateStore, all: bool) -> Result<plan::Anchors> {
+    let mut anchors = plan::AnchorsBuilder::default();
+    // Converted a row at a time: the store's rows are never all held as such.
+    store.each_anchor(!all, &mut |a| anchors.push(planner_anchor(a)))?;
+    Ok(anchors.finish())
 }
 
 /// The planner's view of a store anchor (the edge between the store's rows and the pure planner).
@@ -1295,7 +1348,7 @@ mod tests {
 
     /// Every object's tenant form (a valid user's body, a group's body and members; "invalid").
     fn observe(store: &StateStore) -> BTreeMap<String, String> {
-        let anchors = HashMap::new();
+        let anchors = plan::Anchors::default();
         let mut out = BTreeMap::new();
         for kind in [ObjectKind::User, ObjectKind::Group] {
             for m in store.work_page(kind, true, "", 10_000).unwrap() {

@@ -14,4 +14,5 @@ pub mod progress;
 pub mod repair;
 pub mod run;
 pub mod scope;
+pub mod spill;
 pub mod validate;

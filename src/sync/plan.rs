@@ -33,6 +33,120 @@ pub struct Anchor {
     pub state: AnchorState,
 }
 
+/// Every anchor a run looks at, compact: their texts in one arena and a row of offsets each,
+/// sorted by objectGUID. A map of owned [`Anchor`]s costs ~480 bytes an anchor (five
+/// allocations and a copy of the key); this costs the text and 32 bytes. [`Anchors::get`]
+/// builds the planner's [`Anchor`] for one object at a time.
+#[derive(Debug, Clone, Default)]
+pub struct Anchors {
+    text: String,
+    rows: Vec<Row>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    start: usize,
+    guid: u32,
+    /// [`ABSENT`] for `None`.
+    scim_id: u32,
+    dn: u32,
+    hash: u32,
+    kind: Kind,
+    state: AnchorState,
+}
+
+const ABSENT: u32 = u32::MAX;
+
+impl Anchors {
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn get(&self, guid: &str) -> Option<Anchor> {
+        let at = self.rows.binary_search_by(|r| self.guid_of(r).cmp(guid)).ok()?;
+        Some(self.anchor(&self.rows[at]))
+    }
+
+    pub fn contains_key(&self, guid: &str) -> bool {
+        self.rows.binary_search_by(|r| self.guid_of(r).cmp(guid)).is_ok()
+    }
+
+    /// Every anchor, by objectGUID.
+    pub fn values(&self) -> impl Iterator<Item = Anchor> + '_ {
+        self.rows.iter().map(|r| self.anchor(r))
+    }
+
+    fn guid_of(&self, r: &Row) -> &str {
+        &self.text[r.start..r.start + r.guid as usize]
+    }
+
+    fn anchor(&self, r: &Row) -> Anchor {
+        let mut at = r.start;
+        let mut next = |len: u32| {
+            (len != ABSENT).then(|| {
+                let s = self.text[at..at + len as usize].to_owned();
+                at += len as usize;
+                s
+            })
+        };
+        let guid = next(r.guid).unwrap_or_default();
+        let scim_id = next(r.scim_id);
+        let dn = next(r.dn).unwrap_or_default();
+        let hash = next(r.hash);
+        Anchor { guid, kind: r.kind, scim_id, dn, hash, state: r.state }
+    }
+}
+
+/// [`Anchors`] filled one anchor at a time (from the store's rows as they are read).
+#[derive(Debug, Default)]
+pub struct AnchorsBuilder(Anchors);
+
+impl AnchorsBuilder {
+    pub fn push(&mut self, a: Anchor) {
+        let all = &mut self.0;
+        let start = all.text.len();
+        let mut put = |s: Option<&str>| match s {
+            // A text of 4 GiB is no anchor's: cut rather than wrap.
+            Some(s) => {
+                let mut end = s.len().min((ABSENT - 1) as usize);
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let s = &s[..end];
+                all.text.push_str(s);
+                s.len() as u32
+            }
+            None => ABSENT,
+        };
+        let (guid, scim_id, dn, hash) =
+            (put(Some(&a.guid)), put(a.scim_id.as_deref()), put(Some(&a.dn)), put(a.hash.as_deref()));
+        all.rows.push(Row { start, guid, scim_id, dn, hash, kind: a.kind, state: a.state });
+    }
+
+    /// Sorted by objectGUID (the last of a repeated one is dropped), ready to look up.
+    pub fn finish(self) -> Anchors {
+        let Anchors { mut text, mut rows } = self.0;
+        let key = |r: &Row| r.start..r.start + r.guid as usize;
+        rows.sort_by(|a, b| text[key(a)].cmp(&text[key(b)]));
+        rows.dedup_by(|a, b| text[key(a)] == text[key(b)]);
+        text.shrink_to_fit();
+        rows.shrink_to_fit();
+        Anchors { text, rows }
+    }
+}
+
+impl FromIterator<Anchor> for Anchors {
+    fn from_iter<I: IntoIterator<Item = Anchor>>(anchors: I) -> Anchors {
+        let mut all = AnchorsBuilder::default();
+        anchors.into_iter().for_each(|a| all.push(a));
+        all.finish()
+    }
+}
+
 /// Where an anchored object stands in the tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AnchorState {
@@ -207,7 +321,7 @@ impl Plan {
 
 /// Everything the planner looks at besides the directory.
 pub struct Known<'a> {
-    pub anchors: &'a HashMap<String, Anchor>,
+    pub anchors: &'a Anchors,
     /// The anchors' last sent bodies, for the changed-attribute lists (may be empty).
     pub bodies: &'a HashMap<String, Value>,
     pub members: &'a HashMap<String, BTreeSet<String>>,
@@ -249,7 +363,7 @@ pub fn plan_objects(desired: &[Desired], quarantined: Vec<Quarantined>, known: &
             _ => write(None, journaled, vec![]),
         };
         let anchor = known.anchors.get(&d.guid);
-        let there = match (anchor, known.tenant) {
+        let there = match (&anchor, known.tenant) {
             (Some(a), Some(view)) if a.state == AnchorState::Active && a.scim_id.is_some() => {
                 Some(view.find(d.kind, &d.guid, a.scim_id.as_deref()))
             }
@@ -353,7 +467,7 @@ fn repair_of(d: &Desired, drift: &'static str, attributes: Vec<String>, members:
 /// Whether the tenant's group `t` lists member `guid` (under the id the tenant has it by).
 fn lists(t: &repair::TenantObject, guid: &str, known: &Known<'_>, view: &TenantView) -> bool {
     match known.anchors.get(guid) {
-        Some(a) => id_in(view, a).is_some_and(|id| t.members.contains(id)),
+        Some(a) => id_in(view, &a).is_some_and(|id| t.members.contains(id)),
         None => true, // not anchored: nothing to say it was lost
     }
 }
@@ -373,12 +487,11 @@ fn keep_members(d: &Desired, t: &repair::TenantObject, known: &Known<'_>) -> Vec
     }
     let empty = BTreeSet::new();
     let set = known.members.get(&d.guid).unwrap_or(&empty);
-    let ours: std::collections::HashSet<&str> = set
-        .iter()
-        .chain(d.members.iter())
-        .filter_map(|m| known.anchors.get(m))
-        .flat_map(|a| a.scim_id.as_deref().into_iter().chain(known.tenant.and_then(|v| id_in(v, a))))
-        .collect();
+    let mut ours: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for a in set.iter().chain(d.members.iter()).filter_map(|m| known.anchors.get(m)) {
+        ours.extend(known.tenant.and_then(|v| id_in(v, &a)).map(str::to_owned));
+        ours.extend(a.scim_id);
+    }
     let mut keep: Vec<String> = t.members.iter().filter(|id| !ours.contains(id.as_str())).cloned().collect();
     keep.sort();
     keep
@@ -412,15 +525,6 @@ pub fn removals<'a>(gone: impl IntoIterator<Item = &'a Anchor>, on_remove: OnRem
 }
 
 impl Plan {
-    /// Adds a page's plan to the run's (without the bodies: the report never shows them).
-    pub fn absorb(&mut self, mut page: Plan) {
-        for w in page.creates.iter_mut().chain(page.updates.iter_mut()) {
-            w.body = Value::Null;
-            w.members = None;
-        }
-        self.append(page);
-    }
-
     /// Adds a page's plan to this one, bodies included (a window of pages still to be written).
     pub fn append(&mut self, page: Plan) {
         self.creates.extend(page.creates);
@@ -462,7 +566,7 @@ mod tests {
     }
 
     struct World {
-        anchors: HashMap<String, Anchor>,
+        anchors: Anchors,
         bodies: HashMap<String, Value>,
         members: HashMap<String, BTreeSet<String>>,
         quarantine: Vec<String>,
@@ -472,7 +576,7 @@ mod tests {
     impl World {
         fn new(anchors: Vec<Anchor>) -> World {
             World {
-                anchors: anchors.into_iter().map(|a| (a.guid.clone(), a)).collect(),
+                anchors: anchors.into_iter().collect(),
                 bodies: HashMap::new(),
                 members: HashMap::new(),
                 quarantine: vec![],
@@ -491,12 +595,41 @@ mod tests {
             };
             let kept: BTreeSet<&str> =
                 desired.iter().map(|d| d.guid.as_str()).chain(quarantined.iter().map(|q| q.guid.as_str())).collect();
-            let gone = self.anchors.values().filter(|a| !kept.contains(a.guid.as_str()));
-            let removals = removals(gone, on_remove);
+            let gone: Vec<Anchor> = self.anchors.values().filter(|a| !kept.contains(a.guid.as_str())).collect();
+            let removals = removals(&gone, on_remove);
             let mut plan = plan_objects(desired, quarantined, &known);
             plan.removals = removals;
             plan
         }
+    }
+
+    /// The compact anchors give back exactly what was put in, looked up in any order; a
+    /// repeated objectGUID keeps one row; absent ones are absent.
+    #[test]
+    fn compact_anchors_give_back_what_was_put_in() {
+        let mut put: Vec<Anchor> = (0..300)
+            .map(|i| {
+                let state = [AnchorState::Pending, AnchorState::Active, AnchorState::Deactivated][i % 3];
+                let mut a =
+                    anchor(if i.is_multiple_of(2) { Kind::User } else { Kind::Group }, &format!("g{i:03}"), "h", state);
+                a.dn = format!("CN=Ünïcode {i},OU=\\, x,DC=x");
+                a.hash = (!i.is_multiple_of(5)).then(|| format!("hash{i}"));
+                a
+            })
+            .collect();
+        put.reverse();
+        let anchors: Anchors = put.iter().cloned().chain([put[7].clone()]).collect();
+        assert_eq!(anchors.len(), 300);
+        for a in &put {
+            assert_eq!(anchors.get(&a.guid).as_ref(), Some(a));
+            assert!(anchors.contains_key(&a.guid));
+        }
+        assert_eq!(anchors.get("g300"), None);
+        assert!(!anchors.contains_key("g0"));
+        let mut sorted = put.clone();
+        sorted.sort_by(|a, b| a.guid.cmp(&b.guid));
+        assert_eq!(anchors.values().collect::<Vec<_>>(), sorted);
+        assert!(Anchors::default().get("g000").is_none());
     }
 
     #[test]

@@ -15,8 +15,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::map::ENTERPRISE_SCHEMA;
-use super::plan::Kind;
-use crate::store::{Anchor, AnchorState};
+use super::plan::{self, Kind};
+use crate::store::Anchor;
 
 /// Attributes a user listing asks for (servers that ignore `attributes=` send everything).
 pub const USER_ATTRIBUTES: &str = "externalId,userName,name,displayName,emails,active,title,phoneNumbers,urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
@@ -369,12 +369,12 @@ pub struct UnknownObject {
 /// miss a resource (one deleted and one created while the pages were read shift a resource off
 /// every page, see [`crate::tenant::paging`]); a `GET` by id tells. Empty for an incomplete
 /// listing, which proves no absence anyway.
-pub fn unconfirmed<'a>(view: &TenantView, anchors: impl IntoIterator<Item = &'a Anchor>) -> Vec<(Kind, String)> {
+pub fn unconfirmed(view: &TenantView, anchors: impl IntoIterator<Item = plan::Anchor>) -> Vec<(Kind, String)> {
     anchors
         .into_iter()
-        .filter(|a| a.state == AnchorState::Active)
-        .filter(|a| view.find(a.kind.into(), &a.guid, a.scim_id.as_deref()) == Lookup::Missing)
-        .filter_map(|a| Some((Kind::from(a.kind), a.scim_id.clone()?)))
+        .filter(|a| a.state == plan::AnchorState::Active)
+        .filter(|a| view.find(a.kind, &a.guid, a.scim_id.as_deref()) == Lookup::Missing)
+        .filter_map(|a| Some((a.kind, a.scim_id?)))
         .collect()
 }
 
@@ -398,12 +398,12 @@ impl TenantView {
 
 /// Anchored, active objects the (complete) listing does not hold: they are created again, so
 /// their old SCIM ids must not be used (as a member, as a manager).
-pub fn missing<'a>(view: &TenantView, anchors: impl IntoIterator<Item = &'a Anchor>) -> HashSet<String> {
+pub fn missing(view: &TenantView, anchors: impl IntoIterator<Item = plan::Anchor>) -> HashSet<String> {
     anchors
         .into_iter()
-        .filter(|a| a.state == AnchorState::Active)
-        .filter(|a| view.find(a.kind.into(), &a.guid, a.scim_id.as_deref()) == Lookup::Missing)
-        .map(|a| a.guid.clone())
+        .filter(|a| a.state == plan::AnchorState::Active)
+        .filter(|a| view.find(a.kind, &a.guid, a.scim_id.as_deref()) == Lookup::Missing)
+        .map(|a| a.guid)
         .collect()
 }
 
@@ -825,27 +825,26 @@ mod tests {
 
     #[test]
     fn a_missing_object_found_by_its_id_is_not_missing() {
-        let anchor = |guid: &str, id: &str| Anchor {
+        let anchor = |guid: &str, id: &str| plan::Anchor {
             guid: guid.into(),
-            kind: crate::store::AnchorKind::User,
+            kind: Kind::User,
             scim_id: Some(id.into()),
             dn: format!("CN={guid}"),
             hash: None,
-            state: AnchorState::Active,
-            last_seen_run: None,
+            state: plan::AnchorState::Active,
         };
         let anchors = [anchor("a", "1"), anchor("b", "2"), anchor("c", "3")];
         let mut view = TenantView::new(&[user("1", Some("a"), "a@x")], &[], true, 1);
         view.altered = ["displayName".to_string()].into();
-        assert_eq!(unconfirmed(&view, &anchors), [(Kind::User, "2".into()), (Kind::User, "3".into())]);
+        assert_eq!(unconfirmed(&view, anchors.clone()), [(Kind::User, "2".into()), (Kind::User, "3".into())]);
         // "2" moved between two pages while the tenant was listed: asked for by id, it is there.
         view.confirm([(Kind::User, user("2", Some("B"), "b@x")), (Kind::User, user("1", Some("a"), "a@x"))]);
         assert!(matches!(view.find(Kind::User, "b", Some("2")), Lookup::Found(o) if o.id == "2"));
         assert_eq!(view.count(Kind::User), 2, "an object listed already is not added twice");
-        assert_eq!(missing(&view, &anchors), ["c".to_string()].into());
+        assert_eq!(missing(&view, anchors.clone()), ["c".to_string()].into());
         assert!(view.complete && view.altered.contains("displayName"), "the view keeps what it knew");
         let partial = TenantView::new(&[], &[], false, 1);
-        assert!(unconfirmed(&partial, &anchors).is_empty(), "an incomplete listing proves no absence");
+        assert!(unconfirmed(&partial, anchors.clone()).is_empty(), "an incomplete listing proves no absence");
     }
 
     #[test]

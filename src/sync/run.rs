@@ -20,6 +20,7 @@ use super::plan::{self, Plan, Quarantined};
 use super::progress::Progress;
 use super::repair::{self, TenantView, Unknown};
 use super::scope::Scope;
+use super::spill::PlanLog;
 use super::validate::{Explanation, RuleOptions};
 use crate::config::{AgentConfig, OnRemove};
 use crate::directory::{AnyDirectory, Directory, Dn};
@@ -100,7 +101,7 @@ pub struct SyncOutcome {
     pub counts: Counts,
     pub tenant: Option<TenantSeen>,
     /// Absent only when the run stopped before planning.
-    pub plan: Option<Plan>,
+    pub plan: Option<PlanLog>,
     pub quarantined: Vec<Quarantined>,
     pub failures: Vec<Failure>,
     pub findings: Vec<Finding>,
@@ -247,7 +248,8 @@ async fn sync(request: SyncRequest<'_>, progress: &dyn Progress, chosen: &mut Op
                 .filter(|a| Dn::parse(&a.dn).is_ok_and(|dn| gone.iter().any(|g| dn.is_descendant_of(g))))
                 .map(engine::planner_anchor)
                 .collect();
-            out.plan = Some(Plan { removals: plan::removals(&under, config.sync.on_remove), ..Plan::default() });
+            let removals = Plan { removals: plan::removals(&under, config.sync.on_remove), ..Plan::default() };
+            out.plan = Some(logged(store, removals));
             out.stop = Some(StopDetails::ScopeVanished { missing });
             out.ends(ExitStatus::SafetyStop, error);
             return Ok(out);
@@ -296,10 +298,10 @@ struct Run<'a, 'r> {
 /// ([`repair::unconfirmed`]), `concurrency` at a time: one that is there after all joins the
 /// view, so only what the tenant really lost is created again. A token or availability problem
 /// ends the run; any other failure leaves the listing proving no absence this run.
-async fn confirm_missing<'a>(
+async fn confirm_missing(
     tenant: &dyn RunTenant,
     view: &mut TenantView,
-    anchors: impl IntoIterator<Item = &'a crate::store::Anchor>,
+    anchors: impl IntoIterator<Item = plan::Anchor>,
     concurrency: usize,
 ) -> Result<()> {
     use futures_util::stream::{self, StreamExt};
@@ -392,10 +394,10 @@ impl Run<'_, '_> {
 
         // Deletion threshold: count and percentage, before anything is written.
         // A full sync looks at every anchor; a delta only at those its changes can touch.
-        let rows = if all { self.store.anchors()? } else { self.store.anchors_for_dirty()? };
+        let anchors = engine::planner_anchors(self.store, all)?;
         let on_remove = self.config.sync.on_remove;
         let removals =
-            Plan { removals: engine::planned_removals(self.store, all, &rows, on_remove)?, ..Plan::default() };
+            Plan { removals: engine::planned_removals(self.store, all, &anchors, on_remove)?, ..Plan::default() };
         let threshold = engine::deletion_threshold(
             removals.deprovisions(),
             self.store.active_anchors()?,
@@ -417,6 +419,7 @@ impl Run<'_, '_> {
             )
         });
         if let Some((stop, error)) = threshold {
+            let removals = logged(self.store, removals);
             if self.options.dry_run {
                 // A dry run counts what it would do; a real run what it did (nothing).
                 out.counts = planned_counts(&removals);
@@ -458,12 +461,10 @@ impl Run<'_, '_> {
         // A complete listing can still miss an object that moved while its pages were read:
         // each one it misses is asked for by its id before it counts as deleted in the tenant.
         if let Some(view) = tenant.as_mut() {
-            confirm_missing(self.tenant, view, rows.values(), self.config.sync.concurrency as usize).await?;
+            confirm_missing(self.tenant, view, anchors.values(), self.config.sync.concurrency as usize).await?;
         }
         // Objects deleted in the tenant are created again: their old ids are no one's now.
-        let missing = tenant.as_ref().map(|v| repair::missing(v, rows.values())).unwrap_or_default();
-        let anchors: HashMap<String, plan::Anchor> =
-            rows.into_iter().map(|(guid, a)| (guid, engine::planner_anchor(a))).collect();
+        let missing = tenant.as_ref().map(|v| repair::missing(v, anchors.values())).unwrap_or_default();
 
         // Users ausi provisioned that are gone from AD: a re-created account may meet one (README).
         let gone: HashSet<String> = if on_remove == OnRemove::Ignore {
@@ -508,11 +509,8 @@ impl Run<'_, '_> {
         step.finish();
         if let Some(view) = &view {
             // Ours: the anchors' ids and what this run adopted or re-pointed.
-            let ours: HashSet<&str> = anchors
-                .values()
-                .filter_map(|a| a.scim_id.as_deref())
-                .chain(the_plan.creates.iter().chain(&the_plan.updates).filter_map(|w| w.scim_id.as_deref()))
-                .collect();
+            let anchored: Vec<String> = anchors.values().filter_map(|a| a.scim_id).collect();
+            let ours: HashSet<&str> = anchored.iter().chain(&the_plan.write_ids).map(String::as_str).collect();
             let store = &*self.store;
             let known = |guid: &str| anchors.contains_key(guid) || store.mirror_contains(guid).unwrap_or(true);
             out.tenant = Some(TenantSeen {
@@ -545,7 +543,7 @@ impl Run<'_, '_> {
         }
         out.counts.quarantined = out.quarantined.len() as u64;
         if let Some(user) = &mut out.user {
-            user.locate(&the_plan);
+            user.locate(&the_plan, &out.quarantined);
         }
         out.plan = Some(the_plan);
         // A run that had to stop (tenant gone, token revoked) still reports what it did.
@@ -699,18 +697,22 @@ impl UserStory {
         if !self.in_scope || self.operation == "quarantine" || failed { ExitStatus::Findings } else { ExitStatus::Ok }
     }
 
-    fn locate(&mut self, plan: &Plan) {
+    /// What the plan does to this user: one scan of the spilled lists (`--user` runs are rare).
+    fn locate(&mut self, plan: &PlanLog, quarantined: &[Quarantined]) {
         let Some(guid) = self.rules.as_ref().and_then(|r| r.identity.object_guid.clone()) else { return };
-        if let Some(w) = plan.creates.iter().find(|w| w.guid == guid) {
-            self.operation = if w.verify_first { "create (after a lookup by externalId)" } else { "create" };
-        } else if let Some(w) = plan.updates.iter().find(|w| w.guid == guid) {
+        let of_user = |v: &serde_json::Value| v["guid"].as_str() == Some(guid.as_str());
+        if let Some(w) = plan.creates.find(of_user) {
+            let verify_first = w["verify_first"].as_bool().unwrap_or(false);
+            self.operation = if verify_first { "create (after a lookup by externalId)" } else { "create" };
+        } else if let Some(w) = plan.updates.find(of_user) {
             self.operation = "update";
-            self.changed = w.changed.clone();
-        } else if plan.quarantine.iter().any(|q| q.guid == guid) {
+            let changed = w["changed"].as_array().map(|a| a.iter().filter_map(|c| c.as_str()).map(str::to_owned));
+            self.changed = changed.map(Iterator::collect).unwrap_or_default();
+        } else if quarantined.iter().any(|q| q.guid == guid) {
             self.operation = "quarantine";
-        } else if let Some(r) = plan.removals.iter().find(|r| r.guid == guid) {
-            self.operation = match r.action {
-                plan::RemoveAction::Delete => "delete",
+        } else if let Some(r) = plan.removals.find(of_user) {
+            self.operation = match r["action"].as_str() {
+                Some("delete") => "delete",
                 _ => "deactivate",
             };
         }
@@ -718,24 +720,29 @@ impl UserStory {
 }
 
 /// What a dry run counts: the plan's writes, as a real run would count them.
-fn planned_counts(plan: &Plan) -> Counts {
-    let repaired =
-        |kind: plan::Kind| plan.repairs.iter().filter(|r| r.kind == kind && r.drift != "members").count() as u64;
-    let creates = |adopt: bool| plan.creates.iter().filter(|w| !w.repair && w.scim_id.is_some() == adopt).count();
+fn planned_counts(plan: &PlanLog) -> Counts {
+    let t = plan.tally;
     Counts {
-        created: creates(false) as u64,
-        adopted: creates(true) as u64,
-        updated: plan.updates.iter().filter(|w| !w.repair).count() as u64,
-        unchanged: plan.unchanged.len() as u64,
-        deactivated: plan.removals.iter().filter(|r| r.action != plan::RemoveAction::Delete).count() as u64,
-        deleted: plan.removals.iter().filter(|r| r.action == plan::RemoveAction::Delete).count() as u64,
-        membership_changes: plan.memberships.iter().filter(|m| m.changes_membership()).count() as u64,
-        repaired_users: repaired(plan::Kind::User),
-        repaired_groups: repaired(plan::Kind::Group),
-        repaired_memberships: plan.repairs.iter().map(|r| r.members.len() as u64).sum(),
-        quarantined: plan.quarantine.len() as u64,
-        ..Counts::default()
+        created: t.created,
+        adopted: t.adopted,
+        updated: t.updated,
+        unchanged: t.unchanged,
+        deactivated: t.deactivated,
+        deleted: t.deleted,
+        membership_changes: t.membership_changes,
+        repaired_users: t.repaired_users,
+        repaired_groups: t.repaired_groups,
+        repaired_memberships: t.repaired_memberships,
+        quarantined: t.quarantined,
+        failed: 0,
     }
+}
+
+/// A plan that stopped before the engine ran (only removals), as the report's plan.
+fn logged(store: &StateStore, plan: Plan) -> PlanLog {
+    let mut log = PlanLog::new(store.folder().as_deref());
+    log.absorb(plan);
+    log
 }
 
 #[cfg(test)]
@@ -925,6 +932,55 @@ mod tests {
         }
     }
 
+    /// More groups than a page, carrying more members than a window takes
+    /// ([`engine::WINDOW_MEMBERS`]): the groups are planned over several windows, each written
+    /// once with its members (no PATCH after), the dry run predicts the counts, and both reports
+    /// list every group's membership change (spilled as planned, not held).
+    #[test]
+    fn groups_carrying_more_members_than_a_window_are_each_written_once_with_them() {
+        let mut w = World::new();
+        let (users, groups, each) = (1000u32, engine::PAGE as u32 + 100, 40u32);
+        assert!((groups * each) as usize > 2 * engine::WINDOW_MEMBERS, "several windows of members");
+        export_with(&w.ldif(), users, |_| None);
+        let mut text = std::fs::read_to_string(w.ldif()).unwrap();
+        for g in 0..groups {
+            text.push_str(&format!(
+                "\ndn: CN=t{g},{OU}\nobjectClass: group\nobjectGUID:: {}\ncn: t{g}\n",
+                guid(3_000_000 + g)
+            ));
+            for k in 0..each {
+                text.push_str(&format!("member: CN=u{},{OU}\n", (g * 7 + k * 13) % users + 1));
+            }
+        }
+        std::fs::write(w.ldif(), text).unwrap();
+        let dry = w.sync(SyncOptions { dry_run: true, ..SyncOptions::default() }, None);
+        let real = w.sync(SyncOptions::default(), None);
+        assert_eq!((real.exit, real.error.is_none()), (ExitStatus::Ok, true), "{:?}", real.error);
+        assert_eq!(counts(&real), counts(&dry), "the dry run predicts the real run");
+        assert_eq!(real.counts.created, u64::from(users + groups + 1));
+        let all_groups = u64::from(groups + 1);
+        assert_eq!(real.counts.membership_changes, all_groups);
+        for outcome in [&dry, &real] {
+            let plan = outcome.plan.as_ref().unwrap();
+            assert_eq!(plan.memberships.len() as u64, all_groups);
+            assert_eq!(plan.tally.membership_changes, all_groups);
+            let listed = serde_json::to_value(plan).unwrap()["memberships"].as_array().unwrap().len();
+            assert_eq!(listed as u64, all_groups, "the report streams every change back");
+        }
+        let writes = w.writes();
+        assert_eq!(writes.iter().filter(|l| *l == "POST Groups").count() as u64, all_groups);
+        assert!(!writes.iter().any(|l| l.starts_with("PATCH")), "members go inline: {:?}", &writes[..3]);
+        for g in [0, engine::PAGE as u32, groups - 1] {
+            let group = w
+                .tenant
+                .all(crate::tenant::ResourceKind::Group)
+                .into_iter()
+                .find(|x| x["displayName"] == format!("t{g}"))
+                .unwrap();
+            assert_eq!(w.tenant.members(group["id"].as_str().unwrap()).len(), each as usize, "t{g}");
+        }
+    }
+
     /// A run killed while one window is written and the next one planned (the k-th create
     /// reached the tenant, its answer never came back), in the first window and in the second:
     /// the windows not yet handed over were neither journaled nor sent, and the next run
@@ -981,7 +1037,8 @@ mod tests {
             assert_eq!(stopped.exit, ExitStatus::SafetyStop);
             assert_eq!(stopped.error.as_ref().map(|e| e.kind), Some(ErrorKind::SafetyStop));
             assert!(matches!(stopped.stop, Some(StopDetails::DeletionThreshold { removing: 3, limit: 1, .. })));
-            let removed: Vec<&str> = stopped.plan.as_ref().unwrap().removals.iter().map(|r| r.dn.as_str()).collect();
+            let removed: Vec<&str> =
+                stopped.plan.as_ref().unwrap().removals.head().iter().map(|r| r.dn.as_str()).collect();
             assert_eq!(removed, [format!("CN=u3,{OU}"), format!("CN=u4,{OU}"), format!("CN=u5,{OU}")]);
             // A dry run counts what it would do; a real run what it did: nothing.
             assert_eq!(stopped.counts.deactivated, if dry_run { 3 } else { 0 });
