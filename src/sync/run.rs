@@ -422,7 +422,7 @@ impl Run<'_, '_> {
             let removals = logged(self.store, removals);
             if self.options.dry_run {
                 // A dry run counts what it would do; a real run what it did (nothing).
-                out.counts = planned_counts(&removals);
+                out.counts = removals.tally.clone();
             }
             out.plan = Some(removals);
             out.counts.quarantined = out.quarantined.len() as u64;
@@ -539,7 +539,7 @@ impl Run<'_, '_> {
                     self.probe_filters_again(&mut out.warnings).await?;
                 }
             }
-            None => out.counts = planned_counts(&the_plan),
+            None => out.counts = the_plan.tally.clone(),
         }
         out.counts.quarantined = out.quarantined.len() as u64;
         if let Some(user) = &mut out.user {
@@ -716,25 +716,6 @@ impl UserStory {
                 _ => "deactivate",
             };
         }
-    }
-}
-
-/// What a dry run counts: the plan's writes, as a real run would count them.
-fn planned_counts(plan: &PlanLog) -> Counts {
-    let t = plan.tally;
-    Counts {
-        created: t.created,
-        adopted: t.adopted,
-        updated: t.updated,
-        unchanged: t.unchanged,
-        deactivated: t.deactivated,
-        deleted: t.deleted,
-        membership_changes: t.membership_changes,
-        repaired_users: t.repaired_users,
-        repaired_groups: t.repaired_groups,
-        repaired_memberships: t.repaired_memberships,
-        quarantined: t.quarantined,
-        failed: 0,
     }
 }
 

@@ -17,6 +17,7 @@ use serde::ser::{SerializeSeq, SerializeStruct};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
+use super::apply::Counts;
 use super::plan::{Kind, MembershipChange, Plan, Removal, RemoveAction, Repair, Write};
 
 /// How many items of each list stay in memory (the terminal table shows at most this many).
@@ -162,23 +163,6 @@ impl<T: Serialize> Serialize for Spill<T> {
     }
 }
 
-/// What the run's plan counts, kept as its pages are added.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tally {
-    pub created: u64,
-    pub adopted: u64,
-    pub updated: u64,
-    pub unchanged: u64,
-    /// Removals that are not deletions (deactivations and retired groups).
-    pub deactivated: u64,
-    pub deleted: u64,
-    pub membership_changes: u64,
-    pub repaired_users: u64,
-    pub repaired_groups: u64,
-    pub repaired_memberships: u64,
-    pub quarantined: u64,
-}
-
 /// The run's whole plan for the report: the lists spilled as they are planned (without the
 /// bodies: the report never shows them), the counts exact. Serialises as [`Plan`] does.
 #[derive(Debug)]
@@ -189,7 +173,8 @@ pub struct PlanLog {
     pub removals: Spill<Removal>,
     pub repairs: Spill<Repair>,
     pub released: Spill<String>,
-    pub tally: Tally,
+    /// What the plan counts, as a real run would count its writes (`failed` stays 0).
+    pub tally: Counts,
     /// The tenant ids the plan's writes go to (updates, adoptions, re-pointed objects).
     pub write_ids: Vec<String>,
 }
@@ -211,7 +196,7 @@ impl PlanLog {
             removals: Spill::new(dir),
             repairs: Spill::new(dir),
             released: Spill::new(dir),
-            tally: Tally::default(),
+            tally: Counts::default(),
             write_ids: Vec::new(),
         }
     }
@@ -368,7 +353,7 @@ mod tests {
             }
             assert_eq!(serde_json::to_string(&log).unwrap(), serde_json::to_string(&held).unwrap(), "n={n}");
             assert_eq!(serde_json::to_string_pretty(&log).unwrap(), serde_json::to_string_pretty(&held).unwrap());
-            let expected = Tally {
+            let expected = Counts {
                 created: held.creates.iter().filter(|w| !w.repair && w.scim_id.is_none()).count() as u64,
                 adopted: held.creates.iter().filter(|w| !w.repair && w.scim_id.is_some()).count() as u64,
                 updated: held.updates.iter().filter(|w| !w.repair).count() as u64,
@@ -382,6 +367,7 @@ mod tests {
                     as u64,
                 repaired_memberships: held.repairs.iter().map(|r| r.members.len() as u64).sum(),
                 quarantined: held.quarantine.len() as u64,
+                failed: 0,
             };
             assert_eq!(log.tally, expected, "n={n}");
             assert_eq!(log.creates.len(), held.creates.len());
