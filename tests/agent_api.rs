@@ -242,12 +242,6 @@ async fn forward(client: &mut TcpStream, shared: &Shared, request: &RawRequest) 
 
 // ------------------------------------------------------------------------------------ AD helpers
 
-/// A tag no other run uses: pid and a clock.
-fn unique_tag() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{}{:03}", std::process::id() % 10_000, (nanos / 1000) % 1000)
-}
-
 // ------------------------------------------------------------------------------------ ausi runs
 
 /// The parts of a report worth reading when a test fails.
@@ -362,7 +356,7 @@ fn register(config: &str, tenant: &Tenant, token: &str) -> Value {
 #[test]
 fn a_tenant_requested_full_sync_runs_once_then_deltas_resume() {
     let Some(tb) = testbed() else { return };
-    let tag = unique_tag();
+    let tag = common::unique_tag();
     let (_sandbox, root) = seed(&tb, "AgentApi", "aa", "Agent", &tag, 3);
     let users = 3;
 
@@ -523,7 +517,7 @@ fn failed_sync(config: &str, secrets: &[&str], context: &str) -> Value {
 #[test]
 fn status_follows_runs_and_heartbeats_through_a_tenant_outage() {
     let Some(tb) = testbed() else { return };
-    let tag = unique_tag();
+    let tag = common::unique_tag();
     let (_sandbox, root) = seed(&tb, "AgentOutage", "ao", "Outage", &tag, 2);
     let users = 2;
     let (tenant, token, _) = start_tenant(&tb, &format!("o{tag}"), &format!("/outage{tag}"));
@@ -684,7 +678,7 @@ fn status_follows_runs_and_heartbeats_through_a_tenant_outage() {
 #[test]
 fn the_policy_the_tenant_assigns_wins_from_the_next_run() {
     let Some(tb) = testbed() else { return };
-    let tag = unique_tag();
+    let tag = common::unique_tag();
     let (_sandbox, root) = seed(&tb, "AgentPol", "ap", "Agent", &tag, 2);
     let (tenant, token, _) = start_tenant(&tb, &format!("p{tag}"), &format!("/realm{tag}"));
     let (_dir, config) = tb.config(

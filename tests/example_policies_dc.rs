@@ -12,7 +12,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use ausi::tenant::ResourceKind;
 use common::report::{excerpt, mode, writes};
@@ -28,12 +27,6 @@ const PLACEHOLDER_GROUP: &str = "00000000-0000-0000-0000-000000000000";
 fn example(file: &str) -> String {
     let path = format!("{}/examples/policies/{file}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn unique_tag() -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{}{:03}{}", std::process::id() % 10_000, (nanos / 1000) % 1000, N.fetch_add(1, Ordering::SeqCst))
 }
 
 /// A user as the test writes it to the DC; `None` leaves the attribute unset.
@@ -74,7 +67,7 @@ struct Tree {
 
 impl Tree {
     fn new(label: &str) -> Tree {
-        let tag = unique_tag();
+        let tag = common::unique_tag();
         Tree {
             root: format!("OU=Ex{label}{tag},DC=example,DC=test"),
             tag,

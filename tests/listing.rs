@@ -193,7 +193,7 @@ fn scim2_server_a_parallel_listing_repairs_every_kind_of_drift() {
     let Some(tb) = testbed() else { return };
     let agent = tb.agent(&[], "[sync]\nconcurrency = 4");
     let token = std::fs::read_to_string(&tb.scim_token_file).unwrap().trim().to_owned();
-    let tag = format!("{}", std::process::id() % 100_000);
+    let tag = common::unique_tag();
     let server = Server { remove_member: &|member| scim::patch_remove_member(member), drops_created_members: false };
     drift_repaired(&agent, &token, 2100, &tag, server);
 }
@@ -205,7 +205,7 @@ fn django_scim2_a_parallel_listing_repairs_every_kind_of_drift() {
     let Some(tb) = testbed() else { return };
     let Some(django) = Django::start() else { return };
     let agent = tb.agent_on(&django.base, &django.scim_url(), &django.token(), &[], "[sync]\nconcurrency = 4");
-    let tag = format!("d{}", std::process::id() % 100_000);
+    let tag = format!("d{}", common::unique_tag());
     let server = Server {
         remove_member: &|member| json!({"op": "remove", "path": "members", "value": [{"value": member}]}),
         drops_created_members: true,

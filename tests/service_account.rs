@@ -15,11 +15,6 @@ use base64::Engine;
 use common::testbed::{Sandbox, Testbed, testbed};
 use serde_json::Value;
 
-fn unique_tag() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{}{:03}", std::process::id() % 10_000, (nanos / 1000) % 1000)
-}
-
 /// An OpenLDAP tool bound as `dn` with the password in `pw_file`, over LDAPS.
 fn ldap_tool(tb: &Testbed, tool: &str, dn: &str, pw_file: &Path, args: &[&str], stdin: &str) -> (bool, String) {
     let mut child = Command::new(tool)
@@ -90,7 +85,7 @@ impl Runs {
 #[test]
 fn the_service_account_is_created_once_reused_and_granted_exactly_its_rights() {
     let Some(tb) = testbed() else { return };
-    let tag = unique_tag();
+    let tag = common::unique_tag();
     let root = format!("OU=SvcAcct{tag},{}", tb.base);
     let people = format!("OU=People,{root}");
     let other = format!("OU=Other,{root}");

@@ -469,7 +469,7 @@ fn user_named<'u>(users: &'u [Value], name: &str) -> Vec<&'u Value> {
 fn a_re_created_account_replaces_its_old_tenant_user_in_one_run() {
     let Some(tb) = testbed() else { return };
     for on_remove in ["deactivate", "delete"] {
-        let tag = format!("{}{}", &on_remove[..2], std::process::id() % 100000);
+        let tag = format!("{}{}", &on_remove[..2], common::unique_tag());
         let (_sandbox, ou, entries) = recreate_sandbox(&tb, &tag, 2);
         let agent = tb.agent(&[&ou], &format!("[sync]\non_remove = \"{on_remove}\"\nmax_deletion_percent = 100\n"));
         let (code, first) = agent.sync(&["--full"]);
@@ -511,7 +511,7 @@ fn a_re_created_account_replaces_its_old_tenant_user_in_one_run() {
 
     // A tenant user that ausi did not provision holds the userName: that create fails, named,
     // with what to do; everything else is provisioned and the holder is untouched.
-    let tag = format!("St{}", std::process::id() % 100000);
+    let tag = format!("St{}", common::unique_tag());
     let (_sandbox, ou, _) = recreate_sandbox(&tb, &tag, 2);
     let agent = tb.agent(&[&ou], "");
     let name = format!("rc1x{tag}@example.test");

@@ -1055,7 +1055,7 @@ fn external_ids(agent: &Agent, kind: ResourceKind) -> Vec<String> {
 #[test]
 fn a_tenant_that_refuses_every_filter_gets_everything_once_and_is_adopted_after_state_loss() {
     let Some(tb) = testbed() else { return };
-    let tag = format!("If{}", std::process::id() % 100000);
+    let tag = format!("If{}", common::unique_tag());
     let (_sandbox, ou, _) = sandbox_with_groups(&tb, &tag, 12);
     let proxy = Proxy::start(upstream(&tb), Mode::InvalidFilter, true);
     let agent = agent_through(&tb, &proxy, &[&ou], "");
@@ -1083,7 +1083,7 @@ fn a_tenant_that_refuses_every_filter_gets_everything_once_and_is_adopted_after_
 #[test]
 fn a_tenant_answering_501_to_group_patches_fails_those_only_and_the_run_goes_on() {
     let Some(tb) = testbed() else { return };
-    let tag = format!("Nf{}", std::process::id() % 100000);
+    let tag = format!("Nf{}", common::unique_tag());
     let (_sandbox, ou, dns) = sandbox_with_groups(&tb, &tag, 4);
     let proxy = Proxy::start(upstream(&tb), Mode::RefuseGroupPatch, true);
     let agent = agent_through(&tb, &proxy, &[&ou], "[sync]\nbulk = false\nmax_deletion_percent = 100\n");

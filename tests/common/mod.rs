@@ -101,3 +101,13 @@ pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     }
     done()
 }
+
+/// A tag for the names a test creates in the shared DC and tenant: unique across test processes
+/// and runs (the tenant keeps what an earlier run created, and process ids come round again),
+/// 7 hex digits so that names stay short (sAMAccountName takes 20 characters).
+pub fn unique_tag() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64;
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    format!("{:07x}", (micros.wrapping_add(n) ^ (u64::from(std::process::id()) << 20)) & 0xfff_ffff)
+}
