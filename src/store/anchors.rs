@@ -96,7 +96,9 @@ pub struct Failure {
     pub since: String,
     pub attempts: i64,
 }
-/// The anchors a delta can touch (see [`StateStore::anchors_for_dirty`]).
+/// The anchors a delta can touch: the dirty objects (among them those that left the mirror),
+/// their members and managers (for SCIM ids) and the tenant members of dirty groups (for
+/// removals). A delta then costs what changed, not the number of anchors.
 const DIRTY_ANCHORS: &str = "WHERE guid IN (SELECT guid FROM dirty)
     OR guid IN (SELECT member_guid FROM dir_members WHERE group_guid IN (SELECT guid FROM dirty))
     OR guid IN (SELECT manager FROM dir_objects WHERE guid IN (SELECT guid FROM dirty))
@@ -107,13 +109,6 @@ impl StateStore {
     /// All anchors, keyed by guid.
     pub fn anchors(&self) -> Result<HashMap<String, Anchor>, StateError> {
         self.anchors_where("")
-    }
-
-    /// The anchors a delta can touch: the dirty objects (among them those that left the mirror),
-    /// their members and managers (for SCIM ids) and the tenant members of dirty groups (for
-    /// removals). A delta then costs what changed, not the number of anchors.
-    pub fn anchors_for_dirty(&self) -> Result<HashMap<String, Anchor>, StateError> {
-        self.anchors_where(DIRTY_ANCHORS)
     }
 
     /// objectGUIDs of the users ausi provisioned and then deactivated or deleted (gone from AD
@@ -143,9 +138,8 @@ impl StateStore {
             .map_err(|e| self.sql(e))
     }
 
-    /// Every anchor ([`StateStore::anchors`]) or those a delta can touch
-    /// ([`StateStore::anchors_for_dirty`]), one at a time: a run keeps them in its own compact
-    /// form instead of a map of rows.
+    /// Every anchor ([`StateStore::anchors`]) or those a delta can touch ([`DIRTY_ANCHORS`]),
+    /// one at a time: a run keeps them in its own compact form instead of a map of rows.
     pub fn each_anchor(&self, dirty_only: bool, f: &mut dyn FnMut(Anchor)) -> Result<(), StateError> {
         let condition = if dirty_only { DIRTY_ANCHORS } else { "" };
         self.anchors_each(condition, f)
