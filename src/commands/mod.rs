@@ -294,7 +294,7 @@ async fn open(
     // configuration error, exit 78, found when it is connected to).
     let urls = match &args.source {
         Some(source) => match SourceSpec::parse(source)? {
-            SourceSpec::Ldif(path) => return Ok(AnyDirectory::Ldif(LdifDirectory::open(&path)?)),
+            SourceSpec::Ldif(path) => return Ok(AnyDirectory::Ldif(Box::new(LdifDirectory::open(&path)?))),
             SourceSpec::Ldap(url) => vec![url],
         },
         None => texts,

@@ -10,6 +10,7 @@ pub mod ldif;
 pub mod ldif_source;
 pub mod security;
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -88,12 +89,15 @@ pub struct ReadAttributes {
     table: Vec<&'static str>,
     /// Further attributes, lower-case, sorted.
     extra: Vec<String>,
+    /// Every name an entry keeps ([`ReadAttributes::keeps`]), lower-case, sorted: looked up for
+    /// each attribute of each entry of an export.
+    kept: Vec<String>,
 }
 
 impl Default for ReadAttributes {
     /// The whole table and nothing more: what Default reads, and what a read not told otherwise asks for.
     fn default() -> Self {
-        ReadAttributes { table: OBJECT_ATTRIBUTES.to_vec(), extra: Vec::new() }
+        ReadAttributes::new(OBJECT_ATTRIBUTES.to_vec(), Vec::new())
     }
 }
 
@@ -107,7 +111,16 @@ impl ReadAttributes {
             .copied()
             .filter(|a| STRUCTURAL_ATTRIBUTES.contains(a) || wanted.iter().any(|w| w.eq_ignore_ascii_case(a)))
             .collect();
-        ReadAttributes { table, extra: extra_attributes(&wanted) }
+        ReadAttributes::new(table, extra_attributes(&wanted))
+    }
+
+    fn new(table: Vec<&'static str>, extra: Vec<String>) -> ReadAttributes {
+        let links = ["member", "memberof", "directreports", "ou"].map(str::to_owned);
+        let mut kept: Vec<String> =
+            table.iter().map(|a| a.to_ascii_lowercase()).chain(extra.iter().cloned()).chain(links).collect();
+        kept.sort();
+        kept.dedup();
+        ReadAttributes { table, extra, kept }
     }
 
     /// The attributes to request, in a stable order: the table's, then the further ones.
@@ -129,9 +142,7 @@ impl ReadAttributes {
     /// for, or the members and back-links a query asks for besides.
     fn keeps(&self, name: &str) -> bool {
         let base = name.split(';').next().unwrap_or(name);
-        ["member", "memberof", "directreports", "ou"].contains(&base)
-            || self.table.iter().any(|a| a.eq_ignore_ascii_case(base))
-            || self.extra.iter().any(|a| a == base)
+        self.kept.binary_search_by(|a| a.as_str().cmp(base)).is_ok()
     }
 
     /// Drops what a DC asked for these attributes would not have sent (an export has
@@ -212,7 +223,15 @@ impl DirObject {
     /// The values of a directory attribute (lower-case name): a field of the one table
     /// ([`OBJECT_ATTRIBUTES`]) or an extra one; empty when absent.
     pub fn values(&self, name: &str) -> Vec<String> {
-        let one = |v: &Option<String>| v.iter().cloned().collect::<Vec<_>>();
+        self.text_values(name).into_owned()
+    }
+
+    /// [`DirObject::values`], borrowed where the object holds them as text (no copy: a policy's
+    /// mappings read them for every user, several times a run).
+    pub fn text_values(&self, name: &str) -> Cow<'_, [String]> {
+        fn one(v: &Option<String>) -> Cow<'_, [String]> {
+            Cow::Borrowed(v.as_slice())
+        }
         match name {
             "samaccountname" => one(&self.sam_account_name),
             "userprincipalname" => one(&self.user_principal_name),
@@ -228,10 +247,10 @@ impl DirObject {
             "employeenumber" => one(&self.employee_number),
             "manager" => self.manager.iter().map(Dn::to_string).collect(),
             "objectguid" => self.guid.iter().map(ObjectGuid::to_string).collect(),
-            "distinguishedname" | "dn" => vec![self.dn.to_string()],
+            "distinguishedname" | "dn" => Cow::Owned(vec![self.dn.to_string()]),
             // The RDN's value: a group's name when it has no cn.
             "name" => self.dn.rdn_value().map(str::to_owned).into_iter().collect(),
-            _ => self.extra.get(name).cloned().unwrap_or_default(),
+            _ => self.extra.get(name).map_or(Cow::Borrowed(&[]), |v| Cow::Borrowed(v.as_slice())),
         }
     }
 }
@@ -399,7 +418,7 @@ pub trait Directory {
 /// The two sources, dispatched statically.
 pub enum AnyDirectory {
     Ldap(Box<ldap::LdapDirectory>),
-    Ldif(ldif_source::LdifDirectory),
+    Ldif(Box<ldif_source::LdifDirectory>),
 }
 
 impl AnyDirectory {

@@ -113,6 +113,16 @@ impl Expr {
         Ok(Expr { source: text.to_string(), root, attributes })
     }
 
+    /// The attribute it is, when it is nothing but one attribute reference (`[mail]`): its
+    /// lower-case name. Such an expression's value is the attribute's values, within the size
+    /// limits (a caller may read them directly; [`Expr::eval`] gives the same value).
+    pub fn single_attribute(&self) -> Option<&str> {
+        match &self.root.kind {
+            parse::Kind::Attr(name) => Some(name),
+            _ => None,
+        }
+    }
+
     /// The directory attributes it reads: lower-case, sorted, deduplicated.
     pub fn attributes(&self) -> Vec<String> {
         self.attributes.clone()

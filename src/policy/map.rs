@@ -7,8 +7,11 @@
 
 use serde_json::{Map, Value as Json, json};
 
-use super::expr::{Attributes, Value};
-use super::{ENTERPRISE, ENTERPRISE_SCHEMA, GROUP_SCHEMA, Mapping, Policy, Target, USER_SCHEMA, UserMapping};
+use super::expr::{Attributes, MAX_LIST_BYTES, MAX_LIST_ITEMS, MAX_TEXT_BYTES, Value};
+use super::{
+    DEFAULT_ACTIVE, DEFAULT_DISPLAY_NAME, ENTERPRISE, ENTERPRISE_SCHEMA, GROUP_SCHEMA, Mapping, Policy, Target,
+    USER_SCHEMA, UserMapping,
+};
 use crate::directory::DirObject;
 
 impl Attributes for DirObject {
@@ -69,46 +72,108 @@ pub fn values_where<'a>(
     mappings.map(|mapping| MappedValue { mapping, value: evaluate(mapping, user) }).collect()
 }
 
+/// How a mapping's value is computed without the interpreter: the same value by fixed code, for
+/// the expressions most mappings are (one attribute as it is, or one of Default's). A policy
+/// evaluates every mapping of every user several times a run, so this is most of its cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shortcut {
+    /// One attribute reference (`[mail]`): its values, unless one passes a size limit.
+    Attribute,
+    /// [`DEFAULT_DISPLAY_NAME`].
+    DisplayName,
+    /// [`DEFAULT_ACTIVE`].
+    Active,
+}
+
+impl Shortcut {
+    pub(super) fn of(expr: &super::expr::Expr) -> Option<Shortcut> {
+        match expr.source() {
+            _ if expr.single_attribute().is_some() => Some(Shortcut::Attribute),
+            DEFAULT_DISPLAY_NAME => Some(Shortcut::DisplayName),
+            DEFAULT_ACTIVE => Some(Shortcut::Active),
+            _ => None,
+        }
+    }
+}
+
 fn evaluate(m: &Mapping, o: &DirObject) -> Result<Option<Json>, String> {
+    match (m.shortcut, m.expr.single_attribute()) {
+        (Some(Shortcut::Attribute), Some(name)) if !is_active(&m.target) => {
+            let values = o.text_values(name);
+            if within_limits(&values) {
+                return one_text(&m.target, values.iter().map(String::as_str));
+            }
+        }
+        (Some(Shortcut::Active), _) => return to_json(&m.target, Value::Bool(!o.is_disabled())),
+        (Some(Shortcut::DisplayName), _) => {
+            if let Some(value) = display_name(o) {
+                return to_json(&m.target, value);
+            }
+        }
+        _ => {}
+    }
+    // Anything else, and values at a size limit (the interpreter names the error).
     m.expr.eval(o).map_err(|e| e.message).and_then(|v| to_json(&m.target, v))
+}
+
+/// [`DEFAULT_DISPLAY_NAME`]'s value, or `None` when a name is long enough to near a size limit.
+fn display_name(o: &DirObject) -> Option<Value> {
+    let names = [&o.display_name, &o.given_name, &o.sn];
+    if names.iter().any(|n| n.as_ref().is_some_and(|n| n.len() > MAX_TEXT_BYTES / 4)) {
+        return None;
+    }
+    if let Some(shown) = o.display_name.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+        return Some(Value::Text(shown.to_owned()));
+    }
+    let parts: Vec<&str> = [&o.given_name, &o.sn].into_iter().flatten().map(|n| n.trim()).collect();
+    Some(if parts.is_empty() { Value::Null } else { Value::Text(parts.join(" ")) })
+}
+
+fn is_active(target: &Target) -> bool {
+    matches!(target, Target::Core { attr, sub: None } if attr == "active")
+}
+
+/// Whether an attribute's values are within the sizes the interpreter accepts for a value.
+fn within_limits(values: &[String]) -> bool {
+    values.len() <= MAX_LIST_ITEMS
+        && values.iter().all(|v| v.len() <= MAX_TEXT_BYTES)
+        && values.iter().map(|v| v.len() + 1).sum::<usize>() <= MAX_LIST_BYTES
 }
 
 /// An expression's value as the JSON a target takes: text trimmed, and nothing for an empty one;
 /// `active` takes a boolean; a list is one value at most.
 fn to_json(target: &Target, value: Value) -> Result<Option<Json>, String> {
-    let is_active = matches!(target, Target::Core { attr, sub: None } if attr == "active");
-    let text = match value {
-        Value::Null => return Ok(None),
-        Value::Bool(b) if is_active => return Ok(Some(json!(b))),
-        Value::Text(t) if is_active => {
-            return match t.trim().to_ascii_lowercase().as_str() {
-                "true" => Ok(Some(json!(true))),
-                "false" => Ok(Some(json!(false))),
-                "" => Ok(None),
-                _ => Err(format!("active takes true or false, not {t:?}")),
-            };
-        }
-        _ if is_active => return Err(format!("active takes true or false, not {value}")),
-        Value::Text(t) => t,
-        Value::Bool(b) => b.to_string(),
-        Value::Int(n) => n.to_string(),
-        Value::List(items) => {
-            let mut items: Vec<String> =
-                items.into_iter().map(|i| i.trim().to_owned()).filter(|i| !i.is_empty()).collect();
-            match items.len() {
-                0 => return Ok(None),
-                1 => items.remove(0),
-                n => {
-                    return Err(format!(
-                        "the expression gives {n} values and {} takes one (pick one with Item(…, 1), PrimarySmtp or Join)",
-                        target.name()
-                    ));
-                }
-            }
-        }
-    };
-    let text = text.trim();
-    Ok((!text.is_empty()).then(|| json!(text)))
+    let is_active = is_active(target);
+    match value {
+        Value::Null => Ok(None),
+        Value::Bool(b) if is_active => Ok(Some(json!(b))),
+        Value::Text(t) if is_active => match t.trim().to_ascii_lowercase().as_str() {
+            "true" => Ok(Some(json!(true))),
+            "false" => Ok(Some(json!(false))),
+            "" => Ok(None),
+            _ => Err(format!("active takes true or false, not {t:?}")),
+        },
+        _ if is_active => Err(format!("active takes true or false, not {value}")),
+        Value::Text(t) => one_text(target, std::iter::once(t.as_str())),
+        Value::Bool(b) => Ok(Some(json!(b.to_string()))),
+        Value::Int(n) => Ok(Some(json!(n.to_string()))),
+        Value::List(items) => one_text(target, items.iter().map(String::as_str)),
+    }
+}
+
+/// Texts as the one value a target takes: each trimmed, empty ones left out; none is nothing,
+/// more than one an error.
+fn one_text<'v>(target: &Target, texts: impl Iterator<Item = &'v str>) -> Result<Option<Json>, String> {
+    let mut present = texts.map(str::trim).filter(|t| !t.is_empty());
+    let Some(first) = present.next() else { return Ok(None) };
+    match present.count() {
+        0 => Ok(Some(json!(first))),
+        more => Err(format!(
+            "the expression gives {} values and {} takes one (pick one with Item(…, 1), PrimarySmtp or Join)",
+            more + 1,
+            target.name()
+        )),
+    }
 }
 
 /// The SCIM User for a valid AD user. `manager_id` is the manager's SCIM id when the manager is
@@ -117,16 +182,17 @@ pub fn user(policy: &Policy, user: &DirObject, manager_id: Option<&str>) -> Resu
     match &policy.user {
         UserMapping::Default => Ok(default_user(user, manager_id)),
         UserMapping::Mapped(mappings) => {
-            let values = mappings
-                .iter()
-                .map(|m| match evaluate(m, user) {
-                    Ok(value) => Ok((&m.target, value)),
+            let mut values = Vec::with_capacity(mappings.len());
+            for m in mappings {
+                match evaluate(m, user) {
+                    Ok(Some(value)) => values.push((&m.target, value)),
+                    Ok(None) => {}
                     Err(message) => {
-                        Err(MapError { target: m.name.clone(), source: m.expr.source().to_owned(), message })
+                        return Err(MapError { target: m.name.clone(), source: m.expr.source().to_owned(), message });
                     }
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(assemble(user, &values, manager_id))
+                }
+            }
+            Ok(assemble(user, values, manager_id))
         }
     }
 }
@@ -156,84 +222,43 @@ const CORE_ORDER: [&str; 19] = [
 const NAME_ORDER: [&str; 6] =
     ["formatted", "givenName", "familyName", "middleName", "honorificPrefix", "honorificSuffix"];
 
-/// The resource from evaluated mappings, in the canonical order.
-fn assemble(user: &DirObject, values: &[(&Target, Option<Json>)], manager_id: Option<&str>) -> Json {
+/// The resource from the mappings' values (those that gave one), in the canonical order.
+fn assemble(user: &DirObject, values: Vec<(&Target, Json)>, manager_id: Option<&str>) -> Json {
     let mut body = Map::new();
     body.insert("externalId".into(), json!(user.guid.map(|g| g.to_string())));
-    for attr in CORE_ORDER {
-        let mut name = Map::new();
-        let mut entries: Vec<(String, Map<String, Json>)> = Vec::new();
-        let mut simple = None;
-        for (target, value) in values {
-            let Some(value) = value else { continue };
-            match target {
-                Target::Core { attr: a, sub: None } if a == attr => simple = Some(value.clone()),
-                Target::Core { attr: a, sub: Some(sub) } if a == attr => {
-                    name.insert(sub.clone(), value.clone());
+    // Core values grouped by their attribute's place in CORE_ORDER (stable: the policy's order
+    // within one attribute), extension values apart.
+    let mut core: Vec<(usize, &Target, Json)> = Vec::with_capacity(values.len());
+    let mut extension: Vec<(&str, &str, Json)> = Vec::new();
+    for (target, value) in values {
+        match target {
+            Target::Core { attr, .. } | Target::Multi { attr, .. } => {
+                if let Some(place) = CORE_ORDER.iter().position(|a| a == attr) {
+                    core.push((place, target, value));
                 }
-                Target::Multi { attr: a, kind, primary, sub } if a == attr => {
-                    let i = match entries.iter().position(|(k, _)| k == kind) {
-                        Some(i) => i,
-                        None => {
-                            entries.push((kind.clone(), Map::new()));
-                            entries.len() - 1
-                        }
-                    };
-                    let entry = &mut entries[i].1;
-                    entry.insert(sub.clone(), value.clone());
-                    if *primary {
-                        entry.insert("primary".into(), json!(true));
-                    }
-                }
-                _ => {}
             }
+            Target::Extension { schema, attr } => extension.push((schema, attr, value)),
         }
-        if let Some(value) = simple {
+    }
+    core.sort_by_key(|(place, ..)| *place);
+    for same in core.chunk_by_mut(|a, b| a.0 == b.0) {
+        let attr = CORE_ORDER[same[0].0];
+        if let Some(value) = attribute_value(same) {
             body.insert(attr.into(), value);
-        } else if !name.is_empty() {
-            let ordered: Map<String, Json> =
-                NAME_ORDER.iter().filter_map(|k| name.get(*k).map(|v| ((*k).to_owned(), v.clone()))).collect();
-            body.insert(attr.into(), Json::Object(ordered));
-        } else if !entries.is_empty() {
-            let list: Vec<Json> = entries
-                .into_iter()
-                .map(|(kind, mut fields)| {
-                    let primary = fields.shift_remove("primary");
-                    fields.insert("type".into(), json!(kind));
-                    if let Some(p) = primary {
-                        fields.insert("primary".into(), p);
-                    }
-                    Json::Object(fields)
-                })
-                .collect();
-            body.insert(attr.into(), Json::Array(list));
         }
     }
     let mut schemas = vec![json!(USER_SCHEMA)];
-    let mut extensions: Vec<&str> = values
-        .iter()
-        .filter_map(|(t, v)| match (t, v) {
-            (Target::Extension { schema, .. }, Some(_)) => Some(schema.as_str()),
-            _ => None,
-        })
-        .collect();
+    let mut extensions: Vec<&str> = extension.iter().map(|(schema, ..)| *schema).collect();
     if manager_id.is_some() {
         extensions.push(ENTERPRISE_SCHEMA);
     }
     extensions.sort_by_key(|s| (*s != ENTERPRISE_SCHEMA, *s));
     extensions.dedup();
+    extension.sort_by_key(|(_, attr, _)| (ENTERPRISE.iter().position(|e| e == attr).unwrap_or(usize::MAX), *attr));
     for schema in extensions {
         let mut ext = Map::new();
-        let mut attrs: Vec<(&str, &Json)> = values
-            .iter()
-            .filter_map(|(t, v)| match (t, v) {
-                (Target::Extension { schema: s, attr }, Some(v)) if s == schema => Some((attr.as_str(), v)),
-                _ => None,
-            })
-            .collect();
-        attrs.sort_by_key(|(a, _)| (ENTERPRISE.iter().position(|e| e == a).unwrap_or(usize::MAX), *a));
-        for (attr, value) in attrs {
-            ext.insert(attr.to_owned(), value.clone());
+        for (_, attr, value) in extension.iter_mut().filter(|(s, ..)| *s == schema) {
+            ext.insert((*attr).to_owned(), std::mem::take(value));
         }
         if schema == ENTERPRISE_SCHEMA
             && let Some(id) = manager_id
@@ -245,6 +270,62 @@ fn assemble(user: &DirObject, values: &[(&Target, Option<Json>)], manager_id: Op
     }
     body.insert("schemas".into(), Json::Array(schemas));
     Json::Object(body)
+}
+
+/// One core attribute from the values mapped to it: a simple value (the last one mapped), else
+/// the complex value's sub-attributes in [`NAME_ORDER`], else the typed entries in the order
+/// their types first appear.
+fn attribute_value(same: &mut [(usize, &Target, Json)]) -> Option<Json> {
+    let mut name = Map::new();
+    let mut entries: Vec<(&str, Map<String, Json>)> = Vec::new();
+    let mut simple = None;
+    for (_, target, value) in same.iter_mut() {
+        let value = std::mem::take(value);
+        match target {
+            Target::Core { sub: None, .. } => simple = Some(value),
+            Target::Core { sub: Some(sub), .. } => {
+                name.insert(sub.clone(), value);
+            }
+            Target::Multi { kind, primary, sub, .. } => {
+                let i = match entries.iter().position(|(k, _)| k == kind) {
+                    Some(i) => i,
+                    None => {
+                        entries.push((kind, Map::new()));
+                        entries.len() - 1
+                    }
+                };
+                let entry = &mut entries[i].1;
+                entry.insert(sub.clone(), value);
+                if *primary {
+                    entry.insert("primary".into(), json!(true));
+                }
+            }
+            Target::Extension { .. } => {}
+        }
+    }
+    if simple.is_some() {
+        return simple;
+    }
+    if !name.is_empty() {
+        let ordered: Map<String, Json> =
+            NAME_ORDER.iter().filter_map(|k| name.shift_remove(*k).map(|v| ((*k).to_owned(), v))).collect();
+        return Some(Json::Object(ordered));
+    }
+    if entries.is_empty() {
+        return None;
+    }
+    let list = entries
+        .into_iter()
+        .map(|(kind, mut fields)| {
+            let primary = fields.shift_remove("primary");
+            fields.insert("type".into(), json!(kind));
+            if let Some(p) = primary {
+                fields.insert("primary".into(), p);
+            }
+            Json::Object(fields)
+        })
+        .collect();
+    Some(Json::Array(list))
 }
 
 /// The SCIM Group for an AD group, without members (they are sent as PATCH differences).
@@ -316,4 +397,86 @@ pub fn default_group(group: &DirObject) -> Json {
         "externalId": group.guid.map(|g| g.to_string()),
         "displayName": default_group_name(group),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::directory::Dn;
+
+    /// Values around every edge the fast path must agree on: blank, padded, several, and sizes
+    /// at and past the interpreter's limits.
+    fn values() -> impl Strategy<Value = Vec<String>> {
+        let one = prop_oneof![
+            "[ a-zA-Zé@.\t]{0,10}",
+            Just(String::new()),
+            Just("  ".to_owned()),
+            Just("a".repeat(MAX_TEXT_BYTES)),
+            Just(format!(" {} ", "a".repeat(MAX_TEXT_BYTES))),
+            Just("b".repeat(MAX_TEXT_BYTES + 1)),
+        ];
+        prop_oneof![
+            8 => prop::collection::vec(one, 0..4),
+            1 => Just(vec!["x".to_owned(); MAX_LIST_ITEMS + 1]),
+            1 => Just(vec!["y".repeat(MAX_TEXT_BYTES / 2); 40]),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// A mapping that reads one attribute gives, through the direct read, exactly what the
+        /// interpreter gives: the value, nothing, or the same error (sizes included).
+        #[test]
+        fn a_single_attribute_maps_as_the_interpreter_does(
+            extra in values(),
+            title in prop::option::of("[ a-z]{0,6}"),
+            target in prop::sample::select(vec!["title", "name.givenName", "emails[work,primary]", "enterprise.costCenter", "active"]),
+        ) {
+            let mut user = DirObject { dn: Dn::parse("CN=u,DC=x").unwrap(), title, ..Default::default() };
+            user.extra.insert("extensionattribute1".into(), extra);
+            for attribute in ["extensionAttribute1", "title", "dn", "userAccountControl", "missing"] {
+                let target = Target::parse(target).unwrap();
+                let mapping = Mapping::parse(target, &format!("[{attribute}]"), "test").unwrap();
+                let interpreted = mapping.expr.eval(&user).map_err(|e| e.message).and_then(|v| to_json(&mapping.target, v));
+                prop_assert_eq!(evaluate(&mapping, &user), interpreted, "[{}]", attribute);
+            }
+        }
+
+        /// Default's mappings (those with a shortcut, and the rest) give, through the shortcut,
+        /// exactly what the interpreter gives, whatever the names hold (blank, padded, absent,
+        /// long enough for Join to pass its size limit), the account control and the target.
+        #[test]
+        fn defaults_mappings_map_as_the_interpreter_does(
+            names in prop::collection::vec(prop::option::of(name()), 3),
+            uac in prop::option::of(prop_oneof![Just(512u32), Just(514), Just(2), any::<u32>()]),
+            target in prop::sample::select(vec!["title", "active", "displayName", "name.givenName"]),
+        ) {
+            let user = DirObject {
+                dn: Dn::parse("CN=u,DC=x").unwrap(),
+                display_name: names[0].clone(),
+                given_name: names[1].clone(),
+                sn: names[2].clone(),
+                user_account_control: uac,
+                ..Default::default()
+            };
+            for (_, source) in crate::policy::DEFAULT_USER_MAPPING {
+                let mapping = Mapping::parse(Target::parse(target).unwrap(), source, "test").unwrap();
+                let interpreted = mapping.expr.eval(&user).map_err(|e| e.message).and_then(|v| to_json(&mapping.target, v));
+                prop_assert_eq!(evaluate(&mapping, &user), interpreted, "{}", source);
+            }
+        }
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "[ a-zA-Zé\t]{0,8}",
+            1 => Just(String::new()),
+            1 => Just("n".repeat(MAX_TEXT_BYTES / 4)),
+            1 => Just(format!(" {} ", "n".repeat(MAX_TEXT_BYTES / 2))),
+            1 => Just("n".repeat(MAX_TEXT_BYTES)),
+        ]
+    }
 }

@@ -32,14 +32,19 @@ pub const DEFAULT_USER_MAPPING: [(&str, &str); 10] = [
     ("userName", "[userPrincipalName]"),
     ("name.givenName", "[givenName]"),
     ("name.familyName", "[sn]"),
-    ("displayName", "Coalesce(Trim([displayName]), Join(\" \", Trim([givenName]), Trim([sn])))"),
+    ("displayName", DEFAULT_DISPLAY_NAME),
     ("emails[work,primary]", "[mail]"),
-    ("active", "Not(BitAnd([userAccountControl], 2))"),
+    ("active", DEFAULT_ACTIVE),
     ("title", "[title]"),
     ("phoneNumbers[work]", "[telephoneNumber]"),
     ("enterprise.employeeNumber", "[employeeNumber]"),
     ("enterprise.department", "[department]"),
 ];
+
+/// Default's displayName: the display name, else the first and last names.
+pub const DEFAULT_DISPLAY_NAME: &str = "Coalesce(Trim([displayName]), Join(\" \", Trim([givenName]), Trim([sn])))";
+/// Default's active: the account is not disabled.
+pub const DEFAULT_ACTIVE: &str = "Not(BitAnd([userAccountControl], 2))";
 
 /// Default's group mapping as an expression (the name: cn, else the RDN's value).
 pub const DEFAULT_GROUP_MAPPING: [(&str, &str); 1] = [("displayName", "Coalesce([cn], [name])")];
@@ -220,6 +225,8 @@ pub struct Mapping {
     pub expr: Expr,
     /// The target's canonical spelling ([`Target::name`]), made once: the rules name it per user.
     pub name: String,
+    /// How its value is computed without the interpreter, when the expression allows.
+    shortcut: Option<map::Shortcut>,
 }
 
 impl PartialEq for Mapping {
@@ -232,7 +239,7 @@ impl Mapping {
     /// Parses a mapping; `place` names it in the error (`user."userName"`).
     fn parse(target: Target, source: &str, place: &str) -> Result<Mapping, String> {
         let expr = Expr::parse(source).map_err(|e| format!("{place}: {e}"))?;
-        Ok(Mapping { name: target.name(), target, expr })
+        Ok(Mapping { name: target.name(), shortcut: map::Shortcut::of(&expr), target, expr })
     }
 
     /// One of Default's built-in mappings (checked by a test).

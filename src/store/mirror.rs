@@ -520,6 +520,42 @@ impl StateStore {
         read().map_err(|e| self.sql(e))
     }
 
+    /// [`StateStore::work_page`] of the objects the tenant holds a body of (as last sent), with
+    /// that body: what a change of their mapping would rewrite. On a tenant never written to, no
+    /// row is read at all.
+    pub fn bodied_page(
+        &self,
+        kind: ObjectKind,
+        all: bool,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(Mirrored, serde_json::Value)>, StateError> {
+        let columns = "o.guid, o.kind, o.dn, o.data, o.manager, o.status, a.body";
+        let sql = if all {
+            format!(
+                "SELECT {columns} FROM anchors a JOIN dir_objects o ON o.guid = a.guid
+                  WHERE o.kind = ?1 AND a.body IS NOT NULL AND a.guid > ?2 ORDER BY a.guid LIMIT ?3"
+            )
+        } else {
+            format!(
+                "SELECT {columns} FROM dirty d JOIN anchors a ON a.guid = d.guid JOIN dir_objects o ON o.guid = d.guid
+                  WHERE o.kind = ?1 AND a.body IS NOT NULL AND d.guid > ?2 ORDER BY d.guid LIMIT ?3"
+            )
+        };
+        let read = || -> rusqlite::Result<Vec<(Mirrored, serde_json::Value)>> {
+            let mut stmt = self.conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![kind_text(kind), after, limit as i64], |r| {
+                let body = r.get_ref(6)?.as_str().map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, Box::new(e))
+                })?;
+                // A body that does not parse counts no change (as one never sent).
+                Ok((row_to_mirrored(r)?, serde_json::from_str(body).unwrap_or_default()))
+            })?;
+            rows.collect()
+        };
+        read().map_err(|e| self.sql(e))
+    }
+
     pub fn mirrored(&self, guid: &str) -> Result<Option<Mirrored>, StateError> {
         self.conn
             .prepare_cached(&format!("{SELECT} WHERE guid = ?1"))

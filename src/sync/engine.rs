@@ -478,8 +478,9 @@ fn problems_of(
     if m.object.kind == ObjectKind::Group {
         return Ok(object_problems(&m.object, rules));
     }
-    let mut problems = validate::check_attributes(&m.object, rules);
-    for (slot, key) in validate::duplicate_keys(&rules.policy, &m.object).into_iter().enumerate() {
+    let (mut problems, mapped) = validate::check_user(&m.object, rules);
+    let keys = mapped.unwrap_or_else(|| crate::store::directory_keys(&m.object));
+    for (slot, key) in keys.into_iter().enumerate() {
         let Some(key) = key else { continue };
         if shared.as_ref().is_some_and(|s| !s[slot].contains(&key)) {
             continue;
@@ -584,14 +585,10 @@ pub fn planned_attribute_changes(
     for kind in [ObjectKind::User, ObjectKind::Group] {
         let mut after = String::new();
         loop {
-            let page = store.work_page(kind, all, &after, PAGE)?;
-            let Some(last) = page.last() else { break };
+            let page = store.bodied_page(kind, all, &after, PAGE)?;
+            let Some((last, _)) = page.last() else { break };
             after = last.guid.clone();
-            let valid: Vec<&Mirrored> = page.iter().filter(|m| m.valid != Some(false)).collect();
-            let guids: Vec<&str> = valid.iter().map(|m| m.guid.as_str()).collect();
-            let bodies = store.bodies_for(&guids)?;
-            for m in valid {
-                let Some(old) = bodies.get(&m.guid) else { continue };
+            for (m, old) in page.iter().filter(|(m, _)| m.valid != Some(false)) {
                 let new = match kind {
                     ObjectKind::Group => crate::policy::map::group(policy, &m.object),
                     ObjectKind::User if m.valid.is_none() => continue,

@@ -814,7 +814,7 @@ mod tests {
             kill_at_create: Option<u64>,
         ) -> Option<SyncOutcome> {
             self.tenant.freeze_at_create = kill_at_create;
-            let mut directory = AnyDirectory::Ldif(LdifDirectory::open(&self.ldif()).unwrap());
+            let mut directory = AnyDirectory::Ldif(Box::new(LdifDirectory::open(&self.ldif()).unwrap()));
             let selected = Scope::new(vec![Dn::parse(OU).unwrap()], vec![]);
             let run = self.store.begin_run("sync", options.dry_run, NOW).unwrap();
             let request = SyncRequest {

@@ -8,7 +8,8 @@ use serde::Serialize;
 use super::map;
 use crate::directory::{Defect, DirObject, ObjectGuid, Unreadable};
 use crate::error::AppError;
-use crate::policy::Policy;
+use crate::policy::map::MappedValue;
+use crate::policy::{Policy, Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Rule {
@@ -320,9 +321,22 @@ pub struct Validation {
 /// Per-user rules that need no other user: the anchor, what the decoder found unusable,
 /// presence, syntax and control characters.
 pub fn check_attributes(user: &DirObject, options: &RuleOptions) -> Vec<Problem> {
-    if !options.policy.is_default() {
-        return check_mapped(user, options);
+    check_user(user, options).0
+}
+
+/// [`check_attributes`], and the keys a configured policy's duplicate rules compare
+/// ([`mapped_keys`]; `None` under Default), from one evaluation of the policy's mappings.
+pub fn check_user(user: &DirObject, options: &RuleOptions) -> (Vec<Problem>, Option<[Option<String>; 3]>) {
+    if options.policy.is_default() {
+        (check_default(user, options), None)
+    } else {
+        let values = crate::policy::map::user_values(&options.policy, user);
+        (check_mapped(user, &values, options), Some(keys_of(&values, user)))
     }
+}
+
+/// Default's per-user rules, on the attributes as read.
+fn check_default(user: &DirObject, options: &RuleOptions) -> Vec<Problem> {
     let mut problems = object_problems(user);
     let unreadable = |attribute: &str| {
         user.defects.iter().any(|d| matches!(d, Defect::NotUtf8 { attribute: a, .. } if a == attribute))
@@ -365,11 +379,10 @@ pub fn check_attributes(user: &DirObject, options: &RuleOptions) -> Vec<Problem>
 /// (`mapping.error`), the required targets have values (`userName.required`, `mapped.required`),
 /// every mapped email is an address (`mail.syntax`), no mapped text holds a control character
 /// (`text.control`); and, as under Default, a present userPrincipalName is well-formed.
-fn check_mapped(user: &DirObject, options: &RuleOptions) -> Vec<Problem> {
+fn check_mapped(user: &DirObject, values: &[MappedValue], options: &RuleOptions) -> Vec<Problem> {
     let mut problems = object_problems(user);
-    let values = crate::policy::map::user_values(&options.policy, user);
     let mut texts: Vec<(&str, &str)> = Vec::new();
-    for v in &values {
+    for v in values {
         match &v.value {
             Err(message) => {
                 let mut p = Problem::new(
@@ -396,7 +409,7 @@ fn check_mapped(user: &DirObject, options: &RuleOptions) -> Vec<Problem> {
         p.attribute = name;
         problems.push(p);
     }
-    for v in &values {
+    for v in values {
         if let (crate::policy::Target::Multi { attr, .. }, Ok(Some(serde_json::Value::String(mail)))) =
             (&v.mapping.target, &v.value)
             && attr == "emails"
@@ -428,28 +441,31 @@ pub fn mapped_keys(policy: &Policy, user: &DirObject) -> Option<[Option<String>;
     if policy.is_default() {
         return None;
     }
-    // Only the mappings the keys read: the rules evaluate every mapping already.
-    let is_key = |t: &crate::policy::Target| match t {
-        crate::policy::Target::Multi { attr, .. } => attr == "emails",
-        crate::policy::Target::Core { attr, sub: None } => attr == "userName",
+    // Only the mappings the keys read (the rules evaluate every mapping already).
+    let is_key = |t: &Target| match t {
+        Target::Multi { attr, .. } => attr == "emails",
+        Target::Core { attr, sub: None } => attr == "userName",
         _ => false,
     };
-    let values = crate::policy::map::values_where(policy, user, is_key);
-    let text = |v: &crate::policy::map::MappedValue| match &v.value {
-        Ok(Some(serde_json::Value::String(t))) => Some(t.clone()),
-        _ => None,
-    };
-    let emails = values
-        .iter()
-        .filter(|v| matches!(&v.mapping.target, crate::policy::Target::Multi { attr, .. } if attr == "emails"));
-    let primary = emails
-        .clone()
-        .filter(|v| matches!(&v.mapping.target, crate::policy::Target::Multi { primary: true, .. }))
-        .chain(emails)
-        .find_map(text);
+    Some(keys_of(&crate::policy::map::values_where(policy, user, is_key), user))
+}
+
+/// The duplicate keys from a user's mapped values: the primary (else first) email, the userName,
+/// and the sAMAccountName as read.
+fn keys_of(values: &[MappedValue], user: &DirObject) -> [Option<String>; 3] {
+    fn text<'v>(v: &'v MappedValue) -> Option<&'v str> {
+        match &v.value {
+            Ok(Some(serde_json::Value::String(t))) => Some(t),
+            _ => None,
+        }
+    }
+    let emails = values.iter().filter(|v| matches!(&v.mapping.target, Target::Multi { attr, .. } if attr == "emails"));
+    let primary =
+        emails.clone().filter(|v| matches!(&v.mapping.target, Target::Multi { primary: true, .. })).chain(emails);
+    let primary = primary.filter_map(text).next();
     let user_name = values.iter().find(|v| v.name() == "userName").and_then(text);
-    let key = |v: Option<&str>| crate::store::duplicate_key(v);
-    Some([key(primary.as_deref()), key(user_name.as_deref()), key(user.sam_account_name.as_deref())])
+    let key = crate::store::duplicate_key;
+    [key(primary), key(user_name), key(user.sam_account_name.as_deref())]
 }
 
 /// The keys `policy`'s duplicate rules compare, in [`DUPLICATE_RULES`] order: [`mapped_keys`]
@@ -871,7 +887,7 @@ impl Validator {
         if user.is_disabled() {
             self.disabled += 1;
         }
-        let problems = check_attributes(user, &self.options);
+        let (problems, mapped) = check_user(user, &self.options);
         if !problems.is_empty() {
             self.problems.insert(index, problems);
         }
@@ -884,7 +900,6 @@ impl Validator {
             self.target_index = Some(index);
             self.target_mapped = mapped_view(&self.options.policy, user);
         }
-        let mapped = mapped_keys(&self.options.policy, user);
         let (mail, user_name) = mapped.as_ref().map_or((None, None), |[m, u, _]| (m.as_deref(), u.as_deref()));
         let values = [
             user.sam_account_name.as_deref(),
