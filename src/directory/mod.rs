@@ -148,8 +148,8 @@ impl ReadAttributes {
     /// Drops what a DC asked for these attributes would not have sent (an export has
     /// everything its writer put in it).
     pub fn cut(&self, raw: &mut RawEntry) {
-        if self.whole_table() && self.extra.is_empty() {
-            // Default: decoding reads nothing beyond the table anyway.
+        if self.whole_table() {
+            // Decoding reads nothing beyond the table and the further attributes it is given.
             return;
         }
         raw.attrs.retain(|(name, _)| self.keeps(name));

@@ -398,12 +398,13 @@ fn check_mapped(user: &DirObject, values: &[MappedValue], options: &RuleOptions)
         }
     }
     for target in &options.policy.required {
-        let of_target = || values.iter().filter(|v| v.mapping.target == *target);
-        if of_target().any(|v| v.value.is_err()) || of_target().any(|v| matches!(v.value, Ok(Some(_)))) {
+        let mut of_target = values.iter().filter(|v| v.mapping.target == *target).peekable();
+        let source = of_target.peek().map(|v| v.source()).unwrap_or_default();
+        // A value, or an error (`mapping.error` says so already).
+        if of_target.any(|v| !matches!(v.value, Ok(None))) {
             continue;
         }
         let name = target.name();
-        let source = of_target().next().map(|v| v.source()).unwrap_or_default();
         let rule = if name == "userName" { Rule::UserNameRequired } else { Rule::MappedRequired };
         let mut p = Problem::new(rule, None, format!("{name} (mapped from {source}) has no value for this user"));
         p.attribute = name;
