@@ -87,8 +87,10 @@ pub(super) enum Shortcut {
 
 impl Shortcut {
     pub(super) fn of(expr: &super::expr::Expr) -> Option<Shortcut> {
+        if expr.single_attribute().is_some() {
+            return Some(Shortcut::Attribute);
+        }
         match expr.source() {
-            _ if expr.single_attribute().is_some() => Some(Shortcut::Attribute),
             DEFAULT_DISPLAY_NAME => Some(Shortcut::DisplayName),
             DEFAULT_ACTIVE => Some(Shortcut::Active),
             _ => None,

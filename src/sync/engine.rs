@@ -1544,6 +1544,57 @@ mod tests {
         assert!(store.mirrored(&guid(1).to_string()).unwrap().unwrap().valid == Some(true));
     }
 
+    /// The rename guard's count reads the objects the tenant holds a body of, and only those: a
+    /// full sync every one of them, a delta the changed ones; objects never sent count nothing.
+    #[test]
+    fn attribute_changes_count_the_bodies_sent_in_a_full_sync_and_a_delta() {
+        let config: crate::policy::PolicyConfig = toml::from_str("[user]\nuserName = '[title]'").unwrap();
+        let rewrite = crate::policy::Policy::compile("UserNameFromTitle", &config).unwrap();
+        let default = crate::policy::Policy::default_policy();
+        let keys = |o: &DirObject| validate::duplicate_keys(&default, o);
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(&dir.path().join("state.db"), "2026-11-28T00:00:00Z").unwrap();
+        let mut model = Model::default();
+        for id in 0..3u8 {
+            model.users.insert(id, (Some(format!("m{id}@x.y")), format!("t{id}"), None));
+        }
+        let objects: Vec<DirObject> = model.ids().into_iter().filter_map(|id| model.object(id)).collect();
+        store.mirror_put(&objects, 1, false, &keys).unwrap();
+        store.mirror_resolve_links(false).unwrap();
+        let rules = RuleOptions::default();
+        validate(&mut store, true, &rules, &PolicyScope::default()).unwrap();
+        // Users 0 and 1 were sent with Default's body; user 2 never was.
+        for o in &objects[..2] {
+            let guid = o.guid.unwrap().to_string();
+            let body = crate::policy::map::default_user(o, None).to_string();
+            store
+                .mirror_sql(|tx| {
+                    tx.execute(
+                        "INSERT INTO anchors (guid, kind, scim_id, dn, hash, state, last_seen_run, updated_at, body)
+                         VALUES (?1, 'user', ?1, ?2, 'h', 'active', 1, 't', ?3)",
+                        rusqlite::params![guid, o.dn.to_string(), body],
+                    )
+                    .map(|_| ())
+                })
+                .unwrap();
+        }
+        let count = |store: &StateStore, all: bool, policy: &crate::policy::Policy| {
+            planned_attribute_changes(store, all, policy).unwrap().get("userName").copied().unwrap_or(0)
+        };
+        assert_eq!(count(&store, true, &default), 0, "nothing changed");
+        assert_eq!(count(&store, true, &rewrite), 2, "the two users sent, not the third");
+        store.mirror_sql(|tx| tx.execute("DELETE FROM dirty", []).map(|_| ())).unwrap();
+        assert_eq!(count(&store, false, &rewrite), 0, "a delta with nothing changed looks at no one");
+        let one = objects[1].guid.unwrap().to_string();
+        let two = objects[2].guid.unwrap().to_string();
+        store
+            .mirror_sql(|tx| {
+                tx.execute("INSERT INTO dirty (guid) VALUES (?1), (?2)", rusqlite::params![one, two]).map(|_| ())
+            })
+            .unwrap();
+        assert_eq!(count(&store, false, &rewrite), 1, "the changed user that was sent");
+    }
+
     fn model_has(model: &Model, id: u8) -> bool {
         model.users.contains_key(&id)
     }
