@@ -242,12 +242,13 @@ async fn sync(request: SyncRequest<'_>, progress: &dyn Progress, chosen: &mut Op
         Selected::Scope(scope) => scope,
         Selected::Vanished { missing, error } => {
             let gone: Vec<Dn> = missing.iter().filter_map(|d| Dn::parse(d).ok()).collect();
-            let under: Vec<plan::Anchor> = store
-                .anchors()?
-                .into_values()
-                .filter(|a| Dn::parse(&a.dn).is_ok_and(|dn| gone.iter().any(|g| dn.is_descendant_of(g))))
-                .map(engine::planner_anchor)
-                .collect();
+            // One anchor at a time: only those under the vanished OUs are held.
+            let mut under: Vec<plan::Anchor> = Vec::new();
+            store.each_anchor(false, &mut |a| {
+                if Dn::parse(&a.dn).is_ok_and(|dn| gone.iter().any(|g| dn.is_descendant_of(g))) {
+                    under.push(engine::planner_anchor(a));
+                }
+            })?;
             let removals = Plan { removals: plan::removals(&under, config.sync.on_remove), ..Plan::default() };
             out.plan = Some(logged(store, removals));
             out.stop = Some(StopDetails::ScopeVanished { missing });
