@@ -1501,16 +1501,14 @@ mod tests {
         }
     }
 
-    /// Under a configured policy the duplicate rules compare mapped values, and a delta finds
-    /// them like Default's: the user whose mapped userName becomes another's is judged with every
-    /// holder of it, including the one that did not change (a key column, not a full pass), and
-    /// both are held back; the change undone, both are valid again.
-    #[test]
-    fn a_delta_judges_every_holder_of_a_mapped_duplicate() {
+    /// A policy that sends the title as userName.
+    fn user_name_from_title() -> crate::policy::Policy {
         let config: crate::policy::PolicyConfig = toml::from_str("[user]\nuserName = '[title]'").unwrap();
-        let policy = crate::policy::Policy::compile("UserNameFromTitle", &config).unwrap();
-        let rules = RuleOptions { policy: policy.into(), ..RuleOptions::default() };
-        let keys = |o: &DirObject| validate::duplicate_keys(&rules.policy, o);
+        crate::policy::Policy::compile("UserNameFromTitle", &config).unwrap()
+    }
+
+    /// A store mirroring three users (mail m0–m2@x.y, title t0–t2) with `policy`'s duplicate keys.
+    fn three_users(policy: &crate::policy::Policy) -> (tempfile::TempDir, StateStore, Model, Vec<DirObject>) {
         let dir = tempfile::tempdir().unwrap();
         let mut store = StateStore::open(&dir.path().join("state.db"), "2026-11-28T00:00:00Z").unwrap();
         let mut model = Model::default();
@@ -1518,8 +1516,20 @@ mod tests {
             model.users.insert(id, (Some(format!("m{id}@x.y")), format!("t{id}"), None));
         }
         let objects: Vec<DirObject> = model.ids().into_iter().filter_map(|id| model.object(id)).collect();
-        store.mirror_put(&objects, 1, false, &keys).unwrap();
+        store.mirror_put(&objects, 1, false, &|o| validate::duplicate_keys(policy, o)).unwrap();
         store.mirror_resolve_links(false).unwrap();
+        (dir, store, model, objects)
+    }
+
+    /// Under a configured policy the duplicate rules compare mapped values, and a delta finds
+    /// them like Default's: the user whose mapped userName becomes another's is judged with every
+    /// holder of it, including the one that did not change (a key column, not a full pass), and
+    /// both are held back; the change undone, both are valid again.
+    #[test]
+    fn a_delta_judges_every_holder_of_a_mapped_duplicate() {
+        let rules = RuleOptions { policy: user_name_from_title().into(), ..RuleOptions::default() };
+        let keys = |o: &DirObject| validate::duplicate_keys(&rules.policy, o);
+        let (_dir, mut store, mut model, _) = three_users(&rules.policy);
         let verdicts = validate(&mut store, true, &rules, &PolicyScope::default()).unwrap();
         assert!(verdicts.quarantined.is_empty(), "{verdicts:?}");
         store.mirror_sql(|tx| tx.execute("DELETE FROM dirty", []).map(|_| ())).unwrap();
@@ -1548,19 +1558,9 @@ mod tests {
     /// full sync every one of them, a delta the changed ones; objects never sent count nothing.
     #[test]
     fn attribute_changes_count_the_bodies_sent_in_a_full_sync_and_a_delta() {
-        let config: crate::policy::PolicyConfig = toml::from_str("[user]\nuserName = '[title]'").unwrap();
-        let rewrite = crate::policy::Policy::compile("UserNameFromTitle", &config).unwrap();
+        let rewrite = user_name_from_title();
         let default = crate::policy::Policy::default_policy();
-        let keys = |o: &DirObject| validate::duplicate_keys(&default, o);
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = StateStore::open(&dir.path().join("state.db"), "2026-11-28T00:00:00Z").unwrap();
-        let mut model = Model::default();
-        for id in 0..3u8 {
-            model.users.insert(id, (Some(format!("m{id}@x.y")), format!("t{id}"), None));
-        }
-        let objects: Vec<DirObject> = model.ids().into_iter().filter_map(|id| model.object(id)).collect();
-        store.mirror_put(&objects, 1, false, &keys).unwrap();
-        store.mirror_resolve_links(false).unwrap();
+        let (_dir, mut store, _, objects) = three_users(&default);
         let rules = RuleOptions::default();
         validate(&mut store, true, &rules, &PolicyScope::default()).unwrap();
         // Users 0 and 1 were sent with Default's body; user 2 never was.
