@@ -72,13 +72,11 @@ pub fn values_where<'a>(
     mappings.map(|mapping| MappedValue { mapping, value: evaluate(mapping, user) }).collect()
 }
 
-/// How a mapping's value is computed without the interpreter: the same value by fixed code, for
-/// the expressions most mappings are (one attribute as it is, or one of Default's). A policy
-/// evaluates every mapping of every user several times a run, so this is most of its cost.
+/// Default's expressions that are not one attribute, computed by fixed code (the same value): a
+/// policy evaluates every mapping of every user several times a run. (An expression that is one
+/// attribute, [`Expr::single_attribute`](super::expr::Expr::single_attribute), is read directly.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Shortcut {
-    /// One attribute reference (`[mail]`): its values, unless one passes a size limit.
-    Attribute,
     /// [`DEFAULT_DISPLAY_NAME`].
     DisplayName,
     /// [`DEFAULT_ACTIVE`].
@@ -87,9 +85,6 @@ pub(super) enum Shortcut {
 
 impl Shortcut {
     pub(super) fn of(expr: &super::expr::Expr) -> Option<Shortcut> {
-        if expr.single_attribute().is_some() {
-            return Some(Shortcut::Attribute);
-        }
         match expr.source() {
             DEFAULT_DISPLAY_NAME => Some(Shortcut::DisplayName),
             DEFAULT_ACTIVE => Some(Shortcut::Active),
@@ -99,20 +94,23 @@ impl Shortcut {
 }
 
 fn evaluate(m: &Mapping, o: &DirObject) -> Result<Option<Json>, String> {
-    match (m.shortcut, m.expr.single_attribute()) {
-        (Some(Shortcut::Attribute), Some(name)) if !is_active(&m.target) => {
-            let values = o.text_values(name);
-            if within_limits(&values) {
-                return one_text(&m.target, values.iter().map(String::as_str));
-            }
+    // Most mappings read one attribute as it is: its values, without the interpreter.
+    if let Some(name) = m.expr.single_attribute()
+        && !is_active(&m.target)
+    {
+        let values = o.text_values(name);
+        if within_limits(&values) {
+            return one_text(&m.target, values.iter().map(String::as_str));
         }
-        (Some(Shortcut::Active), _) => return to_json(&m.target, Value::Bool(!o.is_disabled())),
-        (Some(Shortcut::DisplayName), _) => {
+    }
+    match m.shortcut {
+        Some(Shortcut::Active) => return to_json(&m.target, Value::Bool(!o.is_disabled())),
+        Some(Shortcut::DisplayName) => {
             if let Some(value) = display_name(o) {
                 return to_json(&m.target, value);
             }
         }
-        _ => {}
+        None => {}
     }
     // Anything else, and values at a size limit (the interpreter names the error).
     m.expr.eval(o).map_err(|e| e.message).and_then(|v| to_json(&m.target, v))

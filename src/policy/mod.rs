@@ -225,7 +225,7 @@ pub struct Mapping {
     pub expr: Expr,
     /// The target's canonical spelling ([`Target::name`]), made once: the rules name it per user.
     pub name: String,
-    /// How its value is computed without the interpreter, when the expression allows.
+    /// Default's displayName or active, computed without the interpreter ([`map::Shortcut`]).
     shortcut: Option<map::Shortcut>,
 }
 
