@@ -692,18 +692,23 @@ pub struct RawEntry {
 
 impl RawEntry {
     pub fn push(&mut self, name: &str, value: Vec<u8>) {
-        match self.attrs.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
-            Some((_, values)) => values.push(value),
-            None => self.attrs.push((name.to_ascii_lowercase(), vec![value])),
-        }
+        self.insert(Cow::Borrowed(name), value);
     }
 
     /// [`RawEntry::push`] of an owned name (lower-cased in place, not copied).
-    pub fn push_named(&mut self, mut name: String, value: Vec<u8>) {
-        name.make_ascii_lowercase();
-        match self.attrs.iter_mut().find(|(n, _)| *n == name) {
+    pub fn push_named(&mut self, name: String, value: Vec<u8>) {
+        self.insert(Cow::Owned(name), value);
+    }
+
+    /// Adds a value of `name`, kept lower-case: the name is copied only when it is new here.
+    fn insert(&mut self, name: Cow<'_, str>, value: Vec<u8>) {
+        match self.attrs.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(&name)) {
             Some((_, values)) => values.push(value),
-            None => self.attrs.push((name, vec![value])),
+            None => {
+                let mut name = name.into_owned();
+                name.make_ascii_lowercase();
+                self.attrs.push((name, vec![value]));
+            }
         }
     }
 
