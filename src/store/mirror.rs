@@ -129,13 +129,16 @@ pub fn directory_keys(o: &DirObject) -> [Option<String>; 3] {
     ]
 }
 
+/// A text column borrowed from the row (for what is only read: kind, DN text, JSON).
+fn row_text<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'r str> {
+    r.get_ref(i)?
+        .as_str()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+/// A mirror row read with [`SELECT`]'s columns (as [`OBJECT_COLUMNS`] in a join), first.
 fn row_to_mirrored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Mirrored> {
-    // Borrowed from the row where they are only read (kind, DN text, the JSON).
-    let text = |i: usize| -> rusqlite::Result<&str> {
-        r.get_ref(i)?
-            .as_str()
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
-    };
+    let text = |i: usize| row_text(r, i);
     let guid: String = r.get(0)?;
     let kind = text(1)?;
     let dn = text(2)?;
@@ -170,6 +173,8 @@ fn row_to_mirrored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Mirrored> {
 }
 
 const SELECT: &str = "SELECT guid, kind, dn, data, manager, status FROM dir_objects";
+/// [`SELECT`]'s columns of `dir_objects o` in a join.
+const OBJECT_COLUMNS: &str = "o.guid, o.kind, o.dn, o.data, o.manager, o.status";
 
 impl StateStore {
     /// The watermark of the last successful run, whichever DC it was on.
@@ -477,9 +482,10 @@ impl StateStore {
             format!("{SELECT} WHERE kind = ?1 AND guid > ?2 ORDER BY guid LIMIT ?3")
         } else {
             // Driven by the (small) dirty set, not by a scan of the mirror.
-            "SELECT o.guid, o.kind, o.dn, o.data, o.manager, o.status FROM dirty d CROSS JOIN dir_objects o
-               ON o.guid = d.guid WHERE o.kind = ?1 AND d.guid > ?2 ORDER BY d.guid LIMIT ?3"
-                .to_owned()
+            format!(
+                "SELECT {OBJECT_COLUMNS} FROM dirty d CROSS JOIN dir_objects o
+                   ON o.guid = d.guid WHERE o.kind = ?1 AND d.guid > ?2 ORDER BY d.guid LIMIT ?3"
+            )
         };
         let read = || -> rusqlite::Result<Vec<Mirrored>> {
             let mut stmt = self.conn.prepare_cached(&sql)?;
@@ -499,7 +505,7 @@ impl StateStore {
         after: &str,
         limit: usize,
     ) -> Result<Vec<(Mirrored, serde_json::Value)>, StateError> {
-        let columns = "o.guid, o.kind, o.dn, o.data, o.manager, o.status, a.body";
+        let columns = format!("{OBJECT_COLUMNS}, a.body");
         let sql = if all {
             format!(
                 "SELECT {columns} FROM anchors a JOIN dir_objects o ON o.guid = a.guid
@@ -514,11 +520,8 @@ impl StateStore {
         let read = || -> rusqlite::Result<Vec<(Mirrored, serde_json::Value)>> {
             let mut stmt = self.conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(params![kind_text(kind), after, limit as i64], |r| {
-                let body = r.get_ref(6)?.as_str().map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, Box::new(e))
-                })?;
                 // A body that does not parse counts no change (as one never sent).
-                Ok((row_to_mirrored(r)?, serde_json::from_str(body).unwrap_or_default()))
+                Ok((row_to_mirrored(r)?, serde_json::from_str(row_text(r, 6)?).unwrap_or_default()))
             })?;
             rows.collect()
         };
