@@ -411,9 +411,8 @@ fn check_mapped(user: &DirObject, values: &[MappedValue], options: &RuleOptions)
         problems.push(p);
     }
     for v in values {
-        if let (crate::policy::Target::Multi { attr, .. }, Ok(Some(serde_json::Value::String(mail)))) =
-            (&v.mapping.target, &v.value)
-            && attr == "emails"
+        if let Ok(Some(serde_json::Value::String(mail))) = &v.value
+            && is_email(&v.mapping.target)
             && let Err(reason) = check_address(mail, AddressKind::Mail)
         {
             let mut p = Problem::new(
@@ -443,12 +442,12 @@ pub fn mapped_keys(policy: &Policy, user: &DirObject) -> Option<[Option<String>;
         return None;
     }
     // Only the mappings the keys read (the rules evaluate every mapping already).
-    let is_key = |t: &Target| match t {
-        Target::Multi { attr, .. } => attr == "emails",
-        Target::Core { attr, sub: None } => attr == "userName",
-        _ => false,
-    };
+    let is_key = |t: &Target| is_email(t) || matches!(t, Target::Core { attr, sub: None } if attr == "userName");
     Some(keys_of(&crate::policy::map::values_where(policy, user, is_key), user))
+}
+
+fn is_email(target: &Target) -> bool {
+    matches!(target, Target::Multi { attr, .. } if attr == "emails")
 }
 
 /// The duplicate keys from a user's mapped values: the primary (else first) email, the userName,
@@ -460,7 +459,7 @@ fn keys_of(values: &[MappedValue], user: &DirObject) -> [Option<String>; 3] {
             _ => None,
         }
     }
-    let emails = values.iter().filter(|v| matches!(&v.mapping.target, Target::Multi { attr, .. } if attr == "emails"));
+    let emails = values.iter().filter(|v| is_email(&v.mapping.target));
     let primary =
         emails.clone().filter(|v| matches!(&v.mapping.target, Target::Multi { primary: true, .. })).chain(emails);
     let primary = primary.filter_map(text).next();
