@@ -298,7 +298,7 @@ fn push_escaped(out: &mut String, chars: impl Iterator<Item = char>, count: usiz
     let last = count.saturating_sub(1);
     for (i, c) in chars.enumerate() {
         match c {
-            ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=' => {
+            c if is_special(c) => {
                 out.push('\\');
                 out.push(c);
             }
@@ -319,9 +319,12 @@ fn push_escaped(out: &mut String, chars: impl Iterator<Item = char>, count: usiz
 
 /// True when [`escape_rdn_value`] would change `value`.
 fn needs_escape(value: &str) -> bool {
-    value.starts_with(['#', ' '])
-        || value.ends_with(' ')
-        || value.chars().any(|c| matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=') || c.is_control())
+    value.starts_with(['#', ' ']) || value.ends_with(' ') || value.chars().any(|c| is_special(c) || c.is_control())
+}
+
+/// A character escaped with a backslash wherever it stands in a value.
+fn is_special(c: char) -> bool {
+    matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=')
 }
 
 struct Parser<'a> {
