@@ -15,6 +15,7 @@ mod props;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
@@ -59,21 +60,31 @@ impl fmt::Display for Value {
     }
 }
 
+/// Whether an attribute's values are within the sizes the evaluator accepts for a value (at a
+/// limit, evaluating the attribute names the error).
+pub fn within_limits(values: &[String]) -> bool {
+    values.len() <= MAX_LIST_ITEMS
+        && values.iter().all(|v| v.len() <= MAX_TEXT_BYTES)
+        && values.iter().map(|v| v.len() + 1).sum::<usize>() <= MAX_LIST_BYTES
+}
+
 /// Where an expression reads directory attributes from.
 pub trait Attributes {
-    /// The values of a directory attribute, by lower-case name; empty = absent.
-    fn values(&self, name: &str) -> Vec<String>;
+    /// The values of a directory attribute, by lower-case name; empty = absent. Borrowed where
+    /// the source holds them: a function reading a list (`PrimarySmtp([proxyAddresses])`) copies
+    /// nothing.
+    fn values(&self, name: &str) -> Cow<'_, [String]>;
 }
 
 impl Attributes for BTreeMap<String, Vec<String>> {
-    fn values(&self, name: &str) -> Vec<String> {
-        self.get(name).cloned().unwrap_or_default()
+    fn values(&self, name: &str) -> Cow<'_, [String]> {
+        Cow::Borrowed(self.get(name).map_or(&[], Vec::as_slice))
     }
 }
 
 impl Attributes for HashMap<String, Vec<String>> {
-    fn values(&self, name: &str) -> Vec<String> {
-        self.get(name).cloned().unwrap_or_default()
+    fn values(&self, name: &str) -> Cow<'_, [String]> {
+        Cow::Borrowed(self.get(name).map_or(&[], Vec::as_slice))
     }
 }
 

@@ -5,9 +5,11 @@
 //! the resource is assembled in one canonical order (Default's order, then the other targets),
 //! so the order of the lines in `agent.toml` never changes a content hash.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value as Json, json};
 
-use super::expr::{Attributes, MAX_LIST_BYTES, MAX_LIST_ITEMS, MAX_TEXT_BYTES, Value};
+use super::expr::{Attributes, MAX_TEXT_BYTES, Value, within_limits};
 use super::{
     DEFAULT_ACTIVE, DEFAULT_DISPLAY_NAME, ENTERPRISE, ENTERPRISE_SCHEMA, GROUP_SCHEMA, Mapping, Policy, Target,
     USER_SCHEMA, UserMapping,
@@ -15,8 +17,8 @@ use super::{
 use crate::directory::DirObject;
 
 impl Attributes for DirObject {
-    fn values(&self, name: &str) -> Vec<String> {
-        DirObject::values(self, name)
+    fn values(&self, name: &str) -> Cow<'_, [String]> {
+        self.text_values(name)
     }
 }
 
@@ -39,12 +41,37 @@ impl std::fmt::Display for MapError {
 /// One mapped value, for the explain view and the rules: `None` when the mapping gives nothing
 /// (the target is left out).
 #[derive(Debug, Clone, PartialEq)]
-pub struct MappedValue<'a> {
+pub struct MappedValue<'a, 'o> {
     pub mapping: &'a Mapping,
-    pub value: Result<Option<Json>, String>,
+    pub value: Result<Option<Mapped<'o>>, String>,
 }
 
-impl MappedValue<'_> {
+/// What a mapping gives a target, before it is JSON: text (borrowed from the object when the
+/// mapping reads one attribute as it is, so checking a user copies none of its values), or
+/// `active`'s boolean.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mapped<'o> {
+    Text(Cow<'o, str>),
+    Bool(bool),
+}
+
+impl Mapped<'_> {
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Mapped::Text(t) => Some(t),
+            Mapped::Bool(_) => None,
+        }
+    }
+
+    pub fn into_json(self) -> Json {
+        match self {
+            Mapped::Text(t) => Json::String(t.into_owned()),
+            Mapped::Bool(b) => Json::Bool(b),
+        }
+    }
+}
+
+impl MappedValue<'_, '_> {
     /// The target's canonical spelling.
     pub fn name(&self) -> &str {
         &self.mapping.name
@@ -58,16 +85,16 @@ impl MappedValue<'_> {
 
 /// Every mapping of the policy evaluated for `user` (Default's written as expressions, which give
 /// Default's values), in the policy's order.
-pub fn user_values<'a>(policy: &'a Policy, user: &DirObject) -> Vec<MappedValue<'a>> {
+pub fn user_values<'a, 'o>(policy: &'a Policy, user: &'o DirObject) -> Vec<MappedValue<'a, 'o>> {
     values_where(policy, user, |_| true)
 }
 
 /// The mappings of the policy whose target `wanted` takes, evaluated for `user`.
-pub fn values_where<'a>(
+pub fn values_where<'a, 'o>(
     policy: &'a Policy,
-    user: &DirObject,
+    user: &'o DirObject,
     wanted: impl Fn(&Target) -> bool,
-) -> Vec<MappedValue<'a>> {
+) -> Vec<MappedValue<'a, 'o>> {
     let mappings = policy.user_mappings().iter().filter(|m| wanted(&m.target));
     mappings.map(|mapping| MappedValue { mapping, value: evaluate(mapping, user) }).collect()
 }
@@ -93,27 +120,30 @@ impl Shortcut {
     }
 }
 
-fn evaluate(m: &Mapping, o: &DirObject) -> Result<Option<Json>, String> {
+fn evaluate<'o>(m: &Mapping, o: &'o DirObject) -> Result<Option<Mapped<'o>>, String> {
     // Most mappings read one attribute as it is: its values, without the interpreter.
     if let Some(name) = m.expr.single_attribute()
         && !is_active(&m.target)
     {
         let values = o.text_values(name);
         if within_limits(&values) {
-            return one_text(&m.target, values.iter().map(String::as_str));
+            return match values {
+                Cow::Borrowed(values) => Ok(one_text(&m.target, values)?.map(|t| Mapped::Text(Cow::Borrowed(t)))),
+                Cow::Owned(values) => Ok(one_text(&m.target, &values)?.map(|t| Mapped::Text(Cow::Owned(t.to_owned())))),
+            };
         }
     }
     match m.shortcut {
-        Some(Shortcut::Active) => return to_json(&m.target, Value::Bool(!o.is_disabled())),
+        Some(Shortcut::Active) => return to_mapped(&m.target, Value::Bool(!o.is_disabled())),
         Some(Shortcut::DisplayName) => {
             if let Some(value) = display_name(o) {
-                return to_json(&m.target, value);
+                return to_mapped(&m.target, value);
             }
         }
         None => {}
     }
     // Anything else, and values at a size limit (the interpreter names the error).
-    m.expr.eval(o).map_err(|e| e.message).and_then(|v| to_json(&m.target, v))
+    m.expr.eval(o).map_err(|e| e.message).and_then(|v| to_mapped(&m.target, v))
 }
 
 /// [`DEFAULT_DISPLAY_NAME`]'s value, or `None` when a name is long enough to near a size limit.
@@ -133,41 +163,37 @@ fn is_active(target: &Target) -> bool {
     matches!(target, Target::Core { attr, sub: None } if attr == "active")
 }
 
-/// Whether an attribute's values are within the sizes the interpreter accepts for a value.
-fn within_limits(values: &[String]) -> bool {
-    values.len() <= MAX_LIST_ITEMS
-        && values.iter().all(|v| v.len() <= MAX_TEXT_BYTES)
-        && values.iter().map(|v| v.len() + 1).sum::<usize>() <= MAX_LIST_BYTES
-}
-
-/// An expression's value as the JSON a target takes: text trimmed, and nothing for an empty one;
+/// An expression's value as a target takes it: text trimmed, and nothing for an empty one;
 /// `active` takes a boolean; a list is one value at most.
-fn to_json(target: &Target, value: Value) -> Result<Option<Json>, String> {
+fn to_mapped(target: &Target, value: Value) -> Result<Option<Mapped<'static>>, String> {
     let is_active = is_active(target);
+    let owned = |t: Option<&str>| t.map(|t| Mapped::Text(Cow::Owned(t.to_owned())));
     match value {
         Value::Null => Ok(None),
-        Value::Bool(b) if is_active => Ok(Some(json!(b))),
+        Value::Bool(b) if is_active => Ok(Some(Mapped::Bool(b))),
         Value::Text(t) if is_active => match t.trim().to_ascii_lowercase().as_str() {
-            "true" => Ok(Some(json!(true))),
-            "false" => Ok(Some(json!(false))),
+            "true" => Ok(Some(Mapped::Bool(true))),
+            "false" => Ok(Some(Mapped::Bool(false))),
             "" => Ok(None),
             _ => Err(format!("active takes true or false, not {t:?}")),
         },
         _ if is_active => Err(format!("active takes true or false, not {value}")),
-        Value::Text(t) => one_text(target, std::iter::once(t.as_str())),
-        Value::Bool(b) => Ok(Some(json!(b.to_string()))),
-        Value::Int(n) => Ok(Some(json!(n.to_string()))),
-        Value::List(items) => one_text(target, items.iter().map(String::as_str)),
+        // Kept as it is when trimming takes nothing off.
+        Value::Text(t) if !t.is_empty() && t.trim().len() == t.len() => Ok(Some(Mapped::Text(Cow::Owned(t)))),
+        Value::Text(t) => Ok(owned(one_text(target, std::slice::from_ref(&t))?)),
+        Value::Bool(b) => Ok(Some(Mapped::Text(Cow::Owned(b.to_string())))),
+        Value::Int(n) => Ok(Some(Mapped::Text(Cow::Owned(n.to_string())))),
+        Value::List(items) => Ok(owned(one_text(target, &items)?)),
     }
 }
 
 /// Texts as the one value a target takes: each trimmed, empty ones left out; none is nothing,
 /// more than one an error.
-fn one_text<'v>(target: &Target, texts: impl Iterator<Item = &'v str>) -> Result<Option<Json>, String> {
-    let mut present = texts.map(str::trim).filter(|t| !t.is_empty());
+fn one_text<'v>(target: &Target, texts: &'v [String]) -> Result<Option<&'v str>, String> {
+    let mut present = texts.iter().map(|t| t.trim()).filter(|t| !t.is_empty());
     let Some(first) = present.next() else { return Ok(None) };
     match present.count() {
-        0 => Ok(Some(json!(first))),
+        0 => Ok(Some(first)),
         more => Err(format!(
             "the expression gives {} values and {} takes one (pick one with Item(…, 1), PrimarySmtp or Join)",
             more + 1,
@@ -185,7 +211,7 @@ pub fn user(policy: &Policy, user: &DirObject, manager_id: Option<&str>) -> Resu
             let mut values = Vec::with_capacity(mappings.len());
             for m in mappings {
                 match evaluate(m, user) {
-                    Ok(Some(value)) => values.push((&m.target, value)),
+                    Ok(Some(value)) => values.push((&m.target, value.into_json())),
                     Ok(None) => {}
                     Err(message) => {
                         return Err(MapError { target: m.name.clone(), source: m.expr.source().to_owned(), message });
@@ -339,7 +365,7 @@ pub fn group(policy: &Policy, group: &DirObject) -> Result<Json, MapError> {
     Ok(json!({
         "schemas": [GROUP_SCHEMA],
         "externalId": group.guid.map(|g| g.to_string()),
-        "displayName": name.unwrap_or_else(|| json!(default_group_name(group))),
+        "displayName": name.map_or_else(|| json!(default_group_name(group)), Mapped::into_json),
     }))
 }
 
@@ -405,6 +431,7 @@ mod tests {
 
     use super::*;
     use crate::directory::Dn;
+    use crate::policy::expr::MAX_LIST_ITEMS;
 
     /// Values around every edge the fast path must agree on: blank, padded, several, and sizes
     /// at and past the interpreter's limits.
@@ -440,7 +467,7 @@ mod tests {
             for attribute in ["extensionAttribute1", "title", "dn", "userAccountControl", "missing"] {
                 let target = Target::parse(target).unwrap();
                 let mapping = Mapping::parse(target, &format!("[{attribute}]"), "test").unwrap();
-                let interpreted = mapping.expr.eval(&user).map_err(|e| e.message).and_then(|v| to_json(&mapping.target, v));
+                let interpreted = mapping.expr.eval(&user).map_err(|e| e.message).and_then(|v| to_mapped(&mapping.target, v));
                 prop_assert_eq!(evaluate(&mapping, &user), interpreted, "[{}]", attribute);
             }
         }
@@ -464,7 +491,7 @@ mod tests {
             };
             for (_, source) in crate::policy::DEFAULT_USER_MAPPING {
                 let mapping = Mapping::parse(Target::parse(target).unwrap(), source, "test").unwrap();
-                let interpreted = mapping.expr.eval(&user).map_err(|e| e.message).and_then(|v| to_json(&mapping.target, v));
+                let interpreted = mapping.expr.eval(&user).map_err(|e| e.message).and_then(|v| to_mapped(&mapping.target, v));
                 prop_assert_eq!(evaluate(&mapping, &user), interpreted, "{}", source);
             }
         }

@@ -539,8 +539,8 @@ mod tests {
     struct Attrs(BTreeMap<String, Vec<String>>);
 
     impl Attributes for Attrs {
-        fn values(&self, name: &str) -> Vec<String> {
-            self.0.get(name).cloned().unwrap_or_default()
+        fn values(&self, name: &str) -> std::borrow::Cow<'_, [String]> {
+            Attributes::values(&self.0, name)
         }
     }
 

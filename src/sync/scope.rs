@@ -14,7 +14,7 @@ use crate::directory::{
 };
 use crate::error::{AppError, Result};
 use crate::output::Warning;
-use crate::policy::scoping::{Attributes, Exclusion, GroupOptions, GroupRef, MemberMode, Scoping};
+use crate::policy::scoping::{Exclusion, GroupOptions, GroupRef, MemberMode, Scoping};
 use crate::store::{StateError, StateStore};
 
 /// Reads the objects of `query` in `scope`, streaming them into `each`.
@@ -403,15 +403,6 @@ pub struct PolicyScope {
     pub groups: GroupOptions,
 }
 
-/// A directory object as the policy's rules read it.
-struct Object<'a>(&'a DirObject);
-
-impl Attributes for Object<'_> {
-    fn values(&self, name: &str) -> Vec<String> {
-        self.0.values(name)
-    }
-}
-
 /// What one run knows to decide the scope: the users in the scoping groups (when set).
 pub struct ScopeRun<'a> {
     scope: &'a PolicyScope,
@@ -514,8 +505,8 @@ impl ScopeRun<'_> {
 /// mirror in a sync, from the groups read in `validate`): the one decision both share.
 pub fn exclusion(scope: &PolicyScope, o: &DirObject, in_groups: &dyn Fn() -> bool) -> Option<Exclusion> {
     match o.kind {
-        ObjectKind::User => scope.scoping.exclusion(&Object(o), in_groups),
-        ObjectKind::Group => scope.groups.exclusion(o.guid, &Object(o)),
+        ObjectKind::User => scope.scoping.exclusion(o, in_groups),
+        ObjectKind::Group => scope.groups.exclusion(o.guid, o),
     }
 }
 

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::map;
 use crate::directory::{Defect, DirObject, ObjectGuid, Unreadable};
 use crate::error::AppError;
-use crate::policy::map::MappedValue;
+use crate::policy::map::{Mapped, MappedValue};
 use crate::policy::{Policy, Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -301,7 +301,7 @@ pub fn mapped_view(policy: &Policy, user: &DirObject) -> Vec<MappedAttribute> {
         .map(|v| {
             let (target, mapping) = (v.name().to_owned(), v.source().to_owned());
             let (value, error) = match v.value {
-                Ok(value) => (value, None),
+                Ok(value) => (value.map(Mapped::into_json), None),
                 Err(e) => (None, Some(e)),
             };
             MappedAttribute { target, mapping, value, error }
@@ -393,7 +393,7 @@ fn check_mapped(user: &DirObject, values: &[MappedValue], options: &RuleOptions)
                 p.attribute = v.name().to_owned();
                 problems.push(p);
             }
-            Ok(Some(serde_json::Value::String(text))) => texts.push((v.name(), text)),
+            Ok(Some(Mapped::Text(text))) => texts.push((v.name(), text)),
             Ok(_) => {}
         }
     }
@@ -411,7 +411,7 @@ fn check_mapped(user: &DirObject, values: &[MappedValue], options: &RuleOptions)
         problems.push(p);
     }
     for v in values {
-        if let Ok(Some(serde_json::Value::String(mail))) = &v.value
+        if let Ok(Some(Mapped::Text(mail))) = &v.value
             && is_email(&v.mapping.target)
             && let Err(reason) = check_address(mail, AddressKind::Mail)
         {
@@ -455,7 +455,7 @@ fn is_email(target: &Target) -> bool {
 fn keys_of(values: &[MappedValue], user: &DirObject) -> [Option<String>; 3] {
     fn text<'v>(v: &'v MappedValue) -> Option<&'v str> {
         match &v.value {
-            Ok(Some(serde_json::Value::String(t))) => Some(t),
+            Ok(Some(Mapped::Text(t))) => Some(t),
             _ => None,
         }
     }

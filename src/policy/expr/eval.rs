@@ -1,12 +1,14 @@
 //! The evaluator: a walk over the parsed tree that counts its work and caps every value, so any
 //! expression on any data ends in a value or an [`EvalError`], within [`MAX_STEPS`].
 
+use std::borrow::Cow;
+
 use icu_normalizer::DecomposingNormalizerBorrowed;
 use icu_properties::CodePointMapData;
 use icu_properties::props::GeneralCategory;
 
 use super::parse::{Func, Kind, Node};
-use super::{Attributes, EvalError, MAX_LIST_BYTES, MAX_LIST_ITEMS, MAX_STEPS, MAX_TEXT_BYTES, Value};
+use super::{Attributes, EvalError, MAX_LIST_BYTES, MAX_LIST_ITEMS, MAX_STEPS, MAX_TEXT_BYTES, Value, within_limits};
 
 /// Evaluates `root` (parsed from `source`): the value or error, and the steps taken.
 pub(super) fn evaluate(source: &str, root: &Node, attrs: &dyn Attributes) -> (Result<Value, EvalError>, u64) {
@@ -30,7 +32,20 @@ fn size(v: &Value) -> usize {
     match v {
         Value::Null | Value::Bool(_) | Value::Int(_) => 1,
         Value::Text(s) => s.len(),
-        Value::List(items) => items.iter().map(String::len).sum::<usize>() + items.len(),
+        Value::List(items) => list_size(items),
+    }
+}
+
+fn list_size(items: &[String]) -> usize {
+    items.iter().map(String::len).sum::<usize>() + items.len()
+}
+
+/// [`size`] of an attribute's value ([`from_values`]), without building it.
+fn values_size(values: &[String]) -> usize {
+    match values {
+        [] => 1,
+        [one] => one.len(),
+        many => list_size(many),
     }
 }
 
@@ -64,7 +79,7 @@ fn from_values(mut values: Vec<String>) -> Value {
     }
 }
 
-impl Eval<'_> {
+impl<'a> Eval<'a> {
     fn charge(&mut self, n: usize) -> Result<(), EvalError> {
         self.steps = self.steps.saturating_add(n as u64);
         if self.steps > MAX_STEPS {
@@ -113,7 +128,7 @@ impl Eval<'_> {
     fn node(&mut self, node: &Node) -> Result<Value, EvalError> {
         self.charge(1)?;
         let value = match &node.kind {
-            Kind::Attr(name) => from_values(self.attrs.values(name)),
+            Kind::Attr(name) => from_values(self.attrs.values(name).into_owned()),
             Kind::Text(s) => Value::Text(s.clone()),
             Kind::Int(n) => Value::Int(*n),
             Kind::Bool(b) => Value::Bool(*b),
@@ -129,6 +144,22 @@ impl Eval<'_> {
         let v = self.node(node)?;
         self.charge(size(&v))?;
         Ok(v)
+    }
+
+    /// An argument as a list of texts (`list(self.arg(node)?)`), borrowed from the object when it
+    /// is an attribute reference: the same steps charged and the same limits checked, in the same
+    /// order, without copying the values.
+    fn list_arg(&mut self, node: &Node) -> Result<Cow<'a, [String]>, EvalError> {
+        let Kind::Attr(name) = &node.kind else { return Ok(Cow::Owned(list(self.arg(node)?))) };
+        self.charge(1)?;
+        let values = self.attrs.values(name);
+        let size = values_size(&values);
+        self.charge(size)?;
+        if !within_limits(&values) {
+            self.check_size(&from_values(values.to_vec()), node)?;
+        }
+        self.charge(size)?;
+        Ok(values)
     }
 
     /// One text value: Null stays None; a list of one is its value; a longer list is an error.
@@ -226,7 +257,7 @@ impl Eval<'_> {
                 let separator = self.text(func, &args[0])?.unwrap_or_default();
                 let mut out: Option<String> = None;
                 for arg in &args[1..] {
-                    for s in list(self.arg(arg)?) {
+                    for s in self.list_arg(arg)?.iter() {
                         let acc = match &mut out {
                             Some(acc) => {
                                 acc.push_str(&separator);
@@ -234,7 +265,7 @@ impl Eval<'_> {
                             }
                             None => out.insert(String::new()),
                         };
-                        acc.push_str(&s);
+                        acc.push_str(s);
                         if acc.len() > MAX_TEXT_BYTES {
                             return fail(format!("Join: the result grows past {MAX_TEXT_BYTES} bytes"));
                         }
@@ -259,16 +290,16 @@ impl Eval<'_> {
                 Ok(Value::List(parts))
             }
             Func::Item => {
-                let items = list(self.arg(&args[0])?);
+                let items = self.list_arg(&args[0])?;
                 let Some(index) = self.int(func, &args[1])? else { return Ok(Value::Null) };
                 if index < 1 {
                     return fail(format!("Item: the index {} is {index}; Item counts from 1", self.quote(&args[1])));
                 }
                 let index = usize::try_from(index - 1).unwrap_or(usize::MAX);
-                Ok(items.into_iter().nth(index).map_or(Value::Null, Value::Text))
+                Ok(items.get(index).cloned().map_or(Value::Null, Value::Text))
             }
-            Func::First => Ok(list(self.arg(&args[0])?).into_iter().next().map_or(Value::Null, Value::Text)),
-            Func::Count => Ok(Value::Int(i64::try_from(list(self.arg(&args[0])?).len()).unwrap_or(i64::MAX))),
+            Func::First => Ok(self.list_arg(&args[0])?.first().cloned().map_or(Value::Null, Value::Text)),
+            Func::Count => Ok(Value::Int(i64::try_from(self.list_arg(&args[0])?.len()).unwrap_or(i64::MAX))),
             Func::ToLower => self.map(func, &args[0], |_, s| Ok(s.to_lowercase())),
             Func::ToUpper => self.map(func, &args[0], |_, s| Ok(s.to_uppercase())),
             Func::Trim => self.map(func, &args[0], |_, s| Ok(s.trim().to_string())),
@@ -345,14 +376,14 @@ impl Eval<'_> {
             Func::IsNullOrEmpty => Ok(Value::Bool(!present(&self.arg(&args[0])?))),
             Func::Not => Ok(Value::Bool(!self.boolean(func, &args[0])?)),
             Func::Equals => {
-                let a = list(self.arg(&args[0])?);
-                let b = list(self.arg(&args[1])?);
+                let a = self.list_arg(&args[0])?;
+                let b = self.list_arg(&args[1])?;
                 Ok(Value::Bool(
-                    a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x.to_lowercase() == y.to_lowercase()),
+                    a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x.to_lowercase() == y.to_lowercase()),
                 ))
             }
             Func::PrimarySmtp => {
-                let items = list(self.arg(&args[0])?);
+                let items = self.list_arg(&args[0])?;
                 let mut primary = items.iter().filter_map(|s| s.strip_prefix("SMTP:"));
                 match (primary.next(), primary.next()) {
                     (None, _) => Ok(Value::Null),
