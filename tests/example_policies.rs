@@ -44,7 +44,7 @@ fn user(guid: &str, upn: &str, given: &str, sn: &str, mail: Option<&str>, extra:
         sn: Some(sn.to_owned()),
         mail: mail.map(str::to_owned),
         user_account_control: Some(512),
-        extra: extra.iter().map(|(k, v)| ((*k).to_owned(), v.iter().map(|s| (*s).to_owned()).collect())).collect(),
+        extra: extra.iter().map(|(k, v)| (k, v.iter())).collect(),
         ..DirObject::default()
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod discovery;
 pub mod dn;
+pub mod extra;
 pub mod filter;
 pub mod guid;
 pub mod ldap;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use dn::Dn;
+pub use extra::{Extra, Values};
 pub use guid::ObjectGuid;
 
 use crate::error::{AppError, ErrorKind};
@@ -193,7 +195,7 @@ pub struct DirObject {
     pub direct_reports: Vec<String>,
     /// Further attributes the active provisioning policy reads (lower-case name → text values),
     /// beyond the fixed fields above.
-    pub extra: std::collections::BTreeMap<String, Vec<String>>,
+    pub extra: Extra,
     /// Values the decoder could not take as they are. Such a value is never repaired or
     /// guessed at (no U+FFFD, no "enabled" for an unreadable userAccountControl): the field
     /// stays empty and the validation rules quarantine the object, naming the defect.
@@ -223,15 +225,16 @@ impl DirObject {
     /// The values of a directory attribute (lower-case name): a field of the one table
     /// ([`OBJECT_ATTRIBUTES`]) or an extra one; empty when absent.
     pub fn values(&self, name: &str) -> Vec<String> {
-        self.text_values(name).into_owned()
+        self.text_values(name).into_vec()
     }
 
     /// [`DirObject::values`], borrowed where the object holds them as text (no copy: a policy's
     /// mappings read them for every user, several times a run).
-    pub fn text_values(&self, name: &str) -> Cow<'_, [String]> {
-        fn one(v: &Option<String>) -> Cow<'_, [String]> {
-            Cow::Borrowed(v.as_slice())
+    pub fn text_values(&self, name: &str) -> Values<'_> {
+        fn one(v: &Option<String>) -> Values<'_> {
+            Values::Strings(Cow::Borrowed(v.as_slice()))
         }
+        let made = |v: Vec<String>| Values::Strings(Cow::Owned(v));
         match name {
             "samaccountname" => one(&self.sam_account_name),
             "userprincipalname" => one(&self.user_principal_name),
@@ -239,18 +242,18 @@ impl DirObject {
             "sn" => one(&self.sn),
             "mail" => one(&self.mail),
             "displayname" => one(&self.display_name),
-            "useraccountcontrol" => self.user_account_control.iter().map(u32::to_string).collect(),
+            "useraccountcontrol" => made(self.user_account_control.iter().map(u32::to_string).collect()),
             "cn" => one(&self.cn),
             "title" => one(&self.title),
             "telephonenumber" => one(&self.telephone_number),
             "department" => one(&self.department),
             "employeenumber" => one(&self.employee_number),
-            "manager" => self.manager.iter().map(Dn::to_string).collect(),
-            "objectguid" => self.guid.iter().map(ObjectGuid::to_string).collect(),
-            "distinguishedname" | "dn" => Cow::Owned(vec![self.dn.to_string()]),
+            "manager" => made(self.manager.iter().map(Dn::to_string).collect()),
+            "objectguid" => made(self.guid.iter().map(ObjectGuid::to_string).collect()),
+            "distinguishedname" | "dn" => made(vec![self.dn.to_string()]),
             // The RDN's value: a group's name when it has no cn.
-            "name" => self.dn.rdn_value().map(str::to_owned).into_iter().collect(),
-            _ => self.extra.get(name).map_or(Cow::Borrowed(&[]), |v| Cow::Borrowed(v.as_slice())),
+            "name" => made(self.dn.rdn_value().map(str::to_owned).into_iter().collect()),
+            _ => self.extra.get(name).unwrap_or(Values::NONE),
         }
     }
 }
@@ -835,16 +838,17 @@ pub fn decode_with(raw: &RawEntry, naming_context: &Dn, extra: &[String]) -> Res
             }
         }
     }
+    let mut values = Vec::new();
     for name in extra {
-        let mut values = Vec::new();
+        values.clear();
         for value in raw.values(name) {
             match std::str::from_utf8(value) {
-                Ok(text) => values.push(text.to_owned()),
+                Ok(text) => values.push(text),
                 Err(e) => defects.push(Defect::NotUtf8 { attribute: name.clone(), offset: e.valid_up_to() }),
             }
         }
         if !values.is_empty() {
-            object.extra.insert(name.clone(), values);
+            object.extra.insert(name, &values);
         }
     }
     object.defects = defects;
@@ -1004,7 +1008,7 @@ mod tests {
         assert_eq!(wanted, ["extensionattribute1", "proxyaddresses"]);
         let Decoded::Object(o) = decode_with(&raw, &nc(), &wanted).unwrap() else { panic!() };
         assert_eq!(o.values("proxyaddresses"), ["SMTP:a@x.y", "smtp:b@x.y"]);
-        assert!(!o.extra.contains_key("extensionattribute1"));
+        assert!(o.extra.get("extensionattribute1").is_none());
         assert_eq!(o.defects, [Defect::NotUtf8 { attribute: "extensionattribute1".into(), offset: 0 }]);
         // Not asked for: not kept (an export holds everything).
         let Decoded::Object(plain) = decode(&raw, &nc()).unwrap() else { panic!() };

@@ -19,6 +19,8 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
+pub use crate::directory::Values;
+
 #[cfg(test)]
 use parse::FUNCTIONS;
 
@@ -62,7 +64,7 @@ impl fmt::Display for Value {
 
 /// Whether an attribute's values are within the sizes the evaluator accepts for a value (at a
 /// limit, evaluating the attribute names the error).
-pub fn within_limits(values: &[String]) -> bool {
+pub fn within_limits(values: &Values) -> bool {
     values.len() <= MAX_LIST_ITEMS
         && values.iter().all(|v| v.len() <= MAX_TEXT_BYTES)
         && values.iter().map(|v| v.len() + 1).sum::<usize>() <= MAX_LIST_BYTES
@@ -73,18 +75,18 @@ pub trait Attributes {
     /// The values of a directory attribute, by lower-case name; empty = absent. Borrowed where
     /// the source holds them: a function reading a list (`PrimarySmtp([proxyAddresses])`) copies
     /// nothing.
-    fn values(&self, name: &str) -> Cow<'_, [String]>;
+    fn values(&self, name: &str) -> Values<'_>;
 }
 
 impl Attributes for BTreeMap<String, Vec<String>> {
-    fn values(&self, name: &str) -> Cow<'_, [String]> {
-        Cow::Borrowed(self.get(name).map_or(&[], Vec::as_slice))
+    fn values(&self, name: &str) -> Values<'_> {
+        Values::Strings(Cow::Borrowed(self.get(name).map_or(&[], Vec::as_slice)))
     }
 }
 
 impl Attributes for HashMap<String, Vec<String>> {
-    fn values(&self, name: &str) -> Cow<'_, [String]> {
-        Cow::Borrowed(self.get(name).map_or(&[], Vec::as_slice))
+    fn values(&self, name: &str) -> Values<'_> {
+        Values::Strings(Cow::Borrowed(self.get(name).map_or(&[], Vec::as_slice)))
     }
 }
 

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value as Json, json};
 
-use super::expr::{Attributes, MAX_TEXT_BYTES, Value, within_limits};
+use super::expr::{Attributes, MAX_TEXT_BYTES, Value, Values, within_limits};
 use super::{
     DEFAULT_ACTIVE, DEFAULT_DISPLAY_NAME, ENTERPRISE, ENTERPRISE_SCHEMA, GROUP_SCHEMA, Mapping, Policy, Target,
     USER_SCHEMA, UserMapping,
@@ -17,7 +17,7 @@ use super::{
 use crate::directory::DirObject;
 
 impl Attributes for DirObject {
-    fn values(&self, name: &str) -> Cow<'_, [String]> {
+    fn values(&self, name: &str) -> Values<'_> {
         self.text_values(name)
     }
 }
@@ -127,10 +127,7 @@ fn evaluate<'o>(m: &Mapping, o: &'o DirObject) -> Result<Option<Mapped<'o>>, Str
     {
         let values = o.text_values(name);
         if within_limits(&values) {
-            return match values {
-                Cow::Borrowed(values) => Ok(one_text(&m.target, values)?.map(|t| Mapped::Text(Cow::Borrowed(t)))),
-                Cow::Owned(values) => Ok(one_text(&m.target, &values)?.map(|t| Mapped::Text(Cow::Owned(t.to_owned())))),
-            };
+            return Ok(one_text(&m.target, values.iter_held())?.map(Mapped::Text));
         }
     }
     match m.shortcut {
@@ -167,7 +164,6 @@ fn is_active(target: &Target) -> bool {
 /// `active` takes a boolean; a list is one value at most.
 fn to_mapped(target: &Target, value: Value) -> Result<Option<Mapped<'static>>, String> {
     let is_active = is_active(target);
-    let owned = |t: Option<&str>| t.map(|t| Mapped::Text(Cow::Owned(t.to_owned())));
     match value {
         Value::Null => Ok(None),
         Value::Bool(b) if is_active => Ok(Some(Mapped::Bool(b))),
@@ -178,19 +174,17 @@ fn to_mapped(target: &Target, value: Value) -> Result<Option<Mapped<'static>>, S
             _ => Err(format!("active takes true or false, not {t:?}")),
         },
         _ if is_active => Err(format!("active takes true or false, not {value}")),
-        // Kept as it is when trimming takes nothing off.
-        Value::Text(t) if !t.is_empty() && t.trim().len() == t.len() => Ok(Some(Mapped::Text(Cow::Owned(t)))),
-        Value::Text(t) => Ok(owned(one_text(target, std::slice::from_ref(&t))?)),
+        Value::Text(t) => Ok(one_text(target, std::iter::once(Cow::Owned(t)))?.map(Mapped::Text)),
         Value::Bool(b) => Ok(Some(Mapped::Text(Cow::Owned(b.to_string())))),
         Value::Int(n) => Ok(Some(Mapped::Text(Cow::Owned(n.to_string())))),
-        Value::List(items) => Ok(owned(one_text(target, &items)?)),
+        Value::List(items) => Ok(one_text(target, items.into_iter().map(Cow::Owned))?.map(Mapped::Text)),
     }
 }
 
 /// Texts as the one value a target takes: each trimmed, empty ones left out; none is nothing,
 /// more than one an error.
-fn one_text<'v>(target: &Target, texts: &'v [String]) -> Result<Option<&'v str>, String> {
-    let mut present = texts.iter().map(|t| t.trim()).filter(|t| !t.is_empty());
+fn one_text<'v>(target: &Target, texts: impl Iterator<Item = Cow<'v, str>>) -> Result<Option<Cow<'v, str>>, String> {
+    let mut present = texts.map(trimmed).filter(|t| !t.is_empty());
     let Some(first) = present.next() else { return Ok(None) };
     match present.count() {
         0 => Ok(Some(first)),
@@ -199,6 +193,15 @@ fn one_text<'v>(target: &Target, texts: &'v [String]) -> Result<Option<&'v str>,
             more + 1,
             target.name()
         )),
+    }
+}
+
+/// A text without the white space around it (a copy only when there is some to take off).
+fn trimmed(text: Cow<'_, str>) -> Cow<'_, str> {
+    match text {
+        Cow::Borrowed(t) => Cow::Borrowed(t.trim()),
+        Cow::Owned(t) if t.trim().len() == t.len() => Cow::Owned(t),
+        Cow::Owned(t) => Cow::Owned(t.trim().to_owned()),
     }
 }
 
@@ -463,7 +466,7 @@ mod tests {
             target in prop::sample::select(vec!["title", "name.givenName", "emails[work,primary]", "enterprise.costCenter", "active"]),
         ) {
             let mut user = DirObject { dn: Dn::parse("CN=u,DC=x").unwrap(), title, ..Default::default() };
-            user.extra.insert("extensionattribute1".into(), extra);
+            user.extra.insert("extensionattribute1", &extra);
             for attribute in ["extensionAttribute1", "title", "dn", "userAccountControl", "missing"] {
                 let target = Target::parse(target).unwrap();
                 let mapping = Mapping::parse(target, &format!("[{attribute}]"), "test").unwrap();

@@ -140,7 +140,7 @@ fn attr_name(attr: &str) -> String {
 /// Evaluates a parsed filter against one object's attributes, as the DC would (see the module
 /// documentation for the comparison rules).
 pub fn matches(f: &Filter, attrs: &dyn Attributes) -> bool {
-    let any = |attr: &str, test: &dyn Fn(&str) -> bool| attrs.values(&attr_name(attr)).iter().any(|v| test(v));
+    let any = |attr: &str, test: &dyn Fn(&str) -> bool| attrs.values(&attr_name(attr)).iter().any(test);
     match f {
         Filter::And(items) => items.iter().all(|i| matches(i, attrs)),
         Filter::Or(items) => items.iter().any(|i| matches(i, attrs)),
@@ -539,7 +539,7 @@ mod tests {
     struct Attrs(BTreeMap<String, Vec<String>>);
 
     impl Attributes for Attrs {
-        fn values(&self, name: &str) -> std::borrow::Cow<'_, [String]> {
+        fn values(&self, name: &str) -> crate::directory::Values<'_> {
             Attributes::values(&self.0, name)
         }
     }

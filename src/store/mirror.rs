@@ -12,13 +12,13 @@
 //! fewer changes (the mirror already holds them).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::{StateError, StateStore};
-use crate::directory::{Defect, DirObject, Dn, ObjectGuid, ObjectKind};
+use crate::directory::{Defect, DirObject, Dn, Extra, ObjectGuid, ObjectKind};
 
 /// The attributes a mirror row keeps (the DN, GUID and links have columns of their own), as its
 /// `data` JSON: borrowed from the object when written, borrowed from the row where the JSON allows
@@ -53,8 +53,8 @@ struct Attrs<'a> {
     #[serde(default, skip_serializing_if = "<[Defect]>::is_empty")]
     defects: Cow<'a, [Defect]>,
     /// The further attributes the provisioning policy reads ([`DirObject::extra`]).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    extra: Cow<'a, BTreeMap<String, Vec<String>>>,
+    #[serde(default, skip_serializing_if = "Extra::is_empty")]
+    extra: Cow<'a, Extra>,
 }
 
 impl<'a> Attrs<'a> {
@@ -907,7 +907,7 @@ mod scope_tests {
             department: Some("d".into()),
             employee_number: Some("7".into()),
             defects: vec![Defect::UacSyntax { value: "x".into() }],
-            extra: [("employeeType".to_owned(), vec!["a".to_owned(), "b".to_owned()])].into(),
+            extra: [("employeeType", ["a", "b"])].into_iter().collect(),
             ..object(1, ObjectKind::User, &[])
         };
         let sparse = DirObject { sam_account_name: None, ..object(2, ObjectKind::Group, &[1]) };

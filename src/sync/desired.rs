@@ -95,7 +95,7 @@ mod tests {
         assert!(ok.body.get(map::ENTERPRISE_SCHEMA).is_none(), "an absent value is left out");
         policy = Policy::compile("P", &toml::from_str(r#"user."title" = '[otherMobile]'"#).unwrap()).unwrap();
         let mut many = o.clone();
-        many.extra.insert("othermobile".into(), vec!["1".into(), "2".into()]);
+        many.extra.insert("othermobile", &["1", "2"]);
         let e = user(&policy, &many, "g2", None).unwrap_err();
         assert_eq!(e.target, "title");
         assert!(e.message.contains("gives 2 values"), "{e}");

@@ -1353,7 +1353,7 @@ mod tests {
     fn an_evaluation_error_quarantines_with_mapping_error() {
         let rules = rewrite("user.\"title\" = '[otherMobile]'");
         let mut u = user("A", Some("Ann"), Some("B"), Some("a@x.example"), Some("a@corp.local"));
-        u.extra.insert("othermobile".into(), vec!["1".into(), "2".into()]);
+        u.extra.insert("othermobile", &["1", "2"]);
         let problems = check_attributes(&u, &rules);
         assert_eq!(ids(&problems), [("mapping.error".to_owned(), "title".to_owned())]);
         assert!(

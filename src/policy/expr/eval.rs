@@ -1,14 +1,14 @@
 //! The evaluator: a walk over the parsed tree that counts its work and caps every value, so any
 //! expression on any data ends in a value or an [`EvalError`], within [`MAX_STEPS`].
 
-use std::borrow::Cow;
-
 use icu_normalizer::DecomposingNormalizerBorrowed;
 use icu_properties::CodePointMapData;
 use icu_properties::props::GeneralCategory;
 
 use super::parse::{Func, Kind, Node};
-use super::{Attributes, EvalError, MAX_LIST_BYTES, MAX_LIST_ITEMS, MAX_STEPS, MAX_TEXT_BYTES, Value, within_limits};
+use super::{
+    Attributes, EvalError, MAX_LIST_BYTES, MAX_LIST_ITEMS, MAX_STEPS, MAX_TEXT_BYTES, Value, Values, within_limits,
+};
 
 /// Evaluates `root` (parsed from `source`): the value or error, and the steps taken.
 pub(super) fn evaluate(source: &str, root: &Node, attrs: &dyn Attributes) -> (Result<Value, EvalError>, u64) {
@@ -41,11 +41,10 @@ fn list_size(items: &[String]) -> usize {
 }
 
 /// [`size`] of an attribute's value ([`from_values`]), without building it.
-fn values_size(values: &[String]) -> usize {
-    match values {
-        [] => 1,
-        [one] => one.len(),
-        many => list_size(many),
+fn values_size(values: &Values) -> usize {
+    match values.len() {
+        0 => 1,
+        n => values.iter().map(str::len).sum::<usize>() + if n == 1 { 0 } else { n },
     }
 }
 
@@ -128,7 +127,7 @@ impl<'a> Eval<'a> {
     fn node(&mut self, node: &Node) -> Result<Value, EvalError> {
         self.charge(1)?;
         let value = match &node.kind {
-            Kind::Attr(name) => from_values(self.attrs.values(name).into_owned()),
+            Kind::Attr(name) => from_values(self.attrs.values(name).into_vec()),
             Kind::Text(s) => Value::Text(s.clone()),
             Kind::Int(n) => Value::Int(*n),
             Kind::Bool(b) => Value::Bool(*b),
@@ -149,14 +148,14 @@ impl<'a> Eval<'a> {
     /// An argument as a list of texts (`list(self.arg(node)?)`), borrowed from the object when it
     /// is an attribute reference: the same steps charged and the same limits checked, in the same
     /// order, without copying the values.
-    fn list_arg(&mut self, node: &Node) -> Result<Cow<'a, [String]>, EvalError> {
-        let Kind::Attr(name) = &node.kind else { return Ok(Cow::Owned(list(self.arg(node)?))) };
+    fn list_arg(&mut self, node: &Node) -> Result<Values<'a>, EvalError> {
+        let Kind::Attr(name) = &node.kind else { return Ok(Values::Strings(list(self.arg(node)?).into())) };
         self.charge(1)?;
         let values = self.attrs.values(name);
         let size = values_size(&values);
         self.charge(size)?;
         if !within_limits(&values) {
-            self.check_size(&from_values(values.to_vec()), node)?;
+            self.check_size(&from_values(values.clone().into_vec()), node)?;
         }
         self.charge(size)?;
         Ok(values)
@@ -296,9 +295,9 @@ impl<'a> Eval<'a> {
                     return fail(format!("Item: the index {} is {index}; Item counts from 1", self.quote(&args[1])));
                 }
                 let index = usize::try_from(index - 1).unwrap_or(usize::MAX);
-                Ok(items.get(index).cloned().map_or(Value::Null, Value::Text))
+                Ok(items.get(index).map_or(Value::Null, |s| Value::Text(s.to_owned())))
             }
-            Func::First => Ok(self.list_arg(&args[0])?.first().cloned().map_or(Value::Null, Value::Text)),
+            Func::First => Ok(self.list_arg(&args[0])?.first().map_or(Value::Null, |s| Value::Text(s.to_owned()))),
             Func::Count => Ok(Value::Int(i64::try_from(self.list_arg(&args[0])?.len()).unwrap_or(i64::MAX))),
             Func::ToLower => self.map(func, &args[0], |_, s| Ok(s.to_lowercase())),
             Func::ToUpper => self.map(func, &args[0], |_, s| Ok(s.to_uppercase())),

@@ -88,7 +88,7 @@ struct Counting<'a> {
 }
 
 impl Attributes for Counting<'_> {
-    fn values(&self, name: &str) -> std::borrow::Cow<'_, [String]> {
+    fn values(&self, name: &str) -> Values<'_> {
         self.reads.set(self.reads.get() + 1);
         Attributes::values(self.inner, name)
     }
@@ -183,7 +183,8 @@ proptest! {
         let direct = Expr::parse(&func.replace('#', "[a]")).unwrap().eval_counted(&data);
         let evaluated = Expr::parse(&func.replace('#', "Coalesce([a])")).unwrap().eval_counted(&data);
         prop_assert_eq!(&direct.0, &evaluated.0);
-        if direct.0.is_ok() {
+        // (Coalesce takes one empty text for Null: a different value, and size, to charge.)
+        if direct.0.is_ok() && values != [""] {
             let value_size = match values.as_slice() {
                 [] => 1,
                 [one] => one.len(),
