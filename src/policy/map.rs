@@ -56,13 +56,6 @@ pub enum Mapped<'o> {
 }
 
 impl Mapped<'_> {
-    pub fn text(&self) -> Option<&str> {
-        match self {
-            Mapped::Text(t) => Some(t),
-            Mapped::Bool(_) => None,
-        }
-    }
-
     pub fn into_json(self) -> Json {
         match self {
             Mapped::Text(t) => Json::String(t.into_owned()),

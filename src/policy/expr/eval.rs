@@ -32,12 +32,8 @@ fn size(v: &Value) -> usize {
     match v {
         Value::Null | Value::Bool(_) | Value::Int(_) => 1,
         Value::Text(s) => s.len(),
-        Value::List(items) => list_size(items),
+        Value::List(items) => items.iter().map(String::len).sum::<usize>() + items.len(),
     }
-}
-
-fn list_size(items: &[String]) -> usize {
-    items.iter().map(String::len).sum::<usize>() + items.len()
 }
 
 /// [`size`] of an attribute's value ([`from_values`]), without building it.
