@@ -347,6 +347,13 @@ impl StateStore {
     /// delta, groups whose membership changes become dirty.
     pub fn mirror_resolve_links(&mut self, delta: bool) -> Result<(), StateError> {
         self.mirror_sql(|tx| {
+            // Indexed here, in one sorted pass over the links gathered, not link by link as they
+            // were gathered: at 100,000 users, keeping two indexes of random DN keys up to date
+            // through a 2 MB page cache read and wrote the temporary file ~750,000 times.
+            tx.execute_batch(
+                "CREATE INDEX IF NOT EXISTS temp.links_from ON links (from_guid, kind);
+                 CREATE INDEX IF NOT EXISTS temp.links_target ON links (kind, target);",
+            )?;
             // The member lists of the groups read: replaced (old rows kept aside to compare).
             if delta {
                 tx.execute_batch(
@@ -391,7 +398,10 @@ impl StateStore {
                          ON l.kind = 'directReports' AND l.target = o.dn_key;",
                 )?;
             }
-            tx.execute_batch("DELETE FROM temp.links; DELETE FROM temp.old_members;")?;
+            tx.execute_batch(
+                "DROP INDEX temp.links_from; DROP INDEX temp.links_target;
+                 DELETE FROM temp.links; DELETE FROM temp.old_members;",
+            )?;
             Ok(())
         })
     }

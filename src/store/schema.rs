@@ -132,8 +132,6 @@ const RUNS_COLUMNS_3: [(&str, &str); 3] = [
 /// [`StateStore::mirror_resolve_links`] (created once, outside any dry-run savepoint).
 pub(super) const TEMP_TABLES: &str = "
     CREATE TEMP TABLE IF NOT EXISTS links (from_guid TEXT NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL);
-    CREATE INDEX IF NOT EXISTS temp.links_from ON links (from_guid, kind);
-    CREATE INDEX IF NOT EXISTS temp.links_target ON links (kind, target);
     CREATE TEMP TABLE IF NOT EXISTS old_members (group_guid TEXT, member_guid TEXT);";
 
 /// Brings a store of schema `found` (`None`: a new file) up to [`SCHEMA_VERSION`], inside the
