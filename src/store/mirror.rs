@@ -506,15 +506,15 @@ impl StateStore {
     }
 
     /// [`StateStore::work_page`] of the objects the tenant holds a body of (as last sent), with
-    /// that body: what a change of their mapping would rewrite. On a tenant never written to, no
-    /// row is read at all.
+    /// that body's JSON text: what a change of their mapping would rewrite. On a tenant never
+    /// written to, no row is read at all.
     pub fn bodied_page(
         &self,
         kind: ObjectKind,
         all: bool,
         after: &str,
         limit: usize,
-    ) -> Result<Vec<(Mirrored, serde_json::Value)>, StateError> {
+    ) -> Result<Vec<(Mirrored, String)>, StateError> {
         let columns = format!("{OBJECT_COLUMNS}, a.body");
         let sql = if all {
             format!(
@@ -527,11 +527,10 @@ impl StateStore {
                   WHERE o.kind = ?1 AND a.body IS NOT NULL AND d.guid > ?2 ORDER BY d.guid LIMIT ?3"
             )
         };
-        let read = || -> rusqlite::Result<Vec<(Mirrored, serde_json::Value)>> {
+        let read = || -> rusqlite::Result<Vec<(Mirrored, String)>> {
             let mut stmt = self.conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(params![kind_text(kind), after, limit as i64], |r| {
-                // A body that does not parse counts no change (as one never sent).
-                Ok((row_to_mirrored(r)?, serde_json::from_str(row_text(r, 6)?).unwrap_or_default()))
+                Ok((row_to_mirrored(r)?, row_text(r, 6)?.to_owned()))
             })?;
             rows.collect()
         };

@@ -54,6 +54,28 @@ pub fn content_hash(body: &Value) -> String {
     format!("{:016x}", hash.0)
 }
 
+/// Whether `body` serialises to exactly `text` (as [`Value::to_string`] would), compared as it
+/// is written: the text is never built, and the first byte that differs ends it.
+pub fn serializes_to(body: &Value, text: &str) -> bool {
+    struct Same<'t>(&'t [u8]);
+    impl std::io::Write for Same<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            match self.0.strip_prefix(buf) {
+                Some(rest) => {
+                    self.0 = rest;
+                    Ok(buf.len())
+                }
+                None => Err(std::io::ErrorKind::InvalidData.into()),
+            }
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut same = Same(text.as_bytes());
+    serde_json::to_writer(&mut same, body).is_ok() && same.0.is_empty()
+}
+
 /// The attributes whose values differ between two bodies (for the dry-run plan).
 pub fn changed_attributes(old: &Value, new: &Value) -> Vec<String> {
     let (Some(old), Some(new)) = (old.as_object(), new.as_object()) else {
@@ -134,6 +156,19 @@ mod tests {
         assert_eq!(body["schemas"], json!([USER_SCHEMA, ENTERPRISE_SCHEMA]));
         assert_eq!(body["phoneNumbers"], json!([{"value": "+1 555", "type": "work"}]));
         assert_eq!(changed_attributes(&default_user(&alice(), None), &body).len(), 5);
+    }
+
+    /// `serializes_to` answers what comparing with `to_string` would, without building the text.
+    #[test]
+    fn serializes_to_compares_with_the_compact_text() {
+        let body = default_user(&alice(), Some("m1"));
+        let text = body.to_string();
+        assert!(serializes_to(&body, &text));
+        assert!(!serializes_to(&body, &text[..text.len() - 1]), "a prefix of it");
+        assert!(!serializes_to(&body, &format!("{text} ")), "more than it");
+        assert!(!serializes_to(&body, &text.replace("Alice", "Alicia")), "another value");
+        assert!(!serializes_to(&body, ""));
+        assert!(serializes_to(&json!({"a": "\u{7}\"é"}), r#"{"a":"\u0007\"é"}"#), "escapes as written");
     }
 
     /// The Default policy's bodies and hashes, pinned byte for byte: they are what every tenant
