@@ -237,6 +237,37 @@ mod tests {
         }
     }
 
+    /// A body's layout, pinned as text (its hash is what the tenant was sent): name's
+    /// sub-attributes in the schema's order whatever the mappings' order, typed entries in the
+    /// order their types first appear (Default's `emails[work,primary]`, which the policy
+    /// inherits, first), each with its values, then `type`, then `primary`.
+    #[test]
+    fn a_policys_body_has_a_fixed_layout() {
+        let config: PolicyConfig = toml::from_str(
+            r#"[user]
+"name.familyName" = '"F"'
+"name.givenName" = '"G"'
+"emails[home]" = '"home@example.test"'
+"emails[work,primary]" = '[mail]'
+"emails[home].display" = '"Home"'
+"phoneNumbers[mobile]" = '"+1 555"'
+"phoneNumbers[mobile].display" = '"cell"'
+"#,
+        )
+        .unwrap();
+        let policy = Policy::compile("Layout", &config).unwrap();
+        let body = map::user(&policy, &alice(), None).unwrap().to_string();
+        let pinned = concat!(
+            r#"{"externalId":"33221100-5544-7766-8899-aabbccddeeff","userName":"asmith@example.test","#,
+            r#""name":{"givenName":"G","familyName":"F"},"displayName":"Alice Smith","#,
+            r#""emails":[{"value":"alice.smith@example.test","type":"work","primary":true},"#,
+            r#"{"value":"home@example.test","display":"Home","type":"home"}],"active":true,"#,
+            r#""phoneNumbers":[{"value":"+1 555","display":"cell","type":"mobile"}],"#,
+            r#""schemas":["urn:ietf:params:scim:schemas:core:2.0:User"]}"#
+        );
+        assert_eq!(body, pinned);
+    }
+
     #[test]
     fn hash_changes_with_content_only() {
         let a = default_user(&alice(), None);
