@@ -295,32 +295,34 @@ fn assemble(user: &DirObject, values: Vec<(&Target, Json)>, manager_id: Option<&
 }
 
 /// One core attribute from the values mapped to it: a simple value (the last one mapped), else
-/// the complex value's sub-attributes in [`NAME_ORDER`], else the typed entries in the order
-/// their types first appear.
+/// the complex value's sub-attributes in [`NAME_ORDER`] (the last one mapped to each), else the
+/// typed entries in the order their types first appear, each with its sub-attributes in mapping
+/// order, then `type`, then `primary` when one of its mappings says so.
 fn attribute_value(same: &mut [(usize, &Target, Json)]) -> Option<Json> {
-    let mut name = Map::new();
-    let mut entries: Vec<(&str, Map<String, Json>)> = Vec::new();
+    let mut name: [Option<Json>; NAME_ORDER.len()] = Default::default();
+    let mut entries: Vec<(&str, Map<String, Json>, bool)> = Vec::new();
     let mut simple = None;
     for (_, target, value) in same.iter_mut() {
         let value = std::mem::take(value);
         match target {
             Target::Core { sub: None, .. } => simple = Some(value),
             Target::Core { sub: Some(sub), .. } => {
-                name.insert(sub.clone(), value);
+                // The loader admits only NAME_ORDER's sub-attributes.
+                if let Some(i) = NAME_ORDER.iter().position(|k| k == sub) {
+                    name[i] = Some(value);
+                }
             }
             Target::Multi { kind, primary, sub, .. } => {
-                let i = match entries.iter().position(|(k, _)| k == kind) {
+                let i = match entries.iter().position(|(k, ..)| k == kind) {
                     Some(i) => i,
                     None => {
-                        entries.push((kind, Map::new()));
+                        entries.push((kind, Map::with_capacity(3), false));
                         entries.len() - 1
                     }
                 };
-                let entry = &mut entries[i].1;
-                entry.insert(sub.clone(), value);
-                if *primary {
-                    entry.insert("primary".into(), json!(true));
-                }
+                let entry = &mut entries[i];
+                entry.1.insert(sub.clone(), value);
+                entry.2 |= *primary;
             }
             Target::Extension { .. } => {}
         }
@@ -328,21 +330,19 @@ fn attribute_value(same: &mut [(usize, &Target, Json)]) -> Option<Json> {
     if simple.is_some() {
         return simple;
     }
-    if !name.is_empty() {
-        let ordered: Map<String, Json> =
-            NAME_ORDER.iter().filter_map(|k| name.shift_remove(*k).map(|v| ((*k).to_owned(), v))).collect();
-        return Some(Json::Object(ordered));
+    if name.iter().any(Option::is_some) {
+        let subs = NAME_ORDER.iter().zip(name).filter_map(|(k, v)| Some(((*k).to_owned(), v?)));
+        return Some(Json::Object(subs.collect()));
     }
     if entries.is_empty() {
         return None;
     }
     let list = entries
         .into_iter()
-        .map(|(kind, mut fields)| {
-            let primary = fields.shift_remove("primary");
+        .map(|(kind, mut fields, primary)| {
             fields.insert("type".into(), json!(kind));
-            if let Some(p) = primary {
-                fields.insert("primary".into(), p);
+            if primary {
+                fields.insert("primary".into(), json!(true));
             }
             Json::Object(fields)
         })
