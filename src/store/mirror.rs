@@ -900,6 +900,30 @@ mod scope_tests {
         (dir, store)
     }
 
+    /// Member lists read replace the mirror's, from either end: a
+    /// group's `member`, and in a delta a member's `memberOf`; lists not read again stay.
+    #[test]
+    fn a_re_read_replaces_member_lists_from_either_end() {
+        let (_dir, mut store) = mirror();
+        let members = |store: &StateStore, g: u8| -> Vec<String> {
+            let mut m: Vec<String> = store.group_members(&guid(g)).unwrap().into_iter().map(|(m, ..)| m).collect();
+            m.sort();
+            m
+        };
+        // A full read: group 10 = {1, 11} becomes {1, 5}.
+        store.mirror_put(&[object(10, ObjectKind::Group, &[1, 5])], 2, false, &directory_keys).unwrap();
+        store.mirror_resolve_links(false).unwrap();
+        assert_eq!(members(&store, 10), [guid(1), guid(5)]);
+        assert_eq!(members(&store, 11), [guid(2), guid(12)], "a list not read again stays");
+        // A delta: user 4 is now in 10 and no longer in 13 (from its own end), group 12 = {3}.
+        let four = DirObject { member_of: vec![dn(10).normalized()], ..object(4, ObjectKind::User, &[]) };
+        store.mirror_put(&[four, object(12, ObjectKind::Group, &[3])], 3, true, &directory_keys).unwrap();
+        store.mirror_resolve_links(true).unwrap();
+        assert_eq!(members(&store, 10), [guid(1), guid(4), guid(5)]);
+        assert_eq!(members(&store, 12), [guid(3)]);
+        assert_eq!(members(&store, 13), Vec::<String>::new());
+    }
+
     #[test]
     fn a_rows_attributes_keep_their_text_and_read_back_whole() {
         let full = DirObject {
