@@ -900,8 +900,8 @@ mod scope_tests {
         (dir, store)
     }
 
-    /// Member lists read replace the mirror's, from either end: a
-    /// group's `member`, and in a delta a member's `memberOf`; lists not read again stay.
+    /// Member lists read replace the mirror's, from either end: a group's `member`, and in a
+    /// delta a member's `memberOf`; lists not read again stay.
     #[test]
     fn a_re_read_replaces_member_lists_from_either_end() {
         let (_dir, mut store) = mirror();
