@@ -180,10 +180,13 @@ proptest! {
     ) {
         let data: BTreeMap<String, Vec<String>> =
             [("a".to_owned(), values.clone()), ("b".to_owned(), vec!["smtp:a".to_owned()])].into();
+        // Coalesce takes one empty text for Null: for `[""]` the evaluated value is the text `""`.
+        let wrapper = if values == [""] { "\"\"" } else { "Coalesce([a])" };
         let direct = Expr::parse(&func.replace('#', "[a]")).unwrap().eval_counted(&data);
-        let evaluated = Expr::parse(&func.replace('#', "Coalesce([a])")).unwrap().eval_counted(&data);
-        prop_assert_eq!(&direct.0, &evaluated.0);
-        // (Coalesce takes one empty text for Null: a different value, and size, to charge.)
+        let evaluated = Expr::parse(&func.replace('#', wrapper)).unwrap().eval_counted(&data);
+        // An error quotes the argument as written: the wrapper's text stands for `[a]`.
+        let quoted = |r: &Result<Value, EvalError>| r.clone().map_err(|e| e.message.replace(wrapper, "[a]"));
+        prop_assert_eq!(quoted(&direct.0), quoted(&evaluated.0));
         if direct.0.is_ok() && values != [""] {
             let value_size = match values.as_slice() {
                 [] => 1,
