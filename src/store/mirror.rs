@@ -262,6 +262,14 @@ impl StateStore {
                    upn_key = ?7, sam_key = ?8, seen_run = ?9, manager = NULL
                  WHERE ?10 OR dir_objects.seen_run IS NOT ?9",
             )?;
+            // A full read finds most rows as they are: only `seen_run` is written then, which
+            // touches none of the five indexes. The manager column stays when the link that sets
+            // it again follows; without one it must be empty already.
+            let mut seen = tx.prepare_cached(
+                "UPDATE dir_objects SET seen_run = ?9
+                 WHERE guid = ?1 AND seen_run IS NOT ?9 AND kind = ?2 AND dn = ?3 AND dn_key = ?4 AND data = ?5
+                   AND mail_key IS ?6 AND upn_key IS ?7 AND sam_key IS ?8 AND (?10 OR manager IS NULL)",
+            )?;
             let mut link = tx.prepare_cached("INSERT INTO temp.links (from_guid, kind, target) VALUES (?1, ?2, ?3)")?;
             let mut again = Vec::new();
             for (position, o) in objects.iter().enumerate() {
@@ -284,19 +292,14 @@ impl StateStore {
                     }
                 }
                 let data = serde_json::to_string(&Attrs::of(o)).unwrap_or_default();
-                let written = upsert.execute(params![
-                    guid,
-                    kind_text(o.kind),
-                    o.dn.to_string(),
-                    o.dn.normalized(),
-                    data,
-                    keys[0],
-                    keys[1],
-                    keys[2],
-                    run,
-                    delta
-                ])?;
-                if written == 0 {
+                let (kind, dn, dn_key) = (kind_text(o.kind), o.dn.to_string(), o.dn.normalized());
+                let [mail, upn, sam] = &keys;
+                let unchanged = !delta
+                    && seen.execute(params![guid, kind, dn, dn_key, data, mail, upn, sam, run, o.manager.is_some()])?
+                        == 1;
+                let written = unchanged
+                    || upsert.execute(params![guid, kind, dn, dn_key, data, mail, upn, sam, run, delta])? == 1;
+                if !written {
                     again.push(position); // held by an object written earlier in this run
                     continue;
                 }
@@ -610,7 +613,8 @@ impl StateStore {
     pub fn set_verdicts(&mut self, verdicts: &[(String, bool)], delta: bool) -> Result<(), StateError> {
         self.mirror_sql(|tx| {
             let mut old = tx.prepare_cached("SELECT status FROM dir_objects WHERE guid = ?1")?;
-            let mut set = tx.prepare_cached("UPDATE dir_objects SET status = ?2 WHERE guid = ?1")?;
+            let mut set =
+                tx.prepare_cached("UPDATE dir_objects SET status = ?2 WHERE guid = ?1 AND status IS NOT ?2")?;
             for (guid, valid) in verdicts {
                 let new = if *valid { "valid" } else { "invalid" };
                 if delta {
@@ -775,7 +779,8 @@ impl StateStore {
     pub fn set_out_of_scope(&mut self, guids: &[String], delta: bool) -> Result<(), StateError> {
         self.mirror_sql(|tx| {
             let mut old = tx.prepare_cached("SELECT status FROM dir_objects WHERE guid = ?1")?;
-            let mut set = tx.prepare_cached("UPDATE dir_objects SET status = 'out' WHERE guid = ?1")?;
+            let mut set =
+                tx.prepare_cached("UPDATE dir_objects SET status = 'out' WHERE guid = ?1 AND status IS NOT 'out'")?;
             for guid in guids {
                 if delta {
                     let was: Option<Option<String>> = old.query_row([guid], |r| r.get(0)).optional()?;
@@ -922,6 +927,52 @@ mod scope_tests {
         assert_eq!(members(&store, 10), [guid(1), guid(4), guid(5)]);
         assert_eq!(members(&store, 12), [guid(3)]);
         assert_eq!(members(&store, 13), Vec::<String>::new());
+    }
+
+    /// A full read writes an unchanged row's `seen_run` only; what the row says stays exactly as
+    /// a rewrite would leave it: the manager from the link read, none without one (also when a
+    /// delta set it from the manager's `directReports`), and a second holder of an objectGUID
+    /// is still turned away.
+    #[test]
+    fn a_full_read_of_unchanged_rows_keeps_them_as_a_rewrite_would() {
+        let (_dir, mut store) = mirror();
+        let managed =
+            |id: u8, manager: u8| DirObject { manager: Some(dn(manager)), ..object(id, ObjectKind::User, &[]) };
+        let manager = |store: &StateStore, id: u8| store.mirrored(&guid(id)).unwrap().unwrap().manager;
+        let full = |store: &mut StateStore, objects: &[DirObject], run: i64| {
+            let again = store.mirror_put(objects, run, false, &directory_keys).unwrap();
+            store.mirror_resolve_links(false).unwrap();
+            again
+        };
+        let all = |run_objects: Vec<DirObject>| -> Vec<DirObject> {
+            let mut objects: Vec<DirObject> = (1..=5).map(|u| object(u, ObjectKind::User, &[])).collect();
+            objects.retain(|o| !run_objects.iter().any(|r| r.guid == o.guid));
+            objects.extend(run_objects);
+            objects
+        };
+        full(&mut store, &all(vec![managed(1, 2)]), 2);
+        assert_eq!(manager(&store, 1), Some(guid(2)));
+        // Read again unchanged: the manager stays; user 2, managing nobody it is told of, has none.
+        full(&mut store, &all(vec![managed(1, 2)]), 3);
+        assert_eq!((manager(&store, 1), manager(&store, 2)), (Some(guid(2)), None));
+        // A delta reads user 3, who now manages user 4 (user 4 itself is not read).
+        let three = DirObject { direct_reports: vec![dn(4).normalized()], ..object(3, ObjectKind::User, &[]) };
+        store.mirror_put(&[three], 4, true, &directory_keys).unwrap();
+        store.mirror_resolve_links(true).unwrap();
+        assert_eq!(manager(&store, 4), Some(guid(3)));
+        // A full read of user 4 as before, without a manager: none, as a rewrite leaves it. User 1's
+        // manager, the same DN, is now another object (in the scope): the link finds the new one.
+        let mut five = object(5, ObjectKind::User, &[]);
+        five.dn = dn(2);
+        let mut two = object(2, ObjectKind::User, &[]);
+        two.dn = dn(6);
+        let objects = [managed(1, 2), two, object(3, ObjectKind::User, &[]), object(4, ObjectKind::User, &[]), five];
+        assert!(full(&mut store, &objects, 5).is_empty());
+        assert_eq!((manager(&store, 4), manager(&store, 1)), (None, Some(guid(5))));
+        assert_eq!(store.mirror_unseen(5).unwrap().len(), 5, "the groups, not read, are unseen; every user is seen");
+        // The same objectGUID twice in one read, the second as the first: the second is refused.
+        let again = full(&mut store, &[object(3, ObjectKind::User, &[]), object(3, ObjectKind::User, &[])], 6);
+        assert_eq!(again, [1]);
     }
 
     #[test]
