@@ -14,6 +14,7 @@ use super::*;
 const T0: &str = "2026-05-01T10:00:00Z";
 const T1: &str = "2026-05-01T11:00:00Z";
 const T2: &str = "2026-05-01T12:00:00Z";
+const T3: &str = "2026-05-01T13:00:00Z";
 
 fn store() -> (tempfile::TempDir, std::path::PathBuf, StateStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -119,9 +120,13 @@ fn pending_then_anchor_then_seen_round_trip() {
     assert_eq!(a.last_seen_run, Some(8));
     assert_eq!(a.hash.as_deref(), Some("h1"));
     assert_eq!(a.scim_id.as_deref(), Some("scim-1"));
-    let updated: String =
-        store.conn.query_row("SELECT updated_at FROM anchors WHERE guid = 'u1'", [], |r| r.get(0)).unwrap();
-    assert_eq!(updated, T2);
+    let updated = |store: &StateStore| -> String {
+        store.conn.query_row("SELECT updated_at FROM anchors WHERE guid = 'u1'", [], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(updated(&store), T2);
+    // Seen where it was: nothing is written (a full sync sees every object).
+    commit(&mut store, T3, |b| b.seen("u1", "CN=A,OU=Moved,DC=corp", 9));
+    assert_eq!((store.anchors().unwrap()["u1"].last_seen_run, updated(&store)), (Some(8), T2.to_owned()));
 
     // seen / set_state on an unknown guid are no-ops.
     commit(&mut store, T2, |b| {
