@@ -684,6 +684,11 @@ fn one_delta_applies_exactly_the_changes() {
     for guid in &sub_users {
         assert!(!updated.contains(guid.as_str()), "the OU rename alone updated {guid}:\n{}", excerpt(&report));
     }
+    // Each update names what changed against the body last sent.
+    for update in report["data"]["plan"]["updates"].as_array().into_iter().flatten() {
+        let changed = update["changed"].as_array().map_or(0, Vec::len);
+        assert!(changed > 0, "an update without its changed attributes: {update}\n{}", excerpt(&report));
+    }
     let released: Vec<&str> = report["data"]["plan"]["released"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
