@@ -831,8 +831,7 @@ impl Planner<'_> {
         let guids: Vec<&str> = wanted.iter().map(|d| d.guid.as_str()).collect();
         // The bodies last sent serve the changed-attribute lists: only an anchored object whose
         // hash changed needs its body (parsing every one cost a no-op full sync 5 %).
-        let changed =
-            wanted.iter().filter(|d| work.anchors.get(&d.guid).is_some_and(|a| a.hash.as_ref() != Some(&d.hash)));
+        let changed = wanted.iter().filter(|d| work.anchors.hash(&d.guid).is_some_and(|h| !d.sent_as(h)));
         let bodies = self.store.bodies_for(&changed.map(|d| d.guid.as_str()).collect::<Vec<_>>())?;
         let members = if kind == ObjectKind::Group { self.store.members_for(&guids)? } else { HashMap::new() };
         let known = Known {

@@ -71,6 +71,15 @@ impl Anchors {
         Some(self.anchor(&self.rows[at]))
     }
 
+    /// The hash an anchor holds of what was last sent (`None` when the object has no anchor),
+    /// read in place, without building the [`Anchor`].
+    pub fn hash(&self, guid: &str) -> Option<Option<&str>> {
+        let r = &self.rows[self.rows.binary_search_by(|r| self.guid_of(r).cmp(guid)).ok()?];
+        let len = |l: u32| if l == ABSENT { 0 } else { l as usize };
+        let at = r.start + len(r.guid) + len(r.scim_id) + len(r.dn);
+        Some((r.hash != ABSENT).then(|| &self.text[at..at + r.hash as usize]))
+    }
+
     pub fn contains_key(&self, guid: &str) -> bool {
         self.rows.binary_search_by(|r| self.guid_of(r).cmp(guid)).is_ok()
     }
@@ -174,6 +183,13 @@ pub struct Desired {
     pub hash: String,
     /// Groups: the objectGUIDs of members that are themselves provisioned.
     pub members: BTreeSet<String>,
+}
+
+impl Desired {
+    /// Whether this is the content last sent, by an anchor's hash of it.
+    pub fn sent_as(&self, hash: Option<&str>) -> bool {
+        hash == Some(self.hash.as_str())
+    }
 }
 
 /// A user in scope that a sync must not provision yet, with every reason.
@@ -379,7 +395,7 @@ pub fn plan_objects(desired: &[Desired], quarantined: Vec<Quarantined>, known: &
             }
             (Some(a), Some(Lookup::Found(t))) => {
                 let moved = a.scim_id.as_deref() != Some(t.id.as_str());
-                let same = a.hash.as_deref() == Some(d.hash.as_str());
+                let same = d.sent_as(a.hash.as_deref());
                 let mut drifted = repair::drift(d.kind, &d.body, &t.resource);
                 if let Some(view) = known.tenant {
                     drifted.retain(|a| !view.altered.contains(a));
@@ -403,7 +419,7 @@ pub fn plan_objects(desired: &[Desired], quarantined: Vec<Quarantined>, known: &
                     plan.updates.push(Write { keep_members: keep, ..write(Some(t.id.clone()), false, changed) });
                 }
             }
-            (Some(a), _) if a.state == AnchorState::Active && a.hash.as_deref() == Some(d.hash.as_str()) => {
+            (Some(a), _) if a.state == AnchorState::Active && d.sent_as(a.hash.as_deref()) => {
                 plan.unchanged.push((d.guid.clone(), d.dn.clone()))
             }
             (Some(a), _) => {
@@ -622,9 +638,11 @@ mod tests {
         assert_eq!(anchors.len(), 300);
         for a in &put {
             assert_eq!(anchors.get(&a.guid).as_ref(), Some(a));
+            assert_eq!(anchors.hash(&a.guid), Some(a.hash.as_deref()));
             assert!(anchors.contains_key(&a.guid));
         }
         assert_eq!(anchors.get("g300"), None);
+        assert_eq!(anchors.hash("g300"), None);
         assert!(!anchors.contains_key("g0"));
         let mut sorted = put.clone();
         sorted.sort_by(|a, b| a.guid.cmp(&b.guid));
