@@ -219,6 +219,27 @@ pub fn user(policy: &Policy, user: &DirObject, manager_id: Option<&str>) -> Resu
     }
 }
 
+/// The userName [`user`] gives `user` (`None` when it gives none), evaluating only the
+/// mappings to userName: the rename guard compares it with the userName last sent. Fails as
+/// [`user`] does when one of those mappings fails.
+pub fn user_name(policy: &Policy, user: &DirObject) -> Result<Option<Json>, MapError> {
+    let UserMapping::Mapped(mappings) = &policy.user else {
+        return Ok(default_user_name(user).map(Json::from));
+    };
+    let is_user_name = |t: &Target| matches!(t, Target::Core { attr, sub: None } if attr == "userName");
+    let mut name = None;
+    for m in mappings.iter().filter(|m| is_user_name(&m.target)) {
+        match evaluate(m, user) {
+            // The last mapping that gives a value, as `assemble` places it.
+            Ok(value) => name = value.map(Mapped::into_json).or(name),
+            Err(message) => {
+                return Err(MapError { target: m.name.clone(), source: m.expr.source().to_owned(), message });
+            }
+        }
+    }
+    Ok(name)
+}
+
 /// Core attributes in the order a resource lists them (Default's order first).
 const CORE_ORDER: [&str; 19] = [
     "userName",
@@ -374,7 +395,7 @@ pub fn default_user(user: &DirObject, manager_id: Option<&str>) -> Json {
     let mut body = Map::new();
     let mut schemas = vec![json!(USER_SCHEMA)];
     body.insert("externalId".into(), json!(user.guid.map(|g| g.to_string())));
-    body.insert("userName".into(), json!(text(&user.user_principal_name)));
+    body.insert("userName".into(), json!(default_user_name(user)));
     body.insert("name".into(), json!({"givenName": given, "familyName": family}));
     let display = text(&user.display_name).unwrap_or_else(|| format!("{given} {family}"));
     body.insert("displayName".into(), json!(display));
@@ -410,6 +431,11 @@ fn default_group_name(group: &DirObject) -> String {
         .clone()
         .or_else(|| group.dn.rdn_value().map(str::to_owned))
         .unwrap_or_else(|| group.sam_account_name.clone().unwrap_or_default())
+}
+
+/// Default's userName: the userPrincipalName, trimmed.
+fn default_user_name(user: &DirObject) -> Option<&str> {
+    user.user_principal_name.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
 
 /// Default's group resource (fixed code, like [`default_user`]).

@@ -616,6 +616,34 @@ pub fn planned_attribute_changes(
     Ok(changes)
 }
 
+/// What [`planned_attribute_changes`] counts under `userName`, and only that: the rename guard
+/// of a real run, whose plan tallies the other attributes as it is made. Evaluates only the
+/// mappings to userName and reads only the userName of each body last sent.
+pub fn planned_renames(store: &StateStore, all: bool, policy: &crate::policy::Policy) -> Result<usize> {
+    /// The one attribute read of a body (the others are skipped, not built).
+    #[derive(serde::Deserialize)]
+    struct Sent {
+        #[serde(rename = "userName")]
+        user_name: Option<serde_json::Value>,
+    }
+    let mut renames = 0;
+    let mut after = String::new();
+    loop {
+        let page = store.bodied_page(ObjectKind::User, all, &after, PAGE)?;
+        let Some((last, _)) = page.last() else { break };
+        after = last.guid.clone();
+        for (m, old) in page.iter().filter(|(m, _)| m.valid == Some(true)) {
+            let Ok(new) = crate::policy::map::user_name(policy, &m.object) else { continue };
+            // A body that is not a JSON object counts no change, as one never sent.
+            let Some(old) = old.starts_with('{').then(|| serde_json::from_str::<Sent>(old).ok()).flatten() else {
+                continue;
+            };
+            renames += usize::from(old.user_name != new);
+        }
+    }
+    Ok(renames)
+}
+
 /// Validates the objects to look at (all of them in a full sync) against the whole mirror:
 /// users by every rule, groups by the rules that apply to them.
 /// Objects the policy's scope leaves out are not validated: they are recorded `out` (see
@@ -1587,8 +1615,11 @@ mod tests {
                 })
                 .unwrap();
         }
+        // A real run's guard (planned_renames) counts as the dry run's, every time.
         let count = |store: &StateStore, all: bool, policy: &crate::policy::Policy| {
-            planned_attribute_changes(store, all, policy).unwrap().get("userName").copied().unwrap_or(0)
+            let n = planned_attribute_changes(store, all, policy).unwrap().get("userName").copied().unwrap_or(0);
+            assert_eq!(planned_renames(store, all, policy).unwrap() as u64, n);
+            n
         };
         assert_eq!(count(&store, true, &default), 0, "nothing changed");
         // The same body in another key order (an earlier release's text), and one that does not
@@ -1608,6 +1639,7 @@ mod tests {
         set_body(&mut store, &objects[0], serde_json::Value::Object(reordered).to_string());
         set_body(&mut store, &objects[1], "{".into());
         assert_eq!(planned_attribute_changes(&store, true, &default).unwrap(), BTreeMap::new());
+        assert_eq!(count(&store, true, &default), 0);
         assert_eq!(count(&store, true, &rewrite), 1, "the reordered body's user");
         for o in &objects[..2] {
             set_body(&mut store, o, crate::policy::map::default_user(o, None).to_string());

@@ -237,6 +237,25 @@ mod tests {
         }
     }
 
+    /// `user_name` (the rename guard's) is the userName of the whole body, under Default and a
+    /// policy that maps it otherwise, for users who have one and one who has none.
+    #[test]
+    fn user_name_is_the_bodys() {
+        let rewrite: PolicyConfig =
+            toml::from_str(r#"user."userName" = 'Replace([userPrincipalName], "@example.test", "@example.com")'"#)
+                .unwrap();
+        let mut none = alice();
+        none.user_principal_name = Some("  ".into());
+        let policies = [Policy::default_policy(), Policy::compile("Rewrite", &rewrite).unwrap()];
+        for policy in &policies {
+            for (o, manager) in seeded().into_iter().chain([(none.clone(), None)]) {
+                let body = map::user(policy, &o, manager).unwrap();
+                let sent = body.get("userName").filter(|v| !v.is_null());
+                assert_eq!(map::user_name(policy, &o).unwrap().as_ref(), sent, "{} {}", policy.name, o.dn);
+            }
+        }
+    }
+
     /// A body's layout, pinned as text (its hash is what the tenant was sent): name's
     /// sub-attributes in the schema's order whatever the mappings' order, typed entries in the
     /// order their types first appear (Default's `emails[work,primary]`, which the policy

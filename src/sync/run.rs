@@ -406,9 +406,14 @@ impl Run<'_, '_> {
             self.config.sync.max_deletions,
             self.config.sync.max_deletion_percent,
         );
-        // The rename guard: userName changes of provisioned users (a changed policy, a mass UPN change).
-        out.changes_by_attribute = engine::planned_attribute_changes(self.store, all, &rules.policy)?;
-        let renaming = out.changes_by_attribute.get("userName").copied().unwrap_or(0) as usize;
+        // The rename guard: userName changes of provisioned users (a changed policy, a mass UPN
+        // change). A dry run reports every attribute's count, a real run its plan's (below).
+        let renaming = if self.options.dry_run {
+            out.changes_by_attribute = engine::planned_attribute_changes(self.store, all, &rules.policy)?;
+            out.changes_by_attribute.get("userName").copied().unwrap_or(0) as usize
+        } else {
+            engine::planned_renames(self.store, all, &rules.policy)?
+        };
         let provisioned_users = self.store.active_users()?;
         let threshold = threshold.or_else(|| {
             engine::rename_threshold(
@@ -424,6 +429,9 @@ impl Run<'_, '_> {
             if self.options.dry_run {
                 // A dry run counts what it would do; a real run what it did (nothing).
                 out.counts = removals.tally.clone();
+            } else {
+                // What the run would have changed: the plan it stopped before making.
+                out.changes_by_attribute = engine::planned_attribute_changes(self.store, all, &rules.policy)?;
             }
             out.plan = Some(removals);
             out.counts.quarantined = out.quarantined.len() as u64;
@@ -545,6 +553,9 @@ impl Run<'_, '_> {
         out.counts.quarantined = out.quarantined.len() as u64;
         if let Some(user) = &mut out.user {
             user.locate(&the_plan, &out.quarantined);
+        }
+        if !self.options.dry_run {
+            out.changes_by_attribute = the_plan.changed_attributes.clone();
         }
         out.plan = Some(the_plan);
         // A run that had to stop (tenant gone, token revoked) still reports what it did.
@@ -889,6 +900,18 @@ mod tests {
         let noop = w.sync(SyncOptions::default(), None);
         assert_eq!(counts(&noop), counts(&again));
         assert_eq!(w.writes().len(), before, "a no-op writes nothing");
+        assert!(noop.changes_by_attribute.is_empty() && again.changes_by_attribute.is_empty());
+
+        // One user's first name and another's mail change: the dry run's count of the changed
+        // attributes (compared before planning) is the real run's (tallied from its plan).
+        let text = std::fs::read_to_string(w.ldif()).unwrap();
+        let text = text.replace("givenName: U\nsn: 3\n", "givenName: V\nsn: 3\n").replace("mail: u4@", "mail: four@");
+        std::fs::write(w.ldif(), text).unwrap();
+        let dry = w.sync(SyncOptions { dry_run: true, ..SyncOptions::default() }, None);
+        let real = w.sync(SyncOptions::default(), None);
+        let expected = [("displayName", 1), ("emails", 1), ("name", 1)].map(|(a, n)| (a.to_owned(), n));
+        assert_eq!(dry.changes_by_attribute, BTreeMap::from(expected));
+        assert_eq!(real.changes_by_attribute, dry.changes_by_attribute);
     }
 
     /// More users than one window of writes, each managed by an earlier one: every manager is

@@ -7,6 +7,7 @@
 //! A scratch file that cannot be created or written (a full disk) is not an error: the items
 //! are then held in memory, as before, and the report is the same.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write as _};
@@ -177,6 +178,8 @@ pub struct PlanLog {
     pub tally: Counts,
     /// The tenant ids the plan's writes go to (updates, adoptions, re-pointed objects).
     pub write_ids: Vec<String>,
+    /// Per SCIM attribute, how many of the plan's updates (not repairs) give it another value.
+    pub changed_attributes: BTreeMap<String, u64>,
 }
 
 impl Default for PlanLog {
@@ -198,6 +201,7 @@ impl PlanLog {
             released: Spill::new(dir),
             tally: Counts::default(),
             write_ids: Vec::new(),
+            changed_attributes: BTreeMap::new(),
         }
     }
 
@@ -213,6 +217,9 @@ impl PlanLog {
             }
         }
         t.updated += page.updates.iter().filter(|w| !w.repair).count() as u64;
+        for attribute in page.updates.iter().filter(|w| !w.repair).flat_map(|w| &w.changed) {
+            *self.changed_attributes.entry(attribute.clone()).or_default() += 1;
+        }
         t.unchanged += page.unchanged.len() as u64;
         t.deactivated += page.removals.iter().filter(|r| r.action != RemoveAction::Delete).count() as u64;
         t.deleted += page.removals.iter().filter(|r| r.action == RemoveAction::Delete).count() as u64;
