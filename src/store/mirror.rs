@@ -719,6 +719,24 @@ impl StateStore {
         Ok(out)
     }
 
+    /// The userName of the body `guid` was last sent (`Some(None)`: it had none), read without
+    /// building the rest; `None` when it was never sent or its body is not a JSON object.
+    pub fn sent_user_name(&self, guid: &str) -> Result<Option<Option<serde_json::Value>>, StateError> {
+        /// The one attribute read of a body (the others are skipped, not built).
+        #[derive(serde::Deserialize)]
+        struct Sent {
+            #[serde(rename = "userName")]
+            user_name: Option<serde_json::Value>,
+        }
+        let body: Option<String> = self
+            .conn
+            .prepare_cached("SELECT body FROM anchors WHERE guid = ?1 AND body IS NOT NULL")
+            .and_then(|mut s| s.query_row([guid], |r| r.get(0)).optional())
+            .map_err(|e| self.sql(e))?;
+        let sent = body.filter(|b| b.starts_with('{')).and_then(|b| serde_json::from_str::<Sent>(&b).ok());
+        Ok(sent.map(|s| s.user_name))
+    }
+
     /// The tenant membership last applied, for these groups.
     pub fn members_for(&self, groups: &[&str]) -> Result<HashMap<String, BTreeSet<String>>, StateError> {
         let mut out: HashMap<String, BTreeSet<String>> = HashMap::new();

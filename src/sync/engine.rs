@@ -464,6 +464,10 @@ pub async fn refresh_delta<D: Directory>(
 pub struct Verdicts {
     /// Invalid users among them, by guid.
     pub quarantined: BTreeMap<String, Quarantined>,
+    /// Valid users among them whose userName is not the one the tenant was last sent: the rename
+    /// guard's count (what [`planned_attribute_changes`] counts under `userName`), taken where
+    /// the rules evaluate each user's mapped values.
+    pub renames: usize,
 }
 
 /// Which values are held more than once, per duplicate rule (`None`: look each value up).
@@ -616,34 +620,6 @@ pub fn planned_attribute_changes(
     Ok(changes)
 }
 
-/// What [`planned_attribute_changes`] counts under `userName`, and only that: the rename guard
-/// of a real run, whose plan tallies the other attributes as it is made. Evaluates only the
-/// mappings to userName and reads only the userName of each body last sent.
-pub fn planned_renames(store: &StateStore, all: bool, policy: &crate::policy::Policy) -> Result<usize> {
-    /// The one attribute read of a body (the others are skipped, not built).
-    #[derive(serde::Deserialize)]
-    struct Sent {
-        #[serde(rename = "userName")]
-        user_name: Option<serde_json::Value>,
-    }
-    let mut renames = 0;
-    let mut after = String::new();
-    loop {
-        let page = store.bodied_page(ObjectKind::User, all, &after, PAGE)?;
-        let Some((last, _)) = page.last() else { break };
-        after = last.guid.clone();
-        for (m, old) in page.iter().filter(|(m, _)| m.valid == Some(true)) {
-            let Ok(new) = crate::policy::map::user_name(policy, &m.object) else { continue };
-            // A body that is not a JSON object counts no change, as one never sent.
-            let Some(old) = old.starts_with('{').then(|| serde_json::from_str::<Sent>(old).ok()).flatten() else {
-                continue;
-            };
-            renames += usize::from(old.user_name != new);
-        }
-    }
-    Ok(renames)
-}
-
 /// Validates the objects to look at (all of them in a full sync) against the whole mirror:
 /// users by every rule, groups by the rules that apply to them.
 /// Objects the policy's scope leaves out are not validated: they are recorded `out` (see
@@ -667,6 +643,9 @@ pub fn validate(store: &mut StateStore, all: bool, rules: &RuleOptions, scope: &
                     continue;
                 }
                 let problems = problems_of(store, m, &shared, rules)?;
+                if kind == ObjectKind::User && problems.is_empty() {
+                    verdicts.renames += usize::from(renamed(store, m, &rules.policy)?);
+                }
                 if !problems.is_empty() {
                     verdicts.quarantined.insert(
                         m.guid.clone(),
@@ -681,6 +660,13 @@ pub fn validate(store: &mut StateStore, all: bool, rules: &RuleOptions, scope: &
     }
     scope.finish(store, all)?;
     Ok(verdicts)
+}
+
+/// Whether a valid user's userName under `policy` is not the one the tenant was last sent (a
+/// user never sent, or whose body is not a JSON object, is not renamed).
+fn renamed(store: &StateStore, m: &Mirrored, policy: &crate::policy::Policy) -> Result<bool> {
+    let Ok(new) = crate::policy::map::user_name(policy, &m.object) else { return Ok(false) };
+    Ok(store.sent_user_name(&m.guid)?.is_some_and(|sent| sent != new))
 }
 
 /// `sync --user`: the rules for one user of the mirror.
@@ -1615,13 +1601,15 @@ mod tests {
                 })
                 .unwrap();
         }
-        // A real run's guard (planned_renames) counts as the dry run's, every time.
-        let count = |store: &StateStore, all: bool, policy: &crate::policy::Policy| {
+        // The guard's count, taken while validating, is the dry run's count of userName changes.
+        let count = |store: &mut StateStore, all: bool, policy: &crate::policy::Policy| {
+            let rules = RuleOptions { policy: policy.clone().into(), ..RuleOptions::default() };
+            let renames = validate(store, all, &rules, &PolicyScope::default()).unwrap().renames;
             let n = planned_attribute_changes(store, all, policy).unwrap().get("userName").copied().unwrap_or(0);
-            assert_eq!(planned_renames(store, all, policy).unwrap() as u64, n);
+            assert_eq!(renames as u64, n);
             n
         };
-        assert_eq!(count(&store, true, &default), 0, "nothing changed");
+        assert_eq!(count(&mut store, true, &default), 0, "nothing changed");
         // The same body in another key order (an earlier release's text), and one that does not
         // parse: no change either, and the other policy still renames the first.
         let set_body = |store: &mut StateStore, o: &DirObject, body: String| {
@@ -1639,14 +1627,14 @@ mod tests {
         set_body(&mut store, &objects[0], serde_json::Value::Object(reordered).to_string());
         set_body(&mut store, &objects[1], "{".into());
         assert_eq!(planned_attribute_changes(&store, true, &default).unwrap(), BTreeMap::new());
-        assert_eq!(count(&store, true, &default), 0);
-        assert_eq!(count(&store, true, &rewrite), 1, "the reordered body's user");
+        assert_eq!(count(&mut store, true, &default), 0);
+        assert_eq!(count(&mut store, true, &rewrite), 1, "the reordered body's user");
         for o in &objects[..2] {
             set_body(&mut store, o, crate::policy::map::default_user(o, None).to_string());
         }
-        assert_eq!(count(&store, true, &rewrite), 2, "the two users sent, not the third");
+        assert_eq!(count(&mut store, true, &rewrite), 2, "the two users sent, not the third");
         store.mirror_sql(|tx| tx.execute("DELETE FROM dirty", []).map(|_| ())).unwrap();
-        assert_eq!(count(&store, false, &rewrite), 0, "a delta with nothing changed looks at no one");
+        assert_eq!(count(&mut store, false, &rewrite), 0, "a delta with nothing changed looks at no one");
         let one = objects[1].guid.unwrap().to_string();
         let two = objects[2].guid.unwrap().to_string();
         store
@@ -1654,7 +1642,7 @@ mod tests {
                 tx.execute("INSERT INTO dirty (guid) VALUES (?1), (?2)", rusqlite::params![one, two]).map(|_| ())
             })
             .unwrap();
-        assert_eq!(count(&store, false, &rewrite), 1, "the changed user that was sent");
+        assert_eq!(count(&mut store, false, &rewrite), 1, "the changed user that was sent");
     }
 
     fn model_has(model: &Model, id: u8) -> bool {

@@ -407,13 +407,12 @@ impl Run<'_, '_> {
             self.config.sync.max_deletion_percent,
         );
         // The rename guard: userName changes of provisioned users (a changed policy, a mass UPN
-        // change). A dry run reports every attribute's count, a real run its plan's (below).
-        let renaming = if self.options.dry_run {
+        // change), counted by the validation. A dry run reports every attribute's count, a real
+        // run its plan's (below).
+        if self.options.dry_run {
             out.changes_by_attribute = engine::planned_attribute_changes(self.store, all, &rules.policy)?;
-            out.changes_by_attribute.get("userName").copied().unwrap_or(0) as usize
-        } else {
-            engine::planned_renames(self.store, all, &rules.policy)?
-        };
+        }
+        let renaming = verdicts.renames;
         let provisioned_users = self.store.active_users()?;
         let threshold = threshold.or_else(|| {
             engine::rename_threshold(
