@@ -579,7 +579,8 @@ pub fn rename_threshold(
 
 /// What the run's writes would change in the tenant, per SCIM attribute: how many provisioned
 /// users and groups (by the body the tenant was last sent) get another value. Pure mapping over
-/// the objects to look at; `userName` among the users' is what the rename guard counts.
+/// the objects to look at, for a dry run's report (and a stopped real run's); its `userName`
+/// count is [`Verdicts::renames`], which the rename guard reads.
 pub fn planned_attribute_changes(
     store: &StateStore,
     all: bool,
