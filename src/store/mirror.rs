@@ -175,6 +175,8 @@ fn row_to_mirrored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Mirrored> {
 const SELECT: &str = "SELECT guid, kind, dn, data, manager, status FROM dir_objects";
 /// [`SELECT`]'s columns of `dir_objects o` in a join.
 const OBJECT_COLUMNS: &str = "o.guid, o.kind, o.dn, o.data, o.manager, o.status";
+/// The body an object was last sent.
+const SENT_BODY: &str = "SELECT body FROM anchors WHERE guid = ?1 AND body IS NOT NULL";
 
 impl StateStore {
     /// The watermark of the last successful run, whichever DC it was on.
@@ -706,7 +708,7 @@ impl StateStore {
     pub fn bodies_for(&self, guids: &[&str]) -> Result<HashMap<String, serde_json::Value>, StateError> {
         let mut out = HashMap::new();
         let read = |out: &mut HashMap<String, serde_json::Value>| -> rusqlite::Result<()> {
-            let mut stmt = self.conn.prepare_cached("SELECT body FROM anchors WHERE guid = ?1 AND body IS NOT NULL")?;
+            let mut stmt = self.conn.prepare_cached(SENT_BODY)?;
             for guid in guids {
                 let body: Option<String> = stmt.query_row([guid], |r| r.get(0)).optional()?;
                 if let Some(value) = body.and_then(|b| serde_json::from_str(&b).ok()) {
@@ -730,7 +732,7 @@ impl StateStore {
         }
         let body: Option<String> = self
             .conn
-            .prepare_cached("SELECT body FROM anchors WHERE guid = ?1 AND body IS NOT NULL")
+            .prepare_cached(SENT_BODY)
             .and_then(|mut s| s.query_row([guid], |r| r.get(0)).optional())
             .map_err(|e| self.sql(e))?;
         let sent = body.filter(|b| b.starts_with('{')).and_then(|b| serde_json::from_str::<Sent>(&b).ok());
