@@ -67,21 +67,17 @@ impl Anchors {
     }
 
     pub fn get(&self, guid: &str) -> Option<Anchor> {
-        let at = self.rows.binary_search_by(|r| self.guid_of(r).cmp(guid)).ok()?;
-        Some(self.anchor(&self.rows[at]))
+        self.row(guid).map(|r| self.anchor(r))
     }
 
     /// The hash an anchor holds of what was last sent (`None` when the object has no anchor),
     /// read in place, without building the [`Anchor`].
     pub fn hash(&self, guid: &str) -> Option<Option<&str>> {
-        let r = &self.rows[self.rows.binary_search_by(|r| self.guid_of(r).cmp(guid)).ok()?];
-        let len = |l: u32| if l == ABSENT { 0 } else { l as usize };
-        let at = r.start + len(r.guid) + len(r.scim_id) + len(r.dn);
-        Some((r.hash != ABSENT).then(|| &self.text[at..at + r.hash as usize]))
+        self.row(guid).map(|r| self.fields(r)[3])
     }
 
     pub fn contains_key(&self, guid: &str) -> bool {
-        self.rows.binary_search_by(|r| self.guid_of(r).cmp(guid)).is_ok()
+        self.row(guid).is_some()
     }
 
     /// Every anchor, by objectGUID.
@@ -89,24 +85,36 @@ impl Anchors {
         self.rows.iter().map(|r| self.anchor(r))
     }
 
+    fn row(&self, guid: &str) -> Option<&Row> {
+        self.rows.binary_search_by(|r| self.guid_of(r).cmp(guid)).ok().map(|at| &self.rows[at])
+    }
+
     fn guid_of(&self, r: &Row) -> &str {
         &self.text[r.start..r.start + r.guid as usize]
     }
 
-    fn anchor(&self, r: &Row) -> Anchor {
+    /// A row's texts in the arena, in order: guid, SCIM id, DN, hash.
+    fn fields(&self, r: &Row) -> [Option<&str>; 4] {
         let mut at = r.start;
-        let mut next = |len: u32| {
+        [r.guid, r.scim_id, r.dn, r.hash].map(|len| {
             (len != ABSENT).then(|| {
-                let s = self.text[at..at + len as usize].to_owned();
+                let s = &self.text[at..at + len as usize];
                 at += len as usize;
                 s
             })
-        };
-        let guid = next(r.guid).unwrap_or_default();
-        let scim_id = next(r.scim_id);
-        let dn = next(r.dn).unwrap_or_default();
-        let hash = next(r.hash);
-        Anchor { guid, kind: r.kind, scim_id, dn, hash, state: r.state }
+        })
+    }
+
+    fn anchor(&self, r: &Row) -> Anchor {
+        let [guid, scim_id, dn, hash] = self.fields(r).map(|f| f.map(str::to_owned));
+        Anchor {
+            guid: guid.unwrap_or_default(),
+            kind: r.kind,
+            scim_id,
+            dn: dn.unwrap_or_default(),
+            hash,
+            state: r.state,
+        }
     }
 }
 
