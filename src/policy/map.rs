@@ -150,7 +150,7 @@ fn display_name(o: &DirObject) -> Option<Value> {
 }
 
 fn is_active(target: &Target) -> bool {
-    matches!(target, Target::Core { attr, sub: None } if attr == "active")
+    target.is_core("active")
 }
 
 /// An expression's value as a target takes it: text trimmed, and nothing for an empty one;
@@ -226,9 +226,8 @@ pub fn user_name(policy: &Policy, user: &DirObject) -> Result<Option<Json>, MapE
     let UserMapping::Mapped(mappings) = &policy.user else {
         return Ok(default_user_name(user).map(Json::from));
     };
-    let is_user_name = |t: &Target| matches!(t, Target::Core { attr, sub: None } if attr == "userName");
     let mut name = None;
-    for m in mappings.iter().filter(|m| is_user_name(&m.target)) {
+    for m in mappings.iter().filter(|m| m.target.is_core("userName")) {
         match evaluate(m, user) {
             // The last mapping that gives a value, as `assemble` places it.
             Ok(value) => name = value.map(Mapped::into_json).or(name),

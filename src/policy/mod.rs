@@ -113,6 +113,11 @@ const MULTI: [(&str, &[&str]); 8] = [
 const ENTERPRISE: [&str; 5] = ["employeeNumber", "costCenter", "organization", "division", "department"];
 
 impl Target {
+    /// Whether this is the simple core attribute `name` (`userName`, `active`, …).
+    pub fn is_core(&self, name: &str) -> bool {
+        matches!(self, Target::Core { attr, sub: None } if attr == name)
+    }
+
     /// Parses a target as written in a policy; the error says what is accepted.
     pub fn parse(text: &str) -> Result<Target, String> {
         let exact =

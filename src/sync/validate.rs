@@ -442,7 +442,7 @@ pub fn mapped_keys(policy: &Policy, user: &DirObject) -> Option<[Option<String>;
         return None;
     }
     // Only the mappings the keys read (the rules evaluate every mapping already).
-    let is_key = |t: &Target| is_email(t) || matches!(t, Target::Core { attr, sub: None } if attr == "userName");
+    let is_key = |t: &Target| is_email(t) || t.is_core("userName");
     Some(keys_of(&crate::policy::map::values_where(policy, user, is_key), user))
 }
 
