@@ -57,6 +57,8 @@ pub struct StateStore {
     pub(super) first_own_run: Option<i64>,
     /// The schema of the file (a read-only store may be older than [`SCHEMA_VERSION`]).
     pub(super) schema: i64,
+    /// Between [`StateStore::begin_dry_run`] and [`StateStore::end_dry_run`].
+    dry_run: bool,
 }
 
 impl std::fmt::Debug for StateStore {
@@ -112,7 +114,15 @@ impl StateStore {
         tx.commit().map_err(sql)?;
         conn.execute_batch(TEMP_TABLES).map_err(sql)?;
 
-        Ok(StateStore { conn, _lock: Some(lock), loose, path: display, first_own_run: None, schema: SCHEMA_VERSION })
+        Ok(StateStore {
+            conn,
+            _lock: Some(lock),
+            loose,
+            path: display,
+            first_own_run: None,
+            schema: SCHEMA_VERSION,
+            dry_run: false,
+        })
     }
 
     /// A second connection to this store's file, for the run's writer: the applier commits its
@@ -138,6 +148,7 @@ impl StateStore {
             path: self.path.clone(),
             first_own_run: self.first_own_run,
             schema: self.schema,
+            dry_run: false,
         })
     }
 
@@ -160,7 +171,15 @@ impl StateStore {
         let Some(schema) = check_version(&conn, &display)? else {
             return Ok(None);
         };
-        Ok(Some(StateStore { conn, _lock: None, loose: Vec::new(), path: display, first_own_run: None, schema }))
+        Ok(Some(StateStore {
+            conn,
+            _lock: None,
+            loose: Vec::new(),
+            path: display,
+            first_own_run: None,
+            schema,
+            dry_run: false,
+        }))
     }
 
     /// The folder of the store's files (private to their owner): where a run's scratch files go.
@@ -172,27 +191,37 @@ impl StateStore {
         StateError::Sqlite { path: self.path.clone(), source }
     }
 
-    /// One savepoint (nested inside a dry run's): all of `f` or none of it.
+    /// One savepoint: all of `f` or none of it. Inside a dry run, `f` runs in the dry run's
+    /// savepoint, which is rolled back whole: a savepoint nested in it would copy every page `f`
+    /// changes into SQLite's sub-journal (a temporary file) for nothing. A dry run that fails
+    /// half-way is rolled back whole too, with the error.
     pub(crate) fn mirror_sql<T>(
         &mut self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StateError> {
-        let result = (|| {
-            let sp = self.conn.savepoint()?;
-            let out = f(&sp)?;
-            sp.commit()?;
-            Ok(out)
-        })();
+        let result = if self.dry_run {
+            f(&self.conn)
+        } else {
+            (|| {
+                let sp = self.conn.savepoint()?;
+                let out = f(&sp)?;
+                sp.commit()?;
+                Ok(out)
+            })()
+        };
         result.map_err(|e| self.sql(e))
     }
 
     /// A dry run works in a savepoint that [`StateStore::end_dry_run`] rolls back: it runs the
     /// same engine, and leaves the mirror, the dirty set and the watermark as they were.
     pub fn begin_dry_run(&mut self) -> Result<(), StateError> {
-        self.conn.execute_batch("SAVEPOINT dry_run").map_err(|e| self.sql(e))
+        self.conn.execute_batch("SAVEPOINT dry_run").map_err(|e| self.sql(e))?;
+        self.dry_run = true;
+        Ok(())
     }
 
     pub fn end_dry_run(&mut self) -> Result<(), StateError> {
+        self.dry_run = false;
         self.conn.execute_batch("ROLLBACK TO dry_run; RELEASE dry_run").map_err(|e| self.sql(e))
     }
 
