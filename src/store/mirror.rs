@@ -92,6 +92,23 @@ pub struct Mirrored {
     pub manager: Option<String>,
     /// Users: the last validation's verdict (`None` before the first).
     pub valid: Option<bool>,
+    /// The row's place in the table (SQLite's rowid): where a full pass's page ends.
+    row: i64,
+}
+
+impl Mirrored {
+    /// Where the next [`StateStore::work_page`] starts when this object ends a page.
+    pub fn page_end(&self) -> PageEnd {
+        PageEnd { row: self.row, guid: self.guid.clone() }
+    }
+}
+
+/// Where a [`StateStore::work_page`] starts: after the object that ended the page before
+/// ([`Mirrored::page_end`]); `PageEnd::default()` for the first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageEnd {
+    row: i64,
+    guid: String,
 }
 
 /// The watermark of the last successful run against one DC.
@@ -169,12 +186,12 @@ fn row_to_mirrored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Mirrored> {
         extra: a.extra.into_owned(),
         ..DirObject::default()
     };
-    Ok(Mirrored { guid, object, manager: r.get(4)?, valid })
+    Ok(Mirrored { guid, object, manager: r.get(4)?, valid, row: r.get(6)? })
 }
 
-const SELECT: &str = "SELECT guid, kind, dn, data, manager, status FROM dir_objects";
+const SELECT: &str = "SELECT guid, kind, dn, data, manager, status, rowid FROM dir_objects";
 /// [`SELECT`]'s columns of `dir_objects o` in a join.
-const OBJECT_COLUMNS: &str = "o.guid, o.kind, o.dn, o.data, o.manager, o.status";
+const OBJECT_COLUMNS: &str = "o.guid, o.kind, o.dn, o.data, o.manager, o.status, o.rowid";
 /// The body an object was last sent.
 const SENT_BODY: &str = "SELECT body FROM anchors WHERE guid = ?1 AND body IS NOT NULL";
 
@@ -488,21 +505,27 @@ impl StateStore {
     }
 
     /// The objects to look at, `kind` only, in pages: `all` (a full sync) or the dirty ones.
+    ///
+    /// All of them are read in the table's order, each page of the file once: in objectGUID
+    /// order (the index's), every row was a look-up of its own in a table larger than the page
+    /// cache, and a full sync read the file about once per object. The dirty ones (few) are read
+    /// in their objectGUID order.
     pub fn work_page(
         &self,
         kind: ObjectKind,
         all: bool,
-        after: &str,
+        after: &PageEnd,
         limit: usize,
     ) -> Result<Vec<Mirrored>, StateError> {
-        let sql = if all {
-            format!("{SELECT} WHERE kind = ?1 AND guid > ?2 ORDER BY guid LIMIT ?3")
+        let (sql, after): (String, &dyn rusqlite::ToSql) = if all {
+            (format!("{SELECT} WHERE kind = ?1 AND rowid > ?2 ORDER BY rowid LIMIT ?3"), &after.row)
         } else {
             // Driven by the (small) dirty set, not by a scan of the mirror.
-            format!(
+            let sql = format!(
                 "SELECT {OBJECT_COLUMNS} FROM dirty d CROSS JOIN dir_objects o
                    ON o.guid = d.guid WHERE o.kind = ?1 AND d.guid > ?2 ORDER BY d.guid LIMIT ?3"
-            )
+            );
+            (sql, &after.guid)
         };
         let read = || -> rusqlite::Result<Vec<Mirrored>> {
             let mut stmt = self.conn.prepare_cached(&sql)?;
@@ -519,9 +542,10 @@ impl StateStore {
         &self,
         kind: ObjectKind,
         all: bool,
-        after: &str,
+        after: &PageEnd,
         limit: usize,
     ) -> Result<Vec<(Mirrored, String)>, StateError> {
+        // Driven by the anchors (in their objectGUID order, [`PageEnd`]'s), not by the mirror.
         let columns = format!("{OBJECT_COLUMNS}, a.body");
         let sql = if all {
             format!(
@@ -534,10 +558,11 @@ impl StateStore {
                   WHERE o.kind = ?1 AND a.body IS NOT NULL AND d.guid > ?2 ORDER BY d.guid LIMIT ?3"
             )
         };
+        let after = &after.guid;
         let read = || -> rusqlite::Result<Vec<(Mirrored, String)>> {
             let mut stmt = self.conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(params![kind_text(kind), after, limit as i64], |r| {
-                Ok((row_to_mirrored(r)?, row_text(r, 6)?.to_owned()))
+                Ok((row_to_mirrored(r)?, row_text(r, 7)?.to_owned()))
             })?;
             rows.collect()
         };
@@ -995,6 +1020,38 @@ mod scope_tests {
         // The same objectGUID twice in one read, the second as the first: the second is refused.
         let again = full(&mut store, &[object(3, ObjectKind::User, &[]), object(3, ObjectKind::User, &[])], 6);
         assert_eq!(again, [1]);
+    }
+
+    /// A full pass reads every object of a kind once, in the table's order (the order written,
+    /// not the objectGUIDs'), whatever the page size; a delta's pass reads the dirty ones once, in
+    /// objectGUID order. Groups and users are interleaved in the table.
+    #[test]
+    fn work_pages_read_each_object_once_in_table_order_and_the_dirty_ones_in_guid_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(&dir.path().join("state.db"), "2026-05-01T10:00:00Z").unwrap();
+        let written = [9u8, 3, 40, 7, 1, 30, 5, 2, 20, 8];
+        let kind = |id: u8| if id >= 20 { ObjectKind::Group } else { ObjectKind::User };
+        let objects: Vec<DirObject> = written.iter().map(|&id| object(id, kind(id), &[])).collect();
+        store.mirror_put(&objects, 1, false, &directory_keys).unwrap();
+        store.mirror_sql(|tx| [8u8, 1, 40, 5].iter().try_for_each(|&id| mark_dirty(tx, &guid(id)))).unwrap();
+        let pass = |k: ObjectKind, all: bool, limit: usize| {
+            let (mut seen, mut after) = (Vec::new(), PageEnd::default());
+            loop {
+                let page = store.work_page(k, all, &after, limit).unwrap();
+                let Some(last) = page.last() else { break };
+                assert!(page.len() <= limit);
+                after = last.page_end();
+                seen.extend(page.iter().map(|m| m.guid.clone()));
+            }
+            seen
+        };
+        let ids = |ids: &[u8]| ids.iter().map(|&id| guid(id)).collect::<Vec<_>>();
+        for limit in [1, 2, 3, 500] {
+            assert_eq!(pass(ObjectKind::User, true, limit), ids(&[9, 3, 7, 1, 5, 2, 8]), "limit {limit}");
+            assert_eq!(pass(ObjectKind::Group, true, limit), ids(&[40, 30, 20]), "limit {limit}");
+            assert_eq!(pass(ObjectKind::User, false, limit), ids(&[1, 5, 8]), "limit {limit}");
+            assert_eq!(pass(ObjectKind::Group, false, limit), ids(&[40]), "limit {limit}");
+        }
     }
 
     #[test]

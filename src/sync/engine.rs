@@ -22,7 +22,7 @@ use crate::directory::{
 };
 use crate::error::{AppError, ErrorKind, Result};
 use crate::store::{self, StateStore};
-use crate::store::{Mirrored, Watermark};
+use crate::store::{Mirrored, PageEnd, Watermark};
 use crate::sync::apply::{Applier, Ids};
 
 /// Objects read from the store, validated and planned together.
@@ -588,11 +588,11 @@ pub fn planned_attribute_changes(
 ) -> Result<BTreeMap<String, u64>> {
     let mut changes: BTreeMap<String, u64> = BTreeMap::new();
     for kind in [ObjectKind::User, ObjectKind::Group] {
-        let mut after = String::new();
+        let mut after = PageEnd::default();
         loop {
             let page = store.bodied_page(kind, all, &after, PAGE)?;
             let Some((last, _)) = page.last() else { break };
-            after = last.guid.clone();
+            after = last.page_end();
             for (m, old) in page.iter().filter(|(m, _)| m.valid != Some(false)) {
                 let new = match kind {
                     ObjectKind::Group => crate::policy::map::group(policy, &m.object),
@@ -631,11 +631,11 @@ pub fn validate(store: &mut StateStore, all: bool, rules: &RuleOptions, scope: &
     // All users: one pass finds the shared values; a few users: one indexed look-up each.
     let shared = if all { Some(store.shared_keys()?) } else { None };
     for kind in [ObjectKind::User, ObjectKind::Group] {
-        let mut after = String::new();
+        let mut after = PageEnd::default();
         loop {
             let page = store.work_page(kind, all, &after, PAGE)?;
             let Some(last) = page.last() else { break };
-            after = last.guid.clone();
+            after = last.page_end();
             let mut found = Vec::with_capacity(page.len());
             let mut out = Vec::new();
             for m in &page {
@@ -753,11 +753,11 @@ impl<'a, 'c> Engine<'a, 'c> {
     }
 }
 
-/// Where a pass over the objects of one kind is: the last objectGUID planned from, whether the
+/// Where a pass over the objects of one kind is: the end of the last page planned, whether the
 /// pages are done, and how many objects were deferred and done.
 #[derive(Default)]
 struct Cursor {
-    after: String,
+    after: PageEnd,
     end: bool,
     deferred: usize,
     progressed: usize,
@@ -814,7 +814,7 @@ impl Planner<'_> {
             cursor.end = true;
             return Ok(());
         };
-        cursor.after = last.guid.clone();
+        cursor.after = last.page_end();
         let mut wanted = Vec::with_capacity(page.len());
         let mut held = Vec::new();
         for m in &page {
@@ -1372,7 +1372,7 @@ mod tests {
         let anchors = plan::Anchors::default();
         let mut out = BTreeMap::new();
         for kind in [ObjectKind::User, ObjectKind::Group] {
-            for m in store.work_page(kind, true, "", 10_000).unwrap() {
+            for m in store.work_page(kind, true, &PageEnd::default(), 10_000).unwrap() {
                 let id = |g: &str| Some(g.to_owned());
                 let form =
                     match want(store, &crate::policy::Policy::default_policy(), &m, &anchors, &id, false).unwrap() {

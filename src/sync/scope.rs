@@ -15,7 +15,7 @@ use crate::directory::{
 use crate::error::{AppError, Result};
 use crate::output::Warning;
 use crate::policy::scoping::{Exclusion, GroupOptions, GroupRef, MemberMode, Scoping};
-use crate::store::{StateError, StateStore};
+use crate::store::{PageEnd, StateError, StateStore};
 
 /// Reads the objects of `query` in `scope`, streaming them into `each`.
 pub async fn read_scope(
@@ -476,11 +476,11 @@ pub fn policy_changes(store: &StateStore, before: &PolicyScope, after: &PolicySc
     let (old, new) = (before.read(store)?, after.read(store)?);
     let mut changes = ScopeChanges::default();
     for kind in [ObjectKind::User, ObjectKind::Group] {
-        let mut from = String::new();
+        let mut from = PageEnd::default();
         loop {
             let page = store.work_page(kind, true, &from, 500)?;
             let Some(last) = page.last() else { break };
-            from = last.guid.clone();
+            from = last.page_end();
             for m in &page {
                 let was = old.exclusion(&m.guid, &m.object).is_none();
                 let is = new.exclusion(&m.guid, &m.object).is_none();
