@@ -263,9 +263,10 @@ impl StateStore {
     /// in the same run already holds (a corrupt export): they are not written, and the first
     /// holder's row stays as it was, so the caller can quarantine every holder.
     ///
-    /// `keys` gives an object's duplicate keys under the run's policy: the key columns hold what
+    /// `keys` gives a user's duplicate keys under the run's policy: the key columns hold what
     /// the policy's duplicate rules compare, so that finding the holders of a key is one indexed
-    /// query whatever the policy (a changed policy re-reads, and so re-keys, every object).
+    /// query whatever the policy (a changed policy re-reads, and so re-keys, every object). A
+    /// group has none: no rule compares groups, and the key indexes then hold users only.
     pub fn mirror_put(
         &mut self,
         objects: &[DirObject],
@@ -293,7 +294,7 @@ impl StateStore {
             let mut again = Vec::new();
             for (position, o) in objects.iter().enumerate() {
                 let Some(guid) = o.guid.map(|g| g.to_string()) else { continue };
-                let keys = keys(o);
+                let keys = if o.kind == ObjectKind::User { keys(o) } else { Default::default() };
                 if delta {
                     mark_dirty(tx, &guid)?;
                     let old: Option<[Option<String>; 3]> = tx
@@ -619,16 +620,16 @@ impl StateStore {
         read().map_err(|e| self.sql(e))
     }
 
-    /// Per duplicate rule, the values more than one user holds.
+    /// Per duplicate rule, the values more than one user holds, read from the key's index alone
+    /// (only users have keys, see [`StateStore::mirror_put`]; a row written by an older release
+    /// may still give a group one, which only costs the caller a look-up: it checks holders with
+    /// [`StateStore::holders`], which counts users).
     pub fn shared_keys(&self) -> Result<[BTreeSet<String>; 3], StateError> {
         let mut out: [BTreeSet<String>; 3] = Default::default();
         for (slot, column) in KEY_COLUMNS.iter().enumerate() {
             out[slot] = self
                 .query_strings(
-                    &format!(
-                        "SELECT {column} FROM dir_objects WHERE kind = 'user' AND {column} IS NOT NULL
-                         GROUP BY {column} HAVING COUNT(*) > 1"
-                    ),
+                    &format!("SELECT {column} FROM dir_objects WHERE {column} IS NOT NULL GROUP BY {column} HAVING COUNT(*) > 1"),
                     [],
                 )?
                 .into_iter()
@@ -1020,6 +1021,29 @@ mod scope_tests {
         // The same objectGUID twice in one read, the second as the first: the second is refused.
         let again = full(&mut store, &[object(3, ObjectKind::User, &[]), object(3, ObjectKind::User, &[])], 6);
         assert_eq!(again, [1]);
+    }
+
+    /// Only users have duplicate keys: a group holding a user's sAMAccountName or mail shares
+    /// nothing with that user, and two users holding one value do.
+    #[test]
+    fn only_users_have_duplicate_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(&dir.path().join("state.db"), "2026-05-01T10:00:00Z").unwrap();
+        let with = |id: u8, kind: ObjectKind, sam: &str, mail: &str| DirObject {
+            sam_account_name: Some(sam.into()),
+            mail: Some(mail.into()),
+            ..object(id, kind, &[])
+        };
+        let objects = [
+            with(1, ObjectKind::User, "ann", "a@x"),
+            with(2, ObjectKind::Group, "ann", "a@x"),
+            with(3, ObjectKind::User, "bob", "team@x"),
+            with(4, ObjectKind::User, "cy", "team@x"),
+        ];
+        store.mirror_put(&objects, 1, false, &directory_keys).unwrap();
+        let [mail, _, sam] = store.shared_keys().unwrap();
+        assert_eq!((mail.into_iter().collect::<Vec<_>>(), sam.len()), (vec!["team@x".to_owned()], 0));
+        assert_eq!(store.holders(0, "a@x", &guid(1), 10).unwrap(), (vec![], 0));
     }
 
     /// A full pass reads every object of a kind once, in the table's order (the order written,

@@ -58,7 +58,7 @@ CREATE TABLE IF NOT EXISTS dir_objects (
     dn_key   TEXT NOT NULL,
     -- the attributes read (JSON; no secrets: AD never returns any)
     data     TEXT NOT NULL,
-    -- the values the duplicate rules compare (trimmed, lower case)
+    -- users: the values the duplicate rules compare (trimmed, lower case); groups have none
     mail_key TEXT,
     upn_key  TEXT,
     sam_key  TEXT,
