@@ -45,6 +45,11 @@ pub struct LooseFile {
     pub fixed: bool,
 }
 
+/// SQLite's page cache per connection, in KiB: its default.
+const DEFAULT_CACHE_KIB: i64 = 2000;
+/// The page cache of a dry run, in KiB (see [`StateStore::begin_dry_run`]).
+const DRY_RUN_CACHE_KIB: i64 = 16 * 1024;
+
 /// The open state database. Dropping it closes the connection first, then releases the lock.
 pub struct StateStore {
     pub(crate) conn: Connection,
@@ -214,15 +219,22 @@ impl StateStore {
 
     /// A dry run works in a savepoint that [`StateStore::end_dry_run`] rolls back: it runs the
     /// same engine, and leaves the mirror, the dirty set and the watermark as they were.
+    ///
+    /// Nothing it changes is ever committed, so a page it changed that leaves SQLite's page cache
+    /// is written to the WAL and read back when needed again: with the default 2 MB cache, a
+    /// 10k-user dry run read the WAL ~30,000 times. It runs with a cache of up to
+    /// [`DRY_RUN_CACHE_KIB`] (allocated only as pages are used), which holds a 10k-user mirror.
     pub fn begin_dry_run(&mut self) -> Result<(), StateError> {
         self.conn.execute_batch("SAVEPOINT dry_run").map_err(|e| self.sql(e))?;
+        self.conn.pragma_update(None, "cache_size", -DRY_RUN_CACHE_KIB).map_err(|e| self.sql(e))?;
         self.dry_run = true;
         Ok(())
     }
 
     pub fn end_dry_run(&mut self) -> Result<(), StateError> {
         self.dry_run = false;
-        self.conn.execute_batch("ROLLBACK TO dry_run; RELEASE dry_run").map_err(|e| self.sql(e))
+        self.conn.execute_batch("ROLLBACK TO dry_run; RELEASE dry_run").map_err(|e| self.sql(e))?;
+        self.conn.pragma_update(None, "cache_size", -DEFAULT_CACHE_KIB).map_err(|e| self.sql(e))
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
