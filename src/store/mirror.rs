@@ -936,11 +936,16 @@ mod scope_tests {
         }
     }
 
+    fn empty() -> (tempfile::TempDir, StateStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(&dir.path().join("state.db"), "2026-05-01T10:00:00Z").unwrap();
+        (dir, store)
+    }
+
     /// Users 1..=5; groups: 10 = {1, 11}, 11 = {2, 12}, 12 = {3, 10} (a cycle 10 → 11 → 12 → 10),
     /// 13 = {4}, 14 = {13} (13 is not synced: status `out`).
     fn mirror() -> (tempfile::TempDir, StateStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = StateStore::open(&dir.path().join("state.db"), "2026-05-01T10:00:00Z").unwrap();
+        let (dir, mut store) = empty();
         let mut objects: Vec<DirObject> = (1..=5).map(|u| object(u, ObjectKind::User, &[])).collect();
         for (g, members) in [(10, &[1, 11][..]), (11, &[2, 12]), (12, &[3, 10]), (13, &[4]), (14, &[13])] {
             objects.push(object(g, ObjectKind::Group, members));
@@ -1027,8 +1032,7 @@ mod scope_tests {
     /// nothing with that user, and two users holding one value do.
     #[test]
     fn only_users_have_duplicate_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = StateStore::open(&dir.path().join("state.db"), "2026-05-01T10:00:00Z").unwrap();
+        let (_dir, mut store) = empty();
         let with = |id: u8, kind: ObjectKind, sam: &str, mail: &str| DirObject {
             sam_account_name: Some(sam.into()),
             mail: Some(mail.into()),
@@ -1051,8 +1055,7 @@ mod scope_tests {
     /// objectGUID order. Groups and users are interleaved in the table.
     #[test]
     fn work_pages_read_each_object_once_in_table_order_and_the_dirty_ones_in_guid_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = StateStore::open(&dir.path().join("state.db"), "2026-05-01T10:00:00Z").unwrap();
+        let (_dir, mut store) = empty();
         let written = [9u8, 3, 40, 7, 1, 30, 5, 2, 20, 8];
         let kind = |id: u8| if id >= 20 { ObjectKind::Group } else { ObjectKind::User };
         let objects: Vec<DirObject> = written.iter().map(|&id| object(id, kind(id), &[])).collect();

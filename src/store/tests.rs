@@ -766,20 +766,20 @@ fn killed_writer_leaves_a_consistent_store() {
 fn a_dry_run_has_a_bigger_cache_and_leaves_nothing_behind() {
     let (_dir, _path, mut store) = store();
     let cache = |store: &StateStore| -> i64 { store.conn.query_row("PRAGMA cache_size", [], |r| r.get(0)).unwrap() };
+    let dirty =
+        |store: &StateStore| -> i64 { store.conn.query_row("SELECT COUNT(*) FROM dirty", [], |r| r.get(0)).unwrap() };
     let default = cache(&store);
     store.begin_dry_run().unwrap();
     assert!(-cache(&store) > -default * 4, "{} against {default}", cache(&store));
     store.mirror_sql(|tx| tx.execute_batch("INSERT INTO dirty (guid) VALUES ('u1')")).unwrap();
     store.end_dry_run().unwrap();
     assert_eq!(cache(&store), default);
-    let dirty: i64 = store.conn.query_row("SELECT COUNT(*) FROM dirty", [], |r| r.get(0)).unwrap();
-    assert_eq!(dirty, 0);
+    assert_eq!(dirty(&store), 0);
     // Outside a dry run, a failing call leaves nothing of itself.
     let failed = store.mirror_sql(|tx| {
         tx.execute_batch("INSERT INTO dirty (guid) VALUES ('u2')")?;
         tx.execute_batch("INSERT INTO no_such_table VALUES (1)")
     });
     assert!(failed.is_err());
-    let dirty: i64 = store.conn.query_row("SELECT COUNT(*) FROM dirty", [], |r| r.get(0)).unwrap();
-    assert_eq!(dirty, 0);
+    assert_eq!(dirty(&store), 0);
 }
