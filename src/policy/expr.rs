@@ -65,9 +65,17 @@ impl fmt::Display for Value {
 /// Whether an attribute's values are within the sizes the evaluator accepts for a value (at a
 /// limit, evaluating the attribute names the error).
 pub fn within_limits(values: &Values) -> bool {
-    values.len() <= MAX_LIST_ITEMS
-        && values.iter().all(|v| v.len() <= MAX_TEXT_BYTES)
-        && values.iter().map(|v| v.len() + 1).sum::<usize>() <= MAX_LIST_BYTES
+    if values.len() > MAX_LIST_ITEMS {
+        return false;
+    }
+    let mut total = 0;
+    for v in values.iter() {
+        if v.len() > MAX_TEXT_BYTES {
+            return false;
+        }
+        total += v.len() + 1;
+    }
+    total <= MAX_LIST_BYTES
 }
 
 /// Where an expression reads directory attributes from.

@@ -11,8 +11,8 @@ use serde_json::{Map, Value as Json, json};
 
 use super::expr::{Attributes, MAX_TEXT_BYTES, Value, Values, within_limits};
 use super::{
-    DEFAULT_ACTIVE, DEFAULT_DISPLAY_NAME, ENTERPRISE, ENTERPRISE_SCHEMA, GROUP_SCHEMA, Mapping, Policy, Target,
-    USER_SCHEMA, UserMapping,
+    DEFAULT_ACTIVE, DEFAULT_DISPLAY_NAME, ENTERPRISE_SCHEMA, GROUP_SCHEMA, Mapping, Policy, Target, USER_SCHEMA,
+    UserMapping,
 };
 use crate::directory::DirObject;
 
@@ -79,17 +79,17 @@ impl MappedValue<'_, '_> {
 /// Every mapping of the policy evaluated for `user` (Default's written as expressions, which give
 /// Default's values), in the policy's order.
 pub fn user_values<'a, 'o>(policy: &'a Policy, user: &'o DirObject) -> Vec<MappedValue<'a, 'o>> {
-    values_where(policy, user, |_| true)
+    values_where(policy, user, |_| true).collect()
 }
 
-/// The mappings of the policy whose target `wanted` takes, evaluated for `user`.
+/// The mappings of the policy that `wanted` takes, evaluated for `user` as they are iterated.
 pub fn values_where<'a, 'o>(
     policy: &'a Policy,
     user: &'o DirObject,
-    wanted: impl Fn(&Target) -> bool,
-) -> Vec<MappedValue<'a, 'o>> {
-    let mappings = policy.user_mappings().iter().filter(|m| wanted(&m.target));
-    mappings.map(|mapping| MappedValue { mapping, value: evaluate(mapping, user) }).collect()
+    wanted: impl Fn(&Mapping) -> bool,
+) -> impl Iterator<Item = MappedValue<'a, 'o>> {
+    let mappings = policy.user_mappings().iter().filter(move |m| wanted(m));
+    mappings.map(|mapping| MappedValue { mapping, value: evaluate(mapping, user) })
 }
 
 /// Default's expressions that are not one attribute, computed by fixed code (the same value): a
@@ -116,24 +116,24 @@ impl Shortcut {
 fn evaluate<'o>(m: &Mapping, o: &'o DirObject) -> Result<Option<Mapped<'o>>, String> {
     // Most mappings read one attribute as it is: its values, without the interpreter.
     if let Some(name) = m.expr.single_attribute()
-        && !is_active(&m.target)
+        && !m.role.active
     {
         let values = o.text_values(name);
         if within_limits(&values) {
-            return Ok(one_text(&m.target, values.iter_held())?.map(Mapped::Text));
+            return Ok(one_text(m, values.iter_held())?.map(Mapped::Text));
         }
     }
     match m.shortcut {
-        Some(Shortcut::Active) => return to_mapped(&m.target, Value::Bool(!o.is_disabled())),
+        Some(Shortcut::Active) => return to_mapped(m, Value::Bool(!o.is_disabled())),
         Some(Shortcut::DisplayName) => {
             if let Some(value) = display_name(o) {
-                return to_mapped(&m.target, value);
+                return to_mapped(m, value);
             }
         }
         None => {}
     }
     // Anything else, and values at a size limit (the interpreter names the error).
-    m.expr.eval(o).map_err(|e| e.message).and_then(|v| to_mapped(&m.target, v))
+    m.expr.eval(o).map_err(|e| e.message).and_then(|v| to_mapped(m, v))
 }
 
 /// [`DEFAULT_DISPLAY_NAME`]'s value, or `None` when a name is long enough to near a size limit.
@@ -149,14 +149,10 @@ fn display_name(o: &DirObject) -> Option<Value> {
     Some(if parts.is_empty() { Value::Null } else { Value::Text(parts.join(" ")) })
 }
 
-fn is_active(target: &Target) -> bool {
-    target.is_core("active")
-}
-
 /// An expression's value as a target takes it: text trimmed, and nothing for an empty one;
 /// `active` takes a boolean; a list is one value at most.
-fn to_mapped(target: &Target, value: Value) -> Result<Option<Mapped<'static>>, String> {
-    let is_active = is_active(target);
+fn to_mapped(m: &Mapping, value: Value) -> Result<Option<Mapped<'static>>, String> {
+    let is_active = m.role.active;
     match value {
         Value::Null => Ok(None),
         Value::Bool(b) if is_active => Ok(Some(Mapped::Bool(b))),
@@ -167,16 +163,16 @@ fn to_mapped(target: &Target, value: Value) -> Result<Option<Mapped<'static>>, S
             _ => Err(format!("active takes true or false, not {t:?}")),
         },
         _ if is_active => Err(format!("active takes true or false, not {value}")),
-        Value::Text(t) => Ok(one_text(target, std::iter::once(Cow::Owned(t)))?.map(Mapped::Text)),
+        Value::Text(t) => Ok(one_text(m, std::iter::once(Cow::Owned(t)))?.map(Mapped::Text)),
         Value::Bool(b) => Ok(Some(Mapped::Text(Cow::Owned(b.to_string())))),
         Value::Int(n) => Ok(Some(Mapped::Text(Cow::Owned(n.to_string())))),
-        Value::List(items) => Ok(one_text(target, items.into_iter().map(Cow::Owned))?.map(Mapped::Text)),
+        Value::List(items) => Ok(one_text(m, items.into_iter().map(Cow::Owned))?.map(Mapped::Text)),
     }
 }
 
 /// Texts as the one value a target takes: each trimmed, empty ones left out; none is nothing,
 /// more than one an error.
-fn one_text<'v>(target: &Target, texts: impl Iterator<Item = Cow<'v, str>>) -> Result<Option<Cow<'v, str>>, String> {
+fn one_text<'v>(m: &Mapping, texts: impl Iterator<Item = Cow<'v, str>>) -> Result<Option<Cow<'v, str>>, String> {
     let mut present = texts.map(trimmed).filter(|t| !t.is_empty());
     let Some(first) = present.next() else { return Ok(None) };
     match present.count() {
@@ -184,7 +180,7 @@ fn one_text<'v>(target: &Target, texts: impl Iterator<Item = Cow<'v, str>>) -> R
         more => Err(format!(
             "the expression gives {} values and {} takes one (pick one with Item(…, 1), PrimarySmtp or Join)",
             more + 1,
-            target.name()
+            m.name
         )),
     }
 }
@@ -207,7 +203,7 @@ pub fn user(policy: &Policy, user: &DirObject, manager_id: Option<&str>) -> Resu
             let mut values = Vec::with_capacity(mappings.len());
             for m in mappings {
                 match evaluate(m, user) {
-                    Ok(Some(value)) => values.push((&m.target, value.into_json())),
+                    Ok(Some(value)) => values.push((m, value.into_json())),
                     Ok(None) => {}
                     Err(message) => {
                         return Err(MapError { target: m.name.clone(), source: m.expr.source().to_owned(), message });
@@ -239,6 +235,11 @@ pub fn user_name(policy: &Policy, user: &DirObject) -> Result<Option<Json>, MapE
     Ok(name)
 }
 
+/// A core attribute's place in [`CORE_ORDER`].
+pub(super) fn core_place(attr: &str) -> Option<usize> {
+    CORE_ORDER.iter().position(|a| *a == attr)
+}
+
 /// Core attributes in the order a resource lists them (Default's order first).
 const CORE_ORDER: [&str; 19] = [
     "userName",
@@ -265,21 +266,21 @@ const NAME_ORDER: [&str; 6] =
     ["formatted", "givenName", "familyName", "middleName", "honorificPrefix", "honorificSuffix"];
 
 /// The resource from the mappings' values (those that gave one), in the canonical order.
-fn assemble(user: &DirObject, values: Vec<(&Target, Json)>, manager_id: Option<&str>) -> Json {
+fn assemble(user: &DirObject, values: Vec<(&Mapping, Json)>, manager_id: Option<&str>) -> Json {
     let mut body = Map::new();
     body.insert("externalId".into(), json!(user.guid.map(|g| g.to_string())));
     // Core values grouped by their attribute's place in CORE_ORDER (stable: the policy's order
     // within one attribute), extension values apart.
     let mut core: Vec<(usize, &Target, Json)> = Vec::with_capacity(values.len());
-    let mut extension: Vec<(&str, &str, Json)> = Vec::new();
-    for (target, value) in values {
-        match target {
-            Target::Core { attr, .. } | Target::Multi { attr, .. } => {
-                if let Some(place) = CORE_ORDER.iter().position(|a| a == attr) {
-                    core.push((place, target, value));
+    let mut extension: Vec<(usize, &str, &str, Json)> = Vec::new();
+    for (m, value) in values {
+        match &m.target {
+            target @ (Target::Core { .. } | Target::Multi { .. }) => {
+                if m.role.place < CORE_ORDER.len() {
+                    core.push((m.role.place, target, value));
                 }
             }
-            Target::Extension { schema, attr } => extension.push((schema, attr, value)),
+            Target::Extension { schema, attr } => extension.push((m.role.place, schema, attr, value)),
         }
     }
     core.sort_by_key(|(place, ..)| *place);
@@ -290,16 +291,16 @@ fn assemble(user: &DirObject, values: Vec<(&Target, Json)>, manager_id: Option<&
         }
     }
     let mut schemas = vec![json!(USER_SCHEMA)];
-    let mut extensions: Vec<&str> = extension.iter().map(|(schema, ..)| *schema).collect();
+    let mut extensions: Vec<&str> = extension.iter().map(|(_, schema, ..)| *schema).collect();
     if manager_id.is_some() {
         extensions.push(ENTERPRISE_SCHEMA);
     }
     extensions.sort_by_key(|s| (*s != ENTERPRISE_SCHEMA, *s));
     extensions.dedup();
-    extension.sort_by_key(|(_, attr, _)| (ENTERPRISE.iter().position(|e| e == attr).unwrap_or(usize::MAX), *attr));
+    extension.sort_by_key(|(place, _, attr, _)| (*place, *attr));
     for schema in extensions {
         let mut ext = Map::new();
-        for (_, attr, value) in extension.iter_mut().filter(|(s, ..)| *s == schema) {
+        for (_, _, attr, value) in extension.iter_mut().filter(|(_, s, ..)| *s == schema) {
             ext.insert((*attr).to_owned(), std::mem::take(value));
         }
         if schema == ENTERPRISE_SCHEMA
@@ -488,7 +489,7 @@ mod tests {
             for attribute in ["extensionAttribute1", "title", "dn", "userAccountControl", "missing"] {
                 let target = Target::parse(target).unwrap();
                 let mapping = Mapping::parse(target, &format!("[{attribute}]"), "test").unwrap();
-                let interpreted = mapping.expr.eval(&user).map_err(|e| e.message).and_then(|v| to_mapped(&mapping.target, v));
+                let interpreted = mapping.expr.eval(&user).map_err(|e| e.message).and_then(|v| to_mapped(&mapping, v));
                 prop_assert_eq!(evaluate(&mapping, &user), interpreted, "[{}]", attribute);
             }
         }
@@ -512,7 +513,7 @@ mod tests {
             };
             for (_, source) in crate::policy::DEFAULT_USER_MAPPING {
                 let mapping = Mapping::parse(Target::parse(target).unwrap(), source, "test").unwrap();
-                let interpreted = mapping.expr.eval(&user).map_err(|e| e.message).and_then(|v| to_mapped(&mapping.target, v));
+                let interpreted = mapping.expr.eval(&user).map_err(|e| e.message).and_then(|v| to_mapped(&mapping, v));
                 prop_assert_eq!(evaluate(&mapping, &user), interpreted, "{}", source);
             }
         }

@@ -232,6 +232,49 @@ pub struct Mapping {
     pub name: String,
     /// Default's displayName or active, computed without the interpreter ([`map::Shortcut`]).
     shortcut: Option<map::Shortcut>,
+    /// What the per-user code asks of the target, answered once when the policy loads.
+    pub role: Role,
+}
+
+/// The questions the rules and the mapping engine ask of a mapping's target for every user,
+/// answered when the policy loads (comparing target names per user cost more than mapping).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Role {
+    /// `userName`: a duplicate key, and `userName.required` names it.
+    pub user_name: bool,
+    /// `active`, which takes a boolean.
+    pub active: bool,
+    /// An entry of `emails` (`Some(primary)`): an address, and the email duplicate key.
+    pub email: Option<bool>,
+    /// The policy requires a value (`required`, in any spelling of the target).
+    pub required: bool,
+    /// Where the value goes in the resource: the core attribute's place in the canonical order,
+    /// or the enterprise attribute's (`usize::MAX` for another extension's).
+    pub(crate) place: usize,
+}
+
+impl Role {
+    fn of(target: &Target) -> Role {
+        let place = match target {
+            Target::Core { attr, .. } | Target::Multi { attr, .. } => map::core_place(attr),
+            Target::Extension { attr, .. } => ENTERPRISE.iter().position(|e| e == attr),
+        };
+        Role {
+            user_name: target.is_core("userName"),
+            active: target.is_core("active"),
+            email: match target {
+                Target::Multi { attr, primary, .. } if attr == "emails" => Some(*primary),
+                _ => None,
+            },
+            required: false,
+            place: place.unwrap_or(usize::MAX),
+        }
+    }
+
+    /// A duplicate rule compares the value.
+    pub fn is_key(&self) -> bool {
+        self.user_name || self.email.is_some()
+    }
 }
 
 impl PartialEq for Mapping {
@@ -244,7 +287,7 @@ impl Mapping {
     /// Parses a mapping; `place` names it in the error (`user."userName"`).
     fn parse(target: Target, source: &str, place: &str) -> Result<Mapping, String> {
         let expr = Expr::parse(source).map_err(|e| format!("{place}: {e}"))?;
-        Ok(Mapping { name: target.name(), shortcut: map::Shortcut::of(&expr), target, expr })
+        Ok(Mapping { name: target.name(), shortcut: map::Shortcut::of(&expr), role: Role::of(&target), target, expr })
     }
 
     /// One of Default's built-in mappings (checked by a test).
@@ -379,6 +422,9 @@ impl Policy {
                 .filter(|t| mappings.iter().any(|m| m.target.slot() == t.slot()))
                 .collect(),
         };
+        for m in &mut mappings {
+            m.role.required = required.iter().any(|t| t.slot() == m.target.slot());
+        }
         config.scope.check().map_err(|m| err(format!("scope: {m}")))?;
         config.groups.check().map_err(|m| err(format!("groups: {m}")))?;
         Ok(Policy {

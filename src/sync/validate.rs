@@ -8,8 +8,8 @@ use serde::Serialize;
 use super::map;
 use crate::directory::{Defect, DirObject, ObjectGuid, Unreadable};
 use crate::error::AppError;
+use crate::policy::Policy;
 use crate::policy::map::{Mapped, MappedValue};
-use crate::policy::{Policy, Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Rule {
@@ -331,7 +331,7 @@ pub fn check_user(user: &DirObject, options: &RuleOptions) -> (Vec<Problem>, Opt
         (check_default(user, options), None)
     } else {
         let values = crate::policy::map::user_values(&options.policy, user);
-        (check_mapped(user, &values, options), Some(keys_of(&values, user)))
+        (check_mapped(user, &values, options), Some(keys_of(values, user)))
     }
 }
 
@@ -397,22 +397,19 @@ fn check_mapped(user: &DirObject, values: &[MappedValue], options: &RuleOptions)
             Ok(_) => {}
         }
     }
-    for target in &options.policy.required {
-        let mut of_target = values.iter().filter(|v| v.mapping.target == *target).peekable();
-        let source = of_target.peek().map(|v| v.source()).unwrap_or_default();
+    for v in values.iter().filter(|v| v.mapping.role.required) {
         // A value, or an error (`mapping.error` says so already).
-        if of_target.any(|v| !matches!(v.value, Ok(None))) {
+        if !matches!(v.value, Ok(None)) {
             continue;
         }
-        let name = target.name();
-        let rule = if name == "userName" { Rule::UserNameRequired } else { Rule::MappedRequired };
-        let mut p = Problem::new(rule, None, format!("{name} (mapped from {source}) has no value for this user"));
-        p.attribute = name;
+        let rule = if v.mapping.role.user_name { Rule::UserNameRequired } else { Rule::MappedRequired };
+        let mut p =
+            Problem::new(rule, None, format!("{} (mapped from {}) has no value for this user", v.name(), v.source()));
+        p.attribute = v.name().to_owned();
         problems.push(p);
     }
-    for v in values {
+    for v in values.iter().filter(|v| v.mapping.role.email.is_some()) {
         if let Ok(Some(Mapped::Text(mail))) = &v.value
-            && is_email(&v.mapping.target)
             && let Err(reason) = check_address(mail, AddressKind::Mail)
         {
             let mut p = Problem::new(
@@ -442,30 +439,27 @@ pub fn mapped_keys(policy: &Policy, user: &DirObject) -> Option<[Option<String>;
         return None;
     }
     // Only the mappings the keys read (the rules evaluate every mapping already).
-    let is_key = |t: &Target| is_email(t) || t.is_core("userName");
-    Some(keys_of(&crate::policy::map::values_where(policy, user, is_key), user))
-}
-
-fn is_email(target: &Target) -> bool {
-    matches!(target, Target::Multi { attr, .. } if attr == "emails")
+    Some(keys_of(crate::policy::map::values_where(policy, user, |m| m.role.is_key()), user))
 }
 
 /// The duplicate keys from a user's mapped values: the primary (else first) email, the userName,
 /// and the sAMAccountName as read.
-fn keys_of(values: &[MappedValue], user: &DirObject) -> [Option<String>; 3] {
-    fn text<'v>(v: &'v MappedValue) -> Option<&'v str> {
-        match &v.value {
-            Ok(Some(Mapped::Text(t))) => Some(t),
-            _ => None,
+fn keys_of<'a, 'o>(values: impl IntoIterator<Item = MappedValue<'a, 'o>>, user: &DirObject) -> [Option<String>; 3] {
+    let (mut primary, mut email, mut user_name) = (None, None, None);
+    for v in values {
+        let Ok(Some(Mapped::Text(text))) = v.value else { continue };
+        let role = v.mapping.role;
+        if role.user_name {
+            user_name.get_or_insert(text);
+        } else if let Some(is_primary) = role.email {
+            if is_primary && primary.is_none() {
+                primary = Some(text.clone());
+            }
+            email.get_or_insert(text);
         }
     }
-    let emails = values.iter().filter(|v| is_email(&v.mapping.target));
-    let primary =
-        emails.clone().filter(|v| matches!(&v.mapping.target, Target::Multi { primary: true, .. })).chain(emails);
-    let primary = primary.filter_map(text).next();
-    let user_name = values.iter().find(|v| v.name() == "userName").and_then(text);
     let key = crate::store::duplicate_key;
-    [key(primary), key(user_name), key(user.sam_account_name.as_deref())]
+    [key(primary.or(email).as_deref()), key(user_name.as_deref()), key(user.sam_account_name.as_deref())]
 }
 
 /// The keys `policy`'s duplicate rules compare, in [`DUPLICATE_RULES`] order: [`mapped_keys`]
@@ -1346,6 +1340,20 @@ mod tests {
         assert_eq!(
             ids(&check_attributes(&u, &rules)),
             [("text.control".to_owned(), "enterprise.department".to_owned())]
+        );
+    }
+
+    /// `required` names a target in any spelling the loader accepts for it: `emails[work]` is
+    /// the entry Default maps as `emails[work,primary]`.
+    #[test]
+    fn a_required_target_is_found_whatever_its_spelling() {
+        let rules = rewrite("required = [\"emails[work]\"]");
+        let mut u = user("A", Some("Ann"), Some("B"), Some("a@x.example"), Some("a@corp.local"));
+        assert!(check_attributes(&u, &rules).is_empty());
+        u.mail = None;
+        assert_eq!(
+            ids(&check_attributes(&u, &rules)),
+            [("mapped.required".to_owned(), "emails[work,primary]".to_owned())]
         );
     }
 
