@@ -231,23 +231,12 @@ impl DirObject {
     /// [`DirObject::values`], borrowed where the object holds them as text (no copy: a policy's
     /// mappings read them for every user, several times a run).
     pub fn text_values(&self, name: &str) -> Values<'_> {
-        fn one(v: &Option<String>) -> Values<'_> {
-            Values::Strings(Cow::Borrowed(v.as_slice()))
+        if let Some(field) = text_field(name) {
+            return Values::Strings(Cow::Borrowed(field(self).as_slice()));
         }
         let made = |v: Vec<String>| Values::Strings(Cow::Owned(v));
         match name {
-            "samaccountname" => one(&self.sam_account_name),
-            "userprincipalname" => one(&self.user_principal_name),
-            "givenname" => one(&self.given_name),
-            "sn" => one(&self.sn),
-            "mail" => one(&self.mail),
-            "displayname" => one(&self.display_name),
             "useraccountcontrol" => made(self.user_account_control.iter().map(u32::to_string).collect()),
-            "cn" => one(&self.cn),
-            "title" => one(&self.title),
-            "telephonenumber" => one(&self.telephone_number),
-            "department" => one(&self.department),
-            "employeenumber" => one(&self.employee_number),
             "manager" => made(self.manager.iter().map(Dn::to_string).collect()),
             "objectguid" => made(self.guid.iter().map(ObjectGuid::to_string).collect()),
             "distinguishedname" | "dn" => made(vec![self.dn.to_string()]),
@@ -256,6 +245,25 @@ impl DirObject {
             _ => self.extra.get(name).unwrap_or(Values::NONE),
         }
     }
+}
+
+/// The field that holds attribute `name` (lower-case) as one text, when one does: a policy
+/// looks it up once, not by name for every user.
+pub fn text_field(name: &str) -> Option<fn(&DirObject) -> &Option<String>> {
+    Some(match name {
+        "samaccountname" => |o| &o.sam_account_name,
+        "userprincipalname" => |o| &o.user_principal_name,
+        "givenname" => |o| &o.given_name,
+        "sn" => |o| &o.sn,
+        "mail" => |o| &o.mail,
+        "displayname" => |o| &o.display_name,
+        "cn" => |o| &o.cn,
+        "title" => |o| &o.title,
+        "telephonenumber" => |o| &o.telephone_number,
+        "department" => |o| &o.department,
+        "employeenumber" => |o| &o.employee_number,
+        _ => return None,
+    })
 }
 
 /// Attributes every read has whatever is asked: the table's, and the names [`DirObject::values`]

@@ -234,6 +234,8 @@ pub struct Mapping {
     shortcut: Option<map::Shortcut>,
     /// What the per-user code asks of the target, answered once when the policy loads.
     pub role: Role,
+    /// The field an expression that is one attribute reads, when a field holds it.
+    field: Option<fn(&crate::directory::DirObject) -> &Option<String>>,
 }
 
 /// The questions the rules and the mapping engine ask of a mapping's target for every user,
@@ -287,7 +289,14 @@ impl Mapping {
     /// Parses a mapping; `place` names it in the error (`user."userName"`).
     fn parse(target: Target, source: &str, place: &str) -> Result<Mapping, String> {
         let expr = Expr::parse(source).map_err(|e| format!("{place}: {e}"))?;
-        Ok(Mapping { name: target.name(), shortcut: map::Shortcut::of(&expr), role: Role::of(&target), target, expr })
+        Ok(Mapping {
+            name: target.name(),
+            shortcut: map::Shortcut::of(&expr),
+            role: Role::of(&target),
+            field: expr.single_attribute().and_then(crate::directory::text_field),
+            target,
+            expr,
+        })
     }
 
     /// One of Default's built-in mappings (checked by a test).
