@@ -240,7 +240,7 @@ pub struct Mapping {
 
 /// The questions the rules and the mapping engine ask of a mapping's target for every user,
 /// answered when the policy loads (comparing target names per user cost more than mapping).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Role {
     /// `userName`: a duplicate key, and `userName.required` names it.
     pub user_name: bool,
@@ -250,8 +250,9 @@ pub struct Role {
     pub email: Option<bool>,
     /// The policy requires a value (`required`, in any spelling of the target).
     pub required: bool,
-    /// Where the value goes in the resource: the core attribute's place in the canonical order,
-    /// or the enterprise attribute's (`usize::MAX` for another extension's).
+    /// Where the value goes in the resource: a core attribute's place in the canonical order
+    /// (`usize::MAX`: none, it is left out), an extension attribute's among the enterprise
+    /// attributes (`usize::MAX`: after them, by name).
     pub(crate) place: usize,
 }
 
