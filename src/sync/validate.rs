@@ -451,10 +451,9 @@ fn keys_of<'a, 'o>(values: impl IntoIterator<Item = MappedValue<'a, 'o>>, user: 
         let role = v.mapping.role;
         if role.user_name {
             user_name.get_or_insert(text);
-        } else if let Some(is_primary) = role.email {
-            if is_primary && primary.is_none() {
-                primary = Some(text.clone());
-            }
+        } else if role.email == Some(true) && primary.is_none() {
+            primary = Some(text);
+        } else if role.email.is_some() {
             email.get_or_insert(text);
         }
     }
@@ -1355,6 +1354,22 @@ mod tests {
             ids(&check_attributes(&u, &rules)),
             [("mapped.required".to_owned(), "emails[work,primary]".to_owned())]
         );
+    }
+
+    /// The email a duplicate rule compares is the primary entry's, else the first that has one.
+    #[test]
+    fn the_email_key_is_the_primary_one_else_the_first() {
+        let text = "user.\"emails[work,primary]\" = ''\nuser.\"emails[home]\" = '[mail]'\n\
+                    user.\"emails[other,primary]\" = '[otherMailbox]'";
+        let policy = Policy::compile("Keys", &toml::from_str(text).unwrap()).unwrap();
+        let mut u = user("A", Some("Ann"), Some("B"), Some("Home@x.example"), Some("a@x.example"));
+        u.extra.insert("othermailbox", &["Other@x.example"]);
+        let email = |u: &DirObject| mapped_keys(&policy, u).unwrap()[0].clone();
+        assert_eq!(email(&u).as_deref(), Some("other@x.example"), "the primary entry, though mapped later");
+        u.extra.insert("othermailbox", &["  "]);
+        assert_eq!(email(&u).as_deref(), Some("home@x.example"), "no primary value: the first");
+        u.mail = None;
+        assert_eq!(email(&u), None);
     }
 
     #[test]
