@@ -45,8 +45,6 @@ pub struct LooseFile {
     pub fixed: bool,
 }
 
-/// SQLite's page cache per connection, in KiB: its default.
-const DEFAULT_CACHE_KIB: i64 = 2000;
 /// The page cache of a dry run, in KiB (see [`StateStore::begin_dry_run`]).
 const DRY_RUN_CACHE_KIB: i64 = 16 * 1024;
 
@@ -62,8 +60,9 @@ pub struct StateStore {
     pub(super) first_own_run: Option<i64>,
     /// The schema of the file (a read-only store may be older than [`SCHEMA_VERSION`]).
     pub(super) schema: i64,
-    /// Between [`StateStore::begin_dry_run`] and [`StateStore::end_dry_run`].
-    dry_run: bool,
+    /// Between [`StateStore::begin_dry_run`] and [`StateStore::end_dry_run`]: the page cache
+    /// (`PRAGMA cache_size`) to restore when the dry run ends.
+    dry_run: Option<i64>,
 }
 
 impl std::fmt::Debug for StateStore {
@@ -126,7 +125,7 @@ impl StateStore {
             path: display,
             first_own_run: None,
             schema: SCHEMA_VERSION,
-            dry_run: false,
+            dry_run: None,
         })
     }
 
@@ -153,7 +152,7 @@ impl StateStore {
             path: self.path.clone(),
             first_own_run: self.first_own_run,
             schema: self.schema,
-            dry_run: false,
+            dry_run: None,
         })
     }
 
@@ -183,7 +182,7 @@ impl StateStore {
             path: display,
             first_own_run: None,
             schema,
-            dry_run: false,
+            dry_run: None,
         }))
     }
 
@@ -204,7 +203,7 @@ impl StateStore {
         &mut self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StateError> {
-        let result = if self.dry_run {
+        let result = if self.dry_run.is_some() {
             f(&self.conn)
         } else {
             (|| {
@@ -225,16 +224,20 @@ impl StateStore {
     /// 10k-user dry run read the WAL ~30,000 times. It runs with a cache of up to
     /// [`DRY_RUN_CACHE_KIB`] (allocated only as pages are used), which holds a 10k-user mirror.
     pub fn begin_dry_run(&mut self) -> Result<(), StateError> {
+        let cache: i64 = self.conn.query_row("PRAGMA cache_size", [], |r| r.get(0)).map_err(|e| self.sql(e))?;
         self.conn.execute_batch("SAVEPOINT dry_run").map_err(|e| self.sql(e))?;
         self.conn.pragma_update(None, "cache_size", -DRY_RUN_CACHE_KIB).map_err(|e| self.sql(e))?;
-        self.dry_run = true;
+        self.dry_run = Some(cache);
         Ok(())
     }
 
     pub fn end_dry_run(&mut self) -> Result<(), StateError> {
-        self.dry_run = false;
+        let cache = self.dry_run.take();
         self.conn.execute_batch("ROLLBACK TO dry_run; RELEASE dry_run").map_err(|e| self.sql(e))?;
-        self.conn.pragma_update(None, "cache_size", -DEFAULT_CACHE_KIB).map_err(|e| self.sql(e))
+        match cache {
+            Some(cache) => self.conn.pragma_update(None, "cache_size", cache).map_err(|e| self.sql(e)),
+            None => Ok(()),
+        }
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
