@@ -36,6 +36,11 @@ impl Extra {
         self.attrs.is_empty()
     }
 
+    /// Empty, with room for `text` bytes of names and values (a handful of attributes).
+    pub fn with_capacity(text: usize) -> Extra {
+        Extra { text: String::with_capacity(text), attrs: Vec::with_capacity(4), ends: Vec::with_capacity(8) }
+    }
+
     /// Sets attribute `name` (lower-case) to `values`, replacing what it held.
     pub fn insert<S: AsRef<str>>(&mut self, name: &str, values: &[S]) {
         self.text.reserve(name.len() + values.iter().map(|v| v.as_ref().len()).sum::<usize>());
@@ -126,8 +131,7 @@ impl<'de> Visitor<'de> for ExtraVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Extra, A::Error> {
         // Room for a typical object's (a few addresses): the buffer grows once at most.
-        let mut extra =
-            Extra { text: String::with_capacity(256), attrs: Vec::with_capacity(4), ends: Vec::with_capacity(8) };
+        let mut extra = Extra::with_capacity(256);
         loop {
             let start = extra.text.len();
             if map.next_key_seed(Append(&mut extra.text))?.is_none() {

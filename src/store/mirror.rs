@@ -15,68 +15,11 @@ use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use super::attrs::Attrs;
 use super::{StateError, StateStore};
-use crate::directory::{Defect, DirObject, Dn, Extra, ObjectGuid, ObjectKind};
-
-/// The attributes a mirror row keeps (the DN, GUID and links have columns of their own), as its
-/// `data` JSON: borrowed from the object when written, borrowed from the row where the JSON allows
-/// (no escapes) when read.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Attrs<'a> {
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    sam: Option<Cow<'a, str>>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    upn: Option<Cow<'a, str>>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    given: Option<Cow<'a, str>>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    sn: Option<Cow<'a, str>>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    mail: Option<Cow<'a, str>>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    display: Option<Cow<'a, str>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    uac: Option<u32>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    cn: Option<Cow<'a, str>>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    title: Option<Cow<'a, str>>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    phone: Option<Cow<'a, str>>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    department: Option<Cow<'a, str>>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    employee: Option<Cow<'a, str>>,
-    /// What the decoder found unusable (kept so a later run judges the object alike).
-    #[serde(default, skip_serializing_if = "<[Defect]>::is_empty")]
-    defects: Cow<'a, [Defect]>,
-    /// The further attributes the provisioning policy reads ([`DirObject::extra`]).
-    #[serde(default, skip_serializing_if = "Extra::is_empty")]
-    extra: Cow<'a, Extra>,
-}
-
-impl<'a> Attrs<'a> {
-    fn of(o: &'a DirObject) -> Attrs<'a> {
-        Attrs {
-            sam: o.sam_account_name.as_deref().map(Cow::Borrowed),
-            upn: o.user_principal_name.as_deref().map(Cow::Borrowed),
-            given: o.given_name.as_deref().map(Cow::Borrowed),
-            sn: o.sn.as_deref().map(Cow::Borrowed),
-            mail: o.mail.as_deref().map(Cow::Borrowed),
-            display: o.display_name.as_deref().map(Cow::Borrowed),
-            uac: o.user_account_control,
-            cn: o.cn.as_deref().map(Cow::Borrowed),
-            title: o.title.as_deref().map(Cow::Borrowed),
-            phone: o.telephone_number.as_deref().map(Cow::Borrowed),
-            department: o.department.as_deref().map(Cow::Borrowed),
-            employee: o.employee_number.as_deref().map(Cow::Borrowed),
-            defects: Cow::Borrowed(&o.defects),
-            extra: Cow::Borrowed(&o.extra),
-        }
-    }
-}
+use crate::directory::{Defect, DirObject, Dn, ObjectGuid, ObjectKind};
 
 /// The value the duplicate rules compare (`None` for a blank value, which never collides).
 pub fn duplicate_key(value: Option<&str>) -> Option<String> {
@@ -159,8 +102,8 @@ fn row_to_mirrored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Mirrored> {
     let guid: String = r.get(0)?;
     let kind = text(1)?;
     let dn = text(2)?;
-    let a: Attrs = serde_json::from_str(text(3)?)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e)))?;
+    let a = Attrs::read(r.get_ref(3)?)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Blob, e.into()))?;
     let valid = match r.get_ref(5)? {
         rusqlite::types::ValueRef::Null => None,
         _ => Some(text(5)? == "valid"),
@@ -311,7 +254,7 @@ impl StateStore {
                         }
                     }
                 }
-                let data = serde_json::to_string(&Attrs::of(o)).unwrap_or_default();
+                let data = Attrs::of(o).pack();
                 let (kind, dn, dn_key) = (kind_text(o.kind), o.dn.to_string(), o.dn.normalized());
                 let [mail, upn, sam] = &keys;
                 let unchanged = !delta
@@ -353,14 +296,13 @@ impl StateStore {
     /// Adds a defect to a mirror row (a duplicate objectGUID found after the row was written).
     pub fn mirror_add_defect(&mut self, guid: &str, defect: Defect) -> Result<(), StateError> {
         self.mirror_sql(|tx| {
-            let data: Option<String> =
+            let data: Option<rusqlite::types::Value> =
                 tx.query_row("SELECT data FROM dir_objects WHERE guid = ?1", [guid], |r| r.get(0)).optional()?;
             let Some(data) = data else { return Ok(()) };
-            let mut attrs: Attrs = serde_json::from_str(&data)
-                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?;
+            let mut attrs = Attrs::read((&data).into())
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, e.into()))?;
             attrs.defects.to_mut().push(defect);
-            let data = serde_json::to_string(&attrs).unwrap_or_default();
-            tx.execute("UPDATE dir_objects SET data = ?2 WHERE guid = ?1", params![guid, data])?;
+            tx.execute("UPDATE dir_objects SET data = ?2 WHERE guid = ?1", params![guid, attrs.pack()])?;
             Ok(())
         })
     }
@@ -1101,24 +1043,26 @@ mod scope_tests {
             ..object(1, ObjectKind::User, &[])
         };
         let sparse = DirObject { sam_account_name: None, ..object(2, ObjectKind::Group, &[1]) };
-        // The text of a row (rows outlive releases: a change here is a migration).
-        let text = serde_json::to_string(&Attrs::of(&full)).unwrap();
+        // The bytes of a row (rows outlive releases: a change here is a migration).
+        let packed = Attrs::of(&full).pack();
+        let hex: String = packed.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
-            text,
-            r#"{"sam":"jdoe","upn":"jdoe@x","given":"Jörg \"J\"","sn":"Doe","mail":"j@x","display":"D","uac":512,"cn":"cn","title":"t","phone":"1","department":"d","employee":"7","defects":[{"defect":"uac-syntax","value":"x"}],"extra":{"employeeType":["a","b"]}}"#
+            hex,
+            "017f7f03046a646f65066a646f654078094ac3b6726720224a2203446f65036a4078014402636e017401310164013740\
+             08255b7b22646566656374223a227561632d73796e746178222c2276616c7565223a2278227d5d010c656d706c6f7965\
+             65547970650201610162"
         );
-        for o in [full, sparse] {
-            let text = serde_json::to_string(&Attrs::of(&o)).unwrap();
-            let back: Attrs = serde_json::from_str(&text).unwrap();
-            assert_eq!(serde_json::to_string(&back).unwrap(), text);
-            let (Attrs { sam, given, uac, defects, extra, .. }, o) = (back, &o);
-            assert_eq!(sam.map(Cow::into_owned), o.sam_account_name);
-            assert_eq!(given.map(Cow::into_owned), o.given_name);
-            assert_eq!(
-                (uac, defects.into_owned(), extra.into_owned()),
-                (o.user_account_control, o.defects.clone(), o.extra.clone())
-            );
+        // Rows written before the packed form hold JSON: still read, as the same attributes.
+        let json = r#"{"sam":"jdoe","upn":"jdoe@x","given":"Jörg \"J\"","sn":"Doe","mail":"j@x","display":"D","uac":512,"cn":"cn","title":"t","phone":"1","department":"d","employee":"7","defects":[{"defect":"uac-syntax","value":"x"}],"extra":{"employeeType":["a","b"]}}"#;
+        assert_eq!(Attrs::read(rusqlite::types::ValueRef::Text(json.as_bytes())).unwrap(), Attrs::of(&full));
+        let (dir, mut store) = mirror();
+        store.mirror_put(&[full.clone(), sparse.clone()], 7, false, &directory_keys).unwrap();
+        store.conn.execute("UPDATE dir_objects SET data = ?1 WHERE guid = ?2", params![json, guid(1)]).unwrap();
+        for (id, o) in [(1, full), (2, sparse)] {
+            let back = store.mirrored(&guid(id)).unwrap().unwrap().object;
+            assert_eq!(Attrs::of(&back), Attrs::of(&o));
         }
+        drop(dir);
     }
 
     fn guids(ids: &[u8]) -> HashSet<String> {

@@ -16,9 +16,11 @@
 //! One file per job: [`db`] opens the file (permissions, pragmas, savepoints, the query
 //! helper), [`schema`] holds the tables and migrations, [`lock`] the one-writer lock, [`history`]
 //! the runs and the heartbeat, [`anchors`] the anchors, the write journal, quarantine and
-//! failures, and [`mirror`] the directory mirror, its links, the dirty set and the watermarks.
+//! failures, and [`mirror`] the directory mirror, its links, the dirty set and the watermarks
+//! ([`attrs`] packs a mirror row's attributes).
 
 mod anchors;
+mod attrs;
 mod db;
 mod history;
 mod lock;

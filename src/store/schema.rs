@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS dir_objects (
     kind     TEXT NOT NULL CHECK (kind IN ('user', 'group')),
     dn       TEXT NOT NULL,
     dn_key   TEXT NOT NULL,
-    -- the attributes read (JSON; no secrets: AD never returns any)
+    -- the attributes read (packed, see attrs.rs; JSON in rows older ausi wrote; no secrets:
+    -- AD never returns any)
     data     TEXT NOT NULL,
     -- users: the values the duplicate rules compare (trimmed, lower case); groups have none
     mail_key TEXT,

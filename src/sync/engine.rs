@@ -1398,7 +1398,7 @@ mod tests {
         let mut stmt = store
             .conn
             .prepare(
-                "SELECT guid || ' ' || dn || ' ' || data || ' ' || COALESCE(manager, '-') || ' ' || COALESCE(status, '-')
+                "SELECT guid || ' ' || dn || ' ' || hex(data) || ' ' || COALESCE(manager, '-') || ' ' || COALESCE(status, '-')
                  FROM dir_objects UNION ALL SELECT group_guid || ' has ' || member_guid FROM dir_members ORDER BY 1",
             )
             .unwrap();
