@@ -610,7 +610,8 @@ impl StateStore {
                 "SELECT o.guid, o.kind = 'group',
                    CASE o.kind WHEN 'group' THEN COALESCE(o.status, 'valid') = 'valid' ELSE COALESCE(o.status = 'valid', 0) END
                  FROM dir_members m
-                 JOIN dir_objects o ON o.guid = m.member_guid WHERE m.group_guid = ?1 AND COALESCE(o.status, '') <> 'out'",
+                 JOIN dir_objects o INDEXED BY dir_objects_state ON o.guid = m.member_guid
+                 WHERE m.group_guid = ?1 AND COALESCE(o.status, '') <> 'out'",
             )?;
             let rows = stmt.query_map([group], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect()
@@ -622,7 +623,8 @@ impl StateStore {
     pub fn is_valid_user(&self, guid: &str) -> Result<bool, StateError> {
         self.conn
             .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM dir_objects WHERE guid = ?1 AND kind = 'user' AND status = 'valid')",
+                "SELECT EXISTS (SELECT 1 FROM dir_objects INDEXED BY dir_objects_state
+                   WHERE guid = ?1 AND kind = 'user' AND status = 'valid')",
             )
             .and_then(|mut s| s.query_row([guid], |r| r.get(0)))
             .map_err(|e| self.sql(e))
@@ -753,10 +755,11 @@ impl StateStore {
                 "WITH RECURSIVE reached(guid) AS (
                    SELECT ?1 UNION
                    SELECT m.member_guid FROM dir_members m JOIN reached r ON m.group_guid = r.guid
-                     JOIN dir_objects g ON g.guid = m.member_guid AND g.kind = 'group')
+                     JOIN dir_objects g INDEXED BY dir_objects_state ON g.guid = m.member_guid AND g.kind = 'group')
                  SELECT DISTINCT o.guid, 0, COALESCE(o.status = 'valid', 0)
                  FROM reached r JOIN dir_members m ON m.group_guid = r.guid
-                 JOIN dir_objects o ON o.guid = m.member_guid AND o.kind = 'user' WHERE {IN_SCOPE}"
+                 JOIN dir_objects o INDEXED BY dir_objects_state ON o.guid = m.member_guid AND o.kind = 'user'
+                 WHERE {IN_SCOPE}"
             ))?;
             let rows = stmt.query_map([group], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect()

@@ -645,3 +645,31 @@ fn a_dry_run_has_a_bigger_cache_and_leaves_nothing_behind() {
     assert!(failed.is_err());
     assert_eq!(dirty(&store), 0);
 }
+
+/// Stores written before the mirror's covering indexes gain them when opened (the queries that
+/// name `dir_objects_state` would fail without it), and lose the index they replace.
+#[test]
+fn older_stores_gain_the_covering_indexes() {
+    let (_dir, path, store) = store();
+    store
+        .conn
+        .execute_batch(
+            "DROP INDEX dir_objects_state; DROP INDEX dir_objects_dn_key;
+             CREATE INDEX dir_objects_dn ON dir_objects (dn_key);",
+        )
+        .unwrap();
+    drop(store);
+    let store = StateStore::open(&path, T1).unwrap();
+    let indexes: BTreeSet<String> = store
+        .conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'dir_objects' AND sql IS NOT NULL")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(indexes.contains("dir_objects_state") && indexes.contains("dir_objects_dn_key"), "{indexes:?}");
+    assert!(!indexes.contains("dir_objects_dn"), "{indexes:?}");
+    assert_eq!(store.group_members("g").unwrap(), vec![]);
+    assert!(!store.is_valid_user("u").unwrap());
+}
