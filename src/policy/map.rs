@@ -279,7 +279,7 @@ const NAME_ORDER: [&str; 6] =
 
 /// The resource from the mappings' values (those that gave one), in the canonical order.
 fn assemble(user: &DirObject, values: Vec<(&Mapping, Json)>, manager_id: Option<&str>) -> Json {
-    let mut body = Map::new();
+    let mut body = Map::with_capacity(values.len() + 2);
     body.insert("externalId".into(), json!(user.guid.map(|g| g.to_string())));
     // Core values grouped by their attribute's place in CORE_ORDER (stable: the policy's order
     // within one attribute), extension values apart.
@@ -311,7 +311,7 @@ fn assemble(user: &DirObject, values: Vec<(&Mapping, Json)>, manager_id: Option<
     extensions.dedup();
     extension.sort_by_key(|(place, _, attr, _)| (*place, *attr));
     for schema in extensions {
-        let mut ext = Map::new();
+        let mut ext = Map::with_capacity(extension.len() + 1);
         for (_, _, attr, value) in extension.iter_mut().filter(|(_, s, ..)| *s == schema) {
             ext.insert((*attr).to_owned(), std::mem::take(value));
         }
@@ -404,7 +404,8 @@ pub fn default_user(user: &DirObject, manager_id: Option<&str>) -> Json {
     let text = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
     let given = text(&user.given_name).unwrap_or_default();
     let family = text(&user.sn).unwrap_or_default();
-    let mut body = Map::new();
+    // Room for every attribute it may hold: the map never grows.
+    let mut body = Map::with_capacity(10);
     let mut schemas = vec![json!(USER_SCHEMA)];
     body.insert("externalId".into(), json!(user.guid.map(|g| g.to_string())));
     body.insert("userName".into(), json!(default_user_name(user)));
@@ -419,7 +420,7 @@ pub fn default_user(user: &DirObject, manager_id: Option<&str>) -> Json {
     if let Some(phone) = text(&user.telephone_number) {
         body.insert("phoneNumbers".into(), json!([{"value": phone, "type": "work"}]));
     }
-    let mut enterprise = Map::new();
+    let mut enterprise = Map::with_capacity(3);
     if let Some(n) = text(&user.employee_number) {
         enterprise.insert("employeeNumber".into(), json!(n));
     }
