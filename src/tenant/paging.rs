@@ -28,12 +28,28 @@ use serde_json::Value;
 use super::protocol::Listing;
 use super::scim::TenantError;
 
-/// One page as the server answered it.
+/// One page as the server answered it: its body, read resource by resource when the page's
+/// turn comes ([`super::protocol::read_list_page`]): the pages waiting their turn hold text, not
+/// JSON values.
 #[derive(Debug, Default)]
 pub struct Page {
-    pub resources: Vec<Value>,
-    /// `totalResults` (a ListResponse must have it).
-    pub total: Option<u64>,
+    body: Vec<u8>,
+}
+
+impl Page {
+    pub fn new(body: Vec<u8>) -> Page {
+        Page { body }
+    }
+
+    /// A ListResponse holding `resources` and `totalResults` (when given).
+    #[cfg(test)]
+    pub fn of(resources: Vec<Value>, total: Option<u64>) -> Page {
+        let mut page = serde_json::json!({"Resources": resources});
+        if let Some(total) = total {
+            page["totalResults"] = total.into();
+        }
+        Page::new(page.to_string().into_bytes())
+    }
 }
 
 /// Asks for the page at a 1-based `startIndex`, of `count` resources.
@@ -58,24 +74,23 @@ impl Reader<'_> {
     /// Hands over the resources not listed before; how many those were.
     fn take(&mut self, page: Page, start: u64) -> Result<u64, TenantError> {
         self.pages += 1;
-        let total =
-            page.total.ok_or_else(|| TenantError::Protocol("a ListResponse without \"totalResults\"".into()))?;
+        let mut new = 0;
+        let (seen, each) = (&mut self.seen, &mut self.each);
+        let (total, returned) = super::protocol::read_list_page(&page.body, &mut |r| {
+            // A resource that moved between pages (a concurrent change) is listed once.
+            let again = r.get("id").and_then(Value::as_str).is_some_and(|id| !seen.insert(id.to_owned()));
+            if !again {
+                each(r);
+                new += 1;
+            }
+        })?;
+        let total = total.ok_or_else(|| TenantError::Protocol("a ListResponse without \"totalResults\"".into()))?;
         if self.pages == 1 {
             self.total = total;
         } else if total != self.total {
             self.shifted = true;
         }
         self.largest = self.largest.max(total);
-        let returned = page.resources.len() as u64;
-        let mut new = 0;
-        for r in page.resources {
-            // A resource that moved between pages (a concurrent change) is listed once.
-            let again = r.get("id").and_then(Value::as_str).is_some_and(|id| !self.seen.insert(id.to_owned()));
-            if !again {
-                (self.each)(r);
-                new += 1;
-            }
-        }
         self.listed += new;
         // A page inside the collection that brings nothing new: a server that ignores
         // `startIndex` (or gives up early) would otherwise look like a short collection.
@@ -187,7 +202,7 @@ mod tests {
             }
             let from = if self.ignores_start { 0 } else { (start as usize - 1).min(self.ids.len()) };
             let resources = self.ids[from..].iter().take(take).map(|id| json!({"id": id})).collect();
-            Page { resources, total: Some(self.ids.len() as u64) }
+            Page::of(resources, Some(self.ids.len() as u64))
         }
     }
 
@@ -308,7 +323,7 @@ mod tests {
         let mut fetch = move |start: u64, count: u32| -> BoxFuture<'static, Result<Page, TenantError>> {
             let mut page = server.lock().unwrap().page(start, count);
             if start > 1 {
-                page.resources.clear();
+                page = Page::of(vec![], Some(30));
             }
             Box::pin(async move { Ok(page) })
         };

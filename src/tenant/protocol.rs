@@ -138,28 +138,128 @@ pub(crate) fn parse_list_response(v: &Value) -> Result<(Vec<Value>, Option<u64>)
     Ok((resources, v.get("totalResults").and_then(as_u64_lenient)))
 }
 
-/// A ListResponse page (`Resources`, missing = none, and `totalResults`), read straight from
-/// the body: the resources are moved out, never copied.
-pub(crate) fn parse_list_page(body: &[u8]) -> Result<super::paging::Page, TenantError> {
-    #[derive(serde::Deserialize)]
-    struct Raw {
-        #[serde(rename = "Resources", default)]
-        resources: Option<Value>,
-        #[serde(rename = "totalResults", default)]
-        total: Option<Value>,
+/// A ListResponse page read from its body: each of its `Resources` (missing = none) handed to
+/// `each` as it is parsed, so that the page is never held as JSON values (a thousand resources
+/// took about ten times their text). Returns `totalResults` and how many resources there were.
+/// An answer that turns out to be no ListResponse is an error, also after some of its resources
+/// were handed over.
+pub(crate) fn read_list_page(body: &[u8], each: &mut dyn FnMut(Value)) -> Result<(Option<u64>, u64), TenantError> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use std::fmt;
+
+    /// Why the answer is not a ListResponse, when its JSON is valid.
+    #[derive(Clone, Copy)]
+    enum Shape {
+        NotAnObject,
+        ResourcesNotAnArray,
     }
-    let raw: Raw = serde_json::from_slice(body).map_err(|e| {
-        TenantError::Protocol(match serde_json::from_slice::<Value>(body) {
-            Ok(_) => "a ListResponse is not a JSON object".to_owned(),
-            Err(_) => format!("the answer is not valid JSON: {e}"),
-        })
-    })?;
-    let resources = match raw.resources {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items,
-        Some(_) => return Err(TenantError::Protocol("\"Resources\" of a ListResponse is not an array".into())),
-    };
-    Ok(super::paging::Page { resources, total: raw.total.as_ref().and_then(as_u64_lenient) })
+    struct Page<'e> {
+        each: &'e mut dyn FnMut(Value),
+        returned: u64,
+        shape: Option<Shape>,
+    }
+    struct Resources<'p, 'e>(&'p mut Page<'e>);
+
+    impl<'de> Visitor<'de> for &mut Page<'_> {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a ListResponse")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<u64>, A::Error> {
+            let mut total = None;
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                match key.as_ref() {
+                    "Resources" => map.next_value_seed(Resources(&mut *self))?,
+                    "totalResults" => total = as_u64_lenient(&map.next_value::<Value>()?),
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(total)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Option<u64>, A::Error> {
+            self.shape = Some(Shape::NotAnObject);
+            IgnoredAny.visit_seq(seq).map(|_| None)
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Option<u64>, E> {
+            self.shape = Some(Shape::NotAnObject);
+            Ok(None)
+        }
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Option<u64>, E> {
+            self.visit_str("")
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Option<u64>, E> {
+            self.visit_str("")
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Option<u64>, E> {
+            self.visit_str("")
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Option<u64>, E> {
+            self.visit_str("")
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Option<u64>, E> {
+            self.visit_str("")
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Resources<'_, '_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+            deserializer.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Resources<'_, '_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an array of resources")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(resource) = seq.next_element::<Value>()? {
+                self.0.returned += 1;
+                (self.0.each)(resource);
+            }
+            Ok(())
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+            Ok(()) // null: none
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+            self.0.shape = Some(Shape::ResourcesNotAnArray);
+            IgnoredAny.visit_map(map).map(|_| ())
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+            self.0.shape = Some(Shape::ResourcesNotAnArray);
+            Ok(())
+        }
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+            self.visit_str("")
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+            self.visit_str("")
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+            self.visit_str("")
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+            self.visit_str("")
+        }
+    }
+
+    let mut page = Page { each, returned: 0, shape: None };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let total = de
+        .deserialize_any(&mut page)
+        .and_then(|total| de.end().map(|()| total))
+        .map_err(|e| TenantError::Protocol(format!("the answer is not valid JSON: {e}")))?;
+    match page.shape {
+        Some(Shape::NotAnObject) => Err(TenantError::Protocol("a ListResponse is not a JSON object".into())),
+        Some(Shape::ResourcesNotAnArray) => {
+            Err(TenantError::Protocol("\"Resources\" of a ListResponse is not an array".into()))
+        }
+        None => Ok((total, page.returned)),
+    }
 }
 
 pub(crate) fn as_u64_lenient(v: &Value) -> Option<u64> {
@@ -330,6 +430,41 @@ pub fn patch_remove_members(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A page's resources in order with its totalResults, wherever the keys are; every way an
+    /// answer can fail to be a ListResponse named.
+    #[test]
+    fn a_list_page_is_read_resource_by_resource() {
+        let read = |body: &str| {
+            let mut ids = Vec::new();
+            let got = read_list_page(body.as_bytes(), &mut |r| ids.push(r["id"].as_str().unwrap_or("?").to_owned()));
+            got.map(|(total, returned)| (total, returned, ids)).map_err(|e| e.to_string())
+        };
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            read(
+                r#"{"totalResults": 3, "Resources": [{"id": "a"}, {"id": "b", "x": [1, {"y": null}]}], "schemas": []}"#
+            ),
+            Ok((Some(3), 2, ids(&["a", "b"])))
+        );
+        assert_eq!(read(r#"{"Resources": [{"id": "a"}], "totalResults": "7"}"#), Ok((Some(7), 1, ids(&["a"]))));
+        assert_eq!(read(r#"{"totalResults": 0, "Resources": null}"#), Ok((Some(0), 0, vec![])));
+        assert_eq!(read(r#"{"totalResults": 0}"#), Ok((Some(0), 0, vec![])));
+        assert_eq!(read(r#"{"Resources": []}"#), Ok((None, 0, vec![])));
+        let protocol = |m: &str| Err(TenantError::Protocol(m.into()).to_string());
+        assert_eq!(read(r#"[{"id": "a"}]"#), protocol("a ListResponse is not a JSON object"));
+        assert_eq!(read("null"), protocol("a ListResponse is not a JSON object"));
+        assert_eq!(read(r#""x""#), protocol("a ListResponse is not a JSON object"));
+        assert_eq!(
+            read(r#"{"Resources": {"id": "a"}, "totalResults": 1}"#),
+            protocol("\"Resources\" of a ListResponse is not an array")
+        );
+        assert_eq!(read(r#"{"Resources": 5}"#), protocol("\"Resources\" of a ListResponse is not an array"));
+        for broken in [r#"{"Resources": [{"id": "a"}"#, r#"{"totalResults": 1} {"#, "", "<html>"] {
+            let got = read(broken);
+            assert!(got.as_ref().is_err_and(|e| e.contains("the answer is not valid JSON")), "{broken}: {got:?}");
+        }
+    }
 
     #[test]
     fn bulk_request_text_and_data_moved() {

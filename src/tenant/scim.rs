@@ -541,7 +541,7 @@ impl ScimClient {
         let only = only.as_str();
         let mut fetch = |start: u64, count: u32| -> BoxFuture<'_, Result<Page, TenantError>> {
             let url = format!("{}/{}?startIndex={start}&count={count}{only}", self.base_url, kind.endpoint());
-            Box::pin(async move { parse_list_page(&self.send(Method::GET, &url, None, Target::Collection).await?) })
+            Box::pin(async move { Ok(Page::new(self.send(Method::GET, &url, None, Target::Collection).await?)) })
         };
         super::paging::read_pages(kind.endpoint(), page_size, concurrency, &mut fetch, each).await
     }
