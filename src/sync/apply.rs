@@ -1284,7 +1284,12 @@ async fn holders(
     }
     Ok(ctx
         .view
-        .map(|v| v.holders(user_name).into_iter().map(|o| (o.id.clone(), o.external_id.clone())).collect())
+        .map(|v| {
+            v.holders(user_name)
+                .into_iter()
+                .map(|o| (o.id.to_string(), o.external_id.as_deref().map(str::to_owned)))
+                .collect()
+        })
         .unwrap_or_default())
 }
 

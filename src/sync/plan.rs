@@ -402,7 +402,7 @@ pub fn plan_objects(desired: &[Desired], quarantined: Vec<Quarantined>, known: &
                 plan.repairs.push(repair_of(d, "missing", vec![], vec![]));
             }
             (Some(a), Some(Lookup::Found(t))) => {
-                let moved = a.scim_id.as_deref() != Some(t.id.as_str());
+                let moved = a.scim_id.as_deref() != Some(&*t.id);
                 let same = d.sent_as(a.hash.as_deref());
                 let mut drifted = repair::drift(d.kind, &d.body, &t.resource);
                 if let Some(view) = known.tenant {
@@ -418,13 +418,13 @@ pub fn plan_objects(desired: &[Desired], quarantined: Vec<Quarantined>, known: &
                     plan.updates.push(Write {
                         repair: true,
                         keep_members: keep,
-                        ..write(Some(t.id.clone()), false, drifted.clone())
+                        ..write(Some(t.id.to_string()), false, drifted.clone())
                     });
                     plan.repairs.push(repair_of(d, "attributes", drifted, vec![]));
                 } else {
                     let changed =
                         known.bodies.get(&d.guid).map(|old| changed_attributes(old, &d.body)).unwrap_or_default();
-                    plan.updates.push(Write { keep_members: keep, ..write(Some(t.id.clone()), false, changed) });
+                    plan.updates.push(Write { keep_members: keep, ..write(Some(t.id.to_string()), false, changed) });
                 }
             }
             (Some(a), _) if a.state == AnchorState::Active && d.sent_as(a.hash.as_deref()) => {
@@ -491,7 +491,7 @@ fn repair_of(d: &Desired, drift: &'static str, attributes: Vec<String>, members:
 /// Whether the tenant's group `t` lists member `guid` (under the id the tenant has it by).
 fn lists(t: &repair::TenantObject, guid: &str, known: &Known<'_>, view: &TenantView) -> bool {
     match known.anchors.get(guid) {
-        Some(a) => id_in(view, &a).is_some_and(|id| t.members.contains(id)),
+        Some(a) => id_in(view, &a).is_some_and(|id| t.lists(id)),
         None => true, // not anchored: nothing to say it was lost
     }
 }
@@ -499,14 +499,14 @@ fn lists(t: &repair::TenantObject, guid: &str, known: &Known<'_>, view: &TenantV
 /// The tenant id of an anchored object, if the listing holds it.
 fn id_in<'v>(view: &'v TenantView, a: &Anchor) -> Option<&'v str> {
     match view.find(a.kind, &a.guid, a.scim_id.as_deref()) {
-        Lookup::Found(o) => Some(o.id.as_str()),
+        Lookup::Found(o) => Some(&o.id),
         _ => None,
     }
 }
 
 /// The member ids of tenant group `t` that ausi did not set (kept when the group is replaced).
 fn keep_members(d: &Desired, t: &repair::TenantObject, known: &Known<'_>) -> Vec<String> {
-    if d.kind != Kind::Group || t.members.is_empty() {
+    if d.kind != Kind::Group || !t.has_members() {
         return vec![];
     }
     let empty = BTreeSet::new();
@@ -516,7 +516,7 @@ fn keep_members(d: &Desired, t: &repair::TenantObject, known: &Known<'_>) -> Vec
         ours.extend(known.tenant.and_then(|v| id_in(v, &a)).map(str::to_owned));
         ours.extend(a.scim_id);
     }
-    let mut keep: Vec<String> = t.members.iter().filter(|id| !ours.contains(id.as_str())).cloned().collect();
+    let mut keep: Vec<String> = t.members().filter(|id| !ours.contains(*id)).map(str::to_owned).collect();
     keep.sort();
     keep
 }
