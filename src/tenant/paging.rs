@@ -20,6 +20,7 @@
 //! everything at once costs one request.
 
 use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
@@ -55,11 +56,27 @@ impl Page {
 /// Asks for the page at a 1-based `startIndex`, of `count` resources.
 pub type FetchPage<'f> = dyn FnMut(u64, u32) -> BoxFuture<'f, Result<Page, TenantError>> + Send + 'f;
 
+/// The ids handed over, each as two independent 64-bit hashes: a million ids take 16 MB where
+/// their text took 70, and two different ids look alike with a chance of about 2^-128 a pair.
+#[derive(Default)]
+struct Seen {
+    keys: (RandomState, RandomState),
+    hashes: HashSet<u128>,
+}
+
+impl Seen {
+    /// Whether `id` was not seen before.
+    fn insert(&mut self, id: &str) -> bool {
+        let hash = u128::from(self.keys.0.hash_one(id)) << 64 | u128::from(self.keys.1.hash_one(id));
+        self.hashes.insert(hash)
+    }
+}
+
 /// What the pages handed over so far.
 struct Reader<'e> {
     what: &'e str,
     each: &'e mut (dyn FnMut(Value) + Send),
-    seen: HashSet<String>,
+    seen: Seen,
     listed: u64,
     pages: u64,
     /// `totalResults` of the first page.
@@ -78,7 +95,7 @@ impl Reader<'_> {
         let (seen, each) = (&mut self.seen, &mut self.each);
         let (total, returned) = super::protocol::read_list_page(&page.body, &mut |r| {
             // A resource that moved between pages (a concurrent change) is listed once.
-            let again = r.get("id").and_then(Value::as_str).is_some_and(|id| !seen.insert(id.to_owned()));
+            let again = r.get("id").and_then(Value::as_str).is_some_and(|id| !seen.insert(id));
             if !again {
                 each(r);
                 new += 1;
@@ -116,7 +133,7 @@ pub async fn read_pages(
 ) -> Result<Listing, TenantError> {
     let count = count.max(1);
     let mut reader =
-        Reader { what, each, seen: HashSet::new(), listed: 0, pages: 0, total: 0, largest: 0, shifted: false };
+        Reader { what, each, seen: Seen::default(), listed: 0, pages: 0, total: 0, largest: 0, shifted: false };
     let first = fetch(1, count).await?;
     let step = reader.take(first, 1)?;
     // The page size the server gives: `count`, or less when it caps it.
