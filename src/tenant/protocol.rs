@@ -147,16 +147,9 @@ pub(crate) fn read_list_page(body: &[u8], each: &mut dyn FnMut(Value)) -> Result
     use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
     use std::fmt;
 
-    /// Why the answer is not a ListResponse, when its JSON is valid.
-    #[derive(Clone, Copy)]
-    enum Shape {
-        NotAnObject,
-        ResourcesNotAnArray,
-    }
     struct Page<'e> {
         each: &'e mut dyn FnMut(Value),
         returned: u64,
-        shape: Option<Shape>,
     }
     struct Resources<'p, 'e>(&'p mut Page<'e>);
 
@@ -177,29 +170,6 @@ pub(crate) fn read_list_page(body: &[u8], each: &mut dyn FnMut(Value)) -> Result
                 }
             }
             Ok(total)
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Option<u64>, A::Error> {
-            self.shape = Some(Shape::NotAnObject);
-            IgnoredAny.visit_seq(seq).map(|_| None)
-        }
-        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Option<u64>, E> {
-            self.shape = Some(Shape::NotAnObject);
-            Ok(None)
-        }
-        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Option<u64>, E> {
-            self.visit_str("")
-        }
-        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Option<u64>, E> {
-            self.visit_str("")
-        }
-        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Option<u64>, E> {
-            self.visit_str("")
-        }
-        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Option<u64>, E> {
-            self.visit_str("")
-        }
-        fn visit_unit<E: serde::de::Error>(self) -> Result<Option<u64>, E> {
-            self.visit_str("")
         }
     }
 
@@ -225,40 +195,18 @@ pub(crate) fn read_list_page(body: &[u8], each: &mut dyn FnMut(Value)) -> Result
         fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
             Ok(()) // null: none
         }
-        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-            self.0.shape = Some(Shape::ResourcesNotAnArray);
-            IgnoredAny.visit_map(map).map(|_| ())
-        }
-        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
-            self.0.shape = Some(Shape::ResourcesNotAnArray);
-            Ok(())
-        }
-        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
-            self.visit_str("")
-        }
-        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
-            self.visit_str("")
-        }
-        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
-            self.visit_str("")
-        }
-        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
-            self.visit_str("")
-        }
     }
 
-    let mut page = Page { each, returned: 0, shape: None };
+    let mut page = Page { each, returned: 0 };
     let mut de = serde_json::Deserializer::from_slice(body);
-    let total = de
-        .deserialize_any(&mut page)
-        .and_then(|total| de.end().map(|()| total))
-        .map_err(|e| TenantError::Protocol(format!("the answer is not valid JSON: {e}")))?;
-    match page.shape {
-        Some(Shape::NotAnObject) => Err(TenantError::Protocol("a ListResponse is not a JSON object".into())),
-        Some(Shape::ResourcesNotAnArray) => {
-            Err(TenantError::Protocol("\"Resources\" of a ListResponse is not an array".into()))
-        }
-        None => Ok((total, page.returned)),
+    match de.deserialize_map(&mut page).and_then(|total| de.end().map(|()| total)) {
+        Ok(total) => Ok((total, page.returned)),
+        // Valid JSON of the wrong shape: the only value read with a shape is `Resources`.
+        Err(e) => Err(TenantError::Protocol(match serde_json::from_slice::<Value>(body) {
+            Ok(v) if !v.is_object() => "a ListResponse is not a JSON object".to_owned(),
+            Ok(_) => "\"Resources\" of a ListResponse is not an array".to_owned(),
+            Err(_) => format!("the answer is not valid JSON: {e}"),
+        })),
     }
 }
 
