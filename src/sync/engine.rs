@@ -23,7 +23,7 @@ use crate::directory::{
 use crate::error::{AppError, ErrorKind, Result};
 use crate::store::{self, StateStore};
 use crate::store::{Mirrored, PageEnd, Watermark};
-use crate::sync::apply::{Applier, Ids};
+use crate::sync::apply::{Applier, Ids, KnownIds};
 
 /// Objects read from the store, validated and planned together.
 pub const PAGE: usize = 500;
@@ -734,7 +734,7 @@ impl<'a, 'c> Engine<'a, 'c> {
     pub fn new(
         store: &'a mut StateStore,
         applier: Option<Applier<'c>>,
-        ids: HashMap<String, String>,
+        ids: KnownIds,
         tenant: Option<super::repair::TenantView>,
         flattened: bool,
         policy: std::sync::Arc<crate::policy::Policy>,
@@ -771,13 +771,13 @@ struct Planner<'p> {
     policy: &'p crate::policy::Policy,
     tenant: Option<&'p super::repair::TenantView>,
     flattened: bool,
-    ids: &'p RefCell<HashMap<String, String>>,
+    ids: &'p RefCell<KnownIds>,
 }
 
 impl Planner<'_> {
     /// Borrowed only for this lookup: the applier publishes between windows.
     fn id(&self, guid: &str) -> Option<String> {
-        self.ids.borrow().get(guid).cloned()
+        self.ids.borrow().get(guid)
     }
 
     /// Plans pages from `cursor` on until the window holds [`WINDOW`] writes (or its groups

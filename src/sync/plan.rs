@@ -80,6 +80,19 @@ impl Anchors {
         self.row(guid).is_some()
     }
 
+    /// The SCIM id of an active anchor (or a deactivated one too, with `deactivated`), read in
+    /// place.
+    pub fn active_id(&self, guid: &str, deactivated: bool) -> Option<&str> {
+        let r = self.row(guid)?;
+        let counts = r.state == AnchorState::Active || (deactivated && r.state == AnchorState::Deactivated);
+        if counts { self.fields(r)[1] } else { None }
+    }
+
+    /// The kind of an anchored object.
+    pub fn kind(&self, guid: &str) -> Option<Kind> {
+        self.row(guid).map(|r| r.kind)
+    }
+
     /// Every anchor, by objectGUID.
     pub fn values(&self) -> impl Iterator<Item = Anchor> + '_ {
         self.rows.iter().map(|r| self.anchor(r))

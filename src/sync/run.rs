@@ -5,15 +5,16 @@
 //! turns its arguments into a [`SyncRequest`] and the [`SyncOutcome`] into its report; progress
 //! reaches the terminal only through the [`Progress`] it passes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::rc::Rc;
 use std::time::Instant;
 
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 
 use super::apply::{
-    ALTERED_KEY, Applier, BulkLimits, Counts, FILTER_PROBED_KEY, Failure, Finding, LIST_PAGE, REMOVE_FORM_KEY,
-    Recreate, WriteOptions, read_tenant,
+    ALTERED_KEY, Applier, BulkLimits, Counts, FILTER_PROBED_KEY, Failure, Finding, KnownIds, LIST_PAGE,
+    REMOVE_FORM_KEY, Recreate, WriteOptions, read_tenant,
 };
 use super::engine::{self, Engine, Fallback, Mode, ModeInputs, ReadCounts, StopDetails};
 use super::plan::{self, Plan, Quarantined};
@@ -395,7 +396,7 @@ impl Run<'_, '_> {
 
         // Deletion threshold: count and percentage, before anything is written.
         // A full sync looks at every anchor; a delta only at those its changes can touch.
-        let anchors = engine::planner_anchors(self.store, all)?;
+        let anchors = Rc::new(engine::planner_anchors(self.store, all)?);
         let on_remove = self.config.sync.on_remove;
         let removals =
             Plan { removals: engine::planned_removals(self.store, all, &anchors, on_remove)?, ..Plan::default() };
@@ -498,15 +499,10 @@ impl Run<'_, '_> {
                 Some(applier)
             }
         };
-        // A dry run knows the ids the anchors hold (a real run asks the applier, which learns).
-        let ids: HashMap<String, String> = match self.options.dry_run {
-            true => anchors
-                .values()
-                .filter(|a| a.state == plan::AnchorState::Active && !missing.contains(&a.guid))
-                .filter_map(|a| a.scim_id.clone().map(|id| (a.guid.clone(), id)))
-                .collect(),
-            false => HashMap::new(),
-        };
+        // A dry run knows the ids the active anchors hold (a real run asks the applier, which
+        // learns).
+        let mut ids = KnownIds::new(Rc::clone(&anchors), false);
+        ids.forget(&missing);
         let mut engine =
             Engine::new(&mut *self.store, applier, ids, tenant, policy_scope.flattened(), rules.policy.clone());
         let applying = Instant::now();
