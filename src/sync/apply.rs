@@ -1330,10 +1330,7 @@ async fn holders(
     Ok(ctx
         .view
         .map(|v| {
-            v.holders(user_name)
-                .into_iter()
-                .map(|o| (o.id.to_string(), o.external_id.as_deref().map(str::to_owned)))
-                .collect()
+            v.holders(user_name).into_iter().map(|o| (o.id().to_owned(), o.external_id().map(str::to_owned))).collect()
         })
         .unwrap_or_default())
 }

@@ -415,7 +415,7 @@ pub fn plan_objects(desired: &[Desired], quarantined: Vec<Quarantined>, known: &
                 plan.repairs.push(repair_of(d, "missing", vec![], vec![]));
             }
             (Some(a), Some(Lookup::Found(t))) => {
-                let moved = a.scim_id.as_deref() != Some(&*t.id);
+                let moved = a.scim_id.as_deref() != Some(t.id());
                 let same = d.sent_as(a.hash.as_deref());
                 let mut drifted = repair::drift(d.kind, &d.body, &t.resource);
                 if let Some(view) = known.tenant {
@@ -431,13 +431,13 @@ pub fn plan_objects(desired: &[Desired], quarantined: Vec<Quarantined>, known: &
                     plan.updates.push(Write {
                         repair: true,
                         keep_members: keep,
-                        ..write(Some(t.id.to_string()), false, drifted.clone())
+                        ..write(Some(t.id().to_owned()), false, drifted.clone())
                     });
                     plan.repairs.push(repair_of(d, "attributes", drifted, vec![]));
                 } else {
                     let changed =
                         known.bodies.get(&d.guid).map(|old| changed_attributes(old, &d.body)).unwrap_or_default();
-                    plan.updates.push(Write { keep_members: keep, ..write(Some(t.id.to_string()), false, changed) });
+                    plan.updates.push(Write { keep_members: keep, ..write(Some(t.id().to_owned()), false, changed) });
                 }
             }
             (Some(a), _) if a.state == AnchorState::Active && d.sent_as(a.hash.as_deref()) => {
@@ -512,7 +512,7 @@ fn lists(t: &repair::TenantObject, guid: &str, known: &Known<'_>, view: &TenantV
 /// The tenant id of an anchored object, if the listing holds it.
 fn id_in<'v>(view: &'v TenantView, a: &Anchor) -> Option<&'v str> {
     match view.find(a.kind, &a.guid, a.scim_id.as_deref()) {
-        Lookup::Found(o) => Some(&o.id),
+        Lookup::Found(o) => Some(o.id()),
         _ => None,
     }
 }

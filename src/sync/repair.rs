@@ -33,11 +33,12 @@ pub const MAX_LISTED_UNKNOWN: usize = 20;
 #[derive(Debug, Clone, PartialEq)]
 pub struct TenantObject {
     pub kind: Kind,
-    pub id: Box<str>,
-    pub external_id: Option<Box<str>>,
-    pub user_name: Option<Box<str>>,
-    /// Kept where it names the object in a report: groups, and users without a userName.
-    pub display_name: Option<Box<str>>,
+    /// Its id, externalId (lower case), userName (lower case) and displayName (kept where it
+    /// names the object in a report: groups, and users without a userName), one after the
+    /// other in one allocation.
+    texts: Box<str>,
+    /// Where each of [`TenantObject::texts`] ends, [`NONE`] for one it does not have.
+    ends: [u32; 4],
     /// The owned attributes (no `meta`, no members), as [`drift`] compares them.
     pub resource: OwnedValues,
     /// Groups: the member ids, sorted, each once.
@@ -47,7 +48,7 @@ pub struct TenantObject {
 impl TenantObject {
     /// `None` for a resource without an `id` (useless to ausi).
     pub fn from_resource(kind: Kind, resource: &Value) -> Option<TenantObject> {
-        let id = resource.get("id")?.as_str().filter(|s| !s.is_empty())?.into();
+        let id = resource.get("id")?.as_str().filter(|s| !s.is_empty())?;
         let text = |k: &str| resource.get(k).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
         let members = match kind {
             Kind::Group => {
@@ -60,17 +61,51 @@ impl TenantObject {
             }
             Kind::User => Box::default(),
         };
-        let user_name: Option<Box<str>> = text("userName").map(|n| n.to_lowercase().into());
+        let user_name = text("userName").map(str::to_lowercase);
         let named = kind == Kind::Group || user_name.is_none();
+        let external_id = text("externalId").map(str::to_lowercase);
+        let fields = [Some(id), external_id.as_deref(), user_name.as_deref(), text("displayName").filter(|_| named)];
+        let mut texts = String::with_capacity(fields.iter().flatten().map(|t| t.len()).sum());
+        let ends = fields.map(|field| match field {
+            // A text of 4 GiB is no tenant's: cut rather than wrap.
+            Some(t) if texts.len() + t.len() < NONE as usize => {
+                texts.push_str(t);
+                texts.len() as u32
+            }
+            _ => NONE,
+        });
         Some(TenantObject {
             kind,
-            id,
-            external_id: text("externalId").map(|x| x.to_lowercase().into()),
-            user_name,
-            display_name: text("displayName").filter(|_| named).map(Box::from),
+            texts: texts.into_boxed_str(),
+            ends,
             resource: OwnedValues::of(kind, resource),
             members,
         })
+    }
+
+    /// The `i`-th of [`TenantObject::texts`].
+    fn text(&self, i: usize) -> Option<&str> {
+        let start = self.ends[..i].iter().rev().find(|e| **e != NONE).map_or(0, |e| *e as usize);
+        (self.ends[i] != NONE).then(|| &self.texts[start..self.ends[i] as usize])
+    }
+
+    pub fn id(&self) -> &str {
+        self.text(0).unwrap_or_default()
+    }
+
+    /// Lower case.
+    pub fn external_id(&self) -> Option<&str> {
+        self.text(1)
+    }
+
+    /// Lower case.
+    pub fn user_name(&self) -> Option<&str> {
+        self.text(2)
+    }
+
+    /// Kept for groups, and users without a userName.
+    pub fn display_name(&self) -> Option<&str> {
+        self.text(3)
     }
 
     /// A group's member ids, sorted.
@@ -87,6 +122,9 @@ impl TenantObject {
         !self.members.is_empty()
     }
 }
+
+/// A text a [`TenantObject`] does not have.
+const NONE: u32 = u32::MAX;
 
 /// The hash the view's indexes use (FNV-1a: fast, stable, and every lookup compares the key
 /// itself, so its quality only decides how often that comparison fails).
@@ -154,8 +192,8 @@ impl ViewBuilder {
         let Some(o) = TenantObject::from_resource(kind, resource) else { return };
         let view = &mut self.view;
         let n = u32::try_from(view.objects.len()).expect("fewer than 2^32 tenant objects");
-        let same = |p: &TenantObject| p.kind == o.kind && p.id == o.id;
-        match self.ids.entry(id_key(view.hash, o.kind, &o.id)) {
+        let same = |p: &TenantObject| p.kind == o.kind && p.id() == o.id();
+        match self.ids.entry(id_key(view.hash, o.kind, o.id())) {
             std::collections::hash_map::Entry::Occupied(first) => {
                 // Listed twice, or (rarely) another id with the same hash: look at every object.
                 if same(&view.objects[*first.get() as usize]) || view.objects.iter().any(same) {
@@ -166,10 +204,10 @@ impl ViewBuilder {
                 e.insert(n);
             }
         }
-        if let Some(x) = &o.external_id {
+        if let Some(x) = o.external_id() {
             view.by_external.push((view.hash)(x), n);
         }
-        if let Some(u) = o.user_name.as_deref().filter(|_| o.kind == Kind::User) {
+        if let Some(u) = o.user_name().filter(|_| o.kind == Kind::User) {
             view.by_user_name.push((view.hash)(u), n);
         }
         match o.kind {
@@ -273,14 +311,14 @@ impl TenantView {
         self.by_external
             .candidates((self.hash)(&guid))
             .map(|n| &self.objects[n])
-            .filter(|o| o.kind == kind && o.external_id.as_deref() == Some(guid.as_str()))
+            .filter(|o| o.kind == kind && o.external_id() == Some(guid.as_str()))
             .collect()
     }
 
     /// An anchored object: by its externalId, preferring the resource with the anchor's id.
     pub fn find(&self, kind: Kind, guid: &str, scim_id: Option<&str>) -> Lookup<'_> {
         let found = self.with_external_id(kind, guid);
-        if let Some(o) = found.iter().find(|o| Some(&*o.id) == scim_id) {
+        if let Some(o) = found.iter().find(|o| Some(o.id()) == scim_id) {
             return Lookup::Found(o);
         }
         match found.as_slice() {
@@ -297,7 +335,7 @@ impl TenantView {
     pub fn id_of(&self, anchor: &Anchor) -> Option<&str> {
         let kind = Kind::from(anchor.kind);
         match self.find(kind, &anchor.guid, anchor.scim_id.as_deref()) {
-            Lookup::Found(o) => Some(&o.id),
+            Lookup::Found(o) => Some(o.id()),
             _ => None,
         }
     }
@@ -308,7 +346,7 @@ impl TenantView {
         self.by_user_name
             .candidates((self.hash)(&name))
             .map(|n| &self.objects[n])
-            .filter(|o| o.user_name.as_deref() == Some(name.as_str()))
+            .filter(|o| o.user_name() == Some(name.as_str()))
             .collect()
     }
 
@@ -316,7 +354,7 @@ impl TenantView {
     /// journaled create is checked).
     pub fn soft_match(&self, kind: Kind, guid: &str, user_name: Option<&str>) -> Match {
         match self.with_external_id(kind, guid).as_slice() {
-            [one] => return Match::Adopt(one.id.to_string()),
+            [one] => return Match::Adopt(one.id().to_owned()),
             [] => {}
             many => return Match::Conflict(format!("{} resources in the tenant have externalId {guid}", many.len())),
         }
@@ -326,12 +364,10 @@ impl TenantView {
         };
         match self.holders(&name).as_slice() {
             [] => Match::Absent,
-            [one] if one.external_id.as_deref().is_none_or(|x| x == guid.to_lowercase()) => {
-                Match::Adopt(one.id.to_string())
-            }
+            [one] if one.external_id().is_none_or(|x| x == guid.to_lowercase()) => Match::Adopt(one.id().to_owned()),
             [one] => Match::Conflict(format!(
                 "userName {name} is held by a tenant user with another externalId ({})",
-                one.external_id.as_deref().unwrap_or_default()
+                one.external_id().unwrap_or_default()
             )),
             many => Match::Conflict(format!("{} resources in the tenant have userName {name}", many.len())),
         }
@@ -342,7 +378,7 @@ impl TenantView {
     pub fn unknown(&self, ours: &HashSet<&str>, guids: &dyn Fn(&str) -> bool) -> Unknown {
         let mut out = Unknown::default();
         for o in &self.objects {
-            if ours.contains(&*o.id) || o.external_id.as_deref().is_some_and(guids) {
+            if ours.contains(o.id()) || o.external_id().is_some_and(guids) {
                 continue;
             }
             match o.kind {
@@ -352,9 +388,9 @@ impl TenantView {
             if out.listed.len() < MAX_LISTED_UNKNOWN {
                 out.listed.push(UnknownObject {
                     kind: o.kind,
-                    id: o.id.to_string(),
-                    external_id: o.external_id.as_deref().map(str::to_owned),
-                    name: o.user_name.as_deref().or(o.display_name.as_deref()).map(str::to_owned),
+                    id: o.id().to_owned(),
+                    external_id: o.external_id().map(str::to_owned),
+                    name: o.user_name().or(o.display_name()).map(str::to_owned),
                 });
             }
         }
@@ -402,7 +438,7 @@ impl TenantView {
     pub fn confirm(&mut self, found: impl IntoIterator<Item = (Kind, Value)>) {
         let mut builder = ViewBuilder { view: std::mem::take(self), ids: HashMap::new() };
         for (n, o) in builder.view.objects.iter().enumerate() {
-            builder.ids.entry(id_key(builder.view.hash, o.kind, &o.id)).or_insert(n as u32);
+            builder.ids.entry(id_key(builder.view.hash, o.kind, o.id())).or_insert(n as u32);
         }
         for (kind, resource) in found {
             builder.push(kind, &resource);
@@ -717,7 +753,7 @@ mod tests {
     #[test]
     fn a_listed_object_stays_small() {
         assert_eq!(std::mem::size_of::<Compared>(), 16);
-        assert!(std::mem::size_of::<TenantObject>() <= 120, "{}", std::mem::size_of::<TenantObject>());
+        assert!(std::mem::size_of::<TenantObject>() <= 88, "{}", std::mem::size_of::<TenantObject>());
     }
     use serde_json::json;
 
@@ -818,9 +854,9 @@ mod tests {
     fn anchored_objects_are_found_missing_or_ambiguous() {
         let users = [user("1", Some("a"), "a@x"), user("2", Some("d"), "d1@x"), user("3", Some("d"), "d2@x")];
         let view = TenantView::new(&users, &[], true, 1);
-        assert!(matches!(view.find(Kind::User, "a", Some("old")), Lookup::Found(o) if &*o.id == "1"), "re-pointed");
+        assert!(matches!(view.find(Kind::User, "a", Some("old")), Lookup::Found(o) if o.id() == "1"), "re-pointed");
         assert_eq!(view.find(Kind::User, "gone", Some("9")), Lookup::Missing);
-        assert!(matches!(view.find(Kind::User, "d", Some("3")), Lookup::Found(o) if &*o.id == "3"));
+        assert!(matches!(view.find(Kind::User, "d", Some("3")), Lookup::Found(o) if o.id() == "3"));
         assert_eq!(view.find(Kind::User, "d", Some("9")), Lookup::Ambiguous);
         let partial = TenantView::new(&users, &[], false, 1);
         assert_eq!(
@@ -883,7 +919,7 @@ mod tests {
         assert_eq!(unconfirmed(&view, anchors.clone()), [(Kind::User, "2".into()), (Kind::User, "3".into())]);
         // "2" moved between two pages while the tenant was listed: asked for by id, it is there.
         view.confirm([(Kind::User, user("2", Some("B"), "b@x")), (Kind::User, user("1", Some("a"), "a@x"))]);
-        assert!(matches!(view.find(Kind::User, "b", Some("2")), Lookup::Found(o) if &*o.id == "2"));
+        assert!(matches!(view.find(Kind::User, "b", Some("2")), Lookup::Found(o) if o.id() == "2"));
         assert_eq!(view.count(Kind::User), 2, "an object listed already is not added twice");
         assert_eq!(missing(&view, anchors.clone()), ["c".to_string()].into());
         assert!(view.complete && view.altered.contains("displayName"), "the view keeps what it knew");
@@ -902,7 +938,7 @@ mod tests {
             true,
             1,
         );
-        assert_eq!(view.holders("a@X.test").iter().map(|o| &*o.id).collect::<Vec<_>>(), ["1"]);
+        assert_eq!(view.holders("a@X.test").iter().map(|o| o.id()).collect::<Vec<_>>(), ["1"]);
         assert!(view.holders("c@x.test").is_empty());
     }
 
@@ -939,8 +975,8 @@ mod tests {
             assert!(matches!(view.soft_match(Kind::User, "dup", None), Match::Conflict(_)));
             assert_eq!(view.soft_match(Kind::User, "listed-twice", None), Match::Absent);
             assert_eq!(view.find(Kind::User, "gone", None), Lookup::Missing);
-            assert!(matches!(view.find(Kind::User, "dup", Some("5")), Lookup::Found(o) if &*o.id == "5"));
-            assert_eq!(view.holders("D1@x").iter().map(|o| &*o.id).collect::<Vec<_>>(), ["4"]);
+            assert!(matches!(view.find(Kind::User, "dup", Some("5")), Lookup::Found(o) if o.id() == "5"));
+            assert_eq!(view.holders("D1@x").iter().map(|o| o.id()).collect::<Vec<_>>(), ["4"]);
             let unknown = view.unknown(&HashSet::new(), &|g| g == "aaa" || g == "numbered");
             assert_eq!((unknown.users, unknown.groups), (4, 0));
         }
@@ -953,8 +989,28 @@ mod tests {
         tenant["meta"] = json!({"version": "W/\"1\""});
         let o = TenantObject::from_resource(Kind::User, &tenant).unwrap();
         assert_eq!(o.resource, OwnedValues::of(Kind::User, &sent_user()), "meta and id are not owned");
-        assert_eq!(o.display_name, None, "a user is named by its userName");
+        assert_eq!(o.display_name(), None, "a user is named by its userName");
         assert!(drift(Kind::User, &sent_user(), &o.resource).is_empty());
+    }
+
+    /// The texts a listed object keeps, each read back from the one allocation they share.
+    #[test]
+    fn a_listed_object_reads_back_its_texts() {
+        let user = json!({"id": "U-1", "externalId": " AB-CD ", "userName": "Jo@X", "displayName": "Jo"});
+        let o = TenantObject::from_resource(Kind::User, &user).unwrap();
+        assert_eq!(
+            (o.id(), o.external_id(), o.user_name(), o.display_name()),
+            ("U-1", Some("ab-cd"), Some("jo@x"), None)
+        );
+        let nameless = json!({"id": "u-2", "displayName": "Jo", "userName": " "});
+        let o = TenantObject::from_resource(Kind::User, &nameless).unwrap();
+        assert_eq!((o.id(), o.external_id(), o.user_name(), o.display_name()), ("u-2", None, None, Some("Jo")));
+        let group = json!({"id": "g", "externalId": "x", "displayName": "All", "members": [{"value": "b"}, {"value": "a"}, {"value": "b"}]});
+        let o = TenantObject::from_resource(Kind::Group, &group).unwrap();
+        assert_eq!((o.id(), o.external_id(), o.user_name(), o.display_name()), ("g", Some("x"), None, Some("All")));
+        assert_eq!(o.members().collect::<Vec<_>>(), ["a", "b"]);
+        assert!(o.lists("a") && !o.lists("c"));
+        assert!(TenantObject::from_resource(Kind::User, &json!({"id": ""})).is_none());
     }
 
     #[test]
