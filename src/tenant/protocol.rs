@@ -123,19 +123,12 @@ pub(crate) fn parse_json(body: &[u8]) -> Result<Value, TenantError> {
     serde_json::from_slice(body).map_err(|e| TenantError::Protocol(format!("the answer is not valid JSON: {e}")))
 }
 
-/// `Resources` (missing = none) and `totalResults` of a ListResponse.
-pub(crate) fn parse_list_response(v: &Value) -> Result<(Vec<Value>, Option<u64>), TenantError> {
-    if !v.is_object() {
-        return Err(TenantError::Protocol("a ListResponse is not a JSON object".into()));
-    }
-    let resources = match v.get("Resources") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items.clone(),
-        Some(_) => {
-            return Err(TenantError::Protocol("\"Resources\" of a ListResponse is not an array".into()));
-        }
-    };
-    Ok((resources, v.get("totalResults").and_then(as_u64_lenient)))
+/// `Resources` (missing = none) and `totalResults` of a whole ListResponse (a filter's answer,
+/// a probe's page): [`read_list_page`], the resources gathered.
+pub(crate) fn parse_list_response(body: &[u8]) -> Result<(Vec<Value>, Option<u64>), TenantError> {
+    let mut resources = Vec::new();
+    let (total, _) = read_list_page(body, &mut |r| resources.push(r))?;
+    Ok((resources, total))
 }
 
 /// A ListResponse page read from its body: each of its `Resources` (missing = none) handed to

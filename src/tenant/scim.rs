@@ -294,7 +294,7 @@ impl ScimClient {
         let filter = format!("{attribute} eq \"{}\"", escape_filter_value(value));
         let url = format!("{}/{}?filter={}&count=2", self.base_url, kind.endpoint(), percent_encode(&filter));
         let body = self.send(Method::GET, &url, None, Target::Collection).await?;
-        let (resources, _) = parse_list_response(&parse_json(&body)?)?;
+        let (resources, _) = parse_list_response(&body)?;
         Ok(resources)
     }
 
@@ -333,7 +333,7 @@ impl ScimClient {
         for kind in [ResourceKind::User, ResourceKind::Group] {
             let url = format!("{}/{}?startIndex=1&count=50", self.base_url, kind.endpoint());
             let body = self.send(Method::GET, &url, None, Target::Collection).await?;
-            let (listed, _) = parse_list_response(&parse_json(&body)?)?;
+            let (listed, _) = parse_list_response(&body)?;
             let text = |r: &Value, k: &str| r[k].as_str().filter(|v| !v.trim().is_empty()).map(str::to_owned);
             let held = listed.iter().find_map(|r| Some((text(r, "id")?, text(r, "externalId")?, text(r, "userName"))));
             let (id, external, user_name, probe) = match held {
@@ -401,7 +401,7 @@ impl ScimClient {
         let filter = format!("{attribute} eq \"{}\"", escape_filter_value(value));
         let url = format!("{}/{}?filter={}&count=2", self.base_url, kind.endpoint(), percent_encode(&filter));
         let body = self.send(Method::GET, &url, None, Target::Collection).await?;
-        let (resources, total) = parse_list_response(&parse_json(&body)?)?;
+        let (resources, total) = parse_list_response(&body)?;
         Ok((resources, total.unwrap_or(0)))
     }
 
