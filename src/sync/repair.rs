@@ -67,7 +67,7 @@ impl TenantObject {
         let fields = [Some(id), external_id.as_deref(), user_name.as_deref(), text("displayName").filter(|_| named)];
         let mut texts = String::with_capacity(fields.iter().flatten().map(|t| t.len()).sum());
         let ends = fields.map(|field| match field {
-            // A text of 4 GiB is no tenant's: cut rather than wrap.
+            // A text of 4 GiB is no tenant's: left out rather than wrapped.
             Some(t) if texts.len() + t.len() < NONE as usize => {
                 texts.push_str(t);
                 texts.len() as u32
@@ -532,20 +532,17 @@ impl Compared {
         let Some(v) = meaningful(value) else { return Compared::Absent };
         let whole = || Compared::Other(value_hash(v));
         if attr.multi {
-            let listed: Option<Vec<(u64, u64)>> = v.as_array().and_then(|items| {
-                items
-                    .iter()
-                    .map(|i| {
-                        let value = text_hash(&scalar(i.get("value")?)?);
-                        let kind = i.get("type").and_then(scalar).map_or(NO_TYPE, |t| text_hash(&t) | 1);
-                        Some((value, kind))
-                    })
-                    .collect()
-            });
-            let Some(listed) = listed else { return whole() };
-            let (start, len) = (entries.len() as u32, listed.len() as u32);
-            entries.extend(listed);
-            Compared::Entries { start, len }
+            let Some(items) = v.as_array() else { return whole() };
+            let start = entries.len();
+            for i in items {
+                let Some(value) = i.get("value").and_then(scalar) else {
+                    entries.truncate(start); // an item without a scalar value: compared whole
+                    return whole();
+                };
+                let kind = i.get("type").and_then(scalar).map_or(NO_TYPE, |t| text_hash(&t) | 1);
+                entries.push((text_hash(&value), kind));
+            }
+            Compared::Entries { start: start as u32, len: items.len() as u32 }
         } else {
             scalar(v).map_or_else(whole, |s| Compared::Scalar(text_hash(&s)))
         }
