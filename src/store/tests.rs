@@ -673,3 +673,28 @@ fn older_stores_gain_the_covering_indexes() {
     assert_eq!(store.group_members("g").unwrap(), vec![]);
     assert!(!store.is_valid_user("u").unwrap());
 }
+
+#[test]
+fn a_transaction_is_all_or_nothing_and_nests() {
+    let (_dir, path, mut store) = store();
+    let failed: Result<(), StateError> = store.in_transaction(|s| {
+        s.set_meta("a", Some("1"))?;
+        // A savepoint of its own inside it (as `mirror_sql` takes) is released, not committed.
+        s.mirror_sql(|c| c.execute("INSERT INTO meta (key, value) VALUES ('b', '2')", []))?;
+        Err(StateError::TooNew { path: "on purpose".into(), found: 0, supported: 0 })
+    });
+    assert!(failed.is_err());
+    assert_eq!((store.meta("a").unwrap(), store.meta("b").unwrap()), (None, None));
+
+    store.in_transaction(|s| s.set_meta("a", Some("1"))).unwrap();
+    // Committed: another connection sees it.
+    let other = StateStore::open_read_only(&path).unwrap().unwrap();
+    assert_eq!(other.meta("a").unwrap().as_deref(), Some("1"));
+
+    // Inside a dry run it is the dry run's: rolled back with it.
+    store.begin_dry_run().unwrap();
+    store.in_transaction(|s| s.set_meta("c", Some("3"))).unwrap();
+    assert_eq!(store.meta("c").unwrap().as_deref(), Some("3"));
+    store.end_dry_run().unwrap();
+    assert_eq!(store.meta("c").unwrap(), None);
+}

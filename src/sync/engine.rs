@@ -626,6 +626,10 @@ pub fn planned_attribute_changes(
 /// Objects the policy's scope leaves out are not validated: they are recorded `out` (see
 /// [`PolicyScope`]) and leave the tenant like objects moved out of the OUs.
 pub fn validate(store: &mut StateStore, all: bool, rules: &RuleOptions, scope: &PolicyScope) -> Result<Verdicts> {
+    store.in_transaction(|store| validate_all(store, all, rules, scope))
+}
+
+fn validate_all(store: &mut StateStore, all: bool, rules: &RuleOptions, scope: &PolicyScope) -> Result<Verdicts> {
     let run = scope.begin(store, all)?;
     let mut verdicts = Verdicts::default();
     // All users: one pass finds the shared values; a few users: one indexed look-up each.
