@@ -71,6 +71,9 @@ impl LdifDirectory {
     }
 }
 
+/// Records read between two yields to the rest of the task (see `objects`).
+const YIELD_EVERY: u64 = 1000;
+
 impl Directory for LdifDirectory {
     async fn info(&mut self) -> Result<DirectoryInfo, DirectoryError> {
         Ok(self.info.clone())
@@ -104,6 +107,11 @@ impl Directory for LdifDirectory {
             };
             summary.entries += 1;
             progress(summary.entries);
+            // A file never makes the read wait: let a full sync's listing of the tenant (the
+            // other future of its task) put its requests on the wire while the file is read.
+            if summary.entries.is_multiple_of(YIELD_EVERY) {
+                tokio::task::yield_now().await;
+            }
             let line = record.line;
             let mut raw = raw_entry(record);
             self.attributes.cut(&mut raw);
