@@ -217,9 +217,9 @@ impl StateStore {
     }
 
     /// `f` in one transaction: all of it or none of it, and its statements share the database's
-    /// locks. Outside a transaction SQLite takes and drops them for every statement (four
-    /// `fcntl` calls each), and a validation that asks one question a user paid that 10,000
-    /// times at 10,000 users. Inside a dry run, `f` runs in the dry run's savepoint (see
+    /// locks. Outside a transaction SQLite takes and drops them for every statement (two
+    /// `fcntl` calls or more each), and a validation that asks one question a user paid that
+    /// 10,000 times at 10,000 users. Inside a dry run, `f` runs in the dry run's savepoint (see
     /// [`StateStore::mirror_sql`]).
     pub fn in_transaction<T, E: From<StateError>>(
         &mut self,

@@ -624,7 +624,8 @@ pub fn planned_attribute_changes(
 /// Validates the objects to look at (all of them in a full sync) against the whole mirror:
 /// users by every rule, groups by the rules that apply to them.
 /// Objects the policy's scope leaves out are not validated: they are recorded `out` (see
-/// [`PolicyScope`]) and leave the tenant like objects moved out of the OUs.
+/// [`PolicyScope`]) and leave the tenant like objects moved out of the OUs. One transaction:
+/// every verdict or none.
 pub fn validate(store: &mut StateStore, all: bool, rules: &RuleOptions, scope: &PolicyScope) -> Result<Verdicts> {
     store.in_transaction(|store| validate_all(store, all, rules, scope))
 }
