@@ -195,32 +195,23 @@ impl StateStore {
         StateError::Sqlite { path: self.path.clone(), source }
     }
 
-    /// One savepoint: all of `f` or none of it. Inside a dry run, `f` runs in the dry run's
-    /// savepoint, which is rolled back whole: a savepoint nested in it would copy every page `f`
-    /// changes into SQLite's sub-journal (a temporary file) for nothing. A dry run that fails
-    /// half-way is rolled back whole too, with the error.
+    /// [`StateStore::in_transaction`] for statements on the connection.
     pub(crate) fn mirror_sql<T>(
         &mut self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StateError> {
-        let result = if self.dry_run.is_some() {
-            f(&self.conn)
-        } else {
-            (|| {
-                let sp = self.conn.savepoint()?;
-                let out = f(&sp)?;
-                sp.commit()?;
-                Ok(out)
-            })()
-        };
-        result.map_err(|e| self.sql(e))
+        self.in_transaction(|store| f(&store.conn).map_err(|e| store.sql(e)))
     }
 
-    /// `f` in one transaction: all of it or none of it, and its statements share the database's
-    /// locks. Outside a transaction SQLite takes and drops them for every statement (two
-    /// `fcntl` calls or more each), and a validation that asks one question a user paid that
-    /// 10,000 times at 10,000 users. Inside a dry run, `f` runs in the dry run's savepoint (see
-    /// [`StateStore::mirror_sql`]).
+    /// `f` in one transaction (a savepoint, so it nests): all of it or none of it, and its
+    /// statements share the database's locks. Outside a transaction SQLite takes and drops them
+    /// for every statement (two `fcntl` calls or more each), and a validation that asks one
+    /// question a user paid that 10,000 times at 10,000 users.
+    ///
+    /// Inside a dry run, `f` runs in the dry run's savepoint, which is rolled back whole: a
+    /// savepoint nested in it would copy every page `f` changes into SQLite's sub-journal (a
+    /// temporary file) for nothing. A dry run that fails half-way is rolled back whole too, with
+    /// the error.
     pub fn in_transaction<T, E: From<StateError>>(
         &mut self,
         f: impl FnOnce(&mut StateStore) -> Result<T, E>,
