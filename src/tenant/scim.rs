@@ -291,11 +291,7 @@ impl ScimClient {
         if attribute.is_empty() || !attribute.bytes().all(|b| b.is_ascii_alphanumeric() || b".:_-$".contains(&b)) {
             return Err(TenantError::InvalidUrl(format!("not a SCIM attribute path: {attribute:?}")));
         }
-        let filter = format!("{attribute} eq \"{}\"", escape_filter_value(value));
-        let url = format!("{}/{}?filter={}&count=2", self.base_url, kind.endpoint(), percent_encode(&filter));
-        let body = self.send(Method::GET, &url, None, Target::Collection).await?;
-        let (resources, _) = parse_list_response(&body)?;
-        Ok(resources)
+        Ok(self.filter_total(kind, attribute, value).await?.0)
     }
 
     /// Whether the `eq` filters ausi uses work (`externalId` on users and groups, `userName`
