@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
@@ -159,8 +160,15 @@ const LIST_FROM: usize = 10;
 /// `count` of a listing page (less when the tenant announces a smaller `filter.maxResults`).
 pub const LIST_PAGE: u32 = 1000;
 
-/// Results are committed to the state store at least this often.
-const COMMIT_EVERY: usize = 100;
+/// Results are committed to the state store once this many changes are gathered, or
+/// [`COMMIT_AFTER`] after the last commit, whichever comes first. A result lost to a crash costs
+/// the next run a check (journaled creates) or a write sent again, never a wrong state. Each
+/// commit rewrites every page it touches in the WAL: committed every 100 changes, the commits
+/// cost 1.48 x as much per 10k users at 100,000 users as at 10,000 (1.39 x batched; the rest is
+/// the objectGUID index outgrowing the page cache).
+const COMMIT_EVERY: usize = 5000;
+/// See [`COMMIT_EVERY`]: writes answered slowly one by one are still recorded every second.
+const COMMIT_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
 pub struct Counts {
@@ -258,6 +266,8 @@ pub struct Applier<'a> {
     /// the planner only once the window that learnt them is written.
     learned: HashMap<String, String>,
     batch: Batch,
+    /// When `batch` was last committed (see [`COMMIT_AFTER`]).
+    committed: Instant,
     pub counts: Counts,
     pub failures: Vec<Failure>,
 }
@@ -312,6 +322,7 @@ impl<'a> Applier<'a> {
             ids,
             learned: HashMap::new(),
             batch: Batch::default(),
+            committed: Instant::now(),
             counts: Counts::default(),
             failures: Vec::new(),
         }
@@ -1147,7 +1158,11 @@ impl<'a> Applier<'a> {
     fn maybe_commit(&mut self, store: &mut StateStore) -> Result<(), AppError> {
         self.done += 1;
         (self.progress)(self.done);
-        if self.batch.len() >= COMMIT_EVERY { self.flush(store) } else { Ok(()) }
+        if self.batch.len() >= COMMIT_EVERY || self.committed.elapsed() >= COMMIT_AFTER {
+            self.flush(store)
+        } else {
+            Ok(())
+        }
     }
 
     /// Starts from the attributes this tenant is known to rewrite (from the state store).
@@ -1166,6 +1181,7 @@ impl<'a> Applier<'a> {
         if !self.batch.is_empty() {
             store.commit(&self.batch, &now())?;
             self.batch = Batch::default();
+            self.committed = Instant::now();
         }
         Ok(())
     }
