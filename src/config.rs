@@ -271,7 +271,8 @@ pub struct SyncConfig {
     pub max_renames: u32,
     /// … or of more than this percentage of the users provisioned so far.
     pub max_rename_percent: u32,
-    /// Tenant writes in flight at once.
+    /// Tenant writes in flight at once, at most: `/Bulk` requests go out as many at once as make
+    /// the tenant faster (see `sync::pace`).
     pub concurrency: u32,
     /// Use `/Bulk` when the tenant announces it.
     pub bulk: bool,

@@ -1,7 +1,7 @@
 //! Applying a [`Plan`] to the tenant: the I/O edge of the engine. Writes go out with bounded
-//! concurrency; every result is recorded in the state store, committed in batches, and a create
-//! is journaled before it is sent, so a run killed at any instant is finished by the next one
-//! without duplicates. The engine hands the applier its own connection to the store
+//! concurrency (`/Bulk` requests as many at once as the [`Pace`] finds faster); every result is
+//! recorded in the state store, committed in batches, and a create is journaled before it is
+//! sent, so a run killed at any instant is finished by the next one without duplicates. The engine hands the applier its own connection to the store
 //! ([`StateStore::writer`]): a window's journal, results and bookkeeping are committed through
 //! it while the planner reads the mirror through the run's, planning the next window.
 
@@ -14,6 +14,7 @@ use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::pace::Pace;
 use super::plan::{self, Kind, MembershipChange, Plan, Removal, RemoveAction, Write};
 use super::repair::{self, GROUP_ATTRIBUTES, Match, TenantView, USER_ATTRIBUTES, ViewBuilder};
 use crate::error::{AppError, ErrorKind};
@@ -227,6 +228,8 @@ pub struct Applier<'a> {
     client: &'a dyn Tenant,
     run: i64,
     concurrency: usize,
+    /// `/Bulk` requests in flight: as many as make the tenant faster (see [`Pace`]).
+    pace: Pace,
     patch: bool,
     bulk: Option<BulkLimits>,
     filters: bool,
@@ -301,6 +304,7 @@ impl<'a> Applier<'a> {
             client,
             run,
             concurrency: options.concurrency.max(1),
+            pace: Pace::new(options.concurrency),
             patch: options.patch,
             bulk: options.bulk,
             filters: options.filters,
@@ -585,30 +589,33 @@ impl<'a> Applier<'a> {
         jobs: &[(&'w Write, bool)],
         limits: BulkLimits,
     ) -> Result<(Vec<(&'w Write, bool)>, Vec<(&'w Write, TenantError)>), AppError> {
-        let mut chunks: Vec<Vec<(&'w Write, bool)>> = vec![Vec::new()];
-        let mut size = 0usize;
+        // Each chunk with the bytes it is estimated to carry (the pace's measure of work).
+        let mut chunks: Vec<(Vec<(&'w Write, bool)>, usize)> = vec![(Vec::new(), 0)];
         for job in jobs {
             let members = job.0.members.as_ref().map_or(0, |m| m.guids.len());
             let bytes = job.0.body.to_string().len() + 200 + members * 64;
-            let last = chunks.last_mut().expect("one chunk");
+            let (last, size) = chunks.last().expect("one chunk");
             if !last.is_empty() && (last.len() >= limits.max_operations || size + bytes > limits.max_payload) {
-                chunks.push(Vec::new());
-                size = 0;
+                chunks.push((Vec::new(), 0));
             }
-            size += bytes;
-            chunks.last_mut().expect("one chunk").push(*job);
+            let (last, size) = chunks.last_mut().expect("one chunk");
+            last.push(*job);
+            *size += bytes;
         }
         let client = self.client;
         let mut redo = Vec::new();
         let mut conflicts = Vec::new();
-        // The requests' bodies (a group's carries its members) are built `concurrency` chunks at
-        // a time, as they are sent: a window of large groups is never all in memory as JSON.
+        // The requests' bodies (a group's carries its members) are built a batch at a time (as
+        // many as the pace sends at once), as they are sent: a window of large groups is never
+        // all in memory as JSON.
         let mut chunks = chunks.into_iter().peekable();
         while chunks.peek().is_some() {
+            let mut bytes = 0;
             let batch: Vec<_> = chunks
                 .by_ref()
-                .take(self.concurrency)
-                .map(|chunk| {
+                .take(self.pace.requests())
+                .map(|(chunk, size)| {
+                    bytes += size;
                     let ops: Vec<BulkOperation> = chunk
                         .iter()
                         .enumerate()
@@ -625,12 +632,13 @@ impl<'a> Applier<'a> {
                     (chunk, ops)
                 })
                 .collect();
+            let (sent, started, mut refused) = (batch.len(), Instant::now(), false);
             let mut results = stream::iter(batch)
                 .map(|(chunk, mut ops)| async move {
                     let answer = client.bulk(&mut ops).await;
                     (chunk, answer)
                 })
-                .buffer_unordered(self.concurrency);
+                .buffer_unordered(sent);
             while let Some((chunk, answer)) = results.next().await {
                 match answer {
                     Ok(outcomes) => {
@@ -671,8 +679,15 @@ impl<'a> Applier<'a> {
                         return Err(e.into());
                     }
                     // The tenant refused the request as a whole (too large, not supported after all).
-                    Err(_) => redo.extend(chunk),
+                    Err(_) => {
+                        refused = true;
+                        redo.extend(chunk)
+                    }
                 }
+            }
+            // A refused request was answered without the work: its batch measures nothing.
+            if !refused {
+                self.pace.record(sent, bytes, started.elapsed());
             }
         }
         self.flush(store)?;

@@ -9,6 +9,7 @@ pub(crate) mod fake_tenant;
 pub mod health;
 pub mod history;
 pub mod map;
+pub mod pace;
 pub mod plan;
 pub mod progress;
 pub mod repair;
