@@ -32,4 +32,4 @@ mod tests;
 pub use anchors::{Anchor, AnchorKind, AnchorState, Batch, Failure, QuarantineEntry, Reason};
 pub use db::{LooseFile, StateError, StateStore};
 pub use history::{HeartbeatRecord, RUNS_KEPT, RunEnd, RunRecord};
-pub use mirror::{KEY_COLUMNS, Mirrored, PageEnd, Watermark, directory_keys, duplicate_key};
+pub use mirror::{KEY_COLUMNS, Member, Mirrored, PageEnd, Watermark, directory_keys, duplicate_key};

@@ -670,7 +670,7 @@ fn older_stores_gain_the_covering_indexes() {
         .collect();
     assert!(indexes.contains("dir_objects_state") && indexes.contains("dir_objects_dn_key"), "{indexes:?}");
     assert!(!indexes.contains("dir_objects_dn"), "{indexes:?}");
-    assert_eq!(store.group_members("g").unwrap(), vec![]);
+    assert_eq!(store.groups_members(&["g"]).unwrap()["g"], vec![]);
     assert!(!store.is_valid_user("u").unwrap());
 }
 

@@ -22,7 +22,7 @@ use crate::directory::{
 };
 use crate::error::{AppError, ErrorKind, Result};
 use crate::store::{self, StateStore};
-use crate::store::{Mirrored, PageEnd, Watermark};
+use crate::store::{Member, Mirrored, PageEnd, Watermark};
 use crate::sync::apply::{Applier, Ids, KnownIds};
 
 /// Objects read from the store, validated and planned together.
@@ -820,6 +820,12 @@ impl Planner<'_> {
             return Ok(());
         };
         cursor.after = last.page_end();
+        // A page of groups' members, looked up at once (in objectGUID order, see
+        // `StateStore::groups_members`); a policy that flattens groups reads them group by group.
+        let mut members_of = match kind {
+            ObjectKind::Group if !self.flattened => Some(self.store.groups_members(&page_groups(&page))?),
+            _ => None,
+        };
         let mut wanted = Vec::with_capacity(page.len());
         let mut held = Vec::new();
         for m in &page {
@@ -831,7 +837,7 @@ impl Planner<'_> {
             } else {
                 // An invalid user not validated in this run is already quarantined.
                 let id = |g: &str| self.id(g);
-                match want(self.store, self.policy, m, work.anchors, &id, self.flattened)? {
+                match want(self.store, self.policy, m, work.anchors, &id, members_of.as_mut())? {
                     Some((_, true)) if !work.take_all => {
                         cursor.deferred += 1;
                         work.deferred.insert(m.guid.clone());
@@ -1071,20 +1077,25 @@ impl Engine<'_, '_> {
 }
 
 /// What the tenant should hold for one object of the mirror (`None`: an invalid user), and
-/// whether its manager is valid but has no SCIM id yet (it is created in this run).
+/// whether its manager is valid but has no SCIM id yet (it is created in this run). A group's
+/// members are taken from `members_of` (its page's, see [`page_groups`]), or, without it (a
+/// policy that flattens groups), read here.
 fn want(
     store: &StateStore,
     policy: &crate::policy::Policy,
     m: &Mirrored,
     anchors: &plan::Anchors,
     id: &dyn Fn(&str) -> Option<String>,
-    flattened: bool,
+    members_of: Option<&mut HashMap<String, Vec<Member>>>,
 ) -> Result<Option<(plan::Desired, bool)>> {
     if m.valid == Some(false) {
         return Ok(None); // quarantined (a group too: its name, its objectGUID)
     }
     if m.object.kind == ObjectKind::Group {
-        let listed = if flattened { store.flattened_members(&m.guid)? } else { store.group_members(&m.guid)? };
+        let listed = match members_of {
+            Some(of) => of.remove(&m.guid).unwrap_or_default(),
+            None => store.flattened_members(&m.guid)?,
+        };
         let candidates = listed.into_iter().map(|(guid, is_group, valid)| {
             let held = !valid && anchors.get(&guid).is_some_and(|a| a.state == plan::AnchorState::Active);
             Candidate { guid, is_group, valid, held }
@@ -1103,6 +1114,14 @@ fn want(
     let pending = manager.is_some() && manager_id.is_none();
     // A mapping that fails is a quarantined user (rule mapping.error): never planned.
     Ok(desired::user(policy, &m.object, &m.guid, manager_id.as_deref()).ok().map(|d| (d, pending)))
+}
+
+/// The groups of a page whose members [`want`] weighs: those not quarantined.
+fn page_groups(page: &[Mirrored]) -> Vec<&str> {
+    page.iter()
+        .filter(|m| m.object.kind == ObjectKind::Group && m.valid != Some(false))
+        .map(|m| m.guid.as_str())
+        .collect()
 }
 
 /// The anchors the tenant holds for objects the mirror no longer has (deleted in AD, moved
@@ -1377,14 +1396,16 @@ mod tests {
         let anchors = plan::Anchors::default();
         let mut out = BTreeMap::new();
         for kind in [ObjectKind::User, ObjectKind::Group] {
-            for m in store.work_page(kind, true, &PageEnd::default(), 10_000).unwrap() {
+            let page = store.work_page(kind, true, &PageEnd::default(), 10_000).unwrap();
+            let mut members_of = store.groups_members(&page_groups(&page)).unwrap();
+            for m in &page {
                 let id = |g: &str| Some(g.to_owned());
-                let form =
-                    match want(store, &crate::policy::Policy::default_policy(), &m, &anchors, &id, false).unwrap() {
-                        Some((d, _)) => format!("{} {:?}", d.hash, d.members),
-                        None => "invalid".into(),
-                    };
-                out.insert(m.guid, form);
+                let policy = crate::policy::Policy::default_policy();
+                let form = match want(store, &policy, m, &anchors, &id, Some(&mut members_of)).unwrap() {
+                    Some((d, _)) => format!("{} {:?}", d.hash, d.members),
+                    None => "invalid".into(),
+                };
+                out.insert(m.guid.clone(), form);
             }
         }
         out
