@@ -72,9 +72,8 @@ impl Pace {
             return;
         }
         if self.chosen != Some(best) {
-            if let Some(from) = self.chosen {
-                tracing::debug!(from = self.levels[from], to = self.levels[best], "bulk requests in flight");
-            }
+            let from = self.chosen.map(|c| self.levels[c]);
+            tracing::debug!(?from, to = self.levels[best], "/Bulk requests in flight");
             self.chosen = Some(best);
             self.recheck = RECHECK_AFTER;
             self.settled = 0;
