@@ -616,9 +616,9 @@ impl StateStore {
 
     /// The members of each of `groups` in the mirror, with what decides whether the tenant gets
     /// them: (guid, is a group, valid user), in objectGUID order. One query for them all, which
-    /// looks the members up in objectGUID order: group by group, the members of a page of groups
-    /// were spread over the whole mirror, and at 1,000,000 users nearly every look-up read a page
-    /// of it (issue 13).
+    /// looks the members up in that order: group by group, the members of a page of groups were
+    /// spread over the whole mirror, and at 1,000,000 users nearly every look-up read a page of
+    /// it from outside SQLite's cache (issue 13).
     pub fn groups_members(&self, groups: &[&str]) -> Result<HashMap<String, Vec<Member>>, StateError> {
         let read = || -> rusqlite::Result<HashMap<String, Vec<Member>>> {
             let mut stmt = self.conn.prepare_cached(

@@ -1,9 +1,10 @@
 //! Applying a [`Plan`] to the tenant: the I/O edge of the engine. Writes go out with bounded
 //! concurrency (`/Bulk` requests as many at once as the [`Pace`] finds faster); every result is
 //! recorded in the state store, committed in batches, and a create is journaled before it is
-//! sent, so a run killed at any instant is finished by the next one without duplicates. The engine hands the applier its own connection to the store
-//! ([`StateStore::writer`]): a window's journal, results and bookkeeping are committed through
-//! it while the planner reads the mirror through the run's, planning the next window.
+//! sent, so a run killed at any instant is finished by the next one without duplicates. The
+//! engine hands the applier its own connection to the store ([`StateStore::writer`]): a
+//! window's journal, results and bookkeeping are committed through it while the planner reads
+//! the mirror through the run's, planning the next window.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
