@@ -152,7 +152,7 @@ mod tests {
 
     /// Runs `batches` batches against a tenant whose rate at `n` in flight is `rate(n)`,
     /// returning the levels used.
-    fn drive(pace: &mut Pace, batches: usize, rate: impl Fn(usize) -> f64) -> Vec<usize> {
+    fn drive(pace: &mut Pace, batches: usize, mut rate: impl FnMut(usize) -> f64) -> Vec<usize> {
         (0..batches)
             .map(|_| {
                 let n = pace.requests();
@@ -223,17 +223,11 @@ mod tests {
         // One core, and every fifth batch takes twice as long (a garbage collection).
         let mut pace = Pace::new(4);
         let mut batch = 0;
-        let used: Vec<usize> = (0..200)
-            .map(|_| {
-                let n = pace.requests();
-                let bytes = 1_000_000 * n;
-                batch += 1;
-                let slow = if batch % 5 == 0 { 2.0 } else { 1.0 };
-                let rate = 1.0 / (1.0 + 0.06 * (n as f64 - 1.0)) / slow;
-                pace.record(n, bytes, Duration::from_secs_f64(bytes as f64 / rate));
-                n
-            })
-            .collect();
+        let used = drive(&mut pace, 200, |n| {
+            batch += 1;
+            let slow = if batch % 5 == 0 { 2.0 } else { 1.0 };
+            1.0 / (1.0 + 0.06 * (n as f64 - 1.0)) / slow
+        });
         let ones = used.iter().filter(|&&n| n == 1).count();
         assert!(ones >= 180 && !used.contains(&4), "{ones} of 200 at one request: {used:?}");
     }
