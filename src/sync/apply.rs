@@ -7,7 +7,7 @@
 //! the mirror through the run's, planning the next window.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -580,9 +580,10 @@ impl<'a> Applier<'a> {
         Ok((adopt, vec![]))
     }
 
-    /// Sends `jobs` through `/Bulk` in requests within the tenant's limits. Returns the jobs to
-    /// redo one by one (unanswered, and chunks the tenant refused whole) and the creates it
-    /// answered 409 (resolved by soft match).
+    /// Sends `jobs` through `/Bulk` in requests within the tenant's limits, as many at once as
+    /// the pace says, the next batch built and the last one recorded while one is in flight.
+    /// Returns the jobs to redo one by one (unanswered, and chunks the tenant refused whole) and
+    /// the creates it answered 409 (resolved by soft match).
     #[allow(clippy::type_complexity)]
     async fn bulk_writes<'w>(
         &mut self,
@@ -604,95 +605,131 @@ impl<'a> Applier<'a> {
             *size += bytes;
         }
         let client = self.client;
-        let mut redo = Vec::new();
-        let mut conflicts = Vec::new();
-        // The requests' bodies (a group's carries its members) are built a batch at a time (as
-        // many as the pace sends at once), as they are sent: a window of large groups is never
-        // all in memory as JSON.
-        let mut chunks = chunks.into_iter().peekable();
-        while chunks.peek().is_some() {
-            let mut bytes = 0;
-            let batch: Vec<_> = chunks
-                .by_ref()
-                .take(self.pace.requests())
-                .map(|(chunk, size)| {
-                    bytes += size;
-                    let ops: Vec<BulkOperation> = chunk
-                        .iter()
-                        .enumerate()
-                        .map(|(n, (w, create))| BulkOperation {
-                            method: if *create && w.scim_id.is_none() { BulkMethod::Post } else { BulkMethod::Put },
-                            kind: resource(w.kind),
-                            id: w.scim_id.clone(),
-                            bulk_id: format!("op{n}"),
-                            data: Some(
-                                with_members(w, &|g| self.id(g), &|g| self.kind(g)).unwrap_or_else(|| w.body.clone()),
-                            ),
-                        })
-                        .collect();
-                    (chunk, ops)
-                })
-                .collect();
-            let (sent, started, mut refused) = (batch.len(), Instant::now(), false);
-            let mut results = stream::iter(batch)
-                .map(|(chunk, mut ops)| async move {
-                    let answer = client.bulk(&mut ops).await;
-                    (chunk, answer)
-                })
-                .buffer_unordered(sent);
-            while let Some((chunk, answer)) = results.next().await {
-                match answer {
-                    Ok(outcomes) => {
-                        for ((w, create), outcome) in chunk.into_iter().zip(outcomes) {
-                            let adopting = create && w.scim_id.is_some();
-                            match (outcome.status, outcome.id, outcome.error) {
-                                (200..=299, Some(id), _) => self.written(w, create, Ok(Done::new(id, adopting))),
-                                // Already there: adopted by soft match.
-                                (409, _, info) if create && !adopting => conflicts.push((
-                                    w,
-                                    TenantError::Rejected(info.unwrap_or(scim::ScimErrorInfo {
-                                        status: 409,
-                                        scim_type: None,
-                                        detail: None,
-                                    })),
-                                )),
-                                // Not answered, or an adoption whose resource went since: one by one.
-                                (409 | 0, _, _) | (404, _, _) if adopting || outcome.status != 404 => {
-                                    redo.push((w, create))
-                                }
-                                (_, _, Some(info)) if info.status >= 500 || info.status == 429 => {
-                                    redo.push((w, create))
-                                }
-                                (_, _, Some(info)) => self.written(w, create, Err(TenantError::Rejected(info))),
-                                (status, _, None) => self.written(
-                                    w,
-                                    create,
-                                    Err(TenantError::Protocol(format!(
-                                        "bulk operation answered {status} without an id"
-                                    ))),
-                                ),
-                            }
-                            self.maybe_commit(store)?;
-                        }
-                    }
-                    Err(e) if is_fatal(&e) => {
-                        self.flush(store)?;
-                        return Err(e.into());
-                    }
-                    // The tenant refused the request as a whole (too large, not supported after all).
-                    Err(_) => {
-                        refused = true;
-                        redo.extend(chunk)
-                    }
-                }
+        let (mut redo, mut conflicts) = (Vec::new(), Vec::new());
+        // A batch (as many requests as the pace sends at once) is built while the one before is
+        // in flight, and that one's answers are recorded while the next is: the tenant does not
+        // wait for ausi between requests. Bodies (a group's carries its members) are built no
+        // further ahead: a window of large groups is never all in memory as JSON.
+        let mut chunks = chunks.into_iter();
+        let mut ready = VecDeque::new();
+        let mut answered = Vec::new();
+        loop {
+            self.prepare(&mut chunks, &mut ready);
+            if ready.is_empty() {
+                break;
             }
-            // A refused request was answered without the work: its batch measures nothing.
-            if !refused {
-                self.pace.record(sent, bytes, started.elapsed());
+            let batch: Vec<BulkRequest<'w>> = ready.drain(..self.pace.requests().min(ready.len())).collect();
+            let (sent, bytes) = (batch.len(), batch.iter().map(|r| r.bytes).sum());
+            let requests = async move {
+                let started = Instant::now();
+                let answers: Vec<_> = stream::iter(batch)
+                    .map(|mut r| async move {
+                        let answer = client.bulk(&mut r.ops).await;
+                        (r.chunk, answer)
+                    })
+                    .buffer_unordered(sent)
+                    .collect()
+                    .await;
+                (answers, started.elapsed())
+            };
+            let previous = std::mem::take(&mut answered);
+            let ((answers, elapsed), settled) = tokio::join!(requests, async {
+                // The requests are handed to the connection first.
+                tokio::task::yield_now().await;
+                self.settle(store, previous, &mut redo, &mut conflicts).await?;
+                self.prepare(&mut chunks, &mut ready);
+                Ok::<_, AppError>(())
+            });
+            // A request refused whole was answered without the work: its batch measures nothing.
+            if answers.iter().all(|(_, answer)| answer.is_ok()) {
+                self.pace.record(sent, bytes, elapsed);
             }
+            if let Err(e) = settled {
+                // What the tenant answered meanwhile is recorded all the same.
+                let _ = self.settle(store, answers, &mut redo, &mut conflicts).await;
+                return Err(e);
+            }
+            answered = answers;
         }
+        self.settle(store, answered, &mut redo, &mut conflicts).await?;
         self.flush(store)?;
         Ok((redo, conflicts))
+    }
+
+    /// Builds requests from `chunks` until `ready` holds as many as the pace sends at once.
+    fn prepare<'w>(
+        &self,
+        chunks: &mut impl Iterator<Item = (Vec<(&'w Write, bool)>, usize)>,
+        ready: &mut VecDeque<BulkRequest<'w>>,
+    ) {
+        while ready.len() < self.pace.requests() {
+            let Some((chunk, bytes)) = chunks.next() else { return };
+            let ops = chunk
+                .iter()
+                .enumerate()
+                .map(|(n, (w, create))| BulkOperation {
+                    method: if *create && w.scim_id.is_none() { BulkMethod::Post } else { BulkMethod::Put },
+                    kind: resource(w.kind),
+                    id: w.scim_id.clone(),
+                    bulk_id: format!("op{n}"),
+                    data: Some(with_members(w, &|g| self.id(g), &|g| self.kind(g)).unwrap_or_else(|| w.body.clone())),
+                })
+                .collect();
+            ready.push_back(BulkRequest { chunk, ops, bytes });
+        }
+    }
+
+    /// Records the tenant's answers to a batch of `/Bulk` requests: each operation written or
+    /// failed, or kept in `redo` (to be sent one by one) or `conflicts` (a create answered 409).
+    #[allow(clippy::type_complexity)]
+    async fn settle<'w>(
+        &mut self,
+        store: &mut StateStore,
+        answers: Vec<(Vec<(&'w Write, bool)>, Result<Vec<scim::BulkOutcome>, TenantError>)>,
+        redo: &mut Vec<(&'w Write, bool)>,
+        conflicts: &mut Vec<(&'w Write, TenantError)>,
+    ) -> Result<(), AppError> {
+        for (chunk, answer) in answers {
+            match answer {
+                Ok(outcomes) => {
+                    for ((w, create), outcome) in chunk.into_iter().zip(outcomes) {
+                        let adopting = create && w.scim_id.is_some();
+                        match (outcome.status, outcome.id, outcome.error) {
+                            (200..=299, Some(id), _) => self.written(w, create, Ok(Done::new(id, adopting))),
+                            // Already there: adopted by soft match.
+                            (409, _, info) if create && !adopting => conflicts.push((
+                                w,
+                                TenantError::Rejected(info.unwrap_or(scim::ScimErrorInfo {
+                                    status: 409,
+                                    scim_type: None,
+                                    detail: None,
+                                })),
+                            )),
+                            // Not answered, or an adoption whose resource went since: one by one.
+                            (409 | 0, _, _) | (404, _, _) if adopting || outcome.status != 404 => {
+                                redo.push((w, create))
+                            }
+                            (_, _, Some(info)) if info.status >= 500 || info.status == 429 => redo.push((w, create)),
+                            (_, _, Some(info)) => self.written(w, create, Err(TenantError::Rejected(info))),
+                            (status, _, None) => self.written(
+                                w,
+                                create,
+                                Err(TenantError::Protocol(format!("bulk operation answered {status} without an id"))),
+                            ),
+                        }
+                        self.maybe_commit(store)?;
+                    }
+                }
+                Err(e) if is_fatal(&e) => {
+                    self.flush(store)?;
+                    return Err(e.into());
+                }
+                // The tenant refused the request as a whole (too large, not supported after all).
+                Err(_) => redo.extend(chunk),
+            }
+            tokio::task::yield_now().await;
+        }
+        Ok(())
     }
 
     /// Records the result of one create or update, checking the tenant's answer (when it sent
@@ -1201,6 +1238,14 @@ impl<'a> Applier<'a> {
         }
         Ok(())
     }
+}
+
+/// One `/Bulk` request built and not yet answered: its writes, their operations and the bytes
+/// it is estimated to carry (the pace's measure of work).
+struct BulkRequest<'w> {
+    chunk: Vec<(&'w Write, bool)>,
+    ops: Vec<BulkOperation>,
+    bytes: usize,
 }
 
 /// A group's resource with the members its write sets (`None`: send the body as it is).
