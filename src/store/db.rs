@@ -9,7 +9,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::lock::take_lock;
-use super::schema::{SCHEMA, SCHEMA_VERSION, TEMP_TABLES, check_version, migrate};
+use super::schema::{MEMBERS_BY_MEMBER, SCHEMA, SCHEMA_VERSION, TEMP_TABLES, check_version, migrate};
 
 /// How long a statement waits for another connection (a `status` reader, a checkpoint) to let go.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -108,6 +108,7 @@ impl StateStore {
         // Creation is one transaction: a kill leaves either no tables or all of them.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
         tx.execute_batch(SCHEMA).map_err(sql)?;
+        tx.execute_batch(MEMBERS_BY_MEMBER).map_err(sql)?;
         // Schema 1 stores gain the mirror tables; having no watermark, their next run is full.
         migrate(&tx, found).map_err(sql)?;
         tx.execute(

@@ -18,6 +18,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use super::attrs::Attrs;
+use super::schema::MEMBERS_BY_MEMBER;
 use super::{StateError, StateStore};
 use crate::directory::{Defect, DirObject, Dn, ObjectGuid, ObjectKind};
 
@@ -347,9 +348,11 @@ impl StateStore {
                 "DELETE FROM dir_members WHERE group_guid IN (SELECT from_guid FROM temp.links WHERE kind = 'member');
                  INSERT OR IGNORE INTO dir_members (group_guid, member_guid)
                    SELECT l.from_guid, o.guid FROM temp.links l JOIN dir_objects o ON o.dn_key = l.target
-                   WHERE l.kind = 'member' AND o.guid <> l.from_guid ORDER BY 1, 2;
-                 CREATE INDEX IF NOT EXISTS dir_members_by_member ON dir_members (member_guid);
-                 INSERT OR IGNORE INTO dir_members (group_guid, member_guid)
+                   WHERE l.kind = 'member' AND o.guid <> l.from_guid ORDER BY 1, 2;",
+            )?;
+            tx.execute_batch(MEMBERS_BY_MEMBER)?;
+            tx.execute_batch(
+                "INSERT OR IGNORE INTO dir_members (group_guid, member_guid)
                    SELECT g.guid, l.from_guid FROM temp.links l JOIN dir_objects g ON g.dn_key = l.target
                    WHERE l.kind = 'memberOf' AND g.kind = 'group' AND g.guid <> l.from_guid;
                  UPDATE dir_objects SET manager = (
