@@ -1597,6 +1597,32 @@ mod tests {
         (dir, store)
     }
 
+    #[test]
+    fn the_next_bulk_request_goes_out_before_the_answers_to_the_last_are_recorded() {
+        // One request at a time, two operations a request: the tenant does not wait while ausi
+        // records the answers to one request and builds the next.
+        let fake = Fake { bulk: true, filters: true, ..Fake::default() };
+        let users: Vec<Write> = (1..=6).map(user).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(&dir.path().join("state.db"), NOW).unwrap();
+        let run = store.begin_run("sync", false, NOW).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let progress = |n: u64| fake.state.lock().unwrap().log.push(format!("recorded {n}"));
+            let bulk = Some(BulkLimits { max_operations: 2, max_payload: 1 << 20 });
+            let options = WriteOptions { concurrency: 1, bulk, ..options(true) };
+            let mut applier = Applier::new(&fake, run, options, &progress, &Rc::default());
+            applier.writes(&mut store, &users, &[]).await.unwrap();
+        });
+        let log: Vec<String> =
+            fake.log().into_iter().filter(|l| l.starts_with("BULK") || l.starts_with("recorded")).collect();
+        let expected = ["BULK 2", "BULK 2", "recorded 1", "recorded 2", "BULK 2", "recorded 3", "recorded 4"];
+        assert_eq!(log[..7], expected, "{log:?}");
+        assert_eq!(log[7..], ["recorded 5", "recorded 6"]);
+        assert_eq!(fake.all(ResourceKind::User).len(), 6);
+        assert_eq!(store.anchors().unwrap().len(), 6, "every answer recorded");
+    }
+
     fn change(add: &[&Write], remove: &[&Write]) -> MembershipChange {
         MembershipChange {
             group_guid: group(&[]).guid,

@@ -24,6 +24,8 @@ pub(crate) struct Fake {
     pub(crate) drop_family_name: bool,
     /// Filters answer `400 invalidFilter` when false.
     pub(crate) filters: bool,
+    /// `/Bulk` works (each operation as its own POST or PUT would); else it answers 501.
+    pub(crate) bulk: bool,
     /// The n-th create (from 1) is kept but never answered: the instant a run is killed at in
     /// the crash tests (see [`FakeState::frozen`]).
     pub(crate) freeze_at_create: Option<u64>,
@@ -232,11 +234,32 @@ impl Tenant for Fake {
         })
     }
 
-    fn bulk<'a>(
-        &'a self,
-        _operations: &'a mut [BulkOperation],
-    ) -> BoxFuture<'a, Result<Vec<BulkOutcome>, TenantError>> {
-        Box::pin(async move { Err(rejected(501, None, "no bulk")) })
+    fn bulk<'a>(&'a self, operations: &'a mut [BulkOperation]) -> BoxFuture<'a, Result<Vec<BulkOutcome>, TenantError>> {
+        Box::pin(async move {
+            if !self.bulk {
+                return Err(rejected(501, None, "no bulk"));
+            }
+            let mut st = self.state.lock().unwrap();
+            st.log.push(format!("BULK {}", operations.len()));
+            let outcomes = operations
+                .iter()
+                .map(|op| {
+                    let id = op.id.clone().unwrap_or_else(|| {
+                        st.next += 1;
+                        st.creates += 1;
+                        st.next.to_string()
+                    });
+                    let body = op.data.clone().unwrap_or_default();
+                    let (status, id, error) = match self.store(&mut st, op.kind, &id, &body) {
+                        Ok(_) => (if op.id.is_some() { 200 } else { 201 }, Some(id), None),
+                        Err(TenantError::Rejected(info)) => (info.status, None, Some(info)),
+                        Err(e) => unreachable!("store only rejects: {e}"),
+                    };
+                    BulkOutcome { bulk_id: op.bulk_id.clone(), status, id, error }
+                })
+                .collect();
+            Ok(outcomes)
+        })
     }
 }
 
