@@ -134,13 +134,13 @@ const RUNS_COLUMNS_3: [(&str, &str); 3] = [
     ("error", "error TEXT"),
 ];
 
-/// Per-connection scratch tables of [`StateStore::mirror_put`] and
-/// [`StateStore::mirror_resolve_links`] (created once, outside any dry-run savepoint).
 /// The index of `dir_members` by member, created with [`SCHEMA`] and again after a full read
 /// (which drops it to insert every membership without it, see `StateStore::mirror_resolve_links`).
 pub(super) const MEMBERS_BY_MEMBER: &str =
     "CREATE INDEX IF NOT EXISTS dir_members_by_member ON dir_members (member_guid);";
 
+/// Per-connection scratch tables of [`StateStore::mirror_put`] and
+/// [`StateStore::mirror_resolve_links`] (created once, outside any dry-run savepoint).
 pub(super) const TEMP_TABLES: &str = "
     CREATE TEMP TABLE IF NOT EXISTS links (from_guid TEXT NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL);
     CREATE TEMP TABLE IF NOT EXISTS old_members (group_guid TEXT, member_guid TEXT);";
