@@ -6,6 +6,7 @@
 //! window's journal, results and bookkeeping are committed through it while the planner reads
 //! the mirror through the run's, planning the next window.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
@@ -595,7 +596,7 @@ impl<'a> Applier<'a> {
         let mut chunks: Vec<(Vec<(&'w Write, bool)>, usize)> = vec![(Vec::new(), 0)];
         for job in jobs {
             let members = job.0.members.as_ref().map_or(0, |m| m.guids.len());
-            let bytes = job.0.body.to_string().len() + 200 + members * 64;
+            let bytes = json_len(&job.0.body) + 200 + members * 64;
             let (last, size) = chunks.last().expect("one chunk");
             if !last.is_empty() && (last.len() >= limits.max_operations || size + bytes > limits.max_payload) {
                 chunks.push((Vec::new(), 0));
@@ -623,8 +624,8 @@ impl<'a> Applier<'a> {
             let requests = async move {
                 let started = Instant::now();
                 let answers: Vec<_> = stream::iter(batch)
-                    .map(|mut r| async move {
-                        let answer = client.bulk(&mut r.ops).await;
+                    .map(|r| async move {
+                        let answer = client.bulk(&r.ops).await;
                         (r.chunk, answer)
                     })
                     .buffer_unordered(sent)
@@ -672,7 +673,9 @@ impl<'a> Applier<'a> {
                     kind: resource(w.kind),
                     id: w.scim_id.clone(),
                     bulk_id: format!("op{n}"),
-                    data: Some(with_members(w, &|g| self.id(g), &|g| self.kind(g)).unwrap_or_else(|| w.body.clone())),
+                    data: Some(
+                        with_members(w, &|g| self.id(g), &|g| self.kind(g)).map_or(Cow::Borrowed(&w.body), Cow::Owned),
+                    ),
                 })
                 .collect();
             ready.push_back(BulkRequest { chunk, ops, bytes });
@@ -976,7 +979,7 @@ impl<'a> Applier<'a> {
                 size += bytes;
                 chunk.extend(rest.next());
             }
-            let mut ops: Vec<BulkOperation> = chunk
+            let ops: Vec<BulkOperation> = chunk
                 .iter()
                 .enumerate()
                 .map(|(n, p)| BulkOperation {
@@ -984,10 +987,10 @@ impl<'a> Applier<'a> {
                     kind: ResourceKind::Group,
                     id: Some(p.group_id.clone()),
                     bulk_id: format!("op{n}"),
-                    data: Some(scim::patch_message(&p.ops)),
+                    data: Some(Cow::Owned(scim::patch_message(&p.ops))),
                 })
                 .collect();
-            match self.client.bulk(&mut ops).await {
+            match self.client.bulk(&ops).await {
                 Ok(outcomes) => {
                     let mut outcomes = outcomes.into_iter();
                     for p in chunk {
@@ -1244,8 +1247,24 @@ impl<'a> Applier<'a> {
 /// it is estimated to carry (the pace's measure of work).
 struct BulkRequest<'w> {
     chunk: Vec<(&'w Write, bool)>,
-    ops: Vec<BulkOperation>,
+    ops: Vec<BulkOperation<'w>>,
     bytes: usize,
+}
+
+/// The length of `v` as compact JSON, counted as it is written out (nowhere).
+fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, v).map_or(0, |()| count.0)
 }
 
 /// A group's resource with the members its write sets (`None`: send the body as it is).

@@ -234,7 +234,7 @@ impl Tenant for Fake {
         })
     }
 
-    fn bulk<'a>(&'a self, operations: &'a mut [BulkOperation]) -> BoxFuture<'a, Result<Vec<BulkOutcome>, TenantError>> {
+    fn bulk<'a>(&'a self, operations: &'a [BulkOperation<'a>]) -> BoxFuture<'a, Result<Vec<BulkOutcome>, TenantError>> {
         Box::pin(async move {
             if !self.bulk {
                 return Err(rejected(501, None, "no bulk"));
@@ -249,7 +249,7 @@ impl Tenant for Fake {
                         st.creates += 1;
                         st.next.to_string()
                     });
-                    let body = op.data.clone().unwrap_or_default();
+                    let body = op.data.as_deref().cloned().unwrap_or_default();
                     let (status, id, error) = match self.store(&mut st, op.kind, &id, &body) {
                         Ok(_) => (if op.id.is_some() { 200 } else { 201 }, Some(id), None),
                         Err(TenantError::Rejected(info)) => (info.status, None, Some(info)),

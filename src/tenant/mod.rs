@@ -76,7 +76,7 @@ pub trait Tenant: Sync {
         })
     }
     /// One `/Bulk` request: an outcome per operation.
-    fn bulk<'a>(&'a self, operations: &'a mut [BulkOperation]) -> BoxFuture<'a, Result<Vec<BulkOutcome>, TenantError>>;
+    fn bulk<'a>(&'a self, operations: &'a [BulkOperation<'a>]) -> BoxFuture<'a, Result<Vec<BulkOutcome>, TenantError>>;
 }
 
 impl Tenant for ScimClient {
@@ -131,7 +131,7 @@ impl Tenant for ScimClient {
     ) -> BoxFuture<'a, Result<Listing, TenantError>> {
         Box::pin(ScimClient::listing_each(self, kind, page_size, attributes, concurrency, each))
     }
-    fn bulk<'a>(&'a self, operations: &'a mut [BulkOperation]) -> BoxFuture<'a, Result<Vec<BulkOutcome>, TenantError>> {
+    fn bulk<'a>(&'a self, operations: &'a [BulkOperation<'a>]) -> BoxFuture<'a, Result<Vec<BulkOutcome>, TenantError>> {
         Box::pin(ScimClient::bulk(self, operations))
     }
 }

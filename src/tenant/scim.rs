@@ -448,11 +448,11 @@ impl ScimClient {
     /// error when it is given): one outcome per operation, in the order of the request.
     /// Retrying a whole request after a lost answer may repeat creates; those come back as 409
     /// and the caller resolves them like any other conflict.
-    /// The operations' `data` is moved into the request (large memberships are not copied).
-    pub async fn bulk(&self, operations: &mut [BulkOperation]) -> Result<Vec<BulkOutcome>, TenantError> {
-        let body = bulk_request(operations);
+    pub async fn bulk(&self, operations: &[BulkOperation<'_>]) -> Result<Vec<BulkOutcome>, TenantError> {
+        let body = bulk_request(operations)
+            .map_err(|e| TenantError::Protocol(format!("cannot serialize the request body: {e}")))?;
         let url = format!("{}/Bulk", self.base_url);
-        let answer = parse_json(&self.send(Method::POST, &url, Some(&body), Target::Collection).await?)?;
+        let answer = self.send_bytes(Method::POST, &url, Some(body), Target::Collection).await?;
         let mut outcomes = bulk_outcomes(&answer, operations)?;
         for o in &mut outcomes {
             if let Some(e) = &mut o.error {
@@ -581,14 +581,21 @@ impl ScimClient {
         body: Option<&Value>,
         target: Target,
     ) -> Result<Vec<u8>, TenantError> {
-        // Serialized once, re-sent as is on every attempt.
-        let payload: Option<Vec<u8>> = match body {
-            Some(v) => Some(
-                serde_json::to_vec(v)
-                    .map_err(|e| TenantError::Protocol(format!("cannot serialize the request body: {e}")))?,
-            ),
-            None => None,
-        };
+        let payload = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| TenantError::Protocol(format!("cannot serialize the request body: {e}")))?;
+        self.send_bytes(method, url, payload, target).await
+    }
+
+    /// [`ScimClient::send`] of a body serialized already, re-sent as is on every attempt.
+    async fn send_bytes(
+        &self,
+        method: Method,
+        url: &str,
+        payload: Option<Vec<u8>>,
+        target: Target,
+    ) -> Result<Vec<u8>, TenantError> {
         let is_write = method != Method::GET && method != Method::HEAD;
         let mut attempt: u32 = 0;
         loop {
