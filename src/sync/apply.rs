@@ -639,6 +639,11 @@ impl<'a> Applier<'a> {
                 tokio::task::yield_now().await;
                 self.settle(store, previous, &mut redo, &mut conflicts).await?;
                 self.prepare(&mut chunks, &mut ready);
+                if ready.is_empty() {
+                    // The last batch is in flight: what is recorded is committed meanwhile, so
+                    // that only its own answers are left to commit when it is answered.
+                    self.flush(store)?;
+                }
                 Ok::<_, AppError>(())
             });
             // A request refused whole was answered without the work: its batch measures nothing.
@@ -1640,6 +1645,33 @@ mod tests {
         assert_eq!(log[7..], ["recorded 5", "recorded 6"]);
         assert_eq!(fake.all(ResourceKind::User).len(), 6);
         assert_eq!(store.anchors().unwrap().len(), 6, "every answer recorded");
+    }
+
+    #[test]
+    fn what_is_recorded_is_committed_while_the_last_bulk_request_is_in_flight() {
+        // One request at a time, two operations a request, no commit due before the end: the
+        // answers to the first two requests are committed while the third is in flight.
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.db");
+        let mut store = StateStore::open(&db, NOW).unwrap();
+        let committed = move || {
+            let sql = "SELECT count(*) FROM anchors WHERE state = 'active'";
+            let n: i64 = rusqlite::Connection::open(&db).unwrap().query_row(sql, [], |r| r.get(0)).unwrap();
+            format!("{n} committed")
+        };
+        let fake = Fake { bulk: true, filters: true, on_bulk_answer: Some(Box::new(committed)), ..Fake::default() };
+        let users: Vec<Write> = (1..=6).map(user).collect();
+        let run = store.begin_run("sync", false, NOW).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let bulk = Some(BulkLimits { max_operations: 2, max_payload: 1 << 20 });
+            let options = WriteOptions { concurrency: 1, bulk, ..options(true) };
+            let mut applier = Applier::new(&fake, run, options, &|_| {}, &Rc::default());
+            applier.writes(&mut store, &users, &[]).await.unwrap();
+        });
+        let log: Vec<String> = fake.log().into_iter().filter(|l| !l.starts_with("GET")).collect();
+        assert_eq!(log, ["BULK 2", "0 committed", "BULK 2", "0 committed", "BULK 2", "4 committed"]);
+        assert_eq!(store.anchors().unwrap().len(), 6, "and the last answers once they came");
     }
 
     fn change(add: &[&Write], remove: &[&Write]) -> MembershipChange {

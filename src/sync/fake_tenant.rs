@@ -29,6 +29,10 @@ pub(crate) struct Fake {
     /// The n-th create (from 1) is kept but never answered: the instant a run is killed at in
     /// the crash tests (see [`FakeState::frozen`]).
     pub(crate) freeze_at_create: Option<u64>,
+    /// With it, a `/Bulk` request is in flight for a few turns of the runtime (ausi goes on
+    /// meanwhile) and is answered once what this returns (an observation of the caller's) is
+    /// logged.
+    pub(crate) on_bulk_answer: Option<Box<dyn Fn() -> String + Send + Sync>>,
     pub(crate) state: Mutex<FakeState>,
 }
 
@@ -239,8 +243,15 @@ impl Tenant for Fake {
             if !self.bulk {
                 return Err(rejected(501, None, "no bulk"));
             }
+            self.state.lock().unwrap().log.push(format!("BULK {}", operations.len()));
+            if let Some(observe) = &self.on_bulk_answer {
+                for _ in 0..8 {
+                    tokio::task::yield_now().await;
+                }
+                let seen = observe();
+                self.state.lock().unwrap().log.push(seen);
+            }
             let mut st = self.state.lock().unwrap();
-            st.log.push(format!("BULK {}", operations.len()));
             let outcomes = operations
                 .iter()
                 .map(|op| {
