@@ -7,7 +7,7 @@ use rusqlite::Connection;
 
 use super::db::sibling;
 use super::lock::lock_path;
-use super::schema::check_version;
+use super::schema::{SCHEMA, SCHEMA_VERSION, check_version};
 use super::*;
 
 const T0: &str = "2026-05-01T10:00:00Z";
@@ -75,7 +75,7 @@ fn creates_schema_with_pragmas() {
     assert_eq!(pragma(&store, "journal_mode"), "wal");
     assert_eq!(pragma(&store, "synchronous"), "1"); // NORMAL
     assert_eq!(pragma(&store, "foreign_keys"), "1");
-    assert_eq!(check_version(&store.conn, "x").unwrap(), Some(3));
+    assert_eq!(check_version(&store.conn, "x").unwrap(), Some(SCHEMA_VERSION));
     assert!(store.anchors().unwrap().is_empty());
     assert!(store.members().unwrap().is_empty());
     assert!(store.quarantine().unwrap().is_empty());
@@ -85,7 +85,7 @@ fn creates_schema_with_pragmas() {
     drop(store);
     // Reopening an existing store changes nothing.
     let store = StateStore::open(&path, T1).unwrap();
-    assert_eq!(check_version(&store.conn, "x").unwrap(), Some(3));
+    assert_eq!(check_version(&store.conn, "x").unwrap(), Some(SCHEMA_VERSION));
 }
 
 #[test]
@@ -526,7 +526,7 @@ fn schema_2_stores_gain_the_run_history() {
     drop(old);
 
     let mut store = StateStore::open(&path, T2).unwrap();
-    assert_eq!(check_version(&store.conn, "x").unwrap(), Some(3));
+    assert_eq!(check_version(&store.conn, "x").unwrap(), Some(SCHEMA_VERSION));
     let runs = store.last_runs(10).unwrap();
     assert_eq!(runs[1].kind, "full");
     assert_eq!(runs[1].command, "sync");
@@ -543,6 +543,59 @@ fn schema_2_stores_gain_the_run_history() {
     let store = StateStore::open(&path, T2).unwrap();
     assert_eq!(store.last_runs(10).unwrap()[0].error.as_deref(), Some("boom"));
     assert_eq!(store.heartbeat().unwrap().unwrap().tenant_status.as_deref(), Some("Active"));
+}
+
+#[test]
+fn schema_3_anchors_are_rebuilt_with_their_rows_and_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(&SCHEMA.replace(
+        "CHECK (state = 'pending' OR state = 'active' OR state = 'deactivated' OR state = 'deleted')",
+        "CHECK (state IN ('pending', 'active', 'deactivated', 'deleted'))",
+    ))
+    .unwrap();
+    conn.execute_batch(
+        "INSERT INTO meta VALUES ('schema_version', '3');
+         INSERT INTO anchors VALUES ('g1', 'user', 'id-1', 'CN=A', 'h1', '{\"userName\":\"a\"}', 'active', 7, 'T');
+         INSERT INTO anchors VALUES ('g2', 'group', NULL, 'CN=B', NULL, NULL, 'pending', NULL, 'T');",
+    )
+    .unwrap();
+    let sql = |c: &Connection| -> String {
+        c.query_row("SELECT sql FROM sqlite_master WHERE name = 'anchors'", [], |r| r.get(0)).unwrap()
+    };
+    assert!(sql(&conn).contains("state IN ("));
+    drop(conn);
+
+    let store = StateStore::open(&path, T1).unwrap();
+    assert_eq!(check_version(&store.conn, "x").unwrap(), Some(4));
+    assert!(!sql(&store.conn).contains("state IN ("), "{}", sql(&store.conn));
+    let rows: Vec<(String, Option<String>, String, Option<i64>)> = store
+        .conn
+        .prepare("SELECT guid, scim_id, state, last_seen_run FROM anchors ORDER BY guid")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let expected = [
+        ("g1".to_owned(), Some("id-1".to_owned()), "active".to_owned(), Some(7)),
+        ("g2".to_owned(), None, "pending".to_owned(), None),
+    ];
+    assert_eq!(rows, expected);
+    let bad = |state: &str, id: Option<&str>| {
+        store.conn.execute(
+            "INSERT INTO anchors (guid, kind, scim_id, dn, state, updated_at) VALUES ('g3', 'user', ?2, 'CN=C', ?1, 'T')",
+            rusqlite::params![state, id],
+        )
+    };
+    assert!(bad("gone", Some("x")).is_err(), "an unknown state is still refused");
+    assert!(bad("pending", Some("x")).is_err(), "and the journal rule still holds");
+    assert!(bad("deleted", Some("x")).is_ok());
+    drop(store);
+    // Opening again rebuilds nothing.
+    let store = StateStore::open(&path, T1).unwrap();
+    assert_eq!(store.conn.query_row("SELECT count(*) FROM anchors", [], |r| r.get::<_, i64>(0)).unwrap(), 3);
 }
 
 #[test]
@@ -588,18 +641,18 @@ fn newer_schema_is_refused() {
     let (_dir, path, store) = store();
     drop(store);
     let conn = Connection::open(&path).unwrap();
-    conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'", []).unwrap();
+    conn.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'", []).unwrap();
     drop(conn);
 
     let err = StateStore::open(&path, T1).unwrap_err();
-    assert!(matches!(err, StateError::TooNew { found: 4, supported: 3, .. }), "{err:?}");
-    assert!(err.to_string().contains("written by a newer ausi (schema 4, this one reads 3)"), "{err}");
+    assert!(matches!(err, StateError::TooNew { found: 5, supported: 4, .. }), "{err:?}");
+    assert!(err.to_string().contains("written by a newer ausi (schema 5, this one reads 4)"), "{err}");
     let err = StateStore::open_read_only(&path).unwrap_err();
-    assert!(matches!(err, StateError::TooNew { found: 4, .. }), "{err:?}");
+    assert!(matches!(err, StateError::TooNew { found: 5, .. }), "{err:?}");
     // Refusing changed nothing.
     let conn = Connection::open(&path).unwrap();
     let v: String = conn.query_row("SELECT value FROM meta", [], |r| r.get(0)).unwrap();
-    assert_eq!(v, "4");
+    assert_eq!(v, "5");
 }
 
 #[test]
