@@ -7,7 +7,8 @@ use rusqlite::{Connection, OptionalExtension};
 use super::StateError;
 
 /// The schema this build reads and writes. 3: the run history (`runs.command`, `duration_ms`,
-/// `error`) and the last heartbeat (`heartbeat`); see [`migrate`].
+/// `error`) and the last heartbeat (`heartbeat`); 4: an anchor's `state` checked by
+/// comparisons; see [`migrate`].
 pub(super) const SCHEMA_VERSION: i64 = 4;
 
 pub(super) const SCHEMA: &str = "
