@@ -16,6 +16,7 @@ use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::map;
 use super::pace::Pace;
 use super::plan::{self, Kind, MembershipChange, Plan, Removal, RemoveAction, Write};
 use super::repair::{self, GROUP_ATTRIBUTES, Match, TenantView, USER_ATTRIBUTES, ViewBuilder};
@@ -596,7 +597,7 @@ impl<'a> Applier<'a> {
         let mut chunks: Vec<(Vec<(&'w Write, bool)>, usize)> = vec![(Vec::new(), 0)];
         for job in jobs {
             let members = job.0.members.as_ref().map_or(0, |m| m.guids.len());
-            let bytes = json_len(&job.0.body) + 200 + members * 64;
+            let bytes = map::json_len(&job.0.body) + 200 + members * 64;
             let (last, size) = chunks.last().expect("one chunk");
             if !last.is_empty() && (last.len() >= limits.max_operations || size + bytes > limits.max_payload) {
                 chunks.push((Vec::new(), 0));
@@ -1254,22 +1255,6 @@ struct BulkRequest<'w> {
     chunk: Vec<(&'w Write, bool)>,
     ops: Vec<BulkOperation<'w>>,
     bytes: usize,
-}
-
-/// The length of `v` as compact JSON, counted as it is written out (nowhere).
-fn json_len(v: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len();
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    serde_json::to_writer(&mut count, v).map_or(0, |()| count.0)
 }
 
 /// A group's resource with the members its write sets (`None`: send the body as it is).

@@ -54,6 +54,25 @@ pub fn content_hash(body: &Value) -> String {
     format!("{:016x}", hash.0)
 }
 
+/// The length of `body` as compact JSON (as [`Value::to_string`] would write it), counted as
+/// it is written: the text is never built.
+pub fn json_len(body: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to `Count` cannot fail.
+    let _ = serde_json::to_writer(&mut count, body);
+    count.0
+}
+
 /// Whether `body` serialises to exactly `text` (as [`Value::to_string`] would), compared as it
 /// is written: the text is never built, and the first byte that differs ends it.
 pub fn serializes_to(body: &Value, text: &str) -> bool {
@@ -296,5 +315,12 @@ mod tests {
         assert_ne!(content_hash(&a), content_hash(&default_user(&b, None)));
         // Pinned, so a release that changes hashing (and would rewrite every user) is noticed.
         assert_eq!(content_hash(&json!({"a": 1})), "9c3e82dd6fcae8b1");
+    }
+
+    #[test]
+    fn json_len_is_the_length_of_the_text() {
+        let body = json!({"name": "Zoë \"Z\" Ångström", "tab": "\t", "n": [1, 2.5, null, true], "e": {}});
+        assert_eq!(json_len(&body), body.to_string().len());
+        assert_eq!(json_len(&json!(null)), 4);
     }
 }

@@ -125,7 +125,12 @@ pub fn percent_encode(s: &str) -> String {
 }
 
 pub(crate) fn parse_json(body: &[u8]) -> Result<Value, TenantError> {
-    serde_json::from_slice(body).map_err(|e| TenantError::Protocol(format!("the answer is not valid JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| TenantError::Protocol(not_json(&e)))
+}
+
+/// What is said of an answer that is not JSON at all (not only of another shape than asked).
+fn not_json(e: &serde_json::Error) -> String {
+    format!("the answer is not valid JSON: {e}")
 }
 
 /// `Resources` (missing = none) and `totalResults` of a whole ListResponse (a filter's answer,
@@ -203,7 +208,7 @@ pub(crate) fn read_list_page(body: &[u8], each: &mut dyn FnMut(Value)) -> Result
         Err(e) => Err(TenantError::Protocol(match serde_json::from_slice::<Value>(body) {
             Ok(v) if !v.is_object() => "a ListResponse is not a JSON object".to_owned(),
             Ok(_) => "\"Resources\" of a ListResponse is not an array".to_owned(),
-            Err(_) => format!("the answer is not valid JSON: {e}"),
+            Err(_) => not_json(&e),
         })),
     }
 }
@@ -301,7 +306,7 @@ pub fn bulk_outcomes(body: &[u8], operations: &[BulkOperation<'_>]) -> Result<Ve
         let valid = serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
         TenantError::Protocol(match valid {
             true => format!("the bulk answer is not a BulkResponse: {e}"),
-            false => format!("the answer is not valid JSON: {e}"),
+            false => not_json(&e),
         })
     })?;
     let results =

@@ -449,8 +449,7 @@ impl ScimClient {
     /// Retrying a whole request after a lost answer may repeat creates; those come back as 409
     /// and the caller resolves them like any other conflict.
     pub async fn bulk(&self, operations: &[BulkOperation<'_>]) -> Result<Vec<BulkOutcome>, TenantError> {
-        let body = bulk_request(operations)
-            .map_err(|e| TenantError::Protocol(format!("cannot serialize the request body: {e}")))?;
+        let body = bulk_request(operations).map_err(unserializable)?;
         let url = format!("{}/Bulk", self.base_url);
         let answer = self.send_bytes(Method::POST, &url, Some(body), Target::Collection).await?;
         let mut outcomes = bulk_outcomes(&answer, operations)?;
@@ -581,10 +580,7 @@ impl ScimClient {
         body: Option<&Value>,
         target: Target,
     ) -> Result<Vec<u8>, TenantError> {
-        let payload = body
-            .map(serde_json::to_vec)
-            .transpose()
-            .map_err(|e| TenantError::Protocol(format!("cannot serialize the request body: {e}")))?;
+        let payload = body.map(serde_json::to_vec).transpose().map_err(unserializable)?;
         self.send_bytes(method, url, payload, target).await
     }
 
@@ -720,6 +716,11 @@ impl ScimClient {
 }
 
 /// A write's answer when it is a resource (a JSON object); `None` for `204` or anything else.
+/// A request body that could not be serialized (a JSON map with non-string keys; never ours).
+fn unserializable(e: serde_json::Error) -> TenantError {
+    TenantError::Protocol(format!("cannot serialize the request body: {e}"))
+}
+
 fn resource_answer(body: &[u8]) -> Option<Value> {
     serde_json::from_slice::<Value>(body).ok().filter(Value::is_object)
 }
